@@ -1,0 +1,340 @@
+"""The Dash app: ``create_app(config, board, controller)``.
+
+Callback bodies live on :class:`Handlers` (``app.kmta``) as plain methods, so tests call them
+with a fake controller; the Dash callbacks only unpack inputs, find the signed-in user and call
+them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, Protocol
+
+import dash
+from dash import Input, Output, State, html
+
+from dashboard import charts
+from dashboard import rules as rules_mod
+from dashboard.auth import current_user, install_login
+from dashboard.layout import TOTAL_KEYS, build_layout
+from dashboard.model import Board
+from kmta.config import Config
+from kmta.control import make_command
+from kmta.errors import ConfigError, KmtaError
+from schemas.control import ControlAction, ControlCommand
+
+__all__ = ["Controller", "Handlers", "create_app", "resolve_password"]
+
+_TRIGGERS = {
+    "btn-pause": ControlAction.PAUSE,
+    "btn-resume": ControlAction.RESUME,
+    "btn-unlock": ControlAction.UNLOCK,
+    "confirm-clear": ControlAction.CLEAR,
+}
+_MAX_CHART_ISPS = 8
+
+
+class Controller(Protocol):
+    """Where the dashboard sends operator commands (the Kafka control topic in production)."""
+
+    def send(self, cmd: ControlCommand) -> None: ...
+
+
+def resolve_password(config: Config, password: str | None) -> str:
+    """The login password: the explicit one (demo mode passes a generated one) or the configured
+    one. Refuses to run without one."""
+    if password:
+        return password
+    if config.dashboard.password is not None and config.dashboard.password.get_secret_value():
+        return config.dashboard.password.get_secret_value()
+    if config.dashboard.mode == "production":
+        raise ConfigError(
+            "dashboard.password is not set: production mode refuses to start without one "
+            '(set [dashboard] password in the config, or mode = "demo" for a generated one)'
+        )
+    raise ConfigError("demo mode: the caller must pass a generated dashboard password")
+
+
+def _status(ok: bool, text: str) -> html.Div:
+    return html.Div(
+        text,
+        className="status-ok" if ok else "status-error",
+        style={"color": "#1b5e20" if ok else "#b00020", "whiteSpace": "pre-wrap"},
+    )
+
+
+def _when(ts: float | None) -> str:
+    return datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S") if ts else ""
+
+
+class Handlers:
+    """What the callbacks do, free of Dash: testable with a fake controller and clock."""
+
+    def __init__(
+        self,
+        board: Board,
+        controller: Controller,
+        *,
+        secret: Any,
+        clock: Callable[[], float],
+        kb_loader: Callable[[], Any],
+    ) -> None:
+        self.board = board
+        self.controller = controller
+        self.secret = secret
+        self.clock = clock
+        self._kb_loader = kb_loader
+        self._kb: Any = None
+        self._kb_loaded = False
+
+    @property
+    def kb(self) -> Any:
+        if not self._kb_loaded:
+            self._kb = self._kb_loader()  # loaded once; may be None while kb.py is missing
+            self._kb_loaded = True
+        return self._kb
+
+    # ------------------------------------------------------------------ actions
+    def _send(self, action: ControlAction, isp: str, actor: str, **kw: Any) -> html.Div:
+        try:
+            cmd = make_command(action, isp, actor, now=self.clock(), secret=self.secret, **kw)
+            self.controller.send(cmd)
+        except KmtaError as e:
+            return _status(False, f"{action.value} {isp}: not sent: {e}")
+        where = f" ({kw['source_ip']})" if kw.get("source_ip") else ""
+        return _status(
+            True,
+            f"sent {action.value} for {isp}{where} as {actor} (id {cmd.id[:8]}); "
+            "see the audit log for the result",
+        )
+
+    def action(
+        self,
+        trigger: str | None,
+        isp: str | None,
+        source_ip: str | None,
+        reason: str | None,
+        actor: str,
+    ) -> html.Div:
+        """Pause / resume / unlock / clear (after confirmation) for the selected ISP."""
+        action = _TRIGGERS.get(trigger or "")
+        if action is None:
+            return _status(False, f"unknown action {trigger!r}")
+        if not isp:
+            return _status(False, "select an ISP first")
+        return self._send(
+            action,
+            isp,
+            actor,
+            source_ip=(source_ip or "").strip() or None,
+            reason=(reason or "").strip() or None,
+        )
+
+    def confirm_clear(self, isp: str | None) -> tuple[bool, str]:
+        """Whether to show the confirm dialog, and its text."""
+        if not isp:
+            return False, ""
+        return True, (
+            f"Cancel every queued and waiting message for {isp}?\n"
+            "They end as 'cancelled'; this cannot be undone."
+        )
+
+    def rules(
+        self, trigger: str | None, isp: str | None, text: str | None, actor: str
+    ) -> tuple[html.Div | str, str]:
+        """Apply: parse, validate, then send set_rules. Selecting an ISP shows its effective rule.
+        Returns (status, effective rule text)."""
+        if not isp:
+            return ("" if trigger == "isp-select" else _status(False, "select an ISP first")), ""
+        st = self.board.state(isp)
+        live = st.rules if st else None
+        if trigger != "btn-rules-apply":
+            return "", self._effective_text(isp, live)
+        try:
+            rules = rules_mod.parse_rules_text(text)
+            rules_mod.validate_rules(isp, rules, self.kb)
+        except (KmtaError, ValueError) as e:
+            return _status(False, f"rule not valid, nothing sent: {e}"), self._effective_text(
+                isp, live
+            )
+        status = self._send(ControlAction.SET_RULES, isp, actor, rules=rules)
+        return status, self._effective_text(isp, rules)
+
+    def _effective_text(self, isp: str, live: dict[str, Any] | None) -> str:
+        try:
+            eff = rules_mod.effective_rule(isp, live, self.kb)
+        except (KmtaError, ValueError) as e:
+            return f"(cannot compute the effective rule: {e})"
+        if eff is None:
+            return json.dumps({"live edits": live}, indent=2) if live else "(no live edits)"
+        return json.dumps(eff, indent=2, default=str)  # field order: sending, speed, retry...
+
+    # ------------------------------------------------------------------ refresh
+    def tables(self) -> dict[str, Any]:
+        now = self.clock()
+        with self.board.lock:
+            totals = self.board.totals()
+            isp_rows = self.board.isp_rows(now)
+            nodes = self.board.node_rows(now)
+            campaigns = self.board.campaign_rows()
+            audit = self.board.audit_rows()
+        for r in isp_rows:
+            r["id"] = r["isp"]
+            if r["locked"]:
+                r["lock"] = f"locked {int(r['lock_seconds_left'] or 0)}s: {r['lock_reason'] or ''}"
+            else:
+                r["lock"] = ""
+            if r["locked_ips"]:
+                r["lock"] = (
+                    r["lock"] + " " if r["lock"] else ""
+                ) + f"IPs locked: {r['locked_ips']}"
+            r["paused"] = (
+                "yes" if r["paused"] else (f"IPs: {r['paused_ips']}" if r["paused_ips"] else "")
+            )
+            lo, hi = r["speed_min"], r["speed_max"]
+            r["speed_bounds"] = f"{lo:g} - {hi:g}" if lo is not None and hi is not None else ""
+            r.pop("bounced_by_category", None)
+        for r in audit:
+            r["time"] = _when(r["time"])
+            r["applied"] = "yes" if r["applied"] else "NO"
+        for r in nodes:
+            r["stale"] = "yes" if r["stale"] else ""
+        return {
+            "totals": totals,
+            "isps": isp_rows,
+            "nodes": nodes,
+            "campaigns": campaigns,
+            "audit": audit,
+            "options": [{"label": r["isp"], "value": r["isp"]} for r in isp_rows],
+        }
+
+    def figures(self, range_s: int | None, isp: str | None) -> list[Any]:
+        range_s = int(range_s or 3600)
+        bucket = charts.RANGES.get(range_s, 60.0)
+        now = self.clock()
+        since = now - range_s
+        with self.board.lock:
+            rows = self.board.isp_rows(now)
+            busiest = sorted(rows, key=lambda r: -(r["delivered"] + r["bounced"] + r["deferrals"]))
+            shown = [isp] if isp else [r["isp"] for r in busiest[:_MAX_CHART_ISPS]]
+            success = {i: self.board.success_series(i, since, bucket) for i in shown}
+            speed = {i: self.board.speed_series(i, since) for i in shown}
+            cats = self.board.category_counts(since)
+            thr = self.board.throughput_series(since, bucket)
+        return [
+            charts.success_figure(success),
+            charts.speed_figure(speed, now),
+            charts.category_figure(cats),
+            charts.throughput_figure(thr),
+        ]
+
+
+def create_app(
+    config: Config,
+    board: Board,
+    controller: Controller,
+    *,
+    password: str | None = None,
+    user: str = "admin",
+    clock: Callable[[], float] = time.time,
+    kb_loader: Callable[[], Any] | None = None,
+) -> dash.Dash:
+    """The dashboard, guarded by a password login. ``app.kmta`` holds the :class:`Handlers`."""
+    secret_password = resolve_password(config, password)
+    app = dash.Dash(__name__, title="kmta", update_title=None, suppress_callback_exceptions=False)
+    install_login(app.server, user=user, password=secret_password)
+    if kb_loader is None:
+
+        def kb_loader() -> Any:
+            return rules_mod.load_kb(config.rules.override)
+
+    handlers = Handlers(
+        board, controller, secret=config.control.secret, clock=clock, kb_loader=kb_loader
+    )
+    app.kmta = handlers  # type: ignore[attr-defined]
+    app.layout = lambda: build_layout(current_user() or user)
+
+    def actor() -> str:
+        return current_user() or user
+
+    @app.callback(
+        [Output(f"total-{k}", "children") for k in TOTAL_KEYS]
+        + [
+            Output("isp-table", "data"),
+            Output("isp-select", "options"),
+            Output("nodes-table", "data"),
+            Output("campaigns-table", "data"),
+            Output("audit-table", "data"),
+        ],
+        Input("refresh", "n_intervals"),
+    )
+    def _refresh(_n: int) -> list[Any]:
+        t = handlers.tables()
+        return [f"{t['totals'].get(k, 0):,}" for k in TOTAL_KEYS] + [
+            t["isps"],
+            t["options"],
+            t["nodes"],
+            t["campaigns"],
+            t["audit"],
+        ]
+
+    @app.callback(
+        Output("chart-success", "figure"),
+        Output("chart-speed", "figure"),
+        Output("chart-categories", "figure"),
+        Output("chart-throughput", "figure"),
+        Input("refresh", "n_intervals"),
+        Input("range-select", "value"),
+        Input("isp-select", "value"),
+    )
+    def _charts(_n: int, range_s: int, isp: str | None) -> list[Any]:
+        return handlers.figures(range_s, isp)
+
+    @app.callback(
+        Output("isp-select", "value"), Input("isp-table", "active_cell"), prevent_initial_call=True
+    )
+    def _select_row(cell: dict | None) -> Any:
+        if not cell or not cell.get("row_id"):
+            return dash.no_update
+        return cell["row_id"]
+
+    @app.callback(
+        Output("confirm-clear", "displayed"),
+        Output("confirm-clear", "message"),
+        Input("btn-clear", "n_clicks"),
+        State("isp-select", "value"),
+        prevent_initial_call=True,
+    )
+    def _ask_clear(_n: int, isp: str | None) -> tuple[bool, str]:
+        return handlers.confirm_clear(isp)
+
+    @app.callback(
+        Output("action-status", "children"),
+        Input("btn-pause", "n_clicks"),
+        Input("btn-resume", "n_clicks"),
+        Input("btn-unlock", "n_clicks"),
+        Input("confirm-clear", "submit_n_clicks"),
+        State("isp-select", "value"),
+        State("source-ip", "value"),
+        State("action-reason", "value"),
+        prevent_initial_call=True,
+    )
+    def _action(
+        _p: int, _r: int, _u: int, _c: int, isp: str | None, ip: str | None, reason: str | None
+    ) -> html.Div:
+        return handlers.action(dash.ctx.triggered_id, isp, ip, reason, actor())
+
+    @app.callback(
+        Output("rules-status", "children"),
+        Output("rules-effective", "children"),
+        Input("btn-rules-apply", "n_clicks"),
+        Input("isp-select", "value"),
+        State("rules-text", "value"),
+    )
+    def _rules(_n: int, isp: str | None, text: str | None) -> tuple[Any, str]:
+        return handlers.rules(dash.ctx.triggered_id, isp, text, actor())
+
+    return app

@@ -1,0 +1,231 @@
+"""Kafka edge of the dashboard: replay the public topics into a ``Board``; send commands.
+
+The consumer uses no group: it assigns every partition of results, state, audit and nodes and
+reads them from the beginning, so a restarted dashboard rebuilds the same truth from Kafka.
+Records that do not decode are skipped and counted (``board.skipped``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.errors import KafkaError
+from pydantic import ValidationError
+
+from dashboard.model import Board
+from kmta.config import Config
+from kmta.control import ControlError
+from schemas.control import ControlCommand, ControlRecord
+from schemas.events import DeliveryEvent
+from schemas.nodes import NodeStats
+from schemas.state import IspState
+
+__all__ = ["TOPICS", "Feed", "apply_record", "catch_up"]
+
+log = logging.getLogger(__name__)
+
+TOPICS = ("results", "state", "audit", "nodes")
+_DECODERS: dict[str, tuple[type, str]] = {
+    "results": (DeliveryEvent, "apply_event"),
+    "state": (IspState, "apply_state"),
+    "audit": (ControlRecord, "apply_audit"),
+    "nodes": (NodeStats, "apply_node"),
+}
+
+
+def apply_record(board: Board, kind: str, value: bytes | None) -> bool:
+    """Decode one record of topic ``kind`` and apply it; False (and counted) if undecodable.
+    Tombstones (``None`` values on compacted topics) are ignored."""
+    if value is None:
+        return True
+    model, method = _DECODERS[kind]
+    try:
+        obj = model.model_validate_json(value)
+    except (ValidationError, ValueError):
+        board.skipped += 1
+        return False
+    getattr(board, method)(obj)
+    return True
+
+
+class _Reader:
+    """Owns one consumer assigned to every partition of the dashboard topics."""
+
+    def __init__(self, config: Config, client_id: str) -> None:
+        self.kinds = {config.topic(k): k for k in TOPICS}
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=config.kafka.bootstrap_servers,
+            client_id=client_id,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        self.assigned: set[TopicPartition] = set()
+
+    async def start(self) -> None:
+        await self.consumer.start()
+        await self.refresh()
+
+    async def refresh(self) -> bool:
+        """Assign partitions of topics that appeared since; keep the positions of the others."""
+        # aiokafka has no public call that returns partitions of topics a consumer has not
+        # subscribed to (consumer.topics() discards them); subscribe() without a group would
+        # reset every position whenever a topic appears, so we assign by hand.
+        cluster = await self.consumer._client.fetch_all_metadata()
+        tps = set()
+        for topic in self.kinds:
+            for p in cluster.partitions_for_topic(topic) or ():
+                tps.add(TopicPartition(topic, p))
+        if tps <= self.assigned:
+            return False
+        positions = {}
+        for tp in self.assigned:
+            positions[tp] = await self.consumer.position(tp)
+        self.consumer.assign(sorted(tps))
+        for tp, pos in positions.items():
+            self.consumer.seek(tp, pos)
+        new = sorted(tps - self.assigned)
+        await self.consumer.seek_to_beginning(*new)
+        self.assigned = tps
+        return True
+
+    async def end_offsets(self) -> dict[TopicPartition, int]:
+        if not self.assigned:
+            return {}
+        return await self.consumer.end_offsets(sorted(self.assigned))
+
+    async def caught_up(self, ends: dict[TopicPartition, int]) -> bool:
+        for tp, end in ends.items():
+            if await self.consumer.position(tp) < end:
+                return False
+        return True
+
+    async def poll(self, board: Board, timeout_ms: int = 500) -> int:
+        batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=5000)
+        n = 0
+        with board.lock:
+            for tp, records in batches.items():
+                kind = self.kinds[tp.topic]
+                for rec in records:
+                    apply_record(board, kind, rec.value)
+                    n += 1
+        return n
+
+    async def stop(self) -> None:
+        await self.consumer.stop()
+
+
+async def catch_up(config: Config, board: Board, *, timeout: float = 60.0) -> None:
+    """Read the topics from the beginning up to their end offsets as of now (``kmta status``)."""
+    reader = _Reader(config, "kmta-status")
+    try:
+        await asyncio.wait_for(reader.start(), timeout)
+        ends = await reader.end_offsets()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not await reader.caught_up(ends):
+            if loop.time() > deadline:
+                raise TimeoutError("timed out reading the topics up to their end")
+            await reader.poll(board, timeout_ms=200)
+    except KafkaError as e:
+        raise ControlError(
+            f"cannot read from Kafka at {config.kafka.bootstrap_servers}: {e}"
+        ) from None
+    finally:
+        await reader.stop()
+
+
+class Feed:
+    """A background thread with its own event loop: replays the topics into ``board`` and
+    sends ``ControlCommand`` records (acks=all, key = ISP). ``send`` is the dashboard's
+    controller (called from web threads)."""
+
+    def __init__(
+        self,
+        config: Config,
+        board: Board,
+        *,
+        refresh_every: float = 10.0,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.board = board
+        self.refresh_every = refresh_every
+        self.on_error = on_error
+        self.caught_up = threading.Event()
+        self.ready = threading.Event()
+        self.error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="kmta-dashboard-feed", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def send(self, cmd: ControlCommand) -> None:
+        """Produce ``cmd`` to the control topic and wait for the broker's ack."""
+        if not self.ready.wait(30) or self._loop is None or self._producer is None:
+            raise ControlError(f"not connected to Kafka: {self.error or 'starting'}")
+        fut = asyncio.run_coroutine_threadsafe(
+            self._producer.send_and_wait(
+                self.config.topic("control"), cmd.to_json(), key=cmd.isp.encode()
+            ),
+            self._loop,
+        )
+        try:
+            fut.result(timeout=30)
+        except (KafkaError, TimeoutError) as e:
+            raise ControlError(f"could not send the command to Kafka: {e!r}") from None
+
+    def _run(self) -> None:
+        loop = self._loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException as e:
+            self.error = e
+            log.exception("dashboard feed stopped")
+            if self.on_error:
+                self.on_error(e)
+        finally:
+            self._producer = None
+            self.ready.set()  # wake senders: they now fail fast with the reason
+            loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        producer = AIOKafkaProducer(
+            bootstrap_servers=self.config.kafka.bootstrap_servers,
+            client_id="kmta-dashboard",
+            acks="all",
+        )
+        reader = _Reader(self.config, "kmta-dashboard")
+        await producer.start()
+        self._producer = producer
+        try:
+            await reader.start()
+            self.ready.set()
+            ends = await reader.end_offsets()
+            loop = asyncio.get_running_loop()
+            next_refresh = loop.time() + self.refresh_every
+            while not self._stop.is_set():
+                await reader.poll(self.board)
+                if not self.caught_up.is_set() and await reader.caught_up(ends):
+                    self.caught_up.set()
+                if loop.time() >= next_refresh:
+                    next_refresh = loop.time() + self.refresh_every
+                    await reader.refresh()
+        finally:
+            await reader.stop()
+            await producer.stop()

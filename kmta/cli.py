@@ -1,0 +1,138 @@
+"""``kmta``: one command per process kind.
+
+Every subcommand takes ``--config PATH`` (TOML; ``KMTA_CONFIG`` is read here, and only here).
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+
+from kmta.config import Config, load_config
+from kmta.errors import KmtaError
+
+__all__ = ["main"]
+
+
+def _add_pipeline_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("worker", help="run a brain worker (routing, locks, speeds, retries)",
+                       description="Runs the faust app: routes outbox messages to ISP queue "
+                       "partitions, keeps per-ISP lock/speed state, obeys control commands and "
+                       "moves due retries back to the queue. Run several for scale and HA.")
+    p.add_argument("--name", help="worker name (default host-pid)")
+    p.set_defaults(func=run_worker)
+    p = sub.add_parser("sender", help="run a sender node (SMTP delivery)",
+                       description="Joins the senders' consumer group on the queue topic and "
+                       "delivers over SMTP, enforcing each ISP's rules and the brain's state.")
+    p.add_argument("--node", help="node name (default host-pid)")
+    p.set_defaults(func=run_sender)
+    p = sub.add_parser("send", help="produce messages (JSON lines) to the outbox")
+    p.add_argument("file", help="file of JSON messages, one per line, or - for stdin")
+    p.add_argument("--wait", action="store_true", help="wait for every final result")
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.set_defaults(func=run_send)
+    p = sub.add_parser("topics", help="create kmta's topics (idempotent)")
+    p.set_defaults(func=run_topics)
+    p = sub.add_parser("demo", help="the full local demo on embedded defaults")
+    p.add_argument("--messages", type=int, default=3000)
+    p.add_argument("--senders", type=int, default=2)
+    p.add_argument("--exit", action="store_true", help="stop everything after the summary")
+    p.add_argument("--keep-kafka", action="store_true", help="leave the broker running")
+    p.set_defaults(func=run_demo, needs_config=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kmta", description=__doc__)
+    parser.add_argument("--config", help="TOML config file (default: $KMTA_CONFIG or built-in)")
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    from kmta.kafka import cli as kafka_cli
+    kafka_cli.add_parser(sub)
+    _add_pipeline_parsers(sub)
+    for mod in ("kmta.sim.cli", "kmta.rules_cli", "kmta.control_cli", "dashboard.cli"):
+        __import__(mod, fromlist=["add_parser"]).add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    path = args.config or os.environ.get("KMTA_CONFIG")
+    try:
+        args.config_obj = load_config(path)
+        args.config_path = path
+        return int(args.func(args) or 0)
+    except KmtaError as e:
+        print(f"kmta: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _run_until_signal(coro_factory) -> None:  # noqa: ANN001
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await coro_factory(stop)
+    asyncio.run(runner())
+
+
+def run_topics(args: argparse.Namespace) -> int:
+    from kmta.kafkaio import ensure_topics
+    asyncio.run(ensure_topics(args.config_obj))
+    print("topics ready")
+    return 0
+
+
+def run_worker(args: argparse.Namespace) -> int:
+    import faust
+
+    from kmta.kafkaio import ensure_topics
+    from streams.app import build
+
+    config: Config = args.config_obj
+    if args.name:
+        config = config.model_copy(update={"worker": config.worker.model_copy(
+            update={"name": args.name})})
+    asyncio.run(ensure_topics(config))
+    app = build(config)
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
+
+
+def run_sender(args: argparse.Namespace) -> int:
+    from kmta.kafkaio import ensure_topics
+    from senders.node import SenderNode
+    from streams.app import load_kb, partition_map
+
+    config: Config = args.config_obj
+    asyncio.run(ensure_topics(config))
+    kb = load_kb(config)
+    node = SenderNode(config, kb, partition_map(config, kb), node=args.node)
+    print(f"sender {node.node} delivering (allowed networks: "
+          f"{', '.join(config.delivery.allowed_networks)})", flush=True)
+    _run_until_signal(node.run)
+    return 0
+
+
+def run_send(args: argparse.Namespace) -> int:
+    from kmta.sendtool import send_file
+    return send_file(args.config_obj, args.file, wait=args.wait, timeout=args.timeout)
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from kmta.demo import run_demo as demo
+    return demo(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""Operator commands: build, sign, verify and parse ``ControlCommand`` records (pure, no I/O).
+
+A command is signed with HMAC-SHA256 over its canonical JSON without ``signature``: the
+``model_dump(mode="json", exclude_none=True, by_alias=True)`` dict, dumped with sorted keys and
+compact separators. When a secret is configured, workers apply only commands that verify.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+
+from kmta.errors import KmtaError
+from schemas.control import ControlAction, ControlCommand
+
+__all__ = ["ControlError", "canonical", "make_command", "parse_command", "sign", "verify"]
+
+
+class ControlError(KmtaError):
+    """A control command is malformed, unsigned or wrongly signed; the message says which."""
+
+
+def _secret_bytes(secret: Any) -> bytes | None:
+    # Accepts a str or a pydantic SecretStr so callers can pass config.control.secret as is.
+    if secret is None:
+        return None
+    if hasattr(secret, "get_secret_value"):
+        secret = secret.get_secret_value()
+    return secret.encode() if secret else None
+
+
+def canonical(cmd: ControlCommand) -> bytes:
+    """The bytes that are signed: the command without ``signature``, sorted keys, compact."""
+    data = cmd.model_dump(mode="json", exclude_none=True, by_alias=True)
+    data.pop("signature", None)
+    return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sign(cmd: ControlCommand, secret: Any) -> str:
+    """Hex HMAC-SHA256 of :func:`canonical` under ``secret``."""
+    key = _secret_bytes(secret)
+    if key is None:
+        raise ControlError("no secret to sign with")
+    return hmac.new(key, canonical(cmd), hashlib.sha256).hexdigest()
+
+
+def make_command(
+    action: ControlAction | str,
+    isp: str,
+    actor: str,
+    *,
+    source_ip: str | None = None,
+    rules: dict[str, Any] | None = None,
+    reason: str | None = None,
+    now: float,
+    secret: Any = None,
+) -> ControlCommand:
+    """A new command with a fresh uuid id, signed when ``secret`` is given.
+
+    Raises :class:`ControlError` if the fields do not make a valid command (e.g. set_rules
+    without rules)."""
+    try:
+        cmd = ControlCommand(
+            id=uuid.uuid4().hex,
+            action=ControlAction(action),
+            isp=isp,
+            source_ip=source_ip or None,
+            rules=rules,
+            actor=actor,
+            reason=reason or None,
+            timestamp=now,
+        )
+    except (ValidationError, ValueError) as e:
+        raise ControlError(f"invalid command: {_explain(e)}") from None
+    if _secret_bytes(secret) is not None:
+        cmd = cmd.model_copy(update={"signature": sign(cmd, secret)})
+    return cmd
+
+
+def verify(cmd: ControlCommand, secret: Any) -> None:
+    """Raise :class:`ControlError` unless ``cmd`` carries a valid signature.
+
+    Without a configured secret every command passes (the local demo)."""
+    if _secret_bytes(secret) is None:
+        return
+    if not cmd.signature:
+        raise ControlError("unsigned command")
+    if not hmac.compare_digest(cmd.signature, sign(cmd, secret)):
+        raise ControlError("bad signature")
+
+
+def parse_command(raw: bytes | str, secret: Any) -> ControlCommand:
+    """Decode and verify one record of the control topic, or raise :class:`ControlError`
+    with the reason. A command is either valid as a whole or rejected as a whole."""
+    if isinstance(raw, (bytes, bytearray)):
+        try:
+            text = bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            raise ControlError("malformed command: not UTF-8") from None
+    else:
+        text = raw
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ControlError(f"malformed command: not JSON ({e.msg} at {e.pos})") from None
+    if not isinstance(data, dict):
+        raise ControlError("malformed command: expected a JSON object")
+    try:
+        cmd = ControlCommand.model_validate(data)
+    except ValidationError as e:
+        raise ControlError(f"malformed command: {_explain(e)}") from None
+    verify(cmd, secret)
+    return cmd
+
+
+def _explain(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        parts = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "command"
+            parts.append(f"{loc}: {err['msg']}")
+        return "; ".join(parts)
+    return str(e)

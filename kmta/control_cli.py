@@ -1,0 +1,288 @@
+"""Operator commands: ``kmta pause|resume|unlock|clear|rules-set|status``.
+
+Each handler gets the loaded ``Config`` as ``args.config_obj`` (built by ``kmta/cli.py``).
+Commands go to the control topic (key = ISP, acks=all), signed when ``control.secret`` is set;
+then the command waits (``--wait`` seconds) for the brain's audit record and prints the outcome.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from kmta.config import Config
+from kmta.control import ControlError, make_command
+from kmta.errors import KmtaError
+from schemas.control import ControlAction, ControlCommand, ControlRecord
+
+__all__ = ["add_parser", "run_action", "run_rules_set", "run_status", "send_command"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_NOT_APPLIED = 2
+
+_ACTIONS = {
+    "pause": (ControlAction.PAUSE, "stop sending to an ISP (or one source IP) until resumed"),
+    "resume": (ControlAction.RESUME, "undo pause"),
+    "unlock": (ControlAction.UNLOCK, "lift a lock set by a reply rule (e.g. after a block notice)"),
+    "clear": (ControlAction.CLEAR, "cancel every queued and waiting message for an ISP"),
+}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    """Register the operator commands; each stores its handler as ``func``."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--actor", default=None, help="name recorded in the audit log (default: your login name)"
+    )
+    common.add_argument("--reason", default=None, help="free text recorded in the audit log")
+    common.add_argument(
+        "--wait",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="wait this long for the brain's audit record (0: do not wait)",
+    )
+    for name, (_action, help_) in _ACTIONS.items():
+        p = subparsers.add_parser(name, parents=[common], help=help_, description=help_ + ".")
+        p.add_argument("isp", help="ISP name as in the rules file (e.g. gmail)")
+        p.add_argument("--source-ip", default=None, help="only this source IP of the ISP")
+        if name == "clear":
+            p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        p.set_defaults(func=run_action, control_action=name)
+
+    p = subparsers.add_parser(
+        "rules-set",
+        parents=[common],
+        help="send a live partial rule for an ISP",
+        description="Send a partial ISP rule (TOML, or JSON if the file ends in .json or starts "
+        "with '{') as a set_rules command; it is validated before sending.",
+    )
+    p.add_argument("isp")
+    p.add_argument("file", type=Path, help="partial rule file, e.g. [speed] max = 200")
+    p.set_defaults(func=run_rules_set)
+
+    p = subparsers.add_parser(
+        "status",
+        help="show per-ISP counts, locks and speeds from Kafka",
+        description="Reads results, state, audit and nodes from the beginning up to their current "
+        "end and prints the ISP table (the same numbers as the dashboard).",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON (totals, isps, nodes)")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds allowed to read the topics")
+    p.set_defaults(func=run_status)
+
+
+# ---------------------------------------------------------------------- sending
+async def send_command(config: Config, cmd: ControlCommand, wait: float) -> ControlRecord | None:
+    """Produce ``cmd``; if ``wait`` > 0, return its audit record (None if none came in time)."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka.errors import KafkaError
+
+    servers = config.kafka.bootstrap_servers
+    consumer = None
+    producer = AIOKafkaProducer(bootstrap_servers=servers, client_id="kmta-cli", acks="all")
+    try:
+        if wait > 0:
+            # position the audit reader at the end *before* sending, so no record is missed
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=servers,
+                group_id=None,
+                enable_auto_commit=False,
+                client_id="kmta-cli",
+            )
+            await consumer.start()
+            topic = config.topic("audit")
+            tps = [TopicPartition(topic, p) for p in (await _partitions(consumer, topic))]
+            if tps:
+                consumer.assign(tps)
+                await consumer.seek_to_end(*tps)
+                for tp in tps:
+                    await consumer.position(tp)
+        await producer.start()
+        await producer.send_and_wait(config.topic("control"), cmd.to_json(), key=cmd.isp.encode())
+        if consumer is None or not consumer.assignment():
+            return None
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=250)
+            for records in batches.values():
+                for rec in records:
+                    try:
+                        audit = ControlRecord.model_validate_json(rec.value or b"")
+                    except ValueError:
+                        continue
+                    if audit.command is not None and audit.command.id == cmd.id:
+                        return audit
+        return None
+    except KafkaError as e:
+        raise ControlError(f"Kafka at {servers}: {e!r}") from None
+    finally:
+        await producer.stop()
+        if consumer is not None:
+            await consumer.stop()
+
+
+async def _partitions(consumer: Any, topic: str) -> set[int]:
+    cluster = await consumer._client.fetch_all_metadata()
+    return cluster.partitions_for_topic(topic) or set()
+
+
+def _actor(args: argparse.Namespace) -> str:
+    if args.actor:
+        return args.actor
+    try:
+        return f"cli:{getpass.getuser()}"
+    except (KeyError, OSError):
+        return "cli"
+
+
+def _dispatch(config: Config, cmd: ControlCommand, wait: float) -> int:
+    try:
+        audit = asyncio.run(send_command(config, cmd, wait))
+    except KmtaError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    what = f"{cmd.action.value} {cmd.isp}" + (f" ({cmd.source_ip})" if cmd.source_ip else "")
+    if wait <= 0:
+        print(f"sent {what} (id {cmd.id})")
+        return EXIT_OK
+    if audit is None:
+        print(f"sent {what} (id {cmd.id}); no audit record within {wait:g}s: is a worker running?")
+        return EXIT_OK
+    if audit.applied:
+        print(f"applied {what} (id {cmd.id})")
+        return EXIT_OK
+    print(f"NOT applied {what} (id {cmd.id}): {audit.error}", file=sys.stderr)
+    return EXIT_NOT_APPLIED
+
+
+def run_action(args: argparse.Namespace) -> int:
+    """``kmta pause|resume|unlock|clear ISP [--source-ip IP]``."""
+    config: Config = args.config_obj
+    action, _ = _ACTIONS[args.control_action]
+    if action is ControlAction.CLEAR and not args.yes:
+        if not sys.stdin.isatty():
+            print("error: clear cancels messages; confirm with --yes", file=sys.stderr)
+            return EXIT_FAILED
+        answer = input(f"Cancel every queued and waiting message for {args.isp}? [y/N] ")
+        if answer.strip().lower() not in ("y", "yes"):
+            print("nothing sent")
+            return EXIT_FAILED
+    try:
+        cmd = make_command(
+            action,
+            args.isp,
+            _actor(args),
+            source_ip=args.source_ip,
+            reason=args.reason,
+            now=time.time(),
+            secret=config.control.secret,
+        )
+    except ControlError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    return _dispatch(config, cmd, args.wait)
+
+
+def run_rules_set(args: argparse.Namespace) -> int:
+    """``kmta rules-set ISP FILE``: validate the partial rule, then send it as set_rules."""
+    from dashboard.rules import load_kb, parse_rules_text, validate_rules
+
+    config: Config = args.config_obj
+    try:
+        text = args.file.read_text()
+    except OSError as e:
+        print(f"error: cannot read {args.file}: {e.strerror}", file=sys.stderr)
+        return EXIT_FAILED
+    if args.file.suffix == ".json" and not text.lstrip().startswith("{"):
+        print(f"error: {args.file}: a JSON rule must be an object", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        rules = parse_rules_text(text)
+        validate_rules(args.isp, rules, load_kb(config.rules.override))
+        cmd = make_command(
+            ControlAction.SET_RULES,
+            args.isp,
+            _actor(args),
+            rules=rules,
+            reason=args.reason,
+            now=time.time(),
+            secret=config.control.secret,
+        )
+    except (KmtaError, ValueError) as e:
+        print(f"error: {args.file}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    return _dispatch(config, cmd, args.wait)
+
+
+# ---------------------------------------------------------------------- status
+_STATUS_COLUMNS = [
+    ("isp", "ISP"),
+    ("queued", "QUEUED"),
+    ("in_flight", "FLIGHT"),
+    ("deferred_waiting", "WAIT"),
+    ("delivered", "DELIV"),
+    ("bounced", "BOUNCE"),
+    ("expired", "EXPIR"),
+    ("suppressed", "SUPPR"),
+    ("cancelled", "CANCEL"),
+    ("rejected", "REJECT"),
+    ("lock", "LOCK"),
+    ("paused", "PAUSED"),
+    ("speed", "SPEED"),
+    ("connections", "CONNS"),
+    ("success", "SUCCESS"),
+]
+
+
+def format_status(totals: dict[str, Any], rows: list[dict[str, Any]], now: float) -> str:
+    """The ISP table as aligned text."""
+    table = [[h for _, h in _STATUS_COLUMNS]]
+    for r in rows:
+        cells = dict(r)
+        cells["lock"] = (
+            f"{int(r['lock_seconds_left'] or 0)}s {r['lock_reason'] or ''}".strip()
+            if r["locked"]
+            else "-"
+        )
+        cells["paused"] = "yes" if r["paused"] else "-"
+        cells["speed"] = f"{r['speed']:g}" if r["speed"] is not None else "-"
+        cells["success"] = (
+            f"{100 * r['success_rate']:.1f}%" if r["success_rate"] is not None else "-"
+        )
+        table.append([str(cells[k]) for k, _ in _STATUS_COLUMNS])
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    summary = ", ".join(
+        f"{k} {totals[k]}"
+        for k in ("accepted", "queued", "deferred", "delivered", "bounced", "expired", "cancelled")
+    )
+    return "\n".join([f"totals: {summary}; nodes {totals['nodes']}", *lines])
+
+
+def run_status(args: argparse.Namespace) -> int:
+    """``kmta status [--json]``."""
+    from dashboard.feed import catch_up
+    from dashboard.model import Board
+
+    config: Config = args.config_obj
+    board = Board()
+    try:
+        asyncio.run(catch_up(config, board, timeout=args.timeout))
+    except (KmtaError, TimeoutError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    now = time.time()
+    totals, rows, nodes = board.totals(), board.isp_rows(now), board.node_rows(now)
+    if args.json:
+        print(json.dumps({"totals": totals, "isps": rows, "nodes": nodes}, indent=2, default=str))
+    else:
+        print(format_status(totals, rows, now))
+    return EXIT_OK

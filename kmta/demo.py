@@ -1,0 +1,270 @@
+"""``kmta demo``: the whole pipeline on this machine, on embedded defaults.
+
+Starts a Kafka broker (assembled from Maven Central), the simulated providers and their DNS, a
+brain worker, sender nodes and the admin panel; sends a few thousand messages with a progress bar
+and prints what happened per ISP. Everything delivers to loopback only.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import random
+import secrets
+import subprocess
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import tomli_w
+
+from kmta.config import Config, load_config
+from kmta.errors import KmtaError
+
+__all__ = ["run_demo", "demo_config", "demo_rules", "demo_messages"]
+
+DEMO_PORTS = {"kafka": 9092, "dns": 5353, "smtp": 2525, "dashboard": 8050}
+
+
+def demo_config(home: Path, kafka: str, dns_port: int, smtp_port: int, dash_port: int,
+                password: str, prefix: str = "kmta.") -> dict:
+    return {
+        "data_dir": str(home),
+        "kafka": {"bootstrap_servers": kafka, "topic_prefix": prefix,
+                  "delay_tiers": [1, 5, 30, 120, 600, 3600]},
+        "dns": {"nameservers": [f"127.0.0.1:{dns_port}"]},
+        "delivery": {"smtp_port": smtp_port, "allowed_networks": ["127.0.0.0/8"],
+                     "helo_name": "demo.kmta.test"},
+        "pools": [{"name": "default", "source_ips": ["127.0.0.2", "127.0.0.3"]}],
+        "rules": {"override": str(home / "demo-rules.toml")},
+        "dashboard": {"host": "127.0.0.1", "port": dash_port, "mode": "demo",
+                      "password": password},
+    }
+
+
+def demo_rules() -> dict:
+    """A local override for the demo: the simulated providers accept tens of messages per
+    second, far above the real ones' shipped limits, and the demo must finish in minutes; so
+    tacts are short, speed bounds match the simulators, retries come after seconds, and a
+    provider's throttle reply lowers the speed (action "defer") instead of the hours-long caps
+    the shipped rules apply to the real providers. Block replies still lock (for 20 s)."""
+    from kmta.policy.kb import KnowledgeBase
+    from kmta.policy.replies import match_reply
+    from kmta.policy.reply import Reply
+    from kmta.sim.profiles import profile_replies
+    from kmta.sim.scenario import default_scenario
+
+    kb = KnowledgeBase.load()
+    retry = {"mode": "growing", "interval": "3s", "factor": 2, "max_interval": "30s",
+             "max_age": "1h"}
+    isp: dict[str, dict] = {}
+    for spec in default_scenario().providers:
+        b = spec.behaviour
+        name = kb.isp_for(spec.domains[0], [spec.mx_host]) if spec.domains else spec.name
+        cap = (b.capacity or 200) * 2 * 10  # two source IPs, per 10 s tact
+        entry: dict = {"speed": {"min": 5, "max": cap * 2, "start": max(5, cap // 8),
+                                 "increase": 0.04, "decrease": 0.8, "adapt_every": "1s"},
+                       "sending": {"tact": "10s", "connections_per_tact": 200,
+                                   "max_connections": max(1, min(b.max_connections or 10, 10)),
+                                   "messages_per_connection": max(
+                                       1, min(b.messages_per_connection or 100, 100))}}
+        replies = []
+        prof = profile_replies(spec.profile)
+        for text, action in ((prof.get("throttle_reply"), "defer"),
+                             (prof.get("block_reply"), "lock"),
+                             (prof.get("too_many_connections_reply"), "defer")):
+            if not text:
+                continue
+            first = text.replace("{ip}", "127.0.0.2").split("\n")
+            code = int(first[0][:3])
+            reply = Reply.parse(code, "\n".join(line[4:] for line in first))
+            rule = match_reply(reply, kb.effective(name))
+            if rule is not None and all(r["name"] != rule.name for r in replies):
+                new = {"name": rule.name, "match": rule.match, "action": action,
+                       "category": rule.category or "rate_limit"}
+                if action == "lock":
+                    new.update(duration="20s", threshold=1)
+                replies.append(new)
+        entry["retry"] = dict(retry)
+        if replies:
+            entry["replies"] = replies
+        if name in kb.isp_names():
+            isp[name] = entry
+    return {
+        "default": {"retry": retry,
+                    "speed": {"min": 5, "max": 20000, "start": 500, "increase": 0.04,
+                              "decrease": 0.8, "adapt_every": "1s"},
+                    "sending": {"tact": "10s", "connections_per_tact": 200,
+                                "max_connections": 10}},
+        "isp": isp,
+    }
+
+
+def demo_messages(n: int, rng: random.Random) -> list[dict]:
+    """Messages over the simulated providers' domains, with a few unknown users, greylisted
+    and temporarily failing recipients, and domains that do not exist or take no mail."""
+    from kmta.sim.scenario import default_scenario
+
+    weights = {"gmail.com": 30, "yahoo.com": 12, "aol.com": 3, "outlook.com": 10,
+               "hotmail.com": 6, "mail.ru": 5, "yandex.ru": 5, "orange.fr": 4,
+               "shop-example.test": 8, "news-example.test": 6, "greylist-example.test": 2,
+               "nx.invalid": 1, "nullmx.test": 1}
+    known = set(default_scenario().domains()) | {"nx.invalid", "nullmx.test"}
+    domains = [d for d in weights if d in known]
+    docs = []
+    for i in range(n):
+        d = rng.choices(domains, [weights[x] for x in domains])[0]
+        r = rng.random()
+        local = (f"unknown{i}" if r < 0.01 else f"tempfail{i}" if r < 0.03
+                 else f"user{i}")
+        docs.append({"from": "news@sender.kmta.test", "to": f"{local}@{d}",
+                     "subject": f"Demo message {i}", "text": f"Hello {local}, this is {i}.\n",
+                     "campaign": rng.choice(["spring-sale", "newsletter", "welcome"]),
+                     "meta": {"n": i}})
+    return docs
+
+
+class Procs:
+    def __init__(self, logs: Path) -> None:
+        self.logs = logs
+        self.procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(self, name: str, args: list[str]) -> subprocess.Popen:
+        log = open(self.logs / f"{name}.log", "wb")  # noqa: SIM115 - closed with the process
+        p = subprocess.Popen([sys.executable, "-m", "kmta.cli", *args], stdout=log,
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append((name, p))
+        return p
+
+    def check(self) -> None:
+        for name, p in self.procs:
+            if p.poll() is not None:
+                tail = (self.logs / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise KmtaError(f"{name} exited with {p.returncode}:\n{tail}")
+
+    def stop(self) -> None:
+        for _, p in reversed(self.procs):
+            if p.poll() is None:
+                p.terminate()
+        deadline = time.monotonic() + 30
+        for _, p in self.procs:
+            try:
+                p.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+
+
+def _wait_line(path: Path, text: str, timeout: float, procs: Procs) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if path.exists() and text in path.read_text(errors="replace"):
+            return
+        procs.check()
+        time.sleep(0.1)
+    raise KmtaError(f"timed out waiting for {text!r} in {path}")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from kmta.kafka import cli as kafka_cli
+    from kmta.kafka import manager
+    from kmta.kafkaio import ensure_topics
+
+    env = os.environ
+    home = Path(env.get("KMTA_HOME", ".kmta")).absolute() / "demo"
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    print(f"kmta demo: working directory {home}", flush=True)
+    print("[1/6] Kafka (KRaft) from Maven Central jars ...", flush=True)
+    libs = manager.ensure_jars(kafka_cli.default_cache_dir(env),
+                               kafka_home=Path(env["KAFKA_HOME"]) if env.get("KAFKA_HOME")
+                               else None)
+    info = manager.start(home / "kafka", 1, DEMO_PORTS["kafka"], libs=libs)
+    password = secrets.token_urlsafe(9)
+    cfg_path = home / "demo.toml"
+    cfg_path.write_text(tomli_w.dumps(demo_config(
+        home, info.bootstrap_servers, DEMO_PORTS["dns"], DEMO_PORTS["smtp"],
+        DEMO_PORTS["dashboard"], password)))
+    (home / "demo-rules.toml").write_text(tomli_w.dumps(demo_rules()))
+    config = load_config(cfg_path)
+    asyncio.run(ensure_topics(config))
+    procs = Procs(logs)
+    try:
+        print("[2/6] simulated providers + DNS on 127.0.1.x ...", flush=True)
+        procs.start("isp-sim", ["isp-sim", "--dns", f"127.0.0.1:{DEMO_PORTS['dns']}",
+                                "--smtp-port", str(DEMO_PORTS["smtp"]),
+                                "--log", str(logs / "isp-sim.jsonl")])
+        _wait_line(logs / "isp-sim.log", "ready", 30, procs)
+        print(f"[3/6] brain worker + {args.senders} sender nodes + admin panel ...", flush=True)
+        procs.start("worker", ["--config", str(cfg_path), "worker", "--name", "brain-1"])
+        for i in range(args.senders):
+            procs.start(f"sender-{i + 1}", ["--config", str(cfg_path), "sender",
+                                            "--node", f"sender-{i + 1}"])
+        procs.start("dashboard", ["--config", str(cfg_path), "dashboard"])
+        for i in range(args.senders):
+            _wait_line(logs / f"sender-{i + 1}.log", "assigned", 60, procs)
+        print(f"[4/6] sending {args.messages} messages to {config.topic('outbox')} ...",
+              flush=True)
+        summary = asyncio.run(_send_and_wait(config, args.messages, procs))
+        print("[5/6] results per ISP", flush=True)
+        print(summary)
+        url = f"http://127.0.0.1:{DEMO_PORTS['dashboard']}/"
+        print(f"[6/6] admin panel: {url}  (user admin, password {password})", flush=True)
+        print(f"      logs: {logs}", flush=True)
+        if not args.exit:
+            print("Press Ctrl-C to stop the demo.", flush=True)
+            while True:
+                procs.check()
+                time.sleep(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        procs.stop()
+        if not args.keep_kafka:
+            manager.stop(home / "kafka")
+    return 0
+
+
+async def _send_and_wait(config: Config, n: int, procs: Procs) -> str:
+    from kmta.sendtool import Progress, ResultCollector, produce
+
+    docs = demo_messages(n, random.Random(42))
+    collector = ResultCollector(config)
+    await collector.start()
+    t0 = time.monotonic()
+    ids = await produce(config, docs, Progress(len(docs), "sent"))
+    progress = Progress(len(ids), "final")
+    deadline = time.monotonic() + 900
+    want = set(ids)
+    while time.monotonic() < deadline:
+        await collector.poll()
+        done = len(want & collector.finals.keys())
+        progress.update(done, collector.summary_line(want))
+        if done == len(want):
+            break
+        procs.check()
+    progress.close(len(want & collector.finals.keys()), collector.summary_line(want))
+    elapsed = time.monotonic() - t0
+    await collector.stop()
+    per_isp: dict[str, Counter] = defaultdict(Counter)
+    deferrals: Counter = Counter()
+    for i in ids:
+        evs = collector.events.get(i, [])
+        fin = collector.finals.get(i)
+        isp = (fin or (evs[-1] if evs else {})).get("isp") or "?"
+        per_isp[isp][fin["status"] if fin else "pending"] += 1
+        deferrals[isp] += sum(1 for e in evs if e["status"] == "deferred")
+    cols = ["delivered", "bounced", "expired", "suppressed", "rejected", "cancelled", "pending"]
+    lines = [f"{'ISP':<22}" + "".join(f"{c:>11}" for c in cols) + f"{'deferrals':>11}"]
+    for isp in sorted(per_isp, key=lambda k: -sum(per_isp[k].values())):
+        lines.append(f"{isp:<22}" + "".join(f"{per_isp[isp][c]:>11}" for c in cols)
+                     + f"{deferrals[isp]:>11}")
+    tot = Counter()
+    for c in per_isp.values():
+        tot.update(c)
+    lines.append(f"{'total':<22}" + "".join(f"{tot[c]:>11}" for c in cols)
+                 + f"{sum(deferrals.values()):>11}")
+    lines.append(f"{len(ids)} messages in {elapsed:.1f} s ({len(ids) / elapsed:.0f} msg/s "
+                 "end to end, paced per provider)")
+    return "\n".join(lines)
+

@@ -1,0 +1,192 @@
+"""Kafka at the edge: topic layout, producers, and readers of compacted topics."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
+
+from kmta.config import Config
+
+log = logging.getLogger(__name__)
+
+__all__ = ["TopicSpec", "topic_specs", "ensure_topics", "make_producer", "CompactedView",
+           "topic_partitions", "delay_topic"]
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    compacted: bool = False
+    retention_ms: int | None = None
+
+
+def topic_specs(config: Config) -> list[TopicSpec]:
+    """Every topic kmta uses, with partition counts. Results, control and state are keyed by ISP
+    and share one partition count so the worker's per-ISP table is co-partitioned with them."""
+    k = config.kafka
+    t = config.topic
+    specs = [
+        TopicSpec(t("outbox"), k.partitions),
+        TopicSpec(t("queue"), k.queue_partitions),
+        TopicSpec(t("results"), k.partitions),
+        TopicSpec(t("control"), k.partitions),
+        TopicSpec(t("state"), k.partitions, compacted=True),
+        TopicSpec(t("suppression"), k.partitions, compacted=True),
+        TopicSpec(t("nodes"), 1, compacted=True),
+        TopicSpec(t("audit"), 1),
+        TopicSpec(t("dlq"), 1),
+    ]
+    specs += [TopicSpec(delay_topic(config, tier), k.partitions) for tier in k.delay_tiers]
+    return specs
+
+
+def delay_topic(config: Config, tier: float) -> str:
+    return config.topic(f"delay.{int(tier)}s")
+
+
+async def ensure_topics(config: Config, timeout: float = 60.0) -> None:
+    """Create missing topics (idempotent); raises when the broker is unreachable in time."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers,
+                                request_timeout_ms=int(timeout * 1000))
+    await asyncio.wait_for(admin.start(), timeout)
+    try:
+        existing = set(await admin.list_topics())
+        new = []
+        for s in topic_specs(config):
+            if s.name in existing:
+                continue
+            cfg = {"min.insync.replicas": str(min(2, config.kafka.replication_factor))}
+            if s.compacted:
+                cfg["cleanup.policy"] = "compact"
+                cfg["min.cleanable.dirty.ratio"] = "0.1"
+                cfg["segment.ms"] = "600000"
+            new.append(NewTopic(s.name, s.partitions, config.kafka.replication_factor,
+                                topic_configs=cfg))
+        if new:
+            try:
+                await admin.create_topics(new)
+            except TopicAlreadyExistsError:
+                pass
+            log.info("created topics %s", [n.name for n in new])
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:  # wait until metadata shows every topic with its partitions
+            desc = await admin.describe_topics([s.name for s in topic_specs(config)])
+            if all(d.get("error_code", 0) == 0 and d.get("partitions") for d in desc):
+                return
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("topics did not become available")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
+async def topic_partitions(config: Config, topics: list[str]) -> list[TopicPartition]:
+    """Every partition of the topics (aiokafka consumers without a subscription know none)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        deadline = asyncio.get_running_loop().time() + 30
+        while True:
+            desc = await admin.describe_topics(topics)
+            if all(d.get("error_code", 0) == 0 and d.get("partitions") for d in desc):
+                return [TopicPartition(d["topic"], p["partition"])
+                        for d in desc for p in sorted(d["partitions"],
+                                                       key=lambda x: x["partition"])]
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError(f"topics {topics} not found")
+            await asyncio.sleep(0.2)
+    finally:
+        await admin.close()
+
+
+def make_producer(config: Config, **kw) -> AIOKafkaProducer:
+    """acks=all + idempotence: a written outcome is durable before an offset is committed."""
+    opts = dict(bootstrap_servers=config.kafka.bootstrap_servers, acks="all",
+                enable_idempotence=True, linger_ms=5, max_batch_size=256 * 1024,
+                max_request_size=config.delivery.max_message_bytes * 2 + 65536,
+                compression_type=None)
+    opts.update(kw)
+    return AIOKafkaProducer(**opts)
+
+
+class CompactedView:
+    """Tails a compacted topic from the beginning into a dict (latest value per key).
+
+    ``ready`` is set once the view has caught up with the end offsets seen at start.
+    ``on_change(key, value)`` is called for each record after decoding (value None = tombstone).
+    """
+
+    def __init__(self, config: Config, topic: str,
+                 decode: Callable[[bytes], object],
+                 on_change: Callable[[str, object | None], None] | None = None) -> None:
+        self._config = config
+        self.topic = topic
+        self._decode = decode
+        self._on_change = on_change
+        self.values: dict[str, object] = {}
+        self.ready = asyncio.Event()
+        self.bad_records = 0
+        self._task: asyncio.Task | None = None
+        self._consumer: AIOKafkaConsumer | None = None
+        self._last: dict[TopicPartition, int] = {}
+        self._end: dict[TopicPartition, int] = {}
+
+    async def start(self) -> None:
+        c = AIOKafkaConsumer(bootstrap_servers=self._config.kafka.bootstrap_servers,
+                             enable_auto_commit=False, auto_offset_reset="earliest",
+                             fetch_max_wait_ms=100)
+        await c.start()
+        tps = await topic_partitions(self._config, [self.topic])
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        self._end = await c.end_offsets(tps)
+        self._consumer = c
+        self._task = asyncio.create_task(self._run(), name=f"view:{self.topic}")
+        self._check_ready()
+
+    def _check_ready(self) -> None:
+        if self.ready.is_set() or self._consumer is None:
+            return
+        for tp, end in self._end.items():
+            if self._last.get(tp, -1) + 1 < end:
+                return
+        self.ready.set()
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            for tp, records in batch.items():
+                for r in records:
+                    self._last[tp] = r.offset
+                    key = r.key.decode() if r.key else ""
+                    if r.value is None:
+                        self.values.pop(key, None)
+                        value = None
+                    else:
+                        try:
+                            value = self._decode(r.value)
+                        except Exception:  # noqa: BLE001 - a bad record must not stop the view
+                            self.bad_records += 1
+                            log.warning("undecodable record on %s at %s", tp, r.offset)
+                            continue
+                        self.values[key] = value
+                    if self._on_change:
+                        self._on_change(key, value)
+            self._check_ready()
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):  # noqa: BLE001
+                pass
+        if self._consumer:
+            await self._consumer.stop()

@@ -1,0 +1,39 @@
+"""The pure policy core: rules, reply matching, retry, speed, locks, bounce classification.
+
+Imports only the standard library, ``schemas`` and ``kmta.errors``; time is always an argument.
+"""
+
+from __future__ import annotations
+
+from kmta.policy.classify import CATEGORIES, Classifier, is_recipient_problem, is_throttle
+from kmta.policy.kb import EffectiveRule, KnowledgeBase, RulesError
+from kmta.policy.locks import Hits, lock_until, record
+from kmta.policy.replies import disposition, match_reply
+from kmta.policy.reply import Reply
+from kmta.policy.retry import next_attempt_at, schedule
+from kmta.policy.speed import Outcome, SpeedState, advance, initial, observe, outcome_for, trace
+
+__all__ = [
+    "CATEGORIES",
+    "Classifier",
+    "EffectiveRule",
+    "Hits",
+    "KnowledgeBase",
+    "Outcome",
+    "Reply",
+    "RulesError",
+    "SpeedState",
+    "advance",
+    "disposition",
+    "initial",
+    "is_recipient_problem",
+    "is_throttle",
+    "lock_until",
+    "match_reply",
+    "next_attempt_at",
+    "observe",
+    "outcome_for",
+    "record",
+    "schedule",
+    "trace",
+]

@@ -1,0 +1,55 @@
+"""Recipient and sender address checks (RFC 5321 limits, no header injection)."""
+from __future__ import annotations
+
+import re
+
+from kmta.errors import InputError
+
+__all__ = ["split_address", "normalize_domain"]
+
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
+_DOT_ATOM = re.compile(rf"^{_ATEXT}(?:\.{_ATEXT})*$")
+_QUOTED = re.compile(r'^"(?:[\x20\x21\x23-\x5b\x5d-\x7e\u0080-\U0010ffff]|\\[\x20-\x7e])*"$')
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f<>]")
+
+
+def normalize_domain(domain: str) -> str:
+    """Lowercase, IDNA-encode and check a domain name; raises InputError."""
+    d = domain.rstrip(".").lower()
+    if d.startswith("[") and d.endswith("]"):
+        raise InputError(f"address literals are not accepted: {domain!r}")
+    try:
+        ascii_d = d.encode("idna").decode("ascii") if not d.isascii() else d
+    except UnicodeError:
+        raise InputError(f"domain {domain!r} is not a valid internationalized name") from None
+    labels = ascii_d.split(".")
+    if len(ascii_d) > 253 or len(labels) < 2 or not all(_LABEL.match(x) for x in labels):
+        raise InputError(f"invalid domain {domain!r}")
+    if labels[-1].isdigit():
+        raise InputError(f"invalid domain {domain!r}: top-level label is numeric")
+    return ascii_d
+
+
+def split_address(address: str, what: str = "address") -> tuple[str, str]:
+    """``"Ann@Example.COM"`` -> ``("Ann", "example.com")``; raises InputError with the reason.
+
+    Rejects CR/LF and other control characters (header and SMTP command injection), angle
+    brackets, display names, missing or extra ``@``, over-long parts.
+    """
+    if not isinstance(address, str) or not address:
+        raise InputError(f"{what} is empty")
+    if _FORBIDDEN.search(address):
+        raise InputError(f"{what} {address!r} contains control characters or angle brackets")
+    if address != address.strip() or " " in address and not address.startswith('"'):
+        raise InputError(f"{what} {address!r} contains spaces")
+    local, sep, domain = address.rpartition("@")
+    if not sep or not local or not domain:
+        raise InputError(f"{what} {address!r} has no local part or domain")
+    if len(local.encode()) > 64:
+        raise InputError(f"{what} {address!r}: local part longer than 64 octets")
+    if len(address.encode()) > 254:
+        raise InputError(f"{what} {address!r} is longer than 254 octets")
+    if not (_DOT_ATOM.match(local) or _QUOTED.match(local)):
+        raise InputError(f"{what} {address!r}: invalid local part")
+    return local, normalize_domain(domain)

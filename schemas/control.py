@@ -1,0 +1,53 @@
+"""Operator commands (control topic) and their audit records (audit topic)."""
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from schemas.base import Model
+
+
+class ControlAction(str, Enum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    CLEAR = "clear"
+    UNLOCK = "unlock"
+    SET_RULES = "set_rules"
+    RESET_RULES = "reset_rules"
+
+
+class ControlCommand(Model):
+    """One operator action; keyed by ISP on the control topic."""
+
+    id: str = Field(min_length=1, max_length=100)
+    action: ControlAction
+    isp: str = Field(min_length=1, max_length=253)
+    source_ip: str | None = None
+    rules: dict[str, Any] | None = Field(default=None, description="set_rules: partial ISP rule")
+    actor: str = Field(min_length=1, max_length=100, description="who asked")
+    reason: str | None = Field(default=None, max_length=500)
+    timestamp: float
+    signature: str | None = Field(
+        default=None, description="hex HMAC-SHA256 of the command without this field"
+    )
+
+    @model_validator(mode="after")
+    def _rules(self) -> "ControlCommand":
+        if self.action is ControlAction.SET_RULES and not self.rules:
+            raise ValueError("set_rules needs rules")
+        if self.action is not ControlAction.SET_RULES and self.rules is not None:
+            raise ValueError(f"{self.action.value} takes no rules")
+        return self
+
+
+class ControlRecord(Model):
+    """The audit trail: what was asked, by whom, and whether it was applied."""
+
+    command: ControlCommand | None = None
+    raw: str | None = None
+    applied: bool
+    error: str | None = None
+    worker: str | None = None
+    timestamp: float

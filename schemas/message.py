@@ -1,0 +1,80 @@
+"""Input messages (outbox topic) and the routed envelope (queue and delay topics)."""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import Field, model_validator
+
+from schemas.base import Model
+
+ID_PATTERN = r"^[A-Za-z0-9._:@+=-]{1,200}$"
+
+
+class OutboxMessage(Model):
+    """What a user produces to ``<prefix>outbox``: one recipient per message.
+
+    Either ``data`` (a complete RFC 5322 message) or ``subject`` with ``text`` and/or ``html``
+    (plus optional ``headers``), which kmta composes.
+    """
+
+    id: str | None = Field(default=None, pattern=ID_PATTERN, description="generated when absent")
+    from_: str = Field(alias="from", min_length=3, max_length=320)
+    to: str = Field(min_length=3, max_length=320)
+    data: str | None = None
+    subject: str | None = Field(default=None, max_length=998)
+    text: str | None = None
+    html: str | None = None
+    headers: dict[str, str] | None = None
+    pool: str | None = Field(default=None, max_length=100)
+    campaign: str | None = Field(default=None, max_length=200)
+    meta: dict[str, Any] | None = None
+    expires_at: datetime | None = Field(
+        default=None, description="ISO 8601 or epoch seconds; after it the message ends expired"
+    )
+
+    @model_validator(mode="after")
+    def _body(self) -> "OutboxMessage":
+        if self.data is not None:
+            if self.subject is not None or self.text is not None or self.html is not None:
+                raise ValueError("give either data or subject+text/html, not both")
+            if self.headers:
+                raise ValueError("headers go with subject+text/html; put them inside data")
+        else:
+            if self.subject is None:
+                raise ValueError("missing body: give data, or subject with text and/or html")
+            if self.text is None and self.html is None:
+                raise ValueError("subject needs text and/or html")
+        return self
+
+
+class MxHost(Model):
+    """One resolved mail exchanger: its name, preference and addresses."""
+
+    host: str
+    pref: int = 0
+    ips: list[str] = Field(default_factory=list)
+
+
+class Envelope(Model):
+    """A routed message on the queue and delay topics (internal, but plain JSON)."""
+
+    id: str
+    sender: str
+    rcpt: str
+    domain: str
+    isp: str
+    data: str
+    pool: str | None = None
+    campaign: str | None = None
+    meta: dict[str, Any] | None = None
+    expires_at: float | None = None
+    accepted_at: float = Field(description="epoch seconds when the router accepted it")
+    routed_at: float = Field(description="epoch seconds when it was (last) put on the queue")
+    attempt: int = Field(default=0, ge=0, description="delivery attempts made so far")
+    due_at: float | None = Field(default=None, description="not to be attempted before this")
+    mx: list[MxHost] = Field(default_factory=list)
+    mx_resolved_at: float | None = None
+    mx_ttl: float | None = None
+    last_code: int | None = None
+    last_response: str | None = None

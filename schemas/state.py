@@ -1,0 +1,40 @@
+"""The brain's decisions per ISP, published on the compacted ``<prefix>state`` topic.
+
+Key: ``"<isp>"`` for the whole ISP, or ``"<isp>|<source_ip>"`` for one source IP. Senders read the
+topic from the beginning and enforce the latest value of each key.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from schemas.base import Model
+
+
+class IspState(Model):
+    isp: str
+    source_ip: str | None = None
+    paused: bool = False
+    locked_until: float | None = Field(default=None, description="epoch seconds")
+    lock_reason: str | None = None
+    lock_reply: str | None = None
+    speed: float | None = Field(default=None, description="messages per tact, whole ISP")
+    speed_min: float | None = None
+    speed_max: float | None = None
+    throttle_until: float | None = None
+    throttle_rate: float | None = None
+    max_connections: int | None = Field(default=None, description="temporary cap from a reply rule")
+    clear_before: float | None = Field(
+        default=None, description="messages accepted at or before this end cancelled"
+    )
+    rules: dict[str, Any] | None = Field(default=None, description="live rule edit (partial)")
+    rules_version: int = 0
+    updated_at: float = 0.0
+
+    @property
+    def key(self) -> str:
+        return self.isp if not self.source_ip else f"{self.isp}|{self.source_ip}"
+
+    def locked(self, now: float) -> bool:
+        return self.locked_until is not None and now < self.locked_until

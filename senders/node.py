@@ -1,0 +1,486 @@
+"""A sender node: one member of the senders' consumer group on the queue topic.
+
+It owns SMTP connections and enforces the brain's decisions. A queue offset is committed only
+after the message's outcome (result event, and the envelope in a delay topic when it must be
+retried) is durably written (acks=all), so a crash loses nothing.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import socket
+import time
+from collections.abc import Iterable
+
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from kmta.config import Config
+from kmta.deferral import defer, park
+from kmta.kafkaio import CompactedView, make_producer
+from kmta.policy.classify import Classifier
+from kmta.policy.kb import KnowledgeBase
+from kmta.policy.partitions import PartitionMap
+from kmta.policy.replies import disposition, match_reply
+from schemas import DeliveryEvent, Envelope, IspLoad, IspState, NodeStats, Status
+from senders.lane import Item, Lane
+from senders.tracker import OffsetTracker
+from senders.transport import ConnectFailed, Outcome, SmtpTransport, Transport
+from streams.outputs import Out
+from streams.router import event_out, internal_event
+
+log = logging.getLogger(__name__)
+
+__all__ = ["SenderNode"]
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, node: "SenderNode") -> None:
+        self.node = node
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.node._revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        self.node._assigned(list(assigned))
+
+
+class SenderNode:
+    def __init__(self, config: Config, kb: KnowledgeBase, pmap: PartitionMap,
+                 transport: Transport | None = None, node: str | None = None) -> None:
+        self.c = config
+        self.kb = kb
+        self.pmap = pmap
+        self.node = node or config.sender.node or f"{socket.gethostname()}-{os.getpid()}"
+        self.transport = transport or SmtpTransport(
+            config.delivery.smtp_port, config.delivery.helo_name,
+            config.delivery.allowed_networks, config.delivery.start_tls)
+        self.classifier = Classifier.load()
+        self.rng = random.Random()
+        self.producer = None  # created in run(): aiokafka needs the running loop
+        self.states = CompactedView(config, config.topic("state"), self._decode_state,
+                                    self._state_changed)
+        self.consumer: AIOKafkaConsumer | None = None
+        self.lanes: dict[tuple[str, str | None], Lane] = {}
+        self.trackers: dict[TopicPartition, OffsetTracker] = {}
+        self.paused_by_lane: dict[TopicPartition, tuple[str, str | None]] = {}
+        self.in_flight = 0
+        self.delivered = 0
+        self.attempts = 0
+        self.started_at = time.time()
+        self._tasks: set[asyncio.Task] = set()
+        self._stopping = False
+        self._queue_topic = config.topic("queue")
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> None:
+        self.producer = make_producer(self.c)
+        await self.producer.start()
+        await self.states.start()
+        await asyncio.wait_for(self.states.ready.wait(), 60)
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.c.kafka.bootstrap_servers,
+            group_id=f"{self.c.kafka.topic_prefix}senders", client_id=self.node,
+            enable_auto_commit=False, auto_offset_reset="earliest",
+            max_poll_records=500, fetch_max_wait_ms=100,
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            session_timeout_ms=15000, heartbeat_interval_ms=3000,
+            max_poll_interval_ms=300000)
+        self.consumer.subscribe([self._queue_topic], listener=_Rebalance(self))
+        await self.consumer.start()
+        bg = [asyncio.create_task(self._commit_loop()), asyncio.create_task(self._tick_loop()),
+              asyncio.create_task(self._stats_loop())]
+        try:
+            while not stop.is_set():
+                batch = await self.consumer.getmany(timeout_ms=200)
+                for tp, records in batch.items():
+                    for r in records:
+                        await self._accept(tp, r)
+                self._flow_control()
+        finally:
+            self._stopping = True
+            await self._drain(timeout=30)
+            for t in bg:
+                t.cancel()
+            await asyncio.gather(*bg, return_exceptions=True)
+            await self._commit()
+            await self._publish_stats(stopping=True)
+            await self.consumer.stop()
+            await self.states.stop()
+            await self.producer.stop()
+
+    async def _drain(self, timeout: float) -> None:
+        """Stop taking new messages; let in-flight deliveries finish and be written."""
+        for lane in self.lanes.values():
+            lane.queue.clear()
+        deadline = time.monotonic() + timeout
+        while self.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+
+    # -- state from the brain ----------------------------------------------------------------
+    @staticmethod
+    def _decode_state(raw: bytes) -> IspState:
+        return IspState.model_validate_json(raw)
+
+    def _state_changed(self, key: str, st: object) -> None:
+        if not isinstance(st, IspState):
+            return
+        for lane in self.lanes.values():
+            if lane.isp != st.isp:
+                continue
+            if st.source_ip:
+                lane.ip_states[st.source_ip] = st
+            else:
+                lane.state = st
+                lane.rule = self.kb.effective(st.isp, st.rules)
+                if st.clear_before is not None:
+                    self._cancel_cleared(lane)
+            lane.refresh()
+            self._kick(lane)
+
+    def _state_for(self, isp: str) -> tuple[IspState | None, dict[str, IspState]]:
+        whole = self.states.values.get(isp)
+        ips = {k.split("|", 1)[1]: v for k, v in self.states.values.items()
+               if k.startswith(isp + "|") and isinstance(v, IspState)}
+        return (whole if isinstance(whole, IspState) else None), ips
+
+    # -- partitions --------------------------------------------------------------------------
+    def _assigned(self, tps: list[TopicPartition]) -> None:
+        for tp in tps:
+            self.trackers.setdefault(tp, OffsetTracker())
+        self._reslot()
+        log.info("%s assigned %s", self.node, sorted(tp.partition for tp in tps))
+
+    async def _revoked(self, tps: list[TopicPartition]) -> None:
+        await self._commit()
+        gone = {tp.partition for tp in tps}
+        for lane in self.lanes.values():
+            lane.queue = type(lane.queue)(i for i in lane.queue if i.partition not in gone)
+        for tp in tps:
+            self.trackers.pop(tp, None)
+            self.paused_by_lane.pop(tp, None)
+        self._reslot()
+
+    def _reslot(self) -> None:
+        owned = {tp.partition for tp in self.trackers}
+        for lane in self.lanes.values():
+            lane.slots = {p: self.pmap.share(lane.isp, p) for p in self.pmap.partitions_of(
+                lane.isp) if p in owned}
+            lane.refresh()
+
+    def _lane(self, env: Envelope) -> Lane:
+        key = (env.isp, env.pool)
+        lane = self.lanes.get(key)
+        if lane is None:
+            pool = self.c.pool(env.pool)
+            ips: list[str | None] = list(pool.source_ips) if pool else [None]
+            whole, ip_states = self._state_for(env.isp)
+            rule = self.kb.effective(env.isp, whole.rules if whole else None)
+            lane = Lane(env.isp, env.pool, rule, ips, state=whole, ip_states=ip_states)
+            self.lanes[key] = lane
+            owned = {tp.partition for tp in self.trackers}
+            lane.slots = {p: self.pmap.share(env.isp, p)
+                          for p in self.pmap.partitions_of(env.isp) if p in owned}
+            lane.refresh()
+        return lane
+
+    # -- taking messages off the queue -------------------------------------------------------
+    async def _accept(self, tp: TopicPartition, r) -> None:  # noqa: ANN001
+        tracker = self.trackers.setdefault(tp, OffsetTracker())
+        tracker.add(r.offset)
+        try:
+            env = Envelope.model_validate_json(r.value)
+        except ValueError as e:
+            from schemas import DeadLetter
+
+            dl = DeadLetter(reason=f"undecodable queue record: {e}"[:1000], topic=tp.topic,
+                            partition=tp.partition, offset=r.offset, timestamp=time.time(),
+                            original=(r.value or b"").decode("utf-8", "replace"))
+            self._write(tp, r.offset, [Out(self.c.topic("dlq"), dl.to_json())])
+            return
+        now = time.time()
+        lane = self._lane(env)
+        item = Item(env, tp.partition, r.offset)
+        if lane.cleared(env):
+            self._finish_internal(item, Status.CANCELLED, 554, "5.3.0",
+                                  "queue cleared by an operator", "cancelled")
+            return
+        if env.expires_at is not None and env.expires_at <= now:
+            self._finish_internal(item, Status.EXPIRED, 554, "5.4.7",
+                                  "message expired in the queue", "expired")
+            return
+        blocked = lane.blocked_until(now)
+        full = len(lane.queue) >= self.c.sender.isp_backlog
+        dedicated = self.pmap.dedicated_isp(tp.partition) == env.isp
+        if (blocked is not None or full) and not dedicated:
+            # a shared partition must keep flowing for the other ISPs: park this one
+            until = blocked if blocked is not None and blocked != float("inf") else None
+            if until is None:
+                until = now + (30.0 if blocked else max(5.0, len(lane.queue) / max(
+                    lane.rate_per_second(), 0.01) / 2))
+            self._write(tp, r.offset, [park(self.c, env, until, now)])
+            return
+        lane.queue.append(item)
+        if dedicated and (blocked is not None or len(lane.queue) >= self.c.sender.isp_backlog):
+            self._pause(tp, lane)
+        self._kick(lane)
+
+    def _pause(self, tp: TopicPartition, lane: Lane) -> None:
+        if self.consumer and tp not in self.paused_by_lane:
+            self.consumer.pause(tp)
+            self.paused_by_lane[tp] = (lane.isp, lane.pool)
+
+    def _flow_control(self) -> None:
+        c = self.consumer
+        if c is None:
+            return
+        now = time.time()
+        total = sum(len(lane.queue) for lane in self.lanes.values()) + self.in_flight
+        if total >= self.c.sender.max_in_flight:
+            c.pause(*[tp for tp in c.assignment()])
+            return
+        for tp in list(c.paused()):
+            key = self.paused_by_lane.get(tp)
+            lane = self.lanes.get(key) if key else None
+            if lane is not None:
+                if (lane.blocked_until(now) is not None
+                        or len(lane.queue) > self.c.sender.isp_backlog // 2):
+                    continue
+                self.paused_by_lane.pop(tp, None)
+            c.resume(tp)
+
+    # -- delivering --------------------------------------------------------------------------
+    def _kick(self, lane: Lane) -> None:
+        if self._stopping:
+            return
+        now = time.time()
+        if lane.blocked_until(now) is not None or now < lane.connect_backoff_until:
+            return
+        while lane.workers < lane.wanted_workers():
+            ip = lane.pick_ip(now)
+            if ip is False:
+                return
+            lane.workers += 1
+            lane.conns[ip] = lane.conns.get(ip, 0) + 1
+            t = asyncio.create_task(self._worker(lane, ip))
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
+    async def _worker(self, lane: Lane, ip: str | None) -> None:
+        conn = None
+        sending = lane.rule.sending
+        try:
+            while not self._stopping:
+                now = time.time()
+                if lane.blocked_until(now) is not None or lane.ip_blocked(ip, now):
+                    break
+                if not lane.queue:
+                    break
+                if conn is None or not conn.usable or (
+                        conn.delivered >= lane.rule.sending.messages_per_connection):
+                    if conn is not None:
+                        await conn.close()
+                        conn = None
+                    wait = lane.tact_conns.wait(lane.connections_per_tact())
+                    if wait > 0:
+                        await asyncio.sleep(min(wait, 1.0))
+                        continue
+                    lane.tact_conns.take()
+                    head = lane.queue[0]
+                    try:
+                        conn = await lane_connect(self.transport, head.env, ip, sending)
+                        lane.connect_failures = 0
+                    except ConnectFailed as e:
+                        lane.connect_failures += 1
+                        lane.connect_backoff_until = time.time() + min(
+                            2 ** lane.connect_failures, 60)
+                        if lane.queue and lane.queue[0] is head:
+                            lane.queue.popleft()
+                            await self._outcome(lane, head, e.outcome, ip)
+                        break
+                    continue
+                d = lane.pacer.delay()
+                if d > 0:
+                    await asyncio.sleep(min(d, 0.5))
+                    continue
+                wait = lane.tact_msgs.wait(self._tact_message_limit(lane))
+                if wait > 0:
+                    await asyncio.sleep(min(wait, 0.5))
+                    continue
+                if not lane.queue:
+                    break
+                lane.pacer.take()
+                lane.tact_msgs.take()
+                item = lane.queue.popleft()
+                self.in_flight += 1
+                try:
+                    t0 = time.monotonic()
+                    outcome = await conn.deliver(item.env, sending.timeout)
+                    lane.observe_latency(time.monotonic() - t0)
+                    if (not outcome.accepted and outcome.connection_lost
+                            and outcome.stage == "mail" and not item.requeued
+                            and conn.delivered > 0):
+                        item.requeued = True  # the server closed a used channel: no attempt
+                        lane.queue.appendleft(item)
+                        continue
+                    await self._outcome(lane, item, outcome, ip)
+                finally:
+                    self.in_flight -= 1
+        finally:
+            lane.workers -= 1
+            lane.conns[ip] = max(0, lane.conns.get(ip, 0) - 1)
+            if conn is not None:
+                await conn.close()
+            if lane.queue and not self._stopping:
+                asyncio.get_running_loop().call_later(
+                    max(0.05, lane.connect_backoff_until - time.time()), self._kick, lane)
+
+    def _tact_message_limit(self, lane: Lane) -> float:
+        return max(1.0, lane.messages_per_tact())
+
+    async def _outcome(self, lane: Lane, item: Item, outcome: Outcome, ip: str | None) -> None:
+        env = item.env
+        now = time.time()
+        env.attempt += 1
+        lane.attempts += 1
+        self.attempts += 1
+        reply = outcome.reply
+        category = "delivered" if outcome.accepted else self.classifier.classify(reply)
+        matched = None if outcome.accepted else match_reply(reply, lane.rule)
+        if matched is not None and matched.action == "lock" and matched.threshold <= 1 \
+                and matched.scope == "isp":
+            # enforce at once; the brain confirms it (and keeps it) within moments
+            lane.local_lock_until = max(lane.local_lock_until, now + (matched.duration or 0))
+        if matched is not None and matched.category:
+            category = matched.category
+        ev = DeliveryEvent(
+            id=env.id, to=env.rcpt, isp=env.isp, domain=env.domain, status=Status.DELIVERED,
+            final=True, attempt=env.attempt, code=reply.code, enhanced_code=reply.enhanced_code,
+            response=reply.text[:1000], category=category, internal=reply.internal,
+            mx=outcome.mx, source_ip=ip, pool=env.pool, node=self.node, timestamp=now,
+            accepted_at=env.accepted_at, campaign=env.campaign, meta=env.meta,
+            sender=env.sender, size=len(env.data))
+        verdict = "delivered" if outcome.accepted else disposition(reply, matched)
+        if reply.internal and reply.code is not None and reply.code >= 500:
+            verdict = "bounce"  # kmta's own permanent refusals (e.g. outside allowed networks)
+        if verdict == "delivered":
+            lane.delivered += 1
+            self.delivered += 1
+            outs = [event_out(self.c, ev)]
+        elif verdict == "bounce":
+            outs = [event_out(self.c, ev.model_copy(update={"status": Status.BOUNCED}))]
+        else:
+            outs = defer(self.c, lane.rule.retry, env, ev, now, self.rng)
+        await self._write_now(item, outs)
+
+    def _finish_internal(self, item: Item, status: Status, code: int, enhanced: str, text: str,
+                         category: str) -> None:
+        ev = internal_event(item.env, status, code, enhanced, text, category, time.time(),
+                            node=self.node)
+        self._write(TopicPartition(self._queue_topic, item.partition), item.offset,
+                    [event_out(self.c, ev)])
+
+    def _cancel_cleared(self, lane: Lane) -> None:
+        keep = type(lane.queue)()
+        for item in lane.queue:
+            if lane.cleared(item.env):
+                self._finish_internal(item, Status.CANCELLED, 554, "5.3.0",
+                                      "queue cleared by an operator", "cancelled")
+            else:
+                keep.append(item)
+        lane.queue = keep
+
+    # -- writing outcomes, then committing ---------------------------------------------------
+    def _write(self, tp: TopicPartition, offset: int, outs: list[Out]) -> None:
+        item_task = asyncio.create_task(self._write_offset(tp, offset, outs))
+        self._tasks.add(item_task)
+        item_task.add_done_callback(self._tasks.discard)
+
+    async def _write_now(self, item: Item, outs: list[Out]) -> None:
+        await self._write_offset(TopicPartition(self._queue_topic, item.partition), item.offset,
+                                 outs)
+
+    async def _write_offset(self, tp: TopicPartition, offset: int, outs: list[Out]) -> None:
+        self.in_flight += 1
+        try:
+            while True:
+                try:
+                    futs = [await self.producer.send(o.topic, o.value, key=o.key,
+                                                     partition=o.partition) for o in outs]
+                    await asyncio.gather(*futs)
+                    break
+                except Exception:  # noqa: BLE001 - retry: the outcome must be written
+                    log.exception("writing an outcome failed; retrying")
+                    await asyncio.sleep(1.0)
+            tracker = self.trackers.get(tp)
+            if tracker is not None:
+                tracker.done(offset)
+        finally:
+            self.in_flight -= 1
+
+    async def _commit(self) -> None:
+        c = self.consumer
+        if c is None:
+            return
+        offsets = {}
+        assigned = c.assignment()
+        for tp, tr in self.trackers.items():
+            if tr.committable is not None and tr.committable != tr.committed and tp in assigned:
+                offsets[tp] = OffsetAndMetadata(tr.committable, "")
+        if not offsets:
+            return
+        try:
+            await c.commit(offsets)
+            for tp, om in offsets.items():
+                self.trackers[tp].committed = om.offset
+        except Exception as e:  # noqa: BLE001 - rebalancing; the next commit catches up
+            log.warning("commit failed: %s", e)
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            await self._commit()
+
+    async def _tick_loop(self) -> None:
+        """Locks end by themselves: re-check blocked lanes and paused partitions."""
+        while True:
+            await asyncio.sleep(0.2)
+            for lane in list(self.lanes.values()):
+                lane.refresh()
+                if lane.queue and lane.workers == 0:
+                    self._kick(lane)
+            self._flow_control()
+
+    # -- heartbeats --------------------------------------------------------------------------
+    async def _stats_loop(self) -> None:
+        while True:
+            await asyncio.sleep(2.0)
+            try:
+                await self._publish_stats()
+            except Exception as e:  # noqa: BLE001 - stats are best effort
+                log.debug("stats not published: %s", e)
+
+    async def _publish_stats(self, stopping: bool = False) -> None:
+        now = time.time()
+        isps: dict[str, IspLoad] = {}
+        for lane in self.lanes.values():
+            cur = isps.setdefault(lane.isp, IspLoad())
+            cur.backlog += len(lane.queue)
+            cur.connections += sum(lane.conns.values())
+            cur.delivered += lane.delivered
+            cur.attempts += lane.attempts
+            cur.rate = round(cur.rate + lane.messages_per_tact(), 3)
+            cur.paused = lane.blocked_until(now) is not None
+        stats = NodeStats(node=self.node, partitions=sorted(tp.partition for tp in self.trackers),
+                          isps=isps, delivered_total=self.delivered,
+                          attempts_total=self.attempts, started_at=self.started_at,
+                          timestamp=now, stopping=stopping)
+        await self.producer.send_and_wait(self.c.topic("nodes"), stats.to_json(),
+                                          key=self.node.encode())
+
+
+async def lane_connect(transport: Transport, env: Envelope, ip: str | None, sending) -> object:  # noqa: ANN001
+    return await transport.connect(env.mx, ip, sending.connect_timeout)
+

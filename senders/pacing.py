@@ -1,0 +1,60 @@
+"""Pacing: messages spread evenly at the allowed rate, connection attempts counted per tact."""
+from __future__ import annotations
+
+import asyncio
+import time
+
+__all__ = ["Pacer", "TactCounter"]
+
+
+class Pacer:
+    """Hands out send slots ``1/rate`` seconds apart (rate in messages per second), so bulk
+    sending looks like steady, careful sending instead of bursts."""
+
+    def __init__(self, rate: float, clock=time.monotonic) -> None:  # noqa: ANN001
+        self.rate = rate
+        self._next = 0.0
+        self._clock = clock
+
+    def delay(self) -> float:
+        """Seconds until the next slot (0 when one is free now); does not take it."""
+        if self.rate <= 0:
+            return 1.0
+        return max(0.0, self._next - self._clock())
+
+    def take(self) -> None:
+        now = self._clock()
+        interval = 1.0 / self.rate if self.rate > 0 else 1.0
+        # never bank more than one slot of idle credit: no bursts after a pause
+        self._next = max(self._next, now - interval) + interval
+
+    async def acquire(self) -> None:
+        while True:
+            d = self.delay()
+            if d <= 0:
+                self.take()
+                return
+            await asyncio.sleep(min(d, 0.5))
+
+
+class TactCounter:
+    """At most ``limit`` events per tact (fixed windows), e.g. connection attempts."""
+
+    def __init__(self, tact: float, clock=time.monotonic) -> None:  # noqa: ANN001
+        self.tact = tact
+        self._clock = clock
+        self._start = clock()
+        self.count = 0
+
+    def wait(self, limit: float | None) -> float:
+        """Seconds to wait before the next event is allowed (0 = now)."""
+        now = self._clock()
+        if now - self._start >= self.tact:
+            self._start = now - (now - self._start) % self.tact
+            self.count = 0
+        if limit is None or self.count < limit:
+            return 0.0
+        return self._start + self.tact - now
+
+    def take(self) -> None:
+        self.count += 1

@@ -1,0 +1,167 @@
+"""The brain: a faust app whose agents route messages and keep per-ISP decisions in a
+changelog-backed table. Agents are thin: decode, call the policy code, store, send."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import random
+import socket
+import time
+
+import faust
+
+from kmta.config import Config
+from kmta.control import parse_command
+from kmta.errors import ConfigError, KmtaError
+from kmta.kafkaio import CompactedView
+from kmta.policy.kb import KnowledgeBase
+from kmta.policy.partitions import PartitionMap
+from schemas import ControlRecord, DeliveryEvent, Status
+from streams.brain import Row, apply_command, apply_event, states_of
+from streams.delay import DelayScheduler
+from streams.outputs import Out
+from streams.resolver import Resolver
+from streams.router import Router
+
+log = logging.getLogger(__name__)
+
+HARD_BOUNCE = frozenset({"bad_mailbox", "bad_domain"})
+
+
+def brokers(config: Config) -> list[str]:
+    return [f"kafka://{s.strip()}" for s in config.kafka.bootstrap_servers.split(",") if s.strip()]
+
+
+def load_kb(config: Config) -> KnowledgeBase:
+    return KnowledgeBase.load(override=config.rules.override and _path(config.rules.override))
+
+
+def _path(p: str):
+    from pathlib import Path
+    return Path(p)
+
+
+def partition_map(config: Config, kb: KnowledgeBase) -> PartitionMap:
+    return PartitionMap({i: kb.partitions(i) for i in kb.isp_names()},
+                        config.kafka.queue_partitions)
+
+
+def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
+    """Create the faust app with its topics, table and agents (no module-level singletons)."""
+    kb = kb or load_kb(config)
+    pmap = partition_map(config, kb)
+    node = config.worker.name or f"{socket.gethostname()}-{os.getpid()}"
+    secret = config.control.secret.get_secret_value() if config.control.secret else None
+    t = config.topic
+    datadir = os.path.join(config.data_dir, "faust", node)
+    os.makedirs(datadir, exist_ok=True)
+    app = faust.App(
+        f"{config.kafka.topic_prefix}brain",
+        broker=brokers(config),
+        store=config.worker.store,
+        topic_partitions=config.kafka.partitions,
+        topic_replication_factor=config.kafka.replication_factor,
+        producer_acks=-1,
+        consumer_auto_offset_reset="earliest",
+        web_enabled=False,
+        datadir=datadir,
+        table_standby_replicas=0,
+        broker_commit_every=500,
+        broker_commit_interval=1.0,
+        stream_wait_empty=False,
+    )
+
+    def raw_topic(name: str, partitions: int) -> faust.TopicT:
+        return app.topic(t(name), key_type=bytes, value_type=bytes, key_serializer="raw",
+                         value_serializer="raw", partitions=partitions)
+
+    outbox = raw_topic("outbox", config.kafka.partitions)
+    results = raw_topic("results", config.kafka.partitions)
+    control = raw_topic("control", config.kafka.partitions)
+    table = app.Table("isp-state", default=None, partitions=config.kafka.partitions)
+
+    suppressed = CompactedView(config, t("suppression"), json.loads)
+    states = CompactedView(config, t("state"), json.loads)
+    resolver = Resolver(config.dns)
+    rng = random.Random()
+    delay = DelayScheduler(config, kb, pmap, resolver, states, rng)
+    router = Router(config, kb, pmap, resolver, suppressed.values,
+                    retry_first=delay.dns_retry)
+    delay.router = router
+
+    async def send_all(outs: list[Out]) -> None:
+        futs = [await app.producer.send(o.topic, o.key, o.value, o.partition, None, None)
+                for o in outs]
+        for f in futs:
+            await f
+
+    @app.task
+    async def start_views() -> None:
+        await suppressed.start()
+        await states.start()
+        await delay.start()
+
+    @app.agent(outbox, concurrency=config.worker.router_concurrency)
+    async def route(stream):  # noqa: ANN001
+        async for ev in stream.events():
+            msg = ev.message
+            await send_all(await router.route(ev.value, msg.topic, msg.partition, msg.offset))
+
+    def publish(row: Row, now: float) -> list[Out]:
+        rule = kb.effective(row.isp, row.rules)
+        outs = []
+        for st in states_of(row, rule, now):
+            st.updated_at = now
+            outs.append(Out(t("state"), st.to_json(), st.key.encode()))
+        return outs
+
+    @app.agent(results)
+    async def decide(stream):  # noqa: ANN001
+        async for ev in stream.events():
+            try:
+                event = DeliveryEvent.model_validate_json(ev.value)
+            except ValueError:
+                continue  # results are written by kmta; a foreign record is skipped
+            if not event.isp or event.status is Status.QUEUED:
+                continue
+            now = time.time()
+            outs: list[Out] = []
+            if event.status is Status.BOUNCED and event.category in HARD_BOUNCE:
+                outs.append(Out(t("suppression"), json.dumps(
+                    {"address": event.to.lower(), "reason": event.response[:300],
+                     "category": event.category, "at": now}).encode(),
+                    event.to.lower().encode()))
+            key = event.isp
+            known = table.get(key)
+            row = Row.model_validate(known) if known else Row(isp=key)
+            if apply_event(row, event, kb, now) or not known:
+                outs += publish(row, now)
+            table[key] = row.model_dump(mode="json")
+            await send_all(outs)
+
+    @app.agent(control)
+    async def obey(stream):  # noqa: ANN001
+        async for ev in stream.events():
+            now = time.time()
+            cmd = None
+            try:
+                cmd = parse_command(ev.value, secret)
+                row = Row.model_validate(table[cmd.isp]) if table.get(cmd.isp) else Row(
+                    isp=cmd.isp)
+                apply_command(row, cmd, kb, now)
+                table[cmd.isp] = row.model_dump(mode="json")
+                outs = publish(row, now)
+                rec = ControlRecord(command=cmd, applied=True, worker=node, timestamp=now)
+            except (KmtaError, ConfigError, ValueError) as e:
+                outs = []
+                raw = None if cmd else (ev.value or b"").decode("utf-8", "replace")[:2000]
+                rec = ControlRecord(command=cmd, raw=raw, applied=False, error=str(e),
+                                    worker=node, timestamp=now)
+                log.warning("control command refused: %s", e)
+            outs.append(Out(t("audit"), rec.to_json(), None))
+            await send_all(outs)
+
+    app.kmta_router = router  # type: ignore[attr-defined]
+    app.kmta_delay = delay  # type: ignore[attr-defined]
+    return app

@@ -1,0 +1,148 @@
+"""The brain's per-ISP decisions: one table row per ISP, updated from delivery events and
+operator commands, published as IspState records. Plain functions over plain data; the faust
+agents only decode, call these, store the row and send what they return."""
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from kmta.policy.kb import EffectiveRule, KnowledgeBase
+from kmta.policy.locks import Hits, record
+from kmta.policy.replies import match_reply
+from kmta.policy.reply import Reply
+from kmta.policy.speed import Outcome, SpeedState, initial, observe, outcome_for
+from schemas import ControlAction, ControlCommand, DeliveryEvent, IspState, Status
+from schemas.base import Model
+
+__all__ = ["Row", "apply_event", "apply_command", "states_of"]
+
+
+class ScopeRow(Model):
+    paused: bool = False
+    locked_until: float | None = None
+    lock_reason: str | None = None
+    lock_reply: str | None = None
+    hits: dict[str, list[float]] = Field(default_factory=dict)
+
+
+class Row(Model):
+    """Everything the brain keeps for one ISP (the table value)."""
+
+    isp: str
+    whole: ScopeRow = Field(default_factory=ScopeRow)
+    ips: dict[str, ScopeRow] = Field(default_factory=dict)
+    speed: dict[str, Any] | None = None
+    throttle_until: float | None = None
+    throttle_rate: float | None = None
+    max_connections: int | None = None
+    clear_before: float | None = None
+    rules: dict[str, Any] | None = None
+    rules_version: int = 0
+    updated_at: float = 0.0
+
+
+def _speed(row: Row, rule: EffectiveRule, now: float) -> SpeedState:
+    if row.speed is None:
+        return initial(rule.speed, now)
+    s = SpeedState(**row.speed)
+    clamped = min(max(s.speed, rule.speed.min), rule.speed.max)
+    return s if clamped == s.speed else SpeedState(**{**row.speed, "speed": clamped})
+
+
+def _store_speed(row: Row, s: SpeedState) -> None:
+    row.speed = {"speed": s.speed, "period_start": s.period_start, "clean": s.clean,
+                 "throttled": s.throttled, "decreased_at": s.decreased_at}
+
+
+def apply_event(row: Row, ev: DeliveryEvent, kb: KnowledgeBase, now: float) -> bool:
+    """Update the row from one delivery event; True when the published state changed."""
+    if ev.status not in (Status.DELIVERED, Status.DEFERRED, Status.BOUNCED, Status.EXPIRED):
+        return False
+    if ev.code is None and not ev.internal:
+        return False
+    rule = kb.effective(row.isp, row.rules)
+    before = states_of(row, rule, now)
+    reply = Reply(code=ev.code, enhanced_code=ev.enhanced_code, text=ev.response,
+                  internal=ev.internal)
+    matched = match_reply(reply, rule) if ev.status is not Status.DELIVERED else None
+    action = matched.action if matched else None
+    if matched is not None and action in ("lock", "throttle"):
+        scope = row.whole
+        if matched.scope == "source_ip" and ev.source_ip:
+            scope = row.ips.setdefault(ev.source_ip, ScopeRow())
+        hits, triggered = record(Hits(tuple(scope.hits.get(matched.name, ()))), matched, now)
+        scope.hits[matched.name] = list(hits.times)
+        if triggered:
+            until = now + (matched.duration or 0)
+            if action == "lock":
+                if scope.locked_until is None or scope.locked_until < until:
+                    scope.locked_until = until
+                    scope.lock_reason = matched.name
+                    scope.lock_reply = ev.response[:300]
+            else:
+                row.throttle_until = max(row.throttle_until or 0, until)
+                row.throttle_rate = matched.rate
+                row.max_connections = matched.max_connections
+        else:
+            action = "throttle" if action == "throttle" else None
+    outcome = outcome_for(ev.category or "", action)
+    s = _speed(row, rule, now)
+    if outcome is not Outcome.NEUTRAL:
+        s = observe(s, outcome, rule.speed, rule.sending.tact, now)
+    _store_speed(row, s)
+    row.updated_at = now
+    return states_of(row, rule, now) != before
+
+
+def apply_command(row: Row, cmd: ControlCommand, kb: KnowledgeBase, now: float) -> None:
+    """Apply an operator command; raises ConfigError (nothing applied) for a bad rule edit."""
+    scope = row.whole
+    if cmd.source_ip:
+        scope = row.ips.setdefault(cmd.source_ip, ScopeRow())
+    if cmd.action is ControlAction.PAUSE:
+        scope.paused = True
+    elif cmd.action is ControlAction.RESUME:
+        scope.paused = False
+    elif cmd.action is ControlAction.UNLOCK:
+        scope.locked_until = None
+        scope.lock_reason = None
+        scope.lock_reply = None
+        scope.hits = {}
+        if not cmd.source_ip:
+            row.throttle_until = None
+            row.throttle_rate = None
+            row.max_connections = None
+    elif cmd.action is ControlAction.CLEAR:
+        row.clear_before = now
+    elif cmd.action is ControlAction.SET_RULES:
+        merged = {**(row.rules or {}), **(cmd.rules or {})}
+        kb.validate_live(row.isp, merged)
+        row.rules = merged
+        row.rules_version += 1
+    elif cmd.action is ControlAction.RESET_RULES:
+        row.rules = None
+        row.rules_version += 1
+    row.updated_at = now
+
+
+def states_of(row: Row, rule: EffectiveRule, now: float) -> list[IspState]:
+    """The IspState records to publish for this row (whole ISP + each source IP scope)."""
+    speed = row.speed["speed"] if row.speed else (rule.speed.start or rule.speed.min)
+    throttled = row.throttle_until is not None and row.throttle_until > now
+    if throttled and row.throttle_rate is not None:
+        speed = min(speed, row.throttle_rate)
+    out = [IspState(
+        isp=row.isp, paused=row.whole.paused, locked_until=row.whole.locked_until,
+        lock_reason=row.whole.lock_reason, lock_reply=row.whole.lock_reply,
+        speed=round(speed, 3), speed_min=rule.speed.min, speed_max=rule.speed.max,
+        throttle_until=row.throttle_until if throttled else None,
+        throttle_rate=row.throttle_rate if throttled else None,
+        max_connections=row.max_connections if throttled else None,
+        clear_before=row.clear_before, rules=row.rules, rules_version=row.rules_version,
+        updated_at=0.0)]
+    for ip, sc in sorted(row.ips.items()):
+        out.append(IspState(isp=row.isp, source_ip=ip, paused=sc.paused,
+                            locked_until=sc.locked_until, lock_reason=sc.lock_reason,
+                            lock_reply=sc.lock_reply, updated_at=0.0))
+    return out

@@ -1,0 +1,162 @@
+"""Routing: outbox message -> validated envelope on the ISP's queue partition.
+
+Bad input never stops the pipeline: undecodable records go to the dead-letter topic with the
+reason and the original bytes; a message whose id is known also gets a final ``rejected`` event.
+"""
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Callable, Mapping
+
+from pydantic import ValidationError
+
+from kmta.config import Config
+from kmta.errors import InputError
+from kmta.policy.addresses import split_address
+from kmta.policy.compose import compose
+from kmta.policy.kb import KnowledgeBase
+from kmta.policy.partitions import PartitionMap
+from schemas import DeadLetter, DeliveryEvent, Envelope, OutboxMessage, Status
+from streams.outputs import Out
+from streams.resolver import MxStatus, Resolver
+
+__all__ = ["Router", "new_id", "event_out", "internal_event"]
+
+
+def new_id() -> str:
+    """Time-ordered unique id (uuid4 tail after a ms timestamp)."""
+    return f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[:16]}"
+
+
+def event_out(config: Config, ev: DeliveryEvent) -> Out:
+    key = (ev.isp or ev.domain or "").encode()
+    return Out(config.topic("results"), ev.to_json(), key)
+
+
+def internal_event(env: Envelope, status: Status, code: int, enhanced: str, text: str,
+                   category: str, now: float, node: str | None = None,
+                   attempt: int | None = None) -> DeliveryEvent:
+    """An event whose reply kmta made up itself (``internal``: never matched against provider
+    patterns)."""
+    return DeliveryEvent(
+        id=env.id, to=env.rcpt, isp=env.isp, domain=env.domain, status=status,
+        final=status not in (Status.DEFERRED, Status.QUEUED),
+        attempt=env.attempt if attempt is None else attempt, code=code,
+        enhanced_code=enhanced, response=text, category=category, internal=True,
+        node=node, timestamp=now, accepted_at=env.accepted_at, campaign=env.campaign,
+        meta=env.meta, sender=env.sender, pool=env.pool)
+
+
+class Router:
+    def __init__(self, config: Config, kb: KnowledgeBase, pmap: PartitionMap,
+                 resolver: Resolver, suppressed: Mapping[str, object],
+                 retry_first: Callable[[Envelope, float], list[Out]],
+                 clock: Callable[[], float] = time.time) -> None:
+        self._c = config
+        self._kb = kb
+        self._pmap = pmap
+        self._resolver = resolver
+        self._suppressed = suppressed
+        self._retry_first = retry_first
+        self._clock = clock
+        self._id_domain = config.delivery.helo_name
+
+    async def route(self, raw: bytes | None, topic: str, partition: int, offset: int) -> list[Out]:
+        now = self._clock()
+        if raw is None:
+            return [self._dlq("empty record", b"", topic, partition, offset, now)]
+        try:
+            doc = json.loads(raw)
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            return [self._dlq(f"not JSON: {e}", raw, topic, partition, offset, now)]
+        if not isinstance(doc, dict):
+            return [self._dlq("not a JSON object", raw, topic, partition, offset, now)]
+        try:
+            msg = OutboxMessage.model_validate(doc)
+            _, sdomain = split_address(msg.from_, "from")
+            local, domain = split_address(msg.to, "to")
+            msg_id = msg.id or new_id()
+            data = compose(msg, msg_id, sdomain, now)
+            if len(data.encode()) > self._c.delivery.max_message_bytes:
+                raise InputError(f"message is {len(data.encode())} bytes; the limit is "
+                                 f"{self._c.delivery.max_message_bytes}")
+            if msg.pool is not None and self._c.pool(msg.pool) is None:
+                raise InputError(f"unknown pool {msg.pool!r}")
+        except (ValidationError, InputError) as e:
+            reason = _reason(e)
+            outs = [self._dlq(reason, raw, topic, partition, offset, now, doc.get("id"))]
+            rid, to = doc.get("id"), doc.get("to")
+            if isinstance(rid, str) and rid and isinstance(to, str):
+                ev = DeliveryEvent(id=rid[:200], to=to[:320], status=Status.REJECTED, final=True,
+                                   response=reason, category="invalid_message", internal=True,
+                                   timestamp=now, campaign=_str(doc.get("campaign")))
+                outs.append(event_out(self._c, ev))
+            return outs
+        env = Envelope(
+            id=msg_id, sender=msg.from_, rcpt=f"{local}@{domain}", domain=domain, isp=domain,
+            data=data, pool=msg.pool, campaign=msg.campaign, meta=msg.meta,
+            expires_at=msg.expires_at.timestamp() if msg.expires_at else None,
+            accepted_at=now, routed_at=now)
+        if env.expires_at is not None and env.expires_at <= now:
+            return [event_out(self._c, internal_event(
+                env, Status.EXPIRED, 554, "5.4.7", "expired before it could be routed",
+                "expired", now))]
+        if env.rcpt.lower() in self._suppressed:
+            return [event_out(self._c, internal_event(
+                env, Status.SUPPRESSED, 550, "5.1.1", "recipient is on the suppression list",
+                "suppressed", now))]
+        res = await self._resolver.mx(domain)
+        if res.status is MxStatus.OK:
+            env.isp = self._kb.isp_for(domain, [h.host for h in res.hosts])
+            env.mx = res.hosts
+            env.mx_resolved_at = now
+            env.mx_ttl = res.ttl
+            return self.enqueue(env, now, first=True)
+        env.isp = self._kb.isp_for(domain, [])
+        if res.permanent:
+            code, enh = (556, "5.1.10") if res.status is MxStatus.NULL_MX else (550, "5.1.2")
+            return [event_out(self._c, internal_event(
+                env, Status.BOUNCED, code, enh, res.detail, "bad_domain", now))]
+        return self._retry_first(env, now)  # DNS temporarily failing: retry later
+
+    def enqueue(self, env: Envelope, now: float, first: bool = False) -> list[Out]:
+        """The envelope onto its ISP's queue partition (+ a ``queued`` event the first time)."""
+        env.routed_at = now
+        part = self._pmap.partition_for(env.isp, env.id)
+        outs = [Out(self._c.topic("queue"), env.to_json(), env.isp.encode(), part)]
+        if first:
+            ev = DeliveryEvent(id=env.id, to=env.rcpt, isp=env.isp, domain=env.domain,
+                               status=Status.QUEUED, final=False, timestamp=now,
+                               accepted_at=env.accepted_at, campaign=env.campaign,
+                               meta=env.meta, sender=env.sender, pool=env.pool,
+                               size=len(env.data))
+            outs.append(event_out(self._c, ev))
+        return outs
+
+    def _dlq(self, reason: str, raw: bytes, topic: str, partition: int, offset: int,
+             now: float, rid: object = None) -> Out:
+        try:
+            original, enc = raw.decode("utf-8"), "utf-8"
+        except UnicodeDecodeError:
+            original, enc = base64.b64encode(raw).decode(), "base64"
+        dl = DeadLetter(reason=reason, topic=topic, partition=partition, offset=offset,
+                        timestamp=now, original=original, original_encoding=enc,
+                        id=rid if isinstance(rid, str) else None)
+        return Out(self._c.topic("dlq"), dl.to_json(), None)
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, ValidationError):
+        parts = []
+        for err in e.errors():
+            loc = ".".join(str(x) for x in err["loc"]) or "message"
+            parts.append(f"{loc}: {err['msg']}")
+        return "invalid message: " + "; ".join(parts)
+    return f"invalid message: {e}"
+
+
+def _str(v: object) -> str | None:
+    return v[:200] if isinstance(v, str) else None

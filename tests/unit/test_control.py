@@ -1,0 +1,138 @@
+"""Signing, verifying and parsing operator commands (kmta.control)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import SecretStr
+
+from kmta.control import ControlError, canonical, make_command, parse_command, verify
+from kmta.errors import KmtaError
+from schemas.control import ControlAction
+
+SECRET = "s3cret"
+NOW = 1_700_000_000.0
+
+
+def test_unsigned_without_secret_passes() -> None:
+    cmd = make_command("pause", "gmail", "alice", now=NOW, secret=None)
+    assert cmd.signature is None
+    assert cmd.action is ControlAction.PAUSE and cmd.isp == "gmail" and cmd.actor == "alice"
+    assert cmd.timestamp == NOW and len(cmd.id) == 32
+    verify(cmd, None)
+    assert parse_command(cmd.to_json(), None) == cmd
+
+
+def test_ids_are_unique() -> None:
+    ids = {make_command("resume", "gmail", "a", now=NOW, secret=None).id for _ in range(100)}
+    assert len(ids) == 100
+
+
+def test_signed_roundtrip_and_secretstr() -> None:
+    cmd = make_command(
+        ControlAction.SET_RULES,
+        "yahoo",
+        "bob",
+        rules={"speed": {"max": 5}},
+        source_ip="192.0.2.1",
+        reason="test",
+        now=NOW,
+        secret=SECRET,
+    )
+    assert cmd.signature and len(cmd.signature) == 64
+    verify(cmd, SECRET)
+    verify(cmd, SecretStr(SECRET))
+    assert parse_command(cmd.to_json(), SecretStr(SECRET)) == cmd
+
+
+def test_canonical_is_sorted_compact_without_signature() -> None:
+    cmd = make_command("unlock", "gmail", "a", now=NOW, secret=SECRET)
+    text = canonical(cmd).decode()
+    data = json.loads(text)
+    assert "signature" not in data and "source_ip" not in data  # None fields excluded
+    assert text == json.dumps(data, sort_keys=True, separators=(",", ":"))
+
+
+def test_unsigned_refused_when_secret_configured() -> None:
+    cmd = make_command("pause", "gmail", "a", now=NOW, secret=None)
+    with pytest.raises(ControlError, match="unsigned command"):
+        verify(cmd, SECRET)
+    with pytest.raises(KmtaError):
+        parse_command(cmd.to_json(), SECRET)
+
+
+def test_wrong_secret_is_bad_signature() -> None:
+    cmd = make_command("pause", "gmail", "a", now=NOW, secret="other")
+    with pytest.raises(ControlError, match="bad signature"):
+        verify(cmd, SECRET)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("isp", "yahoo"),
+        ("action", "clear"),
+        ("actor", "mallory"),
+        ("timestamp", NOW + 1),
+        ("source_ip", "192.0.2.9"),
+    ],
+)
+def test_tampered_field_is_bad_signature(field: str, value: object) -> None:
+    cmd = make_command("pause", "gmail", "a", now=NOW, secret=SECRET)
+    data = json.loads(cmd.to_json())
+    data[field] = value
+    with pytest.raises(ControlError, match="bad signature"):
+        parse_command(json.dumps(data).encode(), SECRET)
+
+
+def test_tampered_rules_is_bad_signature() -> None:
+    cmd = make_command(
+        "set_rules", "gmail", "a", rules={"speed": {"max": 5}}, now=NOW, secret=SECRET
+    )
+    data = json.loads(cmd.to_json())
+    data["rules"]["speed"]["max"] = 5000
+    with pytest.raises(ControlError, match="bad signature"):
+        parse_command(json.dumps(data), SECRET)
+
+
+def test_key_order_does_not_matter() -> None:
+    cmd = make_command("pause", "gmail", "a", now=NOW, secret=SECRET)
+    data = json.loads(cmd.to_json())
+    reordered = json.dumps(dict(reversed(list(data.items()))), indent=2)
+    assert parse_command(reordered, SECRET) == cmd
+
+
+@pytest.mark.parametrize(
+    "raw,reason",
+    [
+        (b"\xff\xfe", "not UTF-8"),
+        (b"{not json", "not JSON"),
+        (b"[1, 2]", "JSON object"),
+        (b'{"id": "x", "action": "explode", "isp": "g", "actor": "a", "timestamp": 1}', "action"),
+        (b'{"id": "x", "action": "pause", "actor": "a", "timestamp": 1}', "isp"),
+        (
+            b'{"id": "x", "action": "set_rules", "isp": "g", "actor": "a", "timestamp": 1}',
+            "set_rules needs rules",
+        ),
+        (
+            b'{"id": "x", "action": "pause", "isp": "g", "actor": "a", "timestamp": 1, "rules": {"a": 1}}',
+            "takes no rules",
+        ),
+        (
+            b'{"id": "x", "action": "pause", "isp": "g", "actor": "a", "timestamp": 1, "extra": 1}',
+            "extra",
+        ),
+    ],
+)
+def test_malformed_gives_reason(raw: bytes, reason: str) -> None:
+    with pytest.raises(ControlError, match="malformed command") as e:
+        parse_command(raw, None)
+    assert reason in str(e.value)
+
+
+def test_make_command_invalid_fields() -> None:
+    with pytest.raises(ControlError, match="set_rules needs rules"):
+        make_command("set_rules", "gmail", "a", now=NOW, secret=None)
+    with pytest.raises(ControlError, match="invalid command"):
+        make_command("pause", "", "a", now=NOW, secret=None)

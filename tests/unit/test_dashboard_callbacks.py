@@ -1,0 +1,308 @@
+"""Dashboard callbacks with a recording fake controller (no Kafka, no browser)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from dashboard.app import create_app
+from dashboard.model import Board
+from kmta.config import Config, ControlConfig, DashboardConfig
+from kmta.control import ControlError, verify
+from kmta.errors import ConfigError
+from schemas.control import ControlAction, ControlCommand
+from schemas.events import DeliveryEvent
+from schemas.state import IspState
+
+NOW = 1_700_000_000.0
+
+
+class Recorder:
+    def __init__(self, fail: str | None = None) -> None:
+        self.sent: list[ControlCommand] = []
+        self.fail = fail
+
+    def send(self, cmd: ControlCommand) -> None:
+        if self.fail:
+            raise ControlError(self.fail)
+        self.sent.append(cmd)
+
+
+class FakeKB:
+    """Stands in for kmta.policy.kb.KnowledgeBase."""
+
+    def __init__(self) -> None:
+        self.validated: list[tuple[str, dict]] = []
+
+    def validate_live(self, isp: str, rules: dict) -> None:
+        self.validated.append((isp, rules))
+        if rules.get("speed", {}).get("max", 1) > 1000:
+            raise ConfigError(f"isp.{isp}.speed.max: above the provider's published limit")
+
+    def effective(self, isp: str, live: dict | None) -> dict:
+        return {
+            "isp": isp,
+            "speed": {"min": 1, "max": (live or {}).get("speed", {}).get("max", 600)},
+        }
+
+
+def board() -> Board:
+    b = Board()
+    for i in range(3):
+        b.apply_event(
+            DeliveryEvent(
+                id=f"g{i}",
+                to="x@gmail.com",
+                isp="gmail",
+                status="queued",
+                final=False,
+                timestamp=NOW - 100,
+            )
+        )
+    b.apply_event(
+        DeliveryEvent(
+            id="g0",
+            to="x@gmail.com",
+            isp="gmail",
+            status="delivered",
+            final=True,
+            code=250,
+            response="ok",
+            timestamp=NOW - 50,
+        )
+    )
+    b.apply_state(
+        IspState(
+            isp="gmail",
+            speed=12,
+            speed_min=1,
+            speed_max=600,
+            locked_until=NOW + 60,
+            lock_reason="block",
+            updated_at=NOW - 10,
+        )
+    )
+    return b
+
+
+def make(
+    config: Config | None = None, controller: Recorder | None = None, kb: Any = None, **kw: Any
+) -> tuple[Any, Recorder]:
+    rec = controller or Recorder()
+    app = create_app(
+        config or Config(),
+        board(),
+        rec,
+        password="pw",
+        clock=lambda: NOW,
+        kb_loader=lambda: kb,
+        **kw,
+    )
+    return app, rec
+
+
+def text(div: Any) -> str:
+    return div.children if hasattr(div, "children") else str(div)
+
+
+def test_pause_sends_pause_for_selected_isp() -> None:
+    app, rec = make()
+    out = app.kmta.action("btn-pause", "gmail", "", None, "alice")
+    assert len(rec.sent) == 1
+    cmd = rec.sent[0]
+    assert (cmd.action, cmd.isp, cmd.actor, cmd.source_ip, cmd.timestamp) == (
+        ControlAction.PAUSE,
+        "gmail",
+        "alice",
+        None,
+        NOW,
+    )
+    assert out.className == "status-ok" and "sent pause for gmail" in text(out)
+
+
+@pytest.mark.parametrize(
+    "trigger,action",
+    [
+        ("btn-resume", ControlAction.RESUME),
+        ("btn-unlock", ControlAction.UNLOCK),
+        ("confirm-clear", ControlAction.CLEAR),
+    ],
+)
+def test_other_actions_with_source_ip(trigger: str, action: ControlAction) -> None:
+    app, rec = make()
+    app.kmta.action(trigger, "gmail", " 192.0.2.7 ", "after block notice", "admin")
+    assert [(c.action, c.source_ip, c.reason) for c in rec.sent] == [
+        (action, "192.0.2.7", "after block notice")
+    ]
+
+
+def test_no_isp_selected_sends_nothing() -> None:
+    app, rec = make()
+    out = app.kmta.action("btn-pause", None, None, None, "admin")
+    assert rec.sent == [] and out.className == "status-error" and "select an ISP" in text(out)
+
+
+def test_clear_asks_for_confirmation_first() -> None:
+    app, rec = make()
+    assert app.kmta.confirm_clear(None) == (False, "")
+    shown, message = app.kmta.confirm_clear("gmail")
+    assert shown and "gmail" in message and rec.sent == []
+
+
+def test_controller_failure_is_shown() -> None:
+    app, _rec = make(controller=Recorder(fail="broker down"))
+    out = app.kmta.action("btn-unlock", "gmail", None, None, "admin")
+    assert out.className == "status-error" and "broker down" in text(out)
+
+
+def test_commands_are_signed_with_configured_secret() -> None:
+    cfg = Config(control=ControlConfig(secret=SecretStr("k")))
+    app, rec = make(config=cfg)
+    app.kmta.action("btn-pause", "gmail", None, None, "admin")
+    verify(rec.sent[0], "k")
+
+
+@pytest.mark.parametrize(
+    "rule,reason",
+    [
+        ("[speed\nmax = 3", "not valid TOML"),
+        ('{"speed": {"max": }', "not valid JSON"),
+        ("", "empty"),
+        ("[speed]\nmax = 5000", "published limit"),
+    ],
+)
+def test_bad_rule_shows_error_and_sends_nothing(rule: str, reason: str) -> None:
+    kb = FakeKB()
+    app, rec = make(kb=kb)
+    status, _eff = app.kmta.rules("btn-rules-apply", "gmail", rule, "admin")
+    assert rec.sent == []
+    assert status.className == "status-error" and reason in text(status)
+    assert "nothing sent" in text(status)
+
+
+def test_bad_rule_without_kb_uses_schema() -> None:
+    app, rec = make(kb=None)
+    status, _ = app.kmta.rules("btn-rules-apply", "gmail", "[speed]\nmin = 10\nmax = 5", "admin")
+    assert rec.sent == [] and "speed.min" in text(status)
+    status, _ = app.kmta.rules("btn-rules-apply", "gmail", "[sped]\nmax = 5", "admin")
+    assert rec.sent == [] and "sped" in text(status)
+
+
+@pytest.mark.parametrize("rule", ["[speed]\nmax = 200\n", '{"speed": {"max": 200}}'])
+def test_good_rule_is_validated_and_sent(rule: str) -> None:
+    kb = FakeKB()
+    app, rec = make(kb=kb)
+    status, eff = app.kmta.rules("btn-rules-apply", "gmail", rule, "bob")
+    assert status.className == "status-ok"
+    assert kb.validated == [("gmail", {"speed": {"max": 200}})]
+    assert [(c.action, c.rules, c.actor) for c in rec.sent] == [
+        (ControlAction.SET_RULES, {"speed": {"max": 200}}, "bob")
+    ]
+    assert json.loads(eff)["speed"]["max"] == 200
+
+
+def test_selecting_isp_shows_effective_rule() -> None:
+    app, rec = make(kb=FakeKB())
+    status, eff = app.kmta.rules("isp-select", "gmail", None, "admin")
+    assert status == "" and json.loads(eff) == {"isp": "gmail", "speed": {"min": 1, "max": 600}}
+    assert rec.sent == []
+
+
+def test_tables_and_figures() -> None:
+    app, _ = make()
+    t = app.kmta.tables()
+    g = next(r for r in t["isps"] if r["isp"] == "gmail")
+    assert (g["queued"], g["delivered"], g["speed"], g["speed_bounds"]) == (2, 1, 12, "1 - 600")
+    assert g["lock"] == "locked 60s: block" and g["id"] == "gmail"
+    assert t["options"] == [{"label": "gmail", "value": "gmail"}]
+    assert t["totals"]["accepted"] == 3
+    figs = app.kmta.figures(300, None)
+    assert len(figs) == 4 and figs[1].data[0].name == "gmail"
+
+
+# ---------------------------------------------------------------------- login
+def test_login_wrong_password_refused() -> None:
+    app, _ = make()
+    client = app.server.test_client()
+    assert client.get("/").status_code == 302
+    r = client.post("/login", data={"username": "admin", "password": "nope"})
+    assert r.status_code == 401 and b"Wrong user name or password" in r.data
+    r = client.post("/login", data={"username": "root", "password": "pw"})
+    assert r.status_code == 401
+    assert client.get("/").status_code == 302
+    assert client.get("/_dash-layout").status_code == 401
+
+
+def test_login_then_pages_and_logout() -> None:
+    app, _ = make()
+    client = app.server.test_client()
+    assert client.get("/login").status_code == 200
+    r = client.post("/login", data={"username": "admin", "password": "pw"})
+    assert r.status_code == 302 and r.location.endswith("/")
+    assert client.get("/").status_code == 200
+    assert b"isp-table" in client.get("/_dash-layout").data
+    client.get("/logout")
+    assert client.get("/_dash-layout").status_code == 401
+
+
+def test_dash_callback_records_logged_in_actor() -> None:
+    """Through Dash's own HTTP endpoint: the trigger and the session user reach the command."""
+    app, rec = make(user="ops")
+    client = app.server.test_client()
+    client.post("/login", data={"username": "ops", "password": "pw"})
+    payload = {
+        "output": "action-status.children",
+        "outputs": {"id": "action-status", "property": "children"},
+        "inputs": [
+            {"id": "btn-pause", "property": "n_clicks", "value": 1},
+            {"id": "btn-resume", "property": "n_clicks", "value": 0},
+            {"id": "btn-unlock", "property": "n_clicks", "value": 0},
+            {"id": "confirm-clear", "property": "submit_n_clicks", "value": None},
+        ],
+        "state": [
+            {"id": "isp-select", "property": "value", "value": "gmail"},
+            {"id": "source-ip", "property": "value", "value": None},
+            {"id": "action-reason", "property": "value", "value": None},
+        ],
+        "changedPropIds": ["btn-pause.n_clicks"],
+    }
+    r = client.post("/_dash-update-component", json=payload)
+    assert r.status_code == 200, r.data
+    assert [(c.action, c.isp, c.actor) for c in rec.sent] == [(ControlAction.PAUSE, "gmail", "ops")]
+
+
+def test_production_without_password_refuses_to_start() -> None:
+    cfg = Config(dashboard=DashboardConfig(mode="production"))
+    with pytest.raises(ConfigError, match="production mode refuses"):
+        create_app(cfg, Board(), Recorder())
+    with pytest.raises(ConfigError, match="demo mode"):
+        create_app(Config(dashboard=DashboardConfig(mode="demo")), Board(), Recorder())
+
+
+def test_configured_password_used() -> None:
+    cfg = Config(dashboard=DashboardConfig(password=SecretStr("conf")))
+    app = create_app(cfg, Board(), Recorder())
+    client = app.server.test_client()
+    assert client.post("/login", data={"username": "admin", "password": "conf"}).status_code == 302
+    assert client.get("/").status_code == 200
+
+
+def test_with_the_shipped_knowledge_base() -> None:
+    kb_mod = pytest.importorskip("kmta.policy.kb")
+    from dashboard.rules import load_kb
+
+    kb = load_kb()
+    assert isinstance(kb, kb_mod.KnowledgeBase)
+    app, rec = make(kb=kb)
+    status, _ = app.kmta.rules("btn-rules-apply", "gmail", "[speed]\nmin = 50\nmax = 10", "a")
+    assert rec.sent == [] and "speed" in text(status)
+    status, _ = app.kmta.rules("btn-rules-apply", "gmail", "[sped]\nmax = 3", "a")
+    assert rec.sent == [] and "sped" in text(status)
+    status, eff = app.kmta.rules("btn-rules-apply", "gmail", "[speed]\nmax = 77", "a")
+    assert status.className == "status-ok" and rec.sent[0].rules == {"speed": {"max": 77}}
+    shown = json.loads(eff)
+    assert shown["isp"] == "gmail" and shown["speed"]["max"] == 77
+    assert list(shown)[:2] == ["isp", "sending"]

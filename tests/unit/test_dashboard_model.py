@@ -1,0 +1,342 @@
+"""The dashboard's Board, fed with whole event sequences; counts must be exact."""
+
+from __future__ import annotations
+
+import pytest
+
+from dashboard.model import NO_ISP, Board
+from schemas.control import ControlAction, ControlCommand, ControlRecord
+from schemas.events import DeliveryEvent, Status
+from schemas.nodes import IspLoad, NodeStats
+from schemas.state import IspState
+
+T0 = 1_700_000_000.0
+
+
+def ev(id_: str, status: str, t: float, isp: str | None = "gmail", **kw: object) -> DeliveryEvent:
+    final = Status(status) not in (Status.QUEUED, Status.DEFERRED)
+    return DeliveryEvent(
+        id=id_, to=f"{id_}@example.com", isp=isp, status=status, final=final, timestamp=T0 + t, **kw
+    )
+
+
+def feed(board: Board, events: list[DeliveryEvent]) -> Board:
+    for e in events:
+        board.apply_event(e)
+    return board
+
+
+def row(board: Board, isp: str, now: float = 0.0) -> dict:
+    return next(r for r in board.isp_rows(T0 + now) if r["isp"] == isp)
+
+
+SEQUENCE = [
+    ev("m1", "queued", 0, campaign="spring"),
+    ev("m2", "queued", 0, campaign="spring"),
+    ev("m3", "queued", 1, campaign="spring"),
+    ev("m4", "queued", 1),
+    ev("y1", "queued", 1, isp="yahoo", campaign="spring"),
+    ev("m1", "delivered", 5, code=250, response="ok", attempt=1),
+    ev(
+        "m2",
+        "deferred",
+        6,
+        code=421,
+        enhanced_code="4.7.0",
+        response="try later",
+        category="throttled",
+        attempt=1,
+        next_attempt_at=T0 + 300,
+    ),
+    ev(
+        "m3",
+        "bounced",
+        7,
+        code=550,
+        enhanced_code="5.1.1",
+        response="no such user",
+        category="bad_mailbox",
+        attempt=1,
+    ),
+    ev(
+        "y1",
+        "deferred",
+        8,
+        isp="yahoo",
+        code=421,
+        response="TSS04",
+        category="throttled",
+        attempt=1,
+    ),
+    ev("m2", "queued", 300),  # due again: back on the queue
+    ev("m2", "deferred", 301, code=421, response="try later", category="throttled", attempt=2),
+    ev("y1", "delivered", 302, isp="yahoo", code=250, response="ok", attempt=2),
+    ev("r1", "rejected", 303, isp=None, response="bad address"),
+    ev("s1", "suppressed", 304),
+]
+
+
+def test_counts_follow_each_message_to_its_last_status() -> None:
+    b = feed(Board(), SEQUENCE)
+    g = row(b, "gmail", 400)
+    assert (g["queued"], g["deferred_waiting"], g["delivered"], g["bounced"], g["suppressed"]) == (
+        1,
+        1,
+        1,
+        1,
+        1,
+    )  # m4 queued, m2 waiting, m1 delivered, m3 bounced, s1 suppressed
+    assert g["bounced_by_category"] == {"bad_mailbox": 1}
+    assert g["deferrals"] == 2
+    assert g["success_rate"] == 0.5  # 1 delivered of 2 finished by delivery attempts
+    assert g["last_reply"] == "421 try later"
+    y = row(b, "yahoo", 400)
+    assert (y["queued"], y["deferred_waiting"], y["delivered"]) == (0, 0, 1)
+    assert row(b, NO_ISP)["rejected"] == 1
+    t = b.totals()
+    assert t["accepted"] == 7
+    assert (
+        t["queued"],
+        t["deferred"],
+        t["delivered"],
+        t["bounced"],
+        t["rejected"],
+        t["suppressed"],
+    ) == (1, 1, 2, 1, 1, 1)
+    assert t["final"] == 5
+    assert t["events"] == len(SEQUENCE)
+    assert b.status_of("m2") is Status.DEFERRED
+
+
+def test_duplicate_final_and_late_events_are_ignored() -> None:
+    b = feed(Board(), SEQUENCE)
+    before = b.totals()
+    b.apply_event(ev("m1", "delivered", 500, code=250, response="ok"))  # redelivered result
+    b.apply_event(ev("m3", "queued", 501))  # stray event after the final
+    after = b.totals()
+    assert after["duplicates"] == 2
+    assert {k: v for k, v in after.items() if k not in ("events", "duplicates")} == {
+        k: v for k, v in before.items() if k not in ("events", "duplicates")
+    }
+
+
+def test_cancel_and_expire_move_waiting_messages() -> None:
+    b = feed(
+        Board(),
+        [
+            ev("a", "queued", 0),
+            ev("b", "queued", 0),
+            ev("c", "queued", 0),
+            ev("b", "deferred", 10, code=451, response="later", attempt=1),
+            ev("c", "deferred", 10, code=451, response="later", attempt=1),
+            ev("a", "cancelled", 20, internal=True, response="cleared by operator"),
+            ev("b", "cancelled", 20, internal=True, response="cleared by operator"),
+            ev("c", "expired", 90000, internal=True, response="too old"),
+        ],
+    )
+    g = row(b, "gmail", 90001)
+    assert (g["queued"], g["deferred_waiting"], g["cancelled"], g["expired"]) == (0, 0, 2, 1)
+    assert g["success_rate"] == 0.0
+
+
+def test_campaign_rows() -> None:
+    b = feed(Board(), SEQUENCE)
+    rows = {r["campaign"]: r for r in b.campaign_rows()}
+    assert rows["spring"]["total"] == 4
+    assert (rows["spring"]["delivered"], rows["spring"]["deferred"], rows["spring"]["bounced"]) == (
+        2,
+        1,
+        1,
+    )
+    assert rows["(none)"]["total"] == 3
+
+
+def test_lock_pause_speed_from_state() -> None:
+    b = Board()
+    b.apply_state(IspState(isp="gmail", speed=10, speed_min=1, speed_max=100, updated_at=T0))
+    b.apply_state(IspState(isp="gmail", speed=20, speed_min=1, speed_max=100, updated_at=T0 + 60))
+    b.apply_state(
+        IspState(
+            isp="gmail",
+            speed=20,
+            speed_min=1,
+            speed_max=100,
+            paused=True,
+            locked_until=T0 + 3700,
+            lock_reason="block-notice",
+            lock_reply="421 4.7.28 blocked",
+            updated_at=T0 + 100,
+        )
+    )
+    b.apply_state(
+        IspState(
+            isp="gmail",
+            source_ip="192.0.2.1",
+            locked_until=T0 + 500,
+            lock_reason="ip-block",
+            updated_at=T0 + 100,
+        )
+    )
+    g = row(b, "gmail", 200)
+    assert g["locked"] and g["lock_reason"] == "block-notice"
+    assert g["lock_reply"] == "421 4.7.28 blocked" and g["lock_seconds_left"] == 3500
+    assert g["paused"] and g["speed"] == 20 and (g["speed_min"], g["speed_max"]) == (1, 100)
+    assert g["locked_ips"] == "192.0.2.1"
+    assert row(b, "gmail", 4000)["locked"] is False
+    assert row(b, "gmail", 4000)["locked_ips"] == ""
+
+    s = b.speed_series("gmail", T0)
+    assert s["points"] == [(T0, 10), (T0 + 60, 20)]
+    assert [(lo - T0, hi - T0, label) for lo, hi, label in s["locks"]] == [
+        (100, 3700, "block-notice"),
+        (100, 500, "192.0.2.1: ip-block"),
+    ]
+    # the value in force at `since` is carried in
+    assert b.speed_series("gmail", T0 + 30)["points"] == [(T0 + 30, 10), (T0 + 60, 20)]
+
+
+def test_unlock_closes_the_lock_interval() -> None:
+    b = Board()
+    b.apply_state(
+        IspState(isp="gmail", speed=5, locked_until=T0 + 3600, lock_reason="x", updated_at=T0)
+    )
+    b.apply_state(IspState(isp="gmail", speed=5, updated_at=T0 + 120))  # operator unlock
+    b.apply_state(
+        IspState(isp="gmail", speed=5, locked_until=T0 + 900, lock_reason="y", updated_at=T0 + 600)
+    )
+    locks = [(lo - T0, hi - T0, label) for lo, hi, label in b.speed_series("gmail", T0)["locks"]]
+    assert locks == [(0, 120, "x"), (600, 900, "y")]
+    assert b.speed_series("gmail", T0)["points"] == [(T0, 5)]
+
+
+def test_series_bucketed() -> None:
+    b = feed(Board(), SEQUENCE)
+    s = b.success_series("gmail", T0, bucket=60)
+    assert T0 % 60 == 20  # so buckets start 20 s before T0 and T0 + 300
+    assert s == [
+        {"t": T0 - 20, "attempts": 3, "delivered": 1, "rate": round(1 / 3, 4)},
+        {"t": T0 + 280, "attempts": 1, "delivered": 0, "rate": 0.0},
+    ]
+    all_ = b.success_series(None, T0, bucket=3600)
+    assert sum(r["attempts"] for r in all_) == 6 and sum(r["delivered"] for r in all_) == 2
+    assert b.success_series("nobody", T0) == []
+    later = b.success_series("gmail", T0 + 200, bucket=60)
+    assert sum(r["attempts"] for r in later) == 1
+    assert b.category_counts(T0) == {"throttled": 3, "bad_mailbox": 1}
+    assert b.category_counts(T0 + 200) == {"throttled": 1}
+    thr = b.throughput_series(T0, bucket=3600)
+    assert sum(r["delivered"] for r in thr) == 2 and sum(r["deferred"] for r in thr) == 3
+
+
+def test_internal_deferrals_are_not_attempts() -> None:
+    b = feed(
+        Board(),
+        [
+            ev("a", "queued", 0),
+            ev("a", "deferred", 1, internal=True, response="ISP locked"),
+            ev("a", "delivered", 2, code=250),
+        ],
+    )
+    assert sum(r["attempts"] for r in b.success_series("gmail", T0, 60)) == 1
+
+
+def test_old_buckets_pruned() -> None:
+    b = Board(retention=3600)
+    feed(
+        b,
+        [
+            ev("a", "queued", 0),
+            ev("a", "delivered", 1, code=250),
+            ev("b", "queued", 7200),
+            ev("b", "delivered", 7201, code=250),
+        ],
+    )
+    assert sum(r["delivered"] for r in b.success_series(None, 0, 60)) == 1
+    assert b.totals()["delivered"] == 2  # counts are never pruned
+
+
+def node(name: str, t: float, delivered: int, **isps: IspLoad) -> NodeStats:
+    return NodeStats(
+        node=name,
+        partitions=[0, 1] if name == "n1" else [2],
+        isps=isps,
+        delivered_total=delivered,
+        started_at=T0,
+        timestamp=T0 + t,
+    )
+
+
+def test_nodes_in_flight_and_staleness() -> None:
+    b = Board(stale_after=10)
+    b.apply_node(node("n1", 0, 0, gmail=IspLoad(in_flight=3, connections=2)))
+    b.apply_node(node("n1", 2, 40, gmail=IspLoad(in_flight=5, connections=2, backlog=7)))
+    b.apply_node(
+        node(
+            "n2",
+            2,
+            0,
+            gmail=IspLoad(in_flight=1, connections=1),
+            yahoo=IspLoad(in_flight=4, connections=3),
+        )
+    )
+    g = row(b, "gmail", 3)
+    assert (g["in_flight"], g["connections"], g["node_backlog"]) == (6, 3, 7)
+    rows = {r["node"]: r for r in b.node_rows(T0 + 3)}
+    assert rows["n1"]["throughput"] == 20.0 and rows["n1"]["partitions"] == "0, 1"
+    assert rows["n2"]["isps"] == "gmail, yahoo" and rows["n2"]["status"] == "ok"
+    b.apply_node(node("n2", 14, 0, yahoo=IspLoad(in_flight=2, connections=1)))
+    rows = {r["node"]: r for r in b.node_rows(T0 + 15)}
+    assert rows["n1"]["stale"] and rows["n1"]["status"] == "stale"
+    assert not rows["n2"]["stale"]
+    assert row(b, "gmail", 15)["in_flight"] == 0  # stale node no longer counted
+    assert row(b, "yahoo", 15)["in_flight"] == 2
+    b.apply_node(
+        node(
+            "n2",
+            15,
+            0,
+        ).model_copy(update={"stopping": True})
+    )
+    assert {r["node"]: r for r in b.node_rows(T0 + 15)}["n2"]["status"] == "stopping"
+
+
+def test_audit_rows_newest_first() -> None:
+    cmd = ControlCommand(
+        id="c1", action=ControlAction.PAUSE, isp="gmail", actor="alice", timestamp=T0
+    )
+    b = Board()
+    b.apply_audit(ControlRecord(command=cmd, applied=True, timestamp=T0 + 1))
+    b.apply_audit(ControlRecord(raw="garbage", applied=False, error="malformed", timestamp=T0 + 2))
+    rows = b.audit_rows()
+    assert rows[0]["error"] == "malformed" and rows[0]["actor"] is None and not rows[0]["applied"]
+    assert rows[1] == pytest.approx(
+        {
+            **rows[1],
+            "actor": "alice",
+            "action": "pause",
+            "isp": "gmail",
+            "applied": True,
+            "time": T0 + 1,
+        }
+    )
+
+
+def test_isps_known_from_state_only_appear() -> None:
+    b = Board()
+    b.apply_state(IspState(isp="outlook", paused=True, updated_at=T0))
+    r = row(b, "outlook")
+    assert r["paused"] and r["queued"] == 0 and r["success_rate"] is None
+
+
+def test_large_replay_stays_exact() -> None:
+    b = Board()
+    n = 20000
+    for i in range(n):
+        b.apply_event(ev(f"x{i}", "queued", i * 0.01, isp=f"isp{i % 7}"))
+    for i in range(n):
+        st = "delivered" if i % 3 else "deferred"
+        b.apply_event(ev(f"x{i}", st, 300 + i * 0.01, isp=f"isp{i % 7}", code=250))
+    t = b.totals()
+    assert t["accepted"] == n
+    assert t["delivered"] + t["deferred"] == n and t["queued"] == 0
+    assert t["deferred"] == len(range(0, n, 3))

@@ -1,0 +1,47 @@
+"""``kmta rules check|show`` against the shipped files."""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+
+from kmta import rules_cli
+from kmta.policy.kb import SHIPPED_ISPS
+
+
+def _run(*argv: str) -> tuple[int, str, str]:
+    parser = argparse.ArgumentParser(prog="kmta")
+    rules_cli.add_parser(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(list(argv))
+    out, err = io.StringIO(), io.StringIO()
+    return args.func(args, out=out, err=err), out.getvalue(), err.getvalue()
+
+
+def test_check_shipped() -> None:
+    code, out, _ = _run("rules", "check")
+    assert code == 0 and out.strip() == "ok: 20 ISPs"
+
+
+def test_check_shipped_as_override_of_itself() -> None:
+    code, out, _ = _run("rules", "check", str(SHIPPED_ISPS))
+    assert code == 0 and out.startswith("ok: ")
+
+
+def test_check_missing_file_fails_with_the_reason() -> None:
+    code, out, err = _run("rules", "check", "/nonexistent/override.toml")
+    assert code == 1 and out == ""
+    assert err.strip() == "/nonexistent/override.toml: cannot read: No such file or directory"
+
+
+def test_show_isp_as_json_and_toml() -> None:
+    code, out, _ = _run("rules", "show", "gmail", "--json")
+    data = json.loads(out)
+    assert code == 0 and data["isp"] == "gmail" and data["sending"]["max_connections"] == 5
+    code, out, _ = _run("rules", "show", "hotmail.com")  # a member domain resolves to its ISP
+    assert code == 0 and 'isp = "outlook"' in out and "[[replies]]" in out
+
+
+def test_show_unknown_domain_gets_default() -> None:
+    code, out, err = _run("rules", "show", "example.com", "--json")
+    assert code == 0 and json.loads(out)["partitions"] == 0 and "[default] applies" in err

@@ -1,0 +1,276 @@
+"""Bounce classification against a table of real reply lines (research notes, SFM, KumoMTA)."""
+
+from __future__ import annotations
+
+import pytest
+
+from kmta.errors import ConfigError
+from kmta.policy.classify import CATEGORIES, Classifier, is_recipient_problem, is_throttle
+from kmta.policy.reply import Reply
+
+CLASSIFIER = Classifier.load()
+
+# (code, message as the SMTP client delivers it, expected category)
+PROVIDER = [
+    (250, "2.0.0 OK  1700000000 a1-20020a.123 - gsmtp", "delivered"),
+    (250, "Ok: queued as 4Tq2Jk0xyz", "delivered"),
+    (
+        550,
+        (
+            "5.1.1 The email account that you tried to reach does not exist. Please try\n"
+            "5.1.1 double-checking the recipient's email address for typos"
+        ),
+        "bad_mailbox",
+    ),
+    (
+        550,
+        "Message was not accepted -- invalid mailbox.  Local mailbox x@mail.ru is unavailable: user not found",
+        "bad_mailbox",
+    ),
+    (
+        554,
+        "delivery error: dd This user doesn't have a yahoo.com account (x@yahoo.com) [0] - mta1.mail.ne1.yahoo.com",
+        "bad_mailbox",
+    ),
+    (550, "5.5.0 Requested action not taken: mailbox unavailable (S2017062302)", "bad_mailbox"),
+    (
+        550,
+        "5.1.1 Adresse d au moins un destinataire invalide. Invalid recipient. OFR_416 [416]",
+        "bad_mailbox",
+    ),
+    (
+        550,
+        "Mailbox not found. http://service.exmail.qq.com/cgi-bin/help?subtype=1&&id=20022&&no=1000728",
+        "bad_mailbox",
+    ),
+    (552, "5.2.2 The email account that you tried to reach is over quota.", "mailbox_full"),
+    (
+        450,
+        (
+            "4.2.1 The user you are trying to contact is receiving mail at a rate that\n"
+            "4.2.1 prevents additional messages from being delivered."
+        ),
+        "mailbox_full",
+    ),
+    (
+        421,
+        "4.7.1 Messages to x@icloud.com deferred due to excessive volume. Try again later",
+        "mailbox_full",
+    ),
+    (552, "5.3.4 Message size exceeds fixed maximum message size", "message_too_large"),
+    (
+        550,
+        "5.1.2 Host or domain name not found. Name service error for name=exmaple.com",
+        "bad_domain",
+    ),
+    (
+        421,
+        (
+            "4.7.28 [203.0.113.5      15] Gmail has detected an unusual rate of unsolicited mail\n"
+            "4.7.28 originating from your IP address. To protect our users from spam, mail sent from your\n"
+            "4.7.28 IP address has been temporarily rate limited."
+        ),
+        "rate_limit",
+    ),
+    (
+        421,
+        "4.7.28 Gmail has detected an unusual rate of unsolicited mail originating from your SPF domain",
+        "rate_limit",
+    ),
+    (
+        451,
+        (
+            "4.7.650 The mail server [203.0.113.5] has been temporarily rate limited due to IP reputation. "
+            "For e-mail delivery information, see https://postmaster.live.com (S775)"
+        ),
+        "rate_limit",
+    ),
+    (
+        451,
+        "4.7.500 Server busy. Please try again later from [203.0.113.5]. (S77714) [BL02EPF0001A0F9.namprd09.prod.outlook.com]",
+        "rate_limit",
+    ),
+    (421, "Max message per connection reached, closing transmission channel", "rate_limit"),
+    (
+        550,
+        "Ip frequency limited. http://service.mail.qq.com/cgi-bin/help?subtype=1&&id=20022&&no=1000722",
+        "rate_limit",
+    ),
+    (
+        550,
+        "RP:ORQ 163 mx42,QMCowAD3u0,0 1700000000 http://mail.163.com/help/help_spam_16.htm?ip=203.0.113.5",
+        "rate_limit",
+    ),
+    (554, "HL:ITC 163 mx42 http://mail.163.com/help/help_spam_16.htm?ip=203.0.113.5", "rate_limit"),
+    (
+        421,
+        "mwinf5c10 ME Trop de connexions, veuillez verifier votre configuration. [OFR004_104]",
+        "rate_limit",
+    ),
+    (421, "RL000010 Too many sessions from 203.0.113.5", "rate_limit"),
+    (
+        421,
+        (
+            "4.7.0 [TSS04] Messages from 203.0.113.5 temporarily deferred due to unexpected volume or user "
+            "complaints - 4.16.55.1; see https://postmaster.yahooinc.com/error-codes"
+        ),
+        "spam_block",
+    ),
+    (
+        553,
+        "5.7.1 [BL21] Connections will not be accepted from 203.0.113.5, because the ip is in Spamhaus's list",
+        "spam_block",
+    ),
+    (
+        550,
+        (
+            "5.7.1 Unfortunately, messages from [203.0.113.5] weren't sent. Please contact your Internet service "
+            "provider since part of their network is on our block list (S3150)."
+        ),
+        "spam_block",
+    ),
+    (
+        421,
+        "4.7.0 This message is suspicious due to the very low reputation of the sending domain.",
+        "spam_block",
+    ),
+    (
+        550,
+        "5.7.1 [203.0.113.5] Our system has detected that this message is likely unsolicited mail.",
+        "spam_block",
+    ),
+    (
+        550,
+        "spam message rejected. Please visit http://help.mail.ru/notspam-support/id?c=abc",
+        "spam_block",
+    ),
+    (
+        554,
+        "5.7.1 [1] Message rejected under suspicion of SPAM; https://ya.cc/1IrBc 1700000000-abc",
+        "spam_block",
+    ),
+    (
+        554,
+        "IP address is block listed.\nFor explanation visit https://postmaster.gmx.net/en/case?c=r0201",
+        "spam_block",
+    ),
+    (
+        550,
+        "mwinf5c05 ME Client host blocked for spamming issues. OFR006_102 Ref http://csi.cloudmark.com",
+        "spam_block",
+    ),
+    (
+        421,
+        "mwinf5c79 ME Service refuse. Veuillez essayer plus tard. [OFR004_105] [B]",
+        "spam_block",
+    ),
+    (451, "DT:SPM 163 smtp10,DsCowAA 1700000000, please try again", "spam_block"),
+    (421, "[HCM1] Your mail from 203.0.113.5 was deferred.", "spam_block"),
+    (
+        554,
+        "resimta-h1p-028 Comcast block for spam. Please see http://postmaster.comcast.net/smtp-error-codes.php#BL000000",
+        "spam_block",
+    ),
+    (
+        550,
+        (
+            "5.7.26 This mail has been blocked because the sender is unauthenticated. Gmail requires all "
+            "senders to authenticate with either SPF or DKIM."
+        ),
+        "auth_failure",
+    ),
+    (
+        421,
+        (
+            "4.7.32 Your email has been rate limited because the From: header (RFC5322) in this message "
+            "isn't aligned with either the authenticated SPF or DKIM organizational domain."
+        ),
+        "auth_failure",
+    ),
+    (554, "Message not allowed - [PH01] Email not accepted for policy reasons.", "policy"),
+    (550, "5.7.1 [CS01] Message rejected due to local policy.", "policy"),
+    (
+        554,
+        "Reject due to policy restrictions. For explanation visit https://postmaster.gmx.net",
+        "policy",
+    ),
+    (451, "4.7.1 Greylisted, see http://postgrey.schweikert.ch/help/example.com.html", "greylist"),
+    (454, "4.7.1 <x@example.net>: Relay access denied", "relay_denied"),
+    (451, "4.7.0 Temporary server error. Please try again later. PRX6", "other_temporary"),
+    (451, "[BS02] Temporary server error. Please try again later.", "other_temporary"),
+    (451, "4.7.1 Sorry, the service is currently unavailable.", "connection_failure"),
+    (421, "4.4.2 mx.example.net Error: timeout exceeded", "timeout"),
+    (550, "Requested action not taken", "other_permanent"),
+    (450, "Requested mail action not taken", "other_temporary"),
+]
+
+INTERNAL = [
+    ("Connection refused by 203.0.113.5:25", "connection_failure"),
+    ("connect to mx.example.com timed out after 30 s", "timeout"),
+    ("TLS handshake failed: certificate verify failed", "connection_failure"),
+    ("DNS lookup of example.com failed: SERVFAIL", "dns_failure"),
+    ("example.com: NXDOMAIN", "bad_domain"),
+    ("something odd happened", "connection_failure"),
+]
+
+
+@pytest.mark.parametrize(("code", "message", "expected"), PROVIDER)
+def test_provider_reply_category(code: int, message: str, expected: str) -> None:
+    assert CLASSIFIER.classify(Reply.parse(code, message)) == expected
+
+
+@pytest.mark.parametrize(("message", "expected"), INTERNAL)
+def test_internal_reply_category(message: str, expected: str) -> None:
+    assert CLASSIFIER.classify(Reply.parse(None, message, internal=True)) == expected
+
+
+def test_table_is_big_and_covers_most_categories() -> None:
+    assert len(PROVIDER) >= 30
+    seen = {e for *_, e in PROVIDER} | {e for _, e in INTERNAL}
+    assert seen <= CATEGORIES
+    assert len(seen) >= 15
+
+
+def test_internal_text_does_not_match_provider_rules() -> None:
+    # A provider's "Connection refused" is classified by provider rules, kmta's own by internal ones.
+    text = "Connection refused from [203.0.113.5] due to exceed max concurrent connections. IB007"
+    assert CLASSIFIER.classify(Reply.parse(451, text)) == "rate_limit"
+    assert (
+        CLASSIFIER.classify(Reply.parse(None, "spam message rejected", internal=True))
+        == "connection_failure"
+    )
+
+
+def test_throttle_and_recipient_predicates() -> None:
+    assert (
+        is_throttle("rate_limit") and is_throttle("timeout") and is_throttle("connection_failure")
+    )
+    assert not is_throttle("spam_block") and is_throttle("spam_block", temporary=True)
+    assert not is_throttle("bad_mailbox")
+    assert is_recipient_problem("bad_mailbox") and is_recipient_problem("mailbox_full")
+    assert not is_recipient_problem("rate_limit")
+
+
+def test_bad_rules_listed_with_locations() -> None:
+    with pytest.raises(ConfigError) as e:
+        Classifier.from_dict(
+            {
+                "rule": [
+                    {"category": "nonsense", "match": "x"},
+                    {"category": "policy", "match": "(", "codes": [550]},
+                    {"category": "policy", "match": "y", "codes": ["6xx"], "colour": "red"},
+                ],
+                "extra": 1,
+            }
+        )
+    text = str(e.value)
+    for where in ("rule[0].category", "rule[1].match", "rule[2].codes", "rule[2].colour", "extra"):
+        assert where in text
+
+
+def test_codes_restrict_a_rule() -> None:
+    classifier = Classifier.from_dict(
+        {"rule": [{"category": "greylist", "match": "later", "codes": ["45x"]}]}
+    )
+    assert classifier.classify(Reply.parse(451, "try later")) == "greylist"
+    assert classifier.classify(Reply.parse(550, "try later")) == "other_permanent"
