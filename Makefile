@@ -1,0 +1,29 @@
+# The README's two commands: `make demo` (the full local demo) and `make test` (every test).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: demo test unit bench bench-adaptive lint clean
+
+demo:
+	scripts/bootstrap.sh demo
+	$(PY) -m kmta.cli demo $(DEMO_ARGS)
+
+test:
+	scripts/bootstrap.sh test
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+unit:
+	scripts/bootstrap.sh demo
+	$(PY) -m pytest -q tests/unit
+
+bench:
+	scripts/bootstrap.sh bench
+	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+bench-adaptive:
+	scripts/bootstrap.sh demo
+	$(PY) scripts/bench_adaptive.py $(BENCH_ARGS)
+
+clean:
+	-$(PY) -m kmta.cli kafka stop --data-dir .kmta/demo/kafka
+	rm -rf .kmta artifacts
