@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from dashboard.model import Board
 from kmta.config import Config
 from kmta.control import ControlError
+from kmta.kafkaio import topic_partitions
 from schemas.control import ControlCommand, ControlRecord
 from schemas.events import DeliveryEvent
 from schemas.nodes import NodeStats
@@ -56,6 +57,7 @@ class _Reader:
     """Owns one consumer assigned to every partition of the dashboard topics."""
 
     def __init__(self, config: Config, client_id: str) -> None:
+        self.config = config
         self.kinds = {config.topic(k): k for k in TOPICS}
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=config.kafka.bootstrap_servers,
@@ -71,15 +73,15 @@ class _Reader:
         await self.refresh()
 
     async def refresh(self) -> bool:
-        """Assign partitions of topics that appeared since; keep the positions of the others."""
-        # aiokafka has no public call that returns partitions of topics a consumer has not
-        # subscribed to (consumer.topics() discards them); subscribe() without a group would
-        # reset every position whenever a topic appears, so we assign by hand.
-        cluster = await self.consumer._client.fetch_all_metadata()
-        tps = set()
-        for topic in self.kinds:
-            for p in cluster.partitions_for_topic(topic) or ():
-                tps.add(TopicPartition(topic, p))
+        """Assign partitions of topics that appeared since; keep the positions of the others.
+        False (nothing changed) while a topic is still missing: the next refresh retries."""
+        # subscribe() without a group would reset every position whenever a topic appears,
+        # so we assign by hand from the admin client's view of the topics.
+        try:
+            tps = set(await topic_partitions(self.config, list(self.kinds)))
+        except TimeoutError:
+            log.warning("dashboard topics %s not all found yet; retrying", sorted(self.kinds))
+            return False
         if tps <= self.assigned:
             return False
         positions = {}
@@ -105,6 +107,9 @@ class _Reader:
         return True
 
     async def poll(self, board: Board, timeout_ms: int = 500) -> int:
+        if not self.assigned:
+            await asyncio.sleep(timeout_ms / 1000)
+            return 0
         batches = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=5000)
         n = 0
         with board.lock:
@@ -124,6 +129,11 @@ async def catch_up(config: Config, board: Board, *, timeout: float = 60.0) -> No
     reader = _Reader(config, "kmta-status")
     try:
         await asyncio.wait_for(reader.start(), timeout)
+        if not reader.assigned:
+            raise ControlError(
+                f"topics {', '.join(sorted(reader.kinds))} not found: check kafka.topic_prefix "
+                "in the config, or create them with `kmta topics`"
+            )
         ends = await reader.end_offsets()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
@@ -221,11 +231,16 @@ class Feed:
             next_refresh = loop.time() + self.refresh_every
             while not self._stop.is_set():
                 await reader.poll(self.board)
-                if not self.caught_up.is_set() and await reader.caught_up(ends):
+                if (
+                    not self.caught_up.is_set()
+                    and reader.assigned
+                    and await reader.caught_up(ends)
+                ):
                     self.caught_up.set()
                 if loop.time() >= next_refresh:
                     next_refresh = loop.time() + self.refresh_every
-                    await reader.refresh()
+                    if await reader.refresh() and not self.caught_up.is_set():
+                        ends = await reader.end_offsets()
         finally:
             await reader.stop()
             await producer.stop()

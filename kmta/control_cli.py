@@ -82,7 +82,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 # ---------------------------------------------------------------------- sending
 async def send_command(config: Config, cmd: ControlCommand, wait: float) -> ControlRecord | None:
     """Produce ``cmd``; if ``wait`` > 0, return its audit record (None if none came in time)."""
-    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
     servers = config.kafka.bootstrap_servers
@@ -98,8 +98,7 @@ async def send_command(config: Config, cmd: ControlCommand, wait: float) -> Cont
                 client_id="kmta-cli",
             )
             await consumer.start()
-            topic = config.topic("audit")
-            tps = [TopicPartition(topic, p) for p in (await _partitions(consumer, topic))]
+            tps = await _partitions(config, config.topic("audit"))
             if tps:
                 consumer.assign(tps)
                 await consumer.seek_to_end(*tps)
@@ -129,9 +128,16 @@ async def send_command(config: Config, cmd: ControlCommand, wait: float) -> Cont
             await consumer.stop()
 
 
-async def _partitions(consumer: Any, topic: str) -> set[int]:
-    cluster = await consumer._client.fetch_all_metadata()
-    return cluster.partitions_for_topic(topic) or set()
+async def _partitions(config: Config, topic: str) -> list[Any]:
+    from kmta.kafkaio import topic_partitions
+
+    try:
+        return await topic_partitions(config, [topic])
+    except TimeoutError:
+        raise ControlError(
+            f"topic {topic} not found: check kafka.topic_prefix in the config, or create the "
+            "topics with `kmta topics`"
+        ) from None
 
 
 def _actor(args: argparse.Namespace) -> str:

@@ -66,6 +66,7 @@ class SenderNode:
         self.lanes: dict[tuple[str, str | None], Lane] = {}
         self.trackers: dict[TopicPartition, OffsetTracker] = {}
         self.paused_by_lane: dict[TopicPartition, tuple[str, str | None]] = {}
+        self.paused_at: dict[TopicPartition, float] = {}
         self.in_flight = 0
         self.delivered = 0
         self.attempts = 0
@@ -231,6 +232,7 @@ class SenderNode:
         if self.consumer and tp not in self.paused_by_lane:
             self.consumer.pause(tp)
             self.paused_by_lane[tp] = (lane.isp, lane.pool)
+            self.paused_at[tp] = time.time()
 
     def _flow_control(self) -> None:
         c = self.consumer
@@ -245,9 +247,12 @@ class SenderNode:
             key = self.paused_by_lane.get(tp)
             lane = self.lanes.get(key) if key else None
             if lane is not None:
-                if (lane.blocked_until(now) is not None
-                        or len(lane.queue) > self.c.sender.isp_backlog // 2):
+                clear = lane.state.clear_before if lane.state is not None else None
+                draining = clear is not None and clear >= self.paused_at.get(tp, now)
+                if not draining and (lane.blocked_until(now) is not None
+                                     or len(lane.queue) > self.c.sender.isp_backlog // 2):
                     continue
+                # a clear drains the paused backlog: those records end cancelled on arrival
                 self.paused_by_lane.pop(tp, None)
             c.resume(tp)
 

@@ -23,7 +23,7 @@ from kmta.deferral import defer, park
 from kmta.kafkaio import CompactedView, delay_topic, make_producer
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
-from schemas import DeliveryEvent, Envelope, Status
+from schemas import Envelope, Status
 from streams.outputs import Out
 from streams.resolver import MxStatus, Resolver
 
@@ -59,12 +59,10 @@ class DelayScheduler:
         """Router hook: DNS failed temporarily -> count an attempt and retry per the ISP rule."""
         env.attempt += 1
         rule = self._kb.effective(env.isp, self._live_rules(env.isp))
-        ev = DeliveryEvent(id=env.id, to=env.rcpt, isp=env.isp, domain=env.domain,
-                           status=Status.DEFERRED, final=False, attempt=env.attempt, code=451,
-                           enhanced_code="4.4.3", response="DNS lookup failed temporarily",
-                           category="dns_failure", internal=True, timestamp=now,
-                           accepted_at=env.accepted_at, campaign=env.campaign, meta=env.meta,
-                           sender=env.sender, pool=env.pool)
+        from streams.router import internal_event
+
+        ev = internal_event(env, Status.DEFERRED, 451, "4.4.3", "DNS lookup failed temporarily",
+                            "dns_failure", now)
         return defer(self._c, rule.retry, env, ev, now, self._rng)
 
     def _live_rules(self, isp: str) -> dict | None:

@@ -67,18 +67,14 @@ domains = ["shop-example.test", "news-example.test"]
 """
 
 # Limits far above what the fast simulators need, so tests of the plumbing are not paced.
+_FAST_ISP: dict[str, Any] = {
+    "sending": {"tact": "1s", "max_connections": 8, "messages_per_connection": 500},
+    "speed": {"min": 1, "max": 5000, "start": 5000},
+    "retry": {"mode": "fixed", "interval": "2s", "max_attempts": 5, "max_age": "1h"},
+}
 FAST_RULES: dict[str, Any] = {
-    "default": {
-        "sending": {"tact": "1s", "max_connections": 8, "messages_per_connection": 500},
-        "speed": {"min": 1, "max": 5000, "start": 5000},
-        "retry": {"mode": "fixed", "interval": "2s", "max_attempts": 5, "max_age": "1h"},
-    },
-    "isp": {name: {"sending": {"tact": "1s", "max_connections": 8,
-                               "messages_per_connection": 500},
-                   "speed": {"min": 1, "max": 5000, "start": 5000},
-                   "retry": {"mode": "fixed", "interval": "2s", "max_attempts": 5,
-                             "max_age": "1h"}}
-            for name in ("gmail", "yahoo", "outlook", "mailru")},
+    "default": _FAST_ISP,
+    "isp": {name: _FAST_ISP for name in ("gmail", "yahoo", "outlook", "mailru")},
 }
 
 
