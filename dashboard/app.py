@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 import dash
+import flask
 from dash import Input, Output, State, html
 
 from dashboard import charts
@@ -211,6 +212,11 @@ class Handlers:
             "options": [{"label": r["isp"], "value": r["isp"]} for r in isp_rows],
         }
 
+    def status(self) -> dict[str, Any]:
+        """``/api/status``: the same JSON as ``kmta status --json``, from this Board."""
+        with self.board.lock:
+            return self.board.snapshot(self.clock())
+
     def figures(self, range_s: int | None, isp: str | None) -> list[Any]:
         range_s = int(range_s or 3600)
         bucket = charts.RANGES.get(range_s, 60.0)
@@ -259,6 +265,10 @@ def create_app(
 
     def actor() -> str:
         return current_user() or user
+
+    @app.server.route("/api/status")
+    def _api_status() -> flask.Response:
+        return flask.jsonify(handlers.status())
 
     @app.callback(
         [Output(f"total-{k}", "children") for k in TOTAL_KEYS]

@@ -81,6 +81,6 @@ def install_login(server: flask.Flask, *, user: str, password: str) -> None:
         path = flask.request.path
         if path.startswith(PUBLIC_PREFIXES) or flask.session.get("user"):
             return None
-        if path.startswith("/_dash"):
+        if path.startswith(("/_dash", "/api/")):
             return flask.Response('{"error":"login required"}', 401, mimetype="application/json")
         return flask.redirect("/login")

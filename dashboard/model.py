@@ -334,6 +334,11 @@ class Board:
         out["skipped"] = self.skipped
         return out
 
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """Totals, ISP rows and node rows: what ``kmta status --json`` prints and the
+        dashboard serves at ``/api/status``."""
+        return {"totals": self.totals(), "isps": self.isp_rows(now), "nodes": self.node_rows(now)}
+
     def node_rows(self, now: float) -> list[dict[str, Any]]:
         rows = []
         for name in sorted(self._nodes):

@@ -67,12 +67,30 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.config_obj = load_config(path)
         args.config_path = path
-        return int(args.func(args) or 0)
+        return int(_call(args) or 0)
     except KmtaError as e:
         print(f"kmta: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def _call(args: argparse.Namespace) -> int | None:
+    """Run the command; with ``KMTA_PROFILE=DIR`` under cProfile, dumping
+    ``DIR/<command>-<pid>.pstats`` when it ends (also on SIGTERM's orderly stop)."""
+    out = os.environ.get("KMTA_PROFILE")
+    if not out:
+        return args.func(args)
+    import cProfile
+
+    prof = cProfile.Profile()
+    prof.enable()
+    try:
+        return args.func(args)
+    finally:
+        prof.disable()
+        os.makedirs(out, exist_ok=True)
+        prof.dump_stats(os.path.join(out, f"{args.command}-{os.getpid()}.pstats"))
 
 
 def _run_until_signal(coro_factory) -> None:  # noqa: ANN001

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import uuid
 from typing import Any
@@ -22,7 +23,14 @@ __all__ = ["ControlError", "canonical", "make_command", "parse_command", "sign",
 
 
 class ControlError(KmtaError):
-    """A control command is malformed, unsigned or wrongly signed; the message says which."""
+    """A control command is malformed, unsigned or wrongly signed; the message says which.
+
+    ``command`` is the decoded command when only its signature was wrong, so the audit record
+    can say who asked for what."""
+
+    def __init__(self, message: str, command: ControlCommand | None = None) -> None:
+        super().__init__(message)
+        self.command = command
 
 
 def _secret_bytes(secret: Any) -> bytes | None:
@@ -77,6 +85,7 @@ def make_command(
         )
     except (ValidationError, ValueError) as e:
         raise ControlError(f"invalid command: {_explain(e)}") from None
+    _check_source_ip(cmd, "invalid command")
     if _secret_bytes(secret) is not None:
         cmd = cmd.model_copy(update={"signature": sign(cmd, secret)})
     return cmd
@@ -114,8 +123,25 @@ def parse_command(raw: bytes | str, secret: Any) -> ControlCommand:
         cmd = ControlCommand.model_validate(data)
     except ValidationError as e:
         raise ControlError(f"malformed command: {_explain(e)}") from None
-    verify(cmd, secret)
+    _check_source_ip(cmd, "malformed command")
+    if cmd.action is ControlAction.CLEAR and cmd.source_ip:
+        # messages are not bound to a source IP until one sends them: a clear is per ISP
+        raise ControlError("malformed command: clear applies to a whole ISP, not a source IP")
+    try:
+        verify(cmd, secret)
+    except ControlError as e:
+        raise ControlError(str(e), command=cmd) from None
     return cmd
+
+
+def _check_source_ip(cmd: ControlCommand, what: str) -> None:
+    # a typo must not pause or unlock a scope that no sender ever uses
+    if cmd.source_ip is None:
+        return
+    try:
+        ipaddress.ip_address(cmd.source_ip)
+    except ValueError:
+        raise ControlError(f"{what}: source_ip: {cmd.source_ip!r} is not an IP address") from None
 
 
 def _explain(e: Exception) -> str:

@@ -1,4 +1,4 @@
-"""Operator commands: ``kmta pause|resume|unlock|clear|rules-set|status``.
+"""Operator commands: ``kmta pause|resume|unlock|clear|rules-set|rules-reset|status``.
 
 Each handler gets the loaded ``Config`` as ``args.config_obj`` (built by ``kmta/cli.py``).
 Commands go to the control topic (key = ISP, acks=all), signed when ``control.secret`` is set;
@@ -21,7 +21,14 @@ from kmta.control import ControlError, make_command
 from kmta.errors import KmtaError
 from schemas.control import ControlAction, ControlCommand, ControlRecord
 
-__all__ = ["add_parser", "run_action", "run_rules_set", "run_status", "send_command"]
+__all__ = [
+    "add_parser",
+    "run_action",
+    "run_rules_reset",
+    "run_rules_set",
+    "run_status",
+    "send_command",
+]
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -52,9 +59,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     for name, (_action, help_) in _ACTIONS.items():
         p = subparsers.add_parser(name, parents=[common], help=help_, description=help_ + ".")
         p.add_argument("isp", help="ISP name as in the rules file (e.g. gmail)")
-        p.add_argument("--source-ip", default=None, help="only this source IP of the ISP")
         if name == "clear":
             p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+        else:
+            p.add_argument("--source-ip", default=None, help="only this source IP of the ISP")
         p.set_defaults(func=run_action, control_action=name)
 
     p = subparsers.add_parser(
@@ -67,6 +75,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("isp")
     p.add_argument("file", type=Path, help="partial rule file, e.g. [speed] max = 200")
     p.set_defaults(func=run_rules_set)
+
+    p = subparsers.add_parser(
+        "rules-reset",
+        parents=[common],
+        help="drop every live rule edit of an ISP (back to the rules files)",
+        description="Send reset_rules: the ISP's live edits (rules-set, the dashboard's rules "
+        "editor) are dropped and the shipped rules merged with the override file apply again.",
+    )
+    p.add_argument("isp")
+    p.set_defaults(func=run_rules_reset)
 
     p = subparsers.add_parser(
         "status",
@@ -186,7 +204,7 @@ def run_action(args: argparse.Namespace) -> int:
             action,
             args.isp,
             _actor(args),
-            source_ip=args.source_ip,
+            source_ip=getattr(args, "source_ip", None),
             reason=args.reason,
             now=time.time(),
             secret=config.control.secret,
@@ -224,6 +242,24 @@ def run_rules_set(args: argparse.Namespace) -> int:
         )
     except (KmtaError, ValueError) as e:
         print(f"error: {args.file}: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    return _dispatch(config, cmd, args.wait)
+
+
+def run_rules_reset(args: argparse.Namespace) -> int:
+    """``kmta rules-reset ISP``."""
+    config: Config = args.config_obj
+    try:
+        cmd = make_command(
+            ControlAction.RESET_RULES,
+            args.isp,
+            _actor(args),
+            reason=args.reason,
+            now=time.time(),
+            secret=config.control.secret,
+        )
+    except ControlError as e:
+        print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
     return _dispatch(config, cmd, args.wait)
 
@@ -286,9 +322,9 @@ def run_status(args: argparse.Namespace) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
     now = time.time()
-    totals, rows, nodes = board.totals(), board.isp_rows(now), board.node_rows(now)
+    snap = board.snapshot(now)
     if args.json:
-        print(json.dumps({"totals": totals, "isps": rows, "nodes": nodes}, indent=2, default=str))
+        print(json.dumps(snap, indent=2, default=str))
     else:
-        print(format_status(totals, rows, now))
+        print(format_status(snap["totals"], snap["isps"], now))
     return EXIT_OK

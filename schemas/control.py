@@ -4,7 +4,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from schemas.base import Model
 
@@ -18,8 +18,19 @@ class ControlAction(str, Enum):
     RESET_RULES = "reset_rules"
 
 
+# ``ControlCommand._rules`` for JSON Schema users (kept equal by a unit test)
+_RULES_RULE: dict[str, Any] = {
+    "if": {"required": ["action"], "properties": {"action": {"const": "set_rules"}}},
+    "then": {"required": ["rules"], "properties": {"rules": {"type": "object",
+                                                             "minProperties": 1}}},
+    "else": {"not": {"required": ["rules"], "properties": {"rules": {"not": {"type": "null"}}}}},
+}
+
+
 class ControlCommand(Model):
     """One operator action; keyed by ISP on the control topic."""
+
+    model_config = ConfigDict(json_schema_extra=_RULES_RULE)
 
     id: str = Field(min_length=1, max_length=100)
     action: ControlAction

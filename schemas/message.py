@@ -2,13 +2,32 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, WithJsonSchema, model_validator
 
 from schemas.base import Model
 
 ID_PATTERN = r"^[A-Za-z0-9._:@+=-]{1,200}$"
+
+# pydantic reads a datetime from an ISO 8601 string or from epoch seconds
+Timestamp = Annotated[datetime, WithJsonSchema(
+    {"anyOf": [{"type": "string", "format": "date-time"}, {"type": "number"}]})]
+
+
+def _given(name: str) -> dict[str, Any]:
+    return {"required": [name], "properties": {name: {"not": {"type": "null"}}}}
+
+
+# The body rule of ``OutboxMessage._body`` for JSON Schema users (kept equal by a unit test).
+_BODY_RULE: dict[str, Any] = {"oneOf": [
+    {"title": "data: a complete RFC 5322 message", **_given("data"),
+     "not": {"anyOf": [_given("subject"), _given("text"), _given("html"),
+                       {"required": ["headers"],
+                        "properties": {"headers": {"type": "object", "minProperties": 1}}}]}},
+    {"title": "subject with text and/or html, composed by kmta", **_given("subject"),
+     "not": _given("data"), "anyOf": [_given("text"), _given("html")]},
+]}
 
 
 class OutboxMessage(Model):
@@ -17,6 +36,9 @@ class OutboxMessage(Model):
     Either ``data`` (a complete RFC 5322 message) or ``subject`` with ``text`` and/or ``html``
     (plus optional ``headers``), which kmta composes.
     """
+
+    # input from users: only the JSON names ("from", not the Python name "from_")
+    model_config = ConfigDict(populate_by_name=False, json_schema_extra=_BODY_RULE)
 
     id: str | None = Field(default=None, pattern=ID_PATTERN, description="generated when absent")
     from_: str = Field(alias="from", min_length=3, max_length=320)
@@ -29,7 +51,7 @@ class OutboxMessage(Model):
     pool: str | None = Field(default=None, max_length=100)
     campaign: str | None = Field(default=None, max_length=200)
     meta: dict[str, Any] | None = None
-    expires_at: datetime | None = Field(
+    expires_at: Timestamp | None = Field(
         default=None, description="ISO 8601 or epoch seconds; after it the message ends expired"
     )
 

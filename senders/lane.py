@@ -1,7 +1,13 @@
 """A lane: the messages of one ISP (and pool) on this node, and the connections serving them.
 
 The lane enforces what the brain decided (pause, lock, speed, temporary connection caps) and the
-ISP's sending rule, for this node's share of the ISP's partitions.
+ISP's sending rule, for this node's share of the ISP's partitions. Limits count per source IP,
+as providers count them: each source IP has its own pacer at ``speed * share / tact`` messages
+per second, so two source IPs send twice as much as one, each within the learned speed.
+
+Between a provider's reply and the brain's answer on the state topic some hundreds of
+milliseconds pass; for the replies that must stop sending at once (a lock rule reaching its
+threshold) the lane applies a provisional local lock until the brain confirms or contradicts it.
 """
 from __future__ import annotations
 
@@ -10,10 +16,17 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from kmta.policy.kb import EffectiveRule
+from kmta.policy.locks import Hits, record
 from schemas import Envelope, IspState
+from schemas.rules import ReplyRule
 from senders.pacing import Pacer, TactCounter
 
-__all__ = ["Item", "Lane", "connection_share"]
+__all__ = ["Item", "Lane", "LocalLock", "connection_share"]
+
+# A provisional lock the brain has not confirmed is dropped once a state published this long
+# after it arrives without the lock (the brain saw the reply and decided otherwise, e.g. an
+# operator unlocked in the meantime).
+CONFIRM_GRACE = 5.0
 
 
 @dataclass
@@ -22,6 +35,14 @@ class Item:
     partition: int
     offset: int
     requeued: bool = False
+
+
+@dataclass
+class LocalLock:
+    """A lock this node applied itself, ahead of the brain's state."""
+
+    until: float
+    set_at: float
 
 
 def connection_share(total: int, slot: int, k: int) -> int:
@@ -42,17 +63,19 @@ class Lane:
     conns: dict[str | None, int] = field(default_factory=dict)
     workers: int = 0
     in_flight: int = 0
-    local_lock_until: float = 0.0
     connect_backoff_until: float = 0.0
     connect_failures: int = 0
     delivered: int = 0
     attempts: int = 0
     latency: float = 0.2  # seconds per SMTP transaction (moving average)
+    # provisional locks: key None = the whole ISP, else a source IP
+    local_locks: dict[str | None, LocalLock] = field(default_factory=dict)
+    local_hits: dict[tuple[str, str | None], Hits] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.pacer = Pacer(self.rate_per_second())
-        self.tact_conns = TactCounter(self.rule.sending.tact)
-        self.tact_msgs = TactCounter(self.rule.sending.tact)
+        self.pacers: dict[str | None, Pacer] = {}
+        self.tact_conns: dict[str | None, TactCounter] = {}
+        self.refresh()
 
     # -- what the brain decided -------------------------------------------------------------
     def share(self) -> float:
@@ -63,17 +86,24 @@ class Lane:
         return min(1.0, len(self.slots) / k)
 
     def speed(self) -> float:
-        """Messages per tact for the whole ISP."""
+        """Messages per tact per source IP, for the whole ISP (all nodes together)."""
         sp = self.rule.speed
         if self.state is not None and self.state.speed is not None:
             return self.state.speed
         return sp.start or sp.min
 
-    def rate_per_second(self) -> float:
+    def ip_rate(self) -> float:
+        """Messages per second one source IP of this node may send."""
         return self.speed() * self.share() / self.rule.sending.tact
 
+    def rate_per_second(self) -> float:
+        """Messages per second of this node over every source IP that may send now."""
+        now = time.time()
+        usable = sum(1 for ip in self.source_ips if not self.ip_blocked(ip, now)) or 1
+        return self.ip_rate() * usable
+
     def messages_per_tact(self) -> float:
-        return self.speed() * self.share()
+        return self.rate_per_second() * self.rule.sending.tact
 
     def max_connections_per_ip(self) -> int:
         total = self.rule.sending.max_connections
@@ -84,6 +114,7 @@ class Lane:
         return sum(connection_share(total, s, k) for s, k in self.slots.values())
 
     def connections_per_tact(self) -> float | None:
+        """Connection attempts per tact, per source IP, for this node's share."""
         cpt = self.rule.sending.connections_per_tact
         return None if cpt is None else max(1.0, cpt * self.share())
 
@@ -92,7 +123,10 @@ class Lane:
         st = self.state
         if st is not None and st.paused:
             return float("inf")
-        until = self.local_lock_until if self.local_lock_until > now else None
+        until: float | None = None
+        local = self.local_locks.get(None)
+        if local is not None and local.until > now:
+            until = local.until
         if st is not None and st.locked(now):
             until = max(until or 0.0, st.locked_until or 0.0)
         if all(self.ip_blocked(ip, now) for ip in self.source_ips):
@@ -100,6 +134,9 @@ class Lane:
         return until
 
     def ip_blocked(self, ip: str | None, now: float) -> bool:
+        local = self.local_locks.get(ip) if ip is not None else None
+        if local is not None and local.until > now:
+            return True
         st = self.ip_states.get(ip or "")
         return st is not None and (st.paused or st.locked(now))
 
@@ -108,7 +145,63 @@ class Lane:
         return cb is not None and env.accepted_at <= cb
 
     def refresh(self) -> None:
-        self.pacer.rate = self.rate_per_second()
+        """Apply the current speed to every source IP's pacer; forget ended local locks."""
+        rate = self.ip_rate()
+        for ip in self.source_ips:
+            pacer = self.pacers.get(ip)
+            if pacer is None:
+                self.pacers[ip] = Pacer(rate)
+                self.tact_conns[ip] = TactCounter(self.rule.sending.tact)
+            else:
+                pacer.rate = rate
+        now = time.time()
+        for key in [k for k, lk in self.local_locks.items() if lk.until <= now]:
+            del self.local_locks[key]
+
+    def pacer(self, ip: str | None) -> Pacer:
+        if ip not in self.pacers:
+            self.refresh()
+        return self.pacers[ip]
+
+    def conn_counter(self, ip: str | None) -> TactCounter:
+        if ip not in self.tact_conns:
+            self.refresh()
+        return self.tact_conns[ip]
+
+    # -- provisional locks ------------------------------------------------------------------
+    def note_lock_reply(self, reply_rule: ReplyRule, ip: str | None, now: float) -> bool:
+        """A reply matched a lock rule: count it like the brain does (same threshold and
+        window) and lock locally when it triggers; True when a local lock was set. This node's
+        matches are a subset of what the brain counts, so a local trigger never locks where the
+        brain would not."""
+        scope = ip if reply_rule.scope == "source_ip" and ip is not None else None
+        key = (reply_rule.name, scope)
+        hits, triggered = record(self.local_hits.get(key, Hits()), reply_rule, now)
+        self.local_hits[key] = hits
+        if not triggered:
+            return False
+        until = now + (reply_rule.duration or 0.0)
+        old = self.local_locks.get(scope)
+        if old is None or old.until < until:
+            self.local_locks[scope] = LocalLock(until=until, set_at=now)
+        return True
+
+    def brain_state(self, st: IspState, now: float) -> None:
+        """Take a state from the brain; it confirms (or, later, contradicts) local locks."""
+        scope = st.source_ip
+        if scope:
+            self.ip_states[scope] = st
+        else:
+            self.state = st
+        if st.locked(now):  # the brain's count restarted when it locked: so does ours
+            self.local_hits = {k: v for k, v in self.local_hits.items() if k[1] != scope}
+        local = self.local_locks.get(scope)
+        if local is None:
+            return
+        confirmed = st.locked_until is not None and st.locked_until >= local.until - 1.0
+        if confirmed or st.updated_at >= local.set_at + CONFIRM_GRACE or local.until <= now:
+            # the brain's state rules from here, including an operator's early unlock
+            del self.local_locks[scope]
 
     # -- connection slots -------------------------------------------------------------------
     def pick_ip(self, now: float) -> str | None | bool:
@@ -128,7 +221,7 @@ class Lane:
         more than the backlog needs: few, busy connections look like careful sending."""
         if not self.queue:
             return 0
-        by_rate = int(self.rate_per_second() * self.latency * 1.5) + 1
+        by_rate = int(self.rate_per_second() * self.latency * 1.5) + len(self.source_ips)
         return max(1, min(len(self.queue), by_rate))
 
     def observe_latency(self, seconds: float) -> None:

@@ -72,6 +72,7 @@ class SenderNode:
         self.attempts = 0
         self.started_at = time.time()
         self._tasks: set[asyncio.Task] = set()
+        self._arrived: dict[tuple[str, str | None], asyncio.Event] = {}
         self._stopping = False
         self._queue_topic = config.topic("queue")
 
@@ -131,10 +132,8 @@ class SenderNode:
         for lane in self.lanes.values():
             if lane.isp != st.isp:
                 continue
-            if st.source_ip:
-                lane.ip_states[st.source_ip] = st
-            else:
-                lane.state = st
+            lane.brain_state(st, time.time())
+            if not st.source_ip:
                 lane.rule = self.kb.effective(st.isp, st.rules)
                 if st.clear_before is not None:
                     self._cancel_cleared(lane)
@@ -257,7 +256,27 @@ class SenderNode:
             c.resume(tp)
 
     # -- delivering --------------------------------------------------------------------------
+    async def _await_work(self, lane: Lane, timeout: float) -> bool:
+        """An open connection whose lane ran dry waits up to the rule's ``idle_timeout`` for
+        the lane's next message, instead of closing now and reconnecting for it (a burst
+        arrives in fetches, so the queue empties between them). True when there is work."""
+        deadline = time.monotonic() + timeout
+        while not lane.queue and not self._stopping:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            ev = self._arrived.setdefault((lane.isp, lane.pool), asyncio.Event())
+            ev.clear()
+            try:  # woken by _kick (new messages, new state); rechecked twice a second anyway
+                await asyncio.wait_for(ev.wait(), min(left, 0.5))
+            except TimeoutError:
+                pass
+        return bool(lane.queue) and not self._stopping
+
     def _kick(self, lane: Lane) -> None:
+        arrived = self._arrived.get((lane.isp, lane.pool))
+        if arrived is not None:
+            arrived.set()  # idle connections of the lane look again (work, lock, pause)
         if self._stopping:
             return
         now = time.time()
@@ -281,18 +300,24 @@ class SenderNode:
                 now = time.time()
                 if lane.blocked_until(now) is not None or lane.ip_blocked(ip, now):
                     break
+                if lane.conns.get(ip, 0) > lane.max_connections_per_ip():
+                    break  # the cap was lowered (live rule edit, throttle): shed a connection
                 if not lane.queue:
-                    break
+                    if conn is None or not conn.usable or not await self._await_work(
+                            lane, sending.idle_timeout):
+                        break
+                    continue
                 if conn is None or not conn.usable or (
                         conn.delivered >= lane.rule.sending.messages_per_connection):
                     if conn is not None:
                         await conn.close()
                         conn = None
-                    wait = lane.tact_conns.wait(lane.connections_per_tact())
+                    counter = lane.conn_counter(ip)
+                    wait = counter.wait(lane.connections_per_tact())
                     if wait > 0:
                         await asyncio.sleep(min(wait, 1.0))
                         continue
-                    lane.tact_conns.take()
+                    counter.take()
                     head = lane.queue[0]
                     try:
                         conn = await lane_connect(self.transport, head.env, ip, sending)
@@ -306,20 +331,17 @@ class SenderNode:
                             await self._outcome(lane, head, e.outcome, ip)
                         break
                     continue
-                d = lane.pacer.delay()
+                pacer = lane.pacer(ip)  # this source IP's slots (limits count per IP)
+                d = pacer.delay()
                 if d > 0:
                     await asyncio.sleep(min(d, 0.5))
                     continue
-                wait = lane.tact_msgs.wait(self._tact_message_limit(lane))
-                if wait > 0:
-                    await asyncio.sleep(min(wait, 0.5))
-                    continue
                 if not lane.queue:
                     break
-                lane.pacer.take()
-                lane.tact_msgs.take()
+                pacer.take()
                 item = lane.queue.popleft()
                 self.in_flight += 1
+                lane.in_flight += 1
                 try:
                     t0 = time.monotonic()
                     outcome = await conn.deliver(item.env, sending.timeout)
@@ -333,6 +355,7 @@ class SenderNode:
                     await self._outcome(lane, item, outcome, ip)
                 finally:
                     self.in_flight -= 1
+                    lane.in_flight -= 1
         finally:
             lane.workers -= 1
             lane.conns[ip] = max(0, lane.conns.get(ip, 0) - 1)
@@ -341,9 +364,6 @@ class SenderNode:
             if lane.queue and not self._stopping:
                 asyncio.get_running_loop().call_later(
                     max(0.05, lane.connect_backoff_until - time.time()), self._kick, lane)
-
-    def _tact_message_limit(self, lane: Lane) -> float:
-        return max(1.0, lane.messages_per_tact())
 
     async def _outcome(self, lane: Lane, item: Item, outcome: Outcome, ip: str | None) -> None:
         env = item.env
@@ -354,10 +374,9 @@ class SenderNode:
         reply = outcome.reply
         category = "delivered" if outcome.accepted else self.classifier.classify(reply)
         matched = None if outcome.accepted else match_reply(reply, lane.rule)
-        if matched is not None and matched.action == "lock" and matched.threshold <= 1 \
-                and matched.scope == "isp":
-            # enforce at once; the brain confirms it (and keeps it) within moments
-            lane.local_lock_until = max(lane.local_lock_until, now + (matched.duration or 0))
+        if matched is not None and matched.action == "lock":
+            # counted (and enforced once triggered) at once; the brain confirms within moments
+            lane.note_lock_reply(matched, ip, now)
         if matched is not None and matched.category:
             category = matched.category
         ev = DeliveryEvent(
@@ -378,7 +397,9 @@ class SenderNode:
             outs = [event_out(self.c, ev.model_copy(update={"status": Status.BOUNCED}))]
         else:
             outs = defer(self.c, lane.rule.retry, env, ev, now, self.rng)
-        await self._write_now(item, outs)
+        # written in the background: the connection goes on with the next message meanwhile;
+        # the offset still becomes committable only once the write is acknowledged (acks=all)
+        self._write(TopicPartition(self._queue_topic, item.partition), item.offset, outs)
 
     def _finish_internal(self, item: Item, status: Status, code: int, enhanced: str, text: str,
                          category: str) -> None:
@@ -399,16 +420,12 @@ class SenderNode:
 
     # -- writing outcomes, then committing ---------------------------------------------------
     def _write(self, tp: TopicPartition, offset: int, outs: list[Out]) -> None:
+        self.in_flight += 1  # counted from now on: flow control and the drain at stop see it
         item_task = asyncio.create_task(self._write_offset(tp, offset, outs))
         self._tasks.add(item_task)
         item_task.add_done_callback(self._tasks.discard)
 
-    async def _write_now(self, item: Item, outs: list[Out]) -> None:
-        await self._write_offset(TopicPartition(self._queue_topic, item.partition), item.offset,
-                                 outs)
-
     async def _write_offset(self, tp: TopicPartition, offset: int, outs: list[Out]) -> None:
-        self.in_flight += 1
         try:
             while True:
                 try:
@@ -473,6 +490,7 @@ class SenderNode:
         for lane in self.lanes.values():
             cur = isps.setdefault(lane.isp, IspLoad())
             cur.backlog += len(lane.queue)
+            cur.in_flight += lane.in_flight
             cur.connections += sum(lane.conns.values())
             cur.delivered += lane.delivered
             cur.attempts += lane.attempts

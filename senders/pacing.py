@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 
 __all__ = ["Pacer", "TactCounter"]
@@ -9,24 +10,35 @@ __all__ = ["Pacer", "TactCounter"]
 
 class Pacer:
     """Hands out send slots ``1/rate`` seconds apart (rate in messages per second), so bulk
-    sending looks like steady, careful sending instead of bursts."""
+    sending looks like steady, careful sending instead of bursts.
+
+    The next slot is computed from the last one with the *current* rate, so a rate change takes
+    effect at the next slot (a long interval chosen at a low rate does not hold back a raised
+    rate). After idling, at most one slot is banked: it absorbs the lateness of the waiting
+    worker's wake-up, and is never a burst.
+    """
 
     def __init__(self, rate: float, clock=time.monotonic) -> None:  # noqa: ANN001
         self.rate = rate
-        self._next = 0.0
+        self._slot = -math.inf  # time of the last slot handed out
         self._clock = clock
+
+    def _interval(self) -> float:
+        return 1.0 / self.rate if self.rate > 0 else math.inf
 
     def delay(self) -> float:
         """Seconds until the next slot (0 when one is free now); does not take it."""
         if self.rate <= 0:
             return 1.0
-        return max(0.0, self._next - self._clock())
+        return max(0.0, self._slot + self._interval() - self._clock())
 
     def take(self) -> None:
         now = self._clock()
-        interval = 1.0 / self.rate if self.rate > 0 else 1.0
-        # never bank more than one slot of idle credit: no bursts after a pause
-        self._next = max(self._next, now - interval) + interval
+        interval = self._interval()
+        if interval == math.inf:
+            self._slot = now
+            return
+        self._slot = max(self._slot + interval, now - interval)
 
     async def acquire(self) -> None:
         while True:

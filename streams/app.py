@@ -2,11 +2,13 @@
 changelog-backed table. Agents are thin: decode, call the policy code, store, send."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
 import random
 import socket
+import threading
 import time
 
 import faust
@@ -20,6 +22,7 @@ from kmta.policy.partitions import PartitionMap
 from schemas import ControlRecord, DeliveryEvent, Status
 from streams.brain import Row, apply_command, apply_event, states_of
 from streams.delay import DelayScheduler
+from streams.ingest import OutboxRoute
 from streams.outputs import Out
 from streams.resolver import Resolver
 from streams.router import Router
@@ -47,10 +50,57 @@ def partition_map(config: Config, kb: KnowledgeBase) -> PartitionMap:
                         config.kafka.queue_partitions)
 
 
+def ensure_changelog(config: Config) -> None:
+    """Create the table's changelog topic before faust starts. Faust would create it itself,
+    but its consumer can keep the just-created topic at 0 partitions in its metadata, and then
+    the table's first write fails its partition check (PartitionsMismatch) until the metadata
+    is refreshed minutes later; seen in about one start in three in the integration tests."""
+    # build() may be called where an event loop already runs: create from a thread of its own
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            asyncio.run(_create_changelog(config))
+        except BaseException as e:  # noqa: BLE001 - re-raised below, in the caller's thread
+            errors.append(e)
+    t = threading.Thread(target=run, name="ensure-changelog")
+    t.start()
+    t.join()
+    if errors:
+        raise errors[0]
+
+
+async def _create_changelog(config: Config) -> None:
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+    from aiokafka.errors import TopicAlreadyExistsError
+
+    name = f"{config.kafka.topic_prefix}brain-isp-state-changelog"
+    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers,
+                                request_timeout_ms=30000)
+    await admin.start()
+    try:
+        if name not in await admin.list_topics():
+            try:
+                await admin.create_topics([NewTopic(
+                    name, config.kafka.partitions, config.kafka.replication_factor,
+                    topic_configs={"cleanup.policy": "compact"})])
+            except TopicAlreadyExistsError:
+                pass
+        for _ in range(150):  # until the metadata shows its partitions
+            desc = await admin.describe_topics([name])
+            if all(d.get("error_code", 0) == 0 and d.get("partitions") for d in desc):
+                return
+            await asyncio.sleep(0.2)
+        raise ConfigError(f"topic {name} did not become available")
+    finally:
+        await admin.close()
+
+
 def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
     """Create the faust app with its topics, table and agents (no module-level singletons)."""
     kb = kb or load_kb(config)
     pmap = partition_map(config, kb)
+    ensure_changelog(config)
     node = config.worker.name or f"{socket.gethostname()}-{os.getpid()}"
     secret = config.control.secret.get_secret_value() if config.control.secret else None
     t = config.topic
@@ -76,7 +126,6 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
         return app.topic(t(name), key_type=bytes, value_type=bytes, key_serializer="raw",
                          value_serializer="raw", partitions=partitions)
 
-    outbox = raw_topic("outbox", config.kafka.partitions)
     results = raw_topic("results", config.kafka.partitions)
     control = raw_topic("control", config.kafka.partitions)
     table = app.Table("isp-state", default=None, partitions=config.kafka.partitions)
@@ -89,6 +138,7 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
     router = Router(config, kb, pmap, resolver, suppressed.values,
                     retry_first=delay.dns_retry)
     delay.router = router
+    route = OutboxRoute(config, router, config.worker.router_concurrency)
 
     async def send_all(outs: list[Out]) -> None:
         futs = [await app.producer.send(o.topic, o.key, o.value, o.partition, None, None)
@@ -101,12 +151,23 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
         await suppressed.start()
         await states.start()
         await delay.start()
+        await route.start()  # outbox -> queue on a consumer of its own (see streams/ingest.py)
 
-    @app.agent(outbox, concurrency=config.worker.router_concurrency)
-    async def route(stream):  # noqa: ANN001
-        async for ev in stream.events():
-            msg = ev.message
-            await send_all(await router.route(ev.value, msg.topic, msg.partition, msg.offset))
+    async def store(key: str, row: Row) -> None:
+        """``table[key] = row``. Faust's first write checks that the changelog topic has as
+        many partitions as the source topic; a changelog faust has only just created can still
+        show 0 partitions in the consumer's metadata then (PartitionsMismatch, which would
+        crash the agent): wait for the metadata instead. Nothing is written until it passes."""
+        for attempt in range(150):
+            try:
+                table[key] = row.model_dump(mode="json")
+                return
+            except faust.exceptions.PartitionsMismatch:
+                if attempt == 149:
+                    raise
+                if attempt == 0:
+                    log.warning("changelog of %s not in the metadata yet; waiting", table.name)
+                await asyncio.sleep(0.2)
 
     def publish(row: Row, now: float) -> list[Out]:
         rule = kb.effective(row.isp, row.rules)
@@ -137,7 +198,7 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
             row = Row.model_validate(known) if known else Row(isp=key)
             if apply_event(row, event, kb, now) or not known:
                 outs += publish(row, now)
-            table[key] = row.model_dump(mode="json")
+            await store(key, row)
             await send_all(outs)
 
     @app.agent(control)
@@ -150,11 +211,12 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
                 row = Row.model_validate(table[cmd.isp]) if table.get(cmd.isp) else Row(
                     isp=cmd.isp)
                 apply_command(row, cmd, kb, now)
-                table[cmd.isp] = row.model_dump(mode="json")
+                await store(cmd.isp, row)
                 outs = publish(row, now)
                 rec = ControlRecord(command=cmd, applied=True, worker=node, timestamp=now)
             except (KmtaError, ConfigError, ValueError) as e:
                 outs = []
+                cmd = cmd or getattr(e, "command", None)  # decoded but not signed right
                 raw = None if cmd else (ev.value or b"").decode("utf-8", "replace")[:2000]
                 rec = ControlRecord(command=cmd, raw=raw, applied=False, error=str(e),
                                     worker=node, timestamp=now)
@@ -163,5 +225,6 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
             await send_all(outs)
 
     app.kmta_router = router  # type: ignore[attr-defined]
+    app.kmta_route = route  # type: ignore[attr-defined]
     app.kmta_delay = delay  # type: ignore[attr-defined]
     return app

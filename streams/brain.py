@@ -3,6 +3,7 @@ operator commands, published as IspState records. Plain functions over plain dat
 agents only decode, call these, store the row and send what they return."""
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from pydantic import Field
@@ -42,17 +43,22 @@ class Row(Model):
     updated_at: float = 0.0
 
 
+_SPEED_FIELDS = frozenset(f.name for f in dataclasses.fields(SpeedState))
+
+
 def _speed(row: Row, rule: EffectiveRule, now: float) -> SpeedState:
     if row.speed is None:
         return initial(rule.speed, now)
-    s = SpeedState(**row.speed)
+    known = {k: v for k, v in row.speed.items() if k in _SPEED_FIELDS}
+    known.setdefault("slow_start", False)  # a row from before slow start: the speed is learned
+    known["sources"] = tuple(known.get("sources", ()))
+    s = SpeedState(**known)
     clamped = min(max(s.speed, rule.speed.min), rule.speed.max)
-    return s if clamped == s.speed else SpeedState(**{**row.speed, "speed": clamped})
+    return s if clamped == s.speed else dataclasses.replace(s, speed=clamped)
 
 
 def _store_speed(row: Row, s: SpeedState) -> None:
-    row.speed = {"speed": s.speed, "period_start": s.period_start, "clean": s.clean,
-                 "throttled": s.throttled, "decreased_at": s.decreased_at}
+    row.speed = dataclasses.asdict(s)
 
 
 def apply_event(row: Row, ev: DeliveryEvent, kb: KnowledgeBase, now: float) -> bool:
@@ -89,7 +95,10 @@ def apply_event(row: Row, ev: DeliveryEvent, kb: KnowledgeBase, now: float) -> b
     outcome = outcome_for(ev.category or "", action)
     s = _speed(row, rule, now)
     if outcome is not Outcome.NEUTRAL:
-        s = observe(s, outcome, rule.speed, rule.sending.tact, now)
+        # the time the provider answered (not when the event reached us) puts an outcome in
+        # the decision period its message was sent in
+        at = min(ev.timestamp, now) if ev.timestamp > 0 else now
+        s = observe(s, outcome, rule.speed, rule.sending.tact, at, ev.source_ip)
     _store_speed(row, s)
     row.updated_at = now
     return states_of(row, rule, now) != before
@@ -129,6 +138,8 @@ def apply_command(row: Row, cmd: ControlCommand, kb: KnowledgeBase, now: float) 
 def states_of(row: Row, rule: EffectiveRule, now: float) -> list[IspState]:
     """The IspState records to publish for this row (whole ISP + each source IP scope)."""
     speed = row.speed["speed"] if row.speed else (rule.speed.start or rule.speed.min)
+    # a live edit narrows the bounds at once, not only at the next delivery event
+    speed = min(max(speed, rule.speed.min), rule.speed.max)
     throttled = row.throttle_until is not None and row.throttle_until > now
     if throttled and row.throttle_rate is not None:
         speed = min(speed, row.throttle_rate)

@@ -96,7 +96,8 @@ class Router:
                 outs.append(event_out(self._c, ev))
             return outs
         env = Envelope(
-            id=msg_id, sender=msg.from_, rcpt=f"{local}@{domain}", domain=domain, isp=domain,
+            id=msg_id, sender=msg.from_, rcpt=f"{local}@{domain}", domain=domain,
+            isp=self._kb.isp_for(domain, []),  # member domains known without DNS
             data=data, pool=msg.pool, campaign=msg.campaign, meta=msg.meta,
             expires_at=msg.expires_at.timestamp() if msg.expires_at else None,
             accepted_at=now, routed_at=now)

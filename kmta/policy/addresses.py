@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from kmta.errors import InputError
 
@@ -21,6 +22,12 @@ def normalize_domain(domain: str) -> str:
         raise InputError(f"address literals are not accepted: {domain!r}")
     try:
         ascii_d = d.encode("idna").decode("ascii") if not d.isascii() else d
+        # The stdlib codec is IDNA 2003, which maps some names onto other domains (ß -> ss,
+        # invisible characters dropped, full-width letters folded): refuse a name that does not
+        # come back as itself rather than deliver to a domain the sender did not write.
+        if ascii_d != d and ascii_d.encode("ascii").decode("idna") != unicodedata.normalize(
+                "NFC", d):
+            raise UnicodeError("changed by the IDNA 2003 mapping")
     except UnicodeError:
         raise InputError(f"domain {domain!r} is not a valid internationalized name") from None
     labels = ascii_d.split(".")

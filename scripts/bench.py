@@ -1,0 +1,834 @@
+#!/usr/bin/env python3
+"""``make bench``: kmta's end-to-end throughput into a fast local SMTP sink, next to Postfix.
+
+One run, on this machine, everything on loopback:
+
+1. a Kafka broker of its own on free ports (or ``--bootstrap``), Postfix's ``smtp-sink`` on
+   127.0.1.50, kmta's simulated DNS answering every bench domain with an MX on that address;
+2. kmta: a brain worker and ``--senders`` sender nodes (``python -m kmta.cli``), rules without
+   pacing; a warm-up batch, then ``--messages`` messages of ``--size`` bytes produced to the outbox
+   and every final result event consumed;
+3. Postfix (when installed and we are root): a throwaway instance in the temp dir, relayhost =
+   the same sink; ``smtp-source`` injects the same number of messages of the same bytes.
+
+Printed: produce (inject) rate, end-to-end rate, steady delivery rate (10 %..90 % of the
+messages, counted at the sink for both), peak RSS (VmHWM) per process, and kmta/Postfix ratios.
+``--compare LABEL=PATH`` adds kmta runs from other checkouts (e.g. the code before a change) to
+the same run, for before/after ratios on a noisy machine. ``--profile DIR`` runs the worker and
+senders under cProfile (``KMTA_PROFILE``) and prints their hot spots.
+
+Every process started here is stopped at the end, also on Ctrl-C or SIGTERM.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import pstats
+import pwd
+import re
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import tomli_w
+
+from kmta.config import Config, load_config
+from kmta.kafkaio import ensure_topics
+from kmta.sendtool import ResultCollector, produce
+from kmta.sim.dns import DnsServerThread, Zone
+
+SINK_IP = "127.0.1.50"
+SOURCE_IPS = ["127.0.0.2", "127.0.0.3"]
+DOMAINS = ["gmail.com", "yahoo.com", "outlook.com", "hotmail.com", "mail.ru",
+           "shop-example.test", "news-example.test"]
+KNOWN_ISPS = ("gmail", "yahoo", "outlook", "mailru")
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
+POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
+
+# As tests/harness.py FAST_RULES: limits far above what the sink needs, so nothing is paced.
+_LANE: dict[str, Any] = {
+    "sending": {"tact": "1s", "max_connections": 8, "messages_per_connection": 500},
+    "speed": {"min": 1, "max": 5000, "start": 5000},
+    "retry": {"mode": "fixed", "interval": "2s", "max_attempts": 5, "max_age": "1h"},
+}
+BENCH_RULES: dict[str, Any] = {"default": _LANE, "isp": {name: _LANE for name in KNOWN_ISPS}}
+
+
+# -- small helpers -----------------------------------------------------------------------------
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def peak_rss_mb(pid: int | None) -> float | None:
+    """VmHWM (peak resident set) of a live process, in MB."""
+    if pid is None:
+        return None
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def pss_mb(pid: int) -> float:
+    """Proportional set size now (shared pages split between their users), in MB."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | None, children: bool = False) -> float:
+    """CPU time (user + system) of a process so far; with ``children`` that of its reaped
+    children too. 0 for a process that is gone."""
+    if pid is None:
+        return 0.0
+    try:
+        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    ticks = int(f[11]) + int(f[12]) + ((int(f[13]) + int(f[14])) if children else 0)
+    return ticks / _TICK
+
+
+class CpuMeter:
+    """CPU seconds spent by named processes between ``start()`` and ``stop()``; processes
+    that appear in between count from zero."""
+
+    def __init__(self, pids: dict[str, list[int]]) -> None:
+        self.pids = pids
+        self.t0: dict[int, float] = {}
+
+    def _now(self) -> dict[int, float]:
+        return {p: cpu_seconds(p, children=True) for ps in self.pids.values() for p in ps}
+
+    def start(self) -> None:
+        self.t0 = self._now()
+
+    def stop(self, pids: dict[str, list[int]] | None = None) -> dict[str, float]:
+        if pids is not None:
+            self.pids = pids
+        now = self._now()
+        return {name: sum(now[p] - self.t0.get(p, 0.0) for p in ps)
+                for name, ps in self.pids.items()}
+
+
+def children_of(pid: int) -> list[int]:
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            out.append(int(d.name))
+    return out
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def steady_rate(samples: list[tuple[float, int]], n: int) -> float | None:
+    """Messages per second between the moments 10 % and 90 % of ``n`` had arrived."""
+    lo = hi = None
+    for t, c in samples:
+        if lo is None and c >= 0.1 * n:
+            lo = (t, c)
+        if c >= 0.9 * n:
+            hi = (t, c)
+            break
+    if lo is None or hi is None or hi[0] <= lo[0]:
+        return None
+    return (hi[1] - lo[1]) / (hi[0] - lo[0])
+
+
+# -- processes -----------------------------------------------------------------------------------
+class Procs:
+    """Child processes, each in its own session (Ctrl-C reaches only us; we stop them)."""
+
+    def __init__(self, logdir: Path) -> None:
+        self.logdir = logdir
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None,
+              cwd: Path | None = None) -> subprocess.Popen:
+        out = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
+        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                             start_new_session=True)
+        out.close()
+        self.procs[name] = p
+        return p
+
+    def log_text(self, name: str) -> str:
+        path = self.logdir / f"{name}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def check(self, names: list[str] | None = None) -> None:
+        for name in names or list(self.procs):
+            p = self.procs.get(name)
+            if p is not None and p.poll() is not None:
+                raise RuntimeError(f"{name} exited with {p.returncode}:\n"
+                                   f"{self.log_text(name)[-3000:]}")
+
+    def stop(self, name: str, timeout: float = 40.0) -> None:
+        p = self.procs.pop(name, None)
+        if p is None or p.poll() is not None:
+            return
+        try:
+            os.killpg(p.pid, signal.SIGTERM)
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait(10)
+        except ProcessLookupError:
+            pass
+
+    def stop_all(self) -> None:
+        for name in list(self.procs):
+            self.stop(name, timeout=20)
+
+
+class Sink:
+    """``smtp-sink -c``: a C SMTP server that accepts and discards; its running counters
+    (``sess=N quit=N mesg=N``) are read from its output file."""
+
+    def __init__(self, procs: Procs, ip: str, port: int) -> None:
+        self.ip, self.port = ip, port
+        self.path = procs.logdir / "smtp-sink.log"
+        cmd = [SMTP_SINK, "-c", "-m", "1000"]
+        if os.geteuid() == 0:
+            cmd += ["-u", "nobody"]
+        self.pid = procs.spawn("smtp-sink", [*cmd, f"{ip}:{port}", "1024"]).pid
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                with socket.create_connection((ip, port), 1):
+                    break
+            except OSError:
+                procs.check(["smtp-sink"])
+                if time.monotonic() > deadline:
+                    raise RuntimeError("smtp-sink did not start") from None
+                time.sleep(0.05)
+
+    def counts(self) -> tuple[int, int]:
+        """(sessions, messages) so far."""
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 200))
+                tail = f.read().decode(errors="replace")
+        except OSError:
+            return 0, 0
+        found = re.findall(r"sess=(\d+) quit=\d+ mesg=(\d+)", tail)
+        return (int(found[-1][0]), int(found[-1][1])) if found else (0, 0)
+
+
+# -- message content ---------------------------------------------------------------------------
+def make_docs(n: int, size: int, tag: str) -> list[dict]:
+    """``n`` messages over the bench domains whose composed RFC 5322 text is ~``size`` bytes."""
+    body = _body(size)
+    return [{"id": f"{tag}-{i}", "from": "bench@sender.kmta.test",
+             "to": f"user{i}@{DOMAINS[i % len(DOMAINS)]}", "subject": f"bench message {i}",
+             "text": body, "campaign": "bench"} for i in range(n)]
+
+
+def _body(size: int) -> str:
+    overhead = len(composed_sample("x").encode())
+    want = max(size - overhead, 10)
+    line = "The quick brown fox jumps over the lazy dog; kmta bench text line...\n"
+    text = (line * (want // len(line) + 1))[:want - 1] + "\n"
+    return text
+
+
+def composed_sample(text: str) -> str:
+    from kmta.policy.compose import compose
+    from schemas import OutboxMessage
+
+    msg = OutboxMessage.model_validate({"from": "bench@sender.kmta.test",
+                                        "to": "user1@gmail.com", "subject": "bench message 1",
+                                        "text": text})
+    return compose(msg, "bench-00000000-1", "bench.kmta.test", time.time())
+
+
+# -- kmta ----------------------------------------------------------------------------------------
+class KmtaRun:
+    """One isolated kmta deployment (fresh topic prefix) from the source tree ``root``."""
+
+    def __init__(self, label: str, root: Path, bootstrap: str, base: Path, procs: Procs,
+                 dns_port: int, smtp_port: int, senders: int, profile: Path | None) -> None:
+        self.label, self.root, self.procs, self.senders = label, root, procs, senders
+        self.profile = profile
+        self.dir = base / f"kmta-{label}"
+        self.dir.mkdir(parents=True)
+        (self.dir / "rules.toml").write_text(tomli_w.dumps(BENCH_RULES))
+        cfg = {
+            "data_dir": str(self.dir / "data"),
+            "kafka": {"bootstrap_servers": bootstrap,
+                      "topic_prefix": f"bench{uuid.uuid4().hex[:8]}."},
+            "dns": {"nameservers": [f"127.0.0.1:{dns_port}"]},
+            "delivery": {"smtp_port": smtp_port, "allowed_networks": ["127.0.0.0/8"],
+                         "helo_name": "bench.kmta.test"},
+            "pools": [{"name": "default", "source_ips": SOURCE_IPS}],
+            "rules": {"override": str(self.dir / "rules.toml")},
+        }
+        self.config_path = self.dir / "kmta.toml"
+        self.config_path.write_text(tomli_w.dumps(cfg))
+        self.config: Config = load_config(self.config_path)
+        self.names = ["worker"] + [f"sender-{i + 1}" for i in range(senders)]
+        self.names = [f"{label}.{n}" for n in self.names]
+
+    def start(self) -> None:
+        asyncio.run(ensure_topics(self.config))
+        env = {**os.environ, "PYTHONPATH": str(self.root)}
+        if self.profile is not None:
+            env["KMTA_PROFILE"] = str(self.profile / self.label)
+        base = [sys.executable, "-m", "kmta.cli", "--config", str(self.config_path)]
+        worker, *senders = self.names
+        self.procs.spawn(worker, [*base, "worker", "--name", "brain-1"], env, self.dir)
+        for i, name in enumerate(senders):
+            self.procs.spawn(name, [*base, "sender", "--node", f"sender-{i + 1}"], env,
+                             self.dir)
+        deadline = time.monotonic() + 120
+        while not all("assigned" in self.procs.log_text(n) for n in senders):
+            self.procs.check(self.names)
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.label}: senders got no partitions in 120 s")
+            time.sleep(0.2)
+
+    def pids(self) -> dict[str, int]:
+        return {n.split(".", 1)[1]: self.procs.procs[n].pid for n in self.names
+                if n in self.procs.procs}
+
+    def stop(self) -> None:
+        for name in self.names:
+            self.procs.stop(name)
+
+
+async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: float,
+                       others: dict[str, list[int]], quiet: bool = False) -> dict[str, Any]:
+    """Produce ``docs``, wait for every final event; rates counted at the client and the sink."""
+    n = len(docs)
+    collector = ResultCollector(run.config)
+    await collector.start()
+    sess0, base = sink.counts()
+    samples: list[tuple[float, int]] = []
+    cpu = CpuMeter({**{k: [p] for k, p in run.pids().items()}, **others,
+                    "bench client": [os.getpid()]})
+    cpu.start()
+    t0 = time.monotonic()
+
+    async def sample() -> None:
+        while True:
+            samples.append((time.monotonic() - t0, sink.counts()[1] - base))
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.create_task(sample())
+    try:
+        ids = await produce(run.config, docs)
+        t_produced = time.monotonic() - t0
+        want = set(ids)
+        last_note = 0.0
+        deadline = time.monotonic() + timeout
+        while True:
+            await collector.poll(200)
+            done = len(want & collector.finals.keys())
+            now = time.monotonic()
+            if done == n:
+                break
+            if now > deadline:
+                raise RuntimeError(f"{run.label}: {n - done} of {n} without a final event "
+                                   f"after {timeout:.0f} s")
+            run.procs.check(run.names)
+            if not quiet and now - last_note > 5:
+                last_note = now
+                log(f"{run.label}: {done}/{n} final, sink {sink.counts()[1] - base}, "
+                    f"{now - t0:.0f} s")
+        t_end = time.monotonic() - t0
+        cpu_s = cpu.stop()
+        await asyncio.sleep(0.1)
+    finally:
+        sampler.cancel()
+        await collector.stop()
+    statuses = Counter(collector.finals[i]["status"] for i in ids)
+    sess1, _ = sink.counts()
+    return {"messages": n, "produce_s": t_produced, "produce_rate": n / t_produced,
+            "e2e_s": t_end, "e2e_rate": n / t_end, "steady_rate": steady_rate(samples, n),
+            "statuses": dict(statuses), "smtp_sessions": sess1 - sess0,
+            "cpu_ms_per_msg": {k: v * 1000 / n for k, v in cpu_s.items()}}
+
+
+# -- Postfix -------------------------------------------------------------------------------------
+MASTER_CF = """\
+{listen} inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+proxywrite unix -       -       n       -       1       proxymap
+smtp      unix  -       -       n       -       -       smtp
+relay     unix  -       -       n       -       -       smtp
+showq     unix  n       -       n       -       -       showq
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+"""
+
+MAIN_CF = """\
+compatibility_level = 3.6
+queue_directory = {dir}/queue
+data_directory = {dir}/data
+maillog_file_prefixes = {dir}
+maillog_file = {dir}/maillog
+myhostname = postfix.bench.kmta.test
+mydestination =
+local_transport = error:local delivery is disabled in the bench
+alias_maps =
+alias_database =
+relayhost = [{relay_ip}]:{relay_port}
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks reject
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+smtpd_peername_lookup = no
+smtp_tls_security_level = none
+smtpd_tls_security_level = none
+biff = no
+default_process_limit = 100
+smtp_destination_concurrency_limit = 20
+"""
+
+
+class Postfix:
+    """A throwaway Postfix instance (config, queue and log under ``dir``), relaying to the sink."""
+
+    def __init__(self, base: Path, relay_ip: str, relay_port: int) -> None:
+        self.dir = base / "postfix"
+        self.conf = self.dir / "conf"
+        self.port = free_port()
+        for d in ("conf", "queue", "data"):
+            (self.dir / d).mkdir(parents=True, exist_ok=True)
+        self.conf.joinpath("master.cf").write_text(MASTER_CF.format(
+            listen=f"127.0.0.1:{self.port}"))
+        self.conf.joinpath("main.cf").write_text(MAIN_CF.format(
+            dir=self.dir, relay_ip=relay_ip, relay_port=relay_port))
+        owner = pwd.getpwnam("postfix")
+        os.chown(self.dir / "data", owner.pw_uid, owner.pw_gid)
+        self.started = False
+
+    @staticmethod
+    def available() -> str | None:
+        """Why Postfix cannot run here, or None."""
+        if not Path(POSTFIX).exists() or not Path(SMTP_SOURCE).exists():
+            return "postfix / smtp-source not installed (Debian package postfix)"
+        if os.geteuid() != 0:
+            return "Postfix's master must start as root"
+        try:
+            pwd.getpwnam("postfix")
+        except KeyError:
+            return "no postfix user"
+        return None
+
+    def _postfix(self, action: str) -> subprocess.CompletedProcess:
+        return subprocess.run([POSTFIX, "-c", str(self.conf), action], capture_output=True,
+                              text=True, timeout=60, check=False)
+
+    def start(self) -> None:
+        r = self._postfix("start")
+        self.started = True
+        deadline = time.monotonic() + 20
+        while port_free("127.0.0.1", self.port):  # until smtpd listens
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"postfix did not start ({r.returncode}): {r.stdout}{r.stderr}"
+                                   f"\n{self.maillog()[-2000:]}")
+            time.sleep(0.1)
+
+    def master_pid(self) -> int | None:
+        try:
+            return int((self.dir / "queue/pid/master.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+
+    def rss_mb(self) -> tuple[float, float, int]:
+        """Over the master and its live children: the sum of their peak RSS (counts shared
+        pages once per process), the sum of their PSS now, and how many they are."""
+        pid = self.master_pid()
+        if pid is None:
+            return 0.0, 0.0, 0
+        pids = [pid, *children_of(pid)]
+        return (sum(peak_rss_mb(p) or 0.0 for p in pids), sum(pss_mb(p) for p in pids),
+                len(pids))
+
+    def maillog(self) -> str:
+        p = self.dir / "maillog"
+        return p.read_text(errors="replace") if p.exists() else ""
+
+    def stop(self) -> None:
+        if not self.started:
+            return
+        self.started = False
+        pid = self.master_pid()
+        try:
+            self._postfix("stop")
+        except subprocess.TimeoutExpired:
+            pass
+        if pid is not None:
+            deadline = time.monotonic() + 15
+            while Path(f"/proc/{pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            for p in [pid, *children_of(pid)]:
+                try:
+                    os.kill(p, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+
+
+def measure_postfix(pf: Postfix, procs: Procs, sink: Sink, n: int, sessions: int,
+                    message: Path, timeout: float) -> dict[str, Any]:
+    sess0, base = sink.counts()
+
+    def pids() -> dict[str, list[int]]:
+        master = pf.master_pid()
+        return {"postfix": [master, *children_of(master)] if master else [],
+                "smtp-sink": [sink.pid]}
+
+    cpu = CpuMeter(pids())
+    cpu.start()
+    rusage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cmd = [SMTP_SOURCE, "-d", "-s", str(sessions), "-m", str(n), "-f", "bench@sender.kmta.test",
+           "-t", "user@gmail.com", "-N", "-F", str(message), f"127.0.0.1:{pf.port}"]
+    samples: list[tuple[float, int]] = []
+    t0 = time.monotonic()
+    src = procs.spawn("smtp-source", cmd)
+    t_injected = None
+    deadline = t0 + timeout
+    while True:
+        now = time.monotonic()
+        got = sink.counts()[1] - base
+        samples.append((now - t0, got))
+        if t_injected is None and src.poll() is not None:
+            t_injected = now - t0
+            if src.returncode != 0:
+                raise RuntimeError(f"smtp-source failed:\n{procs.log_text('smtp-source')[-2000:]}")
+        if got >= n and t_injected is not None:
+            break
+        if now > deadline:
+            raise RuntimeError(f"postfix: {n - got} of {n} not at the sink after {timeout:.0f} s"
+                               f"\n{pf.maillog()[-2000:]}")
+        time.sleep(0.05)
+    procs.procs.pop("smtp-source", None)
+    t_end = samples[-1][0]
+    cpu_s = cpu.stop(pids())
+    rusage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu_s["smtp-source"] = (rusage1.ru_utime - rusage0.ru_utime
+                            + rusage1.ru_stime - rusage0.ru_stime)
+    sess1, _ = sink.counts()
+    return {"messages": n, "produce_s": t_injected, "produce_rate": n / t_injected,
+            "e2e_s": t_end, "e2e_rate": n / t_end, "steady_rate": steady_rate(samples, n),
+            "statuses": {"delivered": got}, "smtp_sessions": sess1 - sess0,
+            "cpu_ms_per_msg": {k: v * 1000 / n for k, v in cpu_s.items()}}
+
+
+# -- broker ----------------------------------------------------------------------------------------
+def start_broker(base: Path) -> tuple[str, Path]:
+    from kmta.kafka import cli as kafka_cli
+    from kmta.kafka import manager
+
+    libs = manager.ensure_jars(kafka_cli.default_cache_dir(os.environ),
+                               kafka_home=Path(os.environ["KAFKA_HOME"])
+                               if os.environ.get("KAFKA_HOME") else None)
+    for _ in range(50):  # the controller listens on port + 100
+        port = free_port()
+        if port + 100 < 65536 and port_free("127.0.0.1", port + 100):
+            break
+    data = base / "kafka"
+    info = manager.start(data, 1, port, libs=libs, heap="768m")
+    return info.bootstrap_servers, data
+
+
+def broker_pid(data: Path | None) -> int | None:
+    if data is None:
+        return None
+    from kmta.kafka import manager
+    sts = manager.status(data)
+    return sts[0].pid if sts else None
+
+
+# -- profile ---------------------------------------------------------------------------------------
+def profile_report(d: Path, top: int) -> str:
+    out = []
+    for f in sorted(d.glob("**/*.pstats")):
+        buf = io.StringIO()
+        st = pstats.Stats(str(f), stream=buf)
+        st.sort_stats("tottime").print_stats(top)
+        buf2 = io.StringIO()
+        pstats.Stats(str(f), stream=buf2).sort_stats("cumulative").print_stats(top)
+        text = buf.getvalue() + buf2.getvalue()
+        (f.with_suffix(".txt")).write_text(text)
+        out.append(f"==== {f.relative_to(d)} (full text: {f.with_suffix('.txt')})\n"
+                   + _trim(buf.getvalue(), top))
+    return "\n".join(out)
+
+
+def _trim(text: str, top: int) -> str:
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if "ncalls" in line:
+            return "\n".join(lines[max(0, i - 3):i + 1 + top])
+    return text
+
+
+# -- report ----------------------------------------------------------------------------------------
+def fmt(v: float | None, unit: str = "") -> str:
+    return "-" if v is None else f"{v:,.0f}{unit}"
+
+
+def report(results: dict[str, dict[str, Any]], rss: dict[str, dict[str, float | None]],
+           ref: str | None) -> str:
+    labels = list(results)
+    rows = [("produce / inject msg/s", "produce_rate"), ("end-to-end msg/s", "e2e_rate"),
+            ("steady delivery msg/s", "steady_rate")]
+    w = max(12, *(len(x) + 2 for x in labels))
+    head = f"{'':<24}" + "".join(f"{x:>{w}}" for x in labels)
+    others = [x for x in labels if ref and x != ref]
+    head += "".join(f"{(x + '/' + ref):>{max(w, len(x) + len(ref) + 3)}}" for x in others)
+    lines = [head]
+    for title, key in rows:
+        line = f"{title:<24}" + "".join(f"{fmt(results[x][key]):>{w}}" for x in labels)
+        for x in others:
+            a, b = results[x][key], results[ref][key] if ref else None
+            r = "-" if not a or not b else f"{a / b:.2f}"
+            line += f"{r:>{max(w, len(x) + len(ref) + 3)}}"
+        lines.append(line)
+    lines.append(f"{'elapsed s (e2e)':<24}" + "".join(
+        f"{results[x]['e2e_s']:>{w}.1f}" for x in labels))
+    lines.append(f"{'SMTP sessions':<24}" + "".join(
+        f"{results[x]['smtp_sessions']:>{w}}" for x in labels))
+    cpu = {x: sum(results[x]["cpu_ms_per_msg"].values()) for x in labels}
+    line = f"{'CPU ms/msg, all procs':<24}" + "".join(f"{cpu[x]:>{w}.2f}" for x in labels)
+    for x in others:
+        line += f"{cpu[x] / cpu[ref]:>{max(w, len(x) + len(ref) + 3)}.2f}" if cpu[ref] else ""
+    lines.append(line)
+    lines.append("")
+    lines.append("CPU ms per message by process")
+    for x in labels:
+        parts = ", ".join(f"{k} {v:.2f}" for k, v in results[x]["cpu_ms_per_msg"].items())
+        lines.append(f"  {x}: {parts}")
+    lines.append("")
+    lines.append("peak RSS (VmHWM), MB")
+    for label, procs in rss.items():
+        parts = ", ".join(f"{k} {fmt(v)}" for k, v in procs.items())
+        lines.append(f"  {label}: {parts}")
+    lines.append("")
+    for label, r in results.items():
+        lines.append(f"  {label} outcomes: {json.dumps(r['statuses'])}")
+    return "\n".join(lines)
+
+
+# -- main ------------------------------------------------------------------------------------------
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="bench.py", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--messages", type=int, default=20_000, help="messages per measured run")
+    p.add_argument("--size", type=int, default=2048, help="bytes per composed message")
+    p.add_argument("--senders", type=int, default=2, help="kmta sender processes")
+    p.add_argument("--warmup", type=int, default=500, help="warm-up messages before measuring")
+    p.add_argument("--bootstrap", help="use this Kafka cluster instead of starting a broker")
+    p.add_argument("--no-postfix", action="store_true", help="skip the Postfix comparison")
+    p.add_argument("--postfix-sessions", type=int, default=20,
+                   help="smtp-source parallel sessions into Postfix")
+    p.add_argument("--compare", action="append", default=[], metavar="LABEL=PATH",
+                   help="also run kmta from another checkout (e.g. before a change)")
+    p.add_argument("--rounds", type=int, default=1,
+                   help="repeat every run this often, interleaved; the best round is kept")
+    p.add_argument("--profile", type=Path, metavar="DIR",
+                   help="run worker and senders under cProfile; pstats and reports in DIR")
+    p.add_argument("--profile-top", type=int, default=25)
+    p.add_argument("--timeout", type=float, default=1200, help="seconds per measured run")
+    p.add_argument("--json", type=Path, help="also write the figures as JSON here")
+    p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not Path(SMTP_SINK).exists():
+        print("bench: smtp-sink not found (Debian package postfix)", file=sys.stderr)
+        return 2
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGHUP, on_term)
+    base = Path(tempfile.mkdtemp(prefix="kmta-bench-"))
+    base.chmod(0o755)  # Postfix's daemons (user postfix) read their queue under it
+    logdir = base / "logs"
+    logdir.mkdir()
+    procs = Procs(logdir)
+    dns: DnsServerThread | None = None
+    broker_data: Path | None = None
+    pf: Postfix | None = None
+    runs: list[KmtaRun] = []
+    try:
+        if args.bootstrap:
+            bootstrap = args.bootstrap
+        else:
+            log("starting a Kafka broker ...")
+            bootstrap, broker_data = start_broker(base)
+        smtp_port = free_port(SINK_IP)
+        sink = Sink(procs, SINK_IP, smtp_port)
+        zone = Zone(records={**{d: {"mx": [(10, f"mx.{d}")]} for d in DOMAINS},
+                             **{f"mx.{d}": {"a": [SINK_IP]} for d in DOMAINS}}, ttl=3600)
+        dns = DnsServerThread(zone).start()
+        log(f"broker {bootstrap}, smtp-sink {SINK_IP}:{smtp_port}, dns 127.0.0.1:{dns.port}, "
+            f"dir {base}")
+        variants = [("kmta", ROOT)]
+        for item in args.compare:
+            label, _, path = item.partition("=")
+            variants.append((label, Path(path).resolve()))
+        for label, root in variants:
+            run = KmtaRun(label, root, bootstrap, base, procs, dns.port, smtp_port, args.senders,
+                          args.profile.resolve() if args.profile else None)
+            log(f"{label}: starting worker + {args.senders} senders from {root} ...")
+            run.start()
+            runs.append(run)
+        others = {"smtp-sink": [sink.pid]}
+        if broker_data is not None:
+            others["kafka JVM"] = [broker_pid(broker_data) or 0]
+        # every variant stays up; only the one being measured gets messages
+        for run in runs:
+            log(f"{run.label}: warm-up with {args.warmup} messages ...")
+            warm = make_docs(args.warmup, args.size, f"w{uuid.uuid4().hex[:6]}")
+            asyncio.run(measure_kmta(run, warm, sink, 300, others, quiet=True))
+        results: dict[str, dict[str, Any]] = {}
+        all_rounds: dict[str, list[dict[str, Any]]] = {}
+        for rnd in range(args.rounds):
+            for run in runs:
+                log(f"{run.label}: round {rnd + 1}: {args.messages} messages of ~{args.size} B")
+                docs = make_docs(args.messages, args.size, f"b{uuid.uuid4().hex[:6]}")
+                r = asyncio.run(measure_kmta(run, docs, sink, args.timeout, others))
+                log(f"{run.label}: {r['e2e_rate']:.0f} msg/s end to end "
+                    f"(produce {r['produce_rate']:.0f}/s, steady {fmt(r['steady_rate'])}/s)")
+                all_rounds.setdefault(run.label, []).append(r)
+        for label, rs in all_rounds.items():
+            results[label] = max(rs, key=lambda r: r["e2e_rate"])
+        rss: dict[str, dict[str, float | None]] = {}
+        for run in runs:
+            rss[run.label] = {k: peak_rss_mb(p) for k, p in run.pids().items()}
+        if broker_data is not None:
+            rss["broker"] = {"kafka JVM": peak_rss_mb(broker_pid(broker_data))}
+        for run in runs:
+            run.stop()  # orderly: profiles are written at exit
+        if broker_data is not None:
+            from kmta.kafka import manager
+            manager.stop(broker_data)
+            broker_data = None
+        ref = None
+        why = "--no-postfix" if args.no_postfix else Postfix.available()
+        if why is None:
+            log("postfix: starting a throwaway instance ...")
+            pf = Postfix(base, SINK_IP, smtp_port)
+            pf.start()
+            msg_file = base / "message.eml"
+            msg_file.write_text(composed_sample(_body(args.size)).replace("\r\n", "\n"))
+            measure_postfix(pf, procs, sink, min(args.warmup, 1000), args.postfix_sessions,
+                            msg_file, 300)
+            pf_rounds = []
+            for rnd in range(args.rounds):
+                log(f"postfix: round {rnd + 1}: {args.messages} messages, "
+                    f"{args.postfix_sessions} injecting sessions")
+                r = measure_postfix(pf, procs, sink, args.messages, args.postfix_sessions,
+                                    msg_file, args.timeout)
+                log(f"postfix: {r['e2e_rate']:.0f} msg/s end to end "
+                    f"(inject {r['produce_rate']:.0f}/s, steady {fmt(r['steady_rate'])}/s)")
+                pf_rounds.append(r)
+            results["postfix"] = max(pf_rounds, key=lambda r: r["e2e_rate"])
+            total, pss, count = pf.rss_mb()
+            rss["postfix"] = {f"sum of VmHWM over {count} processes": total,
+                              "sum of PSS": pss}
+            ref = "postfix"
+        else:
+            log(f"postfix comparison skipped: {why}")
+        if ref is None and len(results) > 1:
+            ref = runs[-1].label
+        print()
+        print(f"kmta bench: {args.messages} messages of ~{args.size} B, {args.senders} senders, "
+              f"{len(DOMAINS)} domains, {os.cpu_count()} CPUs; best of {args.rounds} round(s)")
+        print(report(results, rss, ref))
+        if args.json:
+            args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
+                                             "results": results, "rss_mb": rss,
+                                             "rounds": all_rounds}, indent=2))
+        if args.profile:
+            print()
+            print(profile_report(args.profile.resolve(), args.profile_top))
+        return 0
+    except KeyboardInterrupt:
+        log("interrupted; cleaning up")
+        return 130
+    finally:
+        for run in runs:
+            run.stop()
+        if pf is not None:
+            pf.stop()
+        procs.stop_all()
+        if dns is not None:
+            dns.stop()
+        if broker_data is not None:
+            from kmta.kafka import manager
+            manager.stop(broker_data)
+        if args.keep:
+            log(f"kept {base}")
+        else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,91 @@
+"""The route loop: outbox records -> router -> queue partitions, on a Kafka consumer of its own.
+
+Routing runs beside the faust agents, not as one of them: faust feeds all of a worker's agents
+from one fetch loop, so a burst of outbox records waiting for the router held back the delivery
+events the brain must react to (measured: a throttle seen 17 s late behind a burst of 5,000
+messages, 60 s behind 7,000 while senders were busy). With its own consumer the burst only
+competes for CPU. Offsets are committed after everything a batch produced was acknowledged
+(at least once, like the delay scheduler); a failed batch is read again.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiokafka import AIOKafkaConsumer
+from aiokafka.structs import OffsetAndMetadata
+
+from kmta.config import Config
+from kmta.kafkaio import make_producer
+from streams.outputs import Out
+from streams.router import Router
+
+log = logging.getLogger(__name__)
+
+__all__ = ["OutboxRoute"]
+
+
+class OutboxRoute:
+    """Consumes the outbox in group ``<prefix>route`` and routes up to ``concurrency`` records
+    at a time (DNS lookups overlap; routing itself is CPU work)."""
+
+    def __init__(self, config: Config, router: Router, concurrency: int) -> None:
+        self._c = config
+        self._router = router
+        self._concurrency = max(1, concurrency)
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer = None
+        self._task: asyncio.Task | None = None
+        self.routed = 0
+
+    async def start(self) -> None:
+        self._producer = make_producer(self._c)
+        await self._producer.start()
+        c = AIOKafkaConsumer(
+            self._c.topic("outbox"), bootstrap_servers=self._c.kafka.bootstrap_servers,
+            group_id=f"{self._c.kafka.topic_prefix}route", enable_auto_commit=False,
+            auto_offset_reset="earliest", max_poll_records=max(100, 4 * self._concurrency),
+            fetch_max_wait_ms=100)
+        await c.start()
+        self._consumer = c
+        self._task = asyncio.create_task(self._run(), name="outbox-route")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        if self._consumer:
+            await self._consumer.stop()
+        if self._producer:
+            await self._producer.stop()
+
+    async def _run(self) -> None:
+        c = self._consumer
+        assert c is not None
+        gate = asyncio.Semaphore(self._concurrency)
+
+        async def one(r) -> list[Out]:  # noqa: ANN001
+            async with gate:
+                return await self._router.route(r.value, r.topic, r.partition, r.offset)
+
+        while True:
+            batch = await c.getmany(timeout_ms=500)
+            if not batch:
+                continue
+            try:
+                records = [r for recs in batch.values() for r in recs]
+                outs = [o for routed in await asyncio.gather(*(one(r) for r in records))
+                        for o in routed]
+                futs = [await self._producer.send(o.topic, o.value, key=o.key,
+                                                  partition=o.partition) for o in outs]
+                await asyncio.gather(*futs)
+                await c.commit({tp: OffsetAndMetadata(recs[-1].offset + 1, "")
+                                for tp, recs in batch.items()})
+                self.routed += len(records)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - read the batch again; nothing was committed
+                log.exception("routing a batch failed; reading it again")
+                for tp, recs in batch.items():
+                    c.seek(tp, recs[0].offset)
+                await asyncio.sleep(1.0)

@@ -1,0 +1,111 @@
+"""Crashes lose nothing: a sender killed with SIGKILL mid-run, and a worker restarted mid-stream.
+
+Every id still ends with a final event, delivered. A queue offset is committed only after its
+outcome is written, so what a dead sender had not finished is delivered by the next owner of its
+partitions: the SMTP side may see such a message twice, and only those. The same holds for an
+outcome written but not yet committed (commits run every 0.5 s): that message is delivered and
+reported again, so its id gets a second final event; the sender test reports that as an
+expected failure (exactly one final event per id needs transactions or a takeover check).
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+
+import pytest
+
+from kmta.sendtool import ResultCollector
+from tests.harness import Pipeline, messages, wait_for
+
+DOMAINS = ["gmail.com", "yahoo.com", "outlook.com", "mail.ru", "shop-example.test"]
+
+
+def wait_progress(p: Pipeline, n: int, node: str | None = None, timeout: float = 60) -> int:
+    """Until ``n`` delivered events (by ``node``) are on the results topic; returns how many
+    ids were routed (have a queued event) by then."""
+
+    async def go() -> int:
+        col = ResultCollector(p.config)
+        await col.start(from_beginning=True)
+        try:
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                await col.poll(200)
+                done = sum(1 for evs in col.events.values() for e in evs
+                           if e["status"] == "delivered" and node in (None, e.get("node")))
+                if done >= n:
+                    return sum(1 for evs in col.events.values()
+                               if any(e["status"] == "queued" for e in evs))
+            raise AssertionError(f"fewer than {n} deliveries after {timeout}s")
+        finally:
+            await col.stop()
+
+    return asyncio.run(go())
+
+
+def check_outcome(p: Pipeline, ids: list[str], timeout: float = 150) -> tuple[int, int]:
+    """Nothing lost: every id has a final event, all delivered. Returns (ids with more than one
+    final event, ids accepted more than once at the SMTP side); both are checked consistent."""
+    finals = p.wait_finals(ids, timeout=timeout)
+    assert Counter(f["status"] for f in finals.values()) == {"delivered": len(ids)}
+    events = p.results()
+    finals_per_id = Counter(e["id"] for e in events if e["final"])
+    assert set(finals_per_id) == set(ids)
+    twice_final = {i for i, n in finals_per_id.items() if n > 1}
+    wanted = set(ids)
+    seen = wait_for(lambda: c if wanted <= (c := Counter(
+        e.get("kmta_id") for e in p.sim_events() if e["event"] == "accepted")).keys() else None,
+        15, "every id at the sims")
+    twice_smtp = {i for i, n in seen.items() if n > 1 and i in wanted}
+    # a second final event only ever for a message that really was delivered a second time
+    assert twice_final <= twice_smtp, twice_final - twice_smtp
+    return len(twice_final), len(twice_smtp)
+
+
+def test_sender_killed_mid_run_loses_nothing(pipeline_factory) -> None:
+    p = pipeline_factory()
+    p.start(senders=2)
+    ids = p.produce(messages(4000, DOMAINS, prefix="crash"))
+    wait_progress(p, 300, node="sender-1")
+    p.kill("sender-1")
+    killed_at = time.time()
+    p.start_sender("sender-3")
+    twice_final, twice_smtp = check_outcome(p, ids)
+    events = p.results()
+    by_node = Counter(e.get("node") for e in events if e["status"] == "delivered")
+    late = sum(1 for e in events if e.get("node") == "sender-1" and e["timestamp"] > killed_at)
+    print(f"\nsender crash: deliveries by node {dict(by_node)}; {twice_smtp} ids delivered "
+          f"twice at the SMTP side, {twice_final} with two final events")
+    assert late == 0
+    assert by_node["sender-1"] > 0 and by_node["sender-3"] > 0
+    # only what was in flight (at most 5 lanes x 2 source IPs x 8 connections) or written but
+    # not yet committed (0.5 s of one node's deliveries)
+    assert twice_smtp <= 200, twice_smtp
+    if twice_final:
+        pytest.xfail(f"{twice_final} ids got a second final event: an outcome written by the "
+                     "killed sender whose queue offset was not yet committed is delivered again "
+                     "by the next owner (at-least-once; exactly once needs transactions)")
+
+
+def test_worker_restarts_mid_stream_lose_nothing(pipeline_factory) -> None:
+    """The worker stopped (SIGTERM) and, later, killed (SIGKILL) while routing a burst."""
+    p = pipeline_factory()
+    p.start(senders=1)
+    ids = p.produce(messages(4000, DOMAINS, prefix="wcrash"))
+    routed = [wait_progress(p, 300)]
+    p.stop("worker")
+    p.start_worker("worker")
+    routed.append(wait_progress(p, 1500))
+    p.kill("worker")
+    p.start_worker("worker")
+    twice_final, twice_smtp = check_outcome(p, ids)
+    queued = Counter(e["id"] for e in p.results() if e["status"] == "queued")
+    rerouted = sum(1 for n in queued.values() if n > 1)
+    print(f"\nworker restarts after {routed} of {len(ids)} were routed: {rerouted} ids routed "
+          f"twice, {twice_smtp} delivered twice at the SMTP side, {twice_final} with two final "
+          f"events")
+    # routing is at least once: what was routed but not yet committed is routed again (and
+    # then delivered again); bounded by what one routing step holds, per restart
+    assert twice_smtp <= rerouted <= 2 * 500, (rerouted, twice_smtp)
+    assert routed[0] < len(ids), "routing was over before the first restart: not mid-stream"

@@ -1,0 +1,103 @@
+"""Which addresses the router accepts (kmta.policy.addresses): RFC 5321/5322 syntax and limits,
+IDN domains, and nothing that could inject SMTP commands or headers."""
+from __future__ import annotations
+
+import pytest
+
+from kmta.errors import InputError
+from kmta.policy.addresses import normalize_domain, split_address
+
+VALID = [
+    ("ann@example.com", ("ann", "example.com")),
+    ("Ann@Example.COM", ("Ann", "example.com")),  # the domain is case-free, the local part not
+    ("a.b+tag@sub.example.co.uk", ("a.b+tag", "sub.example.co.uk")),
+    ("o'brien@example.com", ("o'brien", "example.com")),
+    ("x!#$%&*/=?^_`{|}~-@example.com", ("x!#$%&*/=?^_`{|}~-", "example.com")),
+    ('"john doe"@example.com', ('"john doe"', "example.com")),
+    ('"a\\"b"@example.com', ('"a\\"b"', "example.com")),
+    ("ann@example.com.", ("ann", "example.com")),  # a trailing root dot
+    ("a@b.cc", ("a", "b.cc")),
+    ("ann@example.c0m", ("ann", "example.c0m")),
+    ("ann@a-b.example", ("ann", "a-b.example")),
+    ("l" * 64 + "@example.com", ("l" * 64, "example.com")),
+    ("ann@" + "d" * 63 + ".com", ("ann", "d" * 63 + ".com")),
+    # IDN: U-labels become A-labels (what DNS and SMTP without SMTPUTF8 need)
+    ("user@bücher.example", ("user", "xn--bcher-kva.example")),
+    ("user@BÜCHER.example", ("user", "xn--bcher-kva.example")),
+    ("user@bu\u0308cher.example", ("user", "xn--bcher-kva.example")),  # decomposed ü
+    ("user@xn--bcher-kva.example", ("user", "xn--bcher-kva.example")),
+    ("ann@١٢.example", ("ann", "xn--9hbc.example")),
+    ("用户@例子.广告", ("用户", "xn--fsqu00a.xn--4rr70v")),  # SMTPUTF8 local part
+    ("пользователь@пример.рф", ("пользователь", "xn--e1afmkfd.xn--p1ai")),
+]
+
+
+@pytest.mark.parametrize(("address", "parts"), VALID, ids=[v[0][:40] for v in VALID])
+def test_valid(address: str, parts: tuple[str, str]) -> None:
+    assert split_address(address, "to") == parts
+
+
+INVALID = [
+    ("", "empty"),
+    ("ann", "no local part or domain"),
+    ("@example.com", "no local part or domain"),
+    ("ann@", "no local part or domain"),
+    ("ann@example", "invalid domain"),
+    ("ann@@example.com", "invalid local part"),
+    ("a..b@example.com", "invalid local part"),
+    (".a@example.com", "invalid local part"),
+    ("a.@example.com", "invalid local part"),
+    ('"unclosed@example.com', "invalid local part"),
+    ("a b@example.com", "spaces"),
+    (" ann@example.com", "spaces"),
+    ("ann@example.com ", "spaces"),
+    ("ann@exa mple.com", "spaces"),
+    # SMTP command / header injection
+    ("x\r\nRCPT TO:<e@evil.test>@gmail.com", "control characters"),
+    ("ann@example.com\r\nDATA", "control characters"),
+    ("ann@example.com\n", "control characters"),
+    ("ann\r@example.com", "control characters"),
+    ("ann@exam\x00ple.com", "control characters"),
+    ("a\tb@example.com", "control characters"),
+    ("ann@example.com\x7f", "control characters"),
+    ("<ann@example.com>", "angle brackets"),
+    ("Ann <ann@example.com>", "angle brackets"),
+    ("ann@example.com>\r\nRCPT TO:<e@evil.test", "control characters"),
+    # domains
+    ("ann@[127.0.0.1]", "address literals"),
+    ("ann@1.2.3.4", "numeric"),
+    ("ann@example.123", "numeric"),
+    ("ann@-example.com", "invalid domain"),
+    ("ann@example-.com", "invalid domain"),
+    ("ann@exa_mple.com", "invalid domain"),
+    ("ann@ex%ample.com", "invalid domain"),
+    ("ann@example..com", "invalid domain"),
+    ("ann@.example.com", "invalid domain"),
+    ("ann@" + "d" * 64 + ".com", "invalid domain"),
+    ("ann@" + ".".join(["d" * 60] * 5) + ".com", "longer than 254"),
+    # IDN names the IDNA 2003 codec would silently turn into another domain
+    ("ann@straße.example", "internationalized"),
+    ("ann@ex\u200bample.com", "internationalized"),  # zero-width space dropped
+    ("ann@ｅｘａｍｐｌｅ.com", "internationalized"),  # full-width letters folded
+    # limits
+    ("l" * 65 + "@example.com", "longer than 64"),
+    ("l" * 64 + "@" + ".".join(["d" * 60] * 3) + ".example", "longer than 254"),
+]
+
+
+@pytest.mark.parametrize(("address", "reason"), INVALID, ids=[repr(v[0])[:40] for v in INVALID])
+def test_invalid(address: str, reason: str) -> None:
+    with pytest.raises(InputError, match=reason):
+        split_address(address, "to")
+
+
+def test_reason_names_the_field() -> None:
+    with pytest.raises(InputError, match="^from 'nobody' has no local part"):
+        split_address("nobody", "from")
+
+
+def test_normalize_domain() -> None:
+    assert normalize_domain("Mail.Example.ORG.") == "mail.example.org"
+    assert normalize_domain("пример.рф") == "xn--e1afmkfd.xn--p1ai"
+    with pytest.raises(InputError):
+        normalize_domain("localhost")
