@@ -231,11 +231,7 @@ class Feed:
             next_refresh = loop.time() + self.refresh_every
             while not self._stop.is_set():
                 await reader.poll(self.board)
-                if (
-                    not self.caught_up.is_set()
-                    and reader.assigned
-                    and await reader.caught_up(ends)
-                ):
+                if not self.caught_up.is_set() and reader.assigned and await reader.caught_up(ends):
                     self.caught_up.set()
                 if loop.time() >= next_refresh:
                     next_refresh = loop.time() + self.refresh_every

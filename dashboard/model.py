@@ -38,6 +38,7 @@ _STATUS_BITS = 4
 _ISP_BITS = 20
 _ISP_MASK = (1 << _ISP_BITS) - 1
 _COLUMNS = [s.value for s in Status]
+_REPLY_STATUSES = frozenset({Status.BOUNCED, Status.DEFERRED, Status.EXPIRED})
 
 
 @dataclass
@@ -189,7 +190,8 @@ class Board:
             b.other += 1
         if st in (Status.DELIVERED, Status.BOUNCED, Status.DEFERRED) and not ev.internal:
             b.attempts += 1
-        if ev.category and st is not Status.DELIVERED:
+        if ev.category and st in _REPLY_STATUSES:
+            # replies only: cancelled, suppressed, rejected are kmta's own decisions
             b.categories[ev.category] = b.categories.get(ev.category, 0) + 1
 
     def _prune(self) -> None:

@@ -52,7 +52,8 @@ class SpeedRule(Model):
     min: float = Field(default=1.0, gt=0)
     max: float = Field(default=600.0, gt=0)
     start: float | None = Field(default=None, gt=0, description="first speed; default min")
-    increase: float = Field(default=0.1, ge=0, description="added per clean tact, as a share of max")
+    increase: float = Field(default=0.1, ge=0, description="after slow start: share of the "
+                            "current speed added per clean, busy decision period")
     decrease: float = Field(default=0.7, gt=0, lt=1, description="multiplied on throttling")
     adapt_every: Duration = Field(default=0.0, ge=0, description="decision period; 0 = the tact")
 

@@ -61,13 +61,17 @@ SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 
-# As tests/harness.py FAST_RULES: limits far above what the sink needs, so nothing is paced.
-_LANE: dict[str, Any] = {
-    "sending": {"tact": "1s", "max_connections": 8, "messages_per_connection": 500},
-    "speed": {"min": 1, "max": 5000, "start": 5000},
-    "retry": {"mode": "fixed", "interval": "2s", "max_attempts": 5, "max_age": "1h"},
-}
-BENCH_RULES: dict[str, Any] = {"default": _LANE, "isp": {name: _LANE for name in KNOWN_ISPS}}
+
+def bench_rules(max_connections: int = 8) -> dict[str, Any]:
+    """As tests/harness.py FAST_RULES: limits far above what the sink needs, so nothing is
+    paced; ``max_connections`` per ISP (2 ISPs here have 2 queue partitions: at least 2)."""
+    lane: dict[str, Any] = {
+        "sending": {"tact": "1s", "max_connections": max_connections,
+                    "messages_per_connection": 500},
+        "speed": {"min": 1, "max": 5000, "start": 5000},
+        "retry": {"mode": "fixed", "interval": "2s", "max_attempts": 5, "max_age": "1h"},
+    }
+    return {"default": lane, "isp": {name: lane for name in KNOWN_ISPS}}
 
 
 # -- small helpers -----------------------------------------------------------------------------
@@ -293,12 +297,13 @@ class KmtaRun:
     """One isolated kmta deployment (fresh topic prefix) from the source tree ``root``."""
 
     def __init__(self, label: str, root: Path, bootstrap: str, base: Path, procs: Procs,
-                 dns_port: int, smtp_port: int, senders: int, profile: Path | None) -> None:
+                 dns_port: int, smtp_port: int, senders: int, profile: Path | None,
+                 max_connections: int = 8) -> None:
         self.label, self.root, self.procs, self.senders = label, root, procs, senders
         self.profile = profile
         self.dir = base / f"kmta-{label}"
         self.dir.mkdir(parents=True)
-        (self.dir / "rules.toml").write_text(tomli_w.dumps(BENCH_RULES))
+        (self.dir / "rules.toml").write_text(tomli_w.dumps(bench_rules(max_connections)))
         cfg = {
             "data_dir": str(self.dir / "data"),
             "kafka": {"bootstrap_servers": bootstrap,
@@ -679,6 +684,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--size", type=int, default=2048, help="bytes per composed message")
     p.add_argument("--senders", type=int, default=2, help="kmta sender processes")
     p.add_argument("--warmup", type=int, default=500, help="warm-up messages before measuring")
+    p.add_argument("--max-connections", type=int, default=8,
+                   help="kmta's max_connections per ISP (>= 2); Postfix keeps its default 20")
     p.add_argument("--bootstrap", help="use this Kafka cluster instead of starting a broker")
     p.add_argument("--no-postfix", action="store_true", help="skip the Postfix comparison")
     p.add_argument("--postfix-sessions", type=int, default=20,
@@ -735,7 +742,8 @@ def main(argv: list[str] | None = None) -> int:
             variants.append((label, Path(path).resolve()))
         for label, root in variants:
             run = KmtaRun(label, root, bootstrap, base, procs, dns.port, smtp_port, args.senders,
-                          args.profile.resolve() if args.profile else None)
+                          args.profile.resolve() if args.profile else None,
+                          args.max_connections)
             log(f"{label}: starting worker + {args.senders} senders from {root} ...")
             run.start()
             runs.append(run)

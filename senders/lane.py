@@ -88,9 +88,11 @@ class Lane:
     def speed(self) -> float:
         """Messages per tact per source IP, for the whole ISP (all nodes together)."""
         sp = self.rule.speed
+        speed = sp.start or sp.min
         if self.state is not None and self.state.speed is not None:
-            return self.state.speed
-        return sp.start or sp.min
+            speed = self.state.speed
+        # a live edit of max applies at once; no floor: a throttle rule's rate may be below min
+        return min(speed, sp.max)
 
     def ip_rate(self) -> float:
         """Messages per second one source IP of this node may send."""

@@ -78,7 +78,9 @@ class SenderNode:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
-        self.producer = make_producer(self.c)
+        # outcomes are written off the delivery path (see _outcome): a longer linger batches
+        # them into fewer produce requests (measured: less broker and worker CPU per message)
+        self.producer = make_producer(self.c, linger_ms=20)
         await self.producer.start()
         await self.states.start()
         await asyncio.wait_for(self.states.ready.wait(), 60)
@@ -86,7 +88,7 @@ class SenderNode:
             bootstrap_servers=self.c.kafka.bootstrap_servers,
             group_id=f"{self.c.kafka.topic_prefix}senders", client_id=self.node,
             enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=500, fetch_max_wait_ms=100,
+            max_poll_records=500, fetch_max_wait_ms=100, fetch_min_bytes=64 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
             session_timeout_ms=15000, heartbeat_interval_ms=3000,
             max_poll_interval_ms=300000)
@@ -256,22 +258,15 @@ class SenderNode:
             c.resume(tp)
 
     # -- delivering --------------------------------------------------------------------------
-    async def _await_work(self, lane: Lane, timeout: float) -> bool:
-        """An open connection whose lane ran dry waits up to the rule's ``idle_timeout`` for
-        the lane's next message, instead of closing now and reconnecting for it (a burst
-        arrives in fetches, so the queue empties between them). True when there is work."""
-        deadline = time.monotonic() + timeout
-        while not lane.queue and not self._stopping:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            ev = self._arrived.setdefault((lane.isp, lane.pool), asyncio.Event())
-            ev.clear()
-            try:  # woken by _kick (new messages, new state); rechecked twice a second anyway
-                await asyncio.wait_for(ev.wait(), min(left, 0.5))
-            except TimeoutError:
-                pass
-        return bool(lane.queue) and not self._stopping
+    async def _idle(self, lane: Lane, until: float) -> None:
+        """Wait until the lane is kicked (new messages or a new state), ``until`` (monotonic)
+        or half a second, whichever comes first; the caller then checks everything again."""
+        ev = self._arrived.setdefault((lane.isp, lane.pool), asyncio.Event())
+        ev.clear()
+        try:
+            await asyncio.wait_for(ev.wait(), max(0.0, min(until - time.monotonic(), 0.5)))
+        except TimeoutError:
+            pass
 
     def _kick(self, lane: Lane) -> None:
         arrived = self._arrived.get((lane.isp, lane.pool))
@@ -295,6 +290,7 @@ class SenderNode:
     async def _worker(self, lane: Lane, ip: str | None) -> None:
         conn = None
         sending = lane.rule.sending
+        idle_until: float | None = None
         try:
             while not self._stopping:
                 now = time.time()
@@ -303,10 +299,18 @@ class SenderNode:
                 if lane.conns.get(ip, 0) > lane.max_connections_per_ip():
                     break  # the cap was lowered (live rule edit, throttle): shed a connection
                 if not lane.queue:
-                    if conn is None or not conn.usable or not await self._await_work(
-                            lane, sending.idle_timeout):
+                    # an open connection waits up to the rule's idle_timeout for the lane's
+                    # next message instead of closing now and reconnecting for it (a burst
+                    # arrives fetch by fetch, so the queue runs dry in between)
+                    if conn is None or not conn.usable:
                         break
+                    if idle_until is None:
+                        idle_until = time.monotonic() + sending.idle_timeout
+                    elif time.monotonic() >= idle_until:
+                        break
+                    await self._idle(lane, idle_until)
                     continue
+                idle_until = None
                 if conn is None or not conn.usable or (
                         conn.delivered >= lane.rule.sending.messages_per_connection):
                     if conn is not None:

@@ -14,9 +14,12 @@ class Pacer:
 
     The next slot is computed from the last one with the *current* rate, so a rate change takes
     effect at the next slot (a long interval chosen at a low rate does not hold back a raised
-    rate). After idling, at most one slot is banked: it absorbs the lateness of the waiting
-    worker's wake-up, and is never a burst.
+    rate). A slot taken late is counted from up to a quarter interval earlier: that absorbs the
+    waiting worker's wake-up lateness (else the rate would sag below the allowed one), and is
+    never a burst: even after idling, two slots are at least 3/4 of an interval apart.
     """
+
+    LATENESS = 0.25  # share of an interval a late slot may be backdated
 
     def __init__(self, rate: float, clock=time.monotonic) -> None:  # noqa: ANN001
         self.rate = rate
@@ -38,7 +41,7 @@ class Pacer:
         if interval == math.inf:
             self._slot = now
             return
-        self._slot = max(self._slot + interval, now - interval)
+        self._slot = max(self._slot + interval, now - interval * self.LATENESS)
 
     async def acquire(self) -> None:
         while True:

@@ -53,8 +53,9 @@ def partition_map(config: Config, kb: KnowledgeBase) -> PartitionMap:
 def ensure_changelog(config: Config) -> None:
     """Create the table's changelog topic before faust starts. Faust would create it itself,
     but its consumer can keep the just-created topic at 0 partitions in its metadata, and then
-    the table's first write fails its partition check (PartitionsMismatch) until the metadata
-    is refreshed minutes later; seen in about one start in three in the integration tests."""
+    the table's first write fails its partition check (PartitionsMismatch, which kills the
+    agent; the metadata was not refreshed within 30 s): seen in about one start in three in the
+    integration tests."""
     # build() may be called where an event loop already runs: create from a thread of its own
     errors: list[BaseException] = []
 
@@ -119,6 +120,9 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
         table_standby_replicas=0,
         broker_commit_every=500,
         broker_commit_interval=1.0,
+        # a worker killed without leaving the group holds its partitions (and the brain's
+        # rows) until its session expires: 15 s like the senders, not faust's 60 s
+        broker_session_timeout=15.0,
         stream_wait_empty=False,
     )
 
@@ -153,22 +157,6 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
         await delay.start()
         await route.start()  # outbox -> queue on a consumer of its own (see streams/ingest.py)
 
-    async def store(key: str, row: Row) -> None:
-        """``table[key] = row``. Faust's first write checks that the changelog topic has as
-        many partitions as the source topic; a changelog faust has only just created can still
-        show 0 partitions in the consumer's metadata then (PartitionsMismatch, which would
-        crash the agent): wait for the metadata instead. Nothing is written until it passes."""
-        for attempt in range(150):
-            try:
-                table[key] = row.model_dump(mode="json")
-                return
-            except faust.exceptions.PartitionsMismatch:
-                if attempt == 149:
-                    raise
-                if attempt == 0:
-                    log.warning("changelog of %s not in the metadata yet; waiting", table.name)
-                await asyncio.sleep(0.2)
-
     def publish(row: Row, now: float) -> list[Out]:
         rule = kb.effective(row.isp, row.rules)
         outs = []
@@ -196,9 +184,11 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
             key = event.isp
             known = table.get(key)
             row = Row.model_validate(known) if known else Row(isp=key)
+            if not row.first_time(ev.message.partition, ev.message.offset):
+                continue  # applied before a restart (faust delivers at least once)
             if apply_event(row, event, kb, now) or not known:
                 outs += publish(row, now)
-            await store(key, row)
+            table[key] = row.model_dump(mode="json")
             await send_all(outs)
 
     @app.agent(control)
@@ -211,7 +201,7 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
                 row = Row.model_validate(table[cmd.isp]) if table.get(cmd.isp) else Row(
                     isp=cmd.isp)
                 apply_command(row, cmd, kb, now)
-                await store(cmd.isp, row)
+                table[cmd.isp] = row.model_dump(mode="json")
                 outs = publish(row, now)
                 rec = ControlRecord(command=cmd, applied=True, worker=node, timestamp=now)
             except (KmtaError, ConfigError, ValueError) as e:

@@ -16,7 +16,7 @@ from kmta.policy.speed import Outcome, SpeedState, initial, observe, outcome_for
 from schemas import ControlAction, ControlCommand, DeliveryEvent, IspState, Status
 from schemas.base import Model
 
-__all__ = ["Row", "apply_event", "apply_command", "states_of"]
+__all__ = ["Row", "apply_command", "apply_event", "states_of"]
 
 
 class ScopeRow(Model):
@@ -41,6 +41,16 @@ class Row(Model):
     rules: dict[str, Any] | None = None
     rules_version: int = 0
     updated_at: float = 0.0
+    applied: tuple[int, int] | None = None  # (partition, offset) of the last results record
+
+    def first_time(self, partition: int, offset: int) -> bool:
+        """True (and noted) unless this results record was applied already: after a crash
+        faust delivers the records since its last commit again, and applying a lock trigger
+        twice would extend the lock. Results of one ISP share a partition, in order."""
+        if self.applied is not None and self.applied[0] == partition and offset <= self.applied[1]:
+            return False
+        self.applied = (partition, offset)
+        return True
 
 
 _SPEED_FIELDS = frozenset(f.name for f in dataclasses.fields(SpeedState))

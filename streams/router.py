@@ -63,6 +63,7 @@ class Router:
         self._retry_first = retry_first
         self._clock = clock
         self._id_domain = config.delivery.helo_name
+        self._isps: dict[tuple[str, tuple[str, ...]], str] = {}
 
     async def route(self, raw: bytes | None, topic: str, partition: int, offset: int) -> list[Out]:
         now = self._clock()
@@ -97,7 +98,7 @@ class Router:
             return outs
         env = Envelope(
             id=msg_id, sender=msg.from_, rcpt=f"{local}@{domain}", domain=domain,
-            isp=self._kb.isp_for(domain, []),  # member domains known without DNS
+            isp=self._isp_for(domain, ()),  # member domains known without DNS
             data=data, pool=msg.pool, campaign=msg.campaign, meta=msg.meta,
             expires_at=msg.expires_at.timestamp() if msg.expires_at else None,
             accepted_at=now, routed_at=now)
@@ -111,17 +112,29 @@ class Router:
                 "suppressed", now))]
         res = await self._resolver.mx(domain)
         if res.status is MxStatus.OK:
-            env.isp = self._kb.isp_for(domain, [h.host for h in res.hosts])
+            env.isp = self._isp_for(domain, tuple(h.host for h in res.hosts))
             env.mx = res.hosts
             env.mx_resolved_at = now
             env.mx_ttl = res.ttl
             return self.enqueue(env, now, first=True)
-        env.isp = self._kb.isp_for(domain, [])
+        env.isp = self._isp_for(domain, ())
         if res.permanent:
             code, enh = (556, "5.1.10") if res.status is MxStatus.NULL_MX else (550, "5.1.2")
             return [event_out(self._c, internal_event(
                 env, Status.BOUNCED, code, enh, res.detail, "bad_domain", now))]
         return self._retry_first(env, now)  # DNS temporarily failing: retry later
+
+    def _isp_for(self, domain: str, mx_hosts: tuple[str, ...]) -> str:
+        """The knowledge base's MX rollup, remembered: the KB does not change while the worker
+        runs, and matching an unknown domain's MX hosts against every ISP's globs costs
+        30-40 us, twice per message (measured in the bench)."""
+        key = (domain, mx_hosts)
+        isp = self._isps.get(key)
+        if isp is None:
+            if len(self._isps) >= 100_000:
+                self._isps.clear()
+            isp = self._isps[key] = self._kb.isp_for(domain, mx_hosts)
+        return isp
 
     def enqueue(self, env: Envelope, now: float, first: bool = False) -> list[Out]:
         """The envelope onto its ISP's queue partition (+ a ``queued`` event the first time)."""

@@ -5,6 +5,7 @@ unsigned control records.
 What counts is what the providers saw (the simulator's JSONL log) and what the results and
 audit topics say, not only the CLI's own output.
 """
+
 from __future__ import annotations
 
 import copy
@@ -27,20 +28,40 @@ LOCK_RULES: dict[str, Any] = copy.deepcopy(FAST_RULES)
 LOCK_RULES["isp"]["mailru"] = {
     **copy.deepcopy(FAST_RULES["isp"]["mailru"]),
     "retry": {"mode": "fixed", "interval": "1h", "max_attempts": 5, "max_age": "2h"},
-    "replies": [{"name": "test_spam_lock", "match": "spam message rejected", "action": "lock",
-                 "duration": "1h", "threshold": 1, "scope": "isp", "category": "spam_block"}],
+    "replies": [
+        {
+            "name": "test_spam_lock",
+            "match": "spam message rejected",
+            "action": "lock",
+            "duration": "1h",
+            "threshold": 1,
+            "scope": "isp",
+            "category": "spam_block",
+        }
+    ],
 }
 
 
 # ---------------------------------------------------------------------- helpers
-def kmta(p: Pipeline, *args: str, config: Path | None = None, timeout: float = 90,
-         stdin: str | None = None) -> subprocess.CompletedProcess:
+def kmta(
+    p: Pipeline,
+    *args: str,
+    config: Path | None = None,
+    timeout: float = 90,
+    stdin: str | None = None,
+) -> subprocess.CompletedProcess:
     """``kmta --config ... ARGS`` as an operator runs it (stdin is not a terminal)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "kmta.cli", "--config", str(config or p.config_path), *args],
-        capture_output=True, text=True, timeout=timeout, cwd=p.tmp, env=env,
-        input=stdin if stdin is not None else "")
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=p.tmp,
+        env=env,
+        input=stdin if stdin is not None else "",
+    )
 
 
 def status_json(p: Pipeline) -> dict[str, Any]:
@@ -57,8 +78,9 @@ def latest(p: Pipeline, topic: str) -> dict[str, dict]:
     """Latest value per key of a compacted topic (state, nodes)."""
     out: dict[str, dict] = {}
     for rec in p.read_topic(topic):
-        key = rec.get("node") or (rec["isp"] if not rec.get("source_ip")
-                                  else f"{rec['isp']}|{rec['source_ip']}")
+        key = rec.get("node") or (
+            rec["isp"] if not rec.get("source_ip") else f"{rec['isp']}|{rec['source_ip']}"
+        )
         out[key] = rec
     return out
 
@@ -69,6 +91,7 @@ def audit_of(p: Pipeline, cmd_id: str, timeout: float = 30) -> dict:
             if (rec.get("command") or {}).get("id") == cmd_id:
                 return rec
         return None
+
     return wait_for(find, timeout, f"audit record of {cmd_id}", interval=0.3)
 
 
@@ -80,8 +103,12 @@ def held(p: Pipeline, isp: str, ids: list[str], timeout: float = 30) -> None:
     """Wait until every id is routed (a ``queued`` event) and two more sender heartbeats (2 s
     apart) say ``isp`` is blocked: the sender had the time to send and did not."""
     want = set(ids)
-    wait_for(lambda: want <= {e["id"] for e in p.results() if e["status"] == "queued"},
-             timeout, f"{len(ids)} {isp} messages routed", interval=0.3)
+    wait_for(
+        lambda: want <= {e["id"] for e in p.results() if e["status"] == "queued"},
+        timeout,
+        f"{len(ids)} {isp} messages routed",
+        interval=0.3,
+    )
     beats: set[float] = set()
 
     def cond() -> bool:
@@ -91,19 +118,25 @@ def held(p: Pipeline, isp: str, ids: list[str], timeout: float = 30) -> None:
         else:
             beats.add(node["timestamp"])
         return len(beats) >= 3  # the one seen first may predate the routing
+
     wait_for(cond, timeout, f"{isp} held by the sender", interval=0.5)
 
 
-def smtp_events(p: Pipeline, provider: str, since: float,
-                kinds: tuple[str, ...] = ("connect", "accepted")) -> list[dict]:
-    return [e for e in p.sim_events()
-            if e["provider"] == provider and e["event"] in kinds and e["time"] > since]
+def smtp_events(
+    p: Pipeline, provider: str, since: float, kinds: tuple[str, ...] = ("connect", "accepted")
+) -> list[dict]:
+    return [
+        e
+        for e in p.sim_events()
+        if e["provider"] == provider and e["event"] in kinds and e["time"] > since
+    ]
 
 
 def paused_at_sender(p: Pipeline, isp: str, timeout: float = 30) -> float:
     """When the sender's heartbeat first says the ISP is blocked (the pause took effect)."""
-    wait_for(lambda: sender_load(p, isp).get("paused"), timeout, f"sender to pause {isp}",
-             interval=0.3)
+    wait_for(
+        lambda: sender_load(p, isp).get("paused"), timeout, f"sender to pause {isp}", interval=0.3
+    )
     return time.time()
 
 
@@ -119,7 +152,7 @@ def parse_table(text: str) -> dict[str, dict[str, str]]:
         if len(cells) > len(header):  # a lock reason has spaces: glue the LOCK cell back
             extra = len(cells) - len(header)
             i = header.index("LOCK")
-            cells[i:i + extra + 1] = [" ".join(cells[i:i + extra + 1])]
+            cells[i : i + extra + 1] = [" ".join(cells[i : i + extra + 1])]
         rows[cells[0]] = dict(zip(header, cells))
     return rows
 
@@ -129,8 +162,7 @@ def test_pause_resume_clear_unlock_and_status(pipeline_factory) -> None:
     p = pipeline_factory(rules=LOCK_RULES)
     p.start(senders=1)
     warm = messages(30, ["gmail.com", "yahoo.com", "mail.ru"], prefix="warm")
-    warm.append({"from": "s@kmta.test", "to": "unknown1@gmail.com", "subject": "x",
-                 "text": "y"})
+    warm.append({"from": "s@kmta.test", "to": "unknown1@gmail.com", "subject": "x", "text": "y"})
     finals = p.wait_finals(p.produce(warm), timeout=90)
     assert sorted(f["status"] for f in finals.values()).count("delivered") == 30
 
@@ -160,7 +192,7 @@ def test_pause_resume_clear_unlock_and_status(pipeline_factory) -> None:
     assert r.returncode == 0 and r.stdout.startswith("applied resume gmail"), r.stdout + r.stderr
     finals = p.wait_finals(held_ids, timeout=60)
     assert {f["status"] for f in finals.values()} == {"delivered"}
-    assert smtp_events(p, "gmail", t_paused, ("accepted",))
+    wait_for(lambda: len(smtp_events(p, "gmail", t_paused, ("accepted",))) == 10, 10, "sim log")
 
     # clear: needs a confirmation; cancels what was queued, not what comes after
     assert kmta(p, "pause", "yahoo").returncode == 0
@@ -220,10 +252,16 @@ def test_pause_resume_clear_unlock_and_status(pipeline_factory) -> None:
     # the audit log holds every command, who sent it and why
     audit = [a for a in p.read_topic("audit") if a.get("command")]
     seen = [(a["command"]["action"], a["command"]["isp"], a["applied"]) for a in audit]
-    assert seen == [("pause", "gmail", True), ("resume", "gmail", True),
-                    ("pause", "yahoo", True), ("clear", "yahoo", True),
-                    ("resume", "yahoo", True), ("unlock", "mailru", True),
-                    ("set_rules", "gmail", True), ("reset_rules", "gmail", True)]
+    assert seen == [
+        ("pause", "gmail", True),
+        ("resume", "gmail", True),
+        ("pause", "yahoo", True),
+        ("clear", "yahoo", True),
+        ("resume", "yahoo", True),
+        ("unlock", "mailru", True),
+        ("set_rules", "gmail", True),
+        ("reset_rules", "gmail", True),
+    ]
     assert audit[0]["command"]["actor"] == "ops-cli"
     assert audit[0]["command"]["reason"] == "maintenance"
     assert audit[1]["command"]["actor"].startswith("cli")
@@ -236,8 +274,14 @@ def test_malformed_control_records_are_refused_whole(pipeline_factory) -> None:
     now = time.time()
 
     def cmd(**kw: Any) -> bytes:
-        doc = {"id": kw.pop("id"), "action": "pause", "isp": "gmail", "actor": "t",
-               "timestamp": now, **kw}
+        doc = {
+            "id": kw.pop("id"),
+            "action": "pause",
+            "isp": "gmail",
+            "actor": "t",
+            "timestamp": now,
+            **kw,
+        }
         return json.dumps(doc).encode()
 
     bad = {
@@ -249,8 +293,11 @@ def test_malformed_control_records_are_refused_whole(pipeline_factory) -> None:
         "bad-ip": cmd(id="m-ip", source_ip="10.0.0.999"),
         "rules-on-pause": cmd(id="m-rules", rules={"speed": {"max": 1}}),
         # valid except one section: the speed edit must not be applied either
-        "half-bad-rules": cmd(id="m-half", action="set_rules",
-                              rules={"speed": {"max": 90}, "sending": {"tact": "-1s"}}),
+        "half-bad-rules": cmd(
+            id="m-half",
+            action="set_rules",
+            rules={"speed": {"max": 90}, "sending": {"tact": "-1s"}},
+        ),
         # messages have no source IP before one sends them: a clear is for the whole ISP
         "clear-one-ip": cmd(id="m-clear", action="clear", source_ip="127.0.0.2"),
     }

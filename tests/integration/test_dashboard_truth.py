@@ -5,6 +5,7 @@ restarted dashboard rebuilds the same numbers from Kafka alone.
 
 ``DashboardProcess`` is shared with the browser end-to-end test.
 """
+
 from __future__ import annotations
 
 import copy
@@ -23,10 +24,29 @@ from typing import Any
 from tests.harness import FAST_RULES, ROOT, Pipeline, free_port, messages, wait_for
 
 PASSWORD = "truth-test-password"
-COUNT_COLUMNS = ("queued", "deferred_waiting", "delivered", "bounced", "expired", "suppressed",
-                 "cancelled", "rejected")
-TOTAL_KEYS = ("accepted", "final", "queued", "deferred", "delivered", "bounced", "expired",
-              "suppressed", "cancelled", "rejected", "duplicates")
+COUNT_COLUMNS = (
+    "queued",
+    "deferred_waiting",
+    "delivered",
+    "bounced",
+    "expired",
+    "suppressed",
+    "cancelled",
+    "rejected",
+)
+TOTAL_KEYS = (
+    "accepted",
+    "final",
+    "queued",
+    "deferred",
+    "delivered",
+    "bounced",
+    "expired",
+    "suppressed",
+    "cancelled",
+    "rejected",
+    "duplicates",
+)
 
 
 class DashboardProcess:
@@ -44,11 +64,17 @@ class DashboardProcess:
         """Start and wait until the login page answers; returns the seconds that took."""
         t0 = time.monotonic()
         before = self.p.log(self.name).count("dashboard on http")
-        self.p._spawn(self.name, ["--config", str(self.p.config_path), "dashboard",
-                                  "--port", str(self.port)])
-        wait_for(lambda: self.p._alive(self.name)
-                 and self.p.log(self.name).count("dashboard on http") > before,
-                 60, "the dashboard to start")
+        self.p._spawn(
+            self.name, ["--config", str(self.p.config_path), "dashboard", "--port", str(self.port)]
+        )
+        wait_for(
+            lambda: (
+                self.p._alive(self.name)
+                and self.p.log(self.name).count("dashboard on http") > before
+            ),
+            60,
+            "the dashboard to start",
+        )
         wait_for(self._answers, 30, "the dashboard to answer", interval=0.2)
         self._opener = None
         return time.monotonic() - t0
@@ -66,7 +92,8 @@ class DashboardProcess:
     def _signed_in(self) -> urllib.request.OpenerDirector:
         if self._opener is None:
             opener = urllib.request.build_opener(
-                urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+                urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+            )
             form = urllib.parse.urlencode({"username": "admin", "password": self.password})
             with opener.open(self.url + "/login", data=form.encode(), timeout=10) as r:
                 assert r.status == 200 and r.url.rstrip("/") == self.url, r.url
@@ -117,9 +144,15 @@ def expected(per_isp: dict[str, Counter], totals: Counter) -> tuple[dict, dict]:
 
 def kmta_status(p: Pipeline) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    r = subprocess.run([sys.executable, "-m", "kmta.cli", "--config", str(p.config_path),
-                        "status", "--json"], capture_output=True, text=True, timeout=90,
-                       cwd=p.tmp, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "kmta.cli", "--config", str(p.config_path), "status", "--json"],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=90,
+        cwd=p.tmp,
+        env=env,
+    )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
 
@@ -146,8 +179,10 @@ def matches_truth(dash: DashboardProcess, p: Pipeline) -> dict[str, Any] | None:
 
 def test_two_workers_two_senders_and_a_dashboard_restart(pipeline_factory) -> None:
     rules = copy.deepcopy(FAST_RULES)
-    rules["isp"]["mailru"] = {**rules["isp"]["mailru"], "retry": {
-        "mode": "fixed", "interval": "1h", "max_attempts": 3, "max_age": "2h"}}
+    rules["isp"]["mailru"] = {
+        **rules["isp"]["mailru"],
+        "retry": {"mode": "fixed", "interval": "1h", "max_attempts": 3, "max_age": "2h"},
+    }
     p = pipeline_factory(rules=rules, extra={"dashboard": {"password": PASSWORD}})
     p.start_sim()
     p.start_worker("worker-1")
@@ -167,18 +202,39 @@ def test_two_workers_two_senders_and_a_dashboard_restart(pipeline_factory) -> No
     p.wait_finals(warm, timeout=120)
     p.control("pause", "outlook")
     p.control("pause", "yahoo")
-    wait_for(lambda: senders_paused(p, "outlook") and senders_paused(p, "yahoo"), 30,
-             "the senders to pause outlook and yahoo", interval=0.5)
+    wait_for(
+        lambda: senders_paused(p, "outlook") and senders_paused(p, "yahoo"),
+        30,
+        "the senders to pause outlook and yahoo",
+        interval=0.5,
+    )
 
     # a mix that leaves every column non-zero: outlook paused (its messages stay queued),
     # a full mailbox at mailru (deferred for an hour), bounces, a retried tempfail, a clear
-    docs = messages(240, ["gmail.com", "googlemail.com", "mail.ru", "shop-example.test",
-                          "news-example.test", "bk.ru"])
+    docs = messages(
+        240,
+        [
+            "gmail.com",
+            "googlemail.com",
+            "mail.ru",
+            "shop-example.test",
+            "news-example.test",
+            "bk.ru",
+        ],
+    )
     docs += messages(20, ["outlook.com", "hotmail.com"], prefix="held")
     docs += messages(15, ["yahoo.com"], prefix="doomed")
-    docs += [{"from": "s@kmta.test", "to": to, "subject": "x", "text": "y"} for to in (
-        "unknown1@gmail.com", "unknown2@shop-example.test", "full1@mail.ru", "a@nx.invalid",
-        "tempfail1@gmail.com", "tempfail2@news-example.test")]
+    docs += [
+        {"from": "s@kmta.test", "to": to, "subject": "x", "text": "y"}
+        for to in (
+            "unknown1@gmail.com",
+            "unknown2@shop-example.test",
+            "full1@mail.ru",
+            "a@nx.invalid",
+            "tempfail1@gmail.com",
+            "tempfail2@news-example.test",
+        )
+    ]
     ids = warm + p.produce(docs)
     flowing = [d["id"] for d in docs if not d["to"].startswith(("held", "doomed", "full1"))]
     p.wait_finals(flowing, timeout=120)
@@ -187,8 +243,9 @@ def test_two_workers_two_senders_and_a_dashboard_restart(pipeline_factory) -> No
     doomed = [d["id"] for d in docs if d["to"].startswith("doomed")]
     assert {f["status"] for f in p.wait_finals(doomed, 60).values()} == {"cancelled"}
 
-    got = wait_for(lambda: matches_truth(dash, p), 60, "dashboard counts == results topic",
-                   interval=1.0)
+    got = wait_for(
+        lambda: matches_truth(dash, p), 60, "dashboard counts == results topic", interval=1.0
+    )
     per_isp, totals, by_node = truth(p)
     assert totals["accepted"] == len(ids)
     assert per_isp["outlook"]["queued"] == 20 and per_isp["mailru"]["deferred"] == 1
@@ -207,6 +264,7 @@ def test_two_workers_two_senders_and_a_dashboard_restart(pipeline_factory) -> No
         shown.update({r["node"]: (r["delivered_total"], r["status"]) for r in rows})
         ok = {r["node"]: r["delivered_total"] for r in rows} == dict(by_node)
         return rows if ok and all(r["status"] == "ok" for r in rows) else None
+
     try:
         rows = wait_for(nodes_agree, 30, "node table == delivered events per node", 1.0)
     except AssertionError as e:
@@ -224,19 +282,23 @@ def test_two_workers_two_senders_and_a_dashboard_restart(pipeline_factory) -> No
     dash.stop()
     t0 = time.monotonic()
     dash.start()
-    again = wait_for(lambda: matches_truth(dash, p), 60, "restarted dashboard == results",
-                     interval=0.5)
+    again = wait_for(
+        lambda: matches_truth(dash, p), 60, "restarted dashboard == results", interval=0.5
+    )
     rebuilt_in = time.monotonic() - t0
     assert counts(again) == before
     assert {r["node"] for r in again["nodes"]} == {"sender-1", "sender-2"}
-    print(f"dashboard restart: counts rebuilt from Kafka in {rebuilt_in:.1f}s "
-          f"({again['totals']['events']} events)")
+    print(
+        f"dashboard restart: counts rebuilt from Kafka in {rebuilt_in:.1f}s "
+        f"({again['totals']['events']} events)"
+    )
 
     # and it keeps following: resume outlook and watch the queued messages turn delivered
     p.control("resume", "outlook")
     held = [d["id"] for d in docs if d["to"].startswith("held")]
     p.wait_finals(held, timeout=60)
-    final = wait_for(lambda: matches_truth(dash, p), 60, "dashboard follows the resume",
-                     interval=1.0)
+    final = wait_for(
+        lambda: matches_truth(dash, p), 60, "dashboard follows the resume", interval=1.0
+    )
     outlook = next(r for r in final["isps"] if r["isp"] == "outlook")
     assert outlook["delivered"] == 10 + 20 and outlook["queued"] == 0 and outlook["paused"] is False
