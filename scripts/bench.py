@@ -653,7 +653,7 @@ def report(results: dict[str, dict[str, Any]], rss: dict[str, dict[str, float | 
         lines.append(line)
     lines.append(f"{'elapsed s (e2e)':<24}" + "".join(
         f"{results[x]['e2e_s']:>{w}.1f}" for x in labels))
-    lines.append(f"{'SMTP sessions':<24}" + "".join(
+    lines.append(f"{'SMTP sessions closed':<24}" + "".join(
         f"{results[x]['smtp_sessions']:>{w}}" for x in labels))
     cpu = {x: sum(results[x]["cpu_ms_per_msg"].values()) for x in labels}
     line = f"{'CPU ms/msg, all procs':<24}" + "".join(f"{cpu[x]:>{w}.2f}" for x in labels)
@@ -712,8 +712,8 @@ def main(argv: list[str] | None = None) -> int:
     def on_term(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGHUP, on_term)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT too: a background
+        signal.signal(sig, on_term)  # job starts with it ignored
     base = Path(tempfile.mkdtemp(prefix="kmta-bench-"))
     base.chmod(0o755)  # Postfix's daemons (user postfix) read their queue under it
     logdir = base / "logs"

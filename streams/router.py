@@ -127,7 +127,7 @@ class Router:
     def _isp_for(self, domain: str, mx_hosts: tuple[str, ...]) -> str:
         """The knowledge base's MX rollup, remembered: the KB does not change while the worker
         runs, and matching an unknown domain's MX hosts against every ISP's globs costs
-        30-40 us, twice per message (measured in the bench)."""
+        30-40 us a message (docs/benchmark.md)."""
         key = (domain, mx_hosts)
         isp = self._isps.get(key)
         if isp is None:

@@ -3,7 +3,8 @@
 Every id still ends with a final event, delivered. A queue offset is committed only after its
 outcome is written, so what a dead sender had not finished is delivered by the next owner of its
 partitions: the SMTP side may see such a message twice, and only those. The same holds for an
-outcome written but not yet committed (commits run every 0.5 s): that message is delivered and
+outcome written but not yet committed (a commit follows within one round trip): that message is
+delivered and
 reported again, so its id gets a second final event; the sender test reports that as an
 expected failure (exactly one final event per id needs transactions or a takeover check).
 """
@@ -78,9 +79,11 @@ def test_sender_killed_mid_run_loses_nothing(pipeline_factory) -> None:
     print(f"\nsender crash: deliveries by node {dict(by_node)}; {twice_smtp} ids delivered "
           f"twice at the SMTP side, {twice_final} with two final events")
     assert late == 0
-    assert by_node["sender-1"] > 0 and by_node["sender-3"] > 0
+    # the killed node had delivered, and the survivors (whichever the group gave its
+    # partitions to) finished its share
+    assert by_node["sender-1"] > 0 and by_node["sender-2"] + by_node["sender-3"] > 0
     # only what was in flight (at most 5 lanes x 2 source IPs x 8 connections) or written but
-    # not yet committed (0.5 s of one node's deliveries)
+    # not yet committed (one commit round trip of one node's deliveries)
     assert twice_smtp <= 200, twice_smtp
     if twice_final:
         pytest.xfail(f"{twice_final} ids got a second final event: an outcome written by the "
