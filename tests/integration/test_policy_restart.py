@@ -98,7 +98,7 @@ def test_worker_kill_keeps_locks_speeds_and_retries(pipeline_factory) -> None:
     # a harmless command makes the new worker publish what its table holds for the ISP; a
     # worker that had lost the row would publish no lock and the start speed
     p.control("resume", LOCK_ISP)
-    after = wait_for(lambda: whole_states(p, LOCK_ISP, after=killed_at), 90,
+    after = wait_for(lambda: whole_states(p, LOCK_ISP, after=killed_at), 150,
                      "a state from the new worker")[-1]
     assert after["locked_until"] == until
     assert after["speed"] == learned
