@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SenderNode"]
 
+REVOKE_GRACE = 10.0  # seconds a rebalance waits for in-flight deliveries to be written
+
 
 class _Rebalance(ConsumerRebalanceListener):
     def __init__(self, node: "SenderNode") -> None:
@@ -157,10 +159,16 @@ class SenderNode:
         log.info("%s assigned %s", self.node, sorted(tp.partition for tp in tps))
 
     async def _revoked(self, tps: list[TopicPartition]) -> None:
-        await self._commit()
+        """Before the group moves partitions: drop what was not started, let what is in flight
+        finish and be written (bounded), then commit. Otherwise every rebalance would make the
+        next owner deliver and report the in-flight messages a second time."""
         gone = {tp.partition for tp in tps}
         for lane in self.lanes.values():
             lane.queue = type(lane.queue)(i for i in lane.queue if i.partition not in gone)
+        deadline = time.monotonic() + REVOKE_GRACE
+        while self.in_flight > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        await self._commit()
         for tp in tps:
             self.trackers.pop(tp, None)
             self.paused_by_lane.pop(tp, None)
