@@ -11,6 +11,8 @@ import asyncio
 import os
 import random
 import secrets
+import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -63,7 +65,8 @@ def demo_rules() -> dict:
         b = spec.behaviour
         name = kb.isp_for(spec.domains[0], [spec.mx_host]) if spec.domains else spec.name
         cap = (b.capacity or 200) * 2 * 10  # two source IPs, per 10 s tact
-        entry: dict = {"speed": {"min": 5, "max": cap * 2, "start": max(5, cap // 8),
+        entry: dict = {"speed": {"min": max(5, cap // 4), "max": cap * 2,
+                                 "start": max(5, cap // 4),
                                  "increase": 0.04, "decrease": 0.8, "adapt_every": "1s"},
                        "sending": {"tact": "10s", "connections_per_tact": 200,
                                    "max_connections": max(1, min(b.max_connections or 10, 10)),
@@ -73,7 +76,9 @@ def demo_rules() -> dict:
         prof = profile_replies(spec.profile)
         for text, action in ((prof.get("throttle_reply"), "defer"),
                              (prof.get("block_reply"), "lock"),
-                             (prof.get("too_many_connections_reply"), "defer")):
+                             (prof.get("too_many_connections_reply"), "defer"),
+                             (prof.get("max_messages_reply"), "defer"),
+                             (prof.get("tempfail_reply"), "defer")):
             if not text:
                 continue
             first = text.replace("{ip}", "127.0.0.2").split("\n")
@@ -165,6 +170,10 @@ def _wait_line(path: Path, text: str, timeout: float, procs: Procs) -> None:
     raise KmtaError(f"timed out waiting for {text!r} in {path}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def run_demo(args: argparse.Namespace) -> int:
     from kmta.kafka import cli as kafka_cli
     from kmta.kafka import manager
@@ -179,7 +188,10 @@ def run_demo(args: argparse.Namespace) -> int:
     libs = manager.ensure_jars(kafka_cli.default_cache_dir(env),
                                kafka_home=Path(env["KAFKA_HOME"]) if env.get("KAFKA_HOME")
                                else None)
+    if not any(n.alive for n in manager.status(home / "kafka")):
+        shutil.rmtree(home / "kafka", ignore_errors=True)  # each demo starts from empty topics
     info = manager.start(home / "kafka", 1, DEMO_PORTS["kafka"], libs=libs)
+    signal.signal(signal.SIGTERM, _interrupt)
     password = secrets.token_urlsafe(9)
     cfg_path = home / "demo.toml"
     cfg_path.write_text(tomli_w.dumps(demo_config(
