@@ -189,7 +189,6 @@ def _dispatch(config: Config, cmd: ControlCommand, wait: float) -> int:
 
 def run_action(args: argparse.Namespace) -> int:
     """``kmta pause|resume|unlock|clear ISP [--source-ip IP]``."""
-    config: Config = args.config_obj
     action, _ = _ACTIONS[args.control_action]
     if action is ControlAction.CLEAR and not args.yes:
         if not sys.stdin.isatty():
@@ -199,17 +198,16 @@ def run_action(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing sent")
             return EXIT_FAILED
+    return _send(args, action, source_ip=getattr(args, "source_ip", None))
+
+
+def _send(args: argparse.Namespace, action: ControlAction, **kw: object) -> int:
+    """Build (and sign) one command from the CLI arguments, send it, report the audit."""
+    config: Config = args.config_obj
     try:
-        cmd = make_command(
-            action,
-            args.isp,
-            _actor(args),
-            source_ip=getattr(args, "source_ip", None),
-            reason=args.reason,
-            now=time.time(),
-            secret=config.control.secret,
-        )
-    except ControlError as e:
+        cmd = make_command(action, args.isp, _actor(args), reason=args.reason, now=time.time(),
+                           secret=config.control.secret, **kw)
+    except (KmtaError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
     return _dispatch(config, cmd, args.wait)
@@ -231,37 +229,15 @@ def run_rules_set(args: argparse.Namespace) -> int:
     try:
         rules = parse_rules_text(text)
         validate_rules(args.isp, rules, load_kb(config.rules.override))
-        cmd = make_command(
-            ControlAction.SET_RULES,
-            args.isp,
-            _actor(args),
-            rules=rules,
-            reason=args.reason,
-            now=time.time(),
-            secret=config.control.secret,
-        )
     except (KmtaError, ValueError) as e:
         print(f"error: {args.file}: {e}", file=sys.stderr)
         return EXIT_FAILED
-    return _dispatch(config, cmd, args.wait)
+    return _send(args, ControlAction.SET_RULES, rules=rules)
 
 
 def run_rules_reset(args: argparse.Namespace) -> int:
     """``kmta rules-reset ISP``."""
-    config: Config = args.config_obj
-    try:
-        cmd = make_command(
-            ControlAction.RESET_RULES,
-            args.isp,
-            _actor(args),
-            reason=args.reason,
-            now=time.time(),
-            secret=config.control.secret,
-        )
-    except ControlError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    return _dispatch(config, cmd, args.wait)
+    return _send(args, ControlAction.RESET_RULES)
 
 
 # ---------------------------------------------------------------------- status
