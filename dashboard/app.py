@@ -191,9 +191,9 @@ class Handlers:
             if r["locked_ips"]:
                 r["lock"] = (
                     r["lock"] + " " if r["lock"] else ""
-                ) + f"IPs locked: {r['locked_ips']}"
+                ) + f"locked: {r['locked_ips']}"
             r["paused"] = (
-                "yes" if r["paused"] else (f"IPs: {r['paused_ips']}" if r["paused_ips"] else "")
+                "yes" if r["paused"] else (f"only {r['paused_ips']}" if r["paused_ips"] else "")
             )
             lo, hi = r["speed_min"], r["speed_max"]
             r["speed_bounds"] = f"{lo:g} - {hi:g}" if lo is not None and hi is not None else ""

@@ -216,15 +216,16 @@ class Board:
     def _track_lock(self, st: IspState, prev: IspState | None, t: float) -> None:
         locks = self._locks[st.isp]
         label = st.lock_reason or "locked"
-        if st.source_ip:
-            label = f"{st.source_ip}: {label}"
-        open_ = next((lk for lk in reversed(locks) if lk[3] == st.source_ip and lk[1] > t), None)
+        scope = _scope(st)
+        if scope:
+            label = f"{scope}: {label}"
+        open_ = next((lk for lk in reversed(locks) if lk[3] == scope and lk[1] > t), None)
         if st.locked_until is not None and st.locked_until > t:
             if open_ is not None:
                 open_[1] = st.locked_until  # extended or shortened
                 open_[2] = label
             else:
-                locks.append([t, st.locked_until, label, st.source_ip])
+                locks.append([t, st.locked_until, label, scope])
         elif open_ is not None and prev is not None and prev.locked_until:
             open_[1] = t  # unlocked early
 
@@ -262,9 +263,9 @@ class Board:
     def isp_rows(self, now: float) -> list[dict[str, Any]]:
         """One row per ISP seen in any topic, sorted by name."""
         fresh = self._fresh_nodes(now)
-        ip_states: dict[str, list[IspState]] = defaultdict(list)
+        ip_states: dict[str, list[IspState]] = defaultdict(list)  # source IPs and pools
         for st in self._states.values():
-            if st.source_ip:
+            if st.source_ip or st.pool:
                 ip_states[st.isp].append(st)
         rows = []
         for isp in sorted(self._isps):
@@ -277,10 +278,8 @@ class Board:
             node_backlog = sum(n_.isps[isp].backlog for n_ in fresh if isp in n_.isps)
             finished = n["delivered"] + n["bounced"] + n["expired"]
             reply = self._reply.get(isp)
-            locked_ips = sorted(
-                s.source_ip for s in ip_states[isp] if s.locked(now) and s.source_ip
-            )
-            paused_ips = sorted(s.source_ip for s in ip_states[isp] if s.paused and s.source_ip)
+            locked_ips = sorted(_scope(s) for s in ip_states[isp] if s.locked(now))
+            paused_ips = sorted(_scope(s) for s in ip_states[isp] if s.paused)
             cats = dict(sorted(self._bounce_cats.get(isp, {}).items()))
             rows.append(
                 {
@@ -473,3 +472,10 @@ class Board:
     def status_of(self, msg_id: str) -> Status | None:
         v = self._last.get(msg_id)
         return _STATUS_BY_CODE[self._unpack(v)[0]] if v is not None else None
+
+
+def _scope(st: IspState) -> str:
+    """How a narrowed state is shown: its source IP, ``pool <name>``, or "" (the whole ISP)."""
+    if st.source_ip:
+        return st.source_ip
+    return f"pool {st.pool}" if st.pool else ""

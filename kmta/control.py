@@ -63,6 +63,7 @@ def make_command(
     actor: str,
     *,
     source_ip: str | None = None,
+    pool: str | None = None,
     rules: dict[str, Any] | None = None,
     reason: str | None = None,
     now: float,
@@ -78,6 +79,7 @@ def make_command(
             action=ControlAction(action),
             isp=isp,
             source_ip=source_ip or None,
+            pool=pool or None,
             rules=rules,
             actor=actor,
             reason=reason or None,
@@ -86,6 +88,7 @@ def make_command(
     except (ValidationError, ValueError) as e:
         raise ControlError(f"invalid command: {_explain(e)}") from None
     _check_source_ip(cmd, "invalid command")
+    _check_scope(cmd, "invalid command")
     if _secret_bytes(secret) is not None:
         cmd = cmd.model_copy(update={"signature": sign(cmd, secret)})
     return cmd
@@ -124,9 +127,7 @@ def parse_command(raw: bytes | str, secret: Any) -> ControlCommand:
     except ValidationError as e:
         raise ControlError(f"malformed command: {_explain(e)}") from None
     _check_source_ip(cmd, "malformed command")
-    if cmd.action is ControlAction.CLEAR and cmd.source_ip:
-        # messages are not bound to a source IP until one sends them: a clear is per ISP
-        raise ControlError("malformed command: clear applies to a whole ISP, not a source IP")
+    _check_scope(cmd, "malformed command")
     try:
         verify(cmd, secret)
     except ControlError as e:
@@ -142,6 +143,20 @@ def _check_source_ip(cmd: ControlCommand, what: str) -> None:
         ipaddress.ip_address(cmd.source_ip)
     except ValueError:
         raise ControlError(f"{what}: source_ip: {cmd.source_ip!r} is not an IP address") from None
+
+
+def _check_scope(cmd: ControlCommand, what: str) -> None:
+    if cmd.source_ip and cmd.pool:
+        raise ControlError(f"{what}: give source_ip or pool, not both")
+    if cmd.action is ControlAction.CLEAR and (cmd.source_ip or cmd.pool):
+        # messages are not bound to a source IP until one sends them: a clear is per ISP
+        raise ControlError(
+            f"{what}: clear applies to a whole ISP, not a "
+            + ("source IP" if cmd.source_ip else "pool"))
+    if cmd.action in (ControlAction.SET_RULES, ControlAction.RESET_RULES) and (
+            cmd.source_ip or cmd.pool):
+        raise ControlError(f"{what}: rule edits apply to a whole ISP (narrow them per pool "
+                           "with a pools table in the rules)")
 
 
 def _explain(e: Exception) -> str:

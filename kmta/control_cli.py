@@ -62,7 +62,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         if name == "clear":
             p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
         else:
-            p.add_argument("--source-ip", default=None, help="only this source IP of the ISP")
+            scope = p.add_mutually_exclusive_group()
+            scope.add_argument("--source-ip", default=None, help="only this source IP of the ISP")
+            scope.add_argument("--pool", default=None,
+                               help="only the source IPs of this pool (a [[pools]] name)")
         p.set_defaults(func=run_action, control_action=name)
 
     p = subparsers.add_parser(
@@ -173,7 +176,9 @@ def _dispatch(config: Config, cmd: ControlCommand, wait: float) -> int:
     except KmtaError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
-    what = f"{cmd.action.value} {cmd.isp}" + (f" ({cmd.source_ip})" if cmd.source_ip else "")
+    what = f"{cmd.action.value} {cmd.isp}"
+    if cmd.source_ip or cmd.pool:
+        what += f" ({cmd.source_ip})" if cmd.source_ip else f" (pool {cmd.pool})"
     if wait <= 0:
         print(f"sent {what} (id {cmd.id})")
         return EXIT_OK
@@ -188,7 +193,7 @@ def _dispatch(config: Config, cmd: ControlCommand, wait: float) -> int:
 
 
 def run_action(args: argparse.Namespace) -> int:
-    """``kmta pause|resume|unlock|clear ISP [--source-ip IP]``."""
+    """``kmta pause|resume|unlock|clear ISP [--source-ip IP | --pool NAME]``."""
     action, _ = _ACTIONS[args.control_action]
     if action is ControlAction.CLEAR and not args.yes:
         if not sys.stdin.isatty():
@@ -198,7 +203,13 @@ def run_action(args: argparse.Namespace) -> int:
         if answer.strip().lower() not in ("y", "yes"):
             print("nothing sent")
             return EXIT_FAILED
-    return _send(args, action, source_ip=getattr(args, "source_ip", None))
+    pool = getattr(args, "pool", None)
+    if pool is not None and args.config_obj.pool(pool) is None:
+        # a typo must not pause a scope that no sender uses
+        known = ", ".join(p.name for p in args.config_obj.pools) or "none configured"
+        print(f"error: unknown pool {pool!r} (pools: {known})", file=sys.stderr)
+        return EXIT_FAILED
+    return _send(args, action, source_ip=getattr(args, "source_ip", None), pool=pool)
 
 
 def _send(args: argparse.Namespace, action: ControlAction, **kw: object) -> int:

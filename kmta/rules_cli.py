@@ -46,6 +46,8 @@ def add_parser(
     show.add_argument("isp", help="ISP name (e.g. gmail) or a member domain (e.g. hotmail.com)")
     show.add_argument("--override", type=Path, default=None, help="override file to merge")
     show.add_argument("--json", action="store_true", help="print JSON instead of TOML")
+    show.add_argument("--pool", default=None,
+                      help="narrowed for this source-IP pool (its pools.<name> tables)")
     show.add_argument("--shipped", type=Path, default=None, help=argparse.SUPPRESS)
     parser.set_defaults(func=run)
     return parser
@@ -69,7 +71,9 @@ def run(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None 
         print(f"ok: {len(kb.isp_names())} ISPs", file=out)
         return 0
     isp = args.isp if args.isp in kb.isp_names() else kb.isp_for(args.isp, [])
-    data = kb.effective(isp).to_dict()
+    data = kb.effective(isp, pool=args.pool).to_dict()
+    if args.pool:
+        data = {"pool": args.pool, **data}
     if isp not in kb.isp_names():
         print(f"# {args.isp} is no known ISP: [default] applies", file=err)
     print(_render(data, as_json=args.json), file=out)

@@ -36,6 +36,8 @@ class ControlCommand(Model):
     action: ControlAction
     isp: str = Field(min_length=1, max_length=253)
     source_ip: str | None = None
+    pool: str | None = Field(default=None, min_length=1, max_length=100,
+                             description="pause/resume/unlock only this source-IP pool")
     rules: dict[str, Any] | None = Field(default=None, description="set_rules: partial ISP rule")
     actor: str = Field(min_length=1, max_length=100, description="who asked")
     reason: str | None = Field(default=None, max_length=500)

@@ -105,7 +105,9 @@ class ReplyRule(Model):
     duration: Duration | None = None
     threshold: int = Field(default=1, ge=1, description="matches needed within `within`")
     within: Duration = Field(default=600.0, gt=0)
-    scope: Literal["isp", "source_ip"] = "isp"
+    scope: Literal["isp", "source_ip", "pool"] = Field(
+        default="isp", description="what a lock stops: the ISP, the replying source IP, or "
+        "every source IP of the message's pool")
     rate: float | None = Field(default=None, gt=0, description="throttle: speed cap per tact")
     max_connections: int | None = Field(default=None, ge=1)
     category: str | None = None
@@ -128,6 +130,18 @@ class ReplyRule(Model):
         return self
 
 
+class PoolRule(Model):
+    """Rules narrowed to one source-IP pool (``[isp.<name>.pools.<pool>]``, or
+    ``[default.pools.<pool>]`` for every ISP): merged over the ISP's rule for messages sent
+    from that pool, e.g. a warm-up pool of new IPs with a lower ``speed.max``."""
+
+    sending: SendingRule | None = None
+    speed: SpeedRule | None = None
+    retry: RetryRule | None = None
+    replies: list[ReplyRule] = Field(default_factory=list)
+    comment: str | None = None
+
+
 class IspRule(Model):
     """Everything known about one ISP. Unset sections fall back to ``[default]``."""
 
@@ -138,6 +152,7 @@ class IspRule(Model):
     speed: SpeedRule | None = None
     retry: RetryRule | None = None
     replies: list[ReplyRule] = Field(default_factory=list)
+    pools: dict[str, PoolRule] = Field(default_factory=dict, description="narrowed per pool")
     comment: str | None = None
 
 

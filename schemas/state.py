@@ -1,7 +1,8 @@
 """The brain's decisions per ISP, published on the compacted ``<prefix>state`` topic.
 
-Key: ``"<isp>"`` for the whole ISP, or ``"<isp>|<source_ip>"`` for one source IP. Senders read the
-topic from the beginning and enforce the latest value of each key.
+Key: ``"<isp>"`` for the whole ISP, ``"<isp>|<source_ip>"`` for one source IP, or ``"<isp>@<pool>"``
+for the source IPs of one pool. Senders read the topic from the beginning and enforce the latest
+value of each key.
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from schemas.base import Model
 class IspState(Model):
     isp: str
     source_ip: str | None = None
+    pool: str | None = Field(default=None, description="set: this record is for one pool")
     paused: bool = False
     locked_until: float | None = Field(default=None, description="epoch seconds")
     lock_reason: str | None = None
@@ -34,7 +36,9 @@ class IspState(Model):
 
     @property
     def key(self) -> str:
-        return self.isp if not self.source_ip else f"{self.isp}|{self.source_ip}"
+        if self.source_ip:
+            return f"{self.isp}|{self.source_ip}"
+        return f"{self.isp}@{self.pool}" if self.pool else self.isp
 
     def locked(self, now: float) -> bool:
         return self.locked_until is not None and now < self.locked_until

@@ -28,6 +28,8 @@ __all__ = ["Item", "Lane", "LocalLock", "connection_share"]
 # operator unlocked in the meantime).
 CONFIRM_GRACE = 5.0
 
+POOL = "@pool"  # the key of a pool-scope lock among a lane's provisional locks (not an IP)
+
 
 @dataclass
 class Item:
@@ -59,6 +61,8 @@ class Lane:
     queue: deque[Item] = field(default_factory=deque)
     state: IspState | None = None
     ip_states: dict[str, IspState] = field(default_factory=dict)
+    pool_name: str | None = None  # the pool whose source IPs this lane uses (None: none)
+    pool_state: IspState | None = None
     slots: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> (slot, k)
     conns: dict[str | None, int] = field(default_factory=dict)
     workers: int = 0
@@ -68,7 +72,7 @@ class Lane:
     delivered: int = 0
     attempts: int = 0
     latency: float = 0.2  # seconds per SMTP transaction (moving average)
-    # provisional locks: key None = the whole ISP, else a source IP
+    # provisional locks: key None = the whole ISP, POOL = this lane's pool, else a source IP
     local_locks: dict[str | None, LocalLock] = field(default_factory=dict)
     local_hits: dict[tuple[str, str | None], Hits] = field(default_factory=dict)
 
@@ -122,16 +126,26 @@ class Lane:
 
     def blocked_until(self, now: float) -> float | None:
         """When sending may start again (None = not blocked; inf = paused until resumed)."""
-        st = self.state
-        if st is not None and st.paused:
-            return float("inf")
+        return self._blocked(now, whole_only=False)
+
+    def isp_blocked_until(self, now: float) -> float | None:
+        """Like ``blocked_until``, counting only what stops the whole ISP (not a pool or the
+        lane's source IPs): messages of other pools on the same partition may still go."""
+        return self._blocked(now, whole_only=True)
+
+    def _blocked(self, now: float, whole_only: bool) -> float | None:
         until: float | None = None
-        local = self.local_locks.get(None)
-        if local is not None and local.until > now:
-            until = local.until
-        if st is not None and st.locked(now):
-            until = max(until or 0.0, st.locked_until or 0.0)
-        if all(self.ip_blocked(ip, now) for ip in self.source_ips):
+        scopes = ((self.state, None),) if whole_only else ((self.state, None),
+                                                           (self.pool_state, POOL))
+        for st, key in scopes:
+            if st is not None and st.paused:
+                return float("inf")
+            local = self.local_locks.get(key)
+            if local is not None and local.until > now:
+                until = max(until or 0.0, local.until)
+            if st is not None and st.locked(now):
+                until = max(until or 0.0, st.locked_until or 0.0)
+        if not whole_only and all(self.ip_blocked(ip, now) for ip in self.source_ips):
             until = max(until or 0.0, now + 5.0)
         return until
 
@@ -176,7 +190,11 @@ class Lane:
         window) and lock locally when it triggers; True when a local lock was set. This node's
         matches are a subset of what the brain counts, so a local trigger never locks where the
         brain would not."""
-        scope = ip if reply_rule.scope == "source_ip" and ip is not None else None
+        scope: str | None = None
+        if reply_rule.scope == "source_ip" and ip is not None:
+            scope = ip
+        elif reply_rule.scope == "pool" and self.pool_name:
+            scope = POOL
         key = (reply_rule.name, scope)
         hits, triggered = record(self.local_hits.get(key, Hits()), reply_rule, now)
         self.local_hits[key] = hits
@@ -193,6 +211,11 @@ class Lane:
         scope = st.source_ip
         if scope:
             self.ip_states[scope] = st
+        elif st.pool:
+            if st.pool != self.pool_name:
+                return
+            scope = POOL
+            self.pool_state = st
         else:
             self.state = st
         if st.locked(now):  # the brain's count restarted when it locked: so does ours

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 __all__ = ["SenderNode"]
 
 REVOKE_GRACE = 10.0  # seconds a rebalance waits for in-flight deliveries to be written
+PARK_HELD_AFTER = 30.0  # a lane blocked at least this long parks what it holds (see _park_held)
 
 
 class _Rebalance(ConsumerRebalanceListener):
@@ -135,21 +136,25 @@ class SenderNode:
         if not isinstance(st, IspState):
             return
         for lane in self.lanes.values():
-            if lane.isp != st.isp:
+            if lane.isp != st.isp or (st.pool and st.pool != lane.pool_name):
                 continue
             lane.brain_state(st, time.time())
-            if not st.source_ip:
-                lane.rule = self.kb.effective(st.isp, st.rules)
+            if not st.source_ip and not st.pool:
+                lane.rule = self.kb.effective(st.isp, st.rules, lane.pool_name)
                 if st.clear_before is not None:
                     self._cancel_cleared(lane)
             lane.refresh()
             self._kick(lane)
 
-    def _state_for(self, isp: str) -> tuple[IspState | None, dict[str, IspState]]:
+    def _state_for(self, isp: str, pool: str | None
+                   ) -> tuple[IspState | None, dict[str, IspState], IspState | None]:
+        """The brain's states for a lane: the whole ISP, its source IPs, the lane's pool."""
         whole = self.states.values.get(isp)
         ips = {k.split("|", 1)[1]: v for k, v in self.states.values.items()
                if k.startswith(isp + "|") and isinstance(v, IspState)}
-        return (whole if isinstance(whole, IspState) else None), ips
+        pool_st = self.states.values.get(f"{isp}@{pool}") if pool else None
+        return (whole if isinstance(whole, IspState) else None, ips,
+                pool_st if isinstance(pool_st, IspState) else None)
 
     # -- partitions --------------------------------------------------------------------------
     def _assigned(self, tps: list[TopicPartition]) -> None:
@@ -187,9 +192,11 @@ class SenderNode:
         if lane is None:
             pool = self.c.pool(env.pool)
             ips: list[str | None] = list(pool.source_ips) if pool else [None]
-            whole, ip_states = self._state_for(env.isp)
-            rule = self.kb.effective(env.isp, whole.rules if whole else None)
-            lane = Lane(env.isp, env.pool, rule, ips, state=whole, ip_states=ip_states)
+            name = pool.name if pool else env.pool
+            whole, ip_states, pool_st = self._state_for(env.isp, name)
+            rule = self.kb.effective(env.isp, whole.rules if whole else None, name)
+            lane = Lane(env.isp, env.pool, rule, ips, state=whole, ip_states=ip_states,
+                        pool_name=name, pool_state=pool_st)
             self.lanes[key] = lane
             owned = {tp.partition for tp in self.trackers}
             lane.slots = {p: self.pmap.share(env.isp, p)
@@ -225,7 +232,7 @@ class SenderNode:
         blocked = lane.blocked_until(now)
         full = len(lane.queue) >= self.c.sender.isp_backlog
         dedicated = self.pmap.dedicated_isp(tp.partition) == env.isp
-        if (blocked is not None or full) and not dedicated:
+        if (blocked is not None or full) and self._must_flow(lane, tp.partition, blocked, now):
             # a shared partition must keep flowing for the other ISPs: park this one
             until = blocked if blocked is not None and blocked != float("inf") else None
             if until is None:
@@ -237,6 +244,32 @@ class SenderNode:
         if dedicated and (blocked is not None or len(lane.queue) >= self.c.sender.isp_backlog):
             self._pause(tp, lane)
         self._kick(lane)
+
+    def _must_flow(self, lane: Lane, partition: int, blocked: float | None, now: float) -> bool:
+        """True when a partition must keep moving past this lane's messages: a shared
+        partition (other ISPs), or the ISP's own while only a pool or source IPs of it are
+        blocked (other pools' messages sit on it too)."""
+        if self.pmap.dedicated_isp(partition) != lane.isp:
+            return True
+        return (blocked is not None and len(self.c.pools) > 1
+                and lane.isp_blocked_until(now) is None)
+
+    def _park_held(self, lane: Lane, now: float) -> None:
+        """A lane blocked for long (a lock, a pause) parks the messages it holds from
+        partitions that must keep flowing, in the delay topics: held, they would keep those
+        partitions' commit point back for the whole lock."""
+        blocked = lane.blocked_until(now)
+        if not lane.queue or blocked is None or blocked - now < PARK_HELD_AFTER:
+            return
+        until = blocked if blocked != float("inf") else now + 30.0
+        keep = type(lane.queue)()
+        for item in lane.queue:
+            if self._must_flow(lane, item.partition, blocked, now):
+                tp = TopicPartition(self._queue_topic, item.partition)
+                self._write(tp, item.offset, [park(self.c, item.env, until, now)])
+            else:
+                keep.append(item)
+        lane.queue = keep
 
     def _pause(self, tp: TopicPartition, lane: Lane) -> None:
         if self.consumer and tp not in self.paused_by_lane:
@@ -396,7 +429,7 @@ class SenderNode:
             id=env.id, to=env.rcpt, isp=env.isp, domain=env.domain, status=Status.DELIVERED,
             final=True, attempt=env.attempt, code=reply.code, enhanced_code=reply.enhanced_code,
             response=reply.text[:1000], category=category, internal=reply.internal,
-            mx=outcome.mx, source_ip=ip, pool=env.pool, node=self.node, timestamp=now,
+            mx=outcome.mx, source_ip=ip, pool=lane.pool_name, node=self.node, timestamp=now,
             accepted_at=env.accepted_at, campaign=env.campaign, meta=env.meta,
             sender=env.sender, size=len(env.data))
         verdict = "delivered" if outcome.accepted else disposition(reply, matched)
@@ -487,8 +520,10 @@ class SenderNode:
         """Locks end by themselves: re-check blocked lanes and paused partitions."""
         while True:
             await asyncio.sleep(0.2)
+            now = time.time()
             for lane in list(self.lanes.values()):
                 lane.refresh()
+                self._park_held(lane, now)
                 if lane.queue and lane.workers == 0:
                     self._kick(lane)
             self._flow_control()

@@ -33,6 +33,7 @@ class Row(Model):
     isp: str
     whole: ScopeRow = Field(default_factory=ScopeRow)
     ips: dict[str, ScopeRow] = Field(default_factory=dict)
+    pools: dict[str, ScopeRow] = Field(default_factory=dict)
     speed: dict[str, Any] | None = None
     throttle_until: float | None = None
     throttle_rate: float | None = None
@@ -81,12 +82,17 @@ def apply_event(row: Row, ev: DeliveryEvent, kb: KnowledgeBase, now: float) -> b
     before = states_of(row, rule, now)
     reply = Reply(code=ev.code, enhanced_code=ev.enhanced_code, text=ev.response,
                   internal=ev.internal)
-    matched = match_reply(reply, rule) if ev.status is not Status.DELIVERED else None
+    # replies are matched with the rules of the pool that sent (it may narrow them); the
+    # learned speed below is the ISP's
+    pool_rule = kb.effective(row.isp, row.rules, ev.pool) if ev.pool else rule
+    matched = match_reply(reply, pool_rule) if ev.status is not Status.DELIVERED else None
     action = matched.action if matched else None
     if matched is not None and action in ("lock", "throttle"):
         scope = row.whole
         if matched.scope == "source_ip" and ev.source_ip:
             scope = row.ips.setdefault(ev.source_ip, ScopeRow())
+        elif matched.scope == "pool" and ev.pool:
+            scope = row.pools.setdefault(ev.pool, ScopeRow())
         hits, triggered = record(Hits(tuple(scope.hits.get(matched.name, ()))), matched, now)
         scope.hits[matched.name] = list(hits.times)
         if triggered:
@@ -119,6 +125,8 @@ def apply_command(row: Row, cmd: ControlCommand, kb: KnowledgeBase, now: float) 
     scope = row.whole
     if cmd.source_ip:
         scope = row.ips.setdefault(cmd.source_ip, ScopeRow())
+    elif cmd.pool:
+        scope = row.pools.setdefault(cmd.pool, ScopeRow())
     if cmd.action is ControlAction.PAUSE:
         scope.paused = True
     elif cmd.action is ControlAction.RESUME:
@@ -128,7 +136,7 @@ def apply_command(row: Row, cmd: ControlCommand, kb: KnowledgeBase, now: float) 
         scope.lock_reason = None
         scope.lock_reply = None
         scope.hits = {}
-        if not cmd.source_ip:
+        if not cmd.source_ip and not cmd.pool:
             row.throttle_until = None
             row.throttle_rate = None
             row.max_connections = None
@@ -146,7 +154,8 @@ def apply_command(row: Row, cmd: ControlCommand, kb: KnowledgeBase, now: float) 
 
 
 def states_of(row: Row, rule: EffectiveRule, now: float) -> list[IspState]:
-    """The IspState records to publish for this row (whole ISP + each source IP scope)."""
+    """The IspState records to publish for this row: the whole ISP, then each source IP and
+    each pool that has a scope of its own."""
     speed = row.speed["speed"] if row.speed else (rule.speed.start or rule.speed.min)
     # a live edit narrows the bounds at once, not only at the next delivery event
     speed = min(max(speed, rule.speed.min), rule.speed.max)
@@ -164,6 +173,10 @@ def states_of(row: Row, rule: EffectiveRule, now: float) -> list[IspState]:
         updated_at=0.0)]
     for ip, sc in sorted(row.ips.items()):
         out.append(IspState(isp=row.isp, source_ip=ip, paused=sc.paused,
+                            locked_until=sc.locked_until, lock_reason=sc.lock_reason,
+                            lock_reply=sc.lock_reply, updated_at=0.0))
+    for pool, sc in sorted(row.pools.items()):
+        out.append(IspState(isp=row.isp, pool=pool, paused=sc.paused,
                             locked_until=sc.locked_until, lock_reason=sc.lock_reason,
                             lock_reply=sc.lock_reply, updated_at=0.0))
     return out

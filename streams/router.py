@@ -84,7 +84,8 @@ class Router:
             if len(data.encode()) > self._c.delivery.max_message_bytes:
                 raise InputError(f"message is {len(data.encode())} bytes; the limit is "
                                  f"{self._c.delivery.max_message_bytes}")
-            if msg.pool is not None and self._c.pool(msg.pool) is None:
+            pool = self._c.pool(msg.pool)
+            if msg.pool is not None and pool is None:
                 raise InputError(f"unknown pool {msg.pool!r}")
         except (ValidationError, InputError) as e:
             reason = _reason(e)
@@ -99,7 +100,9 @@ class Router:
         env = Envelope(
             id=msg_id, sender=msg.from_, rcpt=f"{local}@{domain}", domain=domain,
             isp=self._isp_for(domain, ()),  # member domains known without DNS
-            data=data, pool=msg.pool, campaign=msg.campaign, meta=msg.meta,
+            # the pool by name, also when the message named none (the default pool): rules
+            # and locks narrowed per pool key on it
+            data=data, pool=pool.name if pool else msg.pool, campaign=msg.campaign, meta=msg.meta,
             expires_at=msg.expires_at.timestamp() if msg.expires_at else None,
             accepted_at=now, routed_at=now)
         if env.expires_at is not None and env.expires_at <= now:

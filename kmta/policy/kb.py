@@ -9,6 +9,14 @@ Lists are replaced, except ``replies``, which are concatenated specific-first: l
 override.isp.X, shipped.isp.X, override.default, shipped.default (a catch-all placed first would
 pre-empt specific rules, KumoMTA PR #531). A reply rule whose ``name`` repeats an earlier one is
 dropped, so an override replaces a shipped rule by reusing its name.
+
+Rules narrowed to a source-IP pool (``pools.<P>`` tables, in ``[default]`` for every ISP or in
+``[isp.X]``) are merged after all of that, in the same order::
+
+    ... <- live <- default.pools.P (shipped, override) <- isp.X.pools.P (shipped, override)
+        <- live.pools.P
+
+so a warm-up pool's ``speed.max`` caps even an ISP whose own rule allows more.
 """
 
 from __future__ import annotations
@@ -117,6 +125,16 @@ def _clamp_start(speed: dict[str, Any]) -> dict[str, Any]:
     return speed
 
 
+def _clamp_min(speed: dict[str, Any]) -> dict[str, Any]:
+    """A more specific layer that lowers ``max`` below an inherited ``min`` (a warm-up pool's
+    cap of 3 under a shipped minimum of 5) narrows the range to that cap instead of failing."""
+    low, high = speed.get("min"), speed.get("max")
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high))
+    if numbers and low > high:  # type: ignore[operator]
+        speed = {**speed, "min": high}
+    return speed
+
+
 def _list(value: Any) -> list[Any]:
     """``value`` when it is a list, else [] (the schema check reports the wrong type)."""
     return value if isinstance(value, list) else []
@@ -207,6 +225,11 @@ def _layer_problems(
                 f"{at}.category: unknown category {category!r} "
                 f"(known: {', '.join(sorted(CATEGORIES))})"
             )
+    pools = layer.get("pools")
+    if isinstance(pools, dict):
+        for pool, pool_layer in pools.items():
+            problems += _layer_problems(label, pool_layer, (*where, "pools", str(pool)),
+                                        is_default=False)
     for i, pattern in enumerate(_list(layer.get("mx"))):
         if isinstance(pattern, str) and not pattern.strip(". *"):
             problems.append(f"{label}: {loc}.mx[{i}]: pattern {pattern!r} matches every host")
@@ -224,7 +247,7 @@ class KnowledgeBase:
         names = list(_table(shipped, "isp"))
         names += [n for n in _table(override, "isp") if n not in names]
         self._names = names
-        self._cache: dict[str, EffectiveRule] = {}
+        self._cache: dict[tuple[str, str | None], EffectiveRule] = {}
         self._domains: dict[str, str] = {}
         self._mx: list[tuple[str, tuple[str, ...]]] = []
         for name in names:
@@ -290,19 +313,38 @@ class KnowledgeBase:
         return problems
 
     def _merged_problems(self) -> list[str]:
-        """Cross-field checks on each merged rule; problems of [default] are reported once."""
+        """Cross-field checks on each merged rule (every ISP, alone and with each pool it has
+        rules for); a problem of [default] is reported once, not again for every ISP."""
         base = self._check(None, None)
+        for pool in self._pool_names(None, None):
+            base += [p for p in self._check(None, None, pool) if p not in base]
         problems = [f"merged rules: {p}" for p in base]
         for name in self._names:
+            seen: list[str] = []
+            for pool in (None, *self._pool_names(name, None)):
+                seen += [p for p in self._check(name, None, pool) if p not in seen]
             problems += [
-                f"merged rules: {p}"
-                for p in self._check(name, None)
-                if p.replace(f"isp.{name}.", "default.", 1) not in base
+                f"merged rules: {p}" for p in seen
+                if p.replace(f"isp.{name}", "default", 1) not in base
             ]
         return problems
 
+    def _pool_names(self, isp: str | None, live: Mapping[str, Any] | None) -> list[str]:
+        """Pools that have rules of their own for ``isp`` (its tables and [default]'s)."""
+        layers = [_table(self._shipped, "default"), _table(self._override, "default")]
+        if isp is not None:
+            layers += [_table(self._shipped, "isp", isp), _table(self._override, "isp", isp)]
+        if live:
+            layers.append(dict(live))
+        names: list[str] = []
+        for layer in layers:
+            names += [str(n) for n in _table(layer, "pools") if str(n) not in names]
+        return names
+
     # ---- merging ----------------------------------------------------------------------------
-    def _raw(self, isp: str | None, live: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _raw(
+        self, isp: str | None, live: Mapping[str, Any] | None, pool: str | None = None
+    ) -> dict[str, Any]:
         layers = [_table(self._shipped, "default"), _table(self._override, "default")]
         layers = [
             {k: v for k, v in layer.items() if k not in _DEFAULT_ONLY_FORBIDDEN} for layer in layers
@@ -311,15 +353,23 @@ class KnowledgeBase:
             layers += [_table(self._shipped, "isp", isp), _table(self._override, "isp", isp)]
         if live:
             layers.append(dict(live))
+        # a pool narrows the ISP's whole rule: its tables come after every ISP layer, in the
+        # same order ([default] pool, shipped, override, live)
+        pool_layers = [_table(layer, "pools", pool) for layer in layers] if pool else []
+        layers = [{k: v for k, v in layer.items() if k != "pools"} for layer in layers]
+        layers += pool_layers
         merged: dict[str, Any] = {}
-        start_layer = bounds_layer = -1
+        start_layer = min_layer = max_layer = -1
         for i, layer in enumerate(layers):
             merged = _merge(merged, layer)
             speed = layer.get("speed")
             if isinstance(speed, Mapping):
                 start_layer = i if "start" in speed else start_layer
-                bounds_layer = i if ("min" in speed or "max" in speed) else bounds_layer
-        if bounds_layer > start_layer:
+                min_layer = i if "min" in speed else min_layer
+                max_layer = i if "max" in speed else max_layer
+        if max_layer > min_layer:
+            merged["speed"] = _clamp_min(merged["speed"])
+        if max(min_layer, max_layer) > start_layer:
             merged["speed"] = _clamp_start(merged["speed"])
         replies: list[Any] = []
         names: set[str] = set()
@@ -334,17 +384,23 @@ class KnowledgeBase:
         merged["replies"] = replies
         return merged
 
-    def _check(self, isp: str | None, live: Mapping[str, Any] | None) -> list[str]:
+    def _check(
+        self, isp: str | None, live: Mapping[str, Any] | None, pool: str | None = None
+    ) -> list[str]:
         """Problems of the merged rule (only the cross-field ones when ``live`` is None)."""
         try:
-            self._effective(isp, live)
+            self._effective(isp, live, pool)
         except _Invalid as e:
             return list(e.problems)
         return []
 
-    def _effective(self, isp: str | None, live: Mapping[str, Any] | None) -> EffectiveRule:
-        merged = self._raw(isp, live)
+    def _effective(
+        self, isp: str | None, live: Mapping[str, Any] | None, pool: str | None = None
+    ) -> EffectiveRule:
+        merged = self._raw(isp, live, pool)
         where = f"isp.{isp}" if isp is not None else "default"
+        if pool:
+            where += f" (pool {pool})"
         # Each section on its own, so that one bad section does not hide the others' problems.
         errors: list[Any] = []
         sections: dict[str, Any] = {}
@@ -421,21 +477,26 @@ class KnowledgeBase:
         """Queue partitions of an ISP of its own (default 1); 0 for unknown ISPs (shared)."""
         return self.effective(isp).partitions
 
-    def effective(self, isp: str, live: Mapping[str, Any] | None = None) -> EffectiveRule:
+    def effective(
+        self, isp: str, live: Mapping[str, Any] | None = None, pool: str | None = None
+    ) -> EffectiveRule:
         """The merged, validated rule for ``isp`` (an ISP name, or an unknown domain, which
-        gets ``[default]``); ``live`` is a partial IspRule dict from an operator edit."""
-        if not live and isp in self._cache:
-            return self._cache[isp]
+        gets ``[default]``); ``live`` is a partial IspRule dict from an operator edit; ``pool``
+        narrows it with the pool's tables (``pools.<pool>``), if any."""
+        key = (isp, pool or None)
+        if not live and key in self._cache:
+            return self._cache[key]
         try:
-            rule = self._effective(isp, live)
+            rule = self._effective(isp, live, pool or None)
         except _Invalid as e:
+            where = f"{isp} (pool {pool})" if pool else isp
             raise RulesError(
-                [f"rules for {isp}: {p}" for p in e.problems] or [f"rules for {isp}: invalid"]
+                [f"rules for {where}: {p}" for p in e.problems] or [f"rules for {where}: invalid"]
             ) from None
         if not live:
             if len(self._cache) >= _CACHE_SIZE:  # unknown domains are ISPs too: keep it bounded
                 self._cache.clear()
-            self._cache[isp] = rule
+            self._cache[key] = rule
         return rule
 
     def validate_live(self, isp: str, live: Mapping[str, Any]) -> EffectiveRule:
@@ -444,10 +505,19 @@ class KnowledgeBase:
         if not isinstance(live, Mapping):
             raise RulesError([f"live edit for {isp}: must be a table, got {type(live).__name__}"])
         problems = _layer_problems("live edit", dict(live), ("isp", isp), is_default=False)
-        try:
-            self._effective(isp, live)
-        except _Invalid as e:
-            problems += [f"live edit: {p}" for p in e.problems]
+        if "pools" in live:
+            # the merge below reads only tables; a pools value of the wrong shape is said here
+            try:
+                IspRule.model_validate({"pools": live["pools"]})
+            except ValueError as e:
+                problems += [p for p in _schema_problems("live edit", [
+                    x for x in _errors(e) if len(x["loc"]) <= 2], {"pools": live["pools"]})]
+        for pool in (None, *self._pool_names(isp, live)):
+            try:
+                self._effective(isp, live, pool)
+            except _Invalid as e:
+                problems += [f"live edit: {p}" for p in e.problems if f"live edit: {p}"
+                             not in problems]
         if problems:
             raise RulesError(problems)
         return self._effective(isp, live)

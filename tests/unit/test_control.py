@@ -35,7 +35,6 @@ def test_signed_roundtrip_and_secretstr() -> None:
         "yahoo",
         "bob",
         rules={"speed": {"max": 5}},
-        source_ip="192.0.2.1",
         reason="test",
         now=NOW,
         secret=SECRET,
@@ -44,6 +43,31 @@ def test_signed_roundtrip_and_secretstr() -> None:
     verify(cmd, SECRET)
     verify(cmd, SecretStr(SECRET))
     assert parse_command(cmd.to_json(), SecretStr(SECRET)) == cmd
+    for scope in ({"source_ip": "192.0.2.1"}, {"pool": "warmup"}):
+        scoped = make_command(ControlAction.PAUSE, "yahoo", "bob", now=NOW, secret=SECRET,
+                              **scope)
+        assert parse_command(scoped.to_json(), SecretStr(SECRET)) == scoped
+        # the scope is signed: moving a signed pause to another scope breaks the signature
+        other = scoped.model_copy(update={"pool": "main", "source_ip": None})
+        with pytest.raises(ControlError, match="bad signature"):
+            parse_command(other.to_json(), SECRET)
+
+
+@pytest.mark.parametrize(("fields", "error"), [
+    ({"action": "pause", "source_ip": "192.0.2.1", "pool": "warmup"}, "not both"),
+    ({"action": "clear", "pool": "warmup"}, "clear applies to a whole ISP, not a pool"),
+    ({"action": "set_rules", "rules": {"speed": {"max": 5}}, "source_ip": "192.0.2.1"},
+     "rule edits apply to a whole ISP"),
+    ({"action": "reset_rules", "pool": "warmup"}, "rule edits apply to a whole ISP"),
+])
+def test_scope_mistakes_are_refused_on_both_ends(fields: dict, error: str) -> None:
+    action = fields.pop("action")
+    with pytest.raises(ControlError, match=error):
+        make_command(action, "yahoo", "bob", now=NOW, **fields)
+    raw = {"id": "x1", "action": action, "isp": "yahoo", "actor": "bob", "timestamp": NOW,
+           **fields}
+    with pytest.raises(ControlError, match=error):
+        parse_command(json.dumps(raw), None)
 
 
 def test_canonical_is_sorted_compact_without_signature() -> None:

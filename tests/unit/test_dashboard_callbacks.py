@@ -128,7 +128,6 @@ def test_pause_sends_pause_for_selected_isp() -> None:
     [
         ("btn-resume", ControlAction.RESUME),
         ("btn-unlock", ControlAction.UNLOCK),
-        ("confirm-clear", ControlAction.CLEAR),
     ],
 )
 def test_other_actions_with_source_ip(trigger: str, action: ControlAction) -> None:
@@ -137,6 +136,14 @@ def test_other_actions_with_source_ip(trigger: str, action: ControlAction) -> No
     assert [(c.action, c.source_ip, c.reason) for c in rec.sent] == [
         (action, "192.0.2.7", "after block notice")
     ]
+
+
+def test_clear_of_one_source_ip_is_refused_before_sending() -> None:
+    # messages are bound to a source IP only when one sends them: a clear is per ISP
+    app, rec = make()
+    out = app.kmta.action("confirm-clear", "gmail", "192.0.2.7", None, "admin")
+    assert rec.sent == []
+    assert out.className != "status-ok" and "not a source IP" in text(out)
 
 
 def test_no_isp_selected_sends_nothing() -> None:

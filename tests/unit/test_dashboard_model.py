@@ -195,6 +195,22 @@ def test_lock_pause_speed_from_state() -> None:
     assert b.speed_series("gmail", T0 + 30)["points"] == [(T0 + 30, 10), (T0 + 60, 20)]
 
 
+def test_pool_scopes_are_shown_apart_from_the_whole_isp() -> None:
+    b = Board()
+    b.apply_state(IspState(isp="gmail", speed=10, updated_at=T0))
+    b.apply_state(IspState(isp="gmail", pool="warm", locked_until=T0 + 300,
+                           lock_reason="warm-block", updated_at=T0 + 10))
+    b.apply_state(IspState(isp="gmail", pool="main", paused=True, updated_at=T0 + 10))
+    g = row(b, "gmail", 20)
+    assert not g["locked"] and not g["paused"]  # the whole ISP is neither
+    assert (g["locked_ips"], g["paused_ips"]) == ("pool warm", "pool main")
+    # a later whole-ISP lock is a lock interval of its own, not the pool's extended
+    b.apply_state(IspState(isp="gmail", speed=10, locked_until=T0 + 100, lock_reason="isp",
+                           updated_at=T0 + 20))
+    assert [(lo - T0, hi - T0, label) for lo, hi, label in b.speed_series("gmail", T0)["locks"]
+            ] == [(10, 300, "pool warm: warm-block"), (20, 100, "isp")]
+
+
 def test_unlock_closes_the_lock_interval() -> None:
     b = Board()
     b.apply_state(

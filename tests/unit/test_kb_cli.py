@@ -45,3 +45,16 @@ def test_show_isp_as_json_and_toml() -> None:
 def test_show_unknown_domain_gets_default() -> None:
     code, out, err = _run("rules", "show", "example.com", "--json")
     assert code == 0 and json.loads(out)["partitions"] == 0 and "[default] applies" in err
+
+
+def test_show_narrowed_for_a_pool(tmp_path) -> None:  # noqa: ANN001
+    override = tmp_path / "local.toml"
+    override.write_text('[default.pools.warm]\nspeed = { max = 20 }\n'
+                        '[isp.gmail.pools.warm.sending]\nmax_connections = 2\n')
+    code, out, _ = _run("rules", "show", "gmail", "--json", "--override", str(override),
+                        "--pool", "warm")
+    data = json.loads(out)
+    assert code == 0 and data["pool"] == "warm"
+    assert data["speed"]["max"] == 20 and data["sending"]["max_connections"] == 2
+    code, out, _ = _run("rules", "show", "gmail", "--json", "--override", str(override))
+    assert json.loads(out)["speed"]["max"] == 1200 and "pool" not in json.loads(out)

@@ -113,7 +113,8 @@ def test_routed_to_the_isp_queue_partition_with_a_queued_event(h: Harness) -> No
         "m-1", "news@shop.example", "ann@gmail.com", "gmail.com", "gmail")
     assert env.mx == GMAIL_MX and env.mx_ttl == 300 and env.mx_resolved_at == NOW
     assert env.accepted_at == env.routed_at == NOW and env.attempt == 0
-    assert env.campaign == "spring" and env.meta == {"u": 1} and env.pool is None
+    assert env.campaign == "spring" and env.meta == {"u": 1}
+    assert env.pool == "default"  # named, though the message named none
     assert env.data.startswith(f"{TRACE_HEADER}: m-1\r\n")
     assert "Message-ID: <m-1@shop.example>" in env.data  # in the sender's domain
     (ev,) = events(outs)
@@ -149,10 +150,12 @@ def test_idn_recipient_domain_is_routed_as_its_a_label(h: Harness) -> None:
     assert h.resolver.asked == ["xn--bcher-kva.example"]
 
 
-@pytest.mark.parametrize("pool", [None, "default", "bulk"])
-def test_known_pools(h: Harness, pool: str | None) -> None:
+@pytest.mark.parametrize(("pool", "named"), [(None, "default"), ("default", "default"),
+                                             ("bulk", "bulk")])
+def test_known_pools(h: Harness, pool: str | None, named: str) -> None:
     outs = h.route(msg(pool=pool) if pool else msg())
-    assert Envelope.model_validate_json(outs[0].value).pool == pool
+    assert Envelope.model_validate_json(outs[0].value).pool == named
+    assert DeliveryEvent.model_validate_json(outs[1].value).pool == named
 
 
 def test_data_message_passes_through(h: Harness) -> None:
