@@ -12,6 +12,7 @@ import threading
 import time
 
 import faust
+import mode
 
 from kmta.config import Config
 from kmta.control import parse_command
@@ -150,12 +151,23 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
         for f in futs:
             await f
 
-    @app.task
-    async def start_views() -> None:
-        await suppressed.start()
-        await states.start()
-        await delay.start()
-        await route.start()  # outbox -> queue on a consumer of its own (see streams/ingest.py)
+    @app.service
+    class Edges(mode.Service):
+        """The worker's consumers beside faust's: the views, the delay scheduler and the route
+        loop (outbox -> queue, see streams/ingest.py). Started and stopped with the app, so a
+        SIGTERM lets the route loop finish and commit its batch."""
+
+        async def on_start(self) -> None:
+            await suppressed.start()
+            await states.start()
+            await delay.start()
+            await route.start()
+
+        async def on_stop(self) -> None:
+            await route.stop()
+            await delay.stop()
+            await states.stop()
+            await suppressed.stop()
 
     def publish(row: Row, now: float) -> list[Out]:
         rule = kb.effective(row.isp, row.rules)

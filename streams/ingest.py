@@ -36,6 +36,7 @@ class OutboxRoute:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer = None
         self._task: asyncio.Task | None = None
+        self._stopping = False
         self.routed = 0
 
     async def start(self) -> None:
@@ -50,9 +51,16 @@ class OutboxRoute:
         self._consumer = c
         self._task = asyncio.create_task(self._run(), name="outbox-route")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 15.0) -> None:
+        """Finish the batch being routed (its outputs written, its offsets committed), then
+        stop. Cancelling mid-batch would make the next worker route the batch again: its
+        messages would be queued, and delivered, twice."""
+        self._stopping = True
         if self._task:
-            self._task.cancel()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), grace)
+            except (TimeoutError, asyncio.CancelledError):
+                self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         if self._consumer:
             await self._consumer.stop()
@@ -68,8 +76,8 @@ class OutboxRoute:
             async with gate:
                 return await self._router.route(r.value, r.topic, r.partition, r.offset)
 
-        while True:
-            batch = await c.getmany(timeout_ms=500)
+        while not self._stopping:
+            batch = await c.getmany(timeout_ms=200)
             if not batch:
                 continue
             try:
