@@ -9,6 +9,7 @@ import copy
 import time
 
 from tests.harness import FAST_RULES, messages, wait_for
+from tests.integration.test_control_cli import kmta
 
 LOCK_SECONDS = 20
 WARM_RATE = 4.0  # messages per second (tact 1 s) for the warm pool
@@ -75,3 +76,29 @@ def test_pool_lock_and_pool_speed_cap(pipeline_factory) -> None:
     assert len(accepted) == 20
     rate = (len(accepted) - 1) / (accepted[-1] - accepted[0])
     assert rate <= WARM_RATE * 1.3, f"warm pool sent {rate:.1f}/s over its cap {WARM_RATE}/s"
+
+
+def test_operator_pauses_one_pool_from_the_cli(pipeline_factory) -> None:
+    p = pipeline_factory(pools=[{"name": "warm", "source_ips": [WARM]},
+                                {"name": "main", "source_ips": [MAIN]}])
+    p.start(senders=1)
+    typo = kmta(p, "pause", "gmail", "--pool", "mian")
+    assert typo.returncode != 0 and "unknown pool 'mian'" in typo.stderr
+
+    done = kmta(p, "pause", "gmail", "--pool", "main", "--reason", "test")
+    assert done.returncode == 0 and "applied pause gmail (pool main)" in done.stdout, done
+    paused_at = time.time()
+    main_ids = p.produce(messages(10, ["gmail.com"], prefix="m", pool="main"))
+    warm_ids = p.produce(messages(10, ["gmail.com"], prefix="w", pool="warm"))
+    warm_finals = p.wait_finals(warm_ids, 60)
+    assert {f["status"] for f in warm_finals.values()} == {"delivered"}
+    # the warm pool went while the main pool's messages waited, without a connection
+    time.sleep(2.0)
+    assert not [e for e in p.results() if e["id"] in set(main_ids) and e["final"]]
+    assert not [e for e in p.sim_events() if e["event"] == "connect" and e["ip"] == MAIN
+                and e["time"] >= paused_at]
+
+    assert kmta(p, "resume", "gmail", "--pool", "main").returncode == 0
+    main_finals = p.wait_finals(main_ids, 90)
+    assert {f["status"] for f in main_finals.values()} == {"delivered"}
+    assert {f["source_ip"] for f in main_finals.values()} == {MAIN}
