@@ -75,6 +75,8 @@ class DelayScheduler:
         c = AIOKafkaConsumer(
             *self._tiers, bootstrap_servers=self._c.kafka.bootstrap_servers,
             group_id=f"{self._c.kafka.topic_prefix}delay", enable_auto_commit=False,
+            # senders park envelopes here in their transactions: an aborted one must not wake
+            isolation_level="read_committed",
             auto_offset_reset="earliest", max_poll_records=2000, fetch_max_wait_ms=200)
         await c.start()
         self._consumer = c
