@@ -65,6 +65,7 @@ class _Reader:
             group_id=None,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            isolation_level="read_committed",  # results come in the senders' transactions
         )
         self.assigned: set[TopicPartition] = set()
 

@@ -95,8 +95,10 @@ class ResultCollector:
 
     async def start(self, from_beginning: bool = False) -> None:
         topic = self.config.topic("results")
+        # results are written in the senders' transactions: read only committed ones
         c = AIOKafkaConsumer(bootstrap_servers=self.config.kafka.bootstrap_servers,
-                             enable_auto_commit=False, fetch_max_wait_ms=100)
+                             enable_auto_commit=False, fetch_max_wait_ms=100,
+                             isolation_level="read_committed")
         await c.start()
         tps = await topic_partitions(self.config, [topic])
         c.assign(tps)

@@ -15,6 +15,11 @@ import time
 from collections.abc import Iterable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import (
+    OutOfOrderSequenceNumber,
+    ProducerFenced,
+    TransactionalIdAuthorizationFailed,
+)
 from aiokafka.structs import OffsetAndMetadata
 
 from kmta.config import Config
@@ -35,6 +40,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SenderNode"]
 
+TXN_TIMEOUT_MS = 10_000  # a killed node's open transaction blocks read-committed readers this long
 REVOKE_GRACE = 10.0  # seconds a rebalance waits for in-flight deliveries to be written
 PARK_HELD_AFTER = 30.0  # a lane blocked at least this long parks what it holds (see _park_held)
 
@@ -63,6 +69,9 @@ class SenderNode:
         self.classifier = Classifier.load()
         self.rng = random.Random()
         self.producer = None  # created in run(): aiokafka needs the running loop
+        self.stats_producer = None
+        self._pending: list[tuple[TopicPartition, int, list[Out]]] = []
+        self._txn_lock = asyncio.Lock()
         self.states = CompactedView(config, config.topic("state"), self._decode_state,
                                     self._state_changed)
         self.consumer: AIOKafkaConsumer | None = None
@@ -79,18 +88,25 @@ class SenderNode:
         self._arrived: dict[tuple[str, str | None], asyncio.Event] = {}
         self._stopping = False
         self._queue_topic = config.topic("queue")
+        self._group = f"{config.kafka.topic_prefix}senders"
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
         # outcomes are written off the delivery path (see _outcome): a longer linger batches
         # them into fewer produce requests (measured: less broker and worker CPU per message)
-        self.producer = make_producer(self.c, linger_ms=20)
+        # outcomes and queue offsets are written together, in Kafka transactions (see
+        # _flush); node heartbeats go on a plain producer, outside them
+        self.producer = make_producer(
+            self.c, linger_ms=20, transactional_id=f"{self.c.kafka.topic_prefix}sender.{self.node}",
+            transaction_timeout_ms=TXN_TIMEOUT_MS)
         await self.producer.start()
+        self.stats_producer = make_producer(self.c)
+        await self.stats_producer.start()
         await self.states.start()
         await asyncio.wait_for(self.states.ready.wait(), 60)
         self.consumer = AIOKafkaConsumer(
             bootstrap_servers=self.c.kafka.bootstrap_servers,
-            group_id=f"{self.c.kafka.topic_prefix}senders", client_id=self.node,
+            group_id=self._group, client_id=self.node,
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=500, fetch_max_wait_ms=100, fetch_min_bytes=64 * 1024,
             max_partition_fetch_bytes=4 * 1024 * 1024,
@@ -118,6 +134,7 @@ class SenderNode:
             await self.consumer.stop()
             await self.states.stop()
             await self.producer.stop()
+            await self.stats_producer.stop()
 
     async def _drain(self, timeout: float) -> None:
         """Stop taking new messages; let in-flight deliveries finish and be written."""
@@ -466,55 +483,78 @@ class SenderNode:
 
     # -- writing outcomes, then committing ---------------------------------------------------
     def _write(self, tp: TopicPartition, offset: int, outs: list[Out]) -> None:
-        self.in_flight += 1  # counted from now on: flow control and the drain at stop see it
-        item_task = asyncio.create_task(self._write_offset(tp, offset, outs))
-        self._tasks.add(item_task)
-        item_task.add_done_callback(self._tasks.discard)
+        """Queue a message's outcome (its result event, its envelope in a delay topic) for the
+        next transaction, which also commits its queue offset."""
+        self.in_flight += 1  # counted until written: flow control and the drain at stop see it
+        self._pending.append((tp, offset, outs))
+        self._commit_wanted.set()
 
-    async def _write_offset(self, tp: TopicPartition, offset: int, outs: list[Out]) -> None:
-        try:
+    async def _flush(self) -> None:
+        """Write every pending outcome and commit the queue offsets they complete in one Kafka
+        transaction. Readers of the results and delay topics read committed records only, so
+        an outcome whose offset was not committed (a sender killed in between) is never seen:
+        the next owner of the partition delivers the message again and its outcome is the only
+        one (exactly one final event per id; the SMTP side may still see that message twice)."""
+        async with self._txn_lock:
+            batch, self._pending = self._pending, []
+            if not batch and not self._commit_behind():
+                return
+            for tp, offset, _ in batch:
+                tracker = self.trackers.get(tp)
+                if tracker is not None:
+                    tracker.done(offset)
             while True:
+                offsets = self._committable()
                 try:
-                    futs = [await self.producer.send(o.topic, o.value, key=o.key,
-                                                     partition=o.partition) for o in outs]
+                    async with self.producer.transaction():
+                        futs = [await self.producer.send(o.topic, o.value, key=o.key,
+                                                         partition=o.partition)
+                                for _, _, outs in batch for o in outs]
+                        if offsets:
+                            await self.producer.send_offsets_to_transaction(
+                                offsets, self._group)
                     await asyncio.gather(*futs)
                     break
-                except Exception:  # noqa: BLE001 - retry: the outcome must be written
-                    log.exception("writing an outcome failed; retrying")
+                except (ProducerFenced, OutOfOrderSequenceNumber, TransactionalIdAuthorizationFailed):
+                    log.critical("this node's transactional id was taken over: stopping")
+                    raise
+                except Exception:  # noqa: BLE001 - aborted: write the same batch again
+                    log.exception("writing outcomes failed; retrying")
                     await asyncio.sleep(1.0)
-            tracker = self.trackers.get(tp)
-            if tracker is not None:
-                tracker.done(offset)
-                self._commit_wanted.set()
-        finally:
-            self.in_flight -= 1
+            for tp, om in offsets.items():
+                tracker = self.trackers.get(tp)
+                if tracker is not None:
+                    tracker.committed = om.offset
+            self.in_flight -= len(batch)
+
+    def _committable(self) -> dict[TopicPartition, OffsetAndMetadata]:
+        """Commit points that moved, of partitions this node still owns (a transaction's offset
+        commit carries no group generation: never commit for a partition given away)."""
+        c = self.consumer
+        assigned = c.assignment() if c is not None else set()
+        return {tp: OffsetAndMetadata(tr.committable, "") for tp, tr in self.trackers.items()
+                if tr.committable is not None and tr.committable != tr.committed
+                and tp in assigned}
+
+    def _commit_behind(self) -> bool:
+        return bool(self._committable())
 
     async def _commit(self) -> None:
-        c = self.consumer
-        if c is None:
-            return
-        offsets = {}
-        assigned = c.assignment()
-        for tp, tr in self.trackers.items():
-            if tr.committable is not None and tr.committable != tr.committed and tp in assigned:
-                offsets[tp] = OffsetAndMetadata(tr.committable, "")
-        if not offsets:
-            return
-        try:
-            await c.commit(offsets)
-            for tp, om in offsets.items():
-                self.trackers[tp].committed = om.offset
-        except Exception as e:  # noqa: BLE001 - rebalancing; the next commit catches up
-            log.warning("commit failed: %s", e)
+        await self._flush()
 
     async def _commit_loop(self) -> None:
-        """Commit as soon as a commit point moves (one commit in flight at a time): the window
-        in which an outcome is written but its offset not yet committed, which a crash turns
-        into a second delivery, stays one commit round trip long."""
+        """Write as soon as there is something to write (one transaction at a time; what
+        arrives meanwhile goes into the next): the window in which a delivered message has no
+        written outcome stays about one transaction long."""
         while True:
             await self._commit_wanted.wait()
             self._commit_wanted.clear()
-            await self._commit()
+            try:
+                await self._flush()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - fenced: nothing more may be written
+                os._exit(3)
 
     async def _tick_loop(self) -> None:
         """Locks end by themselves: re-check blocked lanes and paused partitions."""
@@ -553,8 +593,8 @@ class SenderNode:
                           isps=isps, delivered_total=self.delivered,
                           attempts_total=self.attempts, started_at=self.started_at,
                           timestamp=now, stopping=stopping)
-        await self.producer.send_and_wait(self.c.topic("nodes"), stats.to_json(),
-                                          key=self.node.encode())
+        await self.stats_producer.send_and_wait(self.c.topic("nodes"), stats.to_json(),
+                                                key=self.node.encode())
 
 
 async def lane_connect(transport: Transport, env: Envelope, ip: str | None, sending) -> object:  # noqa: ANN001

@@ -251,7 +251,7 @@ class Pipeline:
 
         async def go() -> list[dict]:
             c = AIOKafkaConsumer(bootstrap_servers=self.config.kafka.bootstrap_servers,
-                                 enable_auto_commit=False)
+                                 enable_auto_commit=False, isolation_level="read_committed")
             await c.start()
             try:
                 tps = await topic_partitions(self.config, [self.config.topic(topic)])

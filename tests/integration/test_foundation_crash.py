@@ -1,20 +1,16 @@
 """Crashes lose nothing: a sender killed with SIGKILL mid-run, and a worker restarted mid-stream.
 
-Every id still ends with a final event, delivered. A queue offset is committed only after its
-outcome is written, so what a dead sender had not finished is delivered by the next owner of its
-partitions: the SMTP side may see such a message twice, and only those. The same holds for an
-outcome written but not yet committed (a commit follows within one round trip): that message is
-delivered and
-reported again, so its id gets a second final event; the sender test reports that as an
-expected failure (exactly one final event per id needs transactions or a takeover check).
+Every id still ends with a final event, delivered. A sender writes outcomes and commits queue
+offsets in one Kafka transaction, and readers of the results read committed records only, so
+what a dead sender had not committed is delivered by the next owner of its partitions and its
+outcome is the only one seen: exactly one final event per id. The SMTP side may see such a
+message twice (it was accepted, then the sender died before its transaction committed).
 """
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import Counter
-
-import pytest
 
 from kmta.sendtool import ResultCollector
 from tests.harness import Pipeline, messages, wait_for
@@ -82,13 +78,10 @@ def test_sender_killed_mid_run_loses_nothing(pipeline_factory) -> None:
     # the killed node had delivered, and the survivors (whichever the group gave its
     # partitions to) finished its share
     assert by_node["sender-1"] > 0 and by_node["sender-2"] + by_node["sender-3"] > 0
-    # only what was in flight (at most 5 lanes x 2 source IPs x 8 connections) or written but
-    # not yet committed (one commit round trip of one node's deliveries)
+    # only what was in flight (at most 5 lanes x 2 source IPs x 8 connections) or accepted
+    # but not yet in a committed transaction (about one transaction of one node's deliveries)
     assert twice_smtp <= 200, twice_smtp
-    if twice_final:
-        pytest.xfail(f"{twice_final} ids got a second final event: an outcome written by the "
-                     "killed sender whose queue offset was not yet committed is delivered again "
-                     "by the next owner (at-least-once; exactly once needs transactions)")
+    assert twice_final == 0, f"{twice_final} ids got a second final event"
 
 
 def test_worker_restarts_mid_stream_lose_nothing(pipeline_factory) -> None:
