@@ -41,6 +41,7 @@ log = logging.getLogger(__name__)
 __all__ = ["SenderNode"]
 
 TXN_TIMEOUT_MS = 10_000  # a killed node's open transaction blocks read-committed readers this long
+TXN_LINGER = 0.1  # seconds outcomes gather before a transaction (fewer, larger transactions)
 REVOKE_GRACE = 10.0  # seconds a rebalance waits for in-flight deliveries to be written
 PARK_HELD_AFTER = 30.0  # a lane blocked at least this long parks what it holds (see _park_held)
 
@@ -548,6 +549,7 @@ class SenderNode:
         written outcome stays about one transaction long."""
         while True:
             await self._commit_wanted.wait()
+            await asyncio.sleep(TXN_LINGER)  # gather more outcomes into the transaction
             self._commit_wanted.clear()
             try:
                 await self._flush()
