@@ -28,6 +28,13 @@ __all__ = ["Item", "Lane", "LocalLock", "connection_share"]
 # operator unlocked in the meantime).
 CONFIRM_GRACE = 5.0
 
+# A throttle reply slows the replying source IP at once, to this share of its rate, until the
+# brain's lower speed arrives (or LOCAL_SLOW_GRACE passes): the brain answers within some
+# hundreds of milliseconds, and a provider counting throttled attempts (Yahoo's TSS04 ->
+# TS03 block) counts every one sent at the old speed meanwhile.
+LOCAL_SLOW = 0.5
+LOCAL_SLOW_GRACE = 2.0
+
 POOL = "@pool"  # the key of a pool-scope lock among a lane's provisional locks (not an IP)
 
 
@@ -75,6 +82,8 @@ class Lane:
     # provisional locks: key None = the whole ISP, POOL = this lane's pool, else a source IP
     local_locks: dict[str | None, LocalLock] = field(default_factory=dict)
     local_hits: dict[tuple[str, str | None], Hits] = field(default_factory=dict)
+    # source IP -> (when a throttle reply slowed it, the whole-ISP speed then)
+    local_slow: dict[str | None, tuple[float, float]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pacers: dict[str | None, Pacer] = {}
@@ -162,17 +171,20 @@ class Lane:
 
     def refresh(self) -> None:
         """Apply the current speed to every source IP's pacer; forget ended local locks."""
-        rate = self.ip_rate()
-        for ip in self.source_ips:
-            pacer = self.pacers.get(ip)
-            if pacer is None:
-                self.pacers[ip] = Pacer(rate)
-                self.tact_conns[ip] = TactCounter(self.rule.sending.tact)
-            else:
-                pacer.rate = rate
         now = time.time()
         for key in [k for k, lk in self.local_locks.items() if lk.until <= now]:
             del self.local_locks[key]
+        for ip in [k for k, (at, _) in self.local_slow.items() if at + LOCAL_SLOW_GRACE <= now]:
+            del self.local_slow[ip]
+        rate = self.ip_rate()
+        for ip in self.source_ips:
+            ip_rate = rate * (LOCAL_SLOW if ip in self.local_slow else 1.0)
+            pacer = self.pacers.get(ip)
+            if pacer is None:
+                self.pacers[ip] = Pacer(ip_rate)
+                self.tact_conns[ip] = TactCounter(self.rule.sending.tact)
+            else:
+                pacer.rate = ip_rate
 
     def pacer(self, ip: str | None) -> Pacer:
         if ip not in self.pacers:
@@ -206,6 +218,15 @@ class Lane:
             self.local_locks[scope] = LocalLock(until=until, set_at=now)
         return True
 
+    def note_throttle(self, ip: str | None, now: float) -> bool:
+        """A provider throttled ``ip``: slow it at once (once, until the brain answers or the
+        grace passes); True when this reply slowed it."""
+        if ip in self.local_slow:
+            return False
+        self.local_slow[ip] = (now, self.speed())
+        self.refresh()
+        return True
+
     def brain_state(self, st: IspState, now: float) -> None:
         """Take a state from the brain; it confirms (or, later, contradicts) local locks."""
         scope = st.source_ip
@@ -218,6 +239,9 @@ class Lane:
             self.pool_state = st
         else:
             self.state = st
+            if st.speed is not None:  # the brain's decrease replaces the local slow-down
+                self.local_slow = {ip: v for ip, v in self.local_slow.items()
+                                   if st.speed >= v[1]}
         if st.locked(now):  # the brain's count restarted when it locked: so does ours
             self.local_hits = {k: v for k, v in self.local_hits.items() if k[1] != scope}
         local = self.local_locks.get(scope)

@@ -29,6 +29,8 @@ from kmta.policy.classify import Classifier
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
 from kmta.policy.replies import disposition, match_reply
+from kmta.policy.speed import Outcome as SpeedOutcome
+from kmta.policy.speed import outcome_for
 from schemas import DeliveryEvent, Envelope, IspLoad, IspState, NodeStats, Status
 from senders.lane import Item, Lane
 from senders.tracker import OffsetTracker
@@ -443,6 +445,11 @@ class SenderNode:
             lane.note_lock_reply(matched, ip, now)
         if matched is not None and matched.category:
             category = matched.category
+        if not outcome.accepted and outcome_for(
+                category, matched.action if matched else None,
+                temporary=reply.code is not None and 400 <= reply.code < 500,
+        ) is SpeedOutcome.THROTTLE:
+            lane.note_throttle(ip, now)
         ev = DeliveryEvent(
             id=env.id, to=env.rcpt, isp=env.isp, domain=env.domain, status=Status.DELIVERED,
             final=True, attempt=env.attempt, code=reply.code, enhanced_code=reply.enhanced_code,
