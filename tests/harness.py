@@ -316,3 +316,23 @@ class Pipeline:
 def messages(n: int, domains: list[str], prefix: str = "user", **extra: Any) -> list[dict]:
     return [{"from": "sender@kmta.test", "to": f"{prefix}{i}@{domains[i % len(domains)]}",
              "subject": f"test {i}", "text": f"body {i}\n", **extra} for i in range(n)]
+
+
+def generic_scenario(*providers: tuple[str, str, list[str]]) -> str:
+    """A scenario of generic simulated providers, ``(name, ip, domains)`` each: one provider
+    per ISP under test, so that the sim's connection log tells the ISPs apart."""
+    out = "[dns]\nttl = 60\n"
+    for name, ip, domains in providers:
+        out += (f'\n[[provider]]\nname = "{name}"\nprofile = "generic"\nip = "{ip}"\n'
+                f"domains = {json.dumps(domains)}\n")
+    return out
+
+
+def held_on_sender(p: Pipeline, isp: str) -> int:
+    """Messages of ``isp`` waiting on sender nodes that report the ISP as paused (the nodes'
+    latest heartbeats)."""
+    latest: dict[str, dict] = {}
+    for st in p.read_topic("nodes"):
+        latest[st["node"]] = st
+    loads = [n["isps"].get(isp) for n in latest.values()]
+    return sum(x["backlog"] for x in loads if x and x["paused"])

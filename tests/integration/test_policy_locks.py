@@ -5,19 +5,9 @@ from __future__ import annotations
 
 import time
 
-from tests.harness import FAST_RULES, messages, wait_for
+from tests.harness import FAST_RULES, generic_scenario, held_on_sender, messages, wait_for
 
-# One generic provider per ISP, so that the sim's connection log tells the ISPs apart.
-SCENARIO = """
-[dns]
-ttl = 60
-
-[[provider]]
-name = "lockprov"
-profile = "generic"
-ip = "127.0.1.10"
-domains = ["shop-example.test"]
-"""
+SCENARIO = generic_scenario(("lockprov", "127.0.1.10", ["shop-example.test"]))
 
 ISP = "lockisp"
 DOMAIN = "shop-example.test"
@@ -53,15 +43,6 @@ def connects(p, start: float, end: float) -> list[float]:  # noqa: ANN001
 def accepted_times(p, ids: set[str]) -> dict[str, float]:  # noqa: ANN001
     return {e["kmta_id"]: e["time"] for e in p.sim_events()
             if e["event"] == "accepted" and e.get("kmta_id") in ids}
-
-
-def held_on_sender(p) -> int:  # noqa: ANN001
-    """Messages of the ISP waiting on sender nodes that report the ISP as paused."""
-    latest: dict[str, dict] = {}
-    for st in p.read_topic("nodes"):
-        latest[st["node"]] = st
-    loads = [n["isps"].get(ISP) for n in latest.values()]
-    return sum(x["backlog"] for x in loads if x and x["paused"])
 
 
 def start_locked(p, held: int) -> tuple[float, dict, list[str]]:  # noqa: ANN001
@@ -103,7 +84,7 @@ def test_operator_unlock_ends_the_lock_early(pipeline_factory) -> None:
     until = st["locked_until"]
     assert until - began >= 590
     # the held messages reached the sender and wait there, the ISP shown paused
-    wait_for(lambda: held_on_sender(p) == len(held), 30, "the held messages on the sender")
+    wait_for(lambda: held_on_sender(p, ISP) == len(held), 30, "the held messages on the sender")
     assert connects(p, began, time.time()) == []
     assert not accepted_times(p, set(held))
     unlocked_at = time.time()

@@ -6,24 +6,10 @@ from __future__ import annotations
 
 import time
 
-from tests.harness import FAST_RULES, messages, wait_for
+from tests.harness import FAST_RULES, generic_scenario, held_on_sender, messages, wait_for
 
-SCENARIO = """
-[dns]
-ttl = 60
-
-[[provider]]
-name = "lockprov"
-profile = "generic"
-ip = "127.0.1.10"
-domains = ["shop-example.test"]
-
-[[provider]]
-name = "retryprov"
-profile = "generic"
-ip = "127.0.1.11"
-domains = ["news-example.test"]
-"""
+SCENARIO = generic_scenario(("lockprov", "127.0.1.10", ["shop-example.test"]),
+                            ("retryprov", "127.0.1.11", ["news-example.test"]))
 
 LOCK_ISP, LOCK_DOMAIN = "lockisp", "shop-example.test"
 RETRY_ISP, RETRY_DOMAIN = "retryisp", "news-example.test"
@@ -60,14 +46,6 @@ def changelog_row(p, isp: str) -> dict | None:  # noqa: ANN001
     rows = [r for r in p.read_topic("brain-isp-state-changelog")
             if isinstance(r, dict) and r.get("isp") == isp]
     return rows[-1] if rows else None
-
-
-def held_on_sender(p, isp: str) -> int:  # noqa: ANN001
-    latest: dict[str, dict] = {}
-    for st in p.read_topic("nodes"):
-        latest[st["node"]] = st
-    loads = [n["isps"].get(isp) for n in latest.values()]
-    return sum(x["backlog"] for x in loads if x and x["paused"])
 
 
 def test_worker_kill_keeps_locks_speeds_and_retries(pipeline_factory) -> None:

@@ -5,18 +5,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from tests.harness import FAST_RULES, messages, wait_for
+from tests.harness import FAST_RULES, generic_scenario, messages, wait_for
 
-SCENARIO = """
-[dns]
-ttl = 60
-
-[[provider]]
-name = "mailboxes"
-profile = "generic"
-ip = "127.0.1.10"
-domains = ["window.test", "fixed.test", "growing.test"]
-"""
+SCENARIO = generic_scenario(
+    ("mailboxes", "127.0.1.10", ["window.test", "fixed.test", "growing.test"]))
 
 # (jitter 0: the shipped [default] adds +-10 %)
 # "full..." recipients get 452 4.2.2 mailbox full at every attempt: deferred until expired
