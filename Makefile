@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test unit bench bench-adaptive lint clean
+.PHONY: demo test unit bench bench-adaptive bench-retries lint clean
 
 demo:
 	scripts/bootstrap.sh demo
@@ -23,6 +23,10 @@ bench:
 bench-adaptive:
 	scripts/bootstrap.sh demo
 	$(PY) scripts/bench_adaptive.py $(BENCH_ARGS)
+
+bench-retries:
+	scripts/bootstrap.sh demo
+	$(PY) scripts/bench_retries.py $(BENCH_ARGS)
 
 clean:
 	-$(PY) -m kmta.cli kafka stop --data-dir .kmta/demo/kafka

@@ -2,21 +2,27 @@
 
 Each tier topic ``delay.<T>s`` is consumed in order; a record becomes actionable T seconds after
 it was written (its hop time), so only the head of each partition is looked at and a partition
-whose head is not due is paused until then (no scanning, no spinning). At its hop a message either
-moves to a shorter tier or, when due, goes back to its ISP's queue partition (after a fresh MX
-lookup when the old answer's TTL has run out). Cleared or expired messages end here with a
-final event.
+whose head is not due is paused until then (no scanning, no spinning). The records fetched behind
+a paused head wait in a read-ahead buffer of at most ``AHEAD_BYTES`` per partition (the rest is
+fetched again later), so a head that comes due is moved at once, without another fetch, and
+the next one takes its place: memory is bounded by partitions x ``AHEAD_BYTES`` however many
+retries are pending (docs/benchmark.md, "Retries: a million pending"). At its hop a message
+either moves to a shorter tier or, when due, goes back to its ISP's queue partition (after a
+fresh MX lookup when the old answer's TTL has run out). Cleared or expired messages end here
+with a final event. What comes due together is written at once and committed in one request.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
-from collections.abc import Mapping
+from collections import deque
+from collections.abc import Iterable, Mapping
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.structs import OffsetAndMetadata
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from kmta.config import Config
 from kmta.deferral import defer, park
@@ -29,13 +35,27 @@ from streams.resolver import MxStatus, Resolver
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DelayScheduler", "is_cleared"]
+__all__ = ["DelayScheduler", "is_cleared", "AHEAD_BYTES"]
+
+AHEAD_BYTES = 256 * 1024  # read-ahead kept behind a partition's head (and fetched at a time)
+MAX_WAIT = 0.5  # seconds a poll waits when no head is coming due sooner
 
 
 def is_cleared(env: Envelope, states: Mapping[str, object]) -> bool:
     st = states.get(env.isp)
     cb = st.get("clear_before") if isinstance(st, dict) else None
     return cb is not None and env.accepted_at <= cb
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, scheduler: "DelayScheduler") -> None:
+        self.scheduler = scheduler
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self.scheduler._revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        pass  # positions restart from the committed offsets, unpaused
 
 
 class DelayScheduler:
@@ -52,7 +72,14 @@ class DelayScheduler:
         self._consumer: AIOKafkaConsumer | None = None
         self._producer = None
         self._task: asyncio.Task | None = None
-        self._wake: dict[TopicPartition, asyncio.TimerHandle] = {}
+        # per partition: fetched records not moved yet (the partition is paused while any are),
+        # the decoded head (envelope or None when undecodable, actionable at), and the first
+        # offset not committed yet (where to read again after an error)
+        self._held: dict[TopicPartition, deque[ConsumerRecord]] = {}
+        self._heads: dict[TopicPartition, tuple[Envelope | None, float]] = {}
+        self._next: dict[TopicPartition, int] = {}
+        self._lock = asyncio.Lock()  # a rebalance waits for the moves in progress
+        self._generation = 0  # bumped at each revocation: a poll from before it is dropped
         self.moved = 0
 
     def dns_retry(self, env: Envelope, now: float) -> list[Out]:
@@ -73,12 +100,13 @@ class DelayScheduler:
         self._producer = make_producer(self._c)
         await self._producer.start()
         c = AIOKafkaConsumer(
-            *self._tiers, bootstrap_servers=self._c.kafka.bootstrap_servers,
+            bootstrap_servers=self._c.kafka.bootstrap_servers,
             group_id=f"{self._c.kafka.topic_prefix}delay", enable_auto_commit=False,
             # senders park envelopes here in their transactions: an aborted one must not wake
-            isolation_level="read_committed",
-            auto_offset_reset="earliest", max_poll_records=2000, fetch_max_wait_ms=200)
+            isolation_level="read_committed", auto_offset_reset="earliest",
+            max_poll_records=2000, max_partition_fetch_bytes=AHEAD_BYTES, fetch_max_wait_ms=200)
         await c.start()
+        c.subscribe(list(self._tiers), listener=_Rebalance(self))
         self._consumer = c
         self._task = asyncio.create_task(self._run(), name="delay-scheduler")
 
@@ -96,58 +124,114 @@ class DelayScheduler:
         assert c is not None
         while True:
             try:
-                batch = await c.getmany(timeout_ms=500)
-                for tp, records in batch.items():
-                    await self._partition(tp, records)
+                batch = await c.getmany(timeout_ms=self._wait_ms())
+                generation = self._generation
+                async with self._lock:
+                    if generation != self._generation:
+                        batch = {}  # polled before a revocation: read again by the owner
+                    for tp, records in batch.items():
+                        self._next.setdefault(tp, records[0].offset)
+                        self._held.setdefault(tp, deque()).extend(records)
+                    await self._move_due(set(batch))
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - keep scheduling; the offset is not committed
-                log.exception("delay scheduler error; retrying")
+            except Exception:  # noqa: BLE001 - keep scheduling, from the committed offsets
+                log.exception("delay scheduler error; reading again from the last commit")
+                self._rewind()
                 await asyncio.sleep(1.0)
 
-    async def _partition(self, tp: TopicPartition, records: list) -> None:
-        c = self._consumer
-        assert c is not None
-        tier = self._tiers[tp.topic]
-        outs: list[Out] = []
-        done_offset = None
-        for r in records:
-            now = time.time()
-            hop = r.timestamp / 1000.0 + tier
+    def _wait_ms(self) -> int:
+        """Until the soonest paused head comes due (at most MAX_WAIT): a due head is moved
+        without waiting for a fetch."""
+        now = time.time()
+        soonest = min((wake for _, wake in self._heads.values()), default=now + MAX_WAIT)
+        return math.ceil(max(0.0, min(soonest - now, MAX_WAIT)) * 1000)
+
+    def _head(self, tp: TopicPartition, r: ConsumerRecord) -> tuple[Envelope | None, float]:
+        head = self._heads.get(tp)
+        if head is None:
+            hop = r.timestamp / 1000.0 + self._tiers[tp.topic]
             try:
                 env = Envelope.model_validate_json(r.value)
             except ValueError:
                 log.error("undecodable record on %s at %s dropped", tp, r.offset)
-                done_offset = r.offset
-                continue
-            wake = min(hop, env.due_at or hop)
-            if now < wake:
-                self._sleep(tp, r.offset, wake - now)
-                break
-            outs += await self._release(env, now)
-            done_offset = r.offset
+                head = (None, 0.0)
+            else:
+                head = (env, min(hop, env.due_at or hop))
+            self._heads[tp] = head
+        return head
+
+    async def _move_due(self, fetched: set[TopicPartition]) -> None:
+        """Move every head that is due (and the next ones, while due); write what that
+        makes, then commit every partition that moved in one request."""
+        c = self._consumer
+        assert c is not None
+        outs: list[Out] = []
+        done: dict[TopicPartition, int] = {}
+        for tp, held in list(self._held.items()):
+            while held:
+                r = held[0]
+                env, wake = self._head(tp, r)
+                now = time.time()
+                if env is not None:
+                    if now < wake:
+                        break
+                    outs += await self._release(env, now)
+                held.popleft()
+                del self._heads[tp]
+                done[tp] = r.offset
+            if tp in fetched or not held:
+                self._settle(tp, held)
         if outs:
+            assert self._producer is not None
             futs = [await self._producer.send(o.topic, o.value, key=o.key, partition=o.partition)
                     for o in outs]
             await asyncio.gather(*futs)
-        if done_offset is not None:
-            await c.commit({tp: OffsetAndMetadata(done_offset + 1, "")})
+        if done:
+            await c.commit({tp: OffsetAndMetadata(off + 1, "") for tp, off in done.items()})
+            for tp, off in done.items():
+                if tp in self._next:
+                    self._next[tp] = off + 1
 
-    def _sleep(self, tp: TopicPartition, offset: int, seconds: float) -> None:
+    def _settle(self, tp: TopicPartition, held: deque[ConsumerRecord]) -> None:
+        """Resume a partition with nothing held; pause one whose head is not due, keeping at
+        most AHEAD_BYTES of what was just fetched (the rest is fetched again when the buffer
+        runs out)."""
         c = self._consumer
         assert c is not None
-        c.seek(tp, offset)
+        if not held:
+            del self._held[tp]
+            c.resume(tp)
+            return
         c.pause(tp)
-        old = self._wake.pop(tp, None)
-        if old:
-            old.cancel()
-        self._wake[tp] = asyncio.get_running_loop().call_later(
-            max(seconds, 0.01), self._resume, tp)
+        size = 0
+        for i, r in enumerate(held):
+            size += len(r.value or b"")
+            if size > AHEAD_BYTES and i > 0:
+                c.seek(tp, r.offset)
+                for _ in range(len(held) - i):
+                    held.pop()
+                break
 
-    def _resume(self, tp: TopicPartition) -> None:
-        self._wake.pop(tp, None)
-        if self._consumer and tp in self._consumer.assignment():
-            self._consumer.resume(tp)
+    def _rewind(self) -> None:
+        """After an error: forget the read-ahead and read again from the first record not
+        committed (what was written and not committed is moved again: at least once)."""
+        c = self._consumer
+        assignment = c.assignment() if c is not None else set()
+        for tp, off in self._next.items():
+            if c is not None and tp in assignment:
+                c.seek(tp, off)
+                c.resume(tp)
+        self._held.clear()
+        self._heads.clear()
+
+    async def _revoked(self, revoked: list[TopicPartition]) -> None:
+        async with self._lock:  # the moves in progress are written and committed first
+            self._generation += 1
+            for tp in revoked:
+                self._held.pop(tp, None)
+                self._heads.pop(tp, None)
+                self._next.pop(tp, None)
 
     async def _release(self, env: Envelope, now: float) -> list[Out]:
         from streams.router import event_out, internal_event
