@@ -826,16 +826,22 @@ def main(argv: list[str] | None = None) -> int:
             run.stop()
         if pf is not None:
             pf.stop()
-        procs.stop_all()
-        if dns is not None:
-            dns.stop()
-        if broker_data is not None:
-            from kmta.kafka import manager
-            manager.stop(broker_data)
-        if args.keep:
-            log(f"kept {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+        clean_up(procs, dns, broker_data, base, keep=args.keep)
+
+
+def clean_up(procs: Procs, dns: object, broker_data: Path | None, base: Path,
+             keep: bool) -> None:
+    """Stop every process a bench started, its DNS server and broker; remove its temp dir."""
+    procs.stop_all()
+    if dns is not None:
+        dns.stop()  # type: ignore[attr-defined]
+    if broker_data is not None:
+        from kmta.kafka import manager
+        manager.stop(broker_data)
+    if keep:
+        log(f"kept {base}")
+    else:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -58,7 +58,14 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa:
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from aiokafka.partitioner import murmur2  # noqa: E402
 
-from bench import Procs, broker_pid, cpu_seconds, profile_report, start_broker  # noqa: E402
+from bench import (  # noqa: E402
+    Procs,
+    broker_pid,
+    clean_up,
+    cpu_seconds,
+    profile_report,
+    start_broker,
+)
 from kmta.config import Config, load_config  # noqa: E402
 from kmta.deferral import choose_tier, park  # noqa: E402
 from kmta.kafkaio import delay_topic, ensure_topics, topic_partitions  # noqa: E402
@@ -831,16 +838,7 @@ def main(argv: list[str] | None = None) -> int:
         log("interrupted; cleaning up")
         return 130
     finally:
-        procs.stop_all()
-        if dns is not None:
-            dns.stop()
-        if broker_data is not None:
-            from kmta.kafka import manager
-            manager.stop(broker_data)
-        if args.keep:
-            log(f"kept {base}")
-        else:
-            shutil.rmtree(base, ignore_errors=True)
+        clean_up(procs, dns, broker_data, base, keep=args.keep)
 
 
 if __name__ == "__main__":

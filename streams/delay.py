@@ -110,10 +110,20 @@ class DelayScheduler:
         self._consumer = c
         self._task = asyncio.create_task(self._run(), name="delay-scheduler")
 
-    async def stop(self) -> None:
+    async def stop(self, grace: float = 15.0) -> None:
+        """Let the moves in progress be written and committed, then stop: cancelled in the
+        middle, a release written but not committed would be released again by the next
+        owner (the message queued twice)."""
         if self._task:
-            self._task.cancel()
+            locked = False
+            try:
+                locked = await asyncio.wait_for(self._lock.acquire(), grace)
+            except TimeoutError:
+                pass  # stuck (e.g. the broker is gone): stop anyway, at least once
+            self._task.cancel()  # now it waits in a poll or for the lock: nothing half done
             await asyncio.gather(self._task, return_exceptions=True)
+            if locked:
+                self._lock.release()
         if self._consumer:
             await self._consumer.stop()
         if self._producer:
