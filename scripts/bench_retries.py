@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import random
-import shutil
 import signal
 import statistics
 import sys
@@ -57,7 +56,6 @@ import tomli_w  # noqa: E402
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
 from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
 from aiokafka.partitioner import murmur2  # noqa: E402
-
 from bench import (  # noqa: E402
     Procs,
     broker_pid,
@@ -66,6 +64,7 @@ from bench import (  # noqa: E402
     profile_report,
     start_broker,
 )
+
 from kmta.config import Config, load_config  # noqa: E402
 from kmta.deferral import choose_tier, park  # noqa: E402
 from kmta.kafkaio import delay_topic, ensure_topics, topic_partitions  # noqa: E402
