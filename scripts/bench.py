@@ -724,11 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     pf: Postfix | None = None
     runs: list[KmtaRun] = []
     try:
-        if args.bootstrap:
-            bootstrap = args.bootstrap
-        else:
-            log("starting a Kafka broker ...")
-            bootstrap, broker_data = start_broker(base)
+        bootstrap, broker_data = kafka_for(args.bootstrap, base)
         smtp_port = free_port(SINK_IP)
         sink = Sink(procs, SINK_IP, smtp_port)
         zone = Zone(records={**{d: {"mx": [(10, f"mx.{d}")]} for d in DOMAINS},
@@ -827,6 +823,14 @@ def main(argv: list[str] | None = None) -> int:
         if pf is not None:
             pf.stop()
         clean_up(procs, dns, broker_data, base, keep=args.keep)
+
+
+def kafka_for(bootstrap: str | None, base: Path) -> tuple[str, Path | None]:
+    """The given cluster, or a broker of the bench's own under ``base`` (and its data dir)."""
+    if bootstrap:
+        return bootstrap, None
+    log("starting a Kafka broker ...")
+    return start_broker(base)
 
 
 def clean_up(procs: Procs, dns: object, broker_data: Path | None, base: Path,

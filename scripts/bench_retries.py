@@ -60,9 +60,9 @@ from bench import (  # noqa: E402
     Procs,
     broker_pid,
     clean_up,
+    kafka_for,
     cpu_seconds,
     profile_report,
-    start_broker,
 )
 
 from kmta.config import Config, load_config  # noqa: E402
@@ -814,11 +814,7 @@ def main(argv: list[str] | None = None) -> int:
     broker_data: Path | None = None
     t0 = time.monotonic()
     try:
-        if args.bootstrap:
-            bootstrap = args.bootstrap
-        else:
-            log("starting a Kafka broker ...")
-            bootstrap, broker_data = start_broker(base)
+        bootstrap, broker_data = kafka_for(args.bootstrap, base)
         zone = Zone(records={**{d: {"mx": [(10, m)]} for d, _, m in DOMAINS},
                              **{m: {"a": [f"127.0.1.{i + 1}"]}
                                 for i, (_, _, m) in enumerate(DOMAINS)}}, ttl=3600)
