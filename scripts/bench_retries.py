@@ -60,8 +60,8 @@ from bench import (  # noqa: E402
     Procs,
     broker_pid,
     clean_up,
-    kafka_for,
     cpu_seconds,
+    kafka_for,
     profile_report,
 )
 
