@@ -58,3 +58,18 @@ def test_show_narrowed_for_a_pool(tmp_path) -> None:  # noqa: ANN001
     assert data["speed"]["max"] == 20 and data["sending"]["max_connections"] == 2
     code, out, _ = _run("rules", "show", "gmail", "--json", "--override", str(override))
     assert json.loads(out)["speed"]["max"] == 1200 and "pool" not in json.loads(out)
+
+
+def test_a_reader_that_goes_away_is_no_error() -> None:
+    # ``kmta rules show gmail | head -1``: the pipe closes before kmta has written everything
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    cmd = f"'{sys.executable}' -m kmta.cli rules show gmail | true"
+    for _ in range(3):  # whether the pipe closes first depends on timing
+        r = subprocess.run(["bash", "-c", f"{cmd}; echo $PIPESTATUS >&2"], cwd=root,
+                           capture_output=True, text=True, timeout=60)
+        assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
+        assert r.stderr.strip().splitlines()[-1] in ("0", "141")
