@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -15,7 +15,7 @@ from kmta.config import Config
 log = logging.getLogger(__name__)
 
 __all__ = ["TopicSpec", "topic_specs", "ensure_topics", "make_producer", "CompactedView",
-           "topic_partitions", "delay_topic"]
+           "topic_partitions", "delay_topic", "Rebalance"]
 
 
 @dataclass(frozen=True)
@@ -113,6 +113,23 @@ def make_producer(config: Config, **kw) -> AIOKafkaProducer:
                 compression_type=None)
     opts.update(kw)
     return AIOKafkaProducer(**opts)
+
+
+class Rebalance(ConsumerRebalanceListener):
+    """A consumer group's rebalance, handed to two callables: ``revoked`` (awaited before the
+    partitions move, so it can finish and commit) and, if given, ``assigned``."""
+
+    def __init__(self, revoked: Callable[[list[TopicPartition]], Awaitable[None]],
+                 assigned: Callable[[list[TopicPartition]], None] | None = None) -> None:
+        self._revoked = revoked
+        self._assigned = assigned
+
+    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
+        await self._revoked(list(revoked))
+
+    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
+        if self._assigned is not None:
+            self._assigned(list(assigned))
 
 
 class CompactedView:

@@ -12,9 +12,8 @@ import os
 import random
 import socket
 import time
-from collections.abc import Iterable
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import (
     OutOfOrderSequenceNumber,
     ProducerFenced,
@@ -24,7 +23,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from kmta.config import Config
 from kmta.deferral import defer, park
-from kmta.kafkaio import CompactedView, make_producer
+from kmta.kafkaio import CompactedView, Rebalance, make_producer
 from kmta.policy.classify import Classifier
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
@@ -35,28 +34,19 @@ from schemas import DeliveryEvent, Envelope, IspLoad, IspState, NodeStats, Statu
 from senders.lane import Item, Lane
 from senders.tracker import OffsetTracker
 from senders.transport import ConnectFailed, Outcome, SmtpTransport, Transport
-from streams.outputs import Out
+from streams.outputs import Out, write
 from streams.router import event_out, internal_event
 
 log = logging.getLogger(__name__)
 
 __all__ = ["SenderNode"]
 
+# another producer with this node's transactional id took over: nothing more may be written
+FENCED = (ProducerFenced, OutOfOrderSequenceNumber, TransactionalIdAuthorizationFailed)
 TXN_TIMEOUT_MS = 10_000  # a killed node's open transaction blocks read-committed readers this long
 TXN_LINGER = 0.1  # seconds outcomes gather before a transaction (fewer, larger transactions)
 REVOKE_GRACE = 10.0  # seconds a rebalance waits for in-flight deliveries to be written
 PARK_HELD_AFTER = 30.0  # a lane blocked at least this long parks what it holds (see _park_held)
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, node: "SenderNode") -> None:
-        self.node = node
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self.node._revoked(list(revoked))
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        self.node._assigned(list(assigned))
 
 
 class SenderNode:
@@ -115,7 +105,8 @@ class SenderNode:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             session_timeout_ms=15000, heartbeat_interval_ms=3000,
             max_poll_interval_ms=300000)
-        self.consumer.subscribe([self._queue_topic], listener=_Rebalance(self))
+        self.consumer.subscribe([self._queue_topic],
+                                listener=Rebalance(self._revoked, self._assigned))
         await self.consumer.start()
         bg = [asyncio.create_task(self._commit_loop()), asyncio.create_task(self._tick_loop()),
               asyncio.create_task(self._stats_loop())]
@@ -132,7 +123,7 @@ class SenderNode:
             for t in bg:
                 t.cancel()
             await asyncio.gather(*bg, return_exceptions=True)
-            await self._commit()
+            await self._flush()
             await self._publish_stats(stopping=True)
             await self.consumer.stop()
             await self.states.stop()
@@ -193,7 +184,7 @@ class SenderNode:
         deadline = time.monotonic() + REVOKE_GRACE
         while self.in_flight > 0 and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
-        await self._commit()
+        await self._flush()
         for tp in tps:
             self.trackers.pop(tp, None)
             self.paused_by_lane.pop(tp, None)
@@ -505,25 +496,22 @@ class SenderNode:
         one (exactly one final event per id; the SMTP side may still see that message twice)."""
         async with self._txn_lock:
             batch, self._pending = self._pending, []
-            if not batch and not self._commit_behind():
-                return
             for tp, offset, _ in batch:
                 tracker = self.trackers.get(tp)
                 if tracker is not None:
                     tracker.done(offset)
             while True:
                 offsets = self._committable()
+                if not batch and not offsets:
+                    return
                 try:
                     async with self.producer.transaction():
-                        futs = [await self.producer.send(o.topic, o.value, key=o.key,
-                                                         partition=o.partition)
-                                for _, _, outs in batch for o in outs]
+                        await write(self.producer, (o for _, _, outs in batch for o in outs))
                         if offsets:
                             await self.producer.send_offsets_to_transaction(
                                 offsets, self._group)
-                    await asyncio.gather(*futs)
                     break
-                except (ProducerFenced, OutOfOrderSequenceNumber, TransactionalIdAuthorizationFailed):
+                except FENCED:
                     log.critical("this node's transactional id was taken over: stopping")
                     raise
                 except Exception:  # noqa: BLE001 - aborted: write the same batch again
@@ -544,16 +532,11 @@ class SenderNode:
                 if tr.committable is not None and tr.committable != tr.committed
                 and tp in assigned}
 
-    def _commit_behind(self) -> bool:
-        return bool(self._committable())
-
-    async def _commit(self) -> None:
-        await self._flush()
-
     async def _commit_loop(self) -> None:
-        """Write as soon as there is something to write (one transaction at a time; what
-        arrives meanwhile goes into the next): the window in which a delivered message has no
-        written outcome stays about one transaction long."""
+        """Write soon after there is something to write (TXN_LINGER gathers more; one
+        transaction at a time, what arrives meanwhile goes into the next): the window in which
+        a delivered message has no committed outcome stays about TXN_LINGER plus one
+        transaction long."""
         while True:
             await self._commit_wanted.wait()
             await asyncio.sleep(TXN_LINGER)  # gather more outcomes into the transaction

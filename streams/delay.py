@@ -19,18 +19,18 @@ import math
 import random
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 
-from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from kmta.config import Config
 from kmta.deferral import defer, park
-from kmta.kafkaio import CompactedView, delay_topic, make_producer
+from kmta.kafkaio import CompactedView, Rebalance, delay_topic, make_producer
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
 from schemas import Envelope, Status
-from streams.outputs import Out
+from streams.outputs import Out, write
 from streams.resolver import MxStatus, Resolver
 
 log = logging.getLogger(__name__)
@@ -45,17 +45,6 @@ def is_cleared(env: Envelope, states: Mapping[str, object]) -> bool:
     st = states.get(env.isp)
     cb = st.get("clear_before") if isinstance(st, dict) else None
     return cb is not None and env.accepted_at <= cb
-
-
-class _Rebalance(ConsumerRebalanceListener):
-    def __init__(self, scheduler: "DelayScheduler") -> None:
-        self.scheduler = scheduler
-
-    async def on_partitions_revoked(self, revoked: Iterable[TopicPartition]) -> None:
-        await self.scheduler._revoked(list(revoked))
-
-    async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
-        pass  # positions restart from the committed offsets, unpaused
 
 
 class DelayScheduler:
@@ -106,7 +95,8 @@ class DelayScheduler:
             isolation_level="read_committed", auto_offset_reset="earliest",
             max_poll_records=2000, max_partition_fetch_bytes=AHEAD_BYTES, fetch_max_wait_ms=200)
         await c.start()
-        c.subscribe(list(self._tiers), listener=_Rebalance(self))
+        # on assignment positions restart from the committed offsets: nothing to do then
+        c.subscribe(list(self._tiers), listener=Rebalance(self._revoked))
         self._consumer = c
         self._task = asyncio.create_task(self._run(), name="delay-scheduler")
 
@@ -194,9 +184,7 @@ class DelayScheduler:
                 self._settle(tp, held)
         if outs:
             assert self._producer is not None
-            futs = [await self._producer.send(o.topic, o.value, key=o.key, partition=o.partition)
-                    for o in outs]
-            await asyncio.gather(*futs)
+            await write(self._producer, outs)
         if done:
             await c.commit({tp: OffsetAndMetadata(off + 1, "") for tp, off in done.items()})
             for tp, off in done.items():

@@ -17,7 +17,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from kmta.config import Config
 from kmta.kafkaio import make_producer
-from streams.outputs import Out
+from streams.outputs import Out, write
 from streams.router import Router
 
 log = logging.getLogger(__name__)
@@ -84,9 +84,7 @@ class OutboxRoute:
                 records = [r for recs in batch.values() for r in recs]
                 outs = [o for routed in await asyncio.gather(*(one(r) for r in records))
                         for o in routed]
-                futs = [await self._producer.send(o.topic, o.value, key=o.key,
-                                                  partition=o.partition) for o in outs]
-                await asyncio.gather(*futs)
+                await write(self._producer, outs)
                 await c.commit({tp: OffsetAndMetadata(recs[-1].offset + 1, "")
                                 for tp, recs in batch.items()})
                 self.routed += len(records)
