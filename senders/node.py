@@ -514,6 +514,11 @@ class SenderNode:
                 except FENCED:
                     log.critical("this node's transactional id was taken over: stopping")
                     raise
+                except asyncio.CancelledError:
+                    # aborted: these outcomes go with the next transaction (the stop's last),
+                    # else their offsets, already marked done, would be committed without them
+                    self._pending[:0] = batch
+                    raise
                 except Exception:  # noqa: BLE001 - aborted: write the same batch again
                     log.exception("writing outcomes failed; retrying")
                     await asyncio.sleep(1.0)
