@@ -153,3 +153,15 @@ def test_a_pool_lock_reply_locks_the_lane_at_once() -> None:
                               updated_at=NOW + 1), NOW + 1)
     assert warm.local_locks == {} and warm.blocked_until(NOW + 2) == NOW + 3600
 
+
+
+def test_rules_with_a_live_edit_are_merged_once_per_edit() -> None:
+    # the brain and the senders ask for them at every delivery event
+    live = {"speed": {"max": 50}, "pools": {"warm": {"speed": {"max": 2}}}}
+    first = KB.effective("gmail", live, "warm")
+    assert KB.effective("gmail", {"pools": {"warm": {"speed": {"max": 2}}}, "speed": {"max": 50}},
+                        "warm") is first
+    other = KB.effective("gmail", {"speed": {"max": 50}, "pools": {"warm": {"speed": {"max": 1}}}},
+                         "warm")
+    assert (first.speed.max, other.speed.max) == (2, 1)
+    assert KB.effective("gmail", live).speed.max == 50
