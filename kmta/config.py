@@ -87,6 +87,10 @@ class WorkerConfig(Model):
     name: str | None = None
     store: str = "memory://"
     router_concurrency: int = Field(default=32, ge=1)
+    dedup_window: float = Field(
+        default=24 * 3600.0, ge=0,
+        description="seconds an accepted message id stays taken (a second message with it is "
+                    "dead-lettered as a duplicate); 0 turns the check off")
     web_port: int = 6066
 
 

@@ -38,6 +38,9 @@ def topic_specs(config: Config) -> list[TopicSpec]:
         TopicSpec(t("control"), k.partitions),
         TopicSpec(t("state"), k.partitions, compacted=True),
         TopicSpec(t("suppression"), k.partitions, compacted=True),
+        # ids accepted within the dedup window: compacted, and deleted by age after it
+        TopicSpec(t("ids"), k.partitions, compacted=True,
+                  retention_ms=int((config.worker.dedup_window + 3600) * 1000)),
         TopicSpec(t("nodes"), 1, compacted=True),
         TopicSpec(t("audit"), 1),
         TopicSpec(t("dlq"), 1),
@@ -66,6 +69,10 @@ async def ensure_topics(config: Config, timeout: float = 60.0) -> None:
                 cfg["cleanup.policy"] = "compact"
                 cfg["min.cleanable.dirty.ratio"] = "0.1"
                 cfg["segment.ms"] = "600000"
+            if s.retention_ms is not None:
+                cfg["retention.ms"] = str(s.retention_ms)
+                if s.compacted:
+                    cfg["cleanup.policy"] = "compact,delete"
             new.append(NewTopic(s.name, s.partitions, config.kafka.replication_factor,
                                 topic_configs=cfg))
         if new:

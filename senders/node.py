@@ -30,7 +30,7 @@ from kmta.policy.partitions import PartitionMap
 from kmta.policy.replies import disposition, match_reply
 from kmta.policy.speed import Outcome as SpeedOutcome
 from kmta.policy.speed import outcome_for
-from schemas import DeliveryEvent, Envelope, IspLoad, IspState, NodeStats, Status
+from schemas import DeadLetter, DeliveryEvent, Envelope, IspLoad, IspState, NodeStats, Status
 from senders.lane import Item, Lane
 from senders.tracker import OffsetTracker
 from senders.transport import ConnectFailed, Outcome, SmtpTransport, Transport
@@ -76,6 +76,7 @@ class SenderNode:
         self.in_flight = 0
         self.delivered = 0
         self.attempts = 0
+        self.errors = 0  # messages whose handling failed unexpectedly (each still got an outcome)
         self.started_at = time.time()
         self._tasks: set[asyncio.Task] = set()
         self._arrived: dict[tuple[str, str | None], asyncio.Event] = {}
@@ -115,7 +116,7 @@ class SenderNode:
                 batch = await self.consumer.getmany(timeout_ms=200)
                 for tp, records in batch.items():
                     for r in records:
-                        await self._accept(tp, r)
+                        await self._accept_or_dead_letter(tp, r)
                 self._flow_control()
         finally:
             self._stopping = True
@@ -216,18 +217,26 @@ class SenderNode:
         return lane
 
     # -- taking messages off the queue -------------------------------------------------------
+    async def _accept_or_dead_letter(self, tp: TopicPartition, r) -> None:  # noqa: ANN001
+        """``_accept``; a record it fails on unexpectedly goes to the dead-letter topic (with
+        its bytes) and the partition goes on."""
+        try:
+            await self._accept(tp, r)
+        except Exception as e:  # noqa: BLE001 - one record must never stop the sender
+            self.errors += 1
+            log.exception("taking %s offset %s failed; dead-lettered", tp, r.offset)
+            self._write(tp, r.offset, [self._dead_letter(
+                tp, r.offset, f"internal error taking the message: {type(e).__name__}: {e}",
+                r.value)])
+
     async def _accept(self, tp: TopicPartition, r) -> None:  # noqa: ANN001
         tracker = self.trackers.setdefault(tp, OffsetTracker())
         tracker.add(r.offset)
         try:
             env = Envelope.model_validate_json(r.value)
         except ValueError as e:
-            from schemas import DeadLetter
-
-            dl = DeadLetter(reason=f"undecodable queue record: {e}"[:1000], topic=tp.topic,
-                            partition=tp.partition, offset=r.offset, timestamp=time.time(),
-                            original=(r.value or b"").decode("utf-8", "replace"))
-            self._write(tp, r.offset, [Out(self.c.topic("dlq"), dl.to_json())])
+            self._write(tp, r.offset, [self._dead_letter(
+                tp, r.offset, f"undecodable queue record: {e}", r.value)])
             return
         now = time.time()
         lane = self._lane(env)
@@ -251,10 +260,15 @@ class SenderNode:
                     lane.rate_per_second(), 0.01) / 2))
             self._write(tp, r.offset, [park(self.c, env, until, now)])
             return
-        lane.queue.append(item)
-        if dedicated and (blocked is not None or len(lane.queue) >= self.c.sender.isp_backlog):
-            self._pause(tp, lane)
-        self._kick(lane)
+        lane.queue.append(item)  # from here on the message is the lane's: it gets its outcome
+        try:
+            if dedicated and (blocked is not None
+                              or len(lane.queue) >= self.c.sender.isp_backlog):
+                self._pause(tp, lane)
+            self._kick(lane)
+        except Exception:  # noqa: BLE001 - queued already; the tick loop kicks the lane again
+            self.errors += 1
+            log.exception("starting delivery for %s failed", env.id)
 
     def _must_flow(self, lane: Lane, partition: int, blocked: float | None, now: float) -> bool:
         """True when a partition must keep moving past this lane's messages: a shared
@@ -409,7 +423,7 @@ class SenderNode:
                         item.requeued = True  # the server closed a used channel: no attempt
                         lane.queue.appendleft(item)
                         continue
-                    await self._outcome(lane, item, outcome, ip)
+                    await self._outcome_or_fallback(lane, item, outcome, ip)
                 finally:
                     self.in_flight -= 1
                     lane.in_flight -= 1
@@ -421,6 +435,38 @@ class SenderNode:
             if lane.queue and not self._stopping:
                 asyncio.get_running_loop().call_later(
                     max(0.05, lane.connect_backoff_until - time.time()), self._kick, lane)
+
+    async def _outcome_or_fallback(self, lane: Lane, item: Item, outcome: Outcome,
+                                   ip: str | None) -> None:
+        """``_outcome``, and when deciding it fails unexpectedly, the message still gets one:
+        a retry later (or its dead letter), so its offset never holds the partition back."""
+        try:
+            await self._outcome(lane, item, outcome, ip)
+        except Exception as e:  # noqa: BLE001 - one message must never stop the sender
+            self.errors += 1
+            log.exception("deciding the outcome of %s failed", item.env.id)
+            self._fallback(item, e)
+
+    def _fallback(self, item: Item, e: BaseException) -> None:
+        tp = TopicPartition(self._queue_topic, item.partition)
+        now = time.time()
+        text = f"internal error: {type(e).__name__}: {e}"[:500]
+        try:
+            ev = internal_event(item.env, Status.DEFERRED, 451, "4.3.0", text, "internal_error",
+                                now, node=self.node)
+            outs = defer(self.c, self.kb.effective(item.env.isp).retry, item.env, ev, now,
+                         self.rng)
+        except Exception:  # noqa: BLE001 - not even that: the envelope to the dead-letter topic
+            log.exception("deferring %s failed; dead-lettered", item.env.id)
+            outs = [self._dead_letter(tp, item.offset, text, item.env.to_json())]
+        self._write(tp, item.offset, outs)
+
+    def _dead_letter(self, tp: TopicPartition, offset: int, reason: str,
+                     raw: bytes | None) -> Out:
+        dl = DeadLetter(reason=reason[:1000], topic=tp.topic, partition=tp.partition,
+                        offset=offset, timestamp=time.time(),
+                        original=(raw or b"").decode("utf-8", "replace"))
+        return Out(self.c.topic("dlq"), dl.to_json())
 
     async def _outcome(self, lane: Lane, item: Item, outcome: Outcome, ip: str | None) -> None:
         env = item.env

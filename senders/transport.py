@@ -98,6 +98,12 @@ class SmtpConnection:
             self._closed = True
             return Outcome(_internal(451, "4.4.2", f"connection to {self.mx} lost: {e}"),
                            False, self.mx, "data", True)
+        except Exception as e:  # noqa: BLE001 - any other library error: this message only
+            # (e.g. an address the library cannot encode); the session state is unknown
+            self._closed = True
+            self._smtp.close()
+            return Outcome(_internal(451, "4.3.0", f"not sent: {type(e).__name__}: {e}"),
+                           False, self.mx, "mail", True)
         self.delivered += 1
         code, text = 250, msg
         return Outcome(Reply.parse(code, text), True, self.mx)
@@ -168,6 +174,11 @@ class SmtpTransport:
                     smtp.close()
                     last = Outcome(_internal(451, "4.4.1",
                                              f"cannot connect to {host.host}[{ip}]: {e}"),
+                                   False, host.host, "connect", True)
+                except Exception as e:  # noqa: BLE001 - any other library error, as above
+                    smtp.close()
+                    last = Outcome(_internal(451, "4.4.1", f"cannot connect to {host.host}"
+                                             f"[{ip}]: {type(e).__name__}: {e}"),
                                    False, host.host, "connect", True)
         if last is None:
             if refused:

@@ -18,6 +18,7 @@ from kmta.config import Config
 from kmta.control import parse_command
 from kmta.errors import ConfigError, KmtaError
 from kmta.kafkaio import CompactedView
+from kmta.policy.dedup import decode_seen
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
 from schemas import ControlRecord, DeliveryEvent, Status
@@ -136,12 +137,14 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
     table = app.Table("isp-state", default=None, partitions=config.kafka.partitions)
 
     suppressed = CompactedView(config, t("suppression"), json.loads)
+    ids = CompactedView(config, t("ids"), decode_seen)
     states = CompactedView(config, t("state"), json.loads)
     resolver = Resolver(config.dns)
     rng = random.Random()
     delay = DelayScheduler(config, kb, pmap, resolver, states, rng)
     router = Router(config, kb, pmap, resolver, suppressed.values,
-                    retry_first=delay.dns_retry)
+                    retry_first=delay.dns_retry, seen=ids.values,
+                    dedup_window=config.worker.dedup_window)
     delay.router = router
     route = OutboxRoute(config, router, config.worker.router_concurrency)
 
@@ -160,12 +163,17 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
         async def on_start(self) -> None:
             await suppressed.start()
             await states.start()
+            await ids.start()
+            # the ids accepted before this worker started, before it routes: else a duplicate
+            # arriving at start would pass
+            await asyncio.wait_for(ids.ready.wait(), 300)
             await delay.start()
             await route.start()
 
         async def on_stop(self) -> None:
             await route.stop()
             await delay.stop()
+            await ids.stop()
             await states.stop()
             await suppressed.stop()
 

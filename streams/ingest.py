@@ -17,7 +17,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from kmta.config import Config
 from kmta.kafkaio import make_producer
-from streams.outputs import Out, write
+from streams.outputs import RECORD_ERRORS, Out, write_each
 from streams.router import Router
 
 log = logging.getLogger(__name__)
@@ -80,11 +80,11 @@ class OutboxRoute:
             batch = await c.getmany(timeout_ms=200)
             if not batch:
                 continue
+            records = [r for recs in batch.values() for r in recs]
             try:
-                records = [r for recs in batch.values() for r in recs]
-                outs = [o for routed in await asyncio.gather(*(one(r) for r in records))
-                        for o in routed]
-                await write(self._producer, outs)
+                routed = await asyncio.gather(*(one(r) for r in records))
+                if not await self._write(records, list(routed)):
+                    raise ConnectionError("stopping before the batch was written")
                 await c.commit({tp: OffsetAndMetadata(recs[-1].offset + 1, "")
                                 for tp, recs in batch.items()})
                 self.routed += len(records)
@@ -95,3 +95,38 @@ class OutboxRoute:
                 for tp, recs in batch.items():
                     c.seek(tp, recs[0].offset)
                 await asyncio.sleep(1.0)
+
+    async def _write(self, records: list, routed: list[list[Out]]) -> bool:  # noqa: C901
+        """Write what each record became. A record whose outputs the broker refuses for
+        themselves (too large, not encodable) goes to the dead-letter topic instead; errors of
+        the cluster (unreachable, leader moving) are retried for the records they hit, until
+        written or stopping (False: the caller reads the batch again)."""
+        todo = list(range(len(records)))
+        refused: set[int] = set()
+        delay = 0.5
+        while todo:
+            errors = await write_each(self._producer, [routed[i] for i in todo])
+            again = []
+            for i, err in zip(todo, errors):
+                if err is None:
+                    continue
+                if isinstance(err, RECORD_ERRORS):
+                    r = records[i]
+                    log.warning("record %s/%s/%s could not be written (%s): dead-lettered",
+                                r.topic, r.partition, r.offset, err)
+                    lettered = i in refused  # even its dead letter was refused: no original
+                    refused.add(i)
+                    routed[i] = [self._router.dead_letter(
+                        f"could not be written to Kafka: {type(err).__name__}: {err}",
+                        b"" if lettered else (r.value or b""), r.topic, r.partition,
+                        r.offset)]
+                else:
+                    log.warning("writing a routed record failed (%s); retrying", err)
+                again.append(i)
+            todo = again
+            if todo:
+                if self._stopping:
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+        return True

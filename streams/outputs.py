@@ -6,6 +6,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
+
+# errors that belong to one record (retrying it cannot help); any other error is the cluster's
+# (unreachable, leader moving, not authorised) and is retried
+RECORD_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLargeError,
+                 UnicodeError, TypeError, ValueError)
+
 
 @dataclass(frozen=True)
 class Out:
@@ -21,3 +28,26 @@ async def write(producer: Any, outs: Iterable[Out]) -> None:
     futs = [await producer.send(o.topic, o.value, key=o.key, partition=o.partition)
             for o in outs]
     await asyncio.gather(*futs)
+
+
+async def write_each(producer: Any, groups: list[list[Out]]) -> list[BaseException | None]:
+    """Write groups of records (one group per input record) and say, per group, which error
+    kept it from being written (None: every record of the group acknowledged). The groups
+    batch together as with ``write``; a group that failed may be partly written."""
+    futs: list[list[Any]] = []
+    errors: list[BaseException | None] = [None] * len(groups)
+    for i, outs in enumerate(groups):
+        mine = []
+        for o in outs:
+            try:
+                mine.append(await producer.send(o.topic, o.value, key=o.key,
+                                                partition=o.partition))
+            except Exception as e:  # noqa: BLE001 - refused before sending (e.g. too large)
+                errors[i] = e
+                break
+        futs.append(mine)
+    for i, mine in enumerate(futs):
+        for r in await asyncio.gather(*mine, return_exceptions=True):
+            if isinstance(r, BaseException) and errors[i] is None:
+                errors[i] = r
+    return errors

@@ -6,24 +6,36 @@ reason and the original bytes; a message whose id is known also gets a final ``r
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
+import logging
+import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
+from datetime import datetime, timezone
 
 from pydantic import ValidationError
 
-from kmta.config import Config
+from kmta.config import Config, PoolConfig
 from kmta.errors import InputError
 from kmta.policy.addresses import split_address
 from kmta.policy.compose import compose
+from kmta.policy.dedup import IdVerdict, Seen, encode_seen, judge
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
 from schemas import DeadLetter, DeliveryEvent, Envelope, OutboxMessage, Status
+from schemas.message import ID_PATTERN
 from streams.outputs import Out
 from streams.resolver import MxStatus, Resolver
 
-__all__ = ["Router", "new_id", "event_out", "internal_event"]
+__all__ = ["Router", "new_id", "event_out", "internal_event", "DEDUP_WINDOW"]
+
+log = logging.getLogger(__name__)
+
+_ID = re.compile(ID_PATTERN.strip("^$"))
+DLQ_ORIGINAL_MAX = 256 * 1024  # bytes of an unwritable record's original kept in its dead letter
+DEDUP_WINDOW = 24 * 3600.0  # seconds an accepted id stays taken (worker.dedup_window)
 
 
 def new_id() -> str:
@@ -54,7 +66,9 @@ class Router:
     def __init__(self, config: Config, kb: KnowledgeBase, pmap: PartitionMap,
                  resolver: Resolver, suppressed: Mapping[str, object],
                  retry_first: Callable[[Envelope, float], list[Out]],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time,
+                 seen: MutableMapping[str, object] | None = None,
+                 dedup_window: float = DEDUP_WINDOW) -> None:
         self._c = config
         self._kb = kb
         self._pmap = pmap
@@ -64,15 +78,37 @@ class Router:
         self._clock = clock
         self._id_domain = config.delivery.helo_name
         self._isps: dict[tuple[str, tuple[str, ...]], str] = {}
+        # ids accepted within the window (the ids topic's view, shared with the other workers)
+        self._seen: MutableMapping[str, Seen] = seen if seen is not None else {}  # type: ignore[assignment]
+        self._window = dedup_window
+        self._pruned_at = 0.0
+        self.errors = 0  # records whose routing failed unexpectedly (each went to the DLQ)
+        self.dead_letters = 0
 
     async def route(self, raw: bytes | None, topic: str, partition: int, offset: int) -> list[Out]:
+        """Everything one outbox record becomes. Never raises: an unexpected error routing this
+        record sends it to the dead-letter topic with the reason (logged and counted), so one
+        record can never stop the route loop."""
         now = self._clock()
+        try:
+            return await self._route(raw, topic, partition, offset, now)
+        except Exception as e:  # noqa: BLE001 - one record must never stop routing
+            self.errors += 1
+            log.exception("routing the record at %s/%s/%s failed", topic, partition, offset)
+            return [self._dlq(f"internal error while routing: {type(e).__name__}: {e}",
+                              raw or b"", topic, partition, offset, now)]
+
+    async def _route(self, raw: bytes | None, topic: str, partition: int, offset: int,
+                     now: float) -> list[Out]:
         if raw is None:
             return [self._dlq("empty record", b"", topic, partition, offset, now)]
         try:
             doc = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             return [self._dlq(f"not JSON: {e}", raw, topic, partition, offset, now)]
+        except RecursionError:
+            return [self._dlq("not JSON this reader accepts: nested too deeply", raw, topic,
+                              partition, offset, now)]
         if not isinstance(doc, dict):
             return [self._dlq("not a JSON object", raw, topic, partition, offset, now)]
         try:
@@ -87,16 +123,62 @@ class Router:
             pool = self._c.pool(msg.pool)
             if msg.pool is not None and pool is None:
                 raise InputError(f"unknown pool {msg.pool!r}")
-        except (ValidationError, InputError) as e:
-            reason = _reason(e)
-            outs = [self._dlq(reason, raw, topic, partition, offset, now, doc.get("id"))]
-            rid, to = doc.get("id"), doc.get("to")
-            if isinstance(rid, str) and rid and isinstance(to, str):
-                ev = DeliveryEvent(id=rid[:200], to=to[:320], status=Status.REJECTED, final=True,
-                                   response=reason, category="invalid_message", internal=True,
-                                   timestamp=now, campaign=_str(doc.get("campaign")))
+        except (ValidationError, InputError, RecursionError) as e:
+            reason = _clean(_reason(e))
+            rid = _valid_id(doc.get("id"))
+            outs = [self._dlq(reason, raw, topic, partition, offset, now, rid)]
+            to = doc.get("to")
+            if rid is not None and isinstance(to, str) and self._first(rid, partition, offset,
+                                                                         now, outs):
+                ev = DeliveryEvent(id=rid, to=_clean(to[:320]), status=Status.REJECTED,
+                                   final=True, response=reason, category="invalid_message",
+                                   internal=True, timestamp=now,
+                                   campaign=_clean(_str(doc.get("campaign"))))
                 outs.append(event_out(self._c, ev))
             return outs
+        outs: list[Out] = []
+        if msg.id is not None:  # taken before the DNS lookup: a concurrent twin sees it
+            seen = self._seen.get(msg.id)
+            if not self._first(msg.id, partition, offset, now, outs):
+                assert seen is not None
+                return [self._dlq(
+                    f"duplicate id {msg.id!r}: first accepted at {_iso(seen.at)} (outbox "
+                    f"partition {seen.partition}, offset {seen.offset}); ids are unique within "
+                    f"{self._window / 3600:g} h", raw, topic, partition, offset, now)]
+        try:
+            return await self._accepted(msg, msg_id, local, domain, data, pool, now) + outs
+        except BaseException:
+            if msg.id is not None:  # dead-lettered after all: the id is free again
+                self._seen.pop(msg.id, None)
+            raise
+
+    def _first(self, rid: str, partition: int, offset: int, now: float,
+               outs: list[Out]) -> bool:
+        """Remember ``rid`` as accepted (here at once, in every worker through the ids topic);
+        False when it was already accepted from another record within the window."""
+        if self._window <= 0:
+            return True
+        seen = self._seen.get(rid)
+        if judge(seen, partition, offset, now, self._window) is IdVerdict.DUPLICATE:
+            return False
+        s = Seen(now if seen is None or seen.at <= now - self._window else seen.at,
+                 partition, offset)
+        self._seen[rid] = s
+        outs.append(Out(self._c.topic("ids"), encode_seen(s), rid.encode()))
+        self._prune(now)
+        return True
+
+    def _prune(self, now: float) -> None:
+        """Forget ids older than the window (the ids topic deletes them by retention too)."""
+        if now < self._pruned_at + 300:
+            return
+        self._pruned_at = now
+        old = now - self._window
+        for k in [k for k, s in self._seen.items() if not isinstance(s, Seen) or s.at <= old]:
+            self._seen.pop(k, None)
+
+    async def _accepted(self, msg: OutboxMessage, msg_id: str, local: str, domain: str,
+                        data: str, pool: PoolConfig | None, now: float) -> list[Out]:
         env = Envelope(
             id=msg_id, sender=msg.from_, rcpt=f"{local}@{domain}", domain=domain,
             isp=self._isp_for(domain, ()),  # member domains known without DNS
@@ -153,15 +235,27 @@ class Router:
             outs.append(event_out(self._c, ev))
         return outs
 
+    def dead_letter(self, reason: str, raw: bytes, topic: str, partition: int,
+                    offset: int) -> Out:
+        """A dead letter for a record whose outputs could not be written. Its original is cut
+        to ``DLQ_ORIGINAL_MAX`` bytes (the whole record stays on its own topic, at the
+        partition and offset named, until that topic's retention)."""
+        if len(raw) > DLQ_ORIGINAL_MAX:
+            reason += (f" (original cut to its first {DLQ_ORIGINAL_MAX} of {len(raw)} bytes, "
+                       f"sha256 {hashlib.sha256(raw).hexdigest()})")
+            raw = raw[:DLQ_ORIGINAL_MAX]
+        return self._dlq(reason, raw, topic, partition, offset, self._clock())
+
     def _dlq(self, reason: str, raw: bytes, topic: str, partition: int, offset: int,
              now: float, rid: object = None) -> Out:
+        self.dead_letters += 1
         try:
             original, enc = raw.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:
             original, enc = base64.b64encode(raw).decode(), "base64"
-        dl = DeadLetter(reason=reason, topic=topic, partition=partition, offset=offset,
-                        timestamp=now, original=original, original_encoding=enc,
-                        id=rid if isinstance(rid, str) else None)
+        dl = DeadLetter(reason=_clean(reason)[:2000], topic=topic, partition=partition,
+                        offset=offset, timestamp=now, original=original,
+                        original_encoding=enc, id=_valid_id(rid))
         return Out(self._c.topic("dlq"), dl.to_json(), None)
 
 
@@ -172,8 +266,24 @@ def _reason(e: Exception) -> str:
             loc = ".".join(str(x) for x in err["loc"]) or "message"
             parts.append(f"{loc}: {err['msg']}")
         return "invalid message: " + "; ".join(parts)
+    if isinstance(e, RecursionError):
+        return "invalid message: nested too deeply"
     return f"invalid message: {e}"
 
 
 def _str(v: object) -> str | None:
     return v[:200] if isinstance(v, str) else None
+
+
+def _clean(v: str | None) -> str | None:
+    """Text that encodes as UTF-8 (a lone surrogate from a JSON ``\\ud800`` becomes ``?``)."""
+    return v.encode("utf-8", "replace").decode("utf-8") if v is not None else None
+
+
+def _valid_id(v: object) -> str | None:
+    """The record's id when it is one kmta accepts (else the record gets no event by id)."""
+    return v if isinstance(v, str) and _ID.fullmatch(v) else None
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")

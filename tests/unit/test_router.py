@@ -103,7 +103,7 @@ def h() -> Harness:
 # -- accepted messages -------------------------------------------------------------------------
 def test_routed_to_the_isp_queue_partition_with_a_queued_event(h: Harness) -> None:
     outs = h.route(msg(id="m-1", campaign="spring", meta={"u": 1}))
-    assert [o.topic for o in outs] == ["u.queue", "u.results"]
+    assert [o.topic for o in outs] == ["u.queue", "u.results", "u.ids"]
     q = outs[0]
     env = Envelope.model_validate_json(q.value)
     assert q.key == b"gmail"
@@ -171,7 +171,8 @@ def test_expired_before_routing(h: Harness) -> None:
     for expires in (NOW - 1, NOW, datetime.fromtimestamp(NOW - 3600, UTC).isoformat()):
         outs = h.route(msg(id="e-1", expires_at=expires))
         ev = the_final(outs)
-        assert len(outs) == 1 and outs[0].key == b"gmail" and ev.isp == "gmail"
+        assert [o.topic for o in outs] == ["u.results", "u.ids"]  # the id is taken
+        assert outs[0].key == b"gmail" and ev.isp == "gmail"
         assert (ev.status, ev.code, ev.enhanced_code, ev.category, ev.internal) == (
             Status.EXPIRED, 554, "5.4.7", "expired", True)
     assert h.resolver.asked == []  # no lookup for a message that is over anyway
@@ -202,7 +203,7 @@ def test_domains_that_take_no_mail_bounce(h: Harness, domain: str, code: int,
 
 def test_temporary_dns_failure_goes_to_the_retry_hook(h: Harness) -> None:
     outs = h.route(msg(to="bob@flaky.example", id="f-1"))
-    assert [o.topic for o in outs] == ["u.delay.5s"]
+    assert [o.topic for o in outs] == ["u.delay.5s", "u.ids"]
     (env,) = h.retried
     assert env.id == "f-1" and env.attempt == 0 and env.isp == "flaky.example" and not env.mx
 
