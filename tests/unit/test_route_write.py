@@ -1,0 +1,81 @@
+"""The route loop's write step: a record the broker refuses for itself is dead-lettered, a
+cluster error is retried for the records it hit only (nothing written twice by the retry)."""
+from __future__ import annotations
+
+import asyncio
+import json
+from types import SimpleNamespace
+
+from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+
+from schemas import DeadLetter
+from streams.ingest import OutboxRoute
+from streams.outputs import Out
+from tests.unit.test_router import Harness
+
+
+class FlakyProducer:
+    """Acknowledges records, except: values in ``too_big`` always fail as too large; values in
+    ``flaky`` fail once with a connection error."""
+
+    def __init__(self, too_big: set[bytes], flaky: set[bytes]) -> None:
+        self.too_big, self.flaky = too_big, set(flaky)
+        self.written: list[Out] = []
+
+    async def send(self, topic, value, key=None, partition=None):  # noqa: ANN001, ANN201
+        fut = asyncio.get_running_loop().create_future()
+        if value in self.too_big:
+            raise MessageSizeTooLargeError("too large")
+        if value in self.flaky:
+            self.flaky.discard(value)
+            fut.set_exception(KafkaConnectionError("broker went away"))
+        else:
+            self.written.append(Out(topic, value, key, partition))
+            fut.set_result(None)
+        return fut
+
+
+def test_too_large_is_dead_lettered_and_a_cluster_error_retried() -> None:
+    h = Harness()
+    route = OutboxRoute(h.config, h.router, 4)
+    prod = FlakyProducer(too_big={b"BIG"}, flaky={b"flaky"})
+    route._producer = prod  # noqa: SLF001
+    recs = [SimpleNamespace(topic="u.outbox", partition=0, offset=i, value=b'{"x": %d}' % i)
+            for i in range(3)]
+    routed = [[Out("u.queue", b"ok")], [Out("u.queue", b"BIG")], [Out("u.queue", b"flaky")]]
+    assert asyncio.run(route._write(recs, routed))  # noqa: SLF001
+    values = [o.value for o in prod.written]
+    assert values.count(b"ok") == 1 and values.count(b"flaky") == 1  # no second copy
+    (dl,) = [DeadLetter.model_validate_json(o.value) for o in prod.written if o.topic == "u.dlq"]
+    assert dl.offset == 1 and "MessageSizeTooLargeError" in dl.reason
+    assert json.loads(dl.original) == {"x": 1}
+
+
+def test_a_dead_letter_too_large_itself_goes_without_its_original() -> None:
+    h = Harness()
+    route = OutboxRoute(h.config, h.router, 4)
+
+    class Refuses(FlakyProducer):
+        async def send(self, topic, value, key=None, partition=None):  # noqa: ANN001, ANN201
+            if topic == "u.dlq" and b"xxxx" in value:
+                raise MessageSizeTooLargeError("too large")
+            return await super().send(topic, value, key, partition)
+    prod = Refuses(too_big={b"BIG"}, flaky=set())
+    route._producer = prod  # noqa: SLF001
+    rec = SimpleNamespace(topic="u.outbox", partition=0, offset=5, value=b"x" * 10_000)
+    assert asyncio.run(route._write([rec], [[Out("u.queue", b"BIG")]]))  # noqa: SLF001
+    (dl,) = [DeadLetter.model_validate_json(o.value) for o in prod.written]
+    assert dl.original == "" and dl.offset == 5
+
+
+def test_stopping_while_the_cluster_is_down_gives_the_batch_back() -> None:
+    h = Harness()
+    route = OutboxRoute(h.config, h.router, 4)
+
+    class Down(FlakyProducer):
+        async def send(self, topic, value, key=None, partition=None):  # noqa: ANN001, ANN201
+            route._stopping = True  # noqa: SLF001
+            raise KafkaConnectionError("down")
+    route._producer = Down(set(), set())  # noqa: SLF001
+    rec = SimpleNamespace(topic="u.outbox", partition=0, offset=5, value=b"{}")
+    assert not asyncio.run(route._write([rec], [[Out("u.queue", b"a")]]))  # noqa: SLF001
