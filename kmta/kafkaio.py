@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -127,7 +128,8 @@ class Rebalance(ConsumerRebalanceListener):
     partitions move, so it can finish and commit) and, if given, ``assigned``."""
 
     def __init__(self, revoked: Callable[[list[TopicPartition]], Awaitable[None]],
-                 assigned: Callable[[list[TopicPartition]], None] | None = None) -> None:
+                 assigned: Callable[[list[TopicPartition]], Awaitable[None] | None] | None = None,
+                 ) -> None:
         self._revoked = revoked
         self._assigned = assigned
 
@@ -136,7 +138,9 @@ class Rebalance(ConsumerRebalanceListener):
 
     async def on_partitions_assigned(self, assigned: Iterable[TopicPartition]) -> None:
         if self._assigned is not None:
-            self._assigned(list(assigned))
+            done = self._assigned(list(assigned))
+            if inspect.isawaitable(done):
+                await done
 
 
 class CompactedView:

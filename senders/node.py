@@ -32,7 +32,7 @@ from kmta.policy.speed import Outcome as SpeedOutcome
 from kmta.policy.speed import outcome_for
 from schemas import DeadLetter, DeliveryEvent, Envelope, IspLoad, IspState, NodeStats, Status
 from senders.lane import Item, Lane
-from senders.tracker import OffsetTracker
+from senders.tracker import OffsetTracker, decode_done
 from senders.transport import ConnectFailed, Outcome, SmtpTransport, Transport
 from streams.outputs import Out, write
 from streams.router import event_out, internal_event
@@ -77,6 +77,7 @@ class SenderNode:
         self.delivered = 0
         self.attempts = 0
         self.errors = 0  # messages whose handling failed unexpectedly (each still got an outcome)
+        self.skipped = 0  # messages a previous owner of their partition had finished
         self.started_at = time.time()
         self._tasks: set[asyncio.Task] = set()
         self._arrived: dict[tuple[str, str | None], asyncio.Event] = {}
@@ -169,11 +170,35 @@ class SenderNode:
                 pool_st if isinstance(pool_st, IspState) else None)
 
     # -- partitions --------------------------------------------------------------------------
-    def _assigned(self, tps: list[TopicPartition]) -> None:
-        for tp in tps:
-            self.trackers.setdefault(tp, OffsetTracker())
+    async def _assigned(self, tps: list[TopicPartition]) -> None:
+        new = [tp for tp in tps if tp not in self.trackers]
+        committed = await self._committed(new)
+        for tp in new:
+            om = committed.get(tp)
+            if om is None or om.offset < 0:
+                self.trackers[tp] = OffsetTracker()
+                continue
+            # outcomes the partition's previous owner committed past its commit point
+            tr = OffsetTracker(known_done=decode_done(om.offset, om.metadata))
+            tr.committable = tr.committed = om.offset
+            tr.committed_metadata = om.metadata or ""
+            self.trackers[tp] = tr
         self._reslot()
         log.info("%s assigned %s", self.node, sorted(tp.partition for tp in tps))
+
+    async def _committed(self, tps: list[TopicPartition]) -> dict[TopicPartition,
+                                                                    OffsetAndMetadata]:
+        """The group's committed offsets with their metadata (aiokafka's public
+        ``committed()`` drops the metadata); empty if they cannot be read in time, and then
+        the next owner may deliver again what the last one finished past its commit point."""
+        if not tps or self.consumer is None:
+            return {}
+        try:
+            return await asyncio.wait_for(
+                self.consumer._coordinator.fetch_committed_offsets(tps), 15)  # noqa: SLF001
+        except Exception as e:  # noqa: BLE001 - best effort, see above
+            log.warning("committed offsets of %s not read: %s", tps, e)
+            return {}
 
     async def _revoked(self, tps: list[TopicPartition]) -> None:
         """Before the group moves partitions: drop what was not started, let what is in flight
@@ -231,7 +256,10 @@ class SenderNode:
 
     async def _accept(self, tp: TopicPartition, r) -> None:  # noqa: ANN001
         tracker = self.trackers.setdefault(tp, OffsetTracker())
-        tracker.add(r.offset)
+        if tracker.add(r.offset):
+            self.skipped += 1  # finished by the partition's previous owner
+            self._commit_wanted.set()
+            return
         try:
             env = Envelope.model_validate_json(r.value)
         except ValueError as e:
@@ -572,6 +600,7 @@ class SenderNode:
                 tracker = self.trackers.get(tp)
                 if tracker is not None:
                     tracker.committed = om.offset
+                    tracker.committed_metadata = om.metadata
             self.in_flight -= len(batch)
 
     def _committable(self) -> dict[TopicPartition, OffsetAndMetadata]:
@@ -579,9 +608,14 @@ class SenderNode:
         commit carries no group generation: never commit for a partition given away)."""
         c = self.consumer
         assigned = c.assignment() if c is not None else set()
-        return {tp: OffsetAndMetadata(tr.committable, "") for tp, tr in self.trackers.items()
-                if tr.committable is not None and tr.committable != tr.committed
-                and tp in assigned}
+        out = {}
+        for tp, tr in self.trackers.items():
+            if tr.committable is None or tp not in assigned:
+                continue
+            meta = tr.metadata()
+            if (tr.committable, meta) != (tr.committed, tr.committed_metadata):
+                out[tp] = OffsetAndMetadata(tr.committable, meta)
+        return out
 
     async def _commit_loop(self) -> None:
         """Write soon after there is something to write (TXN_LINGER gathers more; one

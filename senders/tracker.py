@@ -1,23 +1,40 @@
-"""Which queue offsets may be committed: the first offset whose outcome is not yet written."""
+"""Which queue offsets may be committed: the first offset whose outcome is not yet written,
+and which offsets past it are finished already (committed with it as the offset's metadata)."""
 from __future__ import annotations
 
 from collections import deque
 
-__all__ = ["OffsetTracker"]
+__all__ = ["OffsetTracker", "encode_done", "decode_done", "METADATA_MAX"]
+
+# the broker refuses offset metadata over offset.metadata.max.bytes (4096 by default)
+METADATA_MAX = 3900
+_TAG = "kmta-done:"
 
 
 class OffsetTracker:
     """Messages of one partition finish out of order; the commit point only moves past an
-    offset once every earlier offset is done, so a crash never loses an unfinished message."""
+    offset once every earlier offset is done, so a crash never loses an unfinished message.
 
-    def __init__(self) -> None:
+    The offsets finished past the commit point travel with it (``metadata``): a node that
+    takes the partition over skips them (``known_done``), so an outcome already committed is
+    never repeated by the next owner."""
+
+    def __init__(self, known_done: set[int] | None = None) -> None:
         self._order: deque[int] = deque()
         self._done: set[int] = set()
+        self._known = set(known_done or ())  # finished by a previous owner, not read yet
         self.committable: int | None = None
         self.committed: int | None = None
+        self.committed_metadata = ""
 
-    def add(self, offset: int) -> None:
+    def add(self, offset: int) -> bool:
+        """Track an offset read; True when a previous owner finished it (skip it)."""
         self._order.append(offset)
+        if offset in self._known:
+            self._known.discard(offset)
+            self.done(offset)
+            return True
+        return False
 
     def done(self, offset: int) -> None:
         self._done.add(offset)
@@ -26,6 +43,52 @@ class OffsetTracker:
             self._done.discard(off)
             self.committable = off + 1
 
-    @property
-    def pending(self) -> int:
-        return len(self._order)
+    def metadata(self) -> str:
+        """The finished offsets past the commit point, for the commit's metadata."""
+        point = self.committable if self.committable is not None else (
+            self._order[0] if self._order else 0)
+        return encode_done(point, self._done | self._known)
+
+
+def encode_done(point: int, done: set[int]) -> str:
+    """``kmta-done:`` and ranges relative to the commit point (``3-9,12``); cut to fit."""
+    out = _TAG
+    run_start = prev = None
+    for off in sorted(o for o in done if o >= point):
+        if prev is not None and off == prev + 1:
+            prev = off
+            continue
+        if run_start is not None:
+            piece = _range(run_start - point, prev - point)
+            if len(out) + len(piece) + 1 > METADATA_MAX:
+                return out.rstrip(",")
+            out += piece + ","
+        run_start = prev = off
+    if run_start is not None:
+        piece = _range(run_start - point, prev - point)  # type: ignore[operator]
+        if len(out) + len(piece) <= METADATA_MAX:
+            out += piece
+    return out.rstrip(",") if out != _TAG else ""
+
+
+def _range(a: int, b: int) -> str:
+    return str(a) if a == b else f"{a}-{b}"
+
+
+def decode_done(point: int, metadata: str | None) -> set[int]:
+    """The offsets ``encode_done`` wrote (nothing for metadata it did not write)."""
+    if not metadata or not metadata.startswith(_TAG):
+        return set()
+    out: set[int] = set()
+    try:
+        for piece in metadata[len(_TAG):].split(","):
+            if not piece:
+                continue
+            a, _, b = piece.partition("-")
+            lo, hi = int(a), int(b or a)
+            if lo < 0 or hi < lo or hi - lo > 10_000_000:
+                return set()
+            out.update(range(point + lo, point + hi + 1))
+    except ValueError:
+        return set()
+    return out
