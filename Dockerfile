@@ -14,6 +14,8 @@ COPY schemas ./schemas
 COPY streams ./streams
 COPY senders ./senders
 COPY dashboard ./dashboard
+COPY sim ./sim
+COPY ops ./ops
 RUN pip install . \
     && useradd --system --create-home --home-dir /var/lib/kmta --shell /usr/sbin/nologin kmta
 

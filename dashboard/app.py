@@ -23,8 +23,8 @@ from dashboard.auth import current_user, install_login
 from dashboard.layout import TOTAL_KEYS, build_layout
 from dashboard.model import Board
 from kmta.config import Config
-from kmta.control import make_command
 from kmta.errors import ConfigError, KmtaError
+from kmta.pipeline.control import make_command
 from schemas.control import ControlAction, ControlCommand
 
 __all__ = ["Controller", "Handlers", "create_app", "resolve_password"]

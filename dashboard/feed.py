@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from dashboard.model import Board
 from kmta.config import Config
-from kmta.control import ControlError
-from kmta.kafkaio import topic_partitions
+from kmta.pipeline.control import ControlError
+from kmta.pipeline.kafkaio import topic_partitions
 from schemas.control import ControlCommand, ControlRecord
 from schemas.events import DeliveryEvent
 from schemas.nodes import NodeStats

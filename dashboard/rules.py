@@ -1,6 +1,6 @@
 """The rules editor's logic: parse a partial ISP rule (TOML or JSON), validate it, and show the
-effective rule. Uses ``kmta.policy.kb.KnowledgeBase`` when it is available; otherwise validates
-the partial rule against ``schemas.rules.IspRule``."""
+effective rule with ``kmta.policy.kb.KnowledgeBase`` (without one, validates the partial rule
+against ``schemas.rules.IspRule`` only)."""
 
 from __future__ import annotations
 
@@ -13,18 +13,14 @@ from typing import Any
 from pydantic import ValidationError
 
 from kmta.errors import ConfigError
+from kmta.policy.kb import KnowledgeBase
 from schemas.rules import IspRule
 
 __all__ = ["effective_rule", "load_kb", "parse_rules_text", "to_jsonable", "validate_rules"]
 
 
-def load_kb(override: str | Path | None = None) -> Any | None:
-    """The shipped knowledge base merged with the local ``override`` file, or None while
-    ``kmta.policy.kb`` is not there."""
-    try:
-        from kmta.policy.kb import KnowledgeBase
-    except ImportError:
-        return None
+def load_kb(override: str | Path | None = None) -> KnowledgeBase:
+    """The shipped knowledge base merged with the local ``override`` file."""
     return KnowledgeBase.load(override=Path(override) if override else None)
 
 

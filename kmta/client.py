@@ -12,8 +12,8 @@ from aiokafka import AIOKafkaConsumer
 
 from kmta.config import Config
 from kmta.errors import InputError
-from kmta.kafkaio import make_producer, topic_partitions
-from streams.router import new_id
+from kmta.pipeline.kafkaio import make_producer, topic_partitions
+from kmta.pipeline.outputs import new_id
 
 __all__ = ["Progress", "ResultCollector", "produce", "send_file"]
 

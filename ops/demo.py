@@ -54,8 +54,8 @@ def demo_rules() -> dict:
     from kmta.policy.kb import KnowledgeBase
     from kmta.policy.replies import match_reply
     from kmta.policy.reply import Reply
-    from kmta.sim.profiles import profile_replies
-    from kmta.sim.scenario import default_scenario
+    from sim.profiles import profile_replies
+    from sim.scenario import default_scenario
 
     kb = KnowledgeBase.load()
     retry = {"mode": "growing", "interval": "3s", "factor": 2, "max_interval": "30s",
@@ -109,7 +109,7 @@ def demo_rules() -> dict:
 def demo_messages(n: int, rng: random.Random) -> list[dict]:
     """Messages over the simulated providers' domains, with a few unknown users, greylisted
     and temporarily failing recipients, and domains that do not exist or take no mail."""
-    from kmta.sim.scenario import default_scenario
+    from sim.scenario import default_scenario
 
     weights = {"gmail.com": 30, "yahoo.com": 12, "aol.com": 3, "outlook.com": 10,
                "hotmail.com": 6, "mail.ru": 5, "yandex.ru": 5, "orange.fr": 4,
@@ -175,9 +175,9 @@ def _interrupt(signum: int, frame: object) -> None:
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from kmta.kafka import cli as kafka_cli
-    from kmta.kafka import manager
-    from kmta.kafkaio import ensure_topics
+    from kmta.pipeline.kafkaio import ensure_topics
+    from ops.kafka import cli as kafka_cli
+    from ops.kafka import manager
 
     env = os.environ
     home = Path(env.get("KMTA_HOME", ".kmta")).absolute() / "demo"
@@ -238,7 +238,7 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 async def _send_and_wait(config: Config, n: int, procs: Procs) -> str:
-    from kmta.sendtool import Progress, ResultCollector, produce
+    from kmta.client import Progress, ResultCollector, produce
 
     docs = demo_messages(n, random.Random(42))
     collector = ResultCollector(config)

@@ -47,10 +47,10 @@ sys.path.insert(0, str(ROOT))
 
 import tomli_w
 
+from kmta.client import ResultCollector, produce
 from kmta.config import Config, load_config
-from kmta.kafkaio import ensure_topics
-from kmta.sendtool import ResultCollector, produce
-from kmta.sim.dns import DnsServerThread, Zone
+from kmta.pipeline.kafkaio import ensure_topics
+from sim.dns import DnsServerThread, Zone
 
 SINK_IP = "127.0.1.50"
 SOURCE_IPS = ["127.0.0.2", "127.0.0.3"]
@@ -582,8 +582,8 @@ def measure_postfix(pf: Postfix, procs: Procs, sink: Sink, n: int, sessions: int
 
 # -- broker ----------------------------------------------------------------------------------------
 def start_broker(base: Path) -> tuple[str, Path]:
-    from kmta.kafka import cli as kafka_cli
-    from kmta.kafka import manager
+    from ops.kafka import cli as kafka_cli
+    from ops.kafka import manager
 
     libs = manager.ensure_jars(kafka_cli.default_cache_dir(os.environ),
                                kafka_home=Path(os.environ["KAFKA_HOME"])
@@ -600,7 +600,7 @@ def start_broker(base: Path) -> tuple[str, Path]:
 def broker_pid(data: Path | None) -> int | None:
     if data is None:
         return None
-    from kmta.kafka import manager
+    from ops.kafka import manager
     sts = manager.status(data)
     return sts[0].pid if sts else None
 
@@ -771,7 +771,7 @@ def main(argv: list[str] | None = None) -> int:
         for run in runs:
             run.stop()  # orderly: profiles are written at exit
         if broker_data is not None:
-            from kmta.kafka import manager
+            from ops.kafka import manager
             manager.stop(broker_data)
             broker_data = None
         ref = None
@@ -840,7 +840,7 @@ def clean_up(procs: Procs, dns: object, broker_data: Path | None, base: Path,
     if dns is not None:
         dns.stop()  # type: ignore[attr-defined]
     if broker_data is not None:
-        from kmta.kafka import manager
+        from ops.kafka import manager
         manager.stop(broker_data)
     if keep:
         log(f"kept {base}")

@@ -89,7 +89,7 @@ class StateTail:
     async def _run(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
-        from kmta.kafkaio import topic_partitions
+        from kmta.pipeline.kafkaio import topic_partitions
         cfg = self.pipeline.config
         c = AIOKafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers,
                              enable_auto_commit=False, auto_offset_reset="earliest",
@@ -309,8 +309,8 @@ def svg_chart(series: dict[str, list[tuple[float, float]]], capacity: float,
 
 # -- the run --------------------------------------------------------------------------------
 def start_broker(tmp: Path) -> tuple[str, Path]:
-    from kmta.kafka import cli as kafka_cli
-    from kmta.kafka import manager
+    from ops.kafka import cli as kafka_cli
+    from ops.kafka import manager
 
     libs = manager.ensure_jars(kafka_cli.default_cache_dir(os.environ))
     data = tmp / "kafka"
@@ -330,7 +330,7 @@ def queued(p: Pipeline) -> int:
     """Records on the queue topic (end offsets)."""
     from aiokafka import AIOKafkaConsumer
 
-    from kmta.kafkaio import topic_partitions
+    from kmta.pipeline.kafkaio import topic_partitions
 
     async def go() -> int:
         c = AIOKafkaConsumer(bootstrap_servers=p.config.kafka.bootstrap_servers)
@@ -420,7 +420,7 @@ def main(argv: list[str] | None = None) -> int:
         tail.stop()
         p.close()
         if broker_dir is not None:
-            from kmta.kafka import manager
+            from ops.kafka import manager
             manager.stop(broker_dir)
 
     events = p.sim_events()

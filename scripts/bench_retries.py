@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """``make bench-retries``: a million pending retries in the delay topics (issue #3).
 
-Retries wait in the delay tier topics (``kmta/deferral.py``, ``streams/delay.py``): the worker's
+Retries wait in the delay tier topics (``kmta/pipeline/deferral.py``, ``streams/delay.py``): the worker's
 scheduler looks only at partition heads. On a broker of its own (or ``--bootstrap``) and with
 real worker processes (``python -m kmta.cli worker``), this run measures:
 
@@ -66,12 +66,12 @@ from bench import (  # noqa: E402
 )
 
 from kmta.config import Config, load_config  # noqa: E402
-from kmta.deferral import choose_tier, park  # noqa: E402
-from kmta.kafkaio import delay_topic, ensure_topics, topic_partitions  # noqa: E402
+from kmta.pipeline.deferral import choose_tier, park  # noqa: E402
+from kmta.pipeline.kafkaio import delay_topic, ensure_topics, topic_partitions  # noqa: E402
 from kmta.policy.compose import compose  # noqa: E402
 from kmta.policy.kb import KnowledgeBase  # noqa: E402
-from kmta.sim.dns import DnsServerThread, Zone  # noqa: E402
 from schemas import Envelope, MxHost, OutboxMessage  # noqa: E402
+from sim.dns import DnsServerThread, Zone  # noqa: E402
 
 # recipient domains (share of messages) and their MX host, every one on loopback
 DOMAINS = [("gmail.com", 30, "gmail-smtp-in.l.google.com"),

@@ -44,7 +44,7 @@ fi
 # Kafka jars (cached under ~/.cache/kmta or $KMTA_HOME)
 "$VENV/bin/python" - <<'PY'
 import os
-from kmta.kafka import cli, manager
+from ops.kafka import cli, manager
 home = os.environ.get("KAFKA_HOME")
 libs = manager.ensure_jars(cli.default_cache_dir(os.environ),
                            kafka_home=__import__("pathlib").Path(home) if home else None)

@@ -22,8 +22,9 @@ from aiokafka.errors import (
 from aiokafka.structs import OffsetAndMetadata
 
 from kmta.config import Config
-from kmta.deferral import defer, park
-from kmta.kafkaio import CompactedView, Rebalance, make_producer
+from kmta.pipeline.deferral import defer, park
+from kmta.pipeline.kafkaio import CompactedView, Rebalance, make_producer
+from kmta.pipeline.outputs import Out, event_out, internal_event, write
 from kmta.policy.classify import Classifier
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
@@ -34,8 +35,6 @@ from schemas import DeadLetter, DeliveryEvent, Envelope, IspLoad, IspState, Node
 from senders.lane import Item, Lane
 from senders.tracker import OffsetTracker, decode_done
 from senders.transport import ConnectFailed, Outcome, SmtpTransport, Transport
-from streams.outputs import Out, write
-from streams.router import event_out, internal_event
 
 log = logging.getLogger(__name__)
 

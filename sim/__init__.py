@@ -1,6 +1,6 @@
 """Simulated mailbox providers (SMTP) and their DNS, on loopback: ``kmta isp-sim``.
 
-Names are imported lazily so that ``python -m kmta.sim.dns`` runs without importing the SMTP side.
+Names are imported lazily so that ``python -m sim.dns`` runs without importing the SMTP side.
 """
 
 from __future__ import annotations
@@ -36,5 +36,5 @@ __all__ = sorted(_EXPORTS)
 def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
-        raise AttributeError(f"module 'kmta.sim' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"kmta.sim.{module}"), name)
+        raise AttributeError(f"module 'sim' has no attribute {name!r}")
+    return getattr(importlib.import_module(f"sim.{module}"), name)

@@ -1,7 +1,7 @@
-"""``python -m kmta.sim [options]``: the same as ``kmta isp-sim [options]``."""
+"""``python -m sim [options]``: the same as ``kmta isp-sim [options]``."""
 
 import sys
 
-from kmta.sim.cli import main
+from sim.cli import main
 
 sys.exit(main())

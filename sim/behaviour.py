@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kmta.errors import ConfigError
-from kmta.sim.profiles import REPLY_KINDS, profile_replies
+from sim.profiles import REPLY_KINDS, profile_replies
 
 __all__ = ["ProviderBehaviour", "ProviderRules", "Verdict", "SourceCounters"]
 

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 from kmta.errors import ConfigError
-from kmta.sim.net import split_hostport
-from kmta.sim.scenario import run_scenario
+from sim.net import split_hostport
+from sim.scenario import DEFAULT_SCENARIO_TOML, run_scenario
 
 __all__ = ["add_parser", "run"]
 
@@ -80,8 +80,6 @@ async def _serve(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     """Execute a parsed ``kmta isp-sim`` command; return the process exit code."""
     if args.print_scenario:
-        from kmta.sim.scenario import DEFAULT_SCENARIO_TOML
-
         print(DEFAULT_SCENARIO_TOML.strip())
         return 0
     logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every command
@@ -96,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m kmta.sim``) with the same options."""
+    """Standalone entry (``python -m sim``) with the same options."""
     parser = argparse.ArgumentParser(prog="kmta")
     add_parser(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["isp-sim", *(sys.argv[1:] if argv is None else argv)])

@@ -6,7 +6,7 @@ domain with A records and no MX answers MX queries with an empty NOERROR, so a r
 to the implicit MX (RFC 5321 §5.1). A records must be loopback addresses: senders that trust this
 server connect only to 127.0.0.0/8.
 
-Run alone: ``python -m kmta.sim.dns --zone zone.json --port 5353`` (prints ``listening
+Run alone: ``python -m sim.dns --zone zone.json --port 5353`` (prints ``listening
 HOST:PORT``), or in-process from synchronous code with :class:`DnsServerThread`.
 """
 
@@ -33,7 +33,7 @@ import dns.rdatatype
 import dns.rrset
 
 from kmta.errors import ConfigError
-from kmta.sim.net import require_loopback
+from sim.net import require_loopback
 
 __all__ = ["Zone", "DnsServer", "DnsServerThread", "main"]
 
@@ -265,7 +265,7 @@ async def _serve_until_signal(server: DnsServer) -> None:
 
 def main(argv: Iterable[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m kmta.sim.dns",
+        prog="python -m sim.dns",
         description="Serve a simulated zone (JSON: records, null_mx, servfail, ttl) until "
         "SIGINT/SIGTERM; prints 'listening HOST:PORT' once ready.",
     )

@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from kmta.errors import ConfigError
-from kmta.sim.behaviour import ProviderBehaviour
-from kmta.sim.dns import DnsServer, Zone
-from kmta.sim.eventlog import EventLog
-from kmta.sim.net import require_loopback
-from kmta.sim.smtp import ProviderSim
+from sim.behaviour import ProviderBehaviour
+from sim.dns import DnsServer, Zone
+from sim.eventlog import EventLog
+from sim.net import require_loopback
+from sim.smtp import ProviderSim
 
 if sys.version_info >= (3, 11):
     import tomllib

@@ -18,9 +18,9 @@ from typing import Any
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
-from kmta.sim.behaviour import ProviderBehaviour, ProviderRules, Verdict
-from kmta.sim.eventlog import EventLog
-from kmta.sim.net import require_loopback
+from sim.behaviour import ProviderBehaviour, ProviderRules, Verdict
+from sim.eventlog import EventLog
+from sim.net import require_loopback
 
 __all__ = ["ProviderSim", "ProviderHandler", "AcceptedMessage", "KMTA_ID_HEADER"]
 

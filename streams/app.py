@@ -13,19 +13,21 @@ import time
 
 import faust
 import mode
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import TopicAlreadyExistsError
 
 from kmta.config import Config
-from kmta.control import parse_command
 from kmta.errors import ConfigError, KmtaError
-from kmta.kafkaio import CompactedView
+from kmta.pipeline.control import parse_command
+from kmta.pipeline.kafkaio import CompactedView
+from kmta.pipeline.outputs import Out
+from kmta.pipeline.rules import load_kb, partition_map
 from kmta.policy.dedup import decode_seen
 from kmta.policy.kb import KnowledgeBase
-from kmta.policy.partitions import PartitionMap
 from schemas import ControlRecord, DeliveryEvent, Status
 from streams.brain import Row, apply_command, apply_event, states_of
 from streams.delay import DelayScheduler
 from streams.ingest import OutboxRoute
-from streams.outputs import Out
 from streams.resolver import Resolver
 from streams.router import Router
 
@@ -36,20 +38,6 @@ HARD_BOUNCE = frozenset({"bad_mailbox", "bad_domain"})
 
 def brokers(config: Config) -> list[str]:
     return [f"kafka://{s.strip()}" for s in config.kafka.bootstrap_servers.split(",") if s.strip()]
-
-
-def load_kb(config: Config) -> KnowledgeBase:
-    return KnowledgeBase.load(override=config.rules.override and _path(config.rules.override))
-
-
-def _path(p: str):
-    from pathlib import Path
-    return Path(p)
-
-
-def partition_map(config: Config, kb: KnowledgeBase) -> PartitionMap:
-    return PartitionMap({i: kb.partitions(i) for i in kb.isp_names()},
-                        config.kafka.queue_partitions)
 
 
 def ensure_changelog(config: Config) -> None:
@@ -74,9 +62,6 @@ def ensure_changelog(config: Config) -> None:
 
 
 async def _create_changelog(config: Config) -> None:
-    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-    from aiokafka.errors import TopicAlreadyExistsError
-
     name = f"{config.kafka.topic_prefix}brain-isp-state-changelog"
     admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers,
                                 request_timeout_ms=30000)

@@ -25,12 +25,12 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from kmta.config import Config
-from kmta.deferral import defer, park
-from kmta.kafkaio import CompactedView, Rebalance, delay_topic, make_producer
+from kmta.pipeline.deferral import defer, park
+from kmta.pipeline.kafkaio import CompactedView, Rebalance, delay_topic, make_producer
+from kmta.pipeline.outputs import Out, event_out, internal_event, write
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
 from schemas import Envelope, Status
-from streams.outputs import Out, write
 from streams.resolver import MxStatus, Resolver
 
 log = logging.getLogger(__name__)
@@ -75,8 +75,6 @@ class DelayScheduler:
         """Router hook: DNS failed temporarily -> count an attempt and retry per the ISP rule."""
         env.attempt += 1
         rule = self._kb.effective(env.isp, self._live_rules(env.isp))
-        from streams.router import internal_event
-
         ev = internal_event(env, Status.DEFERRED, 451, "4.4.3", "DNS lookup failed temporarily",
                             "dns_failure", now)
         return defer(self._c, rule.retry, env, ev, now, self._rng)
@@ -232,8 +230,6 @@ class DelayScheduler:
                 self._next.pop(tp, None)
 
     async def _release(self, env: Envelope, now: float) -> list[Out]:
-        from streams.router import event_out, internal_event
-
         if is_cleared(env, self._states.values):
             return [event_out(self._c, internal_event(
                 env, Status.CANCELLED, 554, "5.3.0", "queue cleared by an operator",

@@ -16,8 +16,8 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import OffsetAndMetadata
 
 from kmta.config import Config
-from kmta.kafkaio import make_producer
-from streams.outputs import RECORD_ERRORS, Out, write_each
+from kmta.pipeline.kafkaio import make_producer
+from kmta.pipeline.outputs import RECORD_ERRORS, Out, write_each
 from streams.router import Router
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,6 @@ import json
 import logging
 import re
 import time
-import uuid
 from collections.abc import Callable, Mapping, MutableMapping
 from datetime import datetime, timezone
 
@@ -19,6 +18,7 @@ from pydantic import ValidationError
 
 from kmta.config import Config, PoolConfig
 from kmta.errors import InputError
+from kmta.pipeline.outputs import Out, event_out, internal_event, new_id
 from kmta.policy.addresses import split_address
 from kmta.policy.compose import compose
 from kmta.policy.dedup import IdVerdict, Seen, encode_seen, judge
@@ -26,10 +26,9 @@ from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
 from schemas import DeadLetter, DeliveryEvent, Envelope, OutboxMessage, Status
 from schemas.message import ID_PATTERN
-from streams.outputs import Out
 from streams.resolver import MxStatus, Resolver
 
-__all__ = ["Router", "new_id", "event_out", "internal_event", "DEDUP_WINDOW"]
+__all__ = ["Router", "DEDUP_WINDOW"]
 
 log = logging.getLogger(__name__)
 
@@ -38,28 +37,6 @@ DLQ_ORIGINAL_MAX = 256 * 1024  # bytes of an unwritable record's original kept i
 DEDUP_WINDOW = 24 * 3600.0  # seconds an accepted id stays taken (worker.dedup_window)
 
 
-def new_id() -> str:
-    """Time-ordered unique id (uuid4 tail after a ms timestamp)."""
-    return f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[:16]}"
-
-
-def event_out(config: Config, ev: DeliveryEvent) -> Out:
-    key = (ev.isp or ev.domain or "").encode()
-    return Out(config.topic("results"), ev.to_json(), key)
-
-
-def internal_event(env: Envelope, status: Status, code: int, enhanced: str, text: str,
-                   category: str, now: float, node: str | None = None,
-                   attempt: int | None = None) -> DeliveryEvent:
-    """An event whose reply kmta made up itself (``internal``: never matched against provider
-    patterns)."""
-    return DeliveryEvent(
-        id=env.id, to=env.rcpt, isp=env.isp, domain=env.domain, status=status,
-        final=status not in (Status.DEFERRED, Status.QUEUED),
-        attempt=env.attempt if attempt is None else attempt, code=code,
-        enhanced_code=enhanced, response=text, category=category, internal=True,
-        node=node, timestamp=now, accepted_at=env.accepted_at, campaign=env.campaign,
-        meta=env.meta, sender=env.sender, pool=env.pool)
 
 
 class Router:

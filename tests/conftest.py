@@ -20,8 +20,8 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("KMTA_TEST_BOOTSTRAP"):
         yield os.environ["KMTA_TEST_BOOTSTRAP"]
         return
-    from kmta.kafka import cli as kafka_cli
-    from kmta.kafka import manager
+    from ops.kafka import cli as kafka_cli
+    from ops.kafka import manager
 
     libs = manager.ensure_jars(kafka_cli.default_cache_dir(os.environ))
     data = tmp_path_factory.mktemp("kafka")

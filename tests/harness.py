@@ -21,10 +21,10 @@ from typing import Any
 
 import tomli_w
 
+from kmta.client import ResultCollector
 from kmta.config import Config, load_config
-from kmta.control import make_command
-from kmta.kafkaio import ensure_topics, make_producer, topic_partitions
-from kmta.sendtool import ResultCollector
+from kmta.pipeline.control import make_command
+from kmta.pipeline.kafkaio import ensure_topics, make_producer, topic_partitions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -217,7 +217,7 @@ class Pipeline:
 
     # -- Kafka -------------------------------------------------------------------------------
     def produce(self, docs: list[dict]) -> list[str]:
-        from kmta.sendtool import produce
+        from kmta.client import produce
         return run(produce(self.config, docs))
 
     def produce_raw(self, values: list[bytes], topic: str = "outbox") -> None:

@@ -1,6 +1,6 @@
 """Operator commands: ``kmta pause|resume|unlock|clear|rules-set|rules-reset|status``.
 
-Each handler gets the loaded ``Config`` as ``args.config_obj`` (built by ``kmta/cli.py``).
+Each handler gets the loaded ``Config`` as ``args.config_obj`` (built by ``kmta/cli/commands.py``).
 Commands go to the control topic (key = ISP, acks=all), signed when ``control.secret`` is set;
 then the command waits (``--wait`` seconds) for the brain's audit record and prints the outcome.
 """
@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from kmta.config import Config
-from kmta.control import ControlError, make_command
 from kmta.errors import KmtaError
+from kmta.pipeline.control import ControlError, make_command
 from schemas.control import ControlAction, ControlCommand, ControlRecord
 
 __all__ = [
@@ -150,7 +150,7 @@ async def send_command(config: Config, cmd: ControlCommand, wait: float) -> Cont
 
 
 async def _partitions(config: Config, topic: str) -> list[Any]:
-    from kmta.kafkaio import topic_partitions
+    from kmta.pipeline.kafkaio import topic_partitions
 
     try:
         return await topic_partitions(config, [topic])

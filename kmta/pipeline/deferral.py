@@ -10,9 +10,10 @@ import random
 from collections.abc import Sequence
 
 from kmta.config import Config
+from kmta.pipeline.kafkaio import delay_topic
+from kmta.pipeline.outputs import Out, event_out
 from kmta.policy.retry import next_attempt_at
 from schemas import DeliveryEvent, Envelope, RetryRule, Status
-from streams.outputs import Out
 
 __all__ = ["choose_tier", "park", "defer"]
 
@@ -29,8 +30,6 @@ def choose_tier(tiers: Sequence[float], remaining: float) -> float:
 
 def park(config: Config, env: Envelope, due_at: float, now: float) -> Out:
     """Put the envelope in the delay topics until ``due_at`` (no attempt is counted)."""
-    from kmta.kafkaio import delay_topic  # local import keeps this module light
-
     env.due_at = due_at
     tier = choose_tier(config.kafka.delay_tiers, due_at - now)
     return Out(delay_topic(config, tier), env.to_json(), env.isp.encode())
@@ -40,8 +39,6 @@ def defer(config: Config, rule: RetryRule, env: Envelope, event: DeliveryEvent, 
           rng: random.Random) -> list[Out]:
     """After a temporary failure of attempt ``env.attempt``: a ``deferred`` event and the
     envelope in the delay topics, or a final ``expired`` event when retries are exhausted."""
-    from streams.router import event_out
-
     due = next_attempt_at(rule, max(env.attempt, 1), env.accepted_at, now, rng)
     if due is not None and env.expires_at is not None and due >= env.expires_at:
         due = None

@@ -1,12 +1,20 @@
-"""What a processing step wants written: plain records, produced by the caller's edge."""
+"""What a processing step wants written: plain records, produced by the caller's edge; and the
+result events every process kind writes."""
 from __future__ import annotations
 
 import asyncio
+import time
+import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
+
+from kmta.config import Config
+from schemas import DeliveryEvent, Envelope, Status
+
+__all__ = ["Out", "RECORD_ERRORS", "write", "write_each", "new_id", "event_out", "internal_event"]
 
 # errors that belong to one record (retrying it cannot help); any other error is the cluster's
 # (unreachable, leader moving, not authorised) and is retried
@@ -51,3 +59,27 @@ async def write_each(producer: Any, groups: list[list[Out]]) -> list[BaseExcepti
             if isinstance(r, BaseException) and errors[i] is None:
                 errors[i] = r
     return errors
+
+
+def new_id() -> str:
+    """Time-ordered unique id (uuid4 tail after a ms timestamp)."""
+    return f"{int(time.time() * 1000):x}-{uuid.uuid4().hex[:16]}"
+
+
+def event_out(config: Config, ev: DeliveryEvent) -> Out:
+    key = (ev.isp or ev.domain or "").encode()
+    return Out(config.topic("results"), ev.to_json(), key)
+
+
+def internal_event(env: Envelope, status: Status, code: int, enhanced: str, text: str,
+                   category: str, now: float, node: str | None = None,
+                   attempt: int | None = None) -> DeliveryEvent:
+    """An event whose reply kmta made up itself (``internal``: never matched against provider
+    patterns)."""
+    return DeliveryEvent(
+        id=env.id, to=env.rcpt, isp=env.isp, domain=env.domain, status=status,
+        final=status not in (Status.DEFERRED, Status.QUEUED),
+        attempt=env.attempt if attempt is None else attempt, code=code,
+        enhanced_code=enhanced, response=text, category=category, internal=True,
+        node=node, timestamp=now, accepted_at=env.accepted_at, campaign=env.campaign,
+        meta=env.meta, sender=env.sender, pool=env.pool)

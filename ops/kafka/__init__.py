@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from kmta.kafka.layout import NodeSpec
-from kmta.kafka.manager import (
+from ops.kafka.layout import NodeSpec
+from ops.kafka.manager import (
     ClusterInfo,
     KafkaManagerError,
     KafkaSetupError,

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from kmta.kafka import manager
+from ops.kafka import manager
 
 __all__ = ["add_parser", "run", "default_cache_dir", "default_data_dir"]
 

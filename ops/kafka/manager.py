@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from kmta.kafka import process
-from kmta.kafka.layout import (
+from ops.kafka import process
+from ops.kafka.layout import (
     NodeSpec,
     load_layout,
     new_cluster_id,
@@ -33,7 +33,7 @@ from kmta.kafka.layout import (
     save_layout,
     server_properties,
 )
-from kmta.kafka.probe import alive_broker_ids, api_versions_ok
+from ops.kafka.probe import alive_broker_ids, api_versions_ok
 
 __all__ = [
     "ClusterInfo",

@@ -19,7 +19,7 @@ from typing import Any
 
 import tomli_w
 
-from kmta.control import make_command, sign
+from kmta.pipeline.control import make_command, sign
 from tests.harness import FAST_RULES, ROOT, Pipeline, messages, wait_for
 
 # mailru locks on its first spam reply (the shipped rule waits for 5, per source IP) and retries

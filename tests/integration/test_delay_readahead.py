@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import time
 
-from kmta.deferral import park
-from kmta.kafkaio import make_producer
+from kmta.pipeline.deferral import park
+from kmta.pipeline.kafkaio import make_producer
 from schemas import Envelope, MxHost
 from streams.delay import AHEAD_BYTES
 from tests.harness import run, wait_for

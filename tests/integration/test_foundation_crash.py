@@ -12,7 +12,7 @@ import asyncio
 import time
 from collections import Counter
 
-from kmta.sendtool import ResultCollector
+from kmta.client import ResultCollector
 from tests.harness import Pipeline, messages, wait_for
 
 DOMAINS = ["gmail.com", "yahoo.com", "outlook.com", "mail.ru", "shop-example.test"]

@@ -12,9 +12,9 @@ import copy
 import time
 from collections import Counter
 
+from kmta.client import ResultCollector, produce
 from kmta.config import Config
-from kmta.sendtool import ResultCollector, produce
-from streams.app import load_kb, partition_map
+from kmta.pipeline.rules import load_kb, partition_map
 from tests.harness import FAST_RULES, FAST_SCENARIO, Pipeline, messages, wait_for
 
 BACKLOG = 10_000

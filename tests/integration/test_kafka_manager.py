@@ -19,8 +19,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
-from kmta.kafka import manager
-from kmta.kafka.cli import default_cache_dir
+from ops.kafka import manager
+from ops.kafka.cli import default_cache_dir
 
 ONE_BROKER_PORT = 19310
 THREE_BROKER_PORT = 19320

@@ -19,7 +19,7 @@ import dns.rcode
 import dns.resolver
 import pytest
 
-from kmta.sim.dns import DnsServer, DnsServerThread, Zone
+from sim.dns import DnsServer, DnsServerThread, Zone
 
 pytestmark = pytest.mark.integration
 
@@ -116,7 +116,7 @@ async def test_standalone_process(tmp_path):
         "-W",
         "error",
         "-m",
-        "kmta.sim.dns",
+        "sim.dns",
         "--zone",
         str(zone_file),
         "--port",

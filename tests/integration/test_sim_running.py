@@ -15,8 +15,8 @@ import dns.nameserver
 import dns.resolver
 import pytest
 
-from kmta.sim.probe import send_one
-from kmta.sim.scenario import run_scenario
+from sim.probe import send_one
+from sim.scenario import run_scenario
 
 pytestmark = pytest.mark.integration
 
@@ -90,7 +90,7 @@ async def test_isp_sim_process_runs_until_sigterm(tmp_path):
     proc = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "kmta.sim",
+        "sim",
         "--dns",
         "127.0.0.1:0",
         "--smtp-port",

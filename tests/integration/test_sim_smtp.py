@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from kmta.sim.behaviour import ProviderBehaviour
-from kmta.sim.eventlog import EventLog
-from kmta.sim.probe import ProbeClient, send_one
-from kmta.sim.smtp import ProviderSim
+from sim.behaviour import ProviderBehaviour
+from sim.eventlog import EventLog
+from sim.probe import ProbeClient, send_one
+from sim.smtp import ProviderSim
 
 pytestmark = pytest.mark.integration
 

@@ -1,4 +1,4 @@
-"""Signing, verifying and parsing operator commands (kmta.control)."""
+"""Signing, verifying and parsing operator commands (kmta.pipeline.control)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 import pytest
 from pydantic import SecretStr
 
-from kmta.control import ControlError, canonical, make_command, parse_command, verify
 from kmta.errors import KmtaError
+from kmta.pipeline.control import ControlError, canonical, make_command, parse_command, verify
 from schemas.control import ControlAction
 
 SECRET = "s3cret"

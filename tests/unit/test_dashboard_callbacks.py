@@ -11,8 +11,8 @@ from pydantic import SecretStr
 from dashboard.app import create_app
 from dashboard.model import Board
 from kmta.config import Config, ControlConfig, DashboardConfig
-from kmta.control import ControlError, verify
 from kmta.errors import ConfigError
+from kmta.pipeline.control import ControlError, verify
 from schemas.control import ControlAction, ControlCommand
 from schemas.events import DeliveryEvent
 from schemas.state import IspState

@@ -6,7 +6,7 @@ import argparse
 import io
 import json
 
-from kmta import rules_cli
+from kmta.cli import rules as rules_cli
 from kmta.policy.kb import SHIPPED_ISPS
 
 

@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 import pytest
 
 from kmta.config import Config
+from kmta.pipeline.outputs import Out
+from kmta.pipeline.rules import partition_map
 from kmta.policy.compose import TRACE_HEADER
 from kmta.policy.kb import KnowledgeBase
 from schemas import DeadLetter, DeliveryEvent, Envelope, MxHost, Status
-from streams.app import partition_map
-from streams.outputs import Out
 from streams.resolver import MxResult, MxStatus
 from streams.router import Router
 

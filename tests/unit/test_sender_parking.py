@@ -8,11 +8,11 @@ from __future__ import annotations
 import time
 
 from kmta.config import Config
+from kmta.pipeline.rules import partition_map
 from kmta.policy.kb import KnowledgeBase
 from schemas import Envelope, IspState
 from senders.lane import Item
 from senders.node import PARK_HELD_AFTER, SenderNode
-from streams.app import partition_map
 
 KB = KnowledgeBase.load()
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from kmta.errors import ConfigError
-from kmta.sim.behaviour import ProviderBehaviour, ProviderRules
-from kmta.sim.profiles import PROFILES, REPLY_KINDS
-from kmta.sim.smtp import _header_values
+from sim.behaviour import ProviderBehaviour, ProviderRules
+from sim.profiles import PROFILES, REPLY_KINDS
+from sim.smtp import _header_values
 
 A, B = "127.0.0.2", "127.0.0.3"
 

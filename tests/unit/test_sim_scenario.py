@@ -7,8 +7,8 @@ import dns.rdatatype
 import pytest
 
 from kmta.errors import ConfigError
-from kmta.sim.dns import Zone
-from kmta.sim.scenario import Scenario, default_scenario, load_scenario, mx_hosts_for
+from sim.dns import Zone
+from sim.scenario import Scenario, default_scenario, load_scenario, mx_hosts_for
 
 MX, A, AAAA = dns.rdatatype.MX, dns.rdatatype.A, dns.rdatatype.AAAA
 

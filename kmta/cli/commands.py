@@ -8,13 +8,20 @@ import argparse
 import asyncio
 import logging
 import os
-import signal
 import sys
 
-from kmta.config import Config, load_config
+from kmta.cli import control as control_cli
+from kmta.cli import dashboard as dashboard_cli
+from kmta.cli import rules as rules_cli
+from kmta.config import load_config
 from kmta.errors import KmtaError
+from ops.kafka import cli as kafka_cli
+from sim import cli as sim_cli
 
-__all__ = ["main"]
+__all__ = ["build_parser", "main"]
+
+CONFIG_HELP = "TOML config file (default: $KMTA_CONFIG or built-in)"
+VERBOSE_HELP = "debug logging"
 
 
 def _add_pipeline_parsers(sub: argparse._SubParsersAction) -> None:
@@ -46,15 +53,39 @@ def _add_pipeline_parsers(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kmta", description=__doc__)
-    parser.add_argument("--config", help="TOML config file (default: $KMTA_CONFIG or built-in)")
-    parser.add_argument("-v", "--verbose", action="store_true")
+    parser.add_argument("--config", help=CONFIG_HELP)
+    parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    from kmta.kafka import cli as kafka_cli
     kafka_cli.add_parser(sub)
     _add_pipeline_parsers(sub)
-    for mod in ("kmta.sim.cli", "kmta.rules_cli", "kmta.control_cli", "dashboard.cli"):
-        __import__(mod, fromlist=["add_parser"]).add_parser(sub)
+    for mod in (sim_cli, rules_cli, control_cli, dashboard_cli):
+        mod.add_parser(sub)
+    _config_everywhere(parser)
     return parser
+
+
+def _config_everywhere(parser: argparse.ArgumentParser) -> None:
+    """Give every subcommand, at any depth, ``--config`` and ``-v``, so that they may come
+    before or after it (``kmta --config x.toml worker`` = ``kmta worker --config x.toml``). A
+    subcommand's copy has no default, so it never hides one given before the subcommand."""
+    seen: set[int] = set()
+    todo = [parser]
+    while todo:
+        p = todo.pop()
+        for action in p._actions:  # argparse has no public walk over its subparsers
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    if id(child) in seen:
+                        continue  # an alias of one already done
+                    seen.add(id(child))
+                    opts = child._option_string_actions
+                    if "--config" not in opts:
+                        child.add_argument("--config", default=argparse.SUPPRESS,
+                                           help=CONFIG_HELP)
+                    if "-v" not in opts and "--verbose" not in opts:
+                        child.add_argument("-v", "--verbose", action="store_true",
+                                           default=argparse.SUPPRESS, help=VERBOSE_HELP)
+                    todo.append(child)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,64 +129,30 @@ def _call(args: argparse.Namespace) -> int | None:
         prof.dump_stats(os.path.join(out, f"{args.command}-{os.getpid()}.pstats"))
 
 
-def _run_until_signal(coro_factory) -> None:  # noqa: ANN001
-    async def runner() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await coro_factory(stop)
-    asyncio.run(runner())
-
-
 def run_topics(args: argparse.Namespace) -> int:
-    from kmta.kafkaio import ensure_topics
+    from kmta.pipeline.kafkaio import ensure_topics
     asyncio.run(ensure_topics(args.config_obj))
     print("topics ready")
     return 0
 
 
+# Each command imports its process kind when it runs, so that ``kmta sender`` never loads faust
+# and ``kmta pause`` loads neither faust nor dash.
 def run_worker(args: argparse.Namespace) -> int:
-    import faust
-
-    from kmta.kafkaio import ensure_topics
-    from streams.app import build
-
-    config: Config = args.config_obj
-    if args.name:
-        config = config.model_copy(update={"worker": config.worker.model_copy(
-            update={"name": args.name})})
-    asyncio.run(ensure_topics(config))
-    app = build(config)
-    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
-    worker.execute_from_commandline()
-    return 0
+    from kmta.cli import worker
+    return worker.run(args)
 
 
 def run_sender(args: argparse.Namespace) -> int:
-    from kmta.kafkaio import ensure_topics
-    from senders.node import SenderNode
-    from streams.app import load_kb, partition_map
-
-    config: Config = args.config_obj
-    asyncio.run(ensure_topics(config))
-    kb = load_kb(config)
-    node = SenderNode(config, kb, partition_map(config, kb), node=args.node)
-    print(f"sender {node.node} delivering (allowed networks: "
-          f"{', '.join(config.delivery.allowed_networks)})", flush=True)
-    _run_until_signal(node.run)
-    return 0
+    from kmta.cli import sender
+    return sender.run(args)
 
 
 def run_send(args: argparse.Namespace) -> int:
-    from kmta.sendtool import send_file
+    from kmta.client import send_file
     return send_file(args.config_obj, args.file, wait=args.wait, timeout=args.timeout)
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    from kmta.demo import run_demo as demo
+    from ops.demo import run_demo as demo
     return demo(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

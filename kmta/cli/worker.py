@@ -1,0 +1,25 @@
+"""``kmta worker``: a brain worker process (the faust app of ``streams``)."""
+from __future__ import annotations
+
+import argparse
+import asyncio
+
+import faust
+
+from kmta.config import Config
+from kmta.pipeline.kafkaio import ensure_topics
+from streams.app import build
+
+__all__ = ["run"]
+
+
+def run(args: argparse.Namespace) -> int:
+    config: Config = args.config_obj
+    if args.name:
+        config = config.model_copy(update={"worker": config.worker.model_copy(
+            update={"name": args.name})})
+    asyncio.run(ensure_topics(config))
+    app = build(config)
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+    worker.execute_from_commandline()
+    return 0
