@@ -8,7 +8,7 @@ import json
 import random
 from collections import Counter
 
-from kmta.kafkaio import make_producer
+from kmta.pipeline.kafkaio import make_producer
 from tests.harness import run, wait_for
 
 GOOD_DOMAINS = ["gmail.com", "yahoo.com", "outlook.com", "shop-example.test"]

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
 
+from kmta.pipeline.outputs import Out
 from schemas import DeadLetter
 from streams.ingest import OutboxRoute
-from streams.outputs import Out
 from tests.unit.test_router import Harness
 
 
