@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from dashboard.model import Board
 from kmta.config import Config
 from kmta.pipeline.control import ControlError
-from kmta.pipeline.kafkaio import topic_partitions
+from kmta.pipeline.kafkaio import client_options, topic_partitions
 from schemas.control import ControlCommand, ControlRecord
 from schemas.events import DeliveryEvent
 from schemas.nodes import NodeStats
@@ -60,7 +60,7 @@ class _Reader:
         self.config = config
         self.kinds = {config.topic(k): k for k in TOPICS}
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=config.kafka.bootstrap_servers,
+            **client_options(config),
             client_id=client_id,
             group_id=None,
             enable_auto_commit=False,
@@ -217,7 +217,7 @@ class Feed:
     async def _main(self) -> None:
         self._stop = asyncio.Event()
         producer = AIOKafkaProducer(
-            bootstrap_servers=self.config.kafka.bootstrap_servers,
+            **client_options(self.config),
             client_id="kmta-dashboard",
             acks="all",
         )

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaConsumer
 
 from kmta.config import Config
 from kmta.errors import InputError
-from kmta.pipeline.kafkaio import make_producer, topic_partitions
+from kmta.pipeline.kafkaio import client_options, make_producer, topic_partitions
 from kmta.pipeline.outputs import new_id
 
 __all__ = ["Progress", "ResultCollector", "produce", "send_file"]
@@ -96,7 +96,7 @@ class ResultCollector:
     async def start(self, from_beginning: bool = False) -> None:
         topic = self.config.topic("results")
         # results are written in the senders' transactions: read only committed ones
-        c = AIOKafkaConsumer(bootstrap_servers=self.config.kafka.bootstrap_servers,
+        c = AIOKafkaConsumer(**client_options(self.config),
                              enable_auto_commit=False, fetch_max_wait_ms=100,
                              isolation_level="read_committed")
         await c.start()

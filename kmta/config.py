@@ -10,7 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from kmta.errors import ConfigError
 from schemas.base import Model
@@ -23,6 +23,43 @@ class KafkaConfig(Model):
     partitions: int = Field(default=8, ge=1, description="partitions of the other topics")
     replication_factor: int = Field(default=1, ge=1)
     delay_tiers: list[float] = Field(default=[1, 5, 30, 120, 600, 3600])
+    # Security: every Kafka client of kmta (faust, aiokafka, admin) gets these through
+    # kmta.pipeline.kafkaio.client_options / faust_credentials, built once per process.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    ssl_cafile: str | None = Field(default=None, description="CA bundle (PEM); none = system CAs")
+    ssl_certfile: str | None = Field(default=None, description="client certificate (PEM)")
+    ssl_keyfile: str | None = Field(default=None, description="its private key (PEM)")
+    ssl_keyfile_password: SecretStr | None = None
+    ssl_check_hostname: bool = True
+
+    @model_validator(mode="after")
+    def _security(self) -> KafkaConfig:
+        sasl = self.security_protocol.startswith("SASL_")
+        tls = self.security_protocol.endswith("SSL")
+        if sasl:
+            missing = [n for n in ("sasl_mechanism", "sasl_username", "sasl_password")
+                       if not getattr(self, n)]
+            if missing:
+                raise ValueError(f"security_protocol {self.security_protocol} needs "
+                                 f"{', '.join(missing)}")
+        else:  # set but unused would send in the clear what the operator meant to protect
+            given = [n for n in ("sasl_mechanism", "sasl_username", "sasl_password")
+                     if getattr(self, n) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} set but security_protocol is "
+                                 f"{self.security_protocol} (use SASL_SSL or SASL_PLAINTEXT)")
+        if not tls:
+            given = [n for n in ("ssl_cafile", "ssl_certfile", "ssl_keyfile",
+                                 "ssl_keyfile_password") if getattr(self, n) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} set but security_protocol is "
+                                 f"{self.security_protocol} (use SSL or SASL_SSL)")
+        if (self.ssl_keyfile or self.ssl_keyfile_password) and not self.ssl_certfile:
+            raise ValueError("ssl_keyfile needs ssl_certfile")
+        return self
 
 
 class DnsConfig(Model):
@@ -105,6 +142,15 @@ class DashboardConfig(Model):
     port: int = 8050
     password: SecretStr | None = None
     mode: Literal["demo", "production"] = "production"
+    proxy_hops: int = Field(default=0, ge=0, le=5, description=(
+        "reverse proxies in front whose X-Forwarded-For/-Proto headers are trusted"))
+    secure_cookie: Literal["auto", "always"] = Field(default="auto", description=(
+        "auto: the session cookie is Secure on HTTPS requests; always: on every request"))
+    login_attempts: int = Field(default=5, ge=1, description="failed sign-ins per address...")
+    login_window_seconds: float = Field(default=60.0, gt=0, description="...in this window")
+    session_idle_seconds: float = Field(default=8 * 3600.0, gt=0)
+    session_max_seconds: float = Field(default=24 * 3600.0, gt=0)
+    threads: int = Field(default=8, ge=1, description="WSGI server worker threads")
 
 
 class Config(Model):

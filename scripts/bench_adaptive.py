@@ -89,9 +89,9 @@ class StateTail:
     async def _run(self) -> None:
         from aiokafka import AIOKafkaConsumer
 
-        from kmta.pipeline.kafkaio import topic_partitions
+        from kmta.pipeline.kafkaio import client_options, topic_partitions
         cfg = self.pipeline.config
-        c = AIOKafkaConsumer(bootstrap_servers=cfg.kafka.bootstrap_servers,
+        c = AIOKafkaConsumer(**client_options(cfg),
                              enable_auto_commit=False, auto_offset_reset="earliest",
                              fetch_max_wait_ms=100)
         await c.start()
@@ -330,10 +330,10 @@ def queued(p: Pipeline) -> int:
     """Records on the queue topic (end offsets)."""
     from aiokafka import AIOKafkaConsumer
 
-    from kmta.pipeline.kafkaio import topic_partitions
+    from kmta.pipeline.kafkaio import client_options, topic_partitions
 
     async def go() -> int:
-        c = AIOKafkaConsumer(bootstrap_servers=p.config.kafka.bootstrap_servers)
+        c = AIOKafkaConsumer(**client_options(p.config))
         await c.start()
         try:
             tps = await topic_partitions(p.config, [p.config.topic("queue")])

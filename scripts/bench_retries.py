@@ -67,7 +67,7 @@ from bench import (  # noqa: E402
 
 from kmta.config import Config, load_config  # noqa: E402
 from kmta.pipeline.deferral import choose_tier, park  # noqa: E402
-from kmta.pipeline.kafkaio import delay_topic, ensure_topics, topic_partitions  # noqa: E402
+from kmta.pipeline.kafkaio import client_options, delay_topic, ensure_topics, topic_partitions  # noqa: E402
 from kmta.policy.compose import compose  # noqa: E402
 from kmta.policy.kb import KnowledgeBase  # noqa: E402
 from schemas import Envelope, MxHost, OutboxMessage  # noqa: E402
@@ -209,7 +209,7 @@ class Maker:
 
 async def write(config: Config, records: Iterable[Record]) -> tuple[int, int]:
     """Produce records with a fast producer; (records, bytes)."""
-    p = AIOKafkaProducer(bootstrap_servers=config.kafka.bootstrap_servers, acks=1,
+    p = AIOKafkaProducer(**client_options(config), acks=1,
                          linger_ms=20, max_batch_size=1024 * 1024, enable_idempotence=False)
     await p.start()
     n = size = 0
@@ -283,9 +283,9 @@ def deployment(label: str, root: Path, pending: int, base: Path, bootstrap: str,
 class Offsets:
     """End offsets and the scheduler group's committed offsets, on one long-lived client."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.c = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-        self.admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    def __init__(self, config: Config) -> None:
+        self.c = AIOKafkaConsumer(**client_options(config))
+        self.admin = AIOKafkaAdminClient(**client_options(config))
 
     async def __aenter__(self) -> Offsets:
         await self.c.start()
@@ -309,8 +309,8 @@ class Offsets:
 class QueueTail:
     """Reads queue topics from given offsets: (record timestamp, time seen) per message id."""
 
-    def __init__(self, bootstrap: str) -> None:
-        self.c = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False,
+    def __init__(self, config: Config) -> None:
+        self.c = AIOKafkaConsumer(**client_options(config), enable_auto_commit=False,
                                   fetch_max_wait_ms=50)
         self.seen: dict[str, tuple[float, float]] = {}
         self.task: asyncio.Task | None = None
@@ -350,9 +350,9 @@ class QueueTail:
 
 
 async def tail_queues(deps: list[Deployment]) -> QueueTail:
-    tail = QueueTail(deps[0].config.kafka.bootstrap_servers)
+    tail = QueueTail(deps[0].config)
     starts: dict[TopicPartition, int] = {}
-    async with Offsets(deps[0].config.kafka.bootstrap_servers) as off:
+    async with Offsets(deps[0].config) as off:
         for dep in deps:
             starts.update(await off.ends(await dep.partitions([dep.config.topic("queue")])))
     await tail.start(starts)
@@ -510,7 +510,7 @@ async def backlog(dep: Deployment, maker: Maker, kind: str, n: int, write_rate: 
             assert rec[0] == src, (rec[0], src)
             yield rec
 
-    async with Offsets(cfg.kafka.bootstrap_servers) as off:
+    async with Offsets(cfg) as off:
         tps = await dep.partitions([src])
         before = await off.ends(tps)
         await write(cfg, records())
@@ -597,7 +597,7 @@ async def steady(dep: Deployment, maker: Maker, window: tuple[float, float], wri
     try:
         await asyncio.sleep(max(at - time.time(), 0) + warm)
         topics = [*dep.delay_topics(), dep.config.topic("queue")]
-        async with Offsets(dep.config.kafka.bootstrap_servers) as off:
+        async with Offsets(dep.config) as off:
             tps = await dep.partitions(topics)
             e0 = await off.ends(tps)
             cpu0, b0, t0w = cpu_seconds(dep.pid), cpu_seconds(broker), time.time()

@@ -23,7 +23,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from kmta.config import Config
 from kmta.pipeline.deferral import defer, park
-from kmta.pipeline.kafkaio import CompactedView, Rebalance, make_producer
+from kmta.pipeline.kafkaio import CompactedView, Rebalance, client_options, make_producer
 from kmta.pipeline.outputs import Out, event_out, internal_event, write
 from kmta.policy.classify import Classifier
 from kmta.policy.kb import KnowledgeBase
@@ -99,7 +99,7 @@ class SenderNode:
         await self.states.start()
         await asyncio.wait_for(self.states.ready.wait(), 60)
         self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.c.kafka.bootstrap_servers,
+            **client_options(self.c),
             group_id=self._group, client_id=self.node,
             enable_auto_commit=False, auto_offset_reset="earliest",
             max_poll_records=500, fetch_max_wait_ms=100, fetch_min_bytes=64 * 1024,

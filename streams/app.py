@@ -19,7 +19,7 @@ from aiokafka.errors import TopicAlreadyExistsError
 from kmta.config import Config
 from kmta.errors import ConfigError, KmtaError
 from kmta.pipeline.control import parse_command
-from kmta.pipeline.kafkaio import CompactedView
+from kmta.pipeline.kafkaio import CompactedView, client_options, faust_credentials
 from kmta.pipeline.outputs import Out
 from kmta.pipeline.rules import load_kb, partition_map
 from kmta.policy.dedup import decode_seen
@@ -63,8 +63,7 @@ def ensure_changelog(config: Config) -> None:
 
 async def _create_changelog(config: Config) -> None:
     name = f"{config.kafka.topic_prefix}brain-isp-state-changelog"
-    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers,
-                                request_timeout_ms=30000)
+    admin = AIOKafkaAdminClient(**client_options(config), request_timeout_ms=30000)
     await admin.start()
     try:
         if name not in await admin.list_topics():
@@ -97,6 +96,7 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
     app = faust.App(
         f"{config.kafka.topic_prefix}brain",
         broker=brokers(config),
+        broker_credentials=faust_credentials(config),
         store=config.worker.store,
         topic_partitions=config.kafka.partitions,
         topic_replication_factor=config.kafka.replication_factor,

@@ -26,7 +26,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from kmta.config import Config
 from kmta.pipeline.deferral import defer, park
-from kmta.pipeline.kafkaio import CompactedView, Rebalance, delay_topic, make_producer
+from kmta.pipeline.kafkaio import CompactedView, Rebalance, client_options, delay_topic, make_producer
 from kmta.pipeline.outputs import Out, event_out, internal_event, write
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
@@ -87,7 +87,7 @@ class DelayScheduler:
         self._producer = make_producer(self._c)
         await self._producer.start()
         c = AIOKafkaConsumer(
-            bootstrap_servers=self._c.kafka.bootstrap_servers,
+            **client_options(self._c),
             group_id=f"{self._c.kafka.topic_prefix}delay", enable_auto_commit=False,
             # senders park envelopes here in their transactions: an aborted one must not wake
             isolation_level="read_committed", auto_offset_reset="earliest",

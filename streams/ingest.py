@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.structs import OffsetAndMetadata
 
 from kmta.config import Config
-from kmta.pipeline.kafkaio import make_producer
+from kmta.pipeline.kafkaio import client_options, make_producer
 from kmta.pipeline.outputs import RECORD_ERRORS, Out, write_each
 from streams.router import Router
 
@@ -43,7 +43,7 @@ class OutboxRoute:
         self._producer = make_producer(self._c)
         await self._producer.start()
         c = AIOKafkaConsumer(
-            self._c.topic("outbox"), bootstrap_servers=self._c.kafka.bootstrap_servers,
+            self._c.topic("outbox"), **client_options(self._c),
             group_id=f"{self._c.kafka.topic_prefix}route", enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=max(100, 4 * self._concurrency),
             fetch_max_wait_ms=100)

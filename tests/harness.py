@@ -24,7 +24,7 @@ import tomli_w
 from kmta.client import ResultCollector
 from kmta.config import Config, load_config
 from kmta.pipeline.control import make_command
-from kmta.pipeline.kafkaio import ensure_topics, make_producer, topic_partitions
+from kmta.pipeline.kafkaio import client_options, ensure_topics, make_producer, topic_partitions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -250,8 +250,8 @@ class Pipeline:
         from aiokafka import AIOKafkaConsumer
 
         async def go() -> list[dict]:
-            c = AIOKafkaConsumer(bootstrap_servers=self.config.kafka.bootstrap_servers,
-                                 enable_auto_commit=False, isolation_level="read_committed")
+            c = AIOKafkaConsumer(**client_options(self.config), enable_auto_commit=False,
+                                 isolation_level="read_committed")
             await c.start()
             try:
                 tps = await topic_partitions(self.config, [self.config.topic(topic)])

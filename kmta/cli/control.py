@@ -106,14 +106,15 @@ async def send_command(config: Config, cmd: ControlCommand, wait: float) -> Cont
     from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
     from aiokafka.errors import KafkaError
 
-    servers = config.kafka.bootstrap_servers
+    from kmta.pipeline.kafkaio import client_options
+
     consumer = None
-    producer = AIOKafkaProducer(bootstrap_servers=servers, client_id="kmta-cli", acks="all")
+    producer = AIOKafkaProducer(**client_options(config), client_id="kmta-cli", acks="all")
     try:
         if wait > 0:
             # position the audit reader at the end *before* sending, so no record is missed
             consumer = AIOKafkaConsumer(
-                bootstrap_servers=servers,
+                **client_options(config),
                 group_id=None,
                 enable_auto_commit=False,
                 client_id="kmta-cli",
@@ -142,7 +143,7 @@ async def send_command(config: Config, cmd: ControlCommand, wait: float) -> Cont
                         return audit
         return None
     except KafkaError as e:
-        raise ControlError(f"Kafka at {servers}: {e!r}") from None
+        raise ControlError(f"Kafka at {config.kafka.bootstrap_servers}: {e!r}") from None
     finally:
         await producer.stop()
         if consumer is not None:

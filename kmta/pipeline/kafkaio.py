@@ -3,20 +3,128 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import functools
 import logging
+import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.helpers import create_ssl_context
 
-from kmta.config import Config
+from kmta.config import Config, KafkaConfig
+from kmta.errors import ConfigError, KafkaUnreachable
 
 log = logging.getLogger(__name__)
 
 __all__ = ["TopicSpec", "topic_specs", "ensure_topics", "make_producer", "CompactedView",
-           "topic_partitions", "delay_topic", "Rebalance"]
+           "topic_partitions", "delay_topic", "Rebalance", "client_options", "faust_credentials", "why_unreachable"]
+
+
+def client_options(config: Config) -> dict[str, Any]:
+    """``bootstrap_servers`` and the security options of ``[kafka]``, for every aiokafka client
+    (consumer, producer, admin). A unit test holds that no client is built without them."""
+    return {"bootstrap_servers": config.kafka.bootstrap_servers, **_security(config.kafka)}
+
+
+def faust_credentials(config: Config) -> Any:  # a faust CredentialsT, or None
+    """The same settings as faust's ``broker_credentials`` (faust hands them to its own
+    consumers, producer and topic creation)."""
+    import faust
+
+    opts = _security(config.kafka)
+    protocol = opts["security_protocol"]
+    if protocol.startswith("SASL_"):
+        return faust.SASLCredentials(username=opts["sasl_plain_username"],
+                                     password=opts["sasl_plain_password"],
+                                     mechanism=opts["sasl_mechanism"],
+                                     ssl_context=opts.get("ssl_context"))
+    if protocol == "SSL":
+        return faust.SSLCredentials(opts["ssl_context"])
+    return None
+
+
+def _security(k: KafkaConfig) -> dict[str, Any]:
+    secret = k.sasl_password.get_secret_value() if k.sasl_password else None
+    key_pw = k.ssl_keyfile_password.get_secret_value() if k.ssl_keyfile_password else None
+    return _security_of(k.security_protocol, k.sasl_mechanism, k.sasl_username, secret,
+                        k.ssl_cafile, k.ssl_certfile, k.ssl_keyfile, key_pw, k.ssl_check_hostname)
+
+
+@functools.cache  # once per process and setting: one SSL context shared by every client
+def _security_of(protocol: str, mechanism: str | None, user: str | None, password: str | None,
+                 cafile: str | None, certfile: str | None, keyfile: str | None,
+                 key_password: str | None, check_hostname: bool) -> dict[str, Any]:
+    opts: dict[str, Any] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        opts.update(sasl_mechanism=mechanism, sasl_plain_username=user,
+                    sasl_plain_password=password)
+        if protocol == "SASL_PLAINTEXT":
+            log.warning("kafka: SASL over a plaintext connection; %s", "the password crosses "
+                        "the network in clear text" if mechanism == "PLAIN" else
+                        "records cross the network unencrypted")
+    if protocol.endswith("SSL"):
+        opts["ssl_context"] = _tls_context(cafile, certfile, keyfile, key_password,
+                                           check_hostname)
+    return opts
+
+
+async def why_unreachable(config: Config, timeout: float = 10.0) -> str:
+    """Connect to each bootstrap server the way the clients do and say what failed. aiokafka's
+    clients log the cause and raise only 'Unable to bootstrap'; this names the cause."""
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import SaslAuthenticationFailed, UnsupportedSaslMechanismError
+
+    k = config.kafka
+    opts = _security(k)
+    who = (f"{k.security_protocol}, {k.sasl_mechanism} user {k.sasl_username!r}"
+           if k.security_protocol.startswith("SASL_") else k.security_protocol)
+    reasons = []
+    for server in k.bootstrap_servers.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            conn = await asyncio.wait_for(create_conn(
+                host.strip("[]"), int(port), request_timeout_ms=int(timeout * 1000), **opts),
+                timeout)
+        except SaslAuthenticationFailed as e:
+            why = f"the broker refused the login (wrong user name or password?): {e}"
+        except UnsupportedSaslMechanismError:
+            why = f"the listener does not offer SASL mechanism {k.sasl_mechanism}"
+        except ssl.SSLCertVerificationError as e:
+            why = (f"the broker's certificate is not trusted ({e.verify_message}): check "
+                   "ssl_cafile, and ssl_check_hostname against the certificate's names")
+        except ssl.SSLError as e:
+            why = f"TLS handshake failed: {e}"
+        except (KafkaConnectionError, asyncio.IncompleteReadError, ConnectionResetError) as e:
+            why = (f"the broker closed the connection ({e or type(e).__name__}): does this "
+                   f"listener speak {k.security_protocol}? does it require a client "
+                   "certificate?")
+        except (OSError, TimeoutError) as e:
+            why = f"cannot connect: {e or 'timed out'}"
+        else:
+            conn.close()
+            why = "reachable and logged in (the failure was later)"
+        reasons.append(f"{server.strip()}: {why}")
+    return f"Kafka ({who}): " + "; ".join(reasons)
+
+
+def _tls_context(cafile: str | None, certfile: str | None, keyfile: str | None,
+                 key_password: str | None, check_hostname: bool) -> ssl.SSLContext:
+    for name, path in (("ssl_cafile", cafile), ("ssl_certfile", certfile),
+                       ("ssl_keyfile", keyfile)):
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(f"kafka.{name}: {path} not found")
+    try:
+        ctx = create_ssl_context(cafile=cafile, certfile=certfile, keyfile=keyfile,
+                                 password=key_password)
+    except (ssl.SSLError, OSError) as e:
+        raise ConfigError(f"kafka TLS settings: {e}") from None
+    ctx.check_hostname = check_hostname
+    return ctx
 
 
 @dataclass(frozen=True)
@@ -56,9 +164,12 @@ def delay_topic(config: Config, tier: float) -> str:
 
 async def ensure_topics(config: Config, timeout: float = 60.0) -> None:
     """Create missing topics (idempotent); raises when the broker is unreachable in time."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers,
-                                request_timeout_ms=int(timeout * 1000))
-    await asyncio.wait_for(admin.start(), timeout)
+    admin = AIOKafkaAdminClient(**client_options(config), request_timeout_ms=int(timeout * 1000))
+    try:
+        await asyncio.wait_for(admin.start(), timeout)
+    except (KafkaConnectionError, TimeoutError):
+        await admin.close()
+        raise KafkaUnreachable(await why_unreachable(config)) from None
     try:
         existing = set(await admin.list_topics())
         new = []
@@ -96,7 +207,7 @@ async def ensure_topics(config: Config, timeout: float = 60.0) -> None:
 
 async def topic_partitions(config: Config, topics: list[str]) -> list[TopicPartition]:
     """Every partition of the topics (aiokafka consumers without a subscription know none)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=config.kafka.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_options(config))
     await admin.start()
     try:
         deadline = asyncio.get_running_loop().time() + 30
@@ -115,12 +226,11 @@ async def topic_partitions(config: Config, topics: list[str]) -> list[TopicParti
 
 def make_producer(config: Config, **kw) -> AIOKafkaProducer:
     """acks=all + idempotence: a written outcome is durable before an offset is committed."""
-    opts = dict(bootstrap_servers=config.kafka.bootstrap_servers, acks="all",
-                enable_idempotence=True, linger_ms=5, max_batch_size=256 * 1024,
+    opts = dict(acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=256 * 1024,
                 max_request_size=config.delivery.max_message_bytes * 2 + 65536,
                 compression_type=None)
     opts.update(kw)
-    return AIOKafkaProducer(**opts)
+    return AIOKafkaProducer(**client_options(config), **opts)
 
 
 class Rebalance(ConsumerRebalanceListener):
@@ -166,9 +276,8 @@ class CompactedView:
         self._end: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
-        c = AIOKafkaConsumer(bootstrap_servers=self._config.kafka.bootstrap_servers,
-                             enable_auto_commit=False, auto_offset_reset="earliest",
-                             fetch_max_wait_ms=100)
+        c = AIOKafkaConsumer(**client_options(self._config), enable_auto_commit=False,
+                             auto_offset_reset="earliest", fetch_max_wait_ms=100)
         await c.start()
         tps = await topic_partitions(self._config, [self.topic])
         c.assign(tps)

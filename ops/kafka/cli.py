@@ -75,6 +75,19 @@ def add_parser(
     )
     start.add_argument("--heap", default="512m", help="JVM -Xmx per node (default 512m)")
     start.add_argument(
+        "--sasl-ssl",
+        action="store_true",
+        help="also serve a SASL_SSL listener on PORT+200+N-1 (SCRAM-SHA-512/256 and PLAIN, "
+        "a generated CA and user; a ready [kafka] section is written to "
+        "DATA/security/kmta-kafka.toml). Needs a fresh data dir the first time",
+    )
+    start.add_argument(
+        "--client-auth",
+        choices=["none", "requested", "required"],
+        default="none",
+        help="with --sasl-ssl: ask clients for a certificate signed by the CA (default none)",
+    )
+    start.add_argument(
         "--timeout", type=float, default=120.0, help="seconds to wait for readiness (default 120)"
     )
     start.add_argument(
@@ -111,6 +124,8 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
                 args.heap,
                 libs=libs,
                 timeout=args.timeout,
+                sasl_ssl=args.sasl_ssl,
+                client_auth=args.client_auth,
             )
             state = "already running" if info.already_running else "started"
             print(
@@ -118,6 +133,12 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
                 f"data in {info.data_dir}",
                 file=sys.stderr,
             )
+            if info.security is not None:
+                print(
+                    f"SASL_SSL on {info.sasl_bootstrap_servers}, user {info.security.user}: "
+                    f"[kafka] settings in {info.security.dir / 'kmta-kafka.toml'}",
+                    file=sys.stderr,
+                )
             print(
                 info.bootstrap_servers
             )  # alone on stdout so that BOOTSTRAP=$(kmta kafka start) works

@@ -9,11 +9,13 @@ Kafka's ``libs/``). Layout of a data dir::
     node-N/logs/server.log       log4j2 output (log4j2.properties next to this module)
     node-N/stdout.log            JVM stdout/stderr: crashes before logging starts land here
     node-N/kafka.pid
+    security/                    CA, client certificate, SASL user (``start(sasl_ssl=True)``)
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import signal
 import subprocess
@@ -23,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ops.kafka import process
+from ops.kafka import process, security
 from ops.kafka.layout import (
     NodeSpec,
     load_layout,
@@ -74,10 +76,18 @@ class ClusterInfo:
     cluster_id: str
     nodes: tuple[NodeSpec, ...]
     already_running: bool = False
+    security: security.Security | None = None
 
     @property
     def bootstrap_servers(self) -> str:
         return ",".join(node.bootstrap for node in self.nodes)
+
+    @property
+    def sasl_bootstrap_servers(self) -> str | None:
+        """The SASL_SSL listeners, when the cluster was started with ``sasl_ssl``."""
+        if self.security is None:
+            return None
+        return ",".join(str(node.sasl_bootstrap) for node in self.nodes)
 
 
 @dataclass(frozen=True)
@@ -139,11 +149,15 @@ def start(
     libs: Path,
     java: str = "java",
     timeout: float = 120.0,
+    sasl_ssl: bool = False,
+    client_auth: security.ClientAuth = "none",
 ) -> ClusterInfo:
     """Start every node of the cluster in ``data_dir`` that is not running; wait until all serve.
 
     Ready means each broker answers ApiVersions and lists all ``brokers`` nodes as unfenced in
     Metadata. Raises KafkaStartError (with log tails) if a node dies or the deadline passes.
+    With ``sasl_ssl`` each node also serves a SASL_SSL listener (see ops.kafka.security;
+    ``client_auth`` = whether it asks clients for a certificate).
     """
     if brokers < 1:
         raise KafkaSetupError("brokers must be >= 1")
@@ -151,24 +165,32 @@ def start(
         raise KafkaSetupError(f"`{java}` not found: Java 17+ is needed to run Kafka")
     data_dir = Path(data_dir).resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
-    cluster_id = _cluster_id(data_dir, brokers)
-    nodes = node_specs(brokers, base_port, host)
+    cluster_id = _cluster_id(data_dir, brokers, sasl_ssl)
+    nodes = node_specs(brokers, base_port, host, sasl_ssl)
+    sec = security.prepare(data_dir, client_auth=client_auth) if sasl_ssl else None
     alive_ids = {st.node_id for st in status(data_dir) if st.alive}
     down = [node for node in nodes if node.node_id not in alive_ids]
     if not down:
         _wait_ready(data_dir, nodes, time.monotonic() + timeout)
-        return ClusterInfo(data_dir, cluster_id, nodes, already_running=True)
+        return ClusterInfo(data_dir, cluster_id, nodes, already_running=True, security=sec)
     save_layout(data_dir, cluster_id, nodes)
     for node in nodes:
         ndir = node_dir(data_dir, node.node_id)
         (ndir / "logs").mkdir(parents=True, exist_ok=True)
-        (ndir / "server.properties").write_text(server_properties(ndir / "data", node, nodes))
-    _format(data_dir, cluster_id, down, libs, java)
+        extra = sec.broker_properties(node) if sec else None
+        props = ndir / "server.properties"
+        props.touch(mode=0o600)  # it may hold the PLAIN user's password and a private key
+        os.chmod(props, 0o600)
+        props.write_text(server_properties(ndir / "data", node, nodes, extra))
+    _format(data_dir, cluster_id, down, libs, java, sec.scram_args() if sec else [])
     for node in down:
         ndir = node_dir(data_dir, node.node_id)
         process.launch(ndir, _java_command(ndir, _tag(data_dir, node.node_id), libs, java, heap))
     _wait_ready(data_dir, nodes, time.monotonic() + timeout)
-    return ClusterInfo(data_dir, cluster_id, nodes)
+    info = ClusterInfo(data_dir, cluster_id, nodes, security=sec)
+    if sec is not None:
+        security.write_client_config(sec, str(info.sasl_bootstrap_servers))
+    return info
 
 
 def stop(data_dir: Path, timeout: float = 30.0) -> list[int]:
@@ -241,7 +263,7 @@ def _java_command(ndir: Path, tag: str, libs: Path, java: str, heap: str) -> lis
     ]
 
 
-def _cluster_id(data_dir: Path, brokers: int) -> str:
+def _cluster_id(data_dir: Path, brokers: int, sasl_ssl: bool) -> str:
     layout = load_layout(data_dir)
     if layout is None:
         return new_cluster_id()
@@ -250,18 +272,31 @@ def _cluster_id(data_dir: Path, brokers: int) -> str:
             f"{data_dir} holds a {len(layout['nodes'])}-broker cluster, not {brokers}: "
             "use another data dir or delete this one"
         )
+    if sasl_ssl and layout["nodes"][0].get("sasl_port") is None:
+        raise KafkaSetupError(
+            f"{data_dir} was formatted without SASL users (they are created at format time): "
+            "use another data dir for a SASL_SSL cluster or delete this one"
+        )
     return str(layout["cluster_id"])
 
 
-def _format(data_dir: Path, cluster_id: str, nodes: list[NodeSpec], libs: Path, java: str) -> None:
-    """Format the storage of nodes that were never formatted, all JVMs in parallel."""
+def _format(
+    data_dir: Path,
+    cluster_id: str,
+    nodes: list[NodeSpec],
+    libs: Path,
+    java: str,
+    extra_args: list[str],
+) -> None:
+    """Format the storage of nodes that were never formatted, all JVMs in parallel;
+    ``extra_args`` e.g. create SCRAM users (``--add-scram``)."""
     procs = []
     for node in nodes:
         ndir = node_dir(data_dir, node.node_id)
         if (ndir / "data" / "meta.properties").exists():
             continue
         cmd = [java, "-cp", f"{libs}/*", "kafka.tools.StorageTool", "format", "--ignore-formatted",
-               "-t", cluster_id, "-c", str(ndir / "server.properties")]  # fmt: skip
+               "-t", cluster_id, "-c", str(ndir / "server.properties"), *extra_args]  # fmt: skip
         pipe = subprocess.PIPE
         procs.append((node, subprocess.Popen(cmd, stdout=pipe, stderr=subprocess.STDOUT)))
     for node, proc in procs:

@@ -19,6 +19,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError
 
+from kmta.config import Config, KafkaConfig
+from kmta.pipeline.kafkaio import client_options
 from ops.kafka import manager
 from ops.kafka.cli import default_cache_dir
 
@@ -51,8 +53,12 @@ def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
+def plain(bootstrap: str) -> Config:
+    return Config(kafka=KafkaConfig(bootstrap_servers=bootstrap))
+
+
 async def create_topic(bootstrap: str, topic: str, replication: int, min_isr: int) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(plain(bootstrap)))
     await admin.start()
     try:
         await admin.create_topics(
@@ -64,7 +70,7 @@ async def create_topic(bootstrap: str, topic: str, replication: int, min_isr: in
 
 async def consume_one(bootstrap: str, topic: str) -> bytes | None:
     consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", enable_auto_commit=False
+        topic, **client_options(plain(bootstrap)), auto_offset_reset="earliest", enable_auto_commit=False
     )
     await consumer.start()
     try:
@@ -76,7 +82,9 @@ async def consume_one(bootstrap: str, topic: str) -> bytes | None:
 
 async def produce(bootstrap: str, topic: str, value: bytes, timeout: float) -> None:
     """Send with acks=all, retrying retriable failures until ``timeout`` (broker failover)."""
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", request_timeout_ms=15_000)
+    producer = AIOKafkaProducer(
+        **client_options(plain(bootstrap)), acks="all", request_timeout_ms=15_000
+    )
     await producer.start()
     try:
         deadline = time.monotonic() + timeout
