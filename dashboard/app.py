@@ -251,7 +251,9 @@ def create_app(
     """The dashboard, guarded by a password login. ``app.kmta`` holds the :class:`Handlers`."""
     secret_password = resolve_password(config, password)
     app = dash.Dash(__name__, title="kmta", update_title=None, suppress_callback_exceptions=False)
-    install_login(app.server, user=user, password=secret_password)
+    app.kmta_sessions = install_login(  # type: ignore[attr-defined]
+        app.server, user=user, password=secret_password, settings=config.dashboard, clock=clock
+    )
     if kb_loader is None:
 
         def kb_loader() -> Any:

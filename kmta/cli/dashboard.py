@@ -1,10 +1,12 @@
-"""``kmta dashboard [--host] [--port]``: the Kafka feed plus the web app in one process."""
+"""``kmta dashboard [--host] [--port]``: the Kafka feed plus the web app in one process, served
+by waitress (dashboard/server.py); SIGTERM or Ctrl-C stops it."""
 
 from __future__ import annotations
 
 import argparse
 import logging
 import secrets
+import signal
 import sys
 
 from kmta.config import Config
@@ -31,6 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from dashboard.app import create_app, resolve_password
     from dashboard.feed import Feed
     from dashboard.model import Board
+    from dashboard.server import WebServer
 
     config: Config = args.config_obj
     host = args.host or config.dashboard.host
@@ -49,13 +52,22 @@ def run(args: argparse.Namespace) -> int:
     feed.start()
     if config.dashboard.password is None:
         print(f"demo dashboard password for {args.user}: {password}", file=sys.stderr)
-    print(
-        f"dashboard on http://{host}:{port}/ (Kafka {config.kafka.bootstrap_servers})",
-        file=sys.stderr,
-    )
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
     try:
-        app.server.run(host=host, port=port, threaded=True, debug=False, use_reloader=False)
+        server = WebServer(app.server, host, port, threads=config.dashboard.threads)
+    except OSError as e:
+        feed.stop()
+        print(f"error: cannot listen on {host}:{port}: {e}", file=sys.stderr)
+        return 1
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: server.stop())
+    print(
+        f"dashboard on {server.url}/ (Kafka {config.kafka.bootstrap_servers})",
+        file=sys.stderr,
+        flush=True,
+    )
+    logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" chatter
+    try:
+        server.serve()
     finally:
         feed.stop()
     return 0

@@ -20,9 +20,9 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import WebDriverWait
-from werkzeug.serving import make_server
 
 from dashboard.model import Board
+from dashboard.server import WebServer
 from schemas.control import ControlAction, ControlCommand, ControlRecord
 from schemas.events import DeliveryEvent
 from schemas.nodes import IspLoad, NodeStats
@@ -64,16 +64,15 @@ def free_port() -> int:
 
 @contextmanager
 def serve(flask_app: Any, host: str = "127.0.0.1") -> Iterator[str]:
-    """Serve a Flask app (``dash_app.server``) in a thread; yields the base URL."""
-    server = make_server(host, free_port(), flask_app, threaded=True)
-    thread = threading.Thread(
-        target=server.serve_forever, name="dashboard-test-server", daemon=True
-    )
+    """Serve a Flask app (``dash_app.server``) in a thread with the production server
+    (waitress, as ``kmta dashboard`` does); yields the base URL."""
+    server = WebServer(flask_app, host, 0)
+    thread = threading.Thread(target=server.serve, name="dashboard-test-server", daemon=True)
     thread.start()
     try:
-        yield f"http://{host}:{server.server_port}"
+        yield server.url
     finally:
-        server.shutdown()
+        server.stop()
         thread.join(10)
 
 
