@@ -15,11 +15,12 @@ import faust
 import mode
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
+from faust.types.auth import CredentialsT
 
 from kmta.config import Config
 from kmta.errors import ConfigError, KmtaError
 from kmta.pipeline.control import parse_command
-from kmta.pipeline.kafkaio import CompactedView, client_options, faust_credentials
+from kmta.pipeline.kafkaio import CompactedView, client_options, security_options
 from kmta.pipeline.outputs import Out
 from kmta.pipeline.rules import load_kb, partition_map
 from kmta.policy.dedup import decode_seen
@@ -34,6 +35,21 @@ from streams.router import Router
 log = logging.getLogger(__name__)
 
 HARD_BOUNCE = frozenset({"bad_mailbox", "bad_domain"})
+
+
+def faust_credentials(config: Config) -> CredentialsT | None:
+    """``[kafka]`` security as faust's ``broker_credentials`` (faust hands them to its own
+    consumers, producer and topic creation); the same SSL context as every other client."""
+    opts = security_options(config)
+    protocol = opts["security_protocol"]
+    if protocol.startswith("SASL_"):
+        return faust.SASLCredentials(username=opts["sasl_plain_username"],
+                                     password=opts["sasl_plain_password"],
+                                     mechanism=opts["sasl_mechanism"],
+                                     ssl_context=opts.get("ssl_context"))
+    if protocol == "SSL":
+        return faust.SSLCredentials(opts["ssl_context"])
+    return None
 
 
 def brokers(config: Config) -> list[str]:

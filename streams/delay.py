@@ -26,7 +26,13 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from kmta.config import Config
 from kmta.pipeline.deferral import defer, park
-from kmta.pipeline.kafkaio import CompactedView, Rebalance, client_options, delay_topic, make_producer
+from kmta.pipeline.kafkaio import (
+    CompactedView,
+    Rebalance,
+    client_options,
+    delay_topic,
+    make_producer,
+)
 from kmta.pipeline.outputs import Out, event_out, internal_event, write
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import functools
+import inspect
 import logging
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
@@ -22,7 +22,8 @@ from kmta.errors import ConfigError, KafkaUnreachable
 log = logging.getLogger(__name__)
 
 __all__ = ["TopicSpec", "topic_specs", "ensure_topics", "make_producer", "CompactedView",
-           "topic_partitions", "delay_topic", "Rebalance", "client_options", "faust_credentials", "why_unreachable"]
+           "topic_partitions", "delay_topic", "Rebalance", "client_options", "security_options",
+           "why_unreachable"]
 
 
 def client_options(config: Config) -> dict[str, Any]:
@@ -31,21 +32,10 @@ def client_options(config: Config) -> dict[str, Any]:
     return {"bootstrap_servers": config.kafka.bootstrap_servers, **_security(config.kafka)}
 
 
-def faust_credentials(config: Config) -> Any:  # a faust CredentialsT, or None
-    """The same settings as faust's ``broker_credentials`` (faust hands them to its own
-    consumers, producer and topic creation)."""
-    import faust
-
-    opts = _security(config.kafka)
-    protocol = opts["security_protocol"]
-    if protocol.startswith("SASL_"):
-        return faust.SASLCredentials(username=opts["sasl_plain_username"],
-                                     password=opts["sasl_plain_password"],
-                                     mechanism=opts["sasl_mechanism"],
-                                     ssl_context=opts.get("ssl_context"))
-    if protocol == "SSL":
-        return faust.SSLCredentials(opts["ssl_context"])
-    return None
+def security_options(config: Config) -> dict[str, Any]:
+    """The security part of :func:`client_options` (streams.app turns it into faust's
+    ``broker_credentials``)."""
+    return _security(config.kafka)
 
 
 def _security(k: KafkaConfig) -> dict[str, Any]:

@@ -16,10 +16,10 @@ import pytest
 import tomli_w
 
 from kmta.config import Config, KafkaConfig
+from kmta.pipeline.kafkaio import client_options, ensure_topics
 from ops.kafka import manager
 from ops.kafka.cli import default_cache_dir
 from ops.kafka.layout import CONTROLLER_PORT_OFFSET, SASL_PORT_OFFSET
-from kmta.pipeline.kafkaio import client_options, ensure_topics
 from tests.harness import ROOT, Pipeline, messages, run, wait_for
 
 pytestmark = pytest.mark.integration

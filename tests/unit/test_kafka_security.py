@@ -11,7 +11,8 @@ import pytest
 
 from kmta.config import Config, KafkaConfig, load_config
 from kmta.errors import ConfigError
-from kmta.pipeline.kafkaio import client_options, faust_credentials
+from kmta.pipeline.kafkaio import client_options
+from streams.app import faust_credentials
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENTS = {"AIOKafkaConsumer", "AIOKafkaProducer", "AIOKafkaAdminClient", "AIOKafkaClient"}
