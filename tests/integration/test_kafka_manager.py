@@ -70,7 +70,10 @@ async def create_topic(bootstrap: str, topic: str, replication: int, min_isr: in
 
 async def consume_one(bootstrap: str, topic: str) -> bytes | None:
     consumer = AIOKafkaConsumer(
-        topic, **client_options(plain(bootstrap)), auto_offset_reset="earliest", enable_auto_commit=False
+        topic,
+        **client_options(plain(bootstrap)),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
     )
     await consumer.start()
     try:
