@@ -4,7 +4,6 @@ controller (the end-to-end test against the real pipeline reuses ``helpers``).""
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 
@@ -29,21 +28,8 @@ def dashboard():
     board = h.synthetic_board(time.time())
     controller = h.RecordingController()
     app = create_app(Config(), board, controller, password=PASSWORD)  # the real knowledge base
-    # the synthetic nodes keep sending heartbeats, as live senders do every second: a node
-    # silent for 10 s counts as gone, and chromium's start alone can take that long here
-    stop = threading.Event()
-
-    def beat() -> None:
-        while not stop.wait(1.0):
-            h.fresh_heartbeats(board, time.time())
-    beats = threading.Thread(target=beat, name="heartbeats", daemon=True)
-    beats.start()
-    try:
-        with h.serve(app.server) as url, h.chrome() as driver:
-            yield url, driver, board, controller
-    finally:
-        stop.set()
-        beats.join(5)
+    with h.serve(app.server) as url, h.chrome() as driver:
+        yield url, driver, board, controller
 
 
 def test_dashboard_in_browser(dashboard) -> None:
