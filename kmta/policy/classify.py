@@ -1,7 +1,13 @@
-"""Bounce classification: an ordered, first-match-wins list of rules from ``data/bounces.toml``.
+"""Bounce classification: ordered, first-match-wins rules from ``data/bounces.toml``.
 
 Modelled on KumoMTA's bounce classifier (``crates/bounce-classify``, ``assets/bounce_classifier/
-iana.toml``): rules are data, tried in file order, and a final fallback goes by the code class.
+iana.toml``): rules are data, tried in file order. A rule matches the reply's wording (``match``),
+its enhanced status code (``enhanced``, RFC 3463 semantics such as ``"x.1.1"``), its basic code
+(``codes``) or a combination; a final fallback goes by the code class.
+
+Besides the category, a classification says whether the reply means "later" (a rate, a quota,
+greylisting, an explicit "try again later"), which defers the message even when the provider sent
+a 5xx, as RFC 5321 4.5.3.1.10 asks for its 552 "too many recipients".
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ __all__ = [
     "AUTH_FAILURE",
     "BAD_DOMAIN",
     "BAD_MAILBOX",
+    "BAD_SENDER",
     "CATEGORIES",
     "CONNECTION_FAILURE",
     "DELIVERED",
+    "DESCRIPTIONS",
     "DNS_FAILURE",
     "GREYLIST",
+    "INACTIVE_MAILBOX",
     "MAILBOX_FULL",
     "MESSAGE_TOO_LARGE",
     "OTHER_PERMANENT",
@@ -31,60 +40,86 @@ __all__ = [
     "POLICY",
     "RATE_LIMIT",
     "RELAY_DENIED",
+    "REVERSE_DNS",
     "SHIPPED_BOUNCES",
     "SPAM_BLOCK",
+    "SPAM_CONTENT",
     "TIMEOUT",
     "BounceRule",
+    "Classification",
     "Classifier",
     "is_recipient_problem",
     "is_throttle",
+    "means_later",
+    "suppresses",
 ]
 
 BAD_MAILBOX = "bad_mailbox"
+INACTIVE_MAILBOX = "inactive_mailbox"
 BAD_DOMAIN = "bad_domain"
 MAILBOX_FULL = "mailbox_full"
-SPAM_BLOCK = "spam_block"
-POLICY = "policy"
+MESSAGE_TOO_LARGE = "message_too_large"
+BAD_SENDER = "bad_sender"
 AUTH_FAILURE = "auth_failure"
+REVERSE_DNS = "reverse_dns"
+SPAM_BLOCK = "spam_block"
+SPAM_CONTENT = "spam_content"
+POLICY = "policy"
+RELAY_DENIED = "relay_denied"
 RATE_LIMIT = "rate_limit"
 GREYLIST = "greylist"
-MESSAGE_TOO_LARGE = "message_too_large"
 DNS_FAILURE = "dns_failure"
 CONNECTION_FAILURE = "connection_failure"
 TIMEOUT = "timeout"
-RELAY_DENIED = "relay_denied"
 OTHER_TEMPORARY = "other_temporary"
 OTHER_PERMANENT = "other_permanent"
 DELIVERED = "delivered"
 
-CATEGORIES: frozenset[str] = frozenset(
-    {
-        BAD_MAILBOX,
-        BAD_DOMAIN,
-        MAILBOX_FULL,
-        SPAM_BLOCK,
-        POLICY,
-        AUTH_FAILURE,
-        RATE_LIMIT,
-        GREYLIST,
-        MESSAGE_TOO_LARGE,
-        DNS_FAILURE,
-        CONNECTION_FAILURE,
-        TIMEOUT,
-        RELAY_DENIED,
-        OTHER_TEMPORARY,
-        OTHER_PERMANENT,
-        DELIVERED,
-    }
-)
+#: What each category means; shown by ``kmta classify`` and the dashboard.
+DESCRIPTIONS: dict[str, str] = {
+    BAD_MAILBOX: "the recipient address does not exist (user unknown, no such mailbox, has moved)",
+    INACTIVE_MAILBOX: "the recipient's account exists but is disabled, suspended or inactive",
+    BAD_DOMAIN: "the recipient's domain or host does not exist or accepts no mail (null MX)",
+    MAILBOX_FULL: "the recipient's mailbox is over its storage quota",
+    MESSAGE_TOO_LARGE: "the message exceeds a size limit",
+    BAD_SENDER: "our envelope sender or sending domain was rejected (syntax, unknown, no DNS)",
+    AUTH_FAILURE: "SPF, DKIM, DMARC or SMTP authentication failed or is missing",
+    REVERSE_DNS: "our IP's reverse DNS (PTR) or HELO name was missing or did not match",
+    SPAM_BLOCK: "our IP or domain is blocked for its reputation or a block list listing",
+    SPAM_CONTENT: "this message's content was judged spam, a virus or a banned attachment",
+    POLICY: "refused by the receiver's local policy (not about the recipient existing)",
+    RELAY_DENIED: "the receiver would not relay for this recipient",
+    RATE_LIMIT: "too much, too fast: sending rate, volume, connections or recipients; retry later",
+    GREYLIST: "greylisted: retry after a short delay",
+    DNS_FAILURE: "a temporary DNS failure",
+    CONNECTION_FAILURE: "the connection could not be made or was lost",
+    TIMEOUT: "the server did not answer in time",
+    OTHER_TEMPORARY: "a temporary failure on the receiver's side",
+    OTHER_PERMANENT: "a permanent failure that no rule recognised",
+    DELIVERED: "accepted",
+}
+
+CATEGORIES: frozenset[str] = frozenset(DESCRIPTIONS)
 
 SHIPPED_BOUNCES = Path(__file__).resolve().parent.parent / "data" / "bounces.toml"
 
 _THROTTLES = frozenset({RATE_LIMIT, CONNECTION_FAILURE, TIMEOUT})
 # These concern one recipient or one message: they say nothing about how fast we may send.
-_RECIPIENT = frozenset({BAD_MAILBOX, BAD_DOMAIN, MAILBOX_FULL, MESSAGE_TOO_LARGE, RELAY_DENIED})
+_RECIPIENT = frozenset(
+    {BAD_MAILBOX, INACTIVE_MAILBOX, BAD_DOMAIN, MAILBOX_FULL, MESSAGE_TOO_LARGE, RELAY_DENIED}
+)
+# A bounced message in one of these puts its recipient on the suppression list. Everything else
+# is about us (sender, authentication, content, reputation), the receiver, or a state that can
+# change (a full or disabled mailbox): suppressing would lose a good recipient for good.
+_SUPPRESSING = frozenset({BAD_MAILBOX, BAD_DOMAIN})
+_LATER = frozenset({RATE_LIMIT, GREYLIST})
 _CODE_PATTERN = re.compile(r"^[2-5][0-9x]{2}$")
-_RULE_KEYS = frozenset({"category", "match", "codes", "internal", "comment", "source"})
+_ENHANCED_PATTERN = re.compile(r"^[245x]\.(x|[\dx]{1,3})\.(x|[\dx]{1,3})$")
+_RULE_KEYS = frozenset(
+    {"category", "match", "codes", "enhanced", "internal", "later", "name", "comment", "source"}
+)
+# An enhanced code quoted inside the text ("(#5.1.1)", "[#4.16.1]") when none leads it.
+_INNER_ENHANCED = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
 
 
 def is_throttle(category: str, *, temporary: bool = False) -> bool:
@@ -98,37 +133,84 @@ def is_recipient_problem(category: str) -> bool:
     return category in _RECIPIENT
 
 
+def suppresses(category: str) -> bool:
+    """Does a bounce of this category put the recipient on the suppression list? Only for an
+    address or domain that does not exist; never for a problem on the sender's side."""
+    return category in _SUPPRESSING
+
+
+def means_later(category: str) -> bool:
+    """Rate limits and greylisting are temporary whatever the reply code says."""
+    return category in _LATER
+
+
 @dataclass(frozen=True)
-class BounceRule:
-    """One classifier rule: ``match`` searched (case-insensitive) in ``reply.line()``;
-    ``codes`` like ``[550, "4xx", "55x"]`` restrict the basic code; ``internal`` chooses
-    between kmta's own replies (True) and the provider's (False)."""
+class Classification:
+    """The category of a reply, whether it means "later", and the rule that decided."""
 
     category: str
-    pattern: re.Pattern[str]
-    codes: tuple[str, ...] = ()
-    internal: bool = False
+    later: bool = False
+    rule: str | None = None
 
-    def matches(self, reply: Reply) -> bool:
-        """Whether this rule applies to ``reply``."""
+
+@dataclass(frozen=True)
+class BounceRule:
+    """One classifier rule. ``pattern`` is searched (case-insensitive) in ``reply.line()``;
+    ``codes`` like ``[550, "4xx", "55x"]`` restrict the basic code; ``enhanced`` like
+    ``["x.1.1", "5.7.x"]`` restrict the enhanced code; ``internal`` chooses between kmta's own
+    replies (True) and the provider's (False); ``later`` marks wording that means "try later"
+    (a rule with category ``None`` only sets that flag)."""
+
+    category: str | None
+    pattern: re.Pattern[str] | None
+    codes: tuple[str, ...] = ()
+    enhanced: tuple[str, ...] = ()
+    internal: bool = False
+    later: bool = False
+    name: str | None = None
+
+    def matches(self, reply: Reply, enhanced: str | None = None) -> bool:
+        """Whether this rule applies to ``reply`` (``enhanced``: its effective enhanced code)."""
         if reply.internal != self.internal:
             return False
         if self.codes:
             code = "" if reply.code is None else str(reply.code)
-            if not any(_code_fits(code, c) for c in self.codes):
+            if not any(_fits(code, c) for c in self.codes):
                 return False
-        return self.pattern.search(reply.line()) is not None
+        if self.enhanced:
+            if enhanced is None or not any(_enhanced_fits(enhanced, e) for e in self.enhanced):
+                return False
+        return self.pattern is None or self.pattern.search(reply.line()) is not None
 
 
-def _code_fits(code: str, pattern: str) -> bool:
+def _fits(code: str, pattern: str) -> bool:
     return len(code) == 3 and all(p in ("x", c) for p, c in zip(pattern, code))
+
+
+def _enhanced_fits(code: str, pattern: str) -> bool:
+    # "x" is any part; "6xx" is any three-digit part starting with 6
+    have, want = code.split("."), pattern.split(".")
+    return len(have) == 3 and all(
+        w == "x" or (len(w) == len(h) and all(c in ("x", d) for c, d in zip(w, h)))
+        for w, h in zip(want, have)
+    )
+
+
+def effective_enhanced(reply: Reply) -> str | None:
+    """The reply's enhanced status code, or one quoted in its text when none leads it."""
+    if reply.enhanced_code:
+        return reply.enhanced_code
+    m = _INNER_ENHANCED.search(reply.text)
+    return m.group(1) if m else None
 
 
 class Classifier:
     """Ordered bounce rules; the first match wins, then a fallback by code class."""
 
     def __init__(self, rules: list[BounceRule]) -> None:
-        self.rules = tuple(rules)
+        self.rules = tuple(r for r in rules if r.category is not None)
+        # rules without a category only say whether wording means "later" (or vetoes it)
+        self.later_rules = tuple(r for r in rules if r.category is None)
 
     @classmethod
     def load(cls, path: Path | None = None) -> Classifier:
@@ -154,40 +236,76 @@ class Classifier:
             if not isinstance(entry, dict):
                 problems.append(f"{where}: must be a table")
                 continue
-            problems += [f"{where}.{k}: unknown key" for k in entry if k not in _RULE_KEYS]
-            category = entry.get("category")
-            if category not in CATEGORIES:
-                problems.append(f"{where}.category: unknown category {category!r}")
-            try:
-                pattern = re.compile(str(entry.get("match", "")), re.IGNORECASE)
-                if not entry.get("match"):
-                    problems.append(f"{where}.match: missing")
-            except re.error as e:
-                problems.append(f"{where}.match: bad regex {entry.get('match')!r}: {e}")
-                continue
-            codes = tuple(str(c).lower() for c in entry.get("codes", []))
-            problems += [
-                f'{where}.codes: bad code {c!r} (use e.g. 550, "4xx", "55x")'
-                for c in codes
-                if not _CODE_PATTERN.match(c)
-            ]
-            internal = entry.get("internal", False)
-            if not isinstance(internal, bool):
-                problems.append(f"{where}.internal: must be true or false")
-            rules.append(BounceRule(str(category), pattern, codes, bool(internal)))
+            rule = _rule(entry, where, problems)
+            if rule is not None:
+                rules.append(rule)
         if problems:
             raise ConfigError("\n".join(problems))
         return cls(rules)
 
     def classify(self, reply: Reply) -> str:
         """The category of ``reply``: first matching rule, else by code class."""
-        for rule in self.rules:
-            if rule.matches(reply):
-                return rule.category
-        if reply.internal:
-            return CONNECTION_FAILURE
-        if reply.code is not None and 200 <= reply.code < 300:
-            return DELIVERED
-        if reply.code is not None and reply.code >= 500:
-            return OTHER_PERMANENT
-        return OTHER_TEMPORARY
+        return self.explain(reply).category
+
+    def explain(self, reply: Reply) -> Classification:
+        """The category of ``reply``, whether it means "later", and the deciding rule's name."""
+        enhanced = effective_enhanced(reply)
+        winner = next((r for r in self.rules if r.matches(reply, enhanced)), None)
+        category = winner.category if winner is not None and winner.category else _fallback(reply)
+        later = means_later(category) or (winner is not None and winner.later)
+        if not reply.internal:
+            # the first wording rule that matches decides: a veto ("Retrying will NOT
+            # succeed") listed before the "try again later" rules wins over them
+            said = next((r.later for r in self.later_rules if r.matches(reply, enhanced)), None)
+            if said is not None:
+                later = said
+        return Classification(category, later, winner.name if winner else None)
+
+
+def _fallback(reply: Reply) -> str:
+    if reply.internal:
+        return CONNECTION_FAILURE
+    if reply.code is not None and 200 <= reply.code < 300:
+        return DELIVERED
+    if reply.code is not None and reply.code >= 500:
+        return OTHER_PERMANENT
+    return OTHER_TEMPORARY
+
+
+def _rule(entry: dict[str, Any], where: str, problems: list[str]) -> BounceRule | None:
+    problems += [f"{where}.{k}: unknown key" for k in entry if k not in _RULE_KEYS]
+    later = entry.get("later", False)
+    if not isinstance(later, bool):
+        problems.append(f"{where}.later: must be true or false")
+    category = entry.get("category")
+    if category is None and "later" not in entry:
+        problems.append(f"{where}.category: missing (only a rule with 'later' may omit it)")
+    elif category is not None and category not in CATEGORIES:
+        problems.append(f"{where}.category: unknown category {category!r}")
+    pattern = None
+    if "match" in entry:
+        try:
+            pattern = re.compile(str(entry["match"]), re.IGNORECASE)
+        except re.error as e:
+            problems.append(f"{where}.match: bad regex {entry['match']!r}: {e}")
+            return None
+    codes = tuple(str(c).lower() for c in entry.get("codes", []))
+    problems += [
+        f'{where}.codes: bad code {c!r} (use e.g. 550, "4xx", "55x")'
+        for c in codes
+        if not _CODE_PATTERN.match(c)
+    ]
+    enhanced = tuple(str(c).lower() for c in entry.get("enhanced", []))
+    problems += [
+        f'{where}.enhanced: bad enhanced code {c!r} (use e.g. "5.1.1", "x.1.1", "4.7.x")'
+        for c in enhanced
+        if not _ENHANCED_PATTERN.match(c)
+    ]
+    if pattern is None and not codes and not enhanced:
+        problems.append(f"{where}.match: missing (or give codes / enhanced)")
+    internal = entry.get("internal", False)
+    if not isinstance(internal, bool):
+        problems.append(f"{where}.internal: must be true or false")
+    name = entry.get("name")
+    return BounceRule(None if category is None else str(category), pattern, codes, enhanced,
+                      bool(internal), bool(later), None if name is None else str(name))

@@ -1,0 +1,99 @@
+"""What one reply means for its message, its recipient and the ISP: the sender's decision steps.
+
+``judge`` is the one place that chains them: classify the reply (``bounces.toml``), match the ISP's
+reply rules (``isps.toml``; a matched rule's category wins), decide bounce or defer, and whether
+the recipient is suppressed. The sender, ``kmta classify``, the dashboard and ``make eval-classify``
+all call it, so what an operator is shown is what the sender does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from kmta.policy.classify import (
+    DELIVERED,
+    DESCRIPTIONS,
+    Classifier,
+    means_later,
+    suppresses,
+)
+from kmta.policy.replies import disposition, match_reply
+from kmta.policy.reply import Reply
+from kmta.policy.speed import outcome_for
+from schemas.rules import ReplyRule
+
+if TYPE_CHECKING:
+    from kmta.policy.kb import EffectiveRule
+
+__all__ = ["Verdict", "judge"]
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The decision for one reply. ``verdict`` is ``"delivered"``, ``"bounce"`` or ``"defer"``;
+    ``action`` the matched ISP reply rule's action (``"lock"``, ``"throttle"``, ``"bounce"``,
+    ``"defer"``, ``"ok"``) or ``"none"``; ``speed`` what the speed controller hears (``"clean"``,
+    ``"throttle"``, ``"lock"``, ``"neutral"``); ``rule``/``source``/``scope`` name the ISP rule,
+    ``classifier_rule`` the bounces.toml rule that chose the category."""
+
+    category: str
+    verdict: str
+    suppress: bool
+    action: str = "none"
+    speed: str = "neutral"
+    later: bool = False
+    rule: str | None = None
+    source: str | None = None
+    scope: str | None = None
+    classifier_rule: str | None = None
+    reply_rule: ReplyRule | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def description(self) -> str:
+        """What the category means, in words."""
+        return DESCRIPTIONS.get(self.category, "")
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain data (``kmta classify --json``, the dashboard)."""
+        return {
+            "category": self.category,
+            "verdict": self.verdict,
+            "suppress": self.suppress,
+            "action": self.action,
+            "speed": self.speed,
+            "later": self.later,
+            "rule": self.rule,
+            "source": self.source,
+            "scope": self.scope,
+            "classifier_rule": self.classifier_rule,
+            "description": self.description,
+        }
+
+
+def judge(reply: Reply, classifier: Classifier, rule: EffectiveRule | None) -> Verdict:
+    """Classify ``reply``, apply the ISP's reply rules (``rule``; None: none), decide."""
+    if not reply.internal and reply.code is not None and 200 <= reply.code < 300:
+        return Verdict(DELIVERED, "delivered", False, speed="clean", classifier_rule="accepted")
+    seen = classifier.explain(reply)
+    matched = match_reply(reply, rule) if rule is not None else None
+    category = matched.category if matched is not None and matched.category else seen.category
+    later = seen.later or means_later(category)
+    verdict = disposition(reply, matched, later=later)
+    if reply.internal and reply.code is not None and reply.code >= 500:
+        verdict = "bounce"  # kmta's own permanent refusals (e.g. outside allowed networks)
+    action = matched.action if matched is not None else None
+    speed = outcome_for(category, action, temporary=reply.code is not None and 400 <= reply.code < 500)
+    return Verdict(
+        category=category,
+        verdict=verdict,
+        suppress=verdict == "bounce" and suppresses(category),
+        action=action or "none",
+        speed=speed.value,
+        later=later and verdict == "defer",
+        rule=matched.name if matched is not None else None,
+        source=matched.source if matched is not None else None,
+        scope=matched.scope if matched is not None and action in ("lock", "throttle") else None,
+        classifier_rule=seen.rule,
+        reply_rule=matched,
+    )
