@@ -28,9 +28,8 @@ from kmta.pipeline.outputs import Out, event_out, internal_event, write
 from kmta.policy.classify import Classifier
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
-from kmta.policy.replies import disposition, match_reply
 from kmta.policy.speed import Outcome as SpeedOutcome
-from kmta.policy.speed import outcome_for
+from kmta.policy.verdict import judge
 from schemas import DeadLetter, DeliveryEvent, Envelope, IspLoad, IspState, NodeStats, Status
 from senders.lane import Item, Lane
 from senders.tracker import OffsetTracker, decode_done
@@ -502,17 +501,13 @@ class SenderNode:
         lane.attempts += 1
         self.attempts += 1
         reply = outcome.reply
-        category = "delivered" if outcome.accepted else self.classifier.classify(reply)
-        matched = None if outcome.accepted else match_reply(reply, lane.rule)
+        judged = None if outcome.accepted else judge(reply, self.classifier, lane.rule)
+        category = "delivered" if judged is None else judged.category
+        matched = None if judged is None else judged.reply_rule
         if matched is not None and matched.action == "lock":
             # counted (and enforced once triggered) at once; the brain confirms within moments
             lane.note_lock_reply(matched, ip, now)
-        if matched is not None and matched.category:
-            category = matched.category
-        if not outcome.accepted and outcome_for(
-                category, matched.action if matched else None,
-                temporary=reply.code is not None and 400 <= reply.code < 500,
-        ) is SpeedOutcome.THROTTLE:
+        if judged is not None and judged.speed == SpeedOutcome.THROTTLE.value:
             lane.note_throttle(ip, now)
         ev = DeliveryEvent(
             id=env.id, to=env.rcpt, isp=env.isp, domain=env.domain, status=Status.DELIVERED,
@@ -521,9 +516,7 @@ class SenderNode:
             mx=outcome.mx, source_ip=ip, pool=lane.pool_name, node=self.node, timestamp=now,
             accepted_at=env.accepted_at, campaign=env.campaign, meta=env.meta,
             sender=env.sender, size=len(env.data))
-        verdict = "delivered" if outcome.accepted else disposition(reply, matched)
-        if reply.internal and reply.code is not None and reply.code >= 500:
-            verdict = "bounce"  # kmta's own permanent refusals (e.g. outside allowed networks)
+        verdict = "delivered" if judged is None else judged.verdict
         if verdict == "delivered":
             lane.delivered += 1
             self.delivered += 1

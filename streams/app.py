@@ -23,6 +23,7 @@ from kmta.pipeline.control import parse_command
 from kmta.pipeline.kafkaio import CompactedView, client_options, security_options
 from kmta.pipeline.outputs import Out
 from kmta.pipeline.rules import load_kb, partition_map
+from kmta.policy.classify import suppresses
 from kmta.policy.dedup import decode_seen
 from kmta.policy.kb import KnowledgeBase
 from schemas import ControlRecord, DeliveryEvent, Status
@@ -34,7 +35,6 @@ from streams.router import Router
 
 log = logging.getLogger(__name__)
 
-HARD_BOUNCE = frozenset({"bad_mailbox", "bad_domain"})
 
 
 def faust_credentials(config: Config) -> CredentialsT | None:
@@ -197,7 +197,7 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
                 continue
             now = time.time()
             outs: list[Out] = []
-            if event.status is Status.BOUNCED and event.category in HARD_BOUNCE:
+            if event.status is Status.BOUNCED and suppresses(event.category or ""):
                 outs.append(Out(t("suppression"), json.dumps(
                     {"address": event.to.lower(), "reason": event.response[:300],
                      "category": event.category, "at": now}).encode(),

@@ -50,12 +50,12 @@ PROVIDER = [
             "4.2.1 The user you are trying to contact is receiving mail at a rate that\n"
             "4.2.1 prevents additional messages from being delivered."
         ),
-        "mailbox_full",
+        "rate_limit",
     ),
     (
         421,
         "4.7.1 Messages to x@icloud.com deferred due to excessive volume. Try again later",
-        "mailbox_full",
+        "rate_limit",
     ),
     (552, "5.3.4 Message size exceeds fixed maximum message size", "message_too_large"),
     (
@@ -137,17 +137,17 @@ PROVIDER = [
     (
         550,
         "5.7.1 [203.0.113.5] Our system has detected that this message is likely unsolicited mail.",
-        "spam_block",
+        "spam_content",
     ),
     (
         550,
         "spam message rejected. Please visit http://help.mail.ru/notspam-support/id?c=abc",
-        "spam_block",
+        "spam_content",
     ),
     (
         554,
         "5.7.1 [1] Message rejected under suspicion of SPAM; https://ya.cc/1IrBc 1700000000-abc",
-        "spam_block",
+        "spam_content",
     ),
     (
         554,
@@ -198,7 +198,7 @@ PROVIDER = [
     (454, "4.7.1 <x@example.net>: Relay access denied", "relay_denied"),
     (451, "4.7.0 Temporary server error. Please try again later. PRX6", "other_temporary"),
     (451, "[BS02] Temporary server error. Please try again later.", "other_temporary"),
-    (451, "4.7.1 Sorry, the service is currently unavailable.", "connection_failure"),
+    (451, "4.7.1 Sorry, the service is currently unavailable.", "other_temporary"),
     (421, "4.4.2 mx.example.net Error: timeout exceeded", "timeout"),
     (550, "Requested action not taken", "other_permanent"),
     (450, "Requested mail action not taken", "other_temporary"),
