@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test unit bench bench-adaptive bench-retries lint clean
+.PHONY: demo test unit bench bench-adaptive bench-retries eval-classify lint clean
 
 demo:
 	scripts/bootstrap.sh demo
@@ -27,6 +27,11 @@ bench-adaptive:
 bench-retries:
 	scripts/bootstrap.sh demo
 	$(PY) scripts/bench_retries.py $(BENCH_ARGS)
+
+# Reply classification scored on the labelled corpus (tests/data/replies/: tuned + held-out parts)
+eval-classify:
+	scripts/bootstrap.sh demo
+	$(PY) -m ops.classify_eval $(EVAL_ARGS)
 
 clean:
 	-$(PY) -m kmta.cli kafka stop --data-dir .kmta/demo/kafka

@@ -22,6 +22,7 @@ from dashboard import rules as rules_mod
 from dashboard.auth import current_user, install_login
 from dashboard.layout import TOTAL_KEYS, build_layout
 from dashboard.model import Board
+from dashboard.replies import explain_text
 from kmta.config import Config
 from kmta.errors import ConfigError, KmtaError
 from kmta.pipeline.control import make_command
@@ -174,6 +175,22 @@ class Handlers:
         return json.dumps(eff, indent=2, default=str)  # field order: sending, speed, retry...
 
     # ------------------------------------------------------------------ refresh
+    def explain(self, isp: str | None, text: str | None) -> str:
+        """Explain a pasted reply, or the selected ISP's latest one, as the sender judges it."""
+        internal = False
+        if not (text or "").strip():
+            if not isp:
+                return ""
+            last = self.board.last_reply(isp)
+            if last is None:
+                return f"no reply from {isp} yet: paste one to see what kmta makes of it"
+            text, internal = last
+        if self.kb is None:
+            return "the knowledge base is not available"
+        st = self.board.state(isp) if isp else None
+        return explain_text(str(text), isp, self.kb, live=st.rules if st else None,
+                            internal=internal)
+
     def tables(self) -> dict[str, Any]:
         now = self.clock()
         with self.board.lock:
@@ -338,6 +355,15 @@ def create_app(
         _p: int, _r: int, _u: int, _c: int, isp: str | None, ip: str | None, reason: str | None
     ) -> html.Div:
         return handlers.action(dash.ctx.triggered_id, isp, ip, reason, actor())
+
+    @app.callback(
+        Output("reply-explain", "children"),
+        Input("btn-explain", "n_clicks"),
+        Input("isp-select", "value"),
+        State("reply-text", "value"),
+    )
+    def _explain(_n: int, isp: str | None, text: str | None) -> str:
+        return handlers.explain(isp, text)
 
     @app.callback(
         Output("rules-status", "children"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import warnings
+from typing import Any
 
 from dash import dash_table, dcc, html
 from dash.dash_table.Format import Format, Scheme
@@ -138,6 +139,23 @@ def _stat(key: str) -> html.Div:
     )
 
 
+def reply_explainer() -> list[Any]:
+    """The ISP view's reply explainer: paste a reply (or leave empty for the selected ISP's
+    latest) and see its category, bounce/defer, suppression and the rule that decided."""
+    return [
+        html.H5("Explain a reply"),
+        dcc.Textarea(
+            id="reply-text",
+            placeholder="550 5.1.1 The email account that you tried to reach does not exist "
+            "(empty: the selected ISP's latest reply)",
+            style={"width": "100%", "height": 48, "fontFamily": "monospace"},
+        ),
+        html.Button("Explain", id="btn-explain", n_clicks=0, style=_BTN),
+        html.Pre(id="reply-explain", style={"background": "#f6f8fa", "padding": 8,
+                                            "fontSize": 12, "whiteSpace": "pre-wrap"}),
+    ]
+
+
 def build_layout(user: str) -> html.Div:
     return html.Div(
         [
@@ -263,6 +281,7 @@ def build_layout(user: str) -> html.Div:
                         ],
                         style={"display": "flex"},
                     ),
+                    *reply_explainer(),
                 ],
                 style=_SECTION,
             ),

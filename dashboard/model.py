@@ -257,6 +257,11 @@ class Board:
     def isps(self) -> list[str]:
         return sorted(self._isps)
 
+    def last_reply(self, isp: str) -> tuple[str, bool] | None:
+        """The ISP's latest reply as ``("<code> <enhanced> <text>", internal)``, if any."""
+        reply = self._reply.get(isp)
+        return (reply.text, reply.internal) if reply else None
+
     def state(self, isp: str, source_ip: str | None = None) -> IspState | None:
         return self._states.get(isp if not source_ip else f"{isp}|{source_ip}")
 

@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 
+from kmta.cli import classify as classify_cli
 from kmta.cli import control as control_cli
 from kmta.cli import dashboard as dashboard_cli
 from kmta.cli import rules as rules_cli
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     kafka_cli.add_parser(sub)
     _add_pipeline_parsers(sub)
-    for mod in (sim_cli, rules_cli, control_cli, dashboard_cli):
+    for mod in (sim_cli, rules_cli, classify_cli, control_cli, dashboard_cli):
         mod.add_parser(sub)
     _config_everywhere(parser)
     return parser

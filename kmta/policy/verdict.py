@@ -24,9 +24,9 @@ from kmta.policy.speed import outcome_for
 from schemas.rules import ReplyRule
 
 if TYPE_CHECKING:
-    from kmta.policy.kb import EffectiveRule
+    from kmta.policy.kb import EffectiveRule, KnowledgeBase
 
-__all__ = ["Verdict", "judge"]
+__all__ = ["Verdict", "explain", "judge"]
 
 
 @dataclass(frozen=True)
@@ -97,3 +97,19 @@ def judge(reply: Reply, classifier: Classifier, rule: EffectiveRule | None) -> V
         classifier_rule=seen.rule,
         reply_rule=matched,
     )
+
+
+def explain(
+    reply: Reply,
+    classifier: Classifier,
+    kb: KnowledgeBase,
+    isp: str | None = None,
+    domain: str | None = None,
+) -> tuple[str, Verdict]:
+    """Judge ``reply`` with the rules of ``isp`` (a known ISP name), else of ``domain``'s ISP
+    (by its member domains; no DNS here), else ``[default]``; return that ISP's name too."""
+    if isp and isp in kb.isp_names():
+        name = isp
+    else:
+        name = kb.isp_for(domain, []) if domain else (isp or "")
+    return name, judge(reply, classifier, kb.effective(name))

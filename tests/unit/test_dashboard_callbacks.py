@@ -313,3 +313,39 @@ def test_with_the_shipped_knowledge_base() -> None:
     shown = json.loads(eff)
     assert shown["isp"] == "gmail" and shown["speed"]["max"] == 77
     assert list(shown)[:2] == ["isp", "sending"]
+
+
+def test_reply_explainer_shows_what_the_sender_does() -> None:
+    from dashboard.rules import load_kb
+
+    app, _ = make(kb=load_kb())
+    # a pasted reply, judged with the selected ISP's rules: a 550 rate limit defers, no suppression
+    shown = app.kmta.explain("qq", "550 Ip frequency limited. http://service.mail.qq.com/help")
+    assert "category: rate_limit" in shown and "verdict:  defer" in shown
+    assert "suppress: no" in shown and "qq_frequency_limited" in shown
+    # empty text: the ISP's latest reply (the board saw gmail's "250 ok")
+    assert "category: delivered" in app.kmta.explain("gmail", "")
+    assert "no reply from yahoo yet" in app.kmta.explain("yahoo", " ")
+    assert app.kmta.explain(None, None) == ""
+    # a sender-side rejection never suppresses the recipient
+    shown = app.kmta.explain(None, "550 5.1.8 <b@x.example>: Sender address rejected: Domain not found")
+    assert "category: bad_sender" in shown and "suppress: no" in shown
+    shown = app.kmta.explain("gmail", "550 5.1.1 The email account that you tried to reach does not exist")
+    assert "bad_mailbox" in shown and "suppress: yes" in shown
+
+
+def test_reply_explainer_is_in_the_layout() -> None:
+    ids = set()
+
+    def walk(node: Any) -> None:
+        if getattr(node, "id", None):
+            ids.add(node.id)
+        children = getattr(node, "children", None)
+        for child in children if isinstance(children, list) else [children]:
+            if child is not None and not isinstance(child, str):
+                walk(child)
+
+    from dashboard.layout import build_layout
+
+    walk(build_layout("admin"))
+    assert {"reply-text", "btn-explain", "reply-explain"} <= ids

@@ -708,3 +708,9 @@ def test_validate_live() -> None:
         KB.validate_live("gmail", {"speed": {"min": 500, "max": 100}})
     with pytest.raises(ConfigError, match="rules for gmail"):
         KB.effective("gmail", {"retry": {"mode": "window"}})
+
+
+def test_disposition_defers_a_5xx_that_means_later() -> None:
+    reply = Reply.parse(552, "5.5.3 Too many recipients")
+    assert disposition(reply, None) == "bounce"
+    assert disposition(reply, None, later=True) == "defer"

@@ -274,3 +274,73 @@ def test_codes_restrict_a_rule() -> None:
     )
     assert classifier.classify(Reply.parse(451, "try later")) == "greylist"
     assert classifier.classify(Reply.parse(550, "try later")) == "other_permanent"
+
+
+# Enhanced codes carry RFC 3463 meaning when the wording is unknown to every rule.
+@pytest.mark.parametrize(
+    ("code", "message", "expected"),
+    [
+        (550, "5.1.1 zzz", "bad_mailbox"),
+        (550, "5.1.2 zzz", "bad_domain"),
+        (550, "5.1.10 zzz", "bad_domain"),
+        (553, "5.1.7 zzz", "bad_sender"),
+        (550, "5.1.8 zzz", "bad_sender"),
+        (550, "5.2.1 zzz", "inactive_mailbox"),
+        (552, "5.2.2 zzz", "mailbox_full"),
+        (552, "5.3.4 zzz", "message_too_large"),
+        (452, "4.5.3 zzz", "rate_limit"),
+        (552, "5.5.3 zzz", "rate_limit"),
+        (550, "5.7.25 zzz", "reverse_dns"),
+        (550, "5.7.23 zzz", "auth_failure"),
+        (550, "5.7.606 zzz", "spam_block"),
+        (550, "5.7.1 zzz", "policy"),
+        (554, "5.6.7 zzz", "other_permanent"),
+        (550, "zzz (#5.1.1)", "bad_mailbox"),  # quoted in the text when none leads it
+        (550, "5.1.0 zzz", "other_permanent"),  # "other address status": no guess, no suppression
+        (521, "mx.example.org does not accept mail", "bad_domain"),
+    ],
+)
+def test_enhanced_code_meaning(code: int, message: str, expected: str) -> None:
+    assert CLASSIFIER.classify(Reply.parse(code, message)) == expected
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "later"),
+    [
+        (552, "5.5.3 Too many recipients", True),
+        (550, "5.7.1 Service temporarily unavailable, please try again later", True),
+        (550, "Your IP has been temporarily blocked, try again in 30 minutes", True),
+        (421, "4.7.0 [TS03] All messages from 203.0.113.5 will be permanently deferred; "
+              "Retrying will NOT succeed. Try later is pointless", False),  # the veto wins
+        (550, "5.1.1 User unknown", False),
+    ],
+)
+def test_later_wording(code: int, message: str, later: bool) -> None:
+    assert CLASSIFIER.explain(Reply.parse(code, message)).later is later
+
+
+def test_sender_wording_beats_recipient_codes() -> None:
+    # the expensive mistake: suppressing a good recipient for our own envelope sender
+    for text in ("5.1.1 <b@ours.example>: Sender address rejected: User unknown in virtual table",
+                 "5.1.1 Sender address rejected: Domain not found",
+                 "5.7.1 Sender domain must exist"):
+        assert CLASSIFIER.classify(Reply.parse(550, text)) == "bad_sender", text
+
+
+def test_enhanced_and_later_keys_are_validated() -> None:
+    with pytest.raises(ConfigError) as e:
+        Classifier.from_dict({"rule": [
+            {"category": "policy", "enhanced": ["5.7"]},
+            {"match": "x"},
+            {"later": "yes", "match": "y"},
+            {"category": "policy"},
+        ]})
+    text = str(e.value)
+    for where in ("rule[0].enhanced", "rule[1].category", "rule[2].later", "rule[3].match"):
+        assert where in text
+    c = Classifier.from_dict({"rule": [
+        {"category": "bad_mailbox", "enhanced": ["x.1.1"], "name": "r"},
+        {"later": True, "match": "later"},
+    ]})
+    assert c.explain(Reply.parse(450, "4.1.1 later")).rule == "r"
+    assert c.explain(Reply.parse(550, "5.7.1 later")).later

@@ -21,9 +21,9 @@ from typing import Any, TextIO
 from kmta.policy.classify import Classifier
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.reply import Reply
-from kmta.policy.verdict import Verdict, judge
+from kmta.policy.verdict import Verdict, explain
 
-__all__ = ["CORPUS", "Score", "load_corpus", "main", "rule_for", "score"]
+__all__ = ["CORPUS", "Score", "load_corpus", "main", "score"]
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "data" / "replies"
 
@@ -69,19 +69,12 @@ def load_corpus(path: Path) -> list[dict[str, Any]]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def rule_for(kb: KnowledgeBase, isp: str | None, domain: str | None):  # noqa: ANN201
-    """The effective rule for a reply's ISP (by name, else by its domain; else [default])."""
-    if isp and isp in kb.isp_names():
-        return kb.effective(isp)
-    return kb.effective(kb.isp_for(domain or "", []) if domain else "")
-
-
 def score(records: Iterable[dict[str, Any]], classifier: Classifier, kb: KnowledgeBase) -> Score:
     """Judge every record as the sender would and count agreements with its labels."""
     s = Score()
     for r in records:
         reply = Reply.parse(r.get("code"), r["text"])
-        v = judge(reply, classifier, rule_for(kb, r.get("isp"), r.get("domain")))
+        _, v = explain(reply, classifier, kb, r.get("isp"), r.get("domain"))
         s.total += 1
         ok = v.category == r["label"]
         s.correct += ok
