@@ -36,7 +36,6 @@ from streams.router import Router
 log = logging.getLogger(__name__)
 
 
-
 def faust_credentials(config: Config) -> CredentialsT | None:
     """``[kafka]`` security as faust's ``broker_credentials`` (faust hands them to its own
     consumers, producer and topic creation); the same SSL context as every other client."""
