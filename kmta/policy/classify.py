@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import tomllib
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -221,6 +222,13 @@ class Classifier:
         except (OSError, tomllib.TOMLDecodeError) as e:
             raise ConfigError(f"{path}: {e}") from None
         return cls.from_dict(data, label=str(path))
+
+    @staticmethod
+    @cache
+    def shipped() -> Classifier:
+        """The classifier of the shipped ``bounces.toml``, loaded once (it never changes while
+        running); for callers that are not handed one."""
+        return Classifier.load()
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], label: str = "bounces") -> Classifier:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from kmta.policy.classify import Classifier, means_later
 from kmta.policy.reply import Reply
 from schemas.rules import ReplyRule
 
@@ -27,19 +28,25 @@ def match_reply(reply: Reply, rule: EffectiveRule) -> ReplyRule | None:
     return None
 
 
-def disposition(reply: Reply, reply_rule: ReplyRule | None, *, later: bool = False) -> str:
+def disposition(reply: Reply, reply_rule: ReplyRule | None, *, later: bool | None = None) -> str:
     """What happens to the message itself: ``"delivered"``, ``"bounce"`` or ``"defer"``.
 
     A matched lock, throttle or defer rule makes the reply temporary even when the provider sent
     a 5xx (QQ and 163 send rate limits as 550/554); a bounce rule makes it final even for a 4xx.
     ``later`` (the classifier read "try later": a rate, a quota, greylisting, RFC 5321's 552 too
-    many recipients) defers a 5xx too. Otherwise the code decides: 2xx delivered, 5xx bounce,
-    anything else (4xx, internal) defer.
+    many recipients) defers a 5xx too; when not given, the matched rule's category and the
+    shipped classifier decide it. Otherwise the code decides: 2xx delivered, 5xx bounce, anything
+    else (4xx, internal) defer.
     """
     action = reply_rule.action if reply_rule is not None else None
     if action == "bounce":
         return "bounce"
-    if action in ("lock", "throttle", "defer") or later:
+    if action in ("lock", "throttle", "defer"):
+        return "defer"
+    if later is None and reply.code is not None and reply.code >= 500 and not reply.internal:
+        later = (reply_rule is not None and means_later(reply_rule.category or "")) or (
+            Classifier.shipped().explain(reply).later)
+    if later:
         return "defer"
     if reply.code is not None and 200 <= reply.code < 300 and not reply.internal:
         return "delivered"

@@ -72,3 +72,21 @@ def test_main_prints_both_parts() -> None:
 def test_records_are_json_round_trippable(part: list[dict]) -> None:
     for r in part[:20]:
         assert json.loads(json.dumps(r)) == r
+
+
+def test_steps_chained_by_hand_agree_with_judge() -> None:
+    # Reply.parse -> classify -> the ISP's reply rules -> disposition -> suppression, as callers
+    # that do not use judge() chain them: the same verdicts on every reply of the corpus
+    from kmta.policy.replies import disposition, match_reply
+    from kmta.policy.reply import Reply
+    from kmta.policy.verdict import explain
+
+    classifier, kb = Classifier.load(), KnowledgeBase.load()
+    for r in TUNED + HELDOUT:
+        reply = Reply.parse(r.get("code"), r["text"])
+        isp, v = explain(reply, classifier, kb, r.get("isp"), r.get("domain"))
+        matched = match_reply(reply, kb.effective(isp))
+        category = matched.category if matched and matched.category else classifier.classify(reply)
+        verdict = disposition(reply, matched)
+        assert (category, verdict, verdict == "bounce" and suppresses(category)) == (
+            v.category, v.verdict, v.suppress), r

@@ -712,5 +712,8 @@ def test_validate_live() -> None:
 
 def test_disposition_defers_a_5xx_that_means_later() -> None:
     reply = Reply.parse(552, "5.5.3 Too many recipients")
-    assert disposition(reply, None) == "bounce"
+    assert disposition(reply, None, later=False) == "bounce"
     assert disposition(reply, None, later=True) == "defer"
+    # not told: the shipped classifier reads the wording (callers that chain the steps by hand)
+    assert disposition(reply, None) == "defer"
+    assert disposition(Reply.parse(550, "5.1.1 User unknown"), None) == "bounce"
