@@ -170,8 +170,9 @@ class BounceRule:
     later: bool = False
     name: str | None = None
 
-    def matches(self, reply: Reply, enhanced: str | None = None) -> bool:
-        """Whether this rule applies to ``reply`` (``enhanced``: its effective enhanced code)."""
+    def matches(self, reply: Reply, enhanced: str | None = None, line: str | None = None) -> bool:
+        """Whether this rule applies to ``reply`` (``enhanced``: its effective enhanced code;
+        ``line``: ``reply.line().lower()`` when the caller has it already)."""
         if reply.internal != self.internal:
             return False
         if self.codes:
@@ -181,7 +182,24 @@ class BounceRule:
         if self.enhanced:
             if enhanced is None or not any(_enhanced_fits(enhanced, e) for e in self.enhanced):
                 return False
-        return self.pattern is None or self.pattern.search(reply.line()) is not None
+        if self.pattern is None:
+            return True
+        return self.pattern.search(reply.line().lower() if line is None else line) is not None
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    """Case-insensitive by lowercasing the pattern's letters (not what follows a backslash: ``\\S``
+    stays ``\\S``) and the searched line: twice as fast as ``re.IGNORECASE`` on these
+    alternation-heavy patterns."""
+    out, i = [], 0
+    while i < len(pattern):
+        if pattern[i] == "\\":
+            out.append(pattern[i : i + 2])
+            i += 2
+        else:
+            out.append(pattern[i].lower())
+            i += 1
+    return re.compile("".join(out))
 
 
 def _fits(code: str, pattern: str) -> bool:
@@ -258,13 +276,15 @@ class Classifier:
     def explain(self, reply: Reply) -> Classification:
         """The category of ``reply``, whether it means "later", and the deciding rule's name."""
         enhanced = effective_enhanced(reply)
-        winner = next((r for r in self.rules if r.matches(reply, enhanced)), None)
+        line = reply.line().lower()
+        winner = next((r for r in self.rules if r.matches(reply, enhanced, line)), None)
         category = winner.category if winner is not None and winner.category else _fallback(reply)
         later = means_later(category) or (winner is not None and winner.later)
         if not reply.internal:
             # the first wording rule that matches decides: a veto ("Retrying will NOT
             # succeed") listed before the "try again later" rules wins over them
-            said = next((r.later for r in self.later_rules if r.matches(reply, enhanced)), None)
+            said = next((r.later for r in self.later_rules if r.matches(reply, enhanced, line)),
+                        None)
             if said is not None:
                 later = said
         return Classification(category, later, winner.name if winner else None)
@@ -293,7 +313,7 @@ def _rule(entry: dict[str, Any], where: str, problems: list[str]) -> BounceRule 
     pattern = None
     if "match" in entry:
         try:
-            pattern = re.compile(str(entry["match"]), re.IGNORECASE)
+            pattern = _compile(str(entry["match"]))
         except re.error as e:
             problems.append(f"{where}.match: bad regex {entry['match']!r}: {e}")
             return None
