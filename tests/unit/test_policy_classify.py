@@ -344,3 +344,23 @@ def test_enhanced_and_later_keys_are_validated() -> None:
     ]})
     assert c.explain(Reply.parse(450, "4.1.1 later")).rule == "r"
     assert c.explain(Reply.parse(550, "5.7.1 later")).later
+
+
+@pytest.mark.parametrize(
+    ("code", "message", "expected"),
+    [
+        (550, "5.1.1 <x@example.de>: Benutzer unbekannt", "bad_mailbox"),
+        (550, "Utilisateur inconnu", "bad_mailbox"),
+        (550, "5.1.1 utente inesistente", "bad_mailbox"),
+        (550, "5.1.1 Usuario desconocido", "bad_mailbox"),
+        (550, "5.1.1 Пользователь не найден", "bad_mailbox"),
+        (550, "5.1.1 用户不存在", "bad_mailbox"),
+        (552, "5.2.2 Postfach voll", "mailbox_full"),
+        (552, "5.2.2 Boîte aux lettres pleine", "mailbox_full"),
+        (552, "5.1.1 Quota dépassé", "mailbox_full"),
+        (550, "5.2.1 Konto deaktiviert", "inactive_mailbox"),
+        (550, "Cuenta suspendida", "inactive_mailbox"),
+    ],
+)
+def test_other_languages(code: int, message: str, expected: str) -> None:
+    assert CLASSIFIER.classify(Reply.parse(code, message)) == expected
