@@ -89,6 +89,16 @@ def test_dashboard_in_browser(dashboard) -> None:
     audit = h.wait_for(driver, lambda d: h.read_table(d, "audit-table"))
     assert {r["applied"] for r in audit} == {"yes", "NO"}
 
+    # explain a reply in the ISP view, as `kmta classify` does: a 552 too-many-recipients defers
+    box = driver.find_element(By.ID, "reply-text")
+    box.clear()
+    box.send_keys("552 5.5.3 Too many recipients")
+    driver.find_element(By.ID, "btn-explain").click()
+    shown = h.wait_for(
+        driver, lambda d: "rate_limit" in d.find_element(By.ID, "reply-explain").text
+        and d.find_element(By.ID, "reply-explain").text)
+    assert "verdict:  defer" in shown and "suppress: no" in shown
+
     # screenshot with live-looking nodes and the locked ISP's speed chart
     h.fresh_heartbeats(board, time.time())
     h.select_isp(driver, "mail.ru")
