@@ -23,8 +23,13 @@ def _classifier() -> Classifier:
 
 
 def explain_text(
-    text: str, isp: str | None, kb: Any, *, live: dict[str, Any] | None = None,
-    internal: bool = False, classifier: Classifier | None = None,
+    text: str,
+    isp: str | None,
+    kb: Any,
+    *,
+    live: dict[str, Any] | None = None,
+    internal: bool = False,
+    classifier: Classifier | None = None,
 ) -> str:
     """A few lines explaining ``text`` (``"550 5.1.1 ..."``) under ``isp``'s rules."""
     reply = Reply.parse(None, text.strip(), internal=internal)

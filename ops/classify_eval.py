@@ -91,9 +91,11 @@ def score(records: Iterable[dict[str, Any]], classifier: Classifier, kb: Knowled
 def report(name: str, s: Score, out: TextIO, misses: bool = False) -> None:
     """Print accuracy per class and the two confusion tables."""
     print(f"== {name}: {s.total} replies", file=out)
-    print(f"category accuracy {s.accuracy:5.1f} %   temporary bounced {s.temporary_bounced:4.1f} %   "
-          f"soft suppressed {s.soft_suppressed:4.1f} %   hard suppressed {s.hard_suppressed:5.1f} %",
-          file=out)
+    print(
+        f"category accuracy {s.accuracy:5.1f} %   temporary bounced {s.temporary_bounced:4.1f} %   "
+        f"soft suppressed {s.soft_suppressed:4.1f} %   hard suppressed {s.hard_suppressed:5.1f} %",
+        file=out,
+    )
     print(f"  {'class':<20}{'n':>5}{'right':>7}{'acc %':>8}", file=out)
     for label, (ok, n) in sorted(s.per_class.items(), key=lambda kv: -kv[1][1]):
         print(f"  {label:<20}{n:>5}{ok:>7}{100.0 * ok / n:>8.1f}", file=out)
@@ -102,13 +104,17 @@ def report(name: str, s: Score, out: TextIO, misses: bool = False) -> None:
         print(f"  {truth:<20}{s.temp[(truth, 'bounce')]:>8}{s.temp[(truth, 'defer')]:>8}", file=out)
     print(f"  {'truth / decision':<20}{'suppress':>9}{'keep':>7}", file=out)
     for truth in ("suppress", "keep"):
-        print(f"  {truth:<20}{s.supp[(truth, 'suppress')]:>9}{s.supp[(truth, 'keep')]:>7}",
-              file=out)
+        print(
+            f"  {truth:<20}{s.supp[(truth, 'suppress')]:>9}{s.supp[(truth, 'keep')]:>7}", file=out
+        )
     if misses:
         for r, v in s.misses:
-            print(f"  MISS {r['label']:>17} -> {v.category:<17} {v.verdict:<6} "
-                  f"{'S' if v.suppress else '-'} [{v.classifier_rule}/{v.rule}] "
-                  f"{r.get('code')} {r['text'][:110]}", file=out)
+            print(
+                f"  MISS {r['label']:>17} -> {v.category:<17} {v.verdict:<6} "
+                f"{'S' if v.suppress else '-'} [{v.classifier_rule}/{v.rule}] "
+                f"{r.get('code')} {r['text'][:110]}",
+                file=out,
+            )
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:

@@ -42,9 +42,13 @@ def add_parser(
     parser.add_argument("--isp", help="judge with this ISP's reply rules (default: [default])")
     parser.add_argument("--domain", help="judge with the rules of this recipient domain's ISP")
     parser.add_argument("--json", action="store_true", help="one JSON object per reply")
-    parser.add_argument("--override", type=Path, default=None,
-                        help="local rules file merged over the shipped one "
-                        "(default: the config's [rules] override)")
+    parser.add_argument(
+        "--override",
+        type=Path,
+        default=None,
+        help="local rules file merged over the shipped one "
+        "(default: the config's [rules] override)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -59,16 +63,22 @@ def parse_line(line: str) -> tuple[Reply, str | None, str | None]:
         code = data.get("code")
         if code is not None and not (isinstance(code, int) and 200 <= code <= 599):
             raise ValueError(f"bad reply code {code!r}")
-        return (Reply.parse(code, data.get("text", "")), data.get("isp") or None,
-                data.get("domain") or None)
+        return (
+            Reply.parse(code, data.get("text", "")),
+            data.get("isp") or None,
+            data.get("domain") or None,
+        )
     if text.lower().startswith("smtp;"):
         text = text[5:].lstrip()
     return Reply.parse(None, text), None, None
 
 
 def classify_lines(
-    lines: Iterable[str], classifier: Classifier, kb: KnowledgeBase,
-    isp: str | None = None, domain: str | None = None,
+    lines: Iterable[str],
+    classifier: Classifier,
+    kb: KnowledgeBase,
+    isp: str | None = None,
+    domain: str | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Judge each non-empty line; a line that cannot be read yields ``{"error": ...}``."""
     for line in lines:
@@ -80,14 +90,25 @@ def classify_lines(
             yield {"error": str(e), "input": line.strip()[:200]}
             continue
         name, v = explain(reply, classifier, kb, line_isp or isp, line_domain or domain)
-        yield {**{k: v.to_dict()[k] for k in ("category", "verdict", "suppress", "action",
-                                                "rule", "source")},
-               **v.to_dict(), "isp": name or "[default]", "code": reply.code,
-               "enhanced": reply.enhanced_code, "text": reply.text}
+        yield {
+            **{
+                k: v.to_dict()[k]
+                for k in ("category", "verdict", "suppress", "action", "rule", "source")
+            },
+            **v.to_dict(),
+            "isp": name or "[default]",
+            "code": reply.code,
+            "enhanced": reply.enhanced_code,
+            "text": reply.text,
+        }
 
 
-def run(args: argparse.Namespace, out: TextIO | None = None, stdin: TextIO | None = None,
-        err: TextIO | None = None) -> int:
+def run(
+    args: argparse.Namespace,
+    out: TextIO | None = None,
+    stdin: TextIO | None = None,
+    err: TextIO | None = None,
+) -> int:
     """Execute a parsed ``kmta classify``; exit 1 if any input line could not be read."""
     out, err = out or sys.stdout, err or sys.stderr
     override = args.override
@@ -121,9 +142,12 @@ def _cell(r: dict[str, Any], key: str) -> str:
 
 
 def _table(results: list[dict[str, Any]]) -> str:
-    rows = [[_cell(r, k) for k in _COLUMNS] if "error" not in r
-            else ["!", "", "", "error: " + r["error"], "", "", "", "", r["input"][:70]]
-            for r in results]
+    rows = [
+        [_cell(r, k) for k in _COLUMNS]
+        if "error" not in r
+        else ["!", "", "", "error: " + r["error"], "", "", "", "", r["input"][:70]]
+        for r in results
+    ]
     widths = [max([len(c)] + [len(row[i]) for row in rows]) for i, c in enumerate(_COLUMNS)]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(_COLUMNS, widths)).rstrip()]
     lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]

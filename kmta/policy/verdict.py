@@ -83,7 +83,9 @@ def judge(reply: Reply, classifier: Classifier, rule: EffectiveRule | None) -> V
     if reply.internal and reply.code is not None and reply.code >= 500:
         verdict = "bounce"  # kmta's own permanent refusals (e.g. outside allowed networks)
     action = matched.action if matched is not None else None
-    speed = outcome_for(category, action, temporary=reply.code is not None and 400 <= reply.code < 500)
+    speed = outcome_for(
+        category, action, temporary=reply.code is not None and 400 <= reply.code < 500
+    )
     return Verdict(
         category=category,
         verdict=verdict,

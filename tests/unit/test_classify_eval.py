@@ -10,9 +10,9 @@ import json
 
 import pytest
 
-from ops.classify_eval import CORPUS, load_corpus, main, score
 from kmta.policy.classify import CATEGORIES, Classifier, suppresses
 from kmta.policy.kb import KnowledgeBase
+from ops.classify_eval import CORPUS, load_corpus, main, score
 
 TUNED = load_corpus(CORPUS / "tuned.jsonl")
 HELDOUT = load_corpus(CORPUS / "heldout.jsonl")
@@ -44,13 +44,28 @@ def test_tuned_part_regression_floor() -> None:
 
 def test_scoring_counts_what_it_should() -> None:
     records = [
-        {"code": 550, "text": "5.1.1 User unknown", "label": "bad_mailbox", "temporary": False,
-         "suppress": True},
-        {"code": 552, "text": "5.5.3 Too many recipients", "label": "rate_limit",
-         "temporary": True, "suppress": False},
+        {
+            "code": 550,
+            "text": "5.1.1 User unknown",
+            "label": "bad_mailbox",
+            "temporary": False,
+            "suppress": True,
+        },
+        {
+            "code": 552,
+            "text": "5.5.3 Too many recipients",
+            "label": "rate_limit",
+            "temporary": True,
+            "suppress": False,
+        },
         # deliberately mislabelled: counted as wrong, in the tables as it came out
-        {"code": 550, "text": "5.1.8 Sender address rejected", "label": "bad_mailbox",
-         "temporary": False, "suppress": True},
+        {
+            "code": 550,
+            "text": "5.1.8 Sender address rejected",
+            "label": "bad_mailbox",
+            "temporary": False,
+            "suppress": True,
+        },
     ]
     s = score(records, Classifier.load(), KnowledgeBase.load())
     assert (s.total, s.correct) == (3, 2)
@@ -63,8 +78,16 @@ def test_main_prints_both_parts() -> None:
     out = io.StringIO()
     assert main([], out=out) == 0
     text = out.getvalue()
-    for needle in ("tuned.jsonl", "heldout.jsonl", "category accuracy", "temporary bounced",
-                   "soft suppressed", "hard suppressed", "truth / verdict", "truth / decision"):
+    for needle in (
+        "tuned.jsonl",
+        "heldout.jsonl",
+        "category accuracy",
+        "temporary bounced",
+        "soft suppressed",
+        "hard suppressed",
+        "truth / verdict",
+        "truth / decision",
+    ):
         assert needle in text
 
 
@@ -89,4 +112,7 @@ def test_steps_chained_by_hand_agree_with_judge() -> None:
         category = matched.category if matched and matched.category else classifier.classify(reply)
         verdict = disposition(reply, matched)
         assert (category, verdict, verdict == "bounce" and suppresses(category)) == (
-            v.category, v.verdict, v.suppress), r
+            v.category,
+            v.verdict,
+            v.suppress,
+        ), r

@@ -328,9 +328,11 @@ def test_reply_explainer_shows_what_the_sender_does() -> None:
     assert "no reply from yahoo yet" in app.kmta.explain("yahoo", " ")
     assert app.kmta.explain(None, None) == ""
     # a sender-side rejection never suppresses the recipient
-    shown = app.kmta.explain(None, "550 5.1.8 <b@x.example>: Sender address rejected: Domain not found")
+    shown = app.kmta.explain(
+        None, "550 5.1.8 <b@x.example>: Sender address rejected: Domain not found")
     assert "category: bad_sender" in shown and "suppress: no" in shown
-    shown = app.kmta.explain("gmail", "550 5.1.1 The email account that you tried to reach does not exist")
+    shown = app.kmta.explain(
+        "gmail", "550 5.1.1 The email account that you tried to reach does not exist")
     assert "bad_mailbox" in shown and "suppress: yes" in shown
 
 
