@@ -64,7 +64,9 @@ class Verdict:
             "speed": self.speed,
             "later": self.later,
             "rule": self.rule,
-            "source": self.source,
+            # where the decision comes from: the ISP rule's public source, else the classifier rule
+            "source": self.source
+            or f"kmta/data/bounces.toml: {self.classifier_rule or 'fallback by code class'}",
             "scope": self.scope,
             "classifier_rule": self.classifier_rule,
             "description": self.description,

@@ -38,6 +38,7 @@ def test_arguments_to_json_lines() -> None:
         False,
     )
     assert first["action"] == "none" and first["rule"] is None
+    assert first["source"] == "kmta/data/bounces.toml: user_unknown"
 
 
 def test_stdin_json_lines_use_the_isp_rules() -> None:
