@@ -49,6 +49,7 @@ __all__ = [
     "BounceRule",
     "Classification",
     "Classifier",
+    "effective_enhanced",
     "is_recipient_problem",
     "is_throttle",
     "means_later",
