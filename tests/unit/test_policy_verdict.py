@@ -397,6 +397,7 @@ TOP_PROVIDERS = [
     "interia",
     "centrum",
     "virginmedia",
+    "cox",
 ]
 
 
