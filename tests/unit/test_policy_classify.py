@@ -323,7 +323,9 @@ def test_sender_wording_beats_recipient_codes() -> None:
     # the expensive mistake: suppressing a good recipient for our own envelope sender
     for text in ("5.1.1 <b@ours.example>: Sender address rejected: User unknown in virtual table",
                  "5.1.1 Sender address rejected: Domain not found",
-                 "5.7.1 Sender domain must exist"):
+                 "5.7.1 Sender domain must exist",
+                 "From: Domain is invalid. Please provide a valid From: IB506",
+                 "Your domain has no DNS/MX entries"):
         assert CLASSIFIER.classify(Reply.parse(550, text)) == "bad_sender", text
 
 
@@ -364,3 +366,9 @@ def test_enhanced_and_later_keys_are_validated() -> None:
 )
 def test_other_languages(code: int, message: str, expected: str) -> None:
     assert CLASSIFIER.classify(Reply.parse(code, message)) == expected
+
+
+def test_recipient_domain_wording() -> None:
+    for text in ("5.1.2 The domain of the recipient does not exist",
+                 "5.1.2 Host or domain name not found. Name service error for name=x.example"):
+        assert CLASSIFIER.classify(Reply.parse(550, text)) == "bad_domain", text
