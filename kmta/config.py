@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 
@@ -14,6 +15,8 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 
 from kmta.errors import ConfigError
 from schemas.base import Model
+
+TlsLevel = Literal["opportunistic", "required", "verify"]
 
 
 class KafkaConfig(Model):
@@ -84,8 +87,19 @@ class DeliveryConfig(Model):
     allowed_networks: list[str] = Field(default=["127.0.0.0/8"])
     helo_name: str = "kmta.localhost"
     max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
-    require_tls: bool = False
-    start_tls: bool = Field(default=False, description="use STARTTLS when offered")
+    unsigned: Literal["allow", "refuse"] = Field(
+        default="refuse", description="mail whose From domain has no [[domains]] entry (or no "
+        "key valid now): sent unsigned, or refused at routing")
+    tls: TlsLevel = Field(default="opportunistic", description="STARTTLS policy of ISPs whose "
+                          "rule sets none (sending.tls)")
+    tls_ca_file: str | None = Field(default=None, description="PEM bundle trusted for "
+                                    "'verify' and MTA-STS instead of the system's")
+    mta_sts: bool = Field(default=True, description="look up and obey MTA-STS (RFC 8461)")
+    mta_sts_port: int = Field(default=443, ge=1, le=65535, description="HTTPS port of "
+                              "mta-sts.<domain> (tests only change it)")
+    verp_secret: SecretStr | None = Field(
+        default=None, description="HMAC key of VERP tokens (kmta/policy/verp.py); needed "
+        "when a domain has a return_path")
 
     @field_validator("allowed_networks")
     @classmethod
@@ -96,6 +110,49 @@ class DeliveryConfig(Model):
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(n, strict=False) for n in self.allowed_networks]
+
+
+class DkimKeyConfig(Model):
+    """One DKIM selector of a sending domain; PEM key as openssl writes it."""
+
+    selector: str = Field(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,62})(?:\.[A-Za-z0-9-]{1,63})*$")
+    key_file: str
+    algorithm: Literal["rsa-sha256", "ed25519-sha256"] = "rsa-sha256"
+    not_before: datetime | None = Field(default=None, description="signs from this time on")
+    not_after: datetime | None = Field(default=None, description="signs until this time")
+
+    @model_validator(mode="after")
+    def _window(self) -> "DkimKeyConfig":
+        for name in ("not_before", "not_after"):
+            v = getattr(self, name)
+            if v is not None and v.tzinfo is None:
+                setattr(self, name, v.replace(tzinfo=timezone.utc))
+        if self.not_before and self.not_after and self.not_after <= self.not_before:
+            raise ValueError(f"selector {self.selector}: not_after is not after not_before")
+        return self
+
+    def window(self) -> tuple[float | None, float | None]:
+        """``(not_before, not_after)`` as epoch seconds (None: open)."""
+        return (self.not_before.timestamp() if self.not_before else None,
+                self.not_after.timestamp() if self.not_after else None)
+
+
+class DomainConfig(Model):
+    """A sending domain: the From domain (or a parent of it), its return path and DKIM keys."""
+
+    name: str = Field(min_length=1, max_length=253)
+    return_path: str | None = Field(default=None, description="envelope sender domain (VERP); "
+                                    "default: the From address unchanged")
+    dkim: list[DkimKeyConfig] = Field(default_factory=list)
+    platform: bool = Field(default=False, description="these keys also sign every other "
+                           "domain's mail (a second signature, d= this domain)")
+    feedback_sender: str | None = Field(default=None, max_length=64, description="SenderId "
+                                        "part of Feedback-ID; default: the domain name")
+
+    @field_validator("name", "return_path")
+    @classmethod
+    def _lower(cls, v: str | None) -> str | None:
+        return v.strip().rstrip(".").lower() if v is not None else None
 
 
 class PoolConfig(Model):
@@ -163,7 +220,24 @@ class Config(Model):
     worker: WorkerConfig = WorkerConfig()
     dashboard: DashboardConfig = DashboardConfig()
     control: ControlConfig = ControlConfig()
+    domains: list[DomainConfig] = Field(default_factory=list)
     data_dir: str = ".kmta"
+
+    @model_validator(mode="after")
+    def _domains(self) -> "Config":
+        names = [d.name for d in self.domains]
+        dup = {n for n in names if names.count(n) > 1}
+        if dup:
+            raise ValueError(f"[[domains]] listed more than once: {sorted(dup)}")
+        if sum(d.platform for d in self.domains) > 1:
+            raise ValueError("only one of [[domains]] may be the platform domain")
+        for d in self.domains:
+            sels = [k.selector for k in d.dkim]
+            if len(set(sels)) != len(sels):
+                raise ValueError(f"domain {d.name}: a selector is listed twice")
+        if any(d.return_path for d in self.domains) and self.delivery.verp_secret is None:
+            raise ValueError("delivery.verp_secret must be set when a domain has a return_path")
+        return self
 
     def topic(self, name: str) -> str:
         return f"{self.kafka.topic_prefix}{name}"
@@ -186,9 +260,14 @@ def load_config(path: str | Path | None) -> Config:
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
     try:
-        return Config.model_validate(data)
+        config = Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(f"{path}: {_explain(e)}") from None
+    base = Path(path).resolve().parent
+    for d in config.domains:  # key files relative to the config file, not the cwd
+        for k in d.dkim:
+            k.key_file = str(base / k.key_file)
+    return config
 
 
 def _explain(e: ValidationError) -> str:

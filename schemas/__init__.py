@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from schemas.base import Model, dumps, loads
 from schemas.control import ControlAction, ControlCommand, ControlRecord
-from schemas.events import DeliveryEvent, DeadLetter, Status, FINAL_STATUSES
-from schemas.message import Envelope, MxHost, OutboxMessage
+from schemas.events import DeliveryEvent, DeadLetter, Status, FINAL_STATUSES, TlsInfo
+from schemas.message import Envelope, MxHost, OutboxMessage, TlsPolicy
 from schemas.rules import (
     IspRule,
     ReplyRule,
@@ -24,8 +24,8 @@ from schemas.state import IspState
 __all__ = [
     "Model", "dumps", "loads",
     "ControlAction", "ControlCommand", "ControlRecord",
-    "DeliveryEvent", "DeadLetter", "Status", "FINAL_STATUSES",
-    "Envelope", "MxHost", "OutboxMessage",
+    "DeliveryEvent", "DeadLetter", "Status", "FINAL_STATUSES", "TlsInfo",
+    "Envelope", "MxHost", "OutboxMessage", "TlsPolicy",
     "IspRule", "ReplyRule", "RetryRule", "RulesFile", "SendingRule", "SpeedRule",
     "IspState", "IspLoad", "NodeStats",
 ]

@@ -23,6 +23,14 @@ class Status(str, Enum):
 FINAL_STATUSES = frozenset(s for s in Status if s not in (Status.DEFERRED, Status.QUEUED))
 
 
+class TlsInfo(Model):
+    """The TLS session a message went over (absent: plain SMTP)."""
+
+    version: str | None = Field(default=None, description="e.g. TLSv1.3")
+    cipher: str | None = None
+    verified: bool = Field(default=False, description="chain and MX host name checked")
+
+
 class DeliveryEvent(Model):
     """One event per delivery attempt or decision; every accepted id ends with exactly one final."""
 
@@ -49,6 +57,7 @@ class DeliveryEvent(Model):
     meta: dict[str, Any] | None = None
     sender: str | None = None
     size: int | None = None
+    tls: TlsInfo | None = Field(default=None, description="absent or null when sent plain")
 
 
 class DeadLetter(Model):

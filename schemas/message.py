@@ -49,7 +49,13 @@ class OutboxMessage(Model):
     html: str | None = None
     headers: dict[str, str] | None = None
     pool: str | None = Field(default=None, max_length=100)
-    campaign: str | None = Field(default=None, max_length=200)
+    campaign: str | None = Field(default=None, max_length=200,
+                                 description="also the first field of Feedback-ID")
+    unsubscribe_url: str | None = Field(
+        default=None, max_length=900, pattern=r"^https://",
+        description="one-click unsubscribe (RFC 8058): List-Unsubscribe + List-Unsubscribe-Post")
+    unsubscribe_mailto: str | None = Field(
+        default=None, max_length=320, description="address (or mailto: URI) in List-Unsubscribe")
     meta: dict[str, Any] | None = None
     expires_at: Timestamp | None = Field(
         default=None, description="ISO 8601 or epoch seconds; after it the message ends expired"
@@ -78,6 +84,15 @@ class MxHost(Model):
     ips: list[str] = Field(default_factory=list)
 
 
+class TlsPolicy(Model):
+    """An MTA-STS (RFC 8461) policy in ``enforce`` mode, as the router found it: deliver only
+    to MX hosts matching ``mx`` over TLS with a certificate valid for that host name."""
+
+    mode: str = "enforce"
+    mx: list[str] = Field(default_factory=list, description="MX patterns, e.g. *.example.net")
+    id: str | None = Field(default=None, description="the policy id of the _mta-sts TXT record")
+
+
 class Envelope(Model):
     """A routed message on the queue and delay topics (internal, but plain JSON)."""
 
@@ -100,3 +115,5 @@ class Envelope(Model):
     mx_ttl: float | None = None
     last_code: int | None = None
     last_response: str | None = None
+    tls_policy: TlsPolicy | None = Field(
+        default=None, description="the recipient domain's MTA-STS policy in enforce mode")

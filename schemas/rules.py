@@ -44,6 +44,8 @@ class SendingRule(Model):
     timeout: Duration = Field(default=300.0, gt=0, description="time allowed for one sending")
     connect_timeout: Duration = Field(default=30.0, gt=0)
     idle_timeout: Duration = Field(default=5.0, ge=0, description="keep an idle connection open")
+    tls: Literal["opportunistic", "required", "verify"] | None = Field(
+        default=None, description="STARTTLS policy; default [delivery] tls")
 
 
 class SpeedRule(Model):

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from kmta.config import Config, PoolConfig
 from kmta.errors import InputError
+from kmta.pipeline.outgoing import Outgoing, Stamped
 from kmta.pipeline.outputs import Out, event_out, internal_event, new_id
 from kmta.policy.addresses import split_address
 from kmta.policy.compose import compose
@@ -45,8 +46,10 @@ class Router:
                  retry_first: Callable[[Envelope, float], list[Out]],
                  clock: Callable[[], float] = time.time,
                  seen: MutableMapping[str, object] | None = None,
-                 dedup_window: float = DEDUP_WINDOW) -> None:
+                 dedup_window: float = DEDUP_WINDOW,
+                 outgoing: Outgoing | None = None) -> None:
         self._c = config
+        self._out = outgoing or Outgoing(config)  # reads and checks the DKIM keys
         self._kb = kb
         self._pmap = pmap
         self._resolver = resolver
@@ -93,9 +96,10 @@ class Router:
             _, sdomain = split_address(msg.from_, "from")
             local, domain = split_address(msg.to, "to")
             msg_id = msg.id or new_id()
-            data = compose(msg, msg_id, sdomain, now)
-            if len(data.encode()) > self._c.delivery.max_message_bytes:
-                raise InputError(f"message is {len(data.encode())} bytes; the limit is "
+            data = compose(msg, msg_id, sdomain, now, self._out.headers(msg, sdomain))
+            stamped = self._out.stamp(data, msg_id, msg.from_, sdomain, now)  # DKIM, VERP
+            if len(stamped.data.encode()) > self._c.delivery.max_message_bytes:
+                raise InputError(f"message is {len(stamped.data.encode())} bytes; the limit is "
                                  f"{self._c.delivery.max_message_bytes}")
             pool = self._c.pool(msg.pool)
             if msg.pool is not None and pool is None:
@@ -123,7 +127,7 @@ class Router:
                     f"partition {seen.partition}, offset {seen.offset}); ids are unique within "
                     f"{self._window / 3600:g} h", raw, topic, partition, offset, now)]
         try:
-            return await self._accepted(msg, msg_id, local, domain, data, pool, now) + outs
+            return await self._accepted(msg, msg_id, local, domain, stamped, pool, now) + outs
         except BaseException:
             if msg.id is not None:  # dead-lettered after all: the id is free again
                 self._seen.pop(msg.id, None)
@@ -155,13 +159,14 @@ class Router:
             self._seen.pop(k, None)
 
     async def _accepted(self, msg: OutboxMessage, msg_id: str, local: str, domain: str,
-                        data: str, pool: PoolConfig | None, now: float) -> list[Out]:
+                        stamped: Stamped, pool: PoolConfig | None, now: float) -> list[Out]:
         env = Envelope(
-            id=msg_id, sender=msg.from_, rcpt=f"{local}@{domain}", domain=domain,
+            id=msg_id, sender=stamped.mail_from, rcpt=f"{local}@{domain}", domain=domain,
             isp=self._isp_for(domain, ()),  # member domains known without DNS
             # the pool by name, also when the message named none (the default pool): rules
             # and locks narrowed per pool key on it
-            data=data, pool=pool.name if pool else msg.pool, campaign=msg.campaign, meta=msg.meta,
+            data=stamped.data, pool=pool.name if pool else msg.pool, campaign=msg.campaign,
+            meta=msg.meta,
             expires_at=msg.expires_at.timestamp() if msg.expires_at else None,
             accepted_at=now, routed_at=now)
         if env.expires_at is not None and env.expires_at <= now:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import email.charset
 import email.policy
 import email.utils
+from collections.abc import Sequence
 from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
@@ -22,20 +23,25 @@ _QP_UTF8 = email.charset.Charset("utf-8")
 _QP_UTF8.body_encoding = email.charset.QP
 
 
-def compose(msg: OutboxMessage, msg_id: str, id_domain: str, now: float) -> str:
+def compose(msg: OutboxMessage, msg_id: str, id_domain: str, now: float,
+            extra: Sequence[tuple[str, str]] = ()) -> str:
     """Return the full message text with CRLF line ends.
 
     ``data`` messages are passed through with CRLF normalised; a ``Message-ID`` and ``Date`` are
     added to composed messages. Header values with CR or LF are refused (injection). Every
     message gets an ``X-Kmta-Id`` trace header first, so a recipient (or a test sink) can tell
-    which kmta message it received.
+    which kmta message it received. ``extra`` fields (List-Unsubscribe, Feedback-ID, built by
+    the router) go after the given headers, or after the trace header of a ``data`` message.
     """
+    for name, value in extra:
+        _check_header(name, value)
     trace = f"{TRACE_HEADER}: {msg_id}\r\n"
     if msg.data is not None:
         text = msg.data.replace("\r\n", "\n").replace("\r", "\n")
         head, sep, _ = text.partition("\n\n")
         if not sep or ":" not in head.split("\n", 1)[0]:
             raise InputError("data is not an RFC 5322 message: no header section")
+        trace += "".join(f"{name}: {value}\r\n" for name, value in extra)
         return trace + text.replace("\n", "\r\n")
     headers: list[tuple[str, str]] = [("From", msg.from_), ("To", msg.to),
                                       ("Subject", msg.subject or "")]
@@ -62,7 +68,7 @@ def compose(msg: OutboxMessage, msg_id: str, id_domain: str, now: float) -> str:
         body[name] = _header(value)
     body["Date"] = email.utils.formatdate(now, usegmt=True)
     body["Message-ID"] = f"<{msg_id}@{id_domain}>"
-    for name, value in headers[3:]:
+    for name, value in [*headers[3:], *extra]:
         body[name] = _header(value)
     body["MIME-Version"] = "1.0"
     text = body.as_string(policy=_POLICY)

@@ -55,7 +55,8 @@ class Harness:
     def __init__(self, **config: object) -> None:
         self.config = Config.model_validate({
             "kafka": {"topic_prefix": "u."},
-            "delivery": {"helo_name": "mta.kmta.test", **config.pop("delivery", {})},
+            "delivery": {"helo_name": "mta.kmta.test", "unsigned": "allow",
+                         **config.pop("delivery", {})},
             "pools": [{"name": "default", "source_ips": ["127.0.0.2"]},
                       {"name": "bulk", "source_ips": ["127.0.0.3"]}],
             **config})

@@ -1,0 +1,145 @@
+"""DKIM keys and signatures (dkimpy; RFC 6376 rsa-sha256, RFC 8463 ed25519-sha256).
+
+Keys are PEM files as openssl writes them (RSA: PKCS#1 or PKCS#8; ed25519: PKCS#8). They are
+all read and checked when the worker starts (``load_keys``), future and past selectors too, so
+a wrong file is a config error at start, never a failure at send time. dkimpy does the
+canonicalisation (relaxed/relaxed), hashing and signing; the choices (which domain, which
+selectors now, which header fields) are ``kmta/policy/signing.py``'s.
+"""
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from pathlib import Path
+
+import dkim
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+from kmta.config import DkimKeyConfig, DomainConfig
+from kmta.errors import ConfigError
+from kmta.policy.signing import headers_to_sign
+
+__all__ = ["DkimKey", "load_key", "load_keys", "sign", "txt_record", "generate_key",
+           "MIN_RSA_BITS"]
+
+MIN_RSA_BITS = 2048
+_CANON = (b"relaxed", b"relaxed")
+
+
+@dataclass(frozen=True)
+class DkimKey:
+    """One loaded selector: the key in the form dkimpy takes, and its public half for DNS."""
+
+    domain: str
+    config: DkimKeyConfig
+    private: bytes  # RSA: PKCS#1 PEM; ed25519: base64 of the 32-byte seed (dkimpy's forms)
+    public_b64: str  # the p= of the TXT record
+    bits: int
+
+    @property
+    def selector(self) -> str:
+        return self.config.selector
+
+    @property
+    def algorithm(self) -> str:
+        return self.config.algorithm
+
+    def window(self) -> tuple[float | None, float | None]:
+        return self.config.window()
+
+    def __repr__(self) -> str:  # never the key material
+        return f"DkimKey({self.selector}._domainkey.{self.domain}, {self.algorithm})"
+
+
+def load_key(domain: str, cfg: DkimKeyConfig) -> DkimKey:
+    """Read and check one key file; a ConfigError says what is wrong with it."""
+    where = f"domain {domain} selector {cfg.selector} ({cfg.key_file})"
+    try:
+        pem = Path(cfg.key_file).read_bytes()
+    except OSError as e:
+        raise ConfigError(f"{where}: cannot read the key file: {e.strerror or e}") from None
+    try:
+        key = serialization.load_pem_private_key(pem, password=None)
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"{where}: not an unencrypted PEM private key ({e})") from None
+    if cfg.algorithm == "rsa-sha256":
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise ConfigError(f"{where}: algorithm rsa-sha256 needs an RSA key, "
+                              f"the file holds {_kind(key)}")
+        if key.key_size < MIN_RSA_BITS:
+            raise ConfigError(f"{where}: RSA key of {key.key_size} bits; at least "
+                              f"{MIN_RSA_BITS} are needed (RFC 8301, provider requirements)")
+        private = key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.TraditionalOpenSSL,
+                                    serialization.NoEncryption())
+        public = key.public_key().public_bytes(serialization.Encoding.DER,
+                                               serialization.PublicFormat.SubjectPublicKeyInfo)
+        bits = key.key_size
+    else:
+        if not isinstance(key, ed25519.Ed25519PrivateKey):
+            raise ConfigError(f"{where}: algorithm ed25519-sha256 needs an Ed25519 key, "
+                              f"the file holds {_kind(key)}")
+        private = base64.b64encode(key.private_bytes(
+            serialization.Encoding.Raw, serialization.PrivateFormat.Raw,
+            serialization.NoEncryption()))
+        public = key.public_key().public_bytes(serialization.Encoding.Raw,
+                                               serialization.PublicFormat.Raw)
+        bits = 256
+    return DkimKey(domain, cfg, private, base64.b64encode(public).decode(), bits)
+
+
+def load_keys(domains: list[DomainConfig]) -> dict[str, list[DkimKey]]:
+    """Every configured key, by domain; all problems reported together."""
+    out: dict[str, list[DkimKey]] = {}
+    errors = []
+    for d in domains:
+        out[d.name] = []
+        for k in d.dkim:
+            try:
+                out[d.name].append(load_key(d.name, k))
+            except ConfigError as e:
+                errors.append(str(e))
+    if errors:
+        raise ConfigError("DKIM keys: " + "; ".join(errors))
+    return out
+
+
+def _kind(key: object) -> str:
+    return type(key).__name__.removeprefix("_").replace("PrivateKey", " key")
+
+
+def txt_record(key: DkimKey) -> str:
+    """The TXT value to publish at ``<selector>._domainkey.<domain>``."""
+    k = "rsa" if key.algorithm == "rsa-sha256" else "ed25519"
+    return f"v=DKIM1; k={k}; p={key.public_b64}"
+
+
+def sign(message: bytes, keys: list[DkimKey]) -> bytes:
+    """``message`` with one DKIM-Signature per key prepended (in ``keys`` order, so the first
+    key's signature ends up on top). Existing DKIM-Signature fields are kept and not signed."""
+    if not keys:
+        return message
+    head = message.split(b"\r\n\r\n", 1)[0]
+    names = [line.split(b":", 1)[0].decode("ascii", "replace").strip()
+             for line in head.split(b"\r\n") if line and line[:1] not in (b" ", b"\t")]
+    include = [h.encode() for h in headers_to_sign(names)]
+    sigs = []
+    for key in keys:
+        sigs.append(dkim.sign(message, key.selector.encode(), key.domain.encode(), key.private,
+                              canonicalize=_CANON, signature_algorithm=key.algorithm.encode(),
+                              include_headers=include))
+    return b"".join(sigs) + message
+
+
+def generate_key(algorithm: str) -> bytes:
+    """A new private key as PKCS#8 PEM (RSA: 2048 bits)."""
+    if algorithm == "rsa-sha256":
+        key: rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey = rsa.generate_private_key(
+            public_exponent=65537, key_size=MIN_RSA_BITS)
+    elif algorithm == "ed25519-sha256":
+        key = ed25519.Ed25519PrivateKey.generate()
+    else:
+        raise ConfigError(f"unknown DKIM algorithm {algorithm!r}")
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())

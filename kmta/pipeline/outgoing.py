@@ -1,0 +1,103 @@
+"""What a sending domain adds to each message at routing: bulk-mail header fields, DKIM
+signatures and the VERP envelope sender.
+
+**Signed once, at routing** (``streams/router.py``, right after composition): the body and
+header fields are fixed from there on (the envelope on the queue and delay topics carries the
+final bytes, and senders send them unchanged), so one signature serves every attempt and every
+sender node; senders need no keys, and a retry costs no signing CPU. A signature's ``t=`` is
+the routing time; selectors retired by rotation must stay in DNS while retries may still be
+under way (``[isp.*.retry] max_age``, default some days).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kmta.config import Config, DomainConfig
+from kmta.errors import InputError
+from kmta.pipeline.dkim import DkimKey, load_keys, sign
+from kmta.policy.listheaders import LIST_HEADERS, feedback_id, unsubscribe_headers
+from kmta.policy.signing import active_keys, signing_domain
+from kmta.policy.verp import envelope_sender
+from schemas.message import OutboxMessage
+
+__all__ = ["Outgoing", "UnsignedRefused", "Stamped"]
+
+
+class UnsignedRefused(InputError):
+    """The From domain has no key to sign with and ``[delivery] unsigned = "refuse"``."""
+
+
+@dataclass(frozen=True)
+class Stamped:
+    data: str
+    mail_from: str
+    selectors: tuple[str, ...]  # "selector._domainkey.domain" of each signature added
+
+
+class Outgoing:
+    """Built once per worker from the config; all key files are read and checked here."""
+
+    def __init__(self, config: Config) -> None:
+        self._domains: dict[str, DomainConfig] = {d.name: d for d in config.domains}
+        self._keys: dict[str, list[DkimKey]] = load_keys(config.domains)
+        self._platform = next((d.name for d in config.domains if d.platform), None)
+        self._refuse = config.delivery.unsigned == "refuse"
+        secret = config.delivery.verp_secret
+        self._verp_secret = secret.get_secret_value().encode() if secret else None
+
+    def domain_for(self, from_domain: str) -> DomainConfig | None:
+        name = signing_domain(from_domain, self._domains)
+        return self._domains[name] if name else None
+
+    def headers(self, msg: OutboxMessage, from_domain: str) -> list[tuple[str, str]]:
+        """List-Unsubscribe(-Post) and Feedback-ID for ``compose`` to add."""
+        given = {k.lower() for k in (msg.headers or {})}
+        if (msg.unsubscribe_url or msg.unsubscribe_mailto) and (
+                "list-unsubscribe" in given or "list-unsubscribe-post" in given):
+            raise InputError("List-Unsubscribe is both in headers and in unsubscribe_url/"
+                             "unsubscribe_mailto; give it once")
+        out = unsubscribe_headers(msg.unsubscribe_url, msg.unsubscribe_mailto)
+        dom = self.domain_for(from_domain)
+        sender_id = (dom.feedback_sender or dom.name) if dom else from_domain
+        fb = feedback_id(msg.campaign, from_domain, msg.pool, sender_id)
+        if fb and "feedback-id" not in given:
+            out.append(("Feedback-ID", fb))
+        if msg.data is not None and out:
+            present = {line.split(":", 1)[0].strip().lower()
+                       for line in msg.data.split("\n\n", 1)[0].splitlines() if ":" in line}
+            clash = present & LIST_HEADERS & {n.lower() for n, _ in out}
+            if clash:
+                raise InputError(f"data already has {', '.join(sorted(clash))}")
+        return out
+
+    def stamp(self, data: str, msg_id: str, from_addr: str, from_domain: str,
+              now: float) -> Stamped:
+        """Sign ``data`` with the From domain's keys valid at ``now`` (plus the platform's)
+        and choose the envelope sender."""
+        dom = self.domain_for(from_domain)
+        keys = active_keys(self._keys[dom.name], now) if dom else []
+        if not keys and self._refuse:
+            why = (f"no key of domain {dom.name} is valid now" if dom
+                   else f"From domain {from_domain} has no [[domains]] entry")
+            raise UnsignedRefused(f"refusing to send unsigned mail: {why} "
+                                  f"(delivery.unsigned = \"refuse\")")
+        if self._platform and (dom is None or dom.name != self._platform):
+            keys = keys + active_keys(self._keys[self._platform], now)
+        if keys:
+            data = sign(data.encode("utf-8"), keys).decode("utf-8")
+        mail_from = from_addr
+        if dom is not None and dom.return_path and self._verp_secret is not None:
+            mail_from = envelope_sender(msg_id, dom.return_path, self._verp_secret)
+        return Stamped(data, mail_from,
+                       tuple(f"{k.selector}._domainkey.{k.domain}" for k in keys))
+
+    def summary(self, now: float) -> list[dict[str, object]]:
+        """Per domain: which selectors sign now and which are configured (for the panel)."""
+        out = []
+        for name, d in self._domains.items():
+            act = {k.selector for k in active_keys(self._keys[name], now)}
+            out.append({"domain": name, "return_path": d.return_path, "platform": d.platform,
+                        "signing": bool(act),
+                        "selectors": [{"selector": k.selector, "algorithm": k.algorithm,
+                                       "active": k.selector in act} for k in d.dkim]})
+        return out
