@@ -1,6 +1,6 @@
 """Authoritative DNS for the simulated providers (UDP and TCP, asyncio, dnspython wire format).
 
-Answers MX, A and AAAA (always empty) for the names in a :class:`Zone`; NXDOMAIN for any other
+Answers MX, A, TXT and AAAA (always empty) for the names in a :class:`Zone`; NXDOMAIN for any other
 name; a null MX (RFC 7505, ``0 .``) for ``null_mx`` domains; SERVFAIL for ``servfail`` names. A
 domain with A records and no MX answers MX queries with an empty NOERROR, so a resolver falls back
 to the implicit MX (RFC 5321 §5.1). A records must be loopback addresses: senders that trust this
@@ -56,12 +56,12 @@ class Zone:
     def __post_init__(self) -> None:
         records: dict[str, dict[str, Any]] = {}
         for name, rec in self.records.items():
-            unknown = set(rec) - {"mx", "a"}
+            unknown = set(rec) - {"mx", "a", "txt"}
             if unknown:
                 raise ConfigError(f"zone name {name}: unknown record types {sorted(unknown)}")
             mx = [(int(pref), _norm(host)) for pref, host in rec.get("mx", [])]
             a = [require_loopback(ip, f"A record of {name}") for ip in rec.get("a", [])]
-            records[_norm(name)] = {"mx": mx, "a": a}
+            records[_norm(name)] = {"mx": mx, "a": a, "txt": [str(t) for t in rec.get("txt", [])]}
         self.records = records
         self.null_mx = {_norm(n) for n in self.null_mx}
         self.servfail = {_norm(n) for n in self.servfail}
@@ -104,6 +104,10 @@ class Zone:
             return dns.rcode.NOERROR, [f"{pref} {host}." for pref, host in rec["mx"]]
         if rdtype == dns.rdatatype.A:
             return dns.rcode.NOERROR, list(rec["a"])
+        if rdtype == dns.rdatatype.TXT:  # one record per value, in strings of <= 255 bytes
+            return dns.rcode.NOERROR, [" ".join('"%s"' % v[i:i + 255].replace('"', '\\"')
+                                                for i in range(0, max(len(v), 1), 255))
+                                       for v in rec["txt"]]
         return dns.rcode.NOERROR, []  # AAAA and anything else: no data
 
 

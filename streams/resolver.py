@@ -111,3 +111,21 @@ class Resolver:
             if ips:
                 hosts.append(MxHost(host=host.lower(), pref=pref, ips=ips))
         return hosts
+
+    async def txt(self, name: str) -> list[str] | None:
+        """The TXT records of ``name`` (each one's strings joined); [] when none, None when
+        the lookup failed (timeout, SERVFAIL): callers tell "absent" from "unknown"."""
+        try:
+            ans = await self._r.resolve(name, "TXT", raise_on_no_answer=False)
+        except dns.resolver.NXDOMAIN:
+            return []
+        except dns.exception.DNSException:
+            return None
+        if ans.rrset is None:
+            return []
+        return [b"".join(r.strings).decode("utf-8", "replace") for r in ans.rrset]
+
+    async def addresses(self, host: str) -> list[str]:
+        """The A records of ``host`` ([] when none or on failure)."""
+        found = await self._addresses([(0, host)])
+        return found[0].ips if found else []
