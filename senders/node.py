@@ -56,7 +56,7 @@ class SenderNode:
         self.node = node or config.sender.node or f"{socket.gethostname()}-{os.getpid()}"
         self.transport = transport or SmtpTransport(
             config.delivery.smtp_port, config.delivery.helo_name,
-            config.delivery.allowed_networks, config.delivery.start_tls)
+            config.delivery.allowed_networks, config.delivery.tls, config.delivery.tls_ca_file)
         self.classifier = Classifier.load()
         self.rng = random.Random()
         self.producer = None  # created in run(): aiokafka needs the running loop
@@ -443,10 +443,12 @@ class SenderNode:
                     t0 = time.monotonic()
                     outcome = await conn.deliver(item.env, sending.timeout)
                     lane.observe_latency(time.monotonic() - t0)
-                    if (not outcome.accepted and outcome.connection_lost
-                            and outcome.stage == "mail" and not item.requeued
-                            and conn.delivered > 0):
-                        item.requeued = True  # the server closed a used channel: no attempt
+                    if (not outcome.accepted and outcome.connection_lost and not item.requeued
+                            and (outcome.stage == "mail" and conn.delivered > 0
+                                 or outcome.stage == "tls")):
+                        # the server closed a used channel, or the message needs a
+                        # verified TLS connection (MTA-STS): no attempt, a new connection
+                        item.requeued = True
                         lane.queue.appendleft(item)
                         continue
                     await self._outcome_or_fallback(lane, item, outcome, ip)
@@ -515,7 +517,7 @@ class SenderNode:
             response=reply.text[:1000], category=category, internal=reply.internal,
             mx=outcome.mx, source_ip=ip, pool=lane.pool_name, node=self.node, timestamp=now,
             accepted_at=env.accepted_at, campaign=env.campaign, meta=env.meta,
-            sender=env.sender, size=len(env.data))
+            sender=env.sender, size=len(env.data), tls=outcome.tls)
         verdict = "delivered" if judged is None else judged.verdict
         if verdict == "delivered":
             lane.delivered += 1
@@ -667,5 +669,6 @@ class SenderNode:
 
 
 async def lane_connect(transport: Transport, env: Envelope, ip: str | None, sending) -> object:  # noqa: ANN001
-    return await transport.connect(env.mx, ip, sending.connect_timeout)
+    return await transport.connect(env.mx, ip, sending.connect_timeout, sending.tls,
+                                   env.tls_policy)
 

@@ -16,7 +16,10 @@ from typing import Protocol
 import aiosmtplib
 
 from kmta.policy.reply import Reply
-from schemas import Envelope, MxHost
+from kmta.policy.tls import requirement
+from schemas import Envelope, MxHost, TlsPolicy
+from schemas.events import TlsInfo
+from senders.tls import StartTls, TlsRefused, satisfies
 
 __all__ = ["Outcome", "Connection", "Transport", "SmtpTransport", "ConnectFailed"]
 
@@ -28,6 +31,7 @@ class Outcome:
     mx: str | None = None
     stage: str = "data"
     connection_lost: bool = False
+    tls: TlsInfo | None = None
 
     @property
     def permanent(self) -> bool:
@@ -56,7 +60,8 @@ class Connection(Protocol):
 
 class Transport(Protocol):
     async def connect(self, mx: Sequence[MxHost], source_ip: str | None,
-                      connect_timeout: float) -> Connection: ...
+                      connect_timeout: float, tls: str | None = None,
+                      sts: TlsPolicy | None = None) -> Connection: ...
 
 
 def _internal(code: int, enhanced: str, text: str) -> Reply:
@@ -64,9 +69,10 @@ def _internal(code: int, enhanced: str, text: str) -> Reply:
 
 
 class SmtpConnection:
-    def __init__(self, smtp: aiosmtplib.SMTP, mx: str) -> None:
+    def __init__(self, smtp: aiosmtplib.SMTP, mx: str, tls: TlsInfo | None = None) -> None:
         self._smtp = smtp
         self.mx = mx
+        self.tls = tls
         self.delivered = 0
         self._closed = False
 
@@ -75,6 +81,11 @@ class SmtpConnection:
         return not self._closed and self._smtp.is_connected
 
     async def deliver(self, env: Envelope, timeout: float) -> Outcome:
+        if not satisfies(self.tls, self.mx, env):  # MTA-STS: on a connection of its own
+            self._closed = True
+            return Outcome(_internal(451, "4.7.5", f"MTA-STS policy of {env.domain} needs a "
+                                     f"verified TLS connection to a listed MX"),
+                           False, self.mx, "tls", True, self.tls)
         data = env.data.encode("utf-8")
         opts = []
         if not data.isascii() and self._smtp.supports_extension("8bitmime"):
@@ -106,13 +117,13 @@ class SmtpConnection:
                            False, self.mx, "mail", True)
         self.delivered += 1
         code, text = 250, msg
-        return Outcome(Reply.parse(code, text), True, self.mx)
+        return Outcome(Reply.parse(code, text), True, self.mx, tls=self.tls)
 
     def _fail(self, reply: Reply, stage: str) -> Outcome:
         lost = reply.code == 421 or not self._smtp.is_connected
         if lost:
             self._closed = True
-        return Outcome(reply, False, self.mx, stage, lost)
+        return Outcome(reply, False, self.mx, stage, lost, self.tls)
 
     async def close(self) -> None:
         self._closed = True
@@ -127,11 +138,27 @@ class SmtpTransport:
     """Connects with aiosmtplib to the first reachable MX address inside the allowed networks."""
 
     def __init__(self, port: int, helo_name: str, allowed_networks: Sequence[str],
-                 start_tls: bool = False) -> None:
+                 tls: str = "opportunistic", ca_file: str | None = None) -> None:
         self._port = port
         self._helo = helo_name
         self._nets = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
-        self._start_tls = start_tls
+        self._tls_default = tls
+        self._tls = StartTls(ca_file)
+
+    def _client(self, ip: str, source_ip: str | None, timeout: float) -> aiosmtplib.SMTP:
+        return aiosmtplib.SMTP(hostname=ip, port=self._port, local_hostname=self._helo,
+                               source_address=(source_ip, 0) if source_ip else None,
+                               timeout=timeout, start_tls=False, validate_certs=False)
+
+    async def _plain(self, ip: str, source_ip: str | None, timeout: float) -> aiosmtplib.SMTP:
+        smtp = self._client(ip, source_ip, timeout)
+        try:
+            await smtp.connect()
+            await smtp.ehlo()
+        except BaseException:
+            smtp.close()
+            raise
+        return smtp
 
     def allowed(self, ip: str) -> bool:
         try:
@@ -141,24 +168,35 @@ class SmtpTransport:
         return any(addr in n for n in self._nets)
 
     async def connect(self, mx: Sequence[MxHost], source_ip: str | None,
-                      connect_timeout: float) -> SmtpConnection:
+                      connect_timeout: float, tls: str | None = None,
+                      sts: TlsPolicy | None = None) -> SmtpConnection:
+        """``tls``: the ISP's level (None: the transport's default); ``sts``: the recipient
+        domain's MTA-STS enforce policy, if any."""
+        req = requirement(tls, self._tls_default, sts)
         last: Outcome | None = None
         refused: list[str] = []
         for host in mx:
+            if not req.allows_mx(host.host):
+                last = last or Outcome(_internal(451, "4.7.5", f"MX {host.host} is not in the "
+                                                 f"MTA-STS policy ({', '.join(req.mx_patterns)})"),
+                                       False, host.host, "connect", True)
+                continue
             for ip in host.ips:
                 if not self.allowed(ip):
                     refused.append(f"{host.host}[{ip}]")
                     continue
-                smtp = aiosmtplib.SMTP(
-                    hostname=ip, port=self._port, local_hostname=self._helo,
-                    source_address=(source_ip, 0) if source_ip else None,
-                    timeout=connect_timeout, start_tls=None if self._start_tls else False,
-                    validate_certs=False)
+                smtp = self._client(ip, source_ip, connect_timeout)
                 t0 = time.monotonic()
                 try:
                     await smtp.connect()
                     await smtp.ehlo()
-                    return SmtpConnection(smtp, host.host)
+                    smtp, info = await self._tls.start(
+                        smtp, host.host, req,
+                        lambda ip=ip: self._plain(ip, source_ip, connect_timeout))
+                    return SmtpConnection(smtp, host.host, info)
+                except TlsRefused as e:
+                    smtp.close()
+                    last = Outcome(e.reply, False, host.host, "connect", True)
                 except aiosmtplib.SMTPResponseException as e:
                     smtp.close()
                     last = Outcome(Reply.parse(e.code, e.message), False, host.host, "connect",
