@@ -166,7 +166,10 @@ async def ensure_topics(config: Config, timeout: float = 60.0) -> None:
         for s in topic_specs(config):
             if s.name in existing:
                 continue
-            cfg = {"min.insync.replicas": str(min(2, config.kafka.replication_factor))}
+            cfg = {"min.insync.replicas": str(min(2, config.kafka.replication_factor)),
+                   # records carry whole messages: the broker's default (1 MiB) would refuse
+                   # what delivery.max_message_bytes allows (as the producers' request size)
+                   "max.message.bytes": str(config.delivery.max_message_bytes * 2 + 65536)}
             if s.compacted:
                 cfg["cleanup.policy"] = "compact"
                 cfg["min.cleanable.dirty.ratio"] = "0.1"
