@@ -1,5 +1,5 @@
 """A receiving side for tests: an aiosmtpd server that checks every DKIM signature with dkimpy
-against the TXT records of a real DNS server (kmta.sim.dns), optionally offering STARTTLS with
+against the TXT records of a real DNS server (sim.dns), optionally offering STARTTLS with
 a certificate made here (self-signed, or issued by a test CA)."""
 from __future__ import annotations
 

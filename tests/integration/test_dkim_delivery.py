@@ -1,13 +1,13 @@
 """Mail that providers accept, end to end: real broker, worker and sender processes deliver to an
 aiosmtpd server that verifies every DKIM signature with dkimpy against the TXT records served
-by the test DNS (kmta.sim.dns), over STARTTLS with a self-signed certificate."""
+by the test DNS (sim.dns), over STARTTLS with a self-signed certificate."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from kmta.pipeline.dkim import generate_key, load_keys, txt_record
 from kmta.policy.verp import message_id_of
-from kmta.sim.dns import DnsServerThread, Zone
+from sim.dns import DnsServerThread, Zone
 from tests.harness import wait_for
 from tests.receiving import make_cert, server_context, start_receiver
 
