@@ -27,6 +27,7 @@ from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
 from schemas import DeadLetter, DeliveryEvent, Envelope, OutboxMessage, Status
 from schemas.message import ID_PATTERN
+from streams.mtasts import MtaSts
 from streams.resolver import MxStatus, Resolver
 
 __all__ = ["Router", "DEDUP_WINDOW"]
@@ -47,9 +48,10 @@ class Router:
                  clock: Callable[[], float] = time.time,
                  seen: MutableMapping[str, object] | None = None,
                  dedup_window: float = DEDUP_WINDOW,
-                 outgoing: Outgoing | None = None) -> None:
+                 outgoing: Outgoing | None = None, mta_sts: MtaSts | None = None) -> None:
         self._c = config
         self._out = outgoing or Outgoing(config)  # reads and checks the DKIM keys
+        self._sts = mta_sts or MtaSts(config, resolver)
         self._kb = kb
         self._pmap = pmap
         self._resolver = resolver
@@ -183,6 +185,7 @@ class Router:
             env.mx = res.hosts
             env.mx_resolved_at = now
             env.mx_ttl = res.ttl
+            env.tls_policy = await self._sts.enforced(domain, now)
             return self.enqueue(env, now, first=True)
         env.isp = self._isp_for(domain, ())
         if res.permanent:

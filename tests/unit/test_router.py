@@ -36,6 +36,12 @@ class TableResolver:
         self.asked.append(domain)
         return self.answers.get(domain, MxResult(MxStatus.NXDOMAIN, detail=f"{domain}: NX"))
 
+    async def txt(self, name: str) -> list[str]:
+        return []  # no MTA-STS anywhere
+
+    async def addresses(self, host: str) -> list[str]:
+        return []
+
 
 ANSWERS = {
     "gmail.com": MxResult(MxStatus.OK, GMAIL_MX, ttl=300),
