@@ -52,6 +52,9 @@ from kmta.config import Config, load_config
 from kmta.pipeline.kafkaio import ensure_topics
 from sim.dns import DnsServerThread, Zone
 
+sys.path.insert(0, str(ROOT / "scripts"))
+import bench_dkim  # noqa: E402
+
 SINK_IP = "127.0.1.50"
 SOURCE_IPS = ["127.0.0.2", "127.0.0.3"]
 DOMAINS = ["gmail.com", "yahoo.com", "outlook.com", "hotmail.com", "mail.ru",
@@ -806,10 +809,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"kmta bench: {args.messages} messages of ~{args.size} B, {args.senders} senders, "
               f"{len(DOMAINS)} domains, {os.cpu_count()} CPUs; best of {args.rounds} round(s)")
         print(report(results, rss, ref))
+        print()
+        signing = bench_dkim.measure(1.0)  # the worker's per-message signing cost
+        print(bench_dkim.render(signing))
         if args.json:
             args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                              "results": results, "rss_mb": rss,
-                                             "rounds": all_rounds}, indent=2))
+                                             "rounds": all_rounds, "dkim_signing": signing},
+                                            indent=2))
         if args.profile:
             print()
             print(profile_report(args.profile.resolve(), args.profile_top))
