@@ -83,8 +83,10 @@ class Handlers:
         secret: Any,
         clock: Callable[[], float],
         kb_loader: Callable[[], Any],
+        domains: Callable[[float], list[dict[str, Any]]] = lambda now: [],
     ) -> None:
         self.board = board
+        self._domains = domains
         self.controller = controller
         self.secret = secret
         self.clock = clock
@@ -199,6 +201,7 @@ class Handlers:
             nodes = self.board.node_rows(now)
             campaigns = self.board.campaign_rows()
             audit = self.board.audit_rows()
+            domains = self.board.signing_rows(self._domains(now))
         for r in isp_rows:
             r["id"] = r["isp"]
             if r["locked"]:
@@ -226,6 +229,7 @@ class Handlers:
             "nodes": nodes,
             "campaigns": campaigns,
             "audit": audit,
+            "domains": domains,
             "options": [{"label": r["isp"], "value": r["isp"]} for r in isp_rows],
         }
 
@@ -277,7 +281,8 @@ def create_app(
             return rules_mod.load_kb(config.rules.override)
 
     handlers = Handlers(
-        board, controller, secret=config.control.secret, clock=clock, kb_loader=kb_loader
+        board, controller, secret=config.control.secret, clock=clock, kb_loader=kb_loader,
+        domains=lambda now: [d.summary(now) for d in config.domains],
     )
     app.kmta = handlers  # type: ignore[attr-defined]
     app.layout = lambda: build_layout(current_user() or user)
@@ -297,6 +302,7 @@ def create_app(
             Output("nodes-table", "data"),
             Output("campaigns-table", "data"),
             Output("audit-table", "data"),
+            Output("domains-table", "data"),
         ],
         Input("refresh", "n_intervals"),
     )
@@ -308,6 +314,7 @@ def create_app(
             t["nodes"],
             t["campaigns"],
             t["audit"],
+            t["domains"],
         ]
 
     @app.callback(

@@ -58,6 +58,15 @@ NODE_COLUMNS = [
     dict(id="heartbeat_age", name="Heartbeat age (s)", **_num),
 ]
 
+DOMAIN_COLUMNS = [
+    {"id": "domain", "name": "Sending domain"},
+    {"id": "signing_now", "name": "Signing now"},
+    {"id": "selectors", "name": "Selectors (configured)"},
+    dict(id="signed", name="Signed", **_num),
+    dict(id="unsigned", name="Unsigned", **_num),
+    {"id": "seen", "name": "Signatures added (selector@domain: messages)"},
+]
+
 CAMPAIGN_COLUMNS = [{"id": "campaign", "name": "Campaign"}] + [
     dict(id=k, name=k.capitalize(), **_num)
     for k in (
@@ -322,6 +331,20 @@ def build_layout(user: str) -> html.Div:
                         NODE_COLUMNS,
                         style_data_conditional=[
                             {"if": {"filter_query": '{status} != "ok"'}, "color": "#999"}
+                        ],
+                    ),
+                ],
+                style=_SECTION,
+            ),
+            html.Div(
+                [
+                    html.H4("Sending domains (DKIM)", style={"marginTop": 0}),
+                    _table(
+                        "domains-table",
+                        DOMAIN_COLUMNS,
+                        style_data_conditional=[
+                            {"if": {"filter_query": '{signing_now} != "yes"'},
+                             "color": "#b00"}
                         ],
                     ),
                 ],

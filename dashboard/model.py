@@ -109,6 +109,8 @@ class Board:
         self._nodes: dict[str, NodeStats] = {}
         self._node_rate: dict[str, _NodeRate] = {}
         self._audit: deque[ControlRecord] = deque(maxlen=max_audit)
+        # sending domain -> [signed, unsigned, {selector: count}] from the queued events
+        self._signing: dict[str, list[Any]] = {}
 
     # ------------------------------------------------------------------ packing
     def _intern_isp(self, isp: str) -> int:
@@ -153,6 +155,8 @@ class Board:
             camp_idx = pcamp if ev.campaign is None else self._intern_campaign(ev.campaign)
         else:
             camp_idx = self._intern_campaign(ev.campaign)
+            if ev.status is Status.QUEUED:
+                self._count_signing(ev)
         isp_idx = self._intern_isp(isp)
         self._last[ev.id] = self._pack(code, isp_idx, camp_idx)
         self._counts[isp][code] += 1
@@ -171,6 +175,44 @@ class Board:
         if ev.timestamp > self.latest:
             self.latest = ev.timestamp
             self._prune()
+
+    def _count_signing(self, ev: DeliveryEvent) -> None:
+        """Signed or not, per sending domain: the first signature's d= (the From domain's or
+        the platform's), else the envelope sender's domain (the From address when unsigned)."""
+        if ev.dkim:
+            domain = ev.dkim[0].partition("._domainkey.")[2]
+        else:
+            domain = (ev.sender or "").rpartition("@")[2].lower()
+            if not domain:
+                return
+        row = self._signing.get(domain)
+        if row is None:
+            row = self._signing[domain] = [0, 0, {}]
+        row[0 if ev.dkim else 1] += 1
+        for sel in ev.dkim or ():
+            row[2][sel] = row[2].get(sel, 0) + 1
+
+    def signing_rows(self, configured: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Per sending domain: configured selectors (``configured``: per domain ``domain``,
+        ``selectors`` [{selector, algorithm, active}]) and what the queued events say."""
+        rows: dict[str, dict[str, Any]] = {}
+        for c in configured:
+            act = [s["selector"] for s in c["selectors"] if s["active"]]
+            rows[c["domain"]] = {
+                "domain": c["domain"], "signing_now": "yes" if act else "NO",
+                "selectors": ", ".join(
+                    f"{s['selector']} ({s['algorithm'].split('-')[0]}"
+                    f"{'' if s['active'] else ', inactive'})" for s in c["selectors"]),
+                "signed": 0, "unsigned": 0, "seen": ""}
+        for domain, (signed, unsigned, sels) in self._signing.items():
+            r = rows.setdefault(domain, {"domain": domain, "signing_now": "not configured",
+                                         "selectors": "", "signed": 0, "unsigned": 0,
+                                         "seen": ""})
+            r["signed"], r["unsigned"] = signed, unsigned
+            r["seen"] = ", ".join(f"{s.partition('._domainkey.')[0]}@"
+                                  f"{s.partition('._domainkey.')[2]}: {n}"
+                                  for s, n in sorted(sels.items()))
+        return sorted(rows.values(), key=lambda r: r["domain"])
 
     def _bucket_event(self, isp: str, ev: DeliveryEvent) -> None:
         key = int(ev.timestamp // self.resolution)

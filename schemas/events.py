@@ -58,6 +58,9 @@ class DeliveryEvent(Model):
     sender: str | None = None
     size: int | None = None
     tls: TlsInfo | None = Field(default=None, description="absent or null when sent plain")
+    dkim: list[str] | None = Field(
+        default=None, description="queued events: the DKIM signatures added "
+        "(selector._domainkey.domain); absent: unsigned")
 
 
 class DeadLetter(Model):

@@ -117,3 +117,5 @@ class Envelope(Model):
     last_response: str | None = None
     tls_policy: TlsPolicy | None = Field(
         default=None, description="the recipient domain's MTA-STS policy in enforce mode")
+    dkim: list[str] | None = Field(
+        default=None, description="signatures added at routing: selector._domainkey.domain")

@@ -170,7 +170,7 @@ class Router:
             data=stamped.data, pool=pool.name if pool else msg.pool, campaign=msg.campaign,
             meta=msg.meta,
             expires_at=msg.expires_at.timestamp() if msg.expires_at else None,
-            accepted_at=now, routed_at=now)
+            accepted_at=now, routed_at=now, dkim=list(stamped.selectors) or None)
         if env.expires_at is not None and env.expires_at <= now:
             return [event_out(self._c, internal_event(
                 env, Status.EXPIRED, 554, "5.4.7", "expired before it could be routed",
@@ -216,7 +216,7 @@ class Router:
                                status=Status.QUEUED, final=False, timestamp=now,
                                accepted_at=env.accepted_at, campaign=env.campaign,
                                meta=env.meta, sender=env.sender, pool=env.pool,
-                               size=len(env.data))
+                               size=len(env.data), dkim=env.dkim)
             outs.append(event_out(self._c, ev))
         return outs
 

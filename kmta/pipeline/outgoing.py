@@ -93,11 +93,4 @@ class Outgoing:
 
     def summary(self, now: float) -> list[dict[str, object]]:
         """Per domain: which selectors sign now and which are configured (for the panel)."""
-        out = []
-        for name, d in self._domains.items():
-            act = {k.selector for k in active_keys(self._keys[name], now)}
-            out.append({"domain": name, "return_path": d.return_path, "platform": d.platform,
-                        "signing": bool(act),
-                        "selectors": [{"selector": k.selector, "algorithm": k.algorithm,
-                                       "active": k.selector in act} for k in d.dkim]})
-        return out
+        return [d.summary(now) for d in self._domains.values()]

@@ -351,3 +351,14 @@ def test_reply_explainer_is_in_the_layout() -> None:
 
     walk(build_layout("admin"))
     assert {"reply-text", "btn-explain", "reply-explain"} <= ids
+
+
+def test_domains_table_shows_configured_selectors_at_the_clock(tmp_path) -> None:  # noqa: ANN001
+    cfg = Config.model_validate({"domains": [{"name": "shop.example", "dkim": [
+        {"selector": "old", "key_file": "k1", "not_after": NOW - 1},
+        {"selector": "new", "key_file": "k2", "algorithm": "ed25519-sha256",
+         "not_before": NOW - 1}]}]})
+    app, _ = make(cfg)
+    rows = app.kmta.tables()["domains"]
+    assert rows[0]["domain"] == "shop.example" and rows[0]["signing_now"] == "yes"
+    assert rows[0]["selectors"] == "old (rsa, inactive), new (ed25519)"

@@ -356,3 +356,28 @@ def test_large_replay_stays_exact() -> None:
     assert t["accepted"] == n
     assert t["delivered"] + t["deferred"] == n and t["queued"] == 0
     assert t["deferred"] == len(range(0, n, 3))
+
+
+def test_signing_rows_per_sending_domain() -> None:
+    b = feed(Board(), [
+        ev("a", "queued", 1.0, sender="b+x@bounce.shop.example",
+           dkim=["r1._domainkey.shop.example", "e1._domainkey.shop.example"]),
+        ev("b", "queued", 2.0, sender="b+y@bounce.shop.example",
+           dkim=["r1._domainkey.shop.example"]),
+        ev("b", "delivered", 3.0, sender="b+y@bounce.shop.example"),  # counted once
+        ev("c", "queued", 4.0, sender="x@other.test"),
+    ])
+    configured = [{"domain": "shop.example", "selectors": [
+        {"selector": "r1", "algorithm": "rsa-sha256", "active": True},
+        {"selector": "e1", "algorithm": "ed25519-sha256", "active": True},
+        {"selector": "r0", "algorithm": "rsa-sha256", "active": False}]},
+        {"domain": "idle.example", "selectors": [
+            {"selector": "s", "algorithm": "rsa-sha256", "active": False}]}]
+    rows = {r["domain"]: r for r in b.signing_rows(configured)}
+    shop = rows["shop.example"]
+    assert (shop["signing_now"], shop["signed"], shop["unsigned"]) == ("yes", 2, 0)
+    assert shop["selectors"] == "r1 (rsa), e1 (ed25519), r0 (rsa, inactive)"
+    assert shop["seen"] == "e1@shop.example: 1, r1@shop.example: 2"
+    assert rows["idle.example"]["signing_now"] == "NO"
+    assert (rows["other.test"]["signing_now"], rows["other.test"]["unsigned"]) == (
+        "not configured", 1)
