@@ -24,9 +24,27 @@ import tomli_w
 from kmta.config import Config, load_config
 from kmta.errors import KmtaError
 
-__all__ = ["run_demo", "demo_config", "demo_rules", "demo_messages"]
+__all__ = ["run_demo", "demo_config", "demo_rules", "demo_messages", "demo_domains"]
 
 DEMO_PORTS = {"kafka": 9092, "dns": 5353, "smtp": 2525, "dashboard": 8050}
+DEMO_DOMAIN = "sender.kmta.test"  # the From domain of the demo's messages
+
+
+def demo_domains(home: Path) -> list[dict]:
+    """The demo's sending domain, signed RSA + ed25519 (dual) with keys made here once
+    (``kmta dkim keygen`` does the same), VERP bounces to ``bounce.<domain>``."""
+    from kmta.pipeline.dkim import generate_key
+
+    keys = []
+    for selector, alg in (("demo-rsa", "rsa-sha256"), ("demo-ed", "ed25519-sha256")):
+        path = home / "keys" / f"{DEMO_DOMAIN}.{selector}.pem"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "wb") as f:
+                f.write(generate_key(alg))
+        keys.append({"selector": selector, "key_file": str(path), "algorithm": alg})
+    return [{"name": DEMO_DOMAIN, "return_path": f"bounce.{DEMO_DOMAIN}", "dkim": keys}]
 
 
 def demo_config(home: Path, kafka: str, dns_port: int, smtp_port: int, dash_port: int,
@@ -37,12 +55,25 @@ def demo_config(home: Path, kafka: str, dns_port: int, smtp_port: int, dash_port
                   "delay_tiers": [1, 5, 30, 120, 600, 3600]},
         "dns": {"nameservers": [f"127.0.0.1:{dns_port}"]},
         "delivery": {"smtp_port": smtp_port, "allowed_networks": ["127.0.0.0/8"],
-                     "helo_name": "demo.kmta.test"},
+                     "helo_name": "demo.kmta.test",
+                     # the demo's own messages are signed; others (kmta send) may go unsigned
+                     "unsigned": "allow", "verp_secret": secrets.token_urlsafe(18)},
+        "domains": demo_domains(home),
         "pools": [{"name": "default", "source_ips": ["127.0.0.2", "127.0.0.3"]}],
         "rules": {"override": str(home / "demo-rules.toml")},
         "dashboard": {"host": "127.0.0.1", "port": dash_port, "mode": "demo",
                       "password": password},
     }
+
+
+def demo_scenario(config: Config) -> str:
+    """The embedded scenario plus the demo domain's DKIM TXT records in the simulated DNS."""
+    from kmta.pipeline.dkim import load_keys, txt_record
+    from kmta.sim.scenario import DEFAULT_SCENARIO_TOML
+
+    txt = {f"{k.selector}._domainkey.{k.domain}": [txt_record(k)]
+           for keys in load_keys(config.domains).values() for k in keys}
+    return DEFAULT_SCENARIO_TOML + "\n" + tomli_w.dumps({"dns": {"txt": txt}})
 
 
 def demo_rules() -> dict:
@@ -123,9 +154,11 @@ def demo_messages(n: int, rng: random.Random) -> list[dict]:
         r = rng.random()
         local = (f"unknown{i}" if r < 0.01 else f"tempfail{i}" if r < 0.03
                  else f"user{i}")
-        docs.append({"from": "news@sender.kmta.test", "to": f"{local}@{d}",
+        docs.append({"from": f"news@{DEMO_DOMAIN}", "to": f"{local}@{d}",
                      "subject": f"Demo message {i}", "text": f"Hello {local}, this is {i}.\n",
                      "campaign": rng.choice(["spring-sale", "newsletter", "welcome"]),
+                     "unsubscribe_url": f"https://{DEMO_DOMAIN}/unsubscribe?m={i}",
+                     "unsubscribe_mailto": f"unsubscribe@{DEMO_DOMAIN}",
                      "meta": {"n": i}})
     return docs
 
@@ -199,14 +232,23 @@ def run_demo(args: argparse.Namespace) -> int:
         DEMO_PORTS["dashboard"], password)))
     (home / "demo-rules.toml").write_text(tomli_w.dumps(demo_rules()))
     config = load_config(cfg_path)
+    for d in config.domains:
+        sels = ", ".join(f"{k.selector} ({k.algorithm})" for k in d.dkim)
+        print(f"      signing {d.name}: {sels}; keys in {home / 'keys'}", flush=True)
     asyncio.run(ensure_topics(config))
     procs = Procs(logs)
     try:
         print("[2/6] simulated providers + DNS on 127.0.1.x ...", flush=True)
-        procs.start("isp-sim", ["isp-sim", "--dns", f"127.0.0.1:{DEMO_PORTS['dns']}",
+        scenario = home / "scenario.toml"
+        scenario.write_text(demo_scenario(config))
+        procs.start("isp-sim", ["isp-sim", "--scenario", str(scenario),
+                                "--dns", f"127.0.0.1:{DEMO_PORTS['dns']}",
                                 "--smtp-port", str(DEMO_PORTS["smtp"]),
                                 "--log", str(logs / "isp-sim.jsonl")])
         _wait_line(logs / "isp-sim.log", "ready", 30, procs)
+        from kmta.dkim_cli import check
+        for name, verdict, detail in asyncio.run(check(config, time.time())):
+            print(f"      DKIM {name}: {verdict} ({detail})", flush=True)
         print(f"[3/6] brain worker + {args.senders} sender nodes + admin panel ...", flush=True)
         procs.start("worker", ["--config", str(cfg_path), "worker", "--name", "brain-1"])
         for i in range(args.senders):

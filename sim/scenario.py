@@ -117,6 +117,7 @@ class Scenario:
     servfail: list[str] = field(default_factory=list)
     nxdomain: list[str] = field(default_factory=list)  # documentation: any unknown name is NX
     ttl: int = 60
+    txt: dict[str, list[str]] = field(default_factory=dict)  # [dns.txt] name -> values (DKIM)
 
     def __post_init__(self) -> None:
         names = [p.name for p in self.providers]
@@ -141,7 +142,7 @@ class Scenario:
         if unknown:
             raise ConfigError(f"unknown scenario keys {sorted(unknown)}")
         dns_conf = dict(data.get("dns", {}))
-        bad = set(dns_conf) - {"ttl", "null_mx", "servfail", "nxdomain"}
+        bad = set(dns_conf) - {"ttl", "null_mx", "servfail", "nxdomain", "txt"}
         if bad:
             raise ConfigError(f"unknown [dns] keys {sorted(bad)}")
         providers = []
@@ -167,6 +168,8 @@ class Scenario:
             servfail=list(dns_conf.get("servfail", [])),
             nxdomain=list(dns_conf.get("nxdomain", [])),
             ttl=int(dns_conf.get("ttl", 60)),
+            txt={str(k): [str(v) for v in (vs if isinstance(vs, list) else [vs])]
+                 for k, vs in dict(dns_conf.get("txt", {})).items()},
         )
 
     @classmethod
@@ -193,6 +196,8 @@ class Scenario:
                     add_a(host, p.ip)
             for domain in p.implicit_mx_domains:
                 add_a(domain.lower(), p.ip)
+        for name, values in self.txt.items():
+            records.setdefault(name.lower(), {})["txt"] = list(values)
         return Zone(records, set(self.null_mx), set(self.servfail), self.ttl)
 
     def domains(self) -> dict[str, str]:
