@@ -285,3 +285,36 @@ def test_empty_record_goes_to_the_dlq(h: Harness) -> None:
     outs = asyncio.run(h.router.route(None, "u.outbox", 3, 7))
     dl, _ = rejected(outs, None)
     assert dl.reason == "empty record" and dl.original == ""
+
+
+class FakeSts:
+    """MTA-STS answers from a table (the real lookup: tests/integration/test_mta_sts.py)."""
+
+    def __init__(self, policies: dict) -> None:
+        self.policies = policies
+        self.asked: list[tuple[str, float]] = []
+
+    async def enforced(self, domain: str, now: float):  # noqa: ANN201
+        self.asked.append((domain, now))
+        return self.policies.get(domain)
+
+
+def test_mta_sts_enforce_policy_is_stamped_on_the_envelope() -> None:
+    from schemas import TlsPolicy
+    h = Harness()
+    sts = FakeSts({"gmail.com": TlsPolicy(mx=["*.google.com"], id="x1")})
+    h.router = Router(h.config, h.kb, h.pmap, h.resolver, {}, retry_first=h._retry,
+                      clock=lambda: NOW, mta_sts=sts)
+    env = Envelope.model_validate_json(h.route(msg())[0].value)
+    assert env.tls_policy == TlsPolicy(mx=["*.google.com"], id="x1")
+    other = Envelope.model_validate_json(h.route(msg(to="a@shop.example"))[0].value)
+    assert other.tls_policy is None
+    assert sts.asked == [("gmail.com", NOW), ("shop.example", NOW)]
+
+
+def test_unsigned_mail_is_refused_by_default() -> None:
+    h = Harness(delivery={"unsigned": "refuse"})
+    outs = h.route(msg(id="u-1"))
+    (ev,) = events(outs)
+    assert ev.status is Status.REJECTED and "delivery.unsigned" in ev.response
+    assert not any(o.topic == "u.queue" for o in outs)
