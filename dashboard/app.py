@@ -26,6 +26,7 @@ from dashboard.replies import explain_text
 from kmta.config import Config
 from kmta.errors import ConfigError, KmtaError
 from kmta.pipeline.control import make_command
+from kmta.policy.signing import selector_summary
 from schemas.control import ControlAction, ControlCommand
 
 __all__ = ["Controller", "Handlers", "create_app", "resolve_password"]
@@ -282,7 +283,7 @@ def create_app(
 
     handlers = Handlers(
         board, controller, secret=config.control.secret, clock=clock, kb_loader=kb_loader,
-        domains=lambda now: [d.summary(now) for d in config.domains],
+        domains=lambda now: [selector_summary(d.name, d.dkim, now) for d in config.domains],
     )
     app.kmta = handlers  # type: ignore[attr-defined]
     app.layout = lambda: build_layout(current_user() or user)

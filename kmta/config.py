@@ -14,7 +14,6 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from kmta.errors import ConfigError
-from kmta.policy.signing import active_keys
 from schemas.base import Model
 
 TlsLevel = Literal["opportunistic", "required", "verify"]
@@ -154,14 +153,6 @@ class DomainConfig(Model):
     @classmethod
     def _lower(cls, v: str | None) -> str | None:
         return v.strip().rstrip(".").lower() if v is not None else None
-
-    def summary(self, now: float) -> dict[str, object]:
-        """Which selectors sign at ``now`` (for the panel and the demo; no key files read)."""
-        act = {k.selector for k in active_keys(self.dkim, now)}
-        return {"domain": self.name, "return_path": self.return_path, "platform": self.platform,
-                "signing": bool(act),
-                "selectors": [{"selector": k.selector, "algorithm": k.algorithm,
-                               "active": k.selector in act} for k in self.dkim]}
 
 
 class PoolConfig(Model):

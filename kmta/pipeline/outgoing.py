@@ -16,7 +16,7 @@ from kmta.config import Config, DomainConfig
 from kmta.errors import InputError
 from kmta.pipeline.dkim import DkimKey, load_keys, sign
 from kmta.policy.listheaders import LIST_HEADERS, feedback_id, unsubscribe_headers
-from kmta.policy.signing import active_keys, signing_domain
+from kmta.policy.signing import active_keys, selector_summary, signing_domain
 from kmta.policy.verp import envelope_sender
 from schemas.message import OutboxMessage
 
@@ -93,4 +93,4 @@ class Outgoing:
 
     def summary(self, now: float) -> list[dict[str, object]]:
         """Per domain: which selectors sign now and which are configured (for the panel)."""
-        return [d.summary(now) for d in self._domains.values()]
+        return [selector_summary(d.name, d.dkim, now) for d in self._domains.values()]

@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from typing import Protocol, TypeVar
 
 __all__ = ["SIGNED_HEADERS", "OVERSIGNED", "signing_domain", "active_keys", "headers_to_sign",
-           "KeyWindow"]
+           "KeyWindow", "selector_summary"]
 
 SIGNED_HEADERS = ("from", "to", "subject", "date", "message-id", "mime-version", "content-type",
                   "list-unsubscribe", "list-unsubscribe-post", "feedback-id", "list-id")
@@ -26,6 +26,7 @@ OVERSIGNED = frozenset({"from"})
 
 class KeyWindow(Protocol):
     selector: str
+    algorithm: str
 
     def window(self) -> tuple[float | None, float | None]: ...
 
@@ -65,3 +66,11 @@ def headers_to_sign(present: Iterable[str]) -> list[str]:
     for n in SIGNED_HEADERS:
         out += [n] * (counts.get(n, 0) + (1 if n in OVERSIGNED else 0))
     return out
+
+
+def selector_summary(domain: str, keys: Sequence[KeyWindow], now: float) -> dict[str, object]:
+    """Which of a domain's selectors sign at ``now`` (the panel's table; no key files read)."""
+    act = {k.selector for k in active_keys(keys, now)}
+    return {"domain": domain, "signing": bool(act),
+            "selectors": [{"selector": k.selector, "algorithm": k.algorithm,
+                           "active": k.selector in act} for k in keys]}

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from kmta.config import Config
-from kmta.sim.dns import DnsServerThread, Zone
+from sim.dns import DnsServerThread, Zone
 from schemas import MxHost
 from senders.transport import ConnectFailed, SmtpTransport
 from streams.mtasts import TXT_RECHECK, MtaSts

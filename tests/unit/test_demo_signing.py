@@ -7,10 +7,10 @@ from pathlib import Path
 import dkim
 
 from kmta.config import Config
-from kmta.demo import demo_config, demo_messages, demo_scenario
+from ops.demo import demo_config, demo_messages, demo_scenario
 from kmta.pipeline.outgoing import Outgoing
 from kmta.policy.compose import compose
-from kmta.sim.scenario import Scenario
+from sim.scenario import Scenario
 from schemas import OutboxMessage
 
 
