@@ -147,8 +147,9 @@ class _Dkim(dkim.DKIM):
 
     rsa_key: rsa.RSAPrivateKey | None = None
 
-    def gen_header(self, fields, include_headers, canon_policy, header_name, pk,  # noqa: ANN001, ANN201
-                   standardize=False):  # noqa: ANN001
+    def gen_header(  # noqa: ANN201 - dkimpy's signature, untyped there
+            self, fields, include_headers, canon_policy, header_name, pk,  # noqa: ANN001
+            standardize=False):  # noqa: ANN001
         if self.rsa_key is None or self.signature_algorithm != b"rsa-sha256" or standardize:
             return super().gen_header(fields, include_headers, canon_policy, header_name, pk,
                                       standardize)

@@ -242,3 +242,19 @@ def test_openssl_rsa_signature_is_dkimpys_own(keydir: Path) -> None:
         if ours == pure:
             break
     assert ours == pure
+
+
+def test_data_message_gets_the_list_fields_signed(keydir: Path) -> None:
+    cfg = config(keydir, [{"selector": "e1", "key_file": "ed.pem",
+                           "algorithm": "ed25519-sha256"}])
+    out = Outgoing(cfg)
+    data = "From: a@mail.shop.example\nTo: b@gmail.com\nSubject: s\n\nbody\n"
+    st = stamp(out, message(data=data, subject=None, text=None))
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n" in st.data
+    sig = dkim.DKIM(st.data.encode())
+    assert sig.verify(dnsfunc=dns_of(out, cfg))
+    h = "".join(sig.signature_fields[b"h"].decode().split()).split(":")
+    assert {"list-unsubscribe", "list-unsubscribe-post", "feedback-id"} <= set(h)
+    clash = data.replace("Subject: s\n", "Subject: s\nList-Unsubscribe: <mailto:x@y.test>\n")
+    with pytest.raises(Exception, match="data already has list-unsubscribe"):
+        stamp(out, message(data=clash, subject=None, text=None))
