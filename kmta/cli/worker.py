@@ -7,6 +7,7 @@ import asyncio
 import faust
 
 from kmta.config import Config
+from kmta.pipeline.dkim import load_keys
 from kmta.pipeline.kafkaio import ensure_topics
 from streams.app import build
 
@@ -18,6 +19,7 @@ def run(args: argparse.Namespace) -> int:
     if args.name:
         config = config.model_copy(update={"worker": config.worker.model_copy(
             update={"name": args.name})})
+    load_keys(config.domains)  # a bad DKIM key is a config error now, before any connection
     asyncio.run(ensure_topics(config))
     app = build(config)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)

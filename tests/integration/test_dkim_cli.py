@@ -60,3 +60,19 @@ def test_keygen_then_check(tmp_path: Path) -> None:
     assert " missing " in lines["gone._domainkey.shop.example"]
     assert "retired" in lines["gone._domainkey.shop.example"]
     assert r.returncode == 1  # r2 signs now and DNS does not match it
+
+
+def test_worker_refuses_to_start_with_a_bad_key(tmp_path: Path) -> None:
+    r = kmta("dkim", "keygen", "shop.example", "ok", "--out", "ok.pem", cwd=tmp_path)
+    assert r.returncode == 0
+    (tmp_path / "kmta.toml").write_text(tomli_w.dumps({
+        "kafka": {"bootstrap_servers": "127.0.0.1:1"},  # never reached: the keys fail first
+        "domains": [{"name": "shop.example", "dkim": [
+            {"selector": "ok", "key_file": "ok.pem"},
+            {"selector": "ed", "key_file": "ok.pem", "algorithm": "ed25519-sha256"},
+            {"selector": "gone", "key_file": "missing.pem"}]}]}))
+    r = kmta("--config", "kmta.toml", "worker", cwd=tmp_path)
+    assert r.returncode == 2
+    assert "selector ed" in r.stderr and "needs an Ed25519 key" in r.stderr
+    assert "selector gone" in r.stderr and "cannot read the key file" in r.stderr
+    assert "Traceback" not in r.stderr
