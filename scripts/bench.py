@@ -301,7 +301,7 @@ class KmtaRun:
 
     def __init__(self, label: str, root: Path, bootstrap: str, base: Path, procs: Procs,
                  dns_port: int, smtp_port: int, senders: int, profile: Path | None,
-                 max_connections: int = 8) -> None:
+                 max_connections: int = 8, dkim: str = "none") -> None:
         self.label, self.root, self.procs, self.senders = label, root, procs, senders
         self.profile = profile
         self.dir = base / f"kmta-{label}"
@@ -317,6 +317,16 @@ class KmtaRun:
             "pools": [{"name": "default", "source_ips": SOURCE_IPS}],
             "rules": {"override": str(self.dir / "rules.toml")},
         }
+        if dkim != "none":  # the worker signs every message (kmta/pipeline/outgoing.py)
+            from kmta.pipeline.dkim import generate_key
+            keys = []
+            for alg in (["rsa-sha256", "ed25519-sha256"] if dkim == "dual" else [dkim]):
+                path = self.dir / f"{alg}.pem"
+                path.write_bytes(generate_key(alg))
+                keys.append({"selector": alg.split("-")[0], "key_file": str(path),
+                             "algorithm": alg})
+            cfg["domains"] = [{"name": "sender.kmta.test", "dkim": keys}]
+            cfg["delivery"]["unsigned"] = "refuse"
         self.config_path = self.dir / "kmta.toml"
         self.config_path.write_text(tomli_w.dumps(cfg))
         self.config: Config = load_config(self.config_path)
@@ -701,6 +711,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run worker and senders under cProfile; pstats and reports in DIR")
     p.add_argument("--profile-top", type=int, default=25)
     p.add_argument("--timeout", type=float, default=1200, help="seconds per measured run")
+    p.add_argument("--dkim", choices=["none", "rsa-sha256", "ed25519-sha256", "dual"],
+                   default="none", help="sign every message at routing with this (default none)")
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
     return p.parse_args(argv)
@@ -742,7 +754,7 @@ def main(argv: list[str] | None = None) -> int:
         for label, root in variants:
             run = KmtaRun(label, root, bootstrap, base, procs, dns.port, smtp_port, args.senders,
                           args.profile.resolve() if args.profile else None,
-                          args.max_connections)
+                          args.max_connections, args.dkim)
             log(f"{label}: starting worker + {args.senders} senders from {root} ...")
             run.start()
             runs.append(run)
@@ -807,7 +819,8 @@ def main(argv: list[str] | None = None) -> int:
             ref = runs[-1].label
         print()
         print(f"kmta bench: {args.messages} messages of ~{args.size} B, {args.senders} senders, "
-              f"{len(DOMAINS)} domains, {os.cpu_count()} CPUs; best of {args.rounds} round(s)")
+              f"{len(DOMAINS)} domains, {os.cpu_count()} CPUs; best of {args.rounds} round(s); "
+              f"DKIM {args.dkim}")
         print(report(results, rss, ref))
         print()
         signing = bench_dkim.measure(1.0)  # the worker's per-message signing cost

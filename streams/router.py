@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from kmta.config import Config, PoolConfig
 from kmta.errors import InputError
-from kmta.pipeline.outgoing import Outgoing, Stamped
+from kmta.pipeline.outgoing import Outgoing, Stamped, UnsignedRefused
 from kmta.pipeline.outputs import Out, event_out, internal_event, new_id
 from kmta.policy.addresses import split_address
 from kmta.policy.compose import compose
@@ -114,7 +114,9 @@ class Router:
             if rid is not None and isinstance(to, str) and self._first(rid, partition, offset,
                                                                          now, outs):
                 ev = DeliveryEvent(id=rid, to=_clean(to[:320]), status=Status.REJECTED,
-                                   final=True, response=reason, category="invalid_message",
+                                   final=True, response=reason,
+                                   category="unsigned" if isinstance(e, UnsignedRefused)
+                                   else "invalid_message",
                                    internal=True, timestamp=now,
                                    campaign=_clean(_str(doc.get("campaign"))))
                 outs.append(event_out(self._c, ev))

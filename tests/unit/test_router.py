@@ -317,4 +317,5 @@ def test_unsigned_mail_is_refused_by_default() -> None:
     outs = h.route(msg(id="u-1"))
     (ev,) = events(outs)
     assert ev.status is Status.REJECTED and "delivery.unsigned" in ev.response
+    assert ev.category == "unsigned"
     assert not any(o.topic == "u.queue" for o in outs)
