@@ -257,6 +257,8 @@ class DelayScheduler:
                 env.mx_resolved_at = now
                 env.mx_ttl = res.ttl
                 env.isp = self._kb.isp_for(env.domain, [h.host for h in res.hosts])
+                assert self.router is not None  # MTA-STS may have changed meanwhile too
+                env.tls_policy = await self.router.tls_policy(env.domain, now)
             elif res.permanent:
                 return [event_out(self._c, internal_event(
                     env, Status.BOUNCED, 550, "5.1.2", res.detail, "bad_domain", now))]

@@ -26,7 +26,7 @@ from kmta.policy.dedup import IdVerdict, Seen, encode_seen, judge
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
 from schemas import DeadLetter, DeliveryEvent, Envelope, OutboxMessage, Status
-from schemas.message import ID_PATTERN
+from schemas.message import ID_PATTERN, TlsPolicy
 from streams.mtasts import MtaSts
 from streams.resolver import MxStatus, Resolver
 
@@ -187,7 +187,7 @@ class Router:
             env.mx = res.hosts
             env.mx_resolved_at = now
             env.mx_ttl = res.ttl
-            env.tls_policy = await self._sts.enforced(domain, now)
+            env.tls_policy = await self.tls_policy(domain, now)
             return self.enqueue(env, now, first=True)
         env.isp = self._isp_for(domain, ())
         if res.permanent:
@@ -195,6 +195,10 @@ class Router:
             return [event_out(self._c, internal_event(
                 env, Status.BOUNCED, code, enh, res.detail, "bad_domain", now))]
         return self._retry_first(env, now)  # DNS temporarily failing: retry later
+
+    async def tls_policy(self, domain: str, now: float) -> TlsPolicy | None:
+        """The domain's MTA-STS policy when it enforces (cached; ``streams/mtasts.py``)."""
+        return await self._sts.enforced(domain, now)
 
     def _isp_for(self, domain: str, mx_hosts: tuple[str, ...]) -> str:
         """The knowledge base's MX rollup, remembered: the KB does not change while the worker

@@ -319,3 +319,28 @@ def test_unsigned_mail_is_refused_by_default() -> None:
     assert ev.status is Status.REJECTED and "delivery.unsigned" in ev.response
     assert ev.category == "unsigned"
     assert not any(o.topic == "u.queue" for o in outs)
+
+
+def test_a_released_retry_with_stale_mx_gets_the_current_mta_sts_policy() -> None:
+    """The delay scheduler resolves a stale MX again and, with it, the MTA-STS policy (a
+    message first routed while DNS failed had none)."""
+    import random
+
+    from schemas import TlsPolicy
+    from streams.delay import DelayScheduler
+
+    class NoStates:
+        values: dict = {}
+
+    h = Harness()
+    sts = FakeSts({"gmail.com": TlsPolicy(mx=["*.google.com"])})
+    h.router = Router(h.config, h.kb, h.pmap, h.resolver, {}, retry_first=h._retry,
+                      clock=lambda: NOW, mta_sts=sts)
+    delay = DelayScheduler(h.config, h.kb, h.pmap, h.resolver, NoStates(), random.Random(1))
+    delay.router = h.router
+    env = Envelope(id="r1", sender="a@shop.example", rcpt="ann@gmail.com", domain="gmail.com",
+                   isp="gmail", data="x", accepted_at=NOW - 100, routed_at=NOW - 100)
+    outs = asyncio.run(delay._release(env, NOW))
+    queued = Envelope.model_validate_json(on(outs, "queue")[0].value)
+    assert queued.mx and queued.tls_policy == TlsPolicy(mx=["*.google.com"])
+    assert sts.asked == [("gmail.com", NOW)]
