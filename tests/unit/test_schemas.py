@@ -155,6 +155,11 @@ DATA = {**BASE, "data": "Subject: hi\r\n\r\nbody\r\n"}
 OUTBOX_EXAMPLES: list[tuple[str, bool, Any]] = [
     ("text", True, COMPOSED),
     ("html only", True, {**BASE, "subject": "s", "html": "<p>hi</p>"}),
+    ("one-click unsubscribe", True, {**COMPOSED, "unsubscribe_url": "https://u.example/x",
+                                     "unsubscribe_mailto": "u@example.com"}),
+    ("unsubscribe url not https", False, {**COMPOSED, "unsubscribe_url": "http://u.example/"}),
+    ("unsubscribe url too long", False, {**COMPOSED,
+                                         "unsubscribe_url": "https://u.example/" + "x" * 900}),
     ("text and html", True, {**COMPOSED, "html": "<b>hi</b>"}),
     ("every field", True, SAMPLES[0][1].model_dump(mode="json", by_alias=True,
                                                    exclude_none=True)),
