@@ -63,8 +63,9 @@ class Outgoing:
         if fb and "feedback-id" not in given:
             out.append(("Feedback-ID", fb))
         if msg.data is not None and out:
+            head = msg.data.replace("\r\n", "\n").split("\n\n", 1)[0]
             present = {line.split(":", 1)[0].strip().lower()
-                       for line in msg.data.split("\n\n", 1)[0].splitlines() if ":" in line}
+                       for line in head.split("\n") if ":" in line and line[:1] not in " \t"}
             clash = present & LIST_HEADERS & {n.lower() for n, _ in out}
             if clash:
                 raise InputError(f"data already has {', '.join(sorted(clash))}")

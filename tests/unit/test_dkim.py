@@ -256,5 +256,10 @@ def test_data_message_gets_the_list_fields_signed(keydir: Path) -> None:
     h = "".join(sig.signature_fields[b"h"].decode().split()).split(":")
     assert {"list-unsubscribe", "list-unsubscribe-post", "feedback-id"} <= set(h)
     clash = data.replace("Subject: s\n", "Subject: s\nList-Unsubscribe: <mailto:x@y.test>\n")
-    with pytest.raises(Exception, match="data already has list-unsubscribe"):
-        stamp(out, message(data=clash, subject=None, text=None))
+    for d in (clash, clash.replace("\n", "\r\n")):
+        with pytest.raises(Exception, match="data already has list-unsubscribe"):
+            stamp(out, message(data=d, subject=None, text=None))
+    # a body line that looks like the field is not a clash
+    fine = data.replace("body\n", "List-Unsubscribe: in the body\n").replace("\n", "\r\n")
+    assert "List-Unsubscribe: <https" in stamp(out, message(data=fine, subject=None,
+                                                            text=None)).data
