@@ -8,11 +8,13 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP
 
 from schemas import Envelope, MxHost, TlsPolicy
 from senders.transport import ConnectFailed, SmtpTransport
 from tests.harness import free_port
-from tests.receiving import make_ca, make_cert, server_context, start_receiver
+from tests.receiving import Recorder, make_ca, make_cert, server_context, start_receiver
 
 MX = [MxHost(host="mx.rcpt.test", ips=["127.0.0.1"])]
 
@@ -138,5 +140,35 @@ def test_mta_sts_enforce_allows_only_listed_mx(certs: dict) -> None:
         # an enforce message on an unverified connection: refused, to go on a new one
         out = deliver(port, "opportunistic", ca=certs["ca_path"], e=env(tls_policy=pol))
         assert not out.accepted and out.stage == "tls" and out.connection_lost
+    finally:
+        ctrl.stop()
+
+
+class BrokenStartTls(SMTP):
+    """Offers STARTTLS, then refuses it (as a server with a broken TLS setup does)."""
+
+    async def smtp_STARTTLS(self, arg: str) -> None:
+        await self.push("454 4.7.0 TLS not available due to temporary reason")
+
+
+def test_failed_handshake_opportunistic_goes_plain_required_defers(certs: dict) -> None:
+    class Ctrl(Controller):
+        def factory(self) -> SMTP:
+            return BrokenStartTls(self.handler, **self.SMTP_kwargs)
+
+    port = free_port()
+    rec = Recorder(None)
+    ctrl = Ctrl(rec, hostname="127.0.0.1", port=port, tls_context=server_context(*certs["self"]))
+    ctrl.start()
+    try:
+        out = deliver(port, "opportunistic")  # Postfix "may": plain text on a new connection
+        assert out.accepted and out.tls is None
+        assert len(rec.got) == 1 and not rec.got[0].tls
+        with pytest.raises(ConnectFailed) as e:
+            deliver(port, "required")
+        assert "TLS with mx.rcpt.test failed" in e.value.outcome.reply.text
+        assert "454" in e.value.outcome.reply.text or "TLS not available" in (
+            e.value.outcome.reply.text)
+        assert len(rec.got) == 1
     finally:
         ctrl.stop()
