@@ -55,7 +55,8 @@ class DeliveryEvent(Model):
     next_attempt_at: float | None = None
     campaign: str | None = None
     meta: dict[str, Any] | None = None
-    sender: str | None = None
+    sender: str | None = Field(default=None, description="the envelope sender (MAIL FROM): "
+                               "b+TOKEN@<return_path> when the From domain has one (VERP)")
     size: int | None = None
     tls: TlsInfo | None = Field(default=None, description="absent or null when sent plain")
     dkim: list[str] | None = Field(
