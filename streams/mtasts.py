@@ -102,8 +102,9 @@ class MtaSts:
         try:
             text = await self._get(host)
             pol = parse_sts_policy(text)
-        except (httpx.HTTPError, ValueError, OSError, ssl.SSLError) as e:
-            log.warning("MTA-STS policy of %s not usable: %s", domain, e)
+        except Exception as e:  # noqa: BLE001 - remote content: any failure is "no policy"
+            # (httpx, TLS, parsing, decoding): routing must not fail over it
+            log.warning("MTA-STS policy of %s not usable: %s: %s", domain, type(e).__name__, e)
             if old is not None and old.policy is not None and now < old.expires_at:
                 old.recheck_at = now + 300
                 return old
