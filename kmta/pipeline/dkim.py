@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 
 from kmta.config import DkimKeyConfig, DomainConfig
-from kmta.errors import ConfigError
+from kmta.errors import ConfigError, InputError
 from kmta.policy.signing import headers_to_sign
 
 __all__ = ["DkimKey", "load_key", "load_keys", "sign", "txt_record", "generate_key",
@@ -120,7 +120,8 @@ def txt_record(key: DkimKey) -> str:
 
 def sign(message: bytes, keys: list[DkimKey]) -> bytes:
     """``message`` with one DKIM-Signature per key prepended (in ``keys`` order, so the first
-    key's signature ends up on top). Existing DKIM-Signature fields are kept and not signed."""
+    key's signature ends up on top). Existing DKIM-Signature fields are kept and not signed.
+    A message dkimpy cannot parse raises InputError (it is rejected with the reason)."""
     if not keys:
         return message
     head = message.split(b"\r\n\r\n", 1)[0]
@@ -128,11 +129,14 @@ def sign(message: bytes, keys: list[DkimKey]) -> bytes:
              for line in head.split(b"\r\n") if line and line[:1] not in (b" ", b"\t")]
     include = [h.encode() for h in headers_to_sign(names)]
     sigs = []
-    for key in keys:
-        d = _Dkim(message, signature_algorithm=key.algorithm.encode())
-        d.rsa_key = key.rsa
-        sigs.append(d.sign(key.selector.encode(), key.domain.encode(), key.private,
-                           canonicalize=_CANON, include_headers=include))
+    try:
+        for key in keys:
+            d = _Dkim(message, signature_algorithm=key.algorithm.encode())
+            d.rsa_key = key.rsa
+            sigs.append(d.sign(key.selector.encode(), key.domain.encode(), key.private,
+                               canonicalize=_CANON, include_headers=include))
+    except dkim.DKIMException as e:  # a header section dkimpy cannot read: the input's fault
+        raise InputError(f"cannot DKIM-sign this message: {e}") from None
     return b"".join(sigs) + message
 
 

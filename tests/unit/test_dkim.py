@@ -263,3 +263,12 @@ def test_data_message_gets_the_list_fields_signed(keydir: Path) -> None:
     fine = data.replace("body\n", "List-Unsubscribe: in the body\n").replace("\n", "\r\n")
     assert "List-Unsubscribe: <https" in stamp(out, message(data=fine, subject=None,
                                                             text=None)).data
+
+
+def test_a_message_dkimpy_cannot_read_is_an_input_error(keydir: Path) -> None:
+    from kmta.errors import InputError
+    cfg = config(keydir, [{"selector": "e1", "key_file": "ed.pem",
+                           "algorithm": "ed25519-sha256"}])
+    data = "From: a@mail.shop.example\r\nnot a header line\r\nTo: b@gmail.com\r\n\r\nbody\r\n"
+    with pytest.raises(InputError, match="cannot DKIM-sign"):
+        Outgoing(cfg).stamp(data, "m", "a@mail.shop.example", "mail.shop.example", NOW)
