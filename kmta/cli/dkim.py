@@ -100,7 +100,7 @@ async def check(config: Config, now: float) -> list[tuple[str, str, str]]:
             want_k = "rsa" if kc.algorithm == "rsa-sha256" else "ed25519"
             rec = recs[0]
             if len(recs) > 1:
-                rows.append((name, "mismatch", f"{len(recs)} TXT records; publish one"))
+                rows.append((name, "mismatch", f"{len(recs)} TXT records; publish one ({state})"))
             elif rec.get("p", "") == "":
                 rows.append((name, "revoked", f"p= is empty ({state})"))
             elif rec.get("k", "rsa") != want_k or rec.get("p") != key.public_b64:
