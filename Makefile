@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test unit bench bench-adaptive bench-retries eval-classify lint clean
+.PHONY: demo test unit bench bench-adaptive bench-adaptive-live bench-retries eval-classify lint clean
 
 demo:
 	scripts/bootstrap.sh demo
@@ -23,6 +23,10 @@ bench:
 bench-adaptive:
 	scripts/bootstrap.sh demo
 	$(PY) scripts/bench_adaptive.py $(BENCH_ARGS)
+
+bench-adaptive-live:
+	scripts/bootstrap.sh demo
+	$(PY) scripts/bench_adaptive_live.py $(BENCH_ARGS)
 
 bench-retries:
 	scripts/bootstrap.sh demo

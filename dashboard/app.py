@@ -217,7 +217,8 @@ class Handlers:
                 "yes" if r["paused"] else (f"only {r['paused_ips']}" if r["paused_ips"] else "")
             )
             lo, hi = r["speed_min"], r["speed_max"]
-            r["speed_bounds"] = f"{lo:g} - {hi:g}" if lo is not None and hi is not None else ""
+            r["speed_bounds"] = (f"{lo:g} - {hi:g}" if hi is not None else f">= {lo:g}"
+                                 ) if lo is not None else ""
             r.pop("bounced_by_category", None)
         for r in audit:
             r["time"] = _when(r["time"])

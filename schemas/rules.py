@@ -49,21 +49,27 @@ class SendingRule(Model):
 
 
 class SpeedRule(Model):
-    """Adaptive speed in messages per tact: rises while clean, falls on throttling."""
+    """Adaptive speed in messages per tact per source IP: found by the controller
+    (kmta/policy/speed.py, docs/adaptive-speed.md); these fields only bound it."""
 
     min: float = Field(default=1.0, gt=0)
-    max: float = Field(default=600.0, gt=0)
+    max: float | None = Field(default=None, gt=0, description="an operator's explicit cap, "
+                              "which always holds; None: no cap (the controller finds the "
+                              "provider's limit, bounded by the connection limits)")
     start: float | None = Field(default=None, gt=0, description="first speed; default min")
-    increase: float = Field(default=0.1, ge=0, description="after slow start: share of the "
-                            "current speed added per clean, busy decision period")
-    decrease: float = Field(default=0.7, gt=0, lt=1, description="multiplied on throttling")
-    adapt_every: Duration = Field(default=0.0, ge=0, description="decision period; 0 = the tact")
+    increase: float = Field(default=0.1, ge=0, description="unused since the probe-and-hold "
+                            "controller (kept so that older rule files still load)")
+    decrease: float = Field(default=0.7, gt=0, lt=1, description="unused since the "
+                            "probe-and-hold controller (kept so that older rule files load)")
+    adapt_every: Duration = Field(default=0.0, ge=0, description="decision period in "
+                                  "seconds; 0 = 1 s (never the tact)")
 
     @model_validator(mode="after")
     def _bounds(self) -> "SpeedRule":
-        if self.min > self.max:
+        if self.max is not None and self.min > self.max:
             raise ValueError(f"speed.min ({self.min}) is above speed.max ({self.max})")
-        if self.start is not None and not self.min <= self.start <= self.max:
+        if self.start is not None and not (
+                self.min <= self.start <= (self.max if self.max is not None else self.start)):
             raise ValueError(f"speed.start ({self.start}) is outside [min, max]")
         return self
 

@@ -32,8 +32,12 @@ CONFIRM_GRACE = 5.0
 # brain's lower speed arrives (or LOCAL_SLOW_GRACE passes): the brain answers within some
 # hundreds of milliseconds, and a provider counting throttled attempts (Yahoo's TSS04 ->
 # TS03 block) counts every one sent at the old speed meanwhile.
-LOCAL_SLOW = 0.5
+LOCAL_SLOW = 0.3
 LOCAL_SLOW_GRACE = 2.0
+
+# With several nodes on one source IP, a raised speed applies this long after the brain
+# published it, at one instant on every node (they pace on one grid; see senders/pacing.py).
+RAISE_DELAY = 0.3
 
 POOL = "@pool"  # the key of a pool-scope lock among a lane's provisional locks (not an IP)
 
@@ -105,7 +109,7 @@ class Lane:
         if self.state is not None and self.state.speed is not None:
             speed = self.state.speed
         # a live edit of max applies at once; no floor: a throttle rule's rate may be below min
-        return min(speed, sp.max)
+        return speed if sp.max is None else min(speed, sp.max)
 
     def ip_rate(self) -> float:
         """Messages per second one source IP of this node may send."""
@@ -177,14 +181,27 @@ class Lane:
         for ip in [k for k, (at, _) in self.local_slow.items() if at + LOCAL_SLOW_GRACE <= now]:
             del self.local_slow[ip]
         rate = self.ip_rate()
+        grid = self.grid()
         for ip in self.source_ips:
             ip_rate = rate * (LOCAL_SLOW if ip in self.local_slow else 1.0)
             pacer = self.pacers.get(ip)
             if pacer is None:
-                self.pacers[ip] = Pacer(ip_rate)
+                # the wall clock: the nodes sharing a source IP interleave on one grid
+                self.pacers[ip] = Pacer(ip_rate, clock=time.time, grid=grid)
+                self.pacers[ip].grid_rate = rate
                 self.tact_conns[ip] = TactCounter(self.rule.sending.tact)
             else:
-                pacer.rate = ip_rate
+                pacer.grid = grid
+                raise_at = (self.state.updated_at + RAISE_DELAY
+                            if grid is not None and self.state is not None else None)
+                pacer.set_rate(ip_rate, raise_at, rate)
+
+    def grid(self) -> tuple[frozenset[int], int] | None:
+        """The pacing grid this node's slots of the ISP's partitions own (see ``Pacer``)."""
+        if not self.slots:
+            return None
+        k = next(iter(self.slots.values()))[1]
+        return (frozenset(s for s, _ in self.slots.values()), k) if k > 1 else None
 
     def pacer(self, ip: str | None) -> Pacer:
         if ip not in self.pacers:

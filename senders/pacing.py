@@ -5,7 +5,18 @@ import asyncio
 import math
 import time
 
-__all__ = ["Pacer", "TactCounter"]
+__all__ = ["Pacer", "TactCounter", "grid_slot"]
+
+
+def grid_slot(earliest: float, rate: float, owned: frozenset[int], k: int) -> float:
+    """The first grid point at or after ``earliest`` that belongs to ``owned``: the grid has
+    points ``j / (rate * k / len(owned))`` and point ``j`` belongs to ``j % k``."""
+    shared = rate * k / len(owned)
+    j = math.ceil(earliest * shared - 1e-9)
+    for extra in range(k):
+        if (j + extra) % k in owned:
+            return (j + extra) / shared
+    return j / shared  # unreachable: owned is a non-empty subset of range(k)
 
 
 class Pacer:
@@ -17,31 +28,86 @@ class Pacer:
     rate). A slot taken late is counted from up to a quarter interval earlier: that absorbs the
     waiting worker's wake-up lateness (else the rate would sag below the allowed one), and is
     never a burst: even after idling, two slots are at least 3/4 of an interval apart.
+
+    With a ``grid`` ``(owned, k)`` the pacer is one of ``k`` that share a source IP (sender nodes
+    owning slots of the ISP's ``k`` partitions): slots then sit on a grid of the *shared* rate
+    (``rate * k / len(owned)``) anchored at the clock's zero, and this pacer takes only grid
+    points ``j`` with ``j % k`` in ``owned``. The nodes' messages interleave instead of meeting
+    by chance (at 1 msg/s a provider allowing a burst of one message throttles two that
+    arrive together); the clock must then be the wall clock, which the nodes share. A raised
+    rate should then take effect at one instant on every node (``raise_at``): a node on the
+    new grid and one still on the old would meet by chance.
     """
 
     LATENESS = 0.25  # share of an interval a late slot may be backdated
 
-    def __init__(self, rate: float, clock=time.monotonic) -> None:  # noqa: ANN001
+    def __init__(self, rate: float, clock=time.monotonic,  # noqa: ANN001
+                 grid: tuple[frozenset[int], int] | None = None) -> None:
         self.rate = rate
+        self.grid = grid
         self._slot = -math.inf  # time of the last slot handed out
         self._clock = clock
+        self.anchor = 0.0  # the shared grid's origin (the instant of its last change)
+        # (at, rate, grid rate): a grid change to apply at a given time
+        self.pending: tuple[float, float, float | None] | None = None
+        self.grid_rate: float | None = None  # the grid's rate when ``rate`` is slowed locally
+
+    def set_rate(self, rate: float, raise_at: float | None = None,
+                 grid_rate: float | None = None) -> None:
+        """Set the rate (and the shared grid's rate, when this pacer is slowed locally below
+        it); a raise waits until the clock reaches ``raise_at`` (if given), so that every node
+        moves to the new grid at once; a cut applies at once."""
+        now = self._clock()
+        if raise_at is not None and now < raise_at and grid_rate != self.grid_rate:
+            self.pending = (raise_at, rate, grid_rate)
+            if rate < self.rate:
+                self.rate = rate  # a local slow-down still applies at once
+        elif raise_at is not None and now < raise_at and self.pending is not None:
+            self.pending = (self.pending[0], rate, self.pending[2])  # local slow-down only
+            self.rate = min(self.rate, rate)
+        else:
+            self.rate, self.grid_rate = rate, grid_rate
+            self.pending = None
+
+    def _apply_pending(self, now: float) -> None:
+        if self.pending is not None and now >= self.pending[0]:
+            # every node moves to the new grid at this instant; its points start one new
+            # interval later, so none falls next to a point of the old grid
+            self.anchor, self.rate, self.grid_rate = self.pending
+            self.pending = None
 
     def _interval(self) -> float:
         return 1.0 / self.rate if self.rate > 0 else math.inf
 
+    def _next(self, now: float) -> float:
+        interval = self._interval()
+        if self.grid is None or not self.grid[0] or self.grid[1] <= 1:
+            return max(self._slot + interval, now - interval * self.LATENESS)
+        earliest = max(self._slot + interval * (1 - self.LATENESS),
+                       now - interval * self.LATENESS)
+        # a locally slowed pacer keeps the shared grid and only skips points of it
+        earliest = max(earliest, self.anchor + 1e-6) - self.anchor
+        return self.anchor + grid_slot(earliest, max(self.grid_rate or 0.0, self.rate),
+                                       *self.grid)
+
     def delay(self) -> float:
         """Seconds until the next slot (0 when one is free now); does not take it."""
+        now = self._clock()
+        self._apply_pending(now)
         if self.rate <= 0:
-            return 1.0
-        return max(0.0, self._slot + self._interval() - self._clock())
+            return 1.0 if self.pending is None else max(0.0, self.pending[0] - now)
+        nxt = self._next(now)
+        if self.pending is not None:
+            nxt = min(nxt, self.pending[0])  # look again when the raise applies
+        return max(0.0, nxt - now)
 
     def take(self) -> None:
         now = self._clock()
-        interval = self._interval()
-        if interval == math.inf:
+        self._apply_pending(now)
+        if self._interval() == math.inf:
             self._slot = now
             return
-        self._slot = max(self._slot + interval, now - interval * self.LATENESS)
+        self._slot = max(self._next(now), now - self._interval() * self.LATENESS)
 
     async def acquire(self) -> None:
         while True:

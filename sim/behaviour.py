@@ -36,6 +36,9 @@ class ProviderBehaviour:
     block_window: float = 60.0
     block_duration: float = 300.0  # ... block the source IP for this long
     block_at: str = "rcpt"  # "connect" (refuse sessions) or "rcpt" (refuse recipients)
+    # a mid-run capacity change (a reputation drop or rise): ((after_seconds, capacity), ...),
+    # seconds counted from the first command the provider sees
+    capacity_changes: tuple[tuple[float, float], ...] = ()
     unknown_users: tuple[str, ...] = ("unknown",)  # local-part prefixes answered 550 5.1.1
     full_mailboxes: tuple[str, ...] = ("full",)  # local-part prefixes answered 452 4.2.2
     greylist_seconds: float | None = None
@@ -62,6 +65,10 @@ class ProviderBehaviour:
             raise ConfigError(f"block_at must be 'connect' or 'rcpt', not {self.block_at!r}")
         if self.capacity is not None and self.capacity <= 0:
             raise ConfigError("capacity must be positive")
+        changes = tuple(sorted((float(a), float(c)) for a, c in self.capacity_changes))
+        if any(c <= 0 for _, c in changes) or (changes and self.capacity is None):
+            raise ConfigError("capacity_changes need a capacity and positive capacities")
+        object.__setattr__(self, "capacity_changes", changes)
         for name in ("unknown_users", "full_mailboxes"):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -96,6 +103,7 @@ class Verdict:
 
     reply: str
     event: str  # refused | throttled | blocked | rejected | deferred
+    block: bool = False  # this throttle made the provider block the source IP
 
 
 @dataclass
@@ -107,6 +115,7 @@ class SourceCounters:
     blocked: int = 0
     rejected: int = 0
     deferred: int = 0
+    blocks: int = 0  # blocks earned (block_after throttles within block_window)
 
 
 @dataclass
@@ -133,11 +142,8 @@ class ProviderRules:
         self._replies = behaviour.replies()
         self._sources: dict[str, _Source] = {}
         self._greylist: dict[tuple[str, str, str], float] = {}
+        self._t0: float | None = None  # the first command seen (capacity_changes count from it)
         self._tempfailed: set[str] = set()
-        b = behaviour
-        self._burst = (
-            (b.burst if b.burst is not None else max(1.0, b.capacity / 4)) if b.capacity else 0.0
-        )
 
     # -- helpers ---------------------------------------------------------------------------
     def _source(self, ip: str) -> _Source:
@@ -159,15 +165,27 @@ class ProviderRules:
     def _is_blocked(self, src: _Source, now: float) -> bool:
         return now < src.blocked_until
 
+    def capacity(self, now: float) -> float | None:
+        """Accepted messages per second per source IP at ``now`` (capacity_changes applied)."""
+        cap = self.behaviour.capacity
+        if self._t0 is None:
+            self._t0 = now
+        for after, new in self.behaviour.capacity_changes:
+            if now - self._t0 >= after:
+                cap = new
+        return cap
+
     def _take_token(self, src: _Source, n: int, now: float) -> bool:
         """Token bucket: refills at ``capacity``/s up to the burst depth."""
-        cap = self.behaviour.capacity
+        cap = self.capacity(now)
         if cap is None:
             return True
+        b = self.behaviour
+        burst = b.burst if b.burst is not None else max(1.0, cap / 4)
         if src.refilled_at is None:
-            src.tokens = self._burst
+            src.tokens = burst
         else:
-            src.tokens = min(self._burst, src.tokens + (now - src.refilled_at) * cap)
+            src.tokens = min(burst, src.tokens + (now - src.refilled_at) * cap)
         src.refilled_at = now
         if src.tokens >= n:
             src.tokens -= n
@@ -176,6 +194,7 @@ class ProviderRules:
 
     def _throttle(self, src: _Source, ip: str, rcpt: str, now: float) -> Verdict:
         b = self.behaviour
+        earned = False
         if b.block_after is not None:
             times = src.throttle_times
             times.append(now)
@@ -184,8 +203,11 @@ class ProviderRules:
             if len(times) >= b.block_after:
                 # The sender kept pushing through throttle replies: punish it.
                 src.blocked_until = now + b.block_duration
+                src.counters.blocks += 1
                 times.clear()
-        return self._verdict(src, "throttle_reply", "throttled", ip, rcpt)
+                earned = True
+        verdict = self._verdict(src, "throttle_reply", "throttled", ip, rcpt)
+        return dataclasses.replace(verdict, block=True) if earned else verdict
 
     @staticmethod
     def _local(rcpt: str) -> str:

@@ -123,7 +123,8 @@ class ProviderHandler:
 
     def _refuse(self, ip: str, verdict: Verdict, **fields: Any) -> str:
         self.log.write(
-            self.name, verdict.event, ip, reply=verdict.reply.split("\r\n")[-1], **fields
+            self.name, verdict.event, ip, reply=verdict.reply.split("\r\n")[-1],
+            block=True if verdict.block else None, **fields
         )
         return verdict.reply
 

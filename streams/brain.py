@@ -61,11 +61,12 @@ def _speed(row: Row, rule: EffectiveRule, now: float) -> SpeedState:
     if row.speed is None:
         return initial(rule.speed, now)
     known = {k: v for k, v in row.speed.items() if k in _SPEED_FIELDS}
-    known.setdefault("slow_start", False)  # a row from before slow start: the speed is learned
+    if "mode" not in known:  # a row of the older controller: its speed is learned
+        return initial(rule.speed, now, learned=float(known.get("speed", rule.speed.min)))
     known["sources"] = tuple(known.get("sources", ()))
-    s = SpeedState(**known)
-    clamped = min(max(s.speed, rule.speed.min), rule.speed.max)
-    return s if clamped == s.speed else dataclasses.replace(s, speed=clamped)
+    known["cut_ips"] = tuple(known.get("cut_ips", ()))
+    known["recent"] = tuple(tuple(x) for x in known.get("recent", ()))
+    return SpeedState(**known)  # observe() re-clamps into the rule's bounds
 
 
 def _store_speed(row: Row, s: SpeedState) -> None:
@@ -114,7 +115,7 @@ def apply_event(row: Row, ev: DeliveryEvent, kb: KnowledgeBase, now: float) -> b
         # the time the provider answered (not when the event reached us) puts an outcome in
         # the decision period its message was sent in
         at = min(ev.timestamp, now) if ev.timestamp > 0 else now
-        s = observe(s, outcome, rule.speed, rule.sending.tact, at, ev.source_ip)
+        s = observe(s, outcome, rule.speed, rule.sending.tact, at, ev.source_ip, ev.node)
     _store_speed(row, s)
     row.updated_at = now
     return states_of(row, rule, now) != before
@@ -158,7 +159,9 @@ def states_of(row: Row, rule: EffectiveRule, now: float) -> list[IspState]:
     each pool that has a scope of its own."""
     speed = row.speed["speed"] if row.speed else (rule.speed.start or rule.speed.min)
     # a live edit narrows the bounds at once, not only at the next delivery event
-    speed = min(max(speed, rule.speed.min), rule.speed.max)
+    speed = max(speed, rule.speed.min)
+    if rule.speed.max is not None:
+        speed = min(speed, rule.speed.max)
     throttled = row.throttle_until is not None and row.throttle_until > now
     if throttled and row.throttle_rate is not None:
         speed = min(speed, row.throttle_rate)

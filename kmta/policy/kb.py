@@ -117,6 +117,8 @@ def _clamp_start(speed: dict[str, Any]) -> dict[str, Any]:
     """An inherited ``start`` is only a first guess: when a more specific layer moves min/max,
     pull it into the new range instead of rejecting the edit."""
     low, high, start = speed.get("min"), speed.get("max"), speed.get("start")
+    if high is None:
+        high = float("inf")  # no cap
     numbers = all(
         isinstance(v, (int, float)) and not isinstance(v, bool) for v in (low, high, start)
     )

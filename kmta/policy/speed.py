@@ -1,29 +1,37 @@
-"""Adaptive speed per ISP, in messages per tact per source IP: slow start, then proportional
-increase and gentle multiplicative decrease.
+"""Adaptive speed per ISP, in messages per tact per source IP: find a provider's limit by
+touching it about once, then hold just under it and probe above it rarely.
 
 ``observe(state, outcome, rule, tact, now) -> state`` is a pure reducer (bytewax-style): the
-caller keeps the state in a table and passes the clock in. Time is cut into decision periods of
-``rule.adapt_every`` seconds (default: the tact). The provider's capacity is never configured;
-the controller finds it, the way TCP finds a path's bandwidth:
+caller keeps the state in a table and passes the clock in. The provider's capacity is never
+configured; the controller finds it. Its clock is elapsed time in seconds, never the tact (a
+60 s tact would make every decision take a minute). Three modes:
 
-* **slow start**: until the first throttle ever, the speed doubles after each decision period
-  that had clean deliveries and no throttling, so a few periods reach the neighbourhood of the
-  capacity whatever ``max`` is;
-* the first throttle ends slow start and halves the speed (undoing the last doubling: the
-  period before was clean at that speed);
-* **after that**, each clean period raises the speed by ``increase`` times the *current* speed
-  (a step that scales with the capacity found, not with ``max``), and a throttle multiplies it by
-  ``decrease`` (gentle, e.g. 0.85-0.9);
-* at most **one decrease per period**: the throttles that follow within a period of a decrease
-  were caused by messages sent before the lower speed reached the senders; they only count (and
-  spoil the period, so it does not raise the speed);
-* only a **busy** period raises the speed: its attempts must reach ``BUSY`` of what the speed
-  allowed for the source IPs seen in it (TCP's congestion window validation). A period spent
-  sending less proves nothing about a higher speed: a small campaign, or results that reach the
-  brain late (they belong to periods sent at an older, lower speed), must not inflate it.
+* ``startup`` (a cold start, or after an idle stretch with nothing learned): the speed doubles
+  every ``STARTUP_DOUBLING`` seconds of busy, clean sending, in steps of one decision period
+  (smooth: the rate crosses the capacity gently, so the provider's burst allowance drains slowly
+  and the first throttle arrives just above it). The first throttle is the **knee**: the speed
+  drops to ``STARTUP_EXIT`` of the speed that got it, which becomes the ``ceiling``.
+* ``hold``: the speed stays put. A level held clean and busy for ``VERIFY`` seconds becomes the
+  ``floor`` (the highest level known to be clean). After ``wait`` seconds (longer after a failed
+  probe near the ceiling, and never fewer than ``PROBE_MESSAGES`` messages per source IP, so
+  that probes cost a bounded share of the attempts), a probe starts.
+* ``probe``: the speed is raised above the floor by ``step`` (at least ``PROBE_MIN``; never past
+  the geometric middle between floor and ceiling while a ceiling is known) and held for a time
+  inversely proportional to the step (``PROBE_BURST / step``): a provider's burst allowance hides
+  a small excess for longer. A probe held clean becomes the new floor and the next step doubles
+  (a doubled capacity is found in a handful of probes); a throttled probe sets the ceiling and
+  returns the speed to the floor at once.
 
-A learned speed (``initial(..., learned=...)``, or a state kept across a restart) does not slow
-start again.
+A throttle while holding (not probing) means the capacity fell under the held level (a
+reputation drop): the speed is cut by ``DROP`` and the floor is forgotten. Throttles within
+``HOLDOFF`` seconds of a decrease only count: their messages were sent before the lower speed
+reached the senders. Only busy periods count as clean (attempts reaching ``BUSY`` of what the
+speed allowed for the source IPs seen: TCP's congestion window validation): a trickle proves
+nothing about a higher speed.
+
+``rule.max`` (None by default) is an operator's explicit cap and always holds; ``rule.min`` is a
+floor that keeps probes going. A learned speed (``initial(..., learned=...)`` or a state kept
+across a restart) starts in ``hold`` with that speed as its floor.
 """
 
 from __future__ import annotations
@@ -37,7 +45,12 @@ from kmta.policy.classify import DELIVERED, is_recipient_problem, is_throttle
 from schemas.rules import SpeedRule
 
 __all__ = [
-    "SLOW_START_FACTOR",
+    "BUSY",
+    "DROP",
+    "HOLDOFF",
+    "PROBE_MIN",
+    "STARTUP_DOUBLING",
+    "STARTUP_EXIT",
     "Outcome",
     "SpeedState",
     "advance",
@@ -48,11 +61,73 @@ __all__ = [
     "trace",
 ]
 
-SLOW_START_FACTOR = 2.0
-"""Speed multiplier per clean period during slow start (and divisor when it ends)."""
+STARTUP_DOUBLING = 5.0
+"""Seconds of busy, clean sending per doubling in startup (from 0.5 to 100 msg/s in ~38 s)."""
+
+STARTUP_EXIT = 0.7
+"""The knee: the first throttle of a startup sets the speed to this share of the speed that got
+it. The throttle arrives once the provider's burst allowance is drained, at ~1.3 x its capacity
+with the sim's burst of capacity/4 and the doubling above: 0.7 lands at ~0.9 of the capacity."""
+
+DROP = 0.5
+"""A throttle at a held level (the capacity fell): cut like TCP. The sender has already halved
+the replying IP locally, so the brain's cut costs no second round of throttles."""
+
+PROBE_MIN = 0.03
+"""The smallest probe step (share of the floor)."""
+
+PROBE_BURST = 0.4
+"""A probe of step ``e`` is held ``max(PROBE_HOLD_MIN, PROBE_BURST / e)`` seconds: an excess of
+``e`` drains a burst allowance of ``b`` seconds' worth of capacity in ``b / e`` seconds."""
+
+PROBE_HOLD_MIN = 2.0
+VERIFY = 3.0
+"""Seconds a level must stay clean and busy before it becomes the floor."""
+
+PROBE_WAIT = 20.0
+"""Seconds at the floor after a throttle before the next probe, while the ceiling is near
+(within ``NEAR``): at most two failed probes per minute per source IP, far from a provider's
+"K throttles in a minute -> block" with K as low as 5."""
+
+PROBE_WAIT_FAR = 6.0
+"""The same, while the ceiling is far above the floor (a search still converging)."""
+
+NEAR = 0.12
+PROBE_MESSAGES = 100
+"""A probe that fails costs about one deferral per source IP: no probe before this many
+messages per source IP at the floor (< 2 % deferrals at 1 msg/s)."""
+
+FALSE_PASS = 20.0
+"""A throttle at a held level this soon after a probe passed reverts to the floor before it: a
+burst allowance hides an excess of 1 % for ~25 s (the sim's: a quarter second of capacity); a
+floor held clean for longer than this was no false pass, and a throttle there means the
+capacity fell."""
+
+BUDGET = 2
+BUDGET_WINDOW = 60.0
+"""No probe starts while a source IP has had more than ``BUDGET`` throttle replies within the
+last ``BUDGET_WINDOW`` seconds (a failed probe costs about one per source IP and node). A
+provider that
+blocks after K throttles within a minute sees at most about 2 x nodes of them."""
+
+HOLDOFF = 0.6
+AGAIN = 5.0
+TRIM = 0.97
+"""The first throttle at a held level (not a probe): trim the speed by 3 %."""
+
+AGAIN_CUT = 0.8
+"""A throttle soon after a startup's knee cuts by this (the knee overshot at a low rate, where a
+decision period is long)."""
+"""A throttle this soon after a decrease (but after ``HOLDOFF``): the cut was not enough."""
+"""Seconds after a decrease during which further throttles only count."""
+
+PERIOD = 1.0
+"""The decision period when ``rule.adapt_every`` is 0."""
 
 BUSY = 0.5
-"""Share of the allowed volume a period must have used to raise the speed."""
+"""Share of the allowed volume a period must have used to count as clean."""
+
+STARTUP, HOLD, PROBE = "startup", "hold", "probe"
 
 
 class Outcome(Enum):
@@ -81,54 +156,195 @@ def outcome_for(
 
 @dataclass(frozen=True)
 class SpeedState:
-    """The speed of one ISP and the counts of the current decision period."""
+    """The speed of one ISP, what the controller learned, and the current period's counts."""
 
     speed: float
     period_start: float
     clean: int = 0
     throttled: int = 0
     decreased_at: float | None = None
-    slow_start: bool = True
+    mode: str = STARTUP
+    floor: float | None = None  # highest speed held clean (per tact per source IP)
+    ceiling: float | None = None  # lowest speed throttled since the floor was set
+    since: float = 0.0  # when the current level started being verified
+    next_probe_at: float = 0.0
+    step: float = PROBE_MIN
+    recent: tuple[tuple[str, float], ...] = ()  # (source IP, time) of throttles in the window
+    prev_floor: float | None = None  # the floor before the last probe passed ...
+    floor_at: float | None = None  # ... and when it passed
+    cut_throttles: int = 0  # throttles seen since the last decrease ...
+    cut_ips: tuple[str, ...] = ()  # ... and the source IPs (and nodes) they came from
+    last_cut: str = ""  # what the last decrease was: knee, probe, false, again or drop
     sources: tuple[str, ...] = ()  # source IPs seen in the current period
 
 
+def _cap(rule: SpeedRule) -> float:
+    return rule.max if rule.max is not None else math.inf
+
+
 def _clamp(speed: float, rule: SpeedRule) -> float:
-    return min(max(speed, rule.min), rule.max)
+    return min(max(speed, rule.min), _cap(rule))
 
 
-def decision_period(rule: SpeedRule, tact: float) -> float:
-    """Seconds per decision period: ``rule.adapt_every``, or the tact when that is 0."""
-    return rule.adapt_every or tact
+def decision_period(rule: SpeedRule, tact: float, speed: float | None = None) -> float:
+    """Seconds per decision period: ``rule.adapt_every``, or ``PERIOD`` when that is 0; long
+    enough for two messages per source IP at ``speed`` (a period without a message proves
+    nothing)."""
+    base = rule.adapt_every or PERIOD
+    if speed is None or speed <= 0:
+        return base
+    return max(base, min(2.0 * tact / speed, 60.0))
+
+
+def _wait(state: SpeedState, tact: float) -> float:
+    """Seconds at the floor before the next probe."""
+    floor = state.floor if state.floor is not None else state.speed
+    if state.ceiling is not None and state.ceiling > floor * (1 + NEAR):
+        return PROBE_WAIT_FAR  # still searching: the ceiling is far
+    return max(PROBE_WAIT, PROBE_MESSAGES / max(state.speed / tact, 1e-9))
+
+
+def _probe_hold(floor: float, target: float) -> float:
+    step = max(target / floor - 1.0, 1e-6)
+    return max(PROBE_HOLD_MIN, PROBE_BURST / step)
+
+
+def _target(state: SpeedState, rule: SpeedRule) -> float:
+    floor = state.floor if state.floor is not None else state.speed
+    t = floor * (1.0 + state.step)
+    if state.ceiling is not None and state.ceiling > floor:
+        t = min(t, math.sqrt(floor * state.ceiling))
+    return min(max(t, floor * (1.0 + PROBE_MIN)), _cap(rule))
 
 
 def initial(rule: SpeedRule, now: float, learned: float | None = None) -> SpeedState:
     """The starting state: a speed learned before a restart wins over ``rule.start``
     (default ``rule.min``); either is clamped into ``[min, max]``. Only a state without a
-    learned speed slow-starts."""
-    speed = learned if learned is not None else (rule.start if rule.start is not None else rule.min)
-    return SpeedState(speed=_clamp(speed, rule), period_start=now, slow_start=learned is None)
+    learned speed starts in ``startup``; a learned speed is the floor and is probed from."""
+    if learned is not None:
+        speed = _clamp(learned, rule)
+        return SpeedState(speed=speed, period_start=now, mode=HOLD, floor=speed, since=now,
+                          next_probe_at=now + VERIFY)
+    speed = _clamp(rule.start if rule.start is not None else rule.min, rule)
+    return SpeedState(speed=speed, period_start=now, since=now)
+
+
+def _close_period(s: SpeedState, rule: SpeedRule, tact: float, period: float) -> SpeedState:
+    """Close the period [period_start, period_start + period) and apply what it proved."""
+    end = s.period_start + period
+    allowed = s.speed * period / tact * max(1, len(s.sources))
+    busy = s.clean > 0 and s.throttled == 0 and s.clean >= BUSY * allowed
+    nxt = replace(s, period_start=end, clean=0, throttled=0, sources=())
+    if s.throttled:
+        return nxt
+    if not busy:
+        # a light period verifies nothing: the level is verified again from here
+        return replace(nxt, since=end, next_probe_at=max(s.next_probe_at, end))
+    if s.mode == STARTUP:
+        grown = _clamp(s.speed * 2.0 ** (period / STARTUP_DOUBLING), rule)
+        return replace(nxt, speed=grown, since=end)
+    held = end - s.since
+    if s.mode == PROBE:
+        if held >= _probe_hold(s.floor or s.speed, s.speed):
+            if s.ceiling is not None and s.ceiling > s.speed:
+                # below the ceiling: escalate, the geometric middle caps the step
+                ceiling, step = s.ceiling, min(s.step * 2, 1.0)
+            else:  # above every level throttled so far: escalate from a small step
+                ceiling = None
+                step = min(s.step * 2, 1.0) if s.ceiling is None else 2 * PROBE_MIN
+            passed = replace(nxt, floor=s.speed, ceiling=ceiling, step=step, since=end,
+                             prev_floor=s.floor, floor_at=end)
+            return _start_probe(passed, rule, end)
+        return nxt
+    # hold
+    if s.floor != s.speed:
+        if held < VERIFY:
+            return nxt
+        nxt = replace(nxt, floor=s.speed)
+    if end >= nxt.next_probe_at and s.speed < _cap(rule) and _budget_left(s, end):
+        return _start_probe(nxt, rule, end)
+    return nxt
+
+
+def _start_probe(s: SpeedState, rule: SpeedRule, now: float) -> SpeedState:
+    target = _target(s, rule)
+    if target <= s.speed:
+        return replace(s, mode=HOLD)
+    return replace(s, mode=PROBE, speed=target, since=now)
 
 
 def advance(state: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedState:
-    """Close the decision period(s) that ended before ``now``: a closed period with clean
-    results and no throttling raises the speed once (doubles it in slow start); empty periods
-    (time jumped) change nothing. Also re-clamps the speed, so that a live edit of min/max takes
+    """Close the decision period(s) that ended before ``now`` (a busy, clean period grows a
+    startup, verifies a held level, passes a probe or starts one; empty periods, when time
+    jumped, verify nothing). Also re-clamps the speed, so that a live edit of min/max takes
     effect."""
-    period = decision_period(rule, tact)
-    speed = _clamp(state.speed, rule)
-    if now < state.period_start + period:
-        return state if speed == state.speed else replace(state, speed=speed)
-    allowed = speed * period / tact * max(1, len(state.sources))
-    if state.clean > 0 and state.throttled == 0 and state.clean >= BUSY * allowed:
-        factor = SLOW_START_FACTOR if state.slow_start else 1.0 + rule.increase
-        speed = _clamp(speed * factor, rule)
-    periods = math.floor((now - state.period_start) / period)
-    return SpeedState(
-        speed=speed,
-        period_start=state.period_start + periods * period,
-        decreased_at=state.decreased_at,
-        slow_start=state.slow_start,
-    )
+    s = state
+    period = decision_period(rule, tact, s.speed)
+    speed = _clamp(s.speed, rule)
+    if speed != s.speed:
+        s = replace(s, speed=speed, floor=None if s.floor is None else min(s.floor, speed))
+    if now < s.period_start + period:
+        return s
+    s = _close_period(s, rule, tact, period)
+    if now >= s.period_start + period:  # idle periods: nothing was sent, nothing verified
+        skipped = math.floor((now - s.period_start) / period)
+        start = s.period_start + skipped * period
+        s = replace(s, period_start=start, since=start,
+                    next_probe_at=max(s.next_probe_at, start))
+    return s
+
+
+def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedState:
+    """One decrease. The first throttle after a while: a startup's knee, a failed probe (back
+    to the floor), a throttle at a floor that a probe passed only recently (back to the floor
+    before it: the provider's burst allowance hid the excess), else a drop (the capacity fell).
+    A throttle again within ``AGAIN`` seconds says the last cut was not enough: after a failed
+    probe, back to the floor before; after a knee, ``AGAIN_CUT``; else a drop."""
+    prev, at = None, None
+    again = s.decreased_at is not None and now - s.decreased_at < AGAIN
+    false_pass = (s.prev_floor is not None and s.floor_at is not None
+                  and now - s.floor_at < FALSE_PASS and s.prev_floor < s.speed)
+    if again:
+        kind = ("false" if s.last_cut in ("probe", "trim") and false_pass
+                else "again" if s.last_cut == "knee" else "drop")
+    elif s.mode == STARTUP:
+        kind = "knee"
+    elif s.mode == PROBE and s.floor is not None:
+        kind = "probe"
+    else:
+        kind = "false" if false_pass else "trim"
+    if kind == "knee":
+        s = replace(s, ceiling=s.speed, floor=None, speed=_clamp(s.speed * STARTUP_EXIT, rule))
+    elif kind == "probe":
+        # back to the floor; the floor before it is kept in case this floor was a false pass
+        s = replace(s, ceiling=s.speed, speed=_clamp(s.floor or s.speed, rule))
+        prev, at = s.prev_floor, s.floor_at
+    elif kind == "trim":
+        # one throttle at a level held clean: most often a floor a hair above the capacity
+        # (a burst allowance hides 1 % for half a minute); if the capacity fell instead, the
+        # throttles go on and the next one drops (AGAIN)
+        s = replace(s, ceiling=s.speed, floor=None, speed=_clamp(s.speed * TRIM, rule))
+    elif kind == "false":
+        s = replace(s, ceiling=s.speed, floor=s.prev_floor,
+                    speed=_clamp(s.prev_floor or s.speed, rule))
+    else:
+        # the capacity fell, by how much is unknown: cut, then probe back up in growing steps
+        # rather than bisecting (a halving would otherwise cost a failed probe per bisection)
+        cut = AGAIN_CUT if kind == "again" else DROP
+        s = replace(s, ceiling=s.speed, floor=None, speed=_clamp(s.speed * cut, rule))
+    step = 2 * PROBE_MIN if kind in ("drop", "again") else 1.0  # 1.0: bisect to the ceiling
+    s = replace(s, mode=HOLD, step=step, decreased_at=now, since=now, prev_floor=prev,
+                floor_at=at, last_cut=kind, cut_throttles=0, cut_ips=())
+    return replace(s, next_probe_at=now + _wait(s, tact))
+
+
+def _budget_left(s: SpeedState, now: float) -> bool:
+    """True when no source IP had more than ``BUDGET`` throttles in the window."""
+    counts: dict[str, int] = {}
+    for ip, t in s.recent:
+        if t > now - BUDGET_WINDOW:
+            counts[ip] = counts.get(ip, 0) + 1
+    return max(counts.values(), default=0) <= BUDGET
 
 
 def observe(
@@ -138,27 +354,24 @@ def observe(
     tact: float,
     now: float,
     source: str | None = None,
+    node: str | None = None,
 ) -> SpeedState:
-    """Fold one outcome at time ``now`` (of an attempt from source IP ``source``) into the
-    state."""
+    """Fold one outcome at time ``now`` (of an attempt from source IP ``source``, sent by
+    sender node ``node``) into the state."""
     state = advance(state, rule, tact, now)
     if source and source not in state.sources and outcome is not Outcome.NEUTRAL:
         state = replace(state, sources=tuple(sorted((*state.sources, source))))
     if outcome in (Outcome.THROTTLE, Outcome.LOCK):
-        held = (
-            state.decreased_at is not None
-            and now - state.decreased_at < decision_period(rule, tact)
-        )
-        if held:
-            return replace(state, throttled=state.throttled + 1)
-        factor = 1.0 / SLOW_START_FACTOR if state.slow_start else rule.decrease
-        return replace(
-            state,
-            speed=_clamp(state.speed * factor, rule),
-            throttled=state.throttled + 1,
-            decreased_at=now,
-            slow_start=False,
-        )
+        ips, who = state.cut_ips, f"{source or ''}@{node or ''}"
+        if who not in ips:
+            ips = (*ips, who)
+        recent = (*((ip, t) for ip, t in state.recent if t > now - BUDGET_WINDOW),
+                  (source or "", now))
+        state = replace(state, throttled=state.throttled + 1,
+                        cut_throttles=state.cut_throttles + 1, cut_ips=ips, recent=recent)
+        if state.decreased_at is not None and now - state.decreased_at < HOLDOFF:
+            return state
+        return _decrease(state, rule, tact, now)
     if outcome is Outcome.CLEAN:
         return replace(state, clean=state.clean + 1)
     return state

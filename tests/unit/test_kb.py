@@ -40,7 +40,9 @@ def test_shipped_file_validates_and_is_complete() -> None:
         assert isp in names
     for isp in names:
         rule = KB.effective(isp)
-        assert rule.speed.min <= (rule.speed.start or rule.speed.min) <= rule.speed.max
+        assert rule.speed.min <= (rule.speed.start or rule.speed.min) <= (
+            rule.speed.max or float("inf"))
+        assert rule.speed.max is None, f"{isp}: no estimated cap (the controller finds it)"
         assert 1 <= rule.partitions <= rule.sending.max_connections
         assert all(r.category in CATEGORIES for r in rule.replies if r.category)
         assert all(r.source for r in rule.replies), f"{isp}: every reply rule names its source"
@@ -659,7 +661,7 @@ def test_bad_regex_with_location() -> None:
 
 
 def test_min_above_max_with_location() -> None:
-    text = _problems({"isp": {"gmail": {"speed": {"min": 2000}}}})
+    text = _problems({"isp": {"gmail": {"speed": {"min": 2000, "max": 1200}}}})
     assert "isp.gmail.speed: speed.min (2000.0) is above speed.max (1200.0)" in text
 
 

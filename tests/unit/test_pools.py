@@ -28,7 +28,7 @@ KB = KnowledgeBase.from_dicts(SHIPPED, OVERRIDE)
 # -- knowledge base ---------------------------------------------------------------------------
 def test_a_pool_narrows_every_isp_and_its_own_tables_win() -> None:
     whole, warm = KB.effective("gmail"), KB.effective("gmail", pool="warm")
-    assert whole.speed.max == 1200 and whole.sending.max_connections > 2
+    assert whole.speed.max is None and whole.sending.max_connections > 2
     # [isp.gmail.pools.warm] beats [default.pools.warm]; the shipped min (5) is pulled under
     # the pool's cap instead of failing, and so is the first guess (start)
     assert (warm.speed.min, warm.speed.max, warm.speed.start) == (3, 3, 3)
@@ -61,7 +61,7 @@ def test_a_live_edit_of_a_pool_goes_over_the_files() -> None:
     # gmail has 2 partitions: a pool capped at 1 connection would starve one of them
     ({"isp": {"gmail": {"pools": {"warm": {"sending": {"max_connections": 1}}}}}},
      "isp.gmail (pool warm).partitions: 2 partitions but sending.max_connections is 1"),
-    ({"default": {"pools": {"warm": {"speed": {"min": 5000}}}}},
+    ({"default": {"pools": {"warm": {"speed": {"min": 5000, "max": 100}}}}},
      "(pool warm).speed: speed.min (5000.0) is above speed.max"),
 ])
 def test_pool_tables_are_checked_like_the_rest(override: dict, needle: str) -> None:

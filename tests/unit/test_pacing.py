@@ -1,0 +1,74 @@
+"""The pacer: slots 1/rate apart, and the shared grid of nodes pacing one source IP (their
+slots interleave, a raise moves every node to the new grid at one instant)."""
+
+from __future__ import annotations
+
+import pytest
+
+from senders.pacing import Pacer, grid_slot
+
+
+class Clock:
+    def __init__(self, t: float = 0.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def slots(pacers: list[Pacer], clock: Clock, until: float, step: float = 0.001) -> list:
+    out = []
+    while clock.t < until:
+        for i, p in enumerate(pacers):
+            if p.delay() <= 0:
+                p.take()
+                out.append((round(clock.t, 3), i))
+        clock.t += step
+    return out
+
+
+def test_grid_slot_is_the_next_owned_point() -> None:
+    # shared rate 1 msg/s over k=2 slots: points every 0.5 s; slot 1 owns the odd ones
+    assert grid_slot(0.1, 1.0, frozenset({1}), 2) == pytest.approx(0.5)
+    assert grid_slot(0.6, 1.0, frozenset({1}), 2) == pytest.approx(1.5)
+    assert grid_slot(0.6, 1.0, frozenset({0}), 2) == pytest.approx(1.0)
+
+
+def test_two_nodes_interleave_instead_of_meeting() -> None:
+    clock = Clock()
+    nodes = [Pacer(0.5, clock, grid=(frozenset({i}), 2)) for i in range(2)]
+    out = slots(nodes, clock, 6.0)
+    times = [t for t, _ in out]
+    who = [i for _, i in out]
+    assert len(out) >= 5 and all(a != b for a, b in zip(who, who[1:]))  # they alternate
+    assert min(b - a for a, b in zip(times, times[1:])) == pytest.approx(1.0, abs=0.002)
+
+
+def test_a_raise_applies_at_one_instant_and_the_new_grid_starts_an_interval_later() -> None:
+    clock = Clock()
+    nodes = [Pacer(0.5, clock, grid=(frozenset({i}), 2)) for i in range(2)]
+    for p in nodes:
+        p.grid_rate = 0.5
+    slots(nodes, clock, 3.2)
+    # node 0 hears of the raise at 3.2, node 1 at 3.6; both apply it at 4.0
+    nodes[0].set_rate(2.0, raise_at=4.0, grid_rate=2.0)
+    out = slots(nodes, clock, 3.6)
+    nodes[1].set_rate(2.0, raise_at=4.0, grid_rate=2.0)
+    out += slots(nodes, clock, 7.0)
+    times = sorted(t for t, _ in out)
+    assert all(t <= 4.0 or t >= 4.25 - 0.002 for t in times)  # the new grid: 4.0 + 1/4 s ...
+    assert min(b - a for a, b in zip(times, times[1:])) >= 0.25 - 0.002  # ... never closer
+    assert len([t for t in times if 5.0 <= t < 7.0]) == 8  # 2 msg/s for the IP, shared
+
+
+def test_a_local_slow_down_skips_grid_points_and_applies_at_once() -> None:
+    clock = Clock()
+    p = Pacer(1.0, clock, grid=(frozenset({0}), 2))
+    p.grid_rate = 1.0
+    slots([p], clock, 4.0)
+    p.set_rate(0.3, raise_at=None, grid_rate=1.0)
+    out = slots([p], clock, 14.0)
+    gaps = [b - a for (a, _), (b, _) in zip(out, out[1:])]
+    # points of the shared 2 msg/s grid (0.5 s apart), at least 1/0.3 s apart
+    assert all(g >= 1 / 0.3 * 0.75 - 0.002 for g in gaps)
+    assert all(abs(t * 2 - round(t * 2)) < 0.01 for t, _ in out)
