@@ -159,3 +159,26 @@ def test_header_values_reads_only_the_header_block():
         "message-id": "<abc@x>",
         "x-kmta-id": "k1",
     }
+
+
+def test_capacity_changes_count_from_the_first_command():
+    rules = ProviderRules(ProviderBehaviour(capacity=4, burst=1,
+                                            capacity_changes=[[10, 2], [20, 8]]))
+    assert rules.capacity(100.0) == 4  # the first command starts the clock
+    assert rules.capacity(109.9) == 4
+    assert rules.capacity(110.0) == 2
+    assert rules.capacity(125.0) == 8
+    # the bucket refills at the new capacity: 2/s from 110 on
+    assert rules.on_rcpt("10.0.0.1", "a@x", "u@y", 110.0) is None
+    assert rules.on_rcpt("10.0.0.1", "a@x", "u@y", 110.4) is not None  # 0.8 tokens
+    assert rules.on_rcpt("10.0.0.1", "a@x", "u@y", 110.6) is None
+    with pytest.raises(ConfigError):
+        ProviderBehaviour(capacity_changes=[[10, 2]])  # a change needs a capacity
+
+
+def test_the_throttle_that_earns_a_block_says_so_and_is_counted():
+    rules = ProviderRules(ProviderBehaviour(capacity=1, burst=1, block_after=3))
+    rules.on_rcpt("10.0.0.1", "a@x", "u@y", 0.0)
+    verdicts = [rules.on_rcpt("10.0.0.1", "a@x", "u@y", 0.1 + i / 10) for i in range(3)]
+    assert [v.block for v in verdicts] == [False, False, True]
+    assert rules.stats()["10.0.0.1"]["blocks"] == 1
