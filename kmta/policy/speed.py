@@ -306,7 +306,7 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
                   and now - s.floor_at < FALSE_PASS and s.prev_floor < s.speed)
     if again:
         kind = ("false" if s.last_cut in ("probe", "trim") and false_pass
-                else "again" if s.last_cut == "knee" else "drop")
+                else "again" if s.last_cut in ("knee", "again") else "drop")
     elif s.mode == STARTUP:
         kind = "knee"
     elif s.mode == PROBE and s.floor is not None:
