@@ -109,7 +109,10 @@ def apply_event(row: Row, ev: DeliveryEvent, kb: KnowledgeBase, now: float) -> b
                 row.max_connections = matched.max_connections
         else:
             action = "throttle" if action == "throttle" else None
-    outcome = outcome_for(ev.category or "", action)
+    # a temporary (4xx) spam block says "slower" (Yahoo's [TSS04], Orange's OFR004_105), as the
+    # sender judges it (senders/node.py)
+    outcome = outcome_for(ev.category or "", action,
+                          temporary=ev.code is not None and 400 <= ev.code < 500)
     s = _speed(row, rule, now)
     if outcome is not Outcome.NEUTRAL:
         # the time the provider answered (not when the event reached us) puts an outcome in

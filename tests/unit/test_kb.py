@@ -335,7 +335,7 @@ REAL = [
         451,
         "4.7.1 Sorry, the service is currently unavailable. Please come back later.",
         "yandex_unavailable",
-        "lock",
+        "throttle",  # a signal to the speed controller at every reply
     ),
     (
         "gmx",
