@@ -185,7 +185,17 @@ class BounceRule:
                 return False
         if self.pattern is None:
             return True
-        return self.pattern.search(reply.line().lower() if line is None else line) is not None
+        return self.pattern.search(wording(reply) if line is None else line) is not None
+
+
+# an address quoted in a reply is the recipient's or the sender's, not the provider's wording:
+# "<unknown7@greylist-example.test>" must not read as greylisting
+_ADDRESS = re.compile(r"""<?[^\s<>()\[\]"',;:]+@[^\s<>()\[\]"',;:]+>?""")
+
+
+def wording(reply: Reply) -> str:
+    """The reply line the rules are matched against: lowercased, addresses masked."""
+    return _ADDRESS.sub("<address>", reply.line().lower())
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
@@ -277,7 +287,7 @@ class Classifier:
     def explain(self, reply: Reply) -> Classification:
         """The category of ``reply``, whether it means "later", and the deciding rule's name."""
         enhanced = effective_enhanced(reply)
-        line = reply.line().lower()
+        line = wording(reply)
         winner = next((r for r in self.rules if r.matches(reply, enhanced, line)), None)
         category = winner.category if winner is not None and winner.category else _fallback(reply)
         later = means_later(category) or (winner is not None and winner.later)

@@ -372,3 +372,19 @@ def test_recipient_domain_wording() -> None:
     for text in ("5.1.2 The domain of the recipient does not exist",
                  "5.1.2 Host or domain name not found. Name service error for name=x.example"):
         assert CLASSIFIER.classify(Reply.parse(550, text)) == "bad_domain", text
+
+
+def test_addresses_in_a_reply_are_not_its_wording() -> None:
+    """The recipient's or sender's address quoted in a reply never decides its class: a domain
+    named greylist-example.test or a mailbox named spam@ says nothing about the reply."""
+    from kmta.policy.classify import Classifier
+    from kmta.policy.reply import Reply
+
+    c = Classifier.shipped()
+    assert c.classify(Reply.parse(
+        550, "5.1.1 <unknown7@greylist-example.test> recipient rejected: user unknown")) \
+        == "bad_mailbox"
+    assert c.classify(Reply.parse(550, "5.1.1 <ratelimit@quota-example.test>: user unknown")) \
+        == "bad_mailbox"
+    assert c.classify(Reply.parse(451, "4.7.1 Greylisted, try again in 300 seconds")) \
+        == "greylist"
