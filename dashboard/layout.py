@@ -33,6 +33,9 @@ ISP_COLUMNS = [
     dict(id="delivered", name="Delivered", **_num),
     dict(id="bounced", name="Bounced", **_num),
     {"id": "bounce_categories", "name": "Bounces by category"},
+    dict(id="async_bounce", name="Late bounces", **_num),
+    dict(id="complaint", name="Complaints", **_num),
+    dict(id="unsubscribe", name="Unsubscribes", **_num),
     dict(id="suppressed", name="Suppressed", **_num),
     dict(id="expired", name="Expired", **_num),
     dict(id="cancelled", name="Cancelled", **_num),
@@ -79,6 +82,9 @@ CAMPAIGN_COLUMNS = [{"id": "campaign", "name": "Campaign"}] + [
         "suppressed",
         "cancelled",
         "rejected",
+        "async_bounce",
+        "complaint",
+        "unsubscribe",
     )
 ]
 

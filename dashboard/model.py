@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from schemas.control import ControlRecord
-from schemas.events import FINAL_STATUSES, DeliveryEvent, Status
+from schemas.events import FEEDBACK_STATUSES, FINAL_STATUSES, DeliveryEvent, Status
 from schemas.nodes import NodeStats
 from schemas.state import IspState
 
@@ -143,6 +143,13 @@ class Board:
         self.events += 1
         isp = ev.isp or NO_ISP
         code = STATUS_CODES[ev.status]
+        if ev.status in FEEDBACK_STATUSES:
+            # after the final event and not changing it: counted in a column of its own,
+            # the message keeps its outcome
+            self._counts[isp][code] += 1
+            self._campaign_counts[self._intern_campaign(ev.campaign)][code] += 1
+            self._intern_isp(isp)
+            return
         prev = self._last.get(ev.id)
         if prev is not None:
             pstatus, pisp, pcamp = self._unpack(prev)
@@ -337,6 +344,9 @@ class Board:
                     "deferred_waiting": n["deferred"],
                     "delivered": n["delivered"],
                     "bounced": n["bounced"],
+                    "async_bounce": n["async_bounce"],
+                    "complaint": n["complaint"],
+                    "unsubscribe": n["unsubscribe"],
                     "bounced_by_category": cats,
                     "bounce_categories": ", ".join(f"{k}: {v}" for k, v in cats.items()),
                     "suppressed": n["suppressed"],
@@ -417,7 +427,7 @@ class Board:
             row: dict[str, Any] = {"campaign": name if name is not None else "(none)"}
             for s in Status:
                 row[s.value] = counts.get(STATUS_CODES[s], 0)
-            row["total"] = sum(counts.values())
+            row["total"] = sum(row[s.value] for s in Status if s not in FEEDBACK_STATUSES)
             if row["total"]:
                 rows.append(row)
         return sorted(rows, key=lambda r: r["campaign"])

@@ -210,6 +210,58 @@ class DashboardConfig(Model):
     threads: int = Field(default=8, ge=1, description="WSGI server worker threads")
 
 
+class InboundConfig(Model):
+    """``kmta inbound``: the SMTP receiver of the return-path domains (bounces, FBL reports,
+    mailto unsubscribes)."""
+
+    listen: str = Field(default="127.0.0.1:2525", description='"host:port"')
+    hostname: str = Field(default="kmta-inbound.localhost", description="the 220 greeting's name")
+    domains: list[str] = Field(default_factory=list, description="accepted besides every "
+                               "[[domains]] return_path (e.g. the address registered for "
+                               "feedback loops, if on another domain)")
+    max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    unsubscribe_local: str = Field(default="unsubscribe", description="local part of the "
+                                   "mailto unsubscribe address on each return_path domain")
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, v: str) -> str:
+        host, _, port = v.rpartition(":")
+        if not host or not port.isdigit():
+            raise ValueError(f"listen {v!r} must be host:port")
+        return v
+
+    @field_validator("domains")
+    @classmethod
+    def _lower(cls, v: list[str]) -> list[str]:
+        return [d.strip().rstrip(".").lower() for d in v]
+
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
+class UnsubscribeConfig(Model):
+    """One-click unsubscribe (RFC 8058): ``kmta unsubscribe`` and the URLs routing adds to
+    campaign mail that brings no List-Unsubscribe of its own."""
+
+    listen: str = Field(default="127.0.0.1:8025", description='"host:port" of the HTTP server '
+                        "(behind the TLS proxy that serves base_url)")
+    base_url: str | None = Field(default=None, pattern=r"^https://[^/?#]+(/[^?#]*)?$",
+                                 description="public https URL of kmta unsubscribe; when set "
+                                 "(with secret), campaign mail gets signed one-click URLs")
+    secret: SecretStr | None = Field(default=None, description="HMAC key of the tokens")
+    mailto: bool = Field(default=True, description="also a mailto: unsubscribe address on the "
+                         "sending domain's return_path (handled by kmta inbound)")
+    scope: Literal["campaign", "domain", "global"] = Field(
+        default="campaign", description="what an unsubscribe suppresses: the list (campaign), "
+        "all mail of the sending domain, or everything")
+
+    def address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host.strip("[]"), int(port)
+
+
 class Config(Model):
     kafka: KafkaConfig = KafkaConfig()
     dns: DnsConfig = DnsConfig()
@@ -221,6 +273,8 @@ class Config(Model):
     dashboard: DashboardConfig = DashboardConfig()
     control: ControlConfig = ControlConfig()
     domains: list[DomainConfig] = Field(default_factory=list)
+    inbound: InboundConfig = InboundConfig()
+    unsubscribe: UnsubscribeConfig = UnsubscribeConfig()
     data_dir: str = ".kmta"
 
     @model_validator(mode="after")
@@ -237,7 +291,14 @@ class Config(Model):
                 raise ValueError(f"domain {d.name}: a selector is listed twice")
         if any(d.return_path for d in self.domains) and self.delivery.verp_secret is None:
             raise ValueError("delivery.verp_secret must be set when a domain has a return_path")
+        if self.unsubscribe.base_url and self.unsubscribe.secret is None:
+            raise ValueError("unsubscribe.secret must be set with unsubscribe.base_url")
         return self
+
+    def return_path_domains(self) -> frozenset[str]:
+        """Every domain kmta inbound accepts mail for."""
+        return frozenset({d.return_path for d in self.domains if d.return_path}
+                         | set(self.inbound.domains))
 
     def topic(self, name: str) -> str:
         return f"{self.kafka.topic_prefix}{name}"

@@ -8,7 +8,10 @@ from __future__ import annotations
 
 from schemas.base import Model, dumps, loads
 from schemas.control import ControlAction, ControlCommand, ControlRecord
-from schemas.events import DeliveryEvent, DeadLetter, Status, FINAL_STATUSES, TlsInfo
+from schemas.events import (DeliveryEvent, DeadLetter, FeedbackInfo, Status, FINAL_STATUSES,
+                            FEEDBACK_STATUSES, TlsInfo)
+from schemas.inbound import InboundMail
+from schemas.suppression import Reason, Suppression
 from schemas.message import Envelope, MxHost, OutboxMessage, TlsPolicy
 from schemas.rules import (
     IspRule,
@@ -24,7 +27,8 @@ from schemas.state import IspState
 __all__ = [
     "Model", "dumps", "loads",
     "ControlAction", "ControlCommand", "ControlRecord",
-    "DeliveryEvent", "DeadLetter", "Status", "FINAL_STATUSES", "TlsInfo",
+    "DeliveryEvent", "DeadLetter", "FeedbackInfo", "Status", "FINAL_STATUSES",
+    "FEEDBACK_STATUSES", "TlsInfo", "InboundMail", "Reason", "Suppression",
     "Envelope", "MxHost", "OutboxMessage", "TlsPolicy",
     "IspRule", "ReplyRule", "RetryRule", "RulesFile", "SendingRule", "SpeedRule",
     "IspState", "IspLoad", "NodeStats",

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import ConfigDict, Field, model_validator
 
 from schemas.base import Model
+from schemas.suppression import SuppressionChange
 
 
 class ControlAction(str, Enum):
@@ -56,11 +57,13 @@ class ControlCommand(Model):
 
 
 class ControlRecord(Model):
-    """The audit trail: what was asked, by whom, and whether it was applied."""
+    """The audit trail: what was asked, by whom, and whether it was applied (a control
+    command, a suppression change or a reputation pause)."""
 
     command: ControlCommand | None = None
     raw: str | None = None
     applied: bool
     error: str | None = None
     worker: str | None = None
+    suppression: SuppressionChange | None = None
     timestamp: float

@@ -18,9 +18,16 @@ class Status(str, Enum):
     CANCELLED = "cancelled"
     DEFERRED = "deferred"
     QUEUED = "queued"
+    # feedback after the final event (kmta inbound, kmta unsubscribe): never final, and they
+    # do not change the message's outcome
+    ASYNC_BOUNCE = "async_bounce"
+    COMPLAINT = "complaint"
+    UNSUBSCRIBE = "unsubscribe"
 
 
-FINAL_STATUSES = frozenset(s for s in Status if s not in (Status.DEFERRED, Status.QUEUED))
+FEEDBACK_STATUSES = frozenset({Status.ASYNC_BOUNCE, Status.COMPLAINT, Status.UNSUBSCRIBE})
+FINAL_STATUSES = frozenset(s for s in Status if s not in (Status.DEFERRED, Status.QUEUED)
+                           and s not in FEEDBACK_STATUSES)
 
 
 class TlsInfo(Model):
@@ -31,8 +38,32 @@ class TlsInfo(Model):
     verified: bool = Field(default=False, description="chain and MX host name checked")
 
 
+class FeedbackInfo(Model):
+    """What a feedback event (``async_bounce``, ``complaint``, ``unsubscribe``) was read from."""
+
+    tied_by: str = Field(description="how it was tied to the message: verp, x-kmta-id, "
+                         "message-id or token (unsubscribe)")
+    hard: bool = Field(default=False, description="the address was suppressed for it")
+    feedback_type: str | None = Field(default=None, description="ARF Feedback-Type (RFC 5965)")
+    source: str | None = Field(default=None, description="who reported it (ARF User-Agent or "
+                               "Reporting-MTA)")
+    source_ip: str | None = None
+    reported_domain: str | None = None
+    arrival_date: str | None = None
+    reporting_mta: str | None = Field(default=None, description="DSN Reporting-MTA")
+    remote_mta: str | None = Field(default=None, description="DSN Remote-MTA")
+    action: str | None = Field(default=None, description="DSN Action (failed)")
+    format: str | None = Field(default=None, description="rfc3464, or plain for a text bounce")
+    method: str | None = Field(default=None, description="unsubscribe: one-click, "
+                               "mailto or page")
+    list: str | None = Field(default=None, description="unsubscribe: the list (campaign)")
+    received_at: float | None = Field(default=None, description="when kmta received it")
+
+
 class DeliveryEvent(Model):
-    """One event per delivery attempt or decision; every accepted id ends with exactly one final."""
+    """One event per delivery attempt or decision; every accepted id ends with exactly one
+    final. Feedback events (``async_bounce``, ``complaint``, ``unsubscribe``) may follow the
+    final one, with ``final: false``; they do not change the outcome."""
 
     id: str
     to: str
@@ -62,6 +93,7 @@ class DeliveryEvent(Model):
     dkim: list[str] | None = Field(
         default=None, description="queued events: the DKIM signatures added "
         "(selector._domainkey.domain); absent: unsigned")
+    feedback: FeedbackInfo | None = Field(default=None, description="feedback events only")
 
 
 class DeadLetter(Model):

@@ -17,6 +17,7 @@ from typing import Any
 from schemas.base import Model
 from schemas.control import ControlCommand, ControlRecord
 from schemas.events import DeadLetter, DeliveryEvent
+from schemas.suppression import Suppression
 from schemas.message import OutboxMessage
 from schemas.nodes import NodeStats
 from schemas.state import IspState
@@ -35,6 +36,7 @@ SCHEMAS: dict[str, type[Model]] = {
     "dlq": DeadLetter,
     "audit": ControlRecord,
     "nodes": NodeStats,
+    "suppression": Suppression,
 }
 
 

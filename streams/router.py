@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Container, MutableMapping
 from datetime import datetime, timezone
 
 from pydantic import ValidationError
@@ -25,6 +25,7 @@ from kmta.policy.compose import compose
 from kmta.policy.dedup import IdVerdict, Seen, encode_seen, judge
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
+from kmta.policy.suppression import is_suppressed
 from schemas import DeadLetter, DeliveryEvent, Envelope, OutboxMessage, Status
 from schemas.message import ID_PATTERN, TlsPolicy
 from streams.mtasts import MtaSts
@@ -43,7 +44,7 @@ DEDUP_WINDOW = 24 * 3600.0  # seconds an accepted id stays taken (worker.dedup_w
 
 class Router:
     def __init__(self, config: Config, kb: KnowledgeBase, pmap: PartitionMap,
-                 resolver: Resolver, suppressed: Mapping[str, object],
+                 resolver: Resolver, suppressed: Container[str],
                  retry_first: Callable[[Envelope, float], list[Out]],
                  clock: Callable[[], float] = time.time,
                  seen: MutableMapping[str, object] | None = None,
@@ -98,7 +99,7 @@ class Router:
             _, sdomain = split_address(msg.from_, "from")
             local, domain = split_address(msg.to, "to")
             msg_id = msg.id or new_id()
-            data = compose(msg, msg_id, sdomain, now, self._out.headers(msg, sdomain))
+            data = compose(msg, msg_id, sdomain, now, self._out.headers(msg, sdomain, msg_id))
             stamped = self._out.stamp(data, msg_id, msg.from_, sdomain, now)  # DKIM, VERP
             if len(stamped.data.encode()) > self._c.delivery.max_message_bytes:
                 raise InputError(f"message is {len(stamped.data.encode())} bytes; the limit is "
@@ -177,7 +178,8 @@ class Router:
             return [event_out(self._c, internal_event(
                 env, Status.EXPIRED, 554, "5.4.7", "expired before it could be routed",
                 "expired", now))]
-        if env.rcpt.lower() in self._suppressed:
+        if is_suppressed(self._suppressed, env.rcpt, self._out.sending_domains(sdomain),
+                         env.campaign):
             return [event_out(self._c, internal_event(
                 env, Status.SUPPRESSED, 550, "5.1.1", "recipient is on the suppression list",
                 "suppressed", now))]

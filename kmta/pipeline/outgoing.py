@@ -17,6 +17,7 @@ from kmta.errors import InputError
 from kmta.pipeline.dkim import DkimKey, load_keys, sign
 from kmta.policy.listheaders import LIST_HEADERS, feedback_id, unsubscribe_headers
 from kmta.policy.signing import active_keys, selector_summary, signing_domain
+from kmta.policy.unsubscribe import links
 from kmta.policy.verp import envelope_sender
 from schemas.message import OutboxMessage
 
@@ -44,20 +45,40 @@ class Outgoing:
         self._refuse = config.delivery.unsigned == "refuse"
         secret = config.delivery.verp_secret
         self._verp_secret = secret.get_secret_value().encode() if secret else None
+        u = config.unsubscribe
+        self._unsub = (u.base_url, u.secret.get_secret_value().encode()) if (
+            u.base_url and u.secret) else None
+        self._unsub_mailto = u.mailto
+        self._unsub_local = config.inbound.unsubscribe_local
 
     def domain_for(self, from_domain: str) -> DomainConfig | None:
         name = signing_domain(from_domain, self._domains)
         return self._domains[name] if name else None
 
-    def headers(self, msg: OutboxMessage, from_domain: str) -> list[tuple[str, str]]:
-        """List-Unsubscribe(-Post) and Feedback-ID for ``compose`` to add."""
+    def sending_domains(self, from_domain: str) -> tuple[str, ...]:
+        """The From domain and the [[domains]] entry it belongs to (suppression scopes)."""
+        dom = self.domain_for(from_domain)
+        return (from_domain, dom.name) if dom and dom.name != from_domain else (from_domain,)
+
+    def headers(self, msg: OutboxMessage, from_domain: str,
+                msg_id: str | None = None) -> list[tuple[str, str]]:
+        """List-Unsubscribe(-Post) and Feedback-ID for ``compose`` to add. Campaign mail
+        without unsubscribe fields of its own gets kmta's signed one-click URL (and mailto on
+        the return path) when ``[unsubscribe] base_url`` is set."""
         given = {k.lower() for k in (msg.headers or {})}
         if (msg.unsubscribe_url or msg.unsubscribe_mailto) and (
                 "list-unsubscribe" in given or "list-unsubscribe-post" in given):
             raise InputError("List-Unsubscribe is both in headers and in unsubscribe_url/"
                              "unsubscribe_mailto; give it once")
-        out = unsubscribe_headers(msg.unsubscribe_url, msg.unsubscribe_mailto)
         dom = self.domain_for(from_domain)
+        url, mailto = msg.unsubscribe_url, msg.unsubscribe_mailto
+        if (self._unsub and msg_id and msg.campaign and url is None and mailto is None
+                and "list-unsubscribe" not in given and not _has_header(msg.data, "list-unsubscribe")):
+            box = (f"{self._unsub_local}@{dom.return_path}"
+                   if dom and dom.return_path and self._unsub_mailto else None)
+            url, mailto = links(self._unsub[1], self._unsub[0], msg_id, msg.to, msg.campaign,
+                                box)
+        out = unsubscribe_headers(url, mailto)
         sender_id = (dom.feedback_sender or dom.name) if dom else from_domain
         fb = feedback_id(msg.campaign, from_domain, msg.pool, sender_id)
         if fb and "feedback-id" not in given:
@@ -95,3 +116,11 @@ class Outgoing:
     def summary(self, now: float) -> list[dict[str, object]]:
         """Per domain: which selectors sign now and which are configured (for the panel)."""
         return [selector_summary(d.name, d.dkim, now) for d in self._domains.values()]
+
+
+def _has_header(data: str | None, name: str) -> bool:
+    if data is None:
+        return False
+    head = data.replace("\r\n", "\n").split("\n\n", 1)[0]
+    return any(line.split(":", 1)[0].strip().lower() == name
+               for line in head.splitlines() if ":" in line and not line[:1].isspace())

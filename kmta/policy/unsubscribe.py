@@ -14,7 +14,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-__all__ = ["Unsubscribe", "make_token", "read_token", "SUBJECT_PREFIX"]
+__all__ = ["Unsubscribe", "make_token", "read_token", "links", "SUBJECT_PREFIX"]
 
 _VERSION = b"u1"
 _SEP = "\x1f"
@@ -68,3 +68,13 @@ def read_token(secret: bytes, token: str) -> Unsubscribe | None:
     if len(parts) != 3 or not parts[0] or "@" not in parts[1]:
         return None
     return Unsubscribe(parts[0], parts[1], parts[2] or None)
+
+
+def links(secret: bytes, base_url: str, msg_id: str, address: str, list_name: str | None,
+          mailbox: str | None) -> tuple[str, str | None]:
+    """The one-click URL ``<base_url>/u/<token>`` and, with ``mailbox`` (``unsubscribe@<return
+    path>``), the mailto URI whose subject carries the same token."""
+    token = make_token(secret, msg_id, address, list_name)
+    url = f"{base_url.rstrip('/')}/u/{token}"
+    mailto = f"mailto:{mailbox}?subject=unsubscribe%20{token}" if mailbox else None
+    return url, mailto

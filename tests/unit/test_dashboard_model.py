@@ -381,3 +381,20 @@ def test_signing_rows_per_sending_domain() -> None:
     assert rows["idle.example"]["signing_now"] == "NO"
     assert (rows["other.test"]["signing_now"], rows["other.test"]["unsigned"]) == (
         "not configured", 1)
+
+
+def test_feedback_after_final_keeps_the_outcome() -> None:
+    b = feed(Board(), [
+        ev("f1", "queued", 0, campaign="spring"),
+        ev("f1", "delivered", 1, code=250, response="ok", attempt=1),
+        DeliveryEvent(id="f1", to="f1@example.com", isp="gmail", status=Status.ASYNC_BOUNCE,
+                      final=False, code=550, timestamp=T0 + 50, campaign="spring"),
+        DeliveryEvent(id="f1", to="f1@example.com", isp="gmail", status=Status.COMPLAINT,
+                      final=False, timestamp=T0 + 60, campaign="spring"),
+    ])
+    assert b.status_of("f1") is Status.DELIVERED
+    t = b.totals()
+    assert (t["delivered"], t["async_bounce"], t["complaint"], t["final"], t["duplicates"]) == (
+        1, 1, 1, 1, 0)
+    r = row(b, "gmail")
+    assert (r["delivered"], r["async_bounce"], r["complaint"]) == (1, 1, 1)

@@ -31,7 +31,7 @@ from schemas import (
 )
 from schemas.generate import SCHEMAS, path_of, render, stale
 
-TOPICS = ["outbox", "results", "control", "state", "dlq", "audit", "nodes"]
+TOPICS = ["outbox", "results", "control", "state", "dlq", "audit", "nodes", "suppression"]
 
 
 def validator(topic: str) -> jsonschema.Draft202012Validator:
@@ -260,3 +260,32 @@ CONTROL_EXAMPLES: list[tuple[str, bool, dict]] = [
 def test_control_examples_same_verdict(why: str, valid: bool, doc: dict) -> None:
     assert model_ok(ControlCommand, doc) is valid, f"model on {why}"
     assert validator("control").is_valid(doc) is valid, f"schema file on {why}"
+
+
+# -- feedback events and suppression records (issue 11) ---------------------------------------
+def test_feedback_event_is_documented_and_never_final() -> None:
+    from schemas import FEEDBACK_STATUSES, FINAL_STATUSES, FeedbackInfo
+    assert not FEEDBACK_STATUSES & FINAL_STATUSES
+    ev = DeliveryEvent(id="m1", to="a@gmail.com", isp="gmail", status=Status.ASYNC_BOUNCE,
+                       final=False, code=550, enhanced_code="5.1.1", response="no such user",
+                       category="bad_mailbox", timestamp=1.0,
+                       feedback=FeedbackInfo(tied_by="verp", hard=True, reporting_mta="x"))
+    doc = json.loads(ev.to_json())
+    validator("results").validate(doc)
+    assert DeliveryEvent.model_validate(doc) == ev
+    bad = dict(doc, status="complained")
+    assert list(validator("results").iter_errors(bad))
+
+
+def test_suppression_record_scopes() -> None:
+    from schemas.suppression import Reason, Suppression, key_of
+    s = Suppression(address="A@Gmail.com", reason=Reason.COMPLAINT, at=1.0)
+    assert s.key() == "a@gmail.com" == key_of("a@gmail.com")
+    c = Suppression(address="a@gmail.com", scope="campaign", value="spring",
+                    reason=Reason.UNSUBSCRIBE, at=1.0)
+    assert c.key() == "campaign:spring|a@gmail.com"
+    validator("suppression").validate(json.loads(c.to_json()))
+    with pytest.raises(ValueError):
+        Suppression(address="a@gmail.com", scope="domain", reason=Reason.MANUAL, at=1.0)
+    with pytest.raises(ValueError):
+        Suppression(address="a@gmail.com", value="x", reason=Reason.MANUAL, at=1.0)

@@ -1,0 +1,43 @@
+"""Which suppression records stop a message, and which record a feedback event makes. Pure:
+stdlib and schemas only.
+
+A message to ``address`` from sending domain ``d`` in campaign ``c`` is stopped by a global
+record of the address, a ``domain`` record for ``d`` (the From domain or the configured
+[[domains]] entry it belongs to) or a ``campaign`` record for ``c``.
+"""
+from __future__ import annotations
+
+from collections.abc import Container, Iterable
+
+from schemas.events import Status
+from schemas.suppression import Reason, Suppression, key_of
+
+__all__ = ["keys_for", "is_suppressed", "record_for", "REASON_OF"]
+
+REASON_OF = {Status.ASYNC_BOUNCE: Reason.ASYNC_BOUNCE, Status.COMPLAINT: Reason.COMPLAINT,
+             Status.UNSUBSCRIBE: Reason.UNSUBSCRIBE, Status.BOUNCED: Reason.HARD_BOUNCE}
+
+
+def keys_for(address: str, domains: Iterable[str | None], campaign: str | None) -> list[str]:
+    """The record keys that would suppress this message, global first."""
+    keys = [key_of(address)]
+    keys += [key_of(address, "domain", d) for d in dict.fromkeys(domains) if d]
+    if campaign:
+        keys.append(key_of(address, "campaign", campaign))
+    return keys
+
+
+def is_suppressed(store: Container[str], address: str, domains: Iterable[str | None],
+                  campaign: str | None) -> bool:
+    return any(k in store for k in keys_for(address, domains, campaign))
+
+
+def record_for(status: Status, address: str, now: float, *, msg_id: str | None = None,
+               category: str | None = None, detail: str = "", by: str | None = None,
+               scope: str = "global", value: str | None = None) -> Suppression:
+    """The record a hard bounce, complaint or unsubscribe adds. Bounces and complaints are
+    global (the address is bad, or its owner calls us spam); an unsubscribe takes the
+    configured scope."""
+    return Suppression(address=address, scope=scope, value=value,  # type: ignore[arg-type]
+                       reason=REASON_OF[status], category=category, detail=detail[:300] or None,
+                       id=msg_id, by=by, at=now)
