@@ -253,9 +253,9 @@ class UnsubscribeConfig(Model):
     secret: SecretStr | None = Field(default=None, description="HMAC key of the tokens")
     mailto: bool = Field(default=True, description="also a mailto: unsubscribe address on the "
                          "sending domain's return_path (handled by kmta inbound)")
-    scope: Literal["campaign", "domain", "global"] = Field(
-        default="campaign", description="what an unsubscribe suppresses: the list (campaign), "
-        "all mail of the sending domain, or everything")
+    scope: Literal["campaign", "global"] = Field(
+        default="campaign", description="what an unsubscribe suppresses: the list (campaign) "
+        "of the message, or all mail to the address")
 
     def address(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")

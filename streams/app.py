@@ -25,7 +25,9 @@ from kmta.pipeline.outputs import Out
 from kmta.pipeline.rules import load_kb, partition_map
 from kmta.policy.classify import suppresses
 from kmta.policy.dedup import decode_seen
+from kmta.pipeline.suppression import SuppressionView
 from kmta.policy.kb import KnowledgeBase
+from kmta.policy.suppression import record_for
 from schemas import ControlRecord, DeliveryEvent, Status
 from streams.brain import Row, apply_command, apply_event, states_of
 from streams.delay import DelayScheduler
@@ -136,13 +138,13 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
     control = raw_topic("control", config.kafka.partitions)
     table = app.Table("isp-state", default=None, partitions=config.kafka.partitions)
 
-    suppressed = CompactedView(config, t("suppression"), json.loads)
+    suppressed = SuppressionView(config, node)
     ids = CompactedView(config, t("ids"), decode_seen)
     states = CompactedView(config, t("state"), json.loads)
     resolver = Resolver(config.dns)
     rng = random.Random()
     delay = DelayScheduler(config, kb, pmap, resolver, states, rng)
-    router = Router(config, kb, pmap, resolver, suppressed.values,
+    router = Router(config, kb, pmap, resolver, suppressed.index,
                     retry_first=delay.dns_retry, seen=ids.values,
                     dedup_window=config.worker.dedup_window)
     delay.router = router
@@ -168,6 +170,7 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
             # arriving at start would pass
             await asyncio.wait_for(ids.ready.wait(), 300)
             await delay.start()
+            await suppressed.ready.wait()  # never route against a half-read list
             await route.start()
 
         async def on_stop(self) -> None:
@@ -197,10 +200,9 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
             now = time.time()
             outs: list[Out] = []
             if event.status is Status.BOUNCED and suppresses(event.category or ""):
-                outs.append(Out(t("suppression"), json.dumps(
-                    {"address": event.to.lower(), "reason": event.response[:300],
-                     "category": event.category, "at": now}).encode(),
-                    event.to.lower().encode()))
+                rec = record_for(Status.BOUNCED, event.to, now, msg_id=event.id,
+                                 category=event.category, detail=event.response, by=node)
+                outs.append(Out(t("suppression"), rec.to_json(), rec.key().encode()))
             key = event.isp
             known = table.get(key)
             row = Row.model_validate(known) if known else Row(isp=key)

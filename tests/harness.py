@@ -185,6 +185,15 @@ class Pipeline:
         wait_for(lambda: self._alive(name) and self.log(name).count("assigned") > before, 90,
                  f"{name} to get partitions")
 
+    def start_inbound(self, name: str = "inbound", *args: str) -> None:
+        self._spawn(name, ["--config", str(self.config_path), "inbound", "--node", name, *args])
+        self._wait_log(name, "kmta inbound: SMTP on" if "--process-only" not in args
+                       else "inbound-processor", 60)
+
+    def start_unsubscribe(self, name: str = "unsubscribe") -> None:
+        self._spawn(name, ["--config", str(self.config_path), "unsubscribe", "--node", name])
+        self._wait_log(name, "kmta unsubscribe: HTTP on", 60)
+
     def _alive(self, name: str) -> bool:
         p = self.procs[name]
         if p.poll() is not None:

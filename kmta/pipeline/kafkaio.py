@@ -143,6 +143,7 @@ def topic_specs(config: Config) -> list[TopicSpec]:
         TopicSpec(t("nodes"), 1, compacted=True),
         TopicSpec(t("audit"), 1),
         TopicSpec(t("dlq"), 1),
+        TopicSpec(t("inbound"), k.partitions),  # raw mail taken by kmta inbound
     ]
     specs += [TopicSpec(delay_topic(config, tier), k.partitions) for tier in k.delay_tiers]
     return specs

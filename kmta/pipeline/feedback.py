@@ -1,0 +1,55 @@
+"""Records a feedback verdict writes: the results event (after the message's final, not
+changing it), the suppression record for a hard bounce, complaint or unsubscribe, and the
+dead letter (with the raw message) for what could not be read. Shared by ``kmta inbound``
+and ``kmta unsubscribe``."""
+from __future__ import annotations
+
+import base64
+
+from kmta.config import Config
+from kmta.policy.inbound import Feedback
+from kmta.policy.kb import KnowledgeBase
+from kmta.policy.suppression import record_for
+from schemas import DeadLetter, DeliveryEvent, FeedbackInfo, Status
+from streams.outputs import Out
+
+__all__ = ["feedback_outs", "dead_letter"]
+
+_DETAIL_KEYS = frozenset(FeedbackInfo.model_fields) - {"tied_by", "hard", "received_at"}
+
+
+def feedback_outs(config: Config, kb: KnowledgeBase, fb: Feedback, now: float,
+                  node: str | None, received_at: float | None = None) -> list[Out]:
+    """The results event and, when ``fb.hard``, the suppression record (plus its audit)."""
+    status = Status(fb.kind)
+    domain = fb.to.rpartition("@")[2].lower()
+    isp = kb.isp_for(domain, ())  # member domains known without DNS; else "default"
+    info = FeedbackInfo(tied_by=fb.tied_by, hard=fb.hard, received_at=received_at,
+                        **{k: v for k, v in fb.detail.items() if k in _DETAIL_KEYS})
+    ev = DeliveryEvent(id=fb.id, to=fb.to, isp=isp, domain=domain, status=status, final=False,
+                       code=fb.code, enhanced_code=fb.enhanced_code, response=fb.response,
+                       category=fb.category, node=node, timestamp=now, campaign=fb.campaign,
+                       feedback=info)
+    outs = [Out(config.topic("results"), ev.to_json(), isp.encode())]
+    if fb.hard:
+        scope, value = "global", None
+        if status is Status.UNSUBSCRIBE:
+            scope = config.unsubscribe.scope
+            value = fb.campaign if scope == "campaign" else None
+            if value is None:
+                scope = "global"  # no list to scope it to: the address then
+        rec = record_for(status, fb.to, now, msg_id=fb.id, category=fb.category,
+                         detail=fb.response, by=node, scope=scope, value=value)
+        outs.append(Out(config.topic("suppression"), rec.to_json(), rec.key().encode()))
+    return outs
+
+
+def dead_letter(config: Config, reason: str, raw: bytes, topic: str, partition: int,
+                offset: int, now: float, msg_id: str | None = None) -> Out:
+    try:
+        original, enc = raw.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        original, enc = base64.b64encode(raw).decode(), "base64"
+    dl = DeadLetter(reason=reason, topic=topic, partition=partition, offset=offset,
+                    timestamp=now, original=original, original_encoding=enc, id=msg_id)
+    return Out(config.topic("dlq"), dl.to_json(), None)
