@@ -26,6 +26,7 @@ from dashboard.replies import explain_text
 from kmta.config import Config
 from kmta.errors import ConfigError, KmtaError
 from kmta.pipeline.control import make_command
+from kmta.pipeline.suppression import change_outs
 from kmta.policy.signing import selector_summary
 from schemas.control import ControlAction, ControlCommand
 
@@ -44,6 +45,8 @@ class Controller(Protocol):
     """Where the dashboard sends operator commands (the Kafka control topic in production)."""
 
     def send(self, cmd: ControlCommand) -> None: ...
+
+    def send_raw(self, topic: str, key: bytes | None, value: bytes | None) -> None: ...
 
 
 def resolve_password(config: Config, password: str | None) -> str:
@@ -85,7 +88,9 @@ class Handlers:
         clock: Callable[[], float],
         kb_loader: Callable[[], Any],
         domains: Callable[[float], list[dict[str, Any]]] = lambda now: [],
+        config: Config | None = None,
     ) -> None:
+        self._config = config or Config()
         self.board = board
         self._domains = domains
         self.controller = controller
@@ -176,6 +181,39 @@ class Handlers:
         if eff is None:
             return json.dumps({"live edits": live}, indent=2) if live else "(no live edits)"
         return json.dumps(eff, indent=2, default=str)  # field order: sending, speed, retry...
+
+    # ------------------------------------------------------------------ suppression
+    def suppression_view(self, query: str | None) -> tuple[list[Any], list[dict[str, Any]]]:
+        """Counts per reason (as small stat boxes) and the matching records."""
+        with self.board.lock:
+            counts = self.board.suppression_counts()
+            rows = self.board.suppression_rows(query)
+        for r in rows:
+            r["at_text"] = _when(r["at"])
+        boxes = [html.Div([html.Div(k.replace("_", " "), style={"fontSize": 11, "color": "#667"}),
+                           html.Div(f"{v:,}", style={"fontSize": 18, "fontWeight": 600})],
+                          style={"marginRight": 24}) for k, v in counts.items()]
+        return boxes, rows
+
+    def remove_suppression(self, key: str | None, reason: str | None, actor: str) -> html.Div:
+        """Lift one suppression: a tombstone under its key and an audit record with the
+        operator and reason. A reason is required."""
+        if not key:
+            return _status(False, "select a record first")
+        reason = (reason or "").strip()
+        if not reason:
+            return _status(False, "give a reason: it goes into the audit log")
+        with self.board.lock:
+            rec = self.board.suppression(key)
+        if rec is None:
+            return _status(False, f"{key} is not suppressed (any more)")
+        try:
+            for out in change_outs(self._config, "remove", key, rec, actor, self.clock(),
+                                   reason):
+                self.controller.send_raw(out.topic, out.key, out.value)
+        except KmtaError as e:
+            return _status(False, f"not removed: {e}")
+        return _status(True, f"removed {key} as {actor}; see the audit log")
 
     # ------------------------------------------------------------------ refresh
     def explain(self, isp: str | None, text: str | None) -> str:
@@ -285,6 +323,7 @@ def create_app(
     handlers = Handlers(
         board, controller, secret=config.control.secret, clock=clock, kb_loader=kb_loader,
         domains=lambda now: [selector_summary(d.name, d.dkim, now) for d in config.domains],
+        config=config,
     )
     app.kmta = handlers  # type: ignore[attr-defined]
     app.layout = lambda: build_layout(current_user() or user)
@@ -383,5 +422,27 @@ def create_app(
     )
     def _rules(_n: int, isp: str | None, text: str | None) -> tuple[Any, str]:
         return handlers.rules(dash.ctx.triggered_id, isp, text, actor())
+
+    @app.callback(
+        Output("supp-counts", "children"),
+        Output("supp-table", "data"),
+        Input("refresh", "n_intervals"),
+        Input("supp-search", "value"),
+    )
+    def _suppression(_n: int, query: str | None) -> tuple[list[Any], list[dict[str, Any]]]:
+        return handlers.suppression_view(query)
+
+    @app.callback(
+        Output("supp-status", "children"),
+        Input("btn-supp-remove", "n_clicks"),
+        State("supp-table", "selected_rows"),
+        State("supp-table", "data"),
+        State("supp-reason", "value"),
+        prevent_initial_call=True,
+    )
+    def _supp_remove(_n: int, selected: list[int] | None, data: list[dict] | None,
+                     reason: str | None) -> html.Div:
+        row = (data or [])[selected[0]] if selected and data and selected[0] < len(data) else None
+        return handlers.remove_suppression(row["id"] if row else None, reason, actor())
 
     return app

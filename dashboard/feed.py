@@ -8,6 +8,7 @@ Records that do not decode are skipped and counted (``board.skipped``).
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import Callable
@@ -24,23 +25,28 @@ from schemas.control import ControlCommand, ControlRecord
 from schemas.events import DeliveryEvent
 from schemas.nodes import NodeStats
 from schemas.state import IspState
+from schemas.suppression import Reason, Suppression
 
 __all__ = ["TOPICS", "Feed", "apply_record", "catch_up"]
 
 log = logging.getLogger(__name__)
 
-TOPICS = ("results", "state", "audit", "nodes")
+TOPICS = ("results", "state", "audit", "nodes", "suppression")
 _DECODERS: dict[str, tuple[type, str]] = {
     "results": (DeliveryEvent, "apply_event"),
     "state": (IspState, "apply_state"),
     "audit": (ControlRecord, "apply_audit"),
     "nodes": (NodeStats, "apply_node"),
+    "suppression": (Suppression, "apply_suppression"),
 }
 
 
-def apply_record(board: Board, kind: str, value: bytes | None) -> bool:
+def apply_record(board: Board, kind: str, value: bytes | None, key: bytes | None = None) -> bool:
     """Decode one record of topic ``kind`` and apply it; False (and counted) if undecodable.
-    Tombstones (``None`` values on compacted topics) are ignored."""
+    Tombstones (``None`` values on compacted topics) are ignored, but on the suppression
+    topic, where they remove a record."""
+    if kind == "suppression":
+        return _apply_suppression(board, value, key)
     if value is None:
         return True
     model, method = _DECODERS[kind]
@@ -50,6 +56,27 @@ def apply_record(board: Board, kind: str, value: bytes | None) -> bool:
         board.skipped += 1
         return False
     getattr(board, method)(obj)
+    return True
+
+
+def _apply_suppression(board: Board, value: bytes | None, key: bytes | None) -> bool:
+    k = (key or b"").decode("utf-8", "replace")
+    if value is None:
+        board.apply_suppression(k, None)
+        return True
+    try:
+        rec = Suppression.model_validate_json(value)
+    except (ValidationError, ValueError):
+        try:  # a record of before scopes: {"address", "reason", "category", "at"}
+            doc = json.loads(value)
+            rec = Suppression(address=doc["address"], reason=Reason.HARD_BOUNCE,
+                              category=doc.get("category"),
+                              detail=str(doc.get("reason") or "")[:300] or None,
+                              at=float(doc.get("at") or 0))
+        except (ValueError, KeyError, TypeError):
+            board.skipped += 1
+            return False
+    board.apply_suppression(k or rec.key(), rec)
     return True
 
 
@@ -117,7 +144,7 @@ class _Reader:
             for tp, records in batches.items():
                 kind = self.kinds[tp.topic]
                 for rec in records:
-                    apply_record(board, kind, rec.value)
+                    apply_record(board, kind, rec.value, rec.key)
                     n += 1
         return n
 
@@ -199,6 +226,17 @@ class Feed:
             fut.result(timeout=30)
         except (KafkaError, TimeoutError) as e:
             raise ControlError(f"could not send the command to Kafka: {e!r}") from None
+
+    def send_raw(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        """Produce one record (a suppression change, its audit entry) and wait for the ack."""
+        if not self.ready.wait(30) or self._loop is None or self._producer is None:
+            raise ControlError(f"not connected to Kafka: {self.error or 'starting'}")
+        fut = asyncio.run_coroutine_threadsafe(
+            self._producer.send_and_wait(topic, value, key=key), self._loop)
+        try:
+            fut.result(timeout=30)
+        except (KafkaError, TimeoutError) as e:
+            raise ControlError(f"could not write to Kafka: {e!r}") from None
 
     def _run(self) -> None:
         loop = self._loop = asyncio.new_event_loop()

@@ -88,6 +88,17 @@ CAMPAIGN_COLUMNS = [{"id": "campaign", "name": "Campaign"}] + [
     )
 ]
 
+SUPPRESSION_COLUMNS = [
+    {"id": "address", "name": "Address"},
+    {"id": "scope", "name": "Scope"},
+    {"id": "reason", "name": "Reason"},
+    {"id": "category", "name": "Category"},
+    {"id": "detail", "name": "Detail"},
+    {"id": "message", "name": "Message id"},
+    {"id": "by", "name": "By"},
+    {"id": "at_text", "name": "Since"},
+]
+
 AUDIT_COLUMNS = [
     {"id": "time", "name": "When"},
     {"id": "actor", "name": "Who"},
@@ -360,6 +371,29 @@ def build_layout(user: str) -> html.Div:
                 [
                     html.H4("Campaigns", style={"marginTop": 0}),
                     _table("campaigns-table", CAMPAIGN_COLUMNS),
+                ],
+                style=_SECTION,
+            ),
+            html.Div(
+                [
+                    html.H4("Suppression list", style={"marginTop": 0}),
+                    html.Div(id="supp-counts", style={"display": "flex", "flexWrap": "wrap",
+                                                      "marginBottom": 8}),
+                    html.Div(
+                        [
+                            dcc.Input(id="supp-search", type="search", debounce=True,
+                                      placeholder="search an address",
+                                      style={"marginRight": 8, "width": 280}),
+                            dcc.Input(id="supp-reason", type="text",
+                                      placeholder="why remove (kept in the audit log)",
+                                      style={"marginRight": 8, "width": 280}),
+                            html.Button("Remove selected", id="btn-supp-remove"),
+                        ],
+                        style={"marginBottom": 8},
+                    ),
+                    html.Div(id="supp-status"),
+                    _table("supp-table", SUPPRESSION_COLUMNS, page_size=20,
+                           row_selectable="single"),
                 ],
                 style=_SECTION,
             ),

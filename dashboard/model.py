@@ -26,6 +26,7 @@ from schemas.control import ControlRecord
 from schemas.events import FEEDBACK_STATUSES, FINAL_STATUSES, DeliveryEvent, Status
 from schemas.nodes import NodeStats
 from schemas.state import IspState
+from schemas.suppression import Reason, Suppression
 
 __all__ = ["NO_ISP", "STATUS_CODES", "Board"]
 
@@ -111,6 +112,7 @@ class Board:
         self._audit: deque[ControlRecord] = deque(maxlen=max_audit)
         # sending domain -> [signed, unsigned, {selector: count}] from the queued events
         self._signing: dict[str, list[Any]] = {}
+        self._suppressions: dict[str, Suppression] = {}
 
     # ------------------------------------------------------------------ packing
     def _intern_isp(self, isp: str) -> int:
@@ -281,6 +283,34 @@ class Board:
     def apply_audit(self, rec: ControlRecord) -> None:
         self._audit.append(rec)
 
+    def apply_suppression(self, key: str, rec: Suppression | None) -> None:
+        """A suppression record (None: removed by a tombstone)."""
+        if rec is None:
+            self._suppressions.pop(key, None)
+        else:
+            self._suppressions[key] = rec
+
+    def suppression_counts(self) -> dict[str, int]:
+        """Records per reason (every reason, zeros included) and the total."""
+        out = {r.value: 0 for r in Reason}
+        for rec in self._suppressions.values():
+            out[rec.reason.value] += 1
+        out["total"] = len(self._suppressions)
+        return out
+
+    def suppression_rows(self, query: str | None, limit: int = 200) -> list[dict[str, Any]]:
+        """Records whose address contains ``query`` (all when empty), newest first."""
+        q = (query or "").strip().lower()
+        hits = [(k, r) for k, r in self._suppressions.items() if q in r.address]
+        hits.sort(key=lambda kr: -kr[1].at)
+        return [{"id": k, "address": r.address,
+                 "scope": r.scope if r.value is None else f"{r.scope}:{r.value}",
+                 "reason": r.reason.value, "category": r.category, "detail": r.detail,
+                 "message": r.id, "by": r.by, "at": r.at} for k, r in hits[:limit]]
+
+    def suppression(self, key: str) -> Suppression | None:
+        return self._suppressions.get(key)
+
     def apply_node(self, ns: NodeStats) -> None:
         prev = self._node_rate.get(ns.node)
         rate = 0.0
@@ -437,6 +467,13 @@ class Board:
         rows = []
         for rec in reversed(self._audit):
             cmd = rec.command
+            if rec.suppression is not None:
+                ch = rec.suppression
+                rows.append({"time": rec.timestamp, "actor": ch.actor,
+                             "action": f"suppression {ch.op}", "isp": None, "source_ip": None,
+                             "reason": ch.reason, "rules": ch.key, "applied": rec.applied,
+                             "error": rec.error, "id": None, "worker": rec.worker})
+                continue
             rows.append(
                 {
                     "time": rec.timestamp,

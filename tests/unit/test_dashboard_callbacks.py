@@ -362,3 +362,56 @@ def test_domains_table_shows_configured_selectors_at_the_clock(tmp_path) -> None
     rows = app.kmta.tables()["domains"]
     assert rows[0]["domain"] == "shop.example" and rows[0]["signing_now"] == "yes"
     assert rows[0]["selectors"] == "old (rsa, inactive), new (ed25519)"
+
+
+# -- the suppression page (issue 11) ---------------------------------------------------------
+class RawRecorder(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.raw: list[tuple[str, bytes | None, bytes | None]] = []
+
+    def send_raw(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        self.raw.append((topic, key, value))
+
+
+def test_suppression_search_counts_and_audited_removal() -> None:
+    from dashboard.feed import apply_record
+    from schemas.control import ControlRecord
+    from schemas.suppression import Reason, Suppression
+
+    b = Board()
+    recs = [Suppression(address="a@gmail.com", reason=Reason.COMPLAINT, at=NOW - 10),
+            Suppression(address="b@gmail.com", reason=Reason.ASYNC_BOUNCE, at=NOW - 5),
+            Suppression(address="a@gmail.com", scope="campaign", value="c1",
+                        reason=Reason.UNSUBSCRIBE, at=NOW)]
+    for r in recs:
+        assert apply_record(b, "suppression", r.to_json(), r.key().encode())
+    # a record written before scopes existed still counts
+    assert apply_record(b, "suppression", b'{"address": "old@x.example", "reason": "550", '
+                        b'"category": "bad_mailbox", "at": 1}', b"old@x.example")
+    ctl = RawRecorder()
+    app = create_app(Config(dashboard=DashboardConfig(password=SecretStr("pw"))), b, ctl,
+                     clock=lambda: NOW)
+    h = app.kmta
+    boxes, rows = h.suppression_view("A@GMAIL")
+    assert [r["id"] for r in rows] == ["campaign:c1|a@gmail.com", "a@gmail.com"]
+    assert rows[0]["scope"] == "campaign:c1"
+    counts = b.suppression_counts()
+    assert (counts["complaint"], counts["async_bounce"], counts["unsubscribe"],
+            counts["hard_bounce"], counts["manual"], counts["total"]) == (1, 1, 1, 1, 0, 4)
+    assert len(boxes) == len(counts)
+    assert "give a reason" in str(h.remove_suppression("a@gmail.com", " ", "ops"))
+    assert "select a record" in str(h.remove_suppression(None, "x", "ops"))
+    assert ctl.raw == []
+    assert "removed" in str(h.remove_suppression("a@gmail.com", "asked by the user", "ops"))
+    (t1, k1, v1), (t2, _, v2) = ctl.raw
+    assert (t1, k1, v1) == ("kmta.suppression", b"a@gmail.com", None)  # the tombstone
+    audit = ControlRecord.model_validate_json(v2)
+    assert t2 == "kmta.audit" and audit.suppression.op == "remove"
+    assert (audit.suppression.actor, audit.suppression.reason) == ("ops", "asked by the user")
+    assert audit.suppression.record.reason is Reason.COMPLAINT
+    # the tombstone and the audit record come back through the feed
+    apply_record(b, "suppression", None, k1)
+    apply_record(b, "audit", v2)
+    assert [r["id"] for r in b.suppression_rows("a@gmail")] == ["campaign:c1|a@gmail.com"]
+    assert b.audit_rows()[0]["action"] == "suppression remove"

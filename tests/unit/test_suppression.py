@@ -1,0 +1,79 @@
+"""Suppression scopes (policy), the on-disk index the route loop reads, and the receiver's
+answer when Kafka does not take a message."""
+from __future__ import annotations
+
+import asyncio
+from types import SimpleNamespace
+
+from inbound.receiver import InboundHandler
+from kmta.config import Config
+from kmta.pipeline.suppression import SuppressionIndex
+from kmta.policy.suppression import is_suppressed, keys_for, record_for
+from schemas import Status
+from schemas.suppression import key_of
+
+
+def test_scopes() -> None:
+    store = {key_of("a@x.example"), key_of("b@x.example", "domain", "shop.example"),
+             key_of("c@x.example", "campaign", "spring")}
+    assert is_suppressed(store, "A@X.example", ["other.example"], None)
+    assert is_suppressed(store, "b@x.example", ["mail.shop.example", "shop.example"], "x")
+    assert not is_suppressed(store, "b@x.example", ["other.example"], None)
+    assert is_suppressed(store, "c@x.example", ["shop.example"], "spring")
+    assert not is_suppressed(store, "c@x.example", ["shop.example"], "autumn")
+    assert not is_suppressed(store, "c@x.example", ["shop.example"], None)
+    assert keys_for("d@x", ["s", "s", None], "k") == ["d@x", "domain:s|d@x", "campaign:k|d@x"]
+
+
+def test_records_of_feedback() -> None:
+    r = record_for(Status.COMPLAINT, "A@b.example", 5.0, msg_id="m1", category="complaint")
+    assert (r.key(), r.reason.value, r.id, r.at) == ("a@b.example", "complaint", "m1", 5.0)
+    u = record_for(Status.UNSUBSCRIBE, "a@b.example", 5.0, scope="campaign", value="c1")
+    assert u.key() == "campaign:c1|a@b.example"
+
+
+def test_index_survives_reopen_with_its_offsets(tmp_path) -> None:
+    path = str(tmp_path / "s" / "w.sqlite")
+    idx = SuppressionIndex(path)
+    idx.apply([("a@x", True), ("b@x", True), ("a@x", False), ("c@x", True)],
+              {("t", 0): 4, ("t", 1): 9})
+    assert "b@x" in idx and "c@x" in idx and "a@x" not in idx and 3 not in idx
+    idx.close()
+    again = SuppressionIndex(path)
+    assert len(again) == 2 and "b@x" in again
+    assert again.offsets("t") == {0: 4, 1: 9}
+    again.close()
+
+
+class _Down:
+    async def send_and_wait(self, *a, **kw):  # noqa: ANN002, ANN003
+        raise ConnectionError("broker unreachable")
+
+
+class _Up:
+    def __init__(self) -> None:
+        self.sent: list = []
+
+    async def send_and_wait(self, topic, value, key=None):  # noqa: ANN001
+        self.sent.append((topic, value, key))
+
+
+def test_receiver_answers_250_only_once_kafka_has_it() -> None:
+    cfg = Config.model_validate({"domains": [{"name": "shop.example",
+                                              "return_path": "bounces.shop.example"}],
+                                 "delivery": {"verp_secret": "s"}})
+    env = SimpleNamespace(rcpt_tos=[], mail_from="", original_content=b"Subject: x\r\n\r\nx")
+    session = SimpleNamespace(peer=("127.0.0.1", 5), host_name="mx")
+
+    async def go(producer):  # noqa: ANN001
+        h = InboundHandler(cfg, producer, "n1")
+        refused = await h.handle_RCPT(None, session, env, "a@other.example", [])
+        env.rcpt_tos.clear()
+        ok = await h.handle_RCPT(None, session, env, "b+tok@Bounces.Shop.Example", [])
+        return refused, ok, await h.handle_DATA(None, session, env)
+    refused, ok, data = asyncio.run(go(_Down()))
+    assert refused.startswith("550") and ok.startswith("250") and data.startswith("451")
+    up = _Up()
+    env.rcpt_tos.clear()
+    assert asyncio.run(go(up))[2].startswith("250")
+    assert up.sent[0][0] == "kmta.inbound"
