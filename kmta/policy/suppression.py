@@ -29,7 +29,13 @@ def keys_for(address: str, domains: Iterable[str | None], campaign: str | None) 
 
 def is_suppressed(store: Container[str], address: str, domains: Iterable[str | None],
                   campaign: str | None) -> bool:
-    return any(k in store for k in keys_for(address, domains, campaign))
+    """Whether a record stops this message; a store with ``contains_any(keys)`` (the
+    worker's on-disk index) answers all keys in one lookup."""
+    keys = keys_for(address, domains, campaign)
+    any_of = getattr(store, "contains_any", None)
+    if any_of is not None:
+        return bool(any_of(keys))
+    return any(k in store for k in keys)
 
 
 def record_for(status: Status, address: str, now: float, *, msg_id: str | None = None,

@@ -38,6 +38,8 @@ def test_index_survives_reopen_with_its_offsets(tmp_path) -> None:
     idx.apply([("a@x", True), ("b@x", True), ("a@x", False), ("c@x", True)],
               {("t", 0): 4, ("t", 1): 9})
     assert "b@x" in idx and "c@x" in idx and "a@x" not in idx and 3 not in idx
+    assert idx.contains_any(["a@x", "z@x", "c@x"]) and not idx.contains_any(["a@x", "z@x"])
+    assert is_suppressed(idx, "C@x", ["d"], "k") and not is_suppressed(idx, "a@x", ["d"], "k")
     idx.close()
     again = SuppressionIndex(path)
     assert len(again) == 2 and "b@x" in again
