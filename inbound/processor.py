@@ -13,11 +13,12 @@ from aiokafka import AIOKafkaConsumer
 
 from kmta.config import Config
 from kmta.pipeline.feedback import dead_letter, feedback_outs
+from kmta.pipeline.kafkaio import client_options
 from kmta.policy.classify import Classifier
 from kmta.policy.inbound import Feedback, Ignored, Unreadable, read
 from kmta.policy.kb import KnowledgeBase
 from schemas import InboundMail
-from streams.outputs import Out, write
+from kmta.pipeline.outputs import Out, write
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +72,7 @@ class Processor:
 
     async def start(self) -> None:
         c = AIOKafkaConsumer(self._c.topic("inbound"),
-                             bootstrap_servers=self._c.kafka.bootstrap_servers,
+                             **client_options(self._c),
                              group_id=f"{self._c.kafka.topic_prefix}inbound",
                              enable_auto_commit=False, auto_offset_reset="earliest",
                              session_timeout_ms=15000, heartbeat_interval_ms=3000,

@@ -9,26 +9,20 @@ import socket
 from aiohttp import web
 
 from kmta.config import Config
-from kmta.kafkaio import ensure_topics, make_producer
+from kmta.pipeline.kafkaio import ensure_topics, make_producer
+from kmta.pipeline.rules import load_kb
 from kmta.policy.classify import Classifier
-from kmta.policy.kb import KnowledgeBase
 from inbound.processor import Processor
 from inbound.receiver import Receiver
 from inbound.web import make_app
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_inbound", "run_unsubscribe", "load_kb", "node_name"]
+__all__ = ["run_inbound", "run_unsubscribe", "node_name"]
 
 
 def node_name(config: Config, given: str | None, kind: str) -> str:
     return given or f"{kind}-{socket.gethostname()}-{os.getpid()}"
-
-
-def load_kb(config: Config) -> KnowledgeBase:
-    from pathlib import Path
-    return KnowledgeBase.load(override=Path(config.rules.override)
-                              if config.rules.override else None)
 
 
 async def run_inbound(config: Config, node: str, stop: asyncio.Event, *, receive: bool = True,

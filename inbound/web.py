@@ -25,7 +25,7 @@ from kmta.pipeline.feedback import feedback_outs
 from kmta.policy.inbound import UNSUBSCRIBE, Feedback
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.unsubscribe import Unsubscribe, read_token
-from streams.outputs import write
+from kmta.pipeline.outputs import write
 
 log = logging.getLogger(__name__)
 

@@ -178,6 +178,7 @@ class Router:
             return [event_out(self._c, internal_event(
                 env, Status.EXPIRED, 554, "5.4.7", "expired before it could be routed",
                 "expired", now))]
+        sdomain = split_address(msg.from_, "from")[1]
         if is_suppressed(self._suppressed, env.rcpt, self._out.sending_domains(sdomain),
                          env.campaign):
             return [event_out(self._c, internal_event(

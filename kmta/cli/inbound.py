@@ -109,10 +109,10 @@ def run_suppression(args: argparse.Namespace) -> int:
 
 
 async def _suppression(args: argparse.Namespace) -> int:
-    from kmta.kafkaio import ensure_topics, make_producer
+    from kmta.pipeline.kafkaio import ensure_topics, make_producer
     from kmta.pipeline.suppression import change_outs, read_all
     from schemas.suppression import Reason, Suppression, key_of
-    from streams.outputs import write
+    from kmta.pipeline.outputs import write
 
     config: Config = args.config_obj
     await ensure_topics(config)

@@ -11,7 +11,7 @@ from kmta.policy.inbound import Feedback
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.suppression import record_for
 from schemas import DeadLetter, DeliveryEvent, FeedbackInfo, Status
-from streams.outputs import Out
+from kmta.pipeline.outputs import Out
 
 __all__ = ["feedback_outs", "dead_letter"]
 

@@ -30,10 +30,10 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer
 
 from kmta.config import Config
-from kmta.kafkaio import topic_partitions
+from kmta.pipeline.kafkaio import client_options, topic_partitions
 from schemas import ControlRecord
 from schemas.suppression import Reason, Suppression, SuppressionChange
-from streams.outputs import Out
+from kmta.pipeline.outputs import Out
 
 log = logging.getLogger(__name__)
 
@@ -148,7 +148,7 @@ class SuppressionView:
         self._next: dict[int, int] = {}
 
     async def start(self) -> None:
-        c = AIOKafkaConsumer(bootstrap_servers=self._config.kafka.bootstrap_servers,
+        c = AIOKafkaConsumer(**client_options(self._config),
                              enable_auto_commit=False, auto_offset_reset="earliest",
                              fetch_max_wait_ms=100, max_partition_fetch_bytes=4 << 20)
         await c.start()
@@ -223,7 +223,7 @@ def change_outs(config: Config, op: str, key: str, record: Suppression | None, a
 async def read_all(config: Config, timeout: float = 120.0) -> dict[str, Suppression]:
     """Every suppression record now on the topic (latest per key; tombstones drop it)."""
     topic = config.topic("suppression")
-    c = AIOKafkaConsumer(bootstrap_servers=config.kafka.bootstrap_servers,
+    c = AIOKafkaConsumer(**client_options(config),
                          enable_auto_commit=False, auto_offset_reset="earliest",
                          fetch_max_wait_ms=100, max_partition_fetch_bytes=4 << 20)
     await c.start()

@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 
 from kmta.pipeline.suppression import key_hash
-from kmta.sim.dns import DnsServerThread, Zone
+from sim.dns import DnsServerThread, Zone
 from schemas.suppression import key_of
 from tests.harness import free_port, wait_for
 from tests.receiving import start_receiver

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("kmta", "schemas", "streams", "senders", "dashboard", "sim", "ops")
+PACKAGES = ("kmta", "schemas", "streams", "senders", "dashboard", "inbound", "sim", "ops")
 
 # room -> the other rooms it may import (its own room and the standard library always)
 ALLOWED: dict[str, set[str]] = {
@@ -26,12 +26,13 @@ ALLOWED: dict[str, set[str]] = {
     "streams": {"errors", "schemas", "policy", "config", "pipeline"},
     "senders": {"errors", "schemas", "policy", "config", "pipeline"},
     "dashboard": {"errors", "schemas", "policy", "config", "pipeline"},
+    "inbound": {"errors", "schemas", "policy", "config", "pipeline"},
     "sim": {"errors", "schemas"},
     "ops": {"errors", "schemas", "policy", "config", "pipeline", "client", "sim"},
     "cli": {"errors", "schemas", "policy", "config", "pipeline", "client", "sim", "ops",
-            "streams", "senders", "dashboard"},
+            "streams", "senders", "dashboard", "inbound"},
 }
-PROCESS_KINDS = {"streams", "senders", "dashboard"}
+PROCESS_KINDS = {"streams", "senders", "dashboard", "inbound"}
 # third-party packages a room may import: None = any, except the process kinds' frameworks below
 THIRD_PARTY: dict[str, set[str] | None] = {
     "errors": set(), "policy": set(), "schemas": {"pydantic"}, "config": {"pydantic"},
