@@ -16,6 +16,7 @@ COPY senders ./senders
 COPY dashboard ./dashboard
 COPY sim ./sim
 COPY ops ./ops
+COPY inbound ./inbound
 RUN pip install . \
     && useradd --system --create-home --home-dir /var/lib/kmta --shell /usr/sbin/nologin kmta
 
