@@ -13,7 +13,7 @@ from aiokafka import AIOKafkaConsumer
 
 from kmta.config import Config
 from kmta.pipeline.feedback import dead_letter, feedback_outs
-from kmta.pipeline.kafkaio import client_options
+from kmta.pipeline.kafkaio import client_options, stop_loop
 from kmta.policy.classify import Classifier
 from kmta.policy.inbound import Feedback, Ignored, Unreadable, read
 from kmta.policy.kb import KnowledgeBase
@@ -105,11 +105,4 @@ class Processor:
             await c.commit()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
-        if self._consumer:
-            await self._consumer.stop()
+        await stop_loop(self._task, self._consumer)

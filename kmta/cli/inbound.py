@@ -6,11 +6,11 @@ import argparse
 import asyncio
 import csv
 import getpass
-import signal
 import sys
 import time
 from collections import Counter
 
+from kmta.cli.sender import _run_until_signal  # the same SIGINT/SIGTERM handling
 from kmta.config import Config
 from kmta.errors import KmtaError
 
@@ -66,16 +66,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.set_defaults(func=run_suppression)
 
 
-def _until_signal(factory) -> None:  # noqa: ANN001
-    async def runner() -> None:
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await factory(stop)
-    asyncio.run(runner())
-
-
 def run_inbound(args: argparse.Namespace) -> int:
     from inbound.service import node_name, run_inbound as run
     config: Config = args.config_obj
@@ -86,7 +76,7 @@ def run_inbound(args: argparse.Namespace) -> int:
         raise KmtaError("no return_path in [[domains]] and no [inbound] domains: nothing to "
                         "receive mail for")
     node = node_name(config, args.node, "inbound")
-    _until_signal(lambda stop: run(config, node, stop, receive=not args.process_only,
+    _run_until_signal(lambda stop: run(config, node, stop, receive=not args.process_only,
                                    process=not args.no_process))
     return 0
 
@@ -100,7 +90,7 @@ def run_unsubscribe(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"unsubscribe": config.unsubscribe.model_copy(
             update={"listen": args.listen})})
     node = node_name(config, args.node, "unsubscribe")
-    _until_signal(lambda stop: run(config, node, stop))
+    _run_until_signal(lambda stop: run(config, node, stop))
     return 0
 
 

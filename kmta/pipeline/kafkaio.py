@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["TopicSpec", "topic_specs", "ensure_topics", "make_producer", "CompactedView",
            "topic_partitions", "delay_topic", "Rebalance", "client_options", "security_options",
-           "why_unreachable"]
+           "why_unreachable", "stop_loop"]
 
 
 def client_options(config: Config) -> dict[str, Any]:
@@ -313,11 +313,16 @@ class CompactedView:
             self._check_ready()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
-        if self._consumer:
-            await self._consumer.stop()
+        await stop_loop(self._task, self._consumer)
+
+
+async def stop_loop(task: asyncio.Task | None, consumer: AIOKafkaConsumer | None) -> None:
+    """Cancel a consumer's loop task (whatever it raised is over) and stop the consumer."""
+    if task:
+        task.cancel()
+        try:
+            await task
+        except (asyncio.CancelledError, Exception):  # noqa: BLE001
+            pass
+    if consumer:
+        await consumer.stop()

@@ -30,7 +30,7 @@ from collections.abc import Iterable
 from aiokafka import AIOKafkaConsumer
 
 from kmta.config import Config
-from kmta.pipeline.kafkaio import client_options, topic_partitions
+from kmta.pipeline.kafkaio import client_options, stop_loop, topic_partitions
 from schemas import ControlRecord
 from schemas.suppression import Reason, Suppression, SuppressionChange
 from kmta.pipeline.outputs import Out
@@ -198,14 +198,7 @@ class SuppressionView:
                 self._check_ready()
 
     async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            try:
-                await self._task
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001
-                pass
-        if self._consumer:
-            await self._consumer.stop()
+        await stop_loop(self._task, self._consumer)
         self.index.close()
 
 
