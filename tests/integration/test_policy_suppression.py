@@ -22,7 +22,9 @@ def test_hard_bounce_suppresses_later_messages(pipeline_factory) -> None:
     entry = wait_for(lambda: next((s for s in p.read_topic("suppression")
                                    if s.get("address") == address), None),
                      30, "the address on the suppression topic")
-    assert entry["category"] == "bad_mailbox" and entry["reason"] == bounced["response"][:300]
+    assert (entry["category"], entry["reason"], entry["scope"], entry["id"]) == (
+        "bad_mailbox", "hard_bounce", "global", first[0])
+    assert entry["detail"] == bounced["response"][:300]
     wait_for(lambda: time.time() > entry["at"] + VIEW_CATCH_UP, 5, "the router's view")
 
     sent_at = time.time()
