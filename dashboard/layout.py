@@ -24,6 +24,7 @@ TOTAL_KEYS = (
 
 _pct = {"type": "numeric", "format": Format(precision=1, scheme=Scheme.percentage)}
 _num = {"type": "numeric"}
+_pct2 = {"type": "numeric", "format": Format(precision=2, scheme=Scheme.percentage)}
 
 ISP_COLUMNS = [
     {"id": "isp", "name": "ISP"},
@@ -87,6 +88,13 @@ CAMPAIGN_COLUMNS = [{"id": "campaign", "name": "Campaign"}] + [
         "unsubscribe",
     )
 ]
+
+REPUTATION_COLUMNS = [{"id": "key", "name": "ISP / sending domain / campaign"}] + [
+    dict(id=f"{k}_{w}", name=f"{n} {w}", **(_num if k == "delivered" else _pct2))
+    for w in ("24h", "7d")
+    for k, n in (("delivered", "Delivered"), ("complaint", "Complaints"),
+                 ("hard_bounce", "Hard bounces"), ("unsubscribe", "Unsubscribes"))
+] + [{"id": "over", "name": "Over the complaint limit"}]
 
 SUPPRESSION_COLUMNS = [
     {"id": "address", "name": "Address"},
@@ -371,6 +379,16 @@ def build_layout(user: str) -> html.Div:
                 [
                     html.H4("Campaigns", style={"marginTop": 0}),
                     _table("campaigns-table", CAMPAIGN_COLUMNS),
+                ],
+                style=_SECTION,
+            ),
+            html.Div(
+                [
+                    html.H4("Reputation (rolling rates per delivered message)",
+                            style={"marginTop": 0}),
+                    _table("reputation-table", REPUTATION_COLUMNS, page_size=15,
+                           style_data_conditional=[
+                               {"if": {"filter_query": '{over} != ""'}, "color": "#b00020"}]),
                 ],
                 style=_SECTION,
             ),

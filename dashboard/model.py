@@ -22,6 +22,8 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from kmta.policy.inbound import HARD_BOUNCE
+from kmta.policy.reputation import DAY, WEEK, RateBook, keys_of, over_threshold
 from schemas.control import ControlRecord
 from schemas.events import FEEDBACK_STATUSES, FINAL_STATUSES, DeliveryEvent, Status
 from schemas.nodes import NodeStats
@@ -40,6 +42,14 @@ _ISP_BITS = 20
 _ISP_MASK = (1 << _ISP_BITS) - 1
 _COLUMNS = [s.value for s in Status]
 _REPLY_STATUSES = frozenset({Status.BOUNCED, Status.DEFERRED, Status.EXPIRED})
+_RATE_KIND = {Status.ASYNC_BOUNCE: "hard_bounce", Status.COMPLAINT: "complaint",
+              Status.UNSUBSCRIBE: "unsubscribe"}
+
+
+def _rate_keys(ev: DeliveryEvent) -> list[str]:
+    """The envelope sender's domain stands for the sending domain (the return path with VERP)."""
+    domain = ev.sender.rpartition("@")[2].lower() if ev.sender and "@" in ev.sender else None
+    return keys_of(ev.isp, domain, ev.campaign)
 
 
 @dataclass
@@ -113,6 +123,7 @@ class Board:
         # sending domain -> [signed, unsigned, {selector: count}] from the queued events
         self._signing: dict[str, list[Any]] = {}
         self._suppressions: dict[str, Suppression] = {}
+        self._rates = RateBook()
 
     # ------------------------------------------------------------------ packing
     def _intern_isp(self, isp: str) -> int:
@@ -148,6 +159,11 @@ class Board:
         if ev.status in FEEDBACK_STATUSES:
             # after the final event and not changing it: counted in a column of its own,
             # the message keeps its outcome
+            kind = _RATE_KIND.get(ev.status)
+            if ev.status is Status.ASYNC_BOUNCE and not (ev.feedback and ev.feedback.hard):
+                kind = None  # a soft late bounce (mailbox full) is no reputation signal
+            if kind:
+                self._rates.observe(_rate_keys(ev), kind, ev.timestamp)
             self._counts[isp][code] += 1
             self._campaign_counts[self._intern_campaign(ev.campaign)][code] += 1
             self._intern_isp(isp)
@@ -168,6 +184,10 @@ class Board:
                 self._count_signing(ev)
         isp_idx = self._intern_isp(isp)
         self._last[ev.id] = self._pack(code, isp_idx, camp_idx)
+        if ev.status is Status.DELIVERED or (ev.status is Status.BOUNCED
+                                             and ev.category in HARD_BOUNCE):
+            kind = "delivered" if ev.status is Status.DELIVERED else "hard_bounce"
+            self._rates.observe(_rate_keys(ev), kind, ev.timestamp)
         self._counts[isp][code] += 1
         self._campaign_counts[camp_idx][code] += 1
 
@@ -307,6 +327,29 @@ class Board:
                  "scope": r.scope if r.value is None else f"{r.scope}:{r.value}",
                  "reason": r.reason.value, "category": r.category, "detail": r.detail,
                  "message": r.id, "by": r.by, "at": r.at} for k, r in hits[:limit]]
+
+    def reputation_rows(self, now: float, thresholds: dict[str, float] | None = None,
+                        min_delivered: int = 1000) -> list[dict[str, Any]]:
+        """Per ISP, sending domain, campaign and ISP x domain / campaign: complaint, hard
+        bounce and unsubscribe rates over 24 h and 7 d; ``over`` names a complaint rate past
+        the ISP's limit (for ISP-scoped keys)."""
+        rows = []
+        for key in sorted(self._rates.buckets):
+            d = self._rates.rates(key, now, DAY)
+            w = self._rates.rates(key, now, WEEK)
+            if not (d.delivered or w.delivered or w.complaint or w.unsubscribe):
+                continue
+            isp = key[4:].split("|", 1)[0] if key.startswith("isp:") else None
+            row: dict[str, Any] = {"key": key, "delivered_24h": d.delivered,
+                                   "delivered_7d": w.delivered}
+            for kind in ("complaint", "hard_bounce", "unsubscribe"):
+                for name, r in (("24h", d), ("7d", w)):
+                    rate = r.rate(kind)
+                    row[f"{kind}_{name}"] = round(rate, 5) if rate is not None else None
+            row["over"] = over_threshold(self._rates, key, now, isp, thresholds,
+                                         min_delivered) if isp else None
+            rows.append(row)
+        return rows
 
     def suppression(self, key: str) -> Suppression | None:
         return self._suppressions.get(key)

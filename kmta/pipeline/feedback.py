@@ -29,7 +29,7 @@ def feedback_outs(config: Config, kb: KnowledgeBase, fb: Feedback, now: float,
     ev = DeliveryEvent(id=fb.id, to=fb.to, isp=isp, domain=domain, status=status, final=False,
                        code=fb.code, enhanced_code=fb.enhanced_code, response=fb.response,
                        category=fb.category, node=node, timestamp=now, campaign=fb.campaign,
-                       feedback=info)
+                       sender=fb.sender, feedback=info)
     outs = [Out(config.topic("results"), ev.to_json(), isp.encode())]
     if fb.hard:
         scope, value = "global", None

@@ -49,6 +49,7 @@ class Feedback:
     category: str | None = None
     campaign: str | None = None
     detail: dict[str, str] = field(default_factory=dict)
+    sender: str | None = None  # the envelope sender the message went out with (VERP)
 
 
 @dataclass(frozen=True)
@@ -92,19 +93,20 @@ def _text(msg: Message) -> str:
 
 
 def _tie(envelope: list[str | None], original: dict[str, str], secret: bytes | None,
-         our_domains: frozenset[str]) -> tuple[str, str] | None:
+         our_domains: frozenset[str]) -> tuple[str, str, str | None] | None:
+    """(message id, how, the VERP address when tied by one)."""
     if secret is not None:
         for addr in envelope:
             if addr:
                 mid = verp.message_id_of(addr.strip("<>"), secret)
                 if mid:
-                    return mid, "verp"
+                    return mid, "verp", addr.strip("<>").lower()
     kid = original.get("x-kmta-id", "").strip()
     if _ID.match(kid):
-        return kid, "x-kmta-id"
+        return kid, "x-kmta-id", None
     m = _MSGID.search(original.get("message-id", ""))
     if m and m.group(2).lower().rstrip(".") in our_domains:
-        return m.group(1), "message-id"
+        return m.group(1), "message-id", None
     return None
 
 
@@ -166,7 +168,8 @@ def _bounce(report: dsn.Dsn, rcpt: str, classifier: Classifier, secret: bytes | 
     return Feedback(ASYNC_BOUNCE, tie[0], r.recipient, tie[1],
                     hard=r.permanent and category in HARD_BOUNCE, code=reply.code,
                     enhanced_code=reply.enhanced_code, response=(r.diagnostic or "")[:1000],
-                    category=category, campaign=_campaign(report.original), detail=detail)
+                    category=category, campaign=_campaign(report.original), detail=detail,
+                    sender=tie[2])
 
 
 def _complaint(msg: Message, secret: bytes | None, our_domains: frozenset[str]) -> Verdict:
@@ -188,7 +191,8 @@ def _complaint(msg: Message, secret: bytes | None, our_domains: frozenset[str]) 
                                 ("arrival_date", rep.arrival_date)) if v}
     return Feedback(COMPLAINT, tie[0], to, tie[1], hard=True,
                     response=f"{rep.feedback_type} report from {rep.source or 'unknown'}",
-                    category="complaint", campaign=_campaign(rep.original), detail=detail)
+                    category="complaint", campaign=_campaign(rep.original), detail=detail,
+                    sender=tie[2])
 
 
 def _unsubscribe_mail(msg: Message, text: str, secret: bytes | None) -> Verdict:

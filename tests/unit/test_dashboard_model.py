@@ -398,3 +398,27 @@ def test_feedback_after_final_keeps_the_outcome() -> None:
         1, 1, 1, 1, 0)
     r = row(b, "gmail")
     assert (r["delivered"], r["async_bounce"], r["complaint"]) == (1, 1, 1)
+
+
+def test_reputation_rows_per_isp_domain_campaign() -> None:
+    from schemas.events import FeedbackInfo
+    evs = []
+    for i in range(1000):
+        evs.append(ev(f"r{i}", "delivered", 10, sender="b+x@bounces.shop.example",
+                      campaign="spring", code=250))
+    for i in range(4):
+        evs.append(DeliveryEvent(id=f"r{i}", to="x@gmail.com", isp="gmail",
+                                 status=Status.COMPLAINT, final=False, timestamp=T0 + 20,
+                                 campaign="spring", sender="b+x@bounces.shop.example",
+                                 feedback=FeedbackInfo(tied_by="verp", hard=True)))
+    evs.append(DeliveryEvent(id="r9", to="x@gmail.com", isp="gmail", status=Status.ASYNC_BOUNCE,
+                             final=False, timestamp=T0 + 20, campaign="spring",
+                             feedback=FeedbackInfo(tied_by="verp", hard=False)))  # soft: no
+    b = feed(Board(), evs)
+    rows = {r["key"]: r for r in b.reputation_rows(T0 + 30)}
+    g = rows["isp:gmail|campaign:spring"]
+    assert (g["delivered_24h"], g["complaint_24h"], g["hard_bounce_24h"]) == (1000, 0.004, 0.0)
+    assert "0.40% over 0.30%" in g["over"]
+    assert rows["domain:bounces.shop.example"]["over"] is None  # not ISP-scoped
+    assert rows["campaign:spring"]["complaint_7d"] == 0.004
+    assert b.status_of("r1") is Status.DELIVERED

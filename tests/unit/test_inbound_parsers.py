@@ -61,6 +61,7 @@ def test_bounces(name, rcpt, want):
 def test_gmail_bounce_details():
     v = verdict("gmail_nosuchuser.eml")
     assert v.campaign == "spring-sale"  # from the returned Feedback-ID
+    assert v.sender == VERP1
     assert v.detail["reporting_mta"] == "googlemail.com"
     assert v.detail["remote_mta"].startswith("gmail-smtp-in.l.google.com.")
     assert "NoSuchUser" in v.response and "550-5.1.1" in v.response
