@@ -14,6 +14,8 @@ if [ "$what" = test ] || [ "$what" = bench ]; then
   have kcat || need_pkgs+=(kcat)
   have chromium || need_pkgs+=(chromium)
   have chromedriver || need_pkgs+=(chromium-driver)
+  # a throwaway Postfix instance bounces real DSNs to kmta inbound (tests/postfix.py)
+  [ -x /usr/sbin/postfix ] || need_pkgs+=(postfix)
 fi
 if [ "$what" = bench ]; then
   have smtp-sink || [ -x /usr/sbin/smtp-sink ] || need_pkgs+=(postfix)
