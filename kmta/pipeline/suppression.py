@@ -227,7 +227,12 @@ async def read_all(config: Config, timeout: float = 120.0) -> dict[str, Suppress
         await c.seek_to_beginning(*tps)
         end = await c.end_offsets(tps)
         deadline = asyncio.get_running_loop().time() + timeout
-        while any(await c.position(tp) < end[tp] for tp in tps):
+        async def behind() -> bool:
+            for tp in tps:
+                if await c.position(tp) < end[tp]:
+                    return True
+            return False
+        while await behind():
             if asyncio.get_running_loop().time() > deadline:
                 raise TimeoutError(f"{topic}: not read to its end in {timeout:.0f} s")
             batch = await c.getmany(timeout_ms=500, max_records=20000)
