@@ -44,6 +44,7 @@ ISP_COLUMNS = [
     {"id": "lock", "name": "Lock"},
     {"id": "lock_reply", "name": "Lock reply"},
     {"id": "paused", "name": "Paused"},
+    {"id": "holds", "name": "Reputation holds (kmta resume ISP --hold KEY)"},
     dict(id="speed", name="Speed", **_num),
     {"id": "speed_bounds", "name": "Speed bounds"},
     dict(id="connections", name="Connections", **_num),

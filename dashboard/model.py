@@ -437,6 +437,8 @@ class Board:
                     ),
                     "locked_ips": ", ".join(locked_ips),
                     "paused": bool(st and st.paused),
+                    "holds": "; ".join(f"{k}: {v}" for k, v in sorted(
+                        (st.holds or {}).items())) if st else "",
                     "paused_ips": ", ".join(paused_ips),
                     "speed": st.speed if st else None,
                     "speed_min": st.speed_min if st else None,

@@ -262,6 +262,22 @@ class UnsubscribeConfig(Model):
         return host.strip("[]"), int(port)
 
 
+class ReputationConfig(Model):
+    """The complaint-rate rule of the brain (kmta/policy/reputation.py): a campaign or sending
+    domain whose complaint rate at an ISP passes its limit over 24 h is held there until an
+    operator releases it (``kmta resume ISP --hold campaign:<c>``)."""
+
+    enabled: bool = True
+    complaint_limits: dict[str, float] = Field(
+        default_factory=lambda: {"gmail": 0.003, "yahoo": 0.003, "default": 0.003},
+        description="complaints per delivered message, by ISP; 'default' for the others "
+        "(Gmail and Yahoo sender guidelines: under 0.3 %)")
+    min_delivered: int = Field(default=1000, ge=1, description="delivered in the window "
+                               "before a rate is judged")
+    recheck: float = Field(default=300.0, gt=0, description="seconds a held message waits "
+                           "on the delay topic before it is checked again")
+
+
 class Config(Model):
     kafka: KafkaConfig = KafkaConfig()
     dns: DnsConfig = DnsConfig()
@@ -275,6 +291,7 @@ class Config(Model):
     domains: list[DomainConfig] = Field(default_factory=list)
     inbound: InboundConfig = InboundConfig()
     unsubscribe: UnsubscribeConfig = UnsubscribeConfig()
+    reputation: ReputationConfig = ReputationConfig()
     data_dir: str = ".kmta"
 
     @model_validator(mode="after")

@@ -41,6 +41,9 @@ class ControlCommand(Model):
                              description="pause/resume/unlock only this source-IP pool")
     rules: dict[str, Any] | None = Field(default=None, description="set_rules: partial ISP rule")
     actor: str = Field(min_length=1, max_length=100, description="who asked")
+    hold: str | None = Field(default=None, max_length=300, description="resume: release this "
+                             "reputation hold ('campaign:<c>' or 'domain:<d>') instead of "
+                             "the pause")
     reason: str | None = Field(default=None, max_length=500)
     timestamp: float
     signature: str | None = Field(
@@ -56,6 +59,15 @@ class ControlCommand(Model):
         return self
 
 
+class HoldChange(Model):
+    """A reputation hold the brain placed (``op: hold``); releases are resume commands."""
+
+    op: str = "hold"
+    isp: str
+    key: str = Field(description="'campaign:<c>' or 'domain:<d>'")
+    reason: str
+
+
 class ControlRecord(Model):
     """The audit trail: what was asked, by whom, and whether it was applied (a control
     command, a suppression change or a reputation pause)."""
@@ -66,4 +78,5 @@ class ControlRecord(Model):
     error: str | None = None
     worker: str | None = None
     suppression: SuppressionChange | None = None
+    hold: HoldChange | None = None
     timestamp: float

@@ -32,6 +32,9 @@ class IspState(Model):
     )
     rules: dict[str, Any] | None = Field(default=None, description="live rule edit (partial)")
     rules_version: int = 0
+    holds: dict[str, str] | None = Field(
+        default=None, description="reputation holds at this ISP: 'campaign:<c>' or "
+        "'domain:<d>' -> why (complaint rate over the limit); their mail waits")
     updated_at: float = 0.0
 
     @property

@@ -29,7 +29,8 @@ from kmta.pipeline.suppression import SuppressionView
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.suppression import record_for
 from schemas import ControlRecord, DeliveryEvent, Status
-from streams.brain import Row, apply_command, apply_event, states_of
+from schemas.control import HoldChange
+from streams.brain import Row, apply_command, apply_event, apply_reputation, states_of
 from streams.delay import DelayScheduler
 from streams.ingest import OutboxRoute
 from streams.resolver import Resolver
@@ -146,7 +147,7 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
     delay = DelayScheduler(config, kb, pmap, resolver, states, rng)
     router = Router(config, kb, pmap, resolver, suppressed.index,
                     retry_first=delay.dns_retry, seen=ids.values,
-                    dedup_window=config.worker.dedup_window)
+                    dedup_window=config.worker.dedup_window, hold=delay.hold)
     delay.router = router
     route = OutboxRoute(config, router, config.worker.router_concurrency)
 
@@ -208,8 +209,14 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
             row = Row.model_validate(known) if known else Row(isp=key)
             if not row.first_time(ev.message.partition, ev.message.offset):
                 continue  # applied before a restart (faust delivers at least once)
-            if apply_event(row, event, kb, now) or not known:
+            held = apply_reputation(row, event, config.reputation, now)
+            if apply_event(row, event, kb, now) or not known or held:
                 outs += publish(row, now)
+            for hkey, why in held:
+                log.warning("reputation hold at %s on %s: %s", key, hkey, why)
+                outs.append(Out(t("audit"), ControlRecord(
+                    applied=True, worker=node, timestamp=now,
+                    hold=HoldChange(isp=key, key=hkey, reason=why)).to_json(), None))
             table[key] = row.model_dump(mode="json")
             await send_all(outs)
 

@@ -8,15 +8,19 @@ from typing import Any
 
 from pydantic import Field
 
+from kmta.config import ReputationConfig
+from kmta.errors import ConfigError
+from kmta.policy.inbound import HARD_BOUNCE
 from kmta.policy.kb import EffectiveRule, KnowledgeBase
 from kmta.policy.locks import Hits, record
 from kmta.policy.replies import match_reply
+from kmta.policy.reputation import RateBook, hold_keys, new_holds
 from kmta.policy.reply import Reply
 from kmta.policy.speed import Outcome, SpeedState, initial, observe, outcome_for
 from schemas import ControlAction, ControlCommand, DeliveryEvent, IspState, Status
 from schemas.base import Model
 
-__all__ = ["Row", "apply_command", "apply_event", "states_of"]
+__all__ = ["Row", "apply_command", "apply_event", "apply_reputation", "states_of"]
 
 
 class ScopeRow(Model):
@@ -43,6 +47,11 @@ class Row(Model):
     rules_version: int = 0
     updated_at: float = 0.0
     applied: tuple[int, int] | None = None  # (partition, offset) of the last results record
+    # reputation: hourly counts per 'campaign:<c>' / 'domain:<d>' at this ISP, the holds
+    # placed and when an operator released each
+    rates: dict[str, dict[int, list[int]]] = Field(default_factory=dict)
+    holds: dict[str, str] = Field(default_factory=dict)
+    released: dict[str, float] = Field(default_factory=dict)
 
     def first_time(self, partition: int, offset: int) -> bool:
         """True (and noted) unless this results record was applied already: after a crash
@@ -124,6 +133,33 @@ def apply_event(row: Row, ev: DeliveryEvent, kb: KnowledgeBase, now: float) -> b
     return states_of(row, rule, now) != before
 
 
+_REPUTATION_KIND = {Status.DELIVERED: "delivered", Status.COMPLAINT: "complaint",
+                    Status.UNSUBSCRIBE: "unsubscribe"}
+
+
+def apply_reputation(row: Row, ev: DeliveryEvent, cfg: ReputationConfig,
+                     now: float) -> list[tuple[str, str]]:
+    """Count the event in the row's rolling rates; the holds it places (key, reason)."""
+    kind = _REPUTATION_KIND.get(ev.status)
+    if ev.status is Status.BOUNCED and ev.category in HARD_BOUNCE or (
+            ev.status is Status.ASYNC_BOUNCE and ev.feedback is not None and ev.feedback.hard):
+        kind = "hard_bounce"
+    keys = hold_keys(ev.campaign, ev.sender)
+    if kind is None or not keys or not cfg.enabled:
+        return []
+    book = RateBook(row.rates)
+    at = min(ev.timestamp, now) if ev.timestamp > 0 else now
+    book.observe(keys, kind, at)
+    book.prune(now)
+    if kind != "complaint":
+        return []
+    held = new_holds(book, row.holds, row.released, row.isp, keys, now,
+                     cfg.complaint_limits, cfg.min_delivered)
+    for key, why in held:
+        row.holds[key] = why
+    return held
+
+
 def apply_command(row: Row, cmd: ControlCommand, kb: KnowledgeBase, now: float) -> None:
     """Apply an operator command; raises ConfigError (nothing applied) for a bad rule edit."""
     scope = row.whole
@@ -131,7 +167,13 @@ def apply_command(row: Row, cmd: ControlCommand, kb: KnowledgeBase, now: float) 
         scope = row.ips.setdefault(cmd.source_ip, ScopeRow())
     elif cmd.pool:
         scope = row.pools.setdefault(cmd.pool, ScopeRow())
-    if cmd.action is ControlAction.PAUSE:
+    if cmd.action is ControlAction.RESUME and cmd.hold:
+        if cmd.hold not in row.holds:
+            raise ConfigError(f"{row.isp}: no hold {cmd.hold!r} (holds: "
+                              f"{', '.join(sorted(row.holds)) or 'none'})")
+        del row.holds[cmd.hold]
+        row.released[cmd.hold] = now
+    elif cmd.action is ControlAction.PAUSE:
         scope.paused = True
     elif cmd.action is ControlAction.RESUME:
         scope.paused = False
@@ -176,7 +218,7 @@ def states_of(row: Row, rule: EffectiveRule, now: float) -> list[IspState]:
         throttle_rate=row.throttle_rate if throttled else None,
         max_connections=row.max_connections if throttled else None,
         clear_before=row.clear_before, rules=row.rules, rules_version=row.rules_version,
-        updated_at=0.0)]
+        holds=dict(row.holds) or None, updated_at=0.0)]
     for ip, sc in sorted(row.ips.items()):
         out.append(IspState(isp=row.isp, source_ip=ip, paused=sc.paused,
                             locked_until=sc.locked_until, lock_reason=sc.lock_reason,

@@ -36,12 +36,13 @@ from kmta.pipeline.kafkaio import (
 from kmta.pipeline.outputs import Out, event_out, internal_event, write
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
+from kmta.policy.reputation import hold_keys
 from schemas import Envelope, Status
 from streams.resolver import MxStatus, Resolver
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DelayScheduler", "is_cleared", "AHEAD_BYTES"]
+__all__ = ["DelayScheduler", "is_cleared", "held_by", "AHEAD_BYTES"]
 
 AHEAD_BYTES = 256 * 1024  # read-ahead kept behind a partition's head (and fetched at a time)
 MAX_WAIT = 0.5  # seconds a poll waits when no head is coming due sooner
@@ -51,6 +52,19 @@ def is_cleared(env: Envelope, states: Mapping[str, object]) -> bool:
     st = states.get(env.isp)
     cb = st.get("clear_before") if isinstance(st, dict) else None
     return cb is not None and env.accepted_at <= cb
+
+
+def held_by(env: Envelope, states: Mapping[str, object]) -> str | None:
+    """Why a reputation hold at the envelope's ISP stops it (its campaign or sending domain
+    is held: ``IspState.holds``), else None."""
+    st = states.get(env.isp)
+    holds = st.get("holds") if isinstance(st, dict) else None
+    if not holds:
+        return None
+    for key in hold_keys(env.campaign, env.sender):
+        if key in holds:
+            return f"{key} held at {env.isp}: {holds[key]}"
+    return None
 
 
 class DelayScheduler:
@@ -76,6 +90,24 @@ class DelayScheduler:
         self._lock = asyncio.Lock()  # a rebalance waits for the moves in progress
         self._generation = 0  # bumped at each revocation: a poll from before it is dropped
         self.moved = 0
+
+    def hold(self, env: Envelope, now: float, first: bool = True) -> list[Out] | None:
+        """A held message waits ``[reputation] recheck`` seconds on the delay topics (no
+        attempt counted); the first time with a ``deferred`` event saying why. None: not
+        held."""
+        why = held_by(env, self._states.values)
+        if why is None:
+            return None
+        due = now + self._c.reputation.recheck
+        outs = [park(self._c, env, due, now)]
+        if first:
+            # no reply code: the brain must not read it as the provider's answer
+            ev = internal_event(env, Status.DEFERRED, 451, "4.7.1", why, "reputation_hold",
+                                now).model_copy(update={"code": None, "enhanced_code": None,
+                                                        "internal": False,
+                                                        "next_attempt_at": due})
+            outs.append(event_out(self._c, ev))
+        return outs
 
     def dns_retry(self, env: Envelope, now: float) -> list[Out]:
         """Router hook: DNS failed temporarily -> count an attempt and retry per the ISP rule."""
@@ -244,6 +276,9 @@ class DelayScheduler:
             return [event_out(self._c, internal_event(
                 env, Status.EXPIRED, 554, "5.4.7", "message expired while waiting for retry",
                 "expired", now))]
+        held = self.hold(env, now, first=False)
+        if held is not None:
+            return held
         due = env.due_at or now
         if due - now > 0.05:
             self.moved += 1

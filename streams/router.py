@@ -49,7 +49,8 @@ class Router:
                  clock: Callable[[], float] = time.time,
                  seen: MutableMapping[str, object] | None = None,
                  dedup_window: float = DEDUP_WINDOW,
-                 outgoing: Outgoing | None = None, mta_sts: MtaSts | None = None) -> None:
+                 outgoing: Outgoing | None = None, mta_sts: MtaSts | None = None,
+                 hold: Callable[[Envelope, float], list[Out] | None] | None = None) -> None:
         self._c = config
         self._out = outgoing or Outgoing(config)  # reads and checks the DKIM keys
         self._sts = mta_sts or MtaSts(config, resolver)
@@ -57,6 +58,7 @@ class Router:
         self._pmap = pmap
         self._resolver = resolver
         self._suppressed = suppressed
+        self._hold = hold  # reputation holds (streams/delay.py): the message waits
         self._retry_first = retry_first
         self._clock = clock
         self._id_domain = config.delivery.helo_name
@@ -191,6 +193,9 @@ class Router:
             env.mx_resolved_at = now
             env.mx_ttl = res.ttl
             env.tls_policy = await self.tls_policy(domain, now)
+            held = self._hold(env, now) if self._hold else None
+            if held is not None:
+                return held
             return self.enqueue(env, now, first=True)
         env.isp = self._isp_for(domain, ())
         if res.permanent:

@@ -66,6 +66,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
             scope.add_argument("--source-ip", default=None, help="only this source IP of the ISP")
             scope.add_argument("--pool", default=None,
                                help="only the source IPs of this pool (a [[pools]] name)")
+            if name == "resume":
+                scope.add_argument("--hold", default=None, metavar="KEY",
+                                   help="release a reputation hold instead: campaign:<name> "
+                                   "or domain:<sending domain> (see kmta status / the panel)")
         p.set_defaults(func=run_action, control_action=name)
 
     p = subparsers.add_parser(
@@ -210,7 +214,8 @@ def run_action(args: argparse.Namespace) -> int:
         known = ", ".join(p.name for p in args.config_obj.pools) or "none configured"
         print(f"error: unknown pool {pool!r} (pools: {known})", file=sys.stderr)
         return EXIT_FAILED
-    return _send(args, action, source_ip=getattr(args, "source_ip", None), pool=pool)
+    return _send(args, action, source_ip=getattr(args, "source_ip", None), pool=pool,
+                 hold=getattr(args, "hold", None))
 
 
 def _send(args: argparse.Namespace, action: ControlAction, **kw: object) -> int:

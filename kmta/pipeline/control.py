@@ -68,6 +68,7 @@ def make_command(
     reason: str | None = None,
     now: float,
     secret: Any = None,
+    hold: str | None = None,
 ) -> ControlCommand:
     """A new command with a fresh uuid id, signed when ``secret`` is given.
 
@@ -83,6 +84,7 @@ def make_command(
             rules=rules,
             actor=actor,
             reason=reason or None,
+            hold=hold or None,
             timestamp=now,
         )
     except (ValidationError, ValueError) as e:

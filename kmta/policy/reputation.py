@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["KINDS", "RateBook", "Rates", "keys_of", "over_threshold", "DAY", "WEEK",
+__all__ = ["KINDS", "RateBook", "Rates", "keys_of", "over_threshold", "hold_keys", "new_holds", "DAY", "WEEK",
            "DEFAULT_THRESHOLDS"]
 
 DAY = 24 * 3600.0
@@ -99,3 +99,30 @@ def over_threshold(book: RateBook, key: str, now: float, isp: str | None,
         return None
     return (f"complaint rate {rate:.2%} over {limit:.2%} ({r.complaint} of {r.delivered} "
             f"delivered in {window / 3600:.0f} h)")
+
+
+def hold_keys(campaign: str | None, sender: str | None) -> list[str]:
+    """The keys (inside one ISP) a message can be held by: its campaign and the domain of its
+    envelope sender (the return path with VERP)."""
+    out = []
+    if campaign:
+        out.append(f"campaign:{campaign}")
+    if sender and "@" in sender:
+        out.append(f"domain:{sender.rpartition('@')[2].lower()}")
+    return out
+
+
+def new_holds(book: RateBook, holds: dict[str, str], released: dict[str, float], isp: str,
+              keys: Iterable[str], now: float, thresholds: dict[str, float] | None = None,
+              min_delivered: int = 1000, window: float = DAY) -> list[tuple[str, str]]:
+    """The keys (of ``keys``, inside ISP ``isp``) to hold now, with the reason: over the
+    complaint limit, not held already, and not released by an operator within ``window``
+    (a release gives the rate that long to come down before the rule can hold again)."""
+    out = []
+    for key in keys:
+        if key in holds or now - released.get(key, -window - 1) <= window:
+            continue
+        why = over_threshold(book, key, now, isp, thresholds, min_delivered, window)
+        if why:
+            out.append((key, why))
+    return out

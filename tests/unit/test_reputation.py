@@ -43,3 +43,48 @@ def test_complaint_rule_needs_volume_and_a_rate_over_the_limit() -> None:
     assert over_threshold(b2, key, T0, "gmail") is None
     assert over_threshold(b, key, T0 + DAY + 3600, "gmail") is None  # out of the window
     assert over_threshold(b, key, T0, "mailru", {"gmail": 0.003}) is None  # no limit there
+
+
+def test_brain_holds_a_campaign_and_an_operator_releases_it() -> None:
+    import pytest
+
+    from kmta.config import ReputationConfig
+    from kmta.errors import ConfigError
+    from kmta.policy.kb import KnowledgeBase
+    from schemas import ControlAction, ControlCommand, DeliveryEvent, Envelope, Status
+    from streams.brain import Row, apply_command, apply_reputation, states_of
+    from streams.delay import held_by
+
+    cfg = ReputationConfig(min_delivered=10)
+    row = Row(isp="gmail")
+    verp = "b+tok@bounces.shop.example"
+
+    def ev(status: Status, t: float, campaign: str = "spring") -> DeliveryEvent:
+        return DeliveryEvent(id="m", to="a@gmail.com", isp="gmail", status=status,
+                             final=status is Status.DELIVERED, timestamp=t,
+                             campaign=campaign, sender=verp)
+    for i in range(10):
+        assert apply_reputation(row, ev(Status.DELIVERED, T0 + i), cfg, T0 + i) == []
+    assert apply_reputation(row, ev(Status.DELIVERED, T0, "autumn"), cfg, T0) == []
+    held = apply_reputation(row, ev(Status.COMPLAINT, T0 + 20), cfg, T0 + 20)
+    assert [k for k, _ in held] == ["campaign:spring", "domain:bounces.shop.example"]
+    assert "10.00% over 0.30%" in held[0][1]
+    assert apply_reputation(row, ev(Status.COMPLAINT, T0 + 21), cfg, T0 + 21) == []  # held
+    kb = KnowledgeBase.load()
+    st = states_of(row, kb.effective("gmail", None), T0 + 22)[0]
+    assert set(st.holds) == {"campaign:spring", "domain:bounces.shop.example"}
+    states = {"gmail": st.model_dump(mode="json")}
+    env = Envelope(id="x", sender=verp, rcpt="b@gmail.com", domain="gmail.com", isp="gmail",
+                   data="", campaign="autumn", accepted_at=T0, routed_at=T0)
+    assert held_by(env, states).startswith("domain:bounces.shop.example held at gmail")
+    other = env.model_copy(update={"sender": "x@other.example"})
+    assert held_by(other, states) is None  # another domain, another campaign
+    cmd = ControlCommand(id="c1", action=ControlAction.RESUME, isp="gmail", actor="ops",
+                         hold="campaign:spring", timestamp=T0 + 30)
+    apply_command(row, cmd, kb, T0 + 30)
+    assert set(row.holds) == {"domain:bounces.shop.example"}
+    assert not row.whole.paused
+    with pytest.raises(ConfigError):
+        apply_command(row, cmd, kb, T0 + 31)  # not held any more
+    # released: the rule leaves it alone for the window, even with more complaints
+    assert apply_reputation(row, ev(Status.COMPLAINT, T0 + 40), cfg, T0 + 40) == []
