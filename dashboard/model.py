@@ -22,7 +22,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from kmta.policy.inbound import HARD_BOUNCE
+from kmta.policy.classify import suppresses
 from kmta.policy.reputation import DAY, WEEK, RateBook, keys_of, over_threshold
 from schemas.control import ControlRecord
 from schemas.events import FEEDBACK_STATUSES, FINAL_STATUSES, DeliveryEvent, Status
@@ -185,7 +185,7 @@ class Board:
         isp_idx = self._intern_isp(isp)
         self._last[ev.id] = self._pack(code, isp_idx, camp_idx)
         if ev.status is Status.DELIVERED or (ev.status is Status.BOUNCED
-                                             and ev.category in HARD_BOUNCE):
+                                             and suppresses(ev.category or "")):
             kind = "delivered" if ev.status is Status.DELIVERED else "hard_bounce"
             self._rates.observe(_rate_keys(ev), kind, ev.timestamp)
         self._counts[isp][code] += 1

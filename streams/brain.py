@@ -10,7 +10,7 @@ from pydantic import Field
 
 from kmta.config import ReputationConfig
 from kmta.errors import ConfigError
-from kmta.policy.inbound import HARD_BOUNCE
+from kmta.policy.classify import suppresses
 from kmta.policy.kb import EffectiveRule, KnowledgeBase
 from kmta.policy.locks import Hits, record
 from kmta.policy.replies import match_reply
@@ -141,7 +141,7 @@ def apply_reputation(row: Row, ev: DeliveryEvent, cfg: ReputationConfig,
                      now: float) -> list[tuple[str, str]]:
     """Count the event in the row's rolling rates; the holds it places (key, reason)."""
     kind = _REPUTATION_KIND.get(ev.status)
-    if ev.status is Status.BOUNCED and ev.category in HARD_BOUNCE or (
+    if ev.status is Status.BOUNCED and suppresses(ev.category or "") or (
             ev.status is Status.ASYNC_BOUNCE and ev.feedback is not None and ev.feedback.hard):
         kind = "hard_bounce"
     keys = hold_keys(ev.campaign, ev.sender)

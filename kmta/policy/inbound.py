@@ -19,13 +19,12 @@ from email.message import Message
 from email.parser import BytesParser
 
 from kmta.policy import arf, autoreply, dsn, verp
-from kmta.policy.classify import BAD_DOMAIN, BAD_MAILBOX, Classifier
+from kmta.policy.classify import Classifier, suppresses
 from kmta.policy.unsubscribe import SUBJECT_PREFIX, read_token
 
-__all__ = ["Feedback", "Ignored", "Unreadable", "Verdict", "read", "HARD_BOUNCE",
+__all__ = ["Feedback", "Ignored", "Unreadable", "Verdict", "read",
            "ASYNC_BOUNCE", "COMPLAINT", "UNSUBSCRIBE"]
 
-HARD_BOUNCE = frozenset({BAD_MAILBOX, BAD_DOMAIN})
 ASYNC_BOUNCE = "async_bounce"
 COMPLAINT = "complaint"
 UNSUBSCRIBE = "unsubscribe"
@@ -166,7 +165,7 @@ def _bounce(report: dsn.Dsn, rcpt: str, classifier: Classifier, secret: bytes | 
                                 ("remote_mta", r.remote_mta), ("action", r.action),
                                 ("format", "rfc3464" if report.rfc3464 else "plain")) if v}
     return Feedback(ASYNC_BOUNCE, tie[0], r.recipient, tie[1],
-                    hard=r.permanent and category in HARD_BOUNCE, code=reply.code,
+                    hard=r.permanent and suppresses(category), code=reply.code,
                     enhanced_code=reply.enhanced_code, response=(r.diagnostic or "")[:1000],
                     category=category, campaign=_campaign(report.original), detail=detail,
                     sender=tie[2])

@@ -39,8 +39,9 @@ BOUNCES = [
      ("async_bounce", ID1, "gone.user@outlook.com", "verp", True, 550, "5.5.0", "bad_mailbox")),
     # sent to the From address, no VERP: tied by the returned X-Kmta-Id
     ("exchange_resolver.eml", "news@bounces.shop.example",
+     # Exchange's 5.1.10 is "recipient not found" (h12's classifier knows it)
      ("async_bounce", ID2, "left.company@corp.example", "x-kmta-id", True, 550, "5.1.10",
-      "bad_domain")),
+      "bad_mailbox")),
     ("postfix_user_unknown.eml", VERP1,
      ("async_bounce", ID1, "old.account@mailhost.example", "verp", True, 550, "5.1.1",
       "bad_mailbox")),
