@@ -50,6 +50,7 @@ import tomli_w
 from kmta.client import ResultCollector, produce
 from kmta.config import Config, load_config
 from kmta.pipeline.kafkaio import ensure_topics
+from ops.postfix import MASTER_CF  # noqa: E402
 from sim.dns import DnsServerThread, Zone
 
 sys.path.insert(0, str(ROOT / "scripts"))
@@ -414,29 +415,6 @@ async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: floa
 
 
 # -- Postfix -------------------------------------------------------------------------------------
-MASTER_CF = """\
-{listen} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-proxywrite unix -       -       n       -       1       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
 
 MAIN_CF = """\
 compatibility_level = 3.6

@@ -10,32 +10,11 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from ops.postfix import MASTER_CF
 from tests.harness import wait_for
 
 POSTFIX = "/usr/sbin/postfix"
 
-_MASTER = """\
-{listen} inet n - n - - smtpd
-pickup    unix  n       -       n       60      1       pickup
-cleanup   unix  n       -       n       -       0       cleanup
-qmgr      unix  n       -       n       300     1       qmgr
-rewrite   unix  -       -       n       -       -       trivial-rewrite
-bounce    unix  -       -       n       -       0       bounce
-defer     unix  -       -       n       -       0       bounce
-trace     unix  -       -       n       -       0       bounce
-verify    unix  -       -       n       -       1       verify
-flush     unix  n       -       n       1000?   0       flush
-proxymap  unix  -       -       n       -       -       proxymap
-smtp      unix  -       -       n       -       -       smtp
-relay     unix  -       -       n       -       -       smtp
-showq     unix  n       -       n       -       -       showq
-error     unix  -       -       n       -       -       error
-retry     unix  -       -       n       -       -       error
-discard   unix  -       -       n       -       -       discard
-anvil     unix  -       -       n       -       1       anvil
-scache    unix  -       -       n       -       1       scache
-postlog   unix-dgram n  -       n       -       1       postlogd
-"""
 
 
 def available() -> str | None:
@@ -67,7 +46,7 @@ class Postfix:
         transport = [f"{relay_domain} smtp:[127.0.0.1]:{next_hop}"]
         transport += [f"{dom} smtp:[127.0.0.1]:{p}" for dom, p in routes.items()]
         (self.conf / "transport").write_text("\n".join(transport) + "\n")
-        (self.conf / "master.cf").write_text(_MASTER.format(listen=f"127.0.0.1:{port}"))
+        (self.conf / "master.cf").write_text(MASTER_CF.format(listen=f"127.0.0.1:{port}"))
         (self.conf / "main.cf").write_text(f"""\
 compatibility_level = 3.6
 queue_directory = {queue}
