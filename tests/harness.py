@@ -186,9 +186,12 @@ class Pipeline:
                  f"{name} to get partitions")
 
     def start_inbound(self, name: str = "inbound", *args: str) -> None:
+        mark = "kmta inbound: SMTP on"
+        before = self.log(name).count(mark)  # the log is appended to across restarts
         self._spawn(name, ["--config", str(self.config_path), "inbound", "--node", name, *args])
-        self._wait_log(name, "kmta inbound: SMTP on" if "--process-only" not in args
-                       else "inbound-processor", 60)
+        if "--process-only" not in args:
+            wait_for(lambda: self._alive(name) and self.log(name).count(mark) > before, 60,
+                     f"{name} to listen")
 
     def start_unsubscribe(self, name: str = "unsubscribe") -> None:
         self._spawn(name, ["--config", str(self.config_path), "unsubscribe", "--node", name])
