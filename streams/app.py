@@ -139,7 +139,8 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
     control = raw_topic("control", config.kafka.partitions)
     table = app.Table("isp-state", default=None, partitions=config.kafka.partitions)
 
-    suppressed = SuppressionView(config, node)
+    # a stable file name (not host-pid): a restart reuses the index and reads only what is new
+    suppressed = SuppressionView(config, config.worker.name or socket.gethostname())
     ids = CompactedView(config, t("ids"), decode_seen)
     states = CompactedView(config, t("state"), json.loads)
     resolver = Resolver(config.dns)

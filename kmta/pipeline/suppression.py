@@ -20,6 +20,7 @@ agents like the other views.
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import hashlib
 import json
 import logging
@@ -130,6 +131,25 @@ def _present(value: bytes | None) -> bool:
     return doc is not None
 
 
+def _claim(directory: str, name: str) -> tuple[int, str]:
+    """The index file for a worker called ``name``: ``<name>.sqlite``, or ``<name>-2`` ... when
+    another process on this data_dir holds it (an exclusive flock on ``<file>.lock`` for as
+    long as the process runs). A stable name means a restarted worker reuses its file and
+    reads only what is new."""
+    os.makedirs(directory, exist_ok=True)
+    for i in range(1, 1000):
+        stem = name if i == 1 else f"{name}-{i}"
+        path = os.path.join(directory, f"{stem}.sqlite")
+        fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue
+        return fd, path
+    raise RuntimeError(f"{directory}: no free suppression index slot for {name}")
+
+
 class SuppressionView:
     """Tails the suppression topic into a ``SuppressionIndex`` from the offsets it holds.
 
@@ -139,8 +159,8 @@ class SuppressionView:
     def __init__(self, config: Config, name: str) -> None:
         self._config = config
         self.topic = config.topic("suppression")
-        self.index = SuppressionIndex(os.path.join(config.data_dir, "suppression",
-                                                   f"{name}.sqlite"))
+        self._lock_fd, path = _claim(os.path.join(config.data_dir, "suppression"), name)
+        self.index = SuppressionIndex(path)
         self.ready = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
@@ -200,6 +220,7 @@ class SuppressionView:
     async def stop(self) -> None:
         await stop_loop(self._task, self._consumer)
         self.index.close()
+        os.close(self._lock_fd)
 
 
 def change_outs(config: Config, op: str, key: str, record: Suppression | None, actor: str,
