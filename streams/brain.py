@@ -43,6 +43,9 @@ class Row(Model):
     rules_version: int = 0
     updated_at: float = 0.0
     applied: tuple[int, int] | None = None  # (partition, offset) of the last results record
+    # control command ids applied within control.max_age (replay refusal, kmta.control.remember)
+    commands: dict[str, float] = Field(default_factory=dict)
+    commands_floor: float = 0.0
 
     def first_time(self, partition: int, offset: int) -> bool:
         """True (and noted) unless this results record was applied already: after a crash
