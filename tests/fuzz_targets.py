@@ -9,6 +9,8 @@ validation error escape: both are failures.
 from __future__ import annotations
 
 import asyncio
+import email
+import email.policy
 import json
 import math
 import re
@@ -20,9 +22,9 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from kmta.config import Config
-from kmta.control import ControlError, check_fresh, parse_command, remember, sign
-from kmta.errors import KmtaError, InputError
-from kmta.kafkaio import record_limit
+from kmta.errors import InputError, KmtaError
+from kmta.pipeline.control import ControlError, check_fresh, parse_command, remember, sign
+from kmta.pipeline.kafkaio import record_limit
 from kmta.policy.addresses import split_address
 from kmta.policy.compose import MAX_LINE, TRACE_HEADER, compose
 from kmta.policy.kb import KnowledgeBase
@@ -43,11 +45,16 @@ _char = st.one_of(st.characters(codec=None), st.sampled_from(NASTY),
                   st.characters(min_codepoint=0x20, max_codepoint=0x7e))
 _run = st.builds(lambda c, n: c * n, st.sampled_from(["a", "é", "日", " ", "ab ", "\t"]),
                  st.integers(0, 1300))
-hostile_text = st.lists(st.one_of(_char, _run), max_size=12).map("".join)
+# few characters, mostly nasty ones between header syntax: what finds an injection quickly
+nasty_text = st.lists(st.one_of(st.sampled_from(NASTY), st.sampled_from(
+    ["a", "Bcc: x@y.z", "X-Injected: 1", " ", "word", ":"])), max_size=8).map("".join)
+hostile_text = st.one_of(nasty_text, st.lists(st.one_of(_char, _run), max_size=12).map("".join))
 short_text = st.lists(_char, max_size=8).map("".join)
 benign_text = st.text(st.characters(exclude_categories=("Cs", "Cc", "Zl", "Zp")), max_size=120)
 # a field is mostly benign, sometimes hostile: so that the later steps get to run too
-field_text = st.one_of(benign_text, benign_text, st.just("Spring sale"), hostile_text)
+long_text = st.builds(lambda w, n: w * n, st.sampled_from(["a", "日", "word ", "é ", "a\t", "  "]),
+                      st.sampled_from([70, 500, 989, 990, 1000, 1100]))
+field_text = st.one_of(benign_text, st.just("Spring sale"), nasty_text, hostile_text, long_text)
 
 
 def nested(depth: int, leaf: Any = 1) -> Any:
@@ -80,18 +87,20 @@ field_address = st.one_of(_good_addresses, _good_addresses, addresses)
 
 _names = st.one_of(st.sampled_from(["X-Tag", "List-Unsubscribe", "Reply-To", "subject", "From",
                                     "x-kmta-id", "X Bad", "X:Bad", "X\x00", "Ünï", "", "X" * 77,
-                                    "Content-Type", "Bcc"]),
+                                    "Content-Type", "Bcc", "X\x0bY", "X\x7f", "\x01"]),
+                   st.text(st.characters(max_codepoint=0x7f), min_size=1, max_size=6),
                    st.text(st.characters(min_codepoint=0x21, max_codepoint=0x7e), min_size=1,
                            max_size=80),
                    short_text)
-header_maps = st.dictionaries(st.one_of(st.sampled_from(["X-Tag", "X-Campaign", "Reply-To"]),
-                                        _names), field_text, max_size=5)
+header_maps = st.dictionaries(st.one_of(_names, st.sampled_from(["X-Tag", "X-Campaign"])),
+                              st.one_of(st.just("v"), field_text), max_size=4)
 _ids = st.one_of(st.from_regex(ID_PATTERN, fullmatch=True),
                  st.sampled_from(["m-1", "a" * 200, "a" * 201, "bad id", "ü", "", "m\ud800"]),
                  short_text)
 _data = st.one_of(
     hostile_text,
-    st.builds(lambda h, b: f"Subject: x\r\nX-H: {h}\r\n\r\n{b}", field_text, field_text))
+    st.builds(lambda h, b: f"Subject: x\r\nX-H: {h}\r\n\r\n{b}", field_text, field_text),
+    st.builds(lambda h, b: f"{h}\r\n\r\n{b}", nasty_text, long_text))
 
 
 # st.integers favours its bounds; a uniform choice out of n
@@ -120,7 +129,12 @@ def outbox_docs(draw: st.DrawFn) -> dict[str, Any]:
                "pool": st.sampled_from(["default", "bulk", "nope"]),
                "expires_at": st.one_of(st.floats(), st.sampled_from(
                    ["2099-01-01T00:00:00Z", "x"])), "junk": json_values}
-    for key in draw(st.lists(st.sampled_from(sorted(hostile)), max_size=3, unique=True)):
+    # the header fields twice as often: that is where injections live
+    keys = sorted(hostile) + ["subject", "headers", "headers"]
+    for key in draw(st.lists(st.sampled_from(keys), max_size=3, unique=True)):
+        if key == "data":  # data alone, or the message is refused before compose
+            for k in ("subject", "text", "html", "headers"):
+                doc.pop(k, None)
         doc[key] = draw(hostile[key])
     return doc
 
@@ -200,6 +214,7 @@ def check_message(text: str, named: list[str] | None) -> Counter[str]:
     fields and those names: nothing the input did not name. Returns the field-name counts."""
     raw = text.encode("utf-8")
     assert not re.search(rb"\r(?!\n)|(?<!\r)\n", raw), "a bare CR or LF"
+    assert b"\x00" not in raw, "a NUL"
     lines = raw.split(b"\r\n")
     longest = max(map(len, lines))
     assert longest <= MAX_LINE, f"a line of {longest} octets"
@@ -215,6 +230,13 @@ def check_message(text: str, named: list[str] | None) -> Counter[str]:
         names[name.decode().lower()] += 1
     if named is not None:
         want = Counter(KMTA_FIELDS) + Counter(n.lower() for n in named)
+        # what the broadest reader sees: one that also ends lines at \x0b \x0c \x1c-\x1e
+        # \x85 U+2028/9 (str.splitlines; parts of Python's email package do)
+        for line in text[:text.index("\r\n\r\n")].splitlines():
+            if line[:1] not in (" ", "\t"):
+                name = line.partition(":")[0].encode("utf-8")
+                assert _FIELD.fullmatch(name) and name.decode().lower() in names, (
+                    f"a reader sees a header line {line[:80]!r}")
         cte = names.pop("content-transfer-encoding", 0)
         assert cte <= 1
         assert names == want, f"header fields {dict(names)} != named {dict(want)}"
@@ -243,8 +265,6 @@ def compose_target(doc: dict[str, Any]) -> str:
     named = None if msg.data is not None else list(msg.headers or {})
     check_message(text, named)
     if msg.data is None:
-        import email
-        import email.policy
         parsed = email.message_from_bytes(text.encode(), policy=email.policy.default)
         assert _unfold(str(parsed["Subject"])) == _unfold(msg.subject or ""), "subject changed"
         assert parsed[TRACE_HEADER] == "m-1"
@@ -267,8 +287,8 @@ class _Router:
     """The real router over a table resolver (as in tests/unit/test_router.py), one loop."""
 
     def __init__(self) -> None:
-        from streams.app import partition_map
-        from streams.outputs import Out
+        from kmta.pipeline.outputs import Out
+        from kmta.pipeline.rules import partition_map
         from streams.resolver import MxResult, MxStatus
         from streams.router import Router
         from schemas import MxHost

@@ -236,7 +236,7 @@ class Pipeline:
         cmd = make_command(action, isp, "test", now=time.time(), secret=None, **kw)
         self.produce_raw_keyed("control", isp.encode(), cmd.to_json())
 
-    def produce_raw_keyed(self, topic: str, key: bytes, value: bytes) -> None:
+    def produce_raw_keyed(self, topic: str, key: bytes, value: bytes | None) -> None:
         async def go() -> None:
             p = make_producer(self.config)
             await p.start()
