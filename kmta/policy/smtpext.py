@@ -16,9 +16,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from kmta.errors import InputError
+from kmta.policy.addresses import normalize_domain
 from kmta.policy.reply import Reply
 
-__all__ = ["Needs", "needs", "mail_options"]
+__all__ = ["Needs", "needs", "mail_options", "smtp_address"]
 
 
 @dataclass(frozen=True)
@@ -26,6 +28,18 @@ class Needs:
     utf8_address: bool = False
     utf8_headers: bool = False
     eight_bit: bool = False
+
+
+def smtp_address(addr: str) -> str:
+    """``addr`` for MAIL FROM / RCPT TO: an internationalized domain as its A-label, so only a
+    non-ASCII local part needs SMTPUTF8 (``ann@bücher.example`` -> ``ann@xn--bcher-kva.example``)."""
+    if addr.isascii():
+        return addr
+    local, _, domain = addr.rpartition("@")
+    try:
+        return f"{local}@{normalize_domain(domain)}"
+    except InputError:
+        return addr
 
 
 def needs(sender: str, rcpt: str, data: bytes) -> Needs:

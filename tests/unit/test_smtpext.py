@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from kmta.policy.smtpext import Needs, mail_options, needs
+from kmta.policy.smtpext import Needs, mail_options, needs, smtp_address
 
 ASCII = b"Subject: hi\r\n\r\nbody\r\n"
 UTF8_BODY = "Subject: hi\r\n\r\nGrüße\r\n".encode()
@@ -47,3 +47,10 @@ def test_bounced_when_not_offered(n: Needs, offered: tuple[str, ...], code: int,
     assert opts == [] and reply is not None
     assert (reply.code, reply.enhanced_code, reply.internal) == (code, enhanced, True)
     assert text in reply.text and "mx.example" in reply.text
+
+
+def test_smtp_address_writes_an_idn_domain_as_its_a_label() -> None:
+    assert smtp_address("ann@bücher.example") == "ann@xn--bcher-kva.example"
+    assert needs(smtp_address("ann@bücher.example"), "c@d.example", ASCII) == Needs()
+    assert smtp_address("ü@bücher.example") == "ü@xn--bcher-kva.example"
+    assert smtp_address("ann@example.com") == "ann@example.com"
