@@ -32,7 +32,8 @@ class Needs:
 
 def smtp_address(addr: str) -> str:
     """``addr`` for MAIL FROM / RCPT TO: an internationalized domain as its A-label, so only a
-    non-ASCII local part needs SMTPUTF8 (``ann@bücher.example`` -> ``ann@xn--bcher-kva.example``)."""
+    non-ASCII local part needs SMTPUTF8 (``ann@bücher.example`` ->
+    ``ann@xn--bcher-kva.example``)."""
     if addr.isascii():
         return addr
     local, _, domain = addr.rpartition("@")
@@ -52,7 +53,8 @@ def needs(sender: str, rcpt: str, data: bytes) -> Needs:
                  utf8_headers=not head.isascii(), eight_bit=True)
 
 
-def mail_options(n: Needs, offers: Callable[[str], bool], mx: str) -> tuple[list[str], Reply | None]:
+def mail_options(n: Needs, offers: Callable[[str], bool], mx: str
+                 ) -> tuple[list[str], Reply | None]:
     """``(MAIL FROM parameters, None)``, or ``([], reply)`` when the server at ``mx`` lacks an
     extension the message needs; ``offers(name)`` tells whether its EHLO listed ``name``."""
     opts: list[str] = []

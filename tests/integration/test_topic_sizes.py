@@ -17,7 +17,8 @@ pytestmark = pytest.mark.integration
 
 async def test_a_message_of_the_maximum_size_fits_every_topic(kafka_bootstrap: str) -> None:
     config = Config.model_validate({
-        "kafka": {"bootstrap_servers": kafka_bootstrap, "topic_prefix": f"sz{uuid.uuid4().hex[:8]}.",
+        "kafka": {"bootstrap_servers": kafka_bootstrap,
+                  "topic_prefix": f"sz{uuid.uuid4().hex[:8]}.",
                   "partitions": 1, "queue_partitions": 1, "delay_tiers": [1]},
         "delivery": {"max_message_bytes": 2 * 1024 * 1024}})
     await ensure_topics(config)
