@@ -10,7 +10,7 @@ from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from kmta.config import Config
-from kmta.pipeline.kafkaio import ensure_topics, make_producer, record_limit
+from kmta.pipeline.kafkaio import client_options, ensure_topics, make_producer, record_limit
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ async def test_a_message_of_the_maximum_size_fits_every_topic(kafka_bootstrap: s
         "delivery": {"max_message_bytes": 2 * 1024 * 1024}})
     await ensure_topics(config)
     limit = record_limit(config)
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    admin = AIOKafkaAdminClient(**client_options(config))
     await admin.start()
     try:
         resp = await admin.describe_configs(
@@ -42,8 +42,8 @@ async def test_a_message_of_the_maximum_size_fits_every_topic(kafka_bootstrap: s
         await producer.send_and_wait(config.topic("queue"), value, key=b"k")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(config.topic("queue"), bootstrap_servers=kafka_bootstrap,
-                                group_id=None, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(config.topic("queue"), **client_options(config), group_id=None,
+                                auto_offset_reset="earliest")
     await consumer.start()
     try:
         got = await consumer.getone()
