@@ -341,7 +341,7 @@ def outbox_target(raw: bytes | None) -> str:
         if kind == "dlq":
             dl = DeadLetter.model_validate_json(o.value)
             assert "internal error" not in dl.reason, dl.reason
-            labels.append("dlq:" + dl.reason.split(":", 1)[0][:40])
+            labels.append("dlq:" + dl.reason.split(":", 1)[0].split(" '", 1)[0][:40])
         elif kind == "results":
             ev = DeliveryEvent.model_validate_json(o.value)
             assert _ID.match(ev.id), f"event for an invalid id {ev.id!r}"
