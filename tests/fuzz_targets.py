@@ -177,21 +177,23 @@ def control_raw(draw: st.DrawFn) -> tuple[bytes | None, bool]:
         return draw(st.one_of(st.none(), st.binary(max_size=100))), False
     if kind == 1:
         return _dump(draw(json_values), 0), False
-    doc: dict[str, Any] = {
-        "id": draw(st.one_of(st.just("c-1"), short_text)),
-        "action": draw(st.sampled_from(["pause", "resume", "clear", "unlock", "set_rules",
-                                        "reset_rules", "explode"])),
-        "isp": draw(st.one_of(st.just("gmail"), short_text)),
-        "actor": draw(st.one_of(st.just("ops"), short_text)),
-        "timestamp": draw(st.one_of(st.just(NOW), st.floats(), st.just(NOW - 301.0),
-                                    st.integers(-10, 10).map(lambda d: NOW + d))),
-    }
-    for key, strat in (("rules", st.one_of(json_values, st.just({"speed": {"max": 5}}))),
-                       ("source_ip", st.one_of(st.just("127.0.0.2"), short_text)),
-                       ("pool", short_text), ("reason", hostile_text),
-                       ("signature", st.one_of(short_text, st.just("é" * 64)))):
-        if draw(st.integers(0, 3)) == 0:
-            doc[key] = draw(strat)
+    # a valid command, then none, one or a few fields hostile
+    action = draw(st.sampled_from(["pause", "resume", "clear", "unlock", "set_rules",
+                                   "reset_rules"]))
+    doc: dict[str, Any] = {"id": draw(st.from_regex(r"[a-z0-9-]{1,20}", fullmatch=True)),
+                           "action": action, "isp": "gmail", "actor": "ops",
+                           "timestamp": NOW + draw(st.integers(-10, 10))}
+    if action == "set_rules":
+        doc["rules"] = {"speed": {"max": 5}}
+    hostile = {"id": short_text, "isp": short_text, "actor": short_text,
+               "action": st.sampled_from(["explode", "PAUSE", ""]),
+               "timestamp": st.one_of(st.floats(), st.just(NOW - 301.0), st.just("x")),
+               "rules": st.one_of(json_values, st.just({"speed": {"max": 5}})),
+               "source_ip": st.one_of(st.just("127.0.0.2"), short_text), "pool": short_text,
+               "reason": hostile_text, "signature": st.one_of(short_text, st.just("é" * 64)),
+               "junk": json_values}
+    for key in draw(st.lists(st.sampled_from(sorted(hostile)), max_size=2, unique=True)):
+        doc[key] = draw(hostile[key])
     signed = False
     if draw(st.booleans()):
         try:
