@@ -164,6 +164,12 @@ def test_header_values_fold_within_78_and_unfold_to_themselves() -> None:
     assert parse(text)["X-Run"] == "r" * 990
 
 
+def test_text_that_reads_as_an_encoded_word_stays_text() -> None:
+    subject = "Save 20% =?utf-8?q?x?= today"
+    m = parse(build(subject=subject, text="t", headers={"X-A": "=?utf-8?b?eA==?="}))
+    assert m["Subject"] == subject and m["X-A"] == "=?utf-8?b?eA==?="
+
+
 def test_a_cjk_subject_is_folded() -> None:
     # as_string()'s default maxheaderlen=0 left this as one 1,221-octet line
     text = build(subject="日" * 300, text="t")
