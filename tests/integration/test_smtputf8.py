@@ -63,7 +63,7 @@ def envelope(sender: str, rcpt: str, data: str | None = None) -> Envelope:
 
 
 async def deliver(port: int, *envs: Envelope) -> list:
-    transport = SmtpTransport(port, "kmta.test", ["127.0.0.0/8"], False, ["127.0.0.0/8"])
+    transport = SmtpTransport(port, "kmta.test", ["127.0.0.0/8"], allow_special=["127.0.0.0/8"])
     conn = await transport.connect([MxHost(host="mx.test", ips=["127.0.0.1"])], None, 5)
     try:
         return [await conn.deliver(env, 10) for env in envs]

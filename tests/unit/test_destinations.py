@@ -58,16 +58,16 @@ def test_allow_special_opens_only_what_it_lists_and_only_inside_allowed() -> Non
 
 def test_the_transport_and_config_use_it() -> None:
     cfg = DeliveryConfig(allowed_networks=["0.0.0.0/0", "::/0"])
-    t = SmtpTransport(25, "h", cfg.allowed_networks, False, cfg.allow_special)
+    t = SmtpTransport(25, "h", cfg.allowed_networks, allow_special=cfg.allow_special)
     assert not t.allowed("127.0.0.1") and not t.allowed("169.254.169.254")
     assert t.allowed("8.8.8.8")
     assert "loopback" in t.refusal("127.0.0.1")
     # the default config delivers nowhere: loopback is allowed but not opened
     default = DeliveryConfig()
-    assert not SmtpTransport(25, "h", default.allowed_networks, False,
-                             default.allow_special).allowed("127.0.0.1")
+    assert not SmtpTransport(25, "h", default.allowed_networks,
+                             allow_special=default.allow_special).allowed("127.0.0.1")
     tests = DeliveryConfig(allowed_networks=["127.0.0.0/8"], allow_special=["127.0.0.0/8"])
-    assert SmtpTransport(25, "h", tests.allowed_networks, False, tests.allow_special).allowed(
+    assert SmtpTransport(25, "h", tests.allowed_networks, allow_special=tests.allow_special).allowed(
         "127.0.1.1")
     with pytest.raises(ValueError):
         DeliveryConfig(allow_special=["not a network"])
