@@ -405,6 +405,8 @@ def control_target(record: tuple[bytes | None, bool]) -> str:
 TARGETS: dict[str, tuple[Callable[[Any], str], st.SearchStrategy]] = {
     "outbox": (outbox_target, outbox_raw()),
     "compose": (compose_target, outbox_docs()),
-    "address": (address_target, addresses),
+    "address": (address_target, st.one_of(
+        field_address, st.builds(lambda l, d: f"{l}@{d}", st.sampled_from(
+            ["ann", "ü", "用户", "a.b", '"q x"', "x" * 64]), _domain))),
     "control": (control_target, control_raw()),
 }
