@@ -2,7 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test unit bench bench-adaptive bench-adaptive-live bench-retries eval-classify lint clean
+.PHONY: demo test unit fuzz bench bench-adaptive bench-adaptive-live bench-retries eval-classify lint clean
 
 demo:
 	scripts/bootstrap.sh demo
@@ -15,6 +15,12 @@ test:
 unit:
 	scripts/bootstrap.sh demo
 	$(PY) -m pytest -q tests/unit
+
+# property targets over the outbox, compose, address and control paths: >= 100,000 examples
+# (FUZZ_ARGS="--examples N --seed S --target NAME"); prints the counts, exits 1 on a failure
+fuzz:
+	scripts/bootstrap.sh test
+	$(PY) scripts/fuzz.py $(FUZZ_ARGS)
 
 bench:
 	scripts/bootstrap.sh bench

@@ -85,6 +85,9 @@ class DnsConfig(Model):
 class DeliveryConfig(Model):
     smtp_port: int = Field(default=25, ge=1, le=65535)
     allowed_networks: list[str] = Field(default=["127.0.0.0/8"])
+    allow_special: list[str] = Field(default_factory=list, description=(
+        "special-use networks (loopback, RFC 1918, link-local, ...; kmta.policy.destinations) "
+        "that may still be delivered to when allowed_networks holds them; empty: none"))
     helo_name: str = "kmta.localhost"
     max_message_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     unsigned: Literal["allow", "refuse"] = Field(
@@ -101,7 +104,7 @@ class DeliveryConfig(Model):
         default=None, description="HMAC key of VERP tokens (kmta/policy/verp.py); needed "
         "when a domain has a return_path")
 
-    @field_validator("allowed_networks")
+    @field_validator("allowed_networks", "allow_special")
     @classmethod
     def _nets(cls, v: list[str]) -> list[str]:
         for net in v:
@@ -110,6 +113,9 @@ class DeliveryConfig(Model):
 
     def networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
         return [ipaddress.ip_network(n, strict=False) for n in self.allowed_networks]
+
+    def special_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [ipaddress.ip_network(n, strict=False) for n in self.allow_special]
 
 
 class DkimKeyConfig(Model):
@@ -192,6 +198,8 @@ class ControlConfig(Model):
     secret: SecretStr | None = Field(
         default=None, description="HMAC key; when set, workers apply only signed commands"
     )
+    max_age: float = Field(default=300.0, gt=0, description="seconds a command's timestamp may "
+                           "be from the worker's clock (replayed old commands are refused)")
 
 
 class DashboardConfig(Model):

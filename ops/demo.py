@@ -49,14 +49,17 @@ def demo_domains(home: Path) -> list[dict]:
 
 
 def demo_config(home: Path, kafka: str, dns_port: int, smtp_port: int, dash_port: int,
-                password: str, prefix: str = "kmta.") -> dict:
+                password: str, prefix: str = "kmta.", control_secret: str | None = None) -> dict:
+    """The demo's config. Control commands are signed with ``control_secret`` (a fresh one per
+    demo by default), so the demo runs like production: the worker applies only signed ones."""
     return {
         "data_dir": str(home),
         "kafka": {"bootstrap_servers": kafka, "topic_prefix": prefix,
                   "delay_tiers": [1, 5, 30, 120, 600, 3600]},
         "dns": {"nameservers": [f"127.0.0.1:{dns_port}"]},
+        # the simulated providers live on loopback, a special-use range: opted in explicitly
         "delivery": {"smtp_port": smtp_port, "allowed_networks": ["127.0.0.0/8"],
-                     "helo_name": "demo.kmta.test",
+                     "allow_special": ["127.0.0.0/8"], "helo_name": "demo.kmta.test",
                      # the demo's own messages are signed; others (kmta send) may go unsigned
                      "unsigned": "allow", "verp_secret": secrets.token_urlsafe(18)},
         "domains": demo_domains(home),
@@ -64,6 +67,7 @@ def demo_config(home: Path, kafka: str, dns_port: int, smtp_port: int, dash_port
         "rules": {"override": str(home / "demo-rules.toml")},
         "dashboard": {"host": "127.0.0.1", "port": dash_port, "mode": "demo",
                       "password": password},
+        "control": {"secret": control_secret or secrets.token_hex(32)},
     }
 
 
@@ -266,6 +270,7 @@ def run_demo(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)
     password = secrets.token_urlsafe(9)
     cfg_path = home / "demo.toml"
+    cfg_path.touch(mode=0o600)  # it holds the control secret and the panel password
     cfg_path.write_text(tomli_w.dumps(demo_config(
         home, info.bootstrap_servers, DEMO_PORTS["dns"], DEMO_PORTS["smtp"],
         DEMO_PORTS["dashboard"], password)))

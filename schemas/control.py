@@ -4,10 +4,11 @@ from __future__ import annotations
 from enum import Enum
 from typing import Any
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from schemas.base import Model
 from schemas.suppression import SuppressionChange
+from schemas.text import check_tree
 
 
 class ControlAction(str, Enum):
@@ -47,8 +48,16 @@ class ControlCommand(Model):
     reason: str | None = Field(default=None, max_length=500)
     timestamp: float
     signature: str | None = Field(
-        default=None, description="hex HMAC-SHA256 of the command without this field"
+        default=None, pattern=r"^[0-9a-f]{64}$",
+        description="hex HMAC-SHA256 of the command without this field"
     )
+
+    @field_validator("id", "isp", "source_ip", "pool", "rules", "actor", "reason")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        # lone surrogates and deep nesting are refused here, not when the audit record is written
+        check_tree(v, what="the value")
+        return v
 
     @model_validator(mode="after")
     def _rules(self) -> "ControlCommand":

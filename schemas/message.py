@@ -4,9 +4,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, WithJsonSchema, model_validator
+from pydantic import ConfigDict, Field, WithJsonSchema, field_validator, model_validator
 
 from schemas.base import Model
+from schemas.text import check_tree
 
 ID_PATTERN = r"^[A-Za-z0-9._:@+=-]{1,200}$"
 
@@ -60,6 +61,14 @@ class OutboxMessage(Model):
     expires_at: Timestamp | None = Field(
         default=None, description="ISO 8601 or epoch seconds; after it the message ends expired"
     )
+
+    @field_validator("from_", "to", "data", "subject", "text", "html", "headers", "pool",
+                     "campaign", "meta")
+    @classmethod
+    def _text(cls, v: Any) -> Any:
+        # lone surrogates and deep nesting fail here, not later when the message is encoded
+        check_tree(v, what="the value")
+        return v
 
     @model_validator(mode="after")
     def _body(self) -> "OutboxMessage":

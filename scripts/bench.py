@@ -314,6 +314,7 @@ class KmtaRun:
                       "topic_prefix": f"bench{uuid.uuid4().hex[:8]}."},
             "dns": {"nameservers": [f"127.0.0.1:{dns_port}"]},
             "delivery": {"smtp_port": smtp_port, "allowed_networks": ["127.0.0.0/8"],
+                         "allow_special": ["127.0.0.0/8"],
                          "helo_name": "bench.kmta.test", "unsigned": "allow"},
             "pools": [{"name": "default", "source_ips": SOURCE_IPS}],
             "rules": {"override": str(self.dir / "rules.toml")},

@@ -274,7 +274,8 @@ def deployment(label: str, root: Path, pending: int, base: Path, bootstrap: str,
            "kafka": {"bootstrap_servers": bootstrap,
                      "topic_prefix": f"br{uuid.uuid4().hex[:8]}."},
            "dns": {"nameservers": [f"127.0.0.1:{dns_port}"]},
-           "delivery": {"allowed_networks": ["127.0.0.0/8"], "helo_name": "bench.kmta.test",
+           "delivery": {"allowed_networks": ["127.0.0.0/8"], "allow_special": ["127.0.0.0/8"],
+                        "helo_name": "bench.kmta.test",
                         "unsigned": "allow"}}
     path = d / "kmta.toml"
     path.write_text(tomli_w.dumps(cfg))

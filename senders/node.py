@@ -56,7 +56,8 @@ class SenderNode:
         self.node = node or config.sender.node or f"{socket.gethostname()}-{os.getpid()}"
         self.transport = transport or SmtpTransport(
             config.delivery.smtp_port, config.delivery.helo_name,
-            config.delivery.allowed_networks, config.delivery.tls, config.delivery.tls_ca_file)
+            config.delivery.allowed_networks, config.delivery.tls, config.delivery.tls_ca_file,
+            config.delivery.allow_special)
         self.classifier = Classifier.load()
         self.rng = random.Random()
         self.producer = None  # created in run(): aiokafka needs the running loop

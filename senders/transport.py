@@ -16,6 +16,8 @@ from typing import Protocol
 import aiosmtplib
 
 from kmta.policy.reply import Reply
+from kmta.policy.destinations import refusal
+from kmta.policy.smtpext import mail_options, needs, smtp_address
 from kmta.policy.tls import requirement
 from schemas import Envelope, MxHost, TlsPolicy
 from schemas.events import TlsInfo
@@ -86,13 +88,19 @@ class SmtpConnection:
             return Outcome(_internal(451, "4.7.5", f"MTA-STS policy of {env.domain} needs a "
                                      f"verified TLS connection to a listed MX"),
                            False, self.mx, "tls", True, self.tls)
-        data = env.data.encode("utf-8")
-        opts = []
-        if not data.isascii() and self._smtp.supports_extension("8bitmime"):
-            opts.append("BODY=8BITMIME")
+        try:
+            data = env.data.encode("utf-8")
+        except UnicodeError:  # a lone surrogate: the router refuses it, never sendable anyway
+            return Outcome(_internal(554, "5.6.0", "message text is not valid Unicode"), False,
+                           self.mx, "data", tls=self.tls)
+        sender, rcpt = smtp_address(env.sender), smtp_address(env.rcpt)
+        opts, refused = mail_options(needs(sender, rcpt, data), self._smtp.supports_extension,
+                                     self.mx)
+        if refused is not None:  # nothing was sent: the connection stays usable
+            return Outcome(refused, False, self.mx, "mail", tls=self.tls)
         try:
             errors, msg = await asyncio.wait_for(
-                self._smtp.sendmail(env.sender, [env.rcpt], data, mail_options=opts),
+                self._smtp.sendmail(sender, [rcpt], data, mail_options=opts),
                 timeout)
         except aiosmtplib.SMTPRecipientsRefused as e:
             r = e.recipients[0]
@@ -138,10 +146,12 @@ class SmtpTransport:
     """Connects with aiosmtplib to the first reachable MX address inside the allowed networks."""
 
     def __init__(self, port: int, helo_name: str, allowed_networks: Sequence[str],
-                 tls: str = "opportunistic", ca_file: str | None = None) -> None:
+                 tls: str = "opportunistic", ca_file: str | None = None,
+                 allow_special: Sequence[str] = ()) -> None:
         self._port = port
         self._helo = helo_name
         self._nets = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
+        self._special = [ipaddress.ip_network(n, strict=False) for n in allow_special]
         self._tls_default = tls
         self._tls = StartTls(ca_file)
 
@@ -160,12 +170,12 @@ class SmtpTransport:
             raise
         return smtp
 
+    def refusal(self, ip: str) -> str | None:
+        """Why ``ip`` must not be connected to (kmta.policy.destinations), None if it may."""
+        return refusal(ip, self._nets, self._special)
+
     def allowed(self, ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(addr in n for n in self._nets)
+        return self.refusal(ip) is None
 
     async def connect(self, mx: Sequence[MxHost], source_ip: str | None,
                       connect_timeout: float, tls: str | None = None,
@@ -182,8 +192,9 @@ class SmtpTransport:
                                        False, host.host, "connect", True)
                 continue
             for ip in host.ips:
-                if not self.allowed(ip):
-                    refused.append(f"{host.host}[{ip}]")
+                why = self.refusal(ip)
+                if why is not None:
+                    refused.append(f"{host.host}[{ip}]: {why}")
                     continue
                 smtp = self._client(ip, source_ip, connect_timeout)
                 t0 = time.monotonic()
@@ -221,8 +232,7 @@ class SmtpTransport:
         if last is None:
             if refused:
                 last = Outcome(_internal(550, "5.7.0",
-                                         "destination outside delivery.allowed_networks: "
-                                         + ", ".join(refused[:5])),
+                                         "destination refused: " + "; ".join(refused[:5])),
                                False, None, "connect", True)
             else:
                 last = Outcome(_internal(451, "4.4.4", "no MX address to connect to"), False,

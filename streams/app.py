@@ -19,7 +19,7 @@ from faust.types.auth import CredentialsT
 
 from kmta.config import Config
 from kmta.errors import ConfigError, KmtaError
-from kmta.pipeline.control import parse_command
+from kmta.pipeline.control import check_fresh, parse_command, remember
 from kmta.pipeline.kafkaio import CompactedView, client_options, security_options
 from kmta.pipeline.outputs import Out
 from kmta.pipeline.rules import load_kb, partition_map
@@ -108,6 +108,11 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
     ensure_changelog(config)
     node = config.worker.name or f"{socket.gethostname()}-{os.getpid()}"
     secret = config.control.secret.get_secret_value() if config.control.secret else None
+    if not secret:
+        log.warning("control.secret is not set: this worker applies unsigned control commands "
+                    "from anyone who can write to %s; set [control] secret in production",
+                    config.topic("control"))
+    max_age = config.control.max_age
     t = config.topic
     datadir = os.path.join(config.data_dir, "faust", node)
     os.makedirs(datadir, exist_ok=True)
@@ -230,17 +235,24 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
                 cmd = parse_command(ev.value, secret)
                 row = Row.model_validate(table[cmd.isp]) if table.get(cmd.isp) else Row(
                     isp=cmd.isp)
+                check_fresh(cmd, now, max_age, row.commands, row.commands_floor)
                 apply_command(row, cmd, kb, now)
+                row.commands_floor = remember(row.commands, cmd, now, max_age,
+                                              row.commands_floor)
                 table[cmd.isp] = row.model_dump(mode="json")
                 outs = publish(row, now)
                 rec = ControlRecord(command=cmd, applied=True, worker=node, timestamp=now)
-            except (KmtaError, ConfigError, ValueError) as e:
+            except Exception as e:  # noqa: BLE001 - every record ends audited, none stops obey
+                error = str(e)
+                if not isinstance(e, (KmtaError, ValueError)):
+                    log.exception("control record at offset %s failed", ev.message.offset)
+                    error = f"internal error: {type(e).__name__}: {e}"
                 outs = []
                 cmd = cmd or getattr(e, "command", None)  # decoded but not signed right
                 raw = None if cmd else (ev.value or b"").decode("utf-8", "replace")[:2000]
-                rec = ControlRecord(command=cmd, raw=raw, applied=False, error=str(e),
+                rec = ControlRecord(command=cmd, raw=raw, applied=False, error=error[:2000],
                                     worker=node, timestamp=now)
-                log.warning("control command refused: %s", e)
+                log.warning("control command refused: %s", rec.error)
             outs.append(Out(t("audit"), rec.to_json(), None))
             await send_all(outs)
 

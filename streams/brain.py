@@ -52,6 +52,9 @@ class Row(Model):
     rates: dict[str, dict[int, list[int]]] = Field(default_factory=dict)
     holds: dict[str, str] = Field(default_factory=dict)
     released: dict[str, float] = Field(default_factory=dict)
+    # control command ids applied within control.max_age (replay refusal, kmta.control.remember)
+    commands: dict[str, float] = Field(default_factory=dict)
+    commands_floor: float = 0.0
 
     def first_time(self, partition: int, offset: int) -> bool:
         """True (and noted) unless this results record was applied already: after a crash

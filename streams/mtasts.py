@@ -9,12 +9,12 @@ Per domain the TXT record is looked up again after ``TXT_RECHECK`` (or when the 
 max_age ran out); a new id fetches the policy again (§5.1). When a fetch fails, a cached policy
 stays in force until its max_age ends, as §5.1 says; a domain with no record is remembered for
 ``[dns] negative_ttl``. The policy host is resolved through the configured resolver, and only
-addresses inside ``delivery.allowed_networks`` are contacted.
+addresses the sender could deliver to are contacted (inside ``delivery.allowed_networks``, no
+special-use range unless ``delivery.allow_special`` opens it: kmta/policy/destinations.py).
 """
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 import ssl
 from dataclasses import dataclass
@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import httpx
 
 from kmta.config import Config
+from kmta.policy.destinations import refusal
 from kmta.policy.tls import StsPolicy, parse_sts_policy, sts_txt_id
 from schemas.message import TlsPolicy
 from streams.resolver import Resolver
@@ -48,6 +49,7 @@ class MtaSts:
         self._resolver = resolver
         self._port = config.delivery.mta_sts_port
         self._nets = config.delivery.networks()
+        self._special = config.delivery.special_networks()
         self._neg = config.dns.negative_ttl
         self._enabled = config.delivery.mta_sts
         self._ctx = ssl.create_default_context(cafile=config.delivery.tls_ca_file)
@@ -114,9 +116,10 @@ class MtaSts:
 
     async def _get(self, host: str) -> str:
         ips = [ip for ip in await self._resolver.addresses(host)
-               if any(ipaddress.ip_address(ip) in n for n in self._nets)]
+               if refusal(ip, self._nets, self._special) is None]
         if not ips:
-            raise OSError(f"{host} has no address inside delivery.allowed_networks")
+            raise OSError(f"{host} has no address kmta may connect to (delivery."
+                          "allowed_networks, allow_special)")
         url = f"https://{ips[0]}:{self._port}/.well-known/mta-sts.txt"
         async with httpx.AsyncClient(verify=self._ctx, timeout=FETCH_TIMEOUT,
                                      follow_redirects=False, trust_env=False) as client:

@@ -132,6 +132,7 @@ class Pipeline:
             "kafka": {"bootstrap_servers": bootstrap, "topic_prefix": self.prefix},
             "dns": {"nameservers": [f"127.0.0.1:{self.dns_port}"], "negative_ttl": 5},
             "delivery": {"smtp_port": self.smtp_port, "allowed_networks": ["127.0.0.0/8"],
+                         "allow_special": ["127.0.0.0/8"],
                          "helo_name": "test.kmta.local", "unsigned": "allow"},
             "pools": pools if pools is not None else [
                 {"name": "default", "source_ips": ["127.0.0.2", "127.0.0.3"]}],
@@ -247,7 +248,7 @@ class Pipeline:
         cmd = make_command(action, isp, "test", now=time.time(), secret=None, **kw)
         self.produce_raw_keyed("control", isp.encode(), cmd.to_json())
 
-    def produce_raw_keyed(self, topic: str, key: bytes, value: bytes) -> None:
+    def produce_raw_keyed(self, topic: str, key: bytes, value: bytes | None) -> None:
         async def go() -> None:
             p = make_producer(self.config)
             await p.start()

@@ -20,7 +20,8 @@ def run(args: argparse.Namespace) -> int:
     kb = load_kb(config)
     node = SenderNode(config, kb, partition_map(config, kb), node=args.node)
     print(f"sender {node.node} delivering (allowed networks: "
-          f"{', '.join(config.delivery.allowed_networks)})", flush=True)
+          f"{', '.join(config.delivery.allowed_networks)}; special-use ranges opened: "
+          f"{', '.join(config.delivery.allow_special) or 'none'})", flush=True)
     _run_until_signal(node.run)
     return 0
 

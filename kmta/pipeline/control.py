@@ -3,6 +3,12 @@
 A command is signed with HMAC-SHA256 over its canonical JSON without ``signature``: the
 ``model_dump(mode="json", exclude_none=True, by_alias=True)`` dict, dumped with sorted keys and
 compact separators. When a secret is configured, workers apply only commands that verify.
+
+A signed command can be copied from the topic and written again; so a worker also applies a
+command only while its ``timestamp`` is within ``control.max_age`` of the worker's clock, and
+only once: :func:`check_fresh` refuses an id seen before, and :func:`remember` keeps the seen
+ids of the window (bounded: past ``cap`` ids the oldest go, and every command not newer than
+the ones that went is refused, so forgetting never lets a replay through).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import hmac
 import ipaddress
 import json
 import uuid
+from collections.abc import Mapping, MutableMapping
 from typing import Any
 
 from pydantic import ValidationError
@@ -19,7 +26,10 @@ from pydantic import ValidationError
 from kmta.errors import KmtaError
 from schemas.control import ControlAction, ControlCommand
 
-__all__ = ["ControlError", "canonical", "make_command", "parse_command", "sign", "verify"]
+__all__ = ["ControlError", "canonical", "make_command", "parse_command", "sign", "verify",
+           "check_fresh", "remember", "SEEN_CAP"]
+
+SEEN_CAP = 1000  # command ids remembered per ISP
 
 
 class ControlError(KmtaError):
@@ -108,9 +118,11 @@ def verify(cmd: ControlCommand, secret: Any) -> None:
         raise ControlError("bad signature")
 
 
-def parse_command(raw: bytes | str, secret: Any) -> ControlCommand:
+def parse_command(raw: bytes | str | None, secret: Any) -> ControlCommand:
     """Decode and verify one record of the control topic, or raise :class:`ControlError`
     with the reason. A command is either valid as a whole or rejected as a whole."""
+    if raw is None:
+        raise ControlError("malformed command: empty record")
     if isinstance(raw, (bytes, bytearray)):
         try:
             text = bytes(raw).decode("utf-8")
@@ -122,6 +134,8 @@ def parse_command(raw: bytes | str, secret: Any) -> ControlCommand:
         data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ControlError(f"malformed command: not JSON ({e.msg} at {e.pos})") from None
+    except RecursionError:
+        raise ControlError("malformed command: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise ControlError("malformed command: expected a JSON object")
     try:
@@ -135,6 +149,38 @@ def parse_command(raw: bytes | str, secret: Any) -> ControlCommand:
     except ControlError as e:
         raise ControlError(str(e), command=cmd) from None
     return cmd
+
+
+def check_fresh(cmd: ControlCommand, now: float, max_age: float, seen: Mapping[str, float],
+                floor: float = 0.0) -> None:
+    """Raise :class:`ControlError` (with ``command``) unless ``cmd`` may be applied at ``now``:
+    its timestamp within ``max_age`` seconds of ``now`` (either way: clocks differ), newer than
+    ``floor`` and its id not in ``seen`` (id -> timestamp, see :func:`remember`)."""
+    age = now - cmd.timestamp
+    if not -max_age <= age <= max_age:  # also refuses NaN
+        raise ControlError(
+            f"stale command: its timestamp is {age:+.0f}s from the worker's clock; commands "
+            f"apply within {max_age:g}s (control.max_age)", command=cmd)
+    if cmd.id in seen:
+        raise ControlError(f"replayed command: id {cmd.id} was applied already", command=cmd)
+    if cmd.timestamp <= floor:
+        raise ControlError("stale command: older than the commands this worker remembers",
+                           command=cmd)
+
+
+def remember(seen: MutableMapping[str, float], cmd: ControlCommand, now: float, max_age: float,
+             floor: float = 0.0, cap: int = SEEN_CAP) -> float:
+    """Note ``cmd`` as applied in ``seen`` and forget ids that left the window; returns the new
+    floor (raised to the newest timestamp that had to go when more than ``cap`` remain)."""
+    seen[cmd.id] = cmd.timestamp
+    for cid, ts in list(seen.items()):
+        if ts < now - max_age:
+            del seen[cid]
+    if len(seen) > cap:
+        for cid, ts in sorted(seen.items(), key=lambda kv: kv[1])[:len(seen) - cap]:
+            floor = max(floor, ts)
+            del seen[cid]
+    return floor
 
 
 def _check_source_ip(cmd: ControlCommand, what: str) -> None:

@@ -23,7 +23,16 @@ log = logging.getLogger(__name__)
 
 __all__ = ["TopicSpec", "topic_specs", "ensure_topics", "make_producer", "CompactedView",
            "topic_partitions", "delay_topic", "Rebalance", "client_options", "security_options",
-           "why_unreachable", "stop_loop"]
+           "why_unreachable", "stop_loop", "record_limit"]
+
+
+def record_limit(config: Config) -> int:
+    """The largest record kmta writes, in bytes: an envelope carrying a message of
+    ``delivery.max_message_bytes`` (JSON escapes CRLF line ends to 4 bytes: up to twice the
+    message) plus its other fields. Topics are created with this ``max.message.bytes`` and
+    producers with this ``max_request_size``, so a message the router accepts is never refused
+    by the broker (the default of 1 MiB would refuse most messages of the default 10 MiB)."""
+    return config.delivery.max_message_bytes * 2 + 65536
 
 
 def client_options(config: Config) -> dict[str, Any]:
@@ -170,7 +179,7 @@ async def ensure_topics(config: Config, timeout: float = 60.0) -> None:
             cfg = {"min.insync.replicas": str(min(2, config.kafka.replication_factor)),
                    # records carry whole messages: the broker's default (1 MiB) would refuse
                    # what delivery.max_message_bytes allows (as the producers' request size)
-                   "max.message.bytes": str(config.delivery.max_message_bytes * 2 + 65536)}
+                   "max.message.bytes": str(record_limit(config))}
             if s.compacted:
                 cfg["cleanup.policy"] = "compact"
                 cfg["min.cleanable.dirty.ratio"] = "0.1"
@@ -221,7 +230,7 @@ async def topic_partitions(config: Config, topics: list[str]) -> list[TopicParti
 def make_producer(config: Config, **kw) -> AIOKafkaProducer:
     """acks=all + idempotence: a written outcome is durable before an offset is committed."""
     opts = dict(acks="all", enable_idempotence=True, linger_ms=5, max_batch_size=256 * 1024,
-                max_request_size=config.delivery.max_message_bytes * 2 + 65536,
+                max_request_size=record_limit(config),
                 compression_type=None)
     opts.update(kw)
     return AIOKafkaProducer(**client_options(config), **opts)

@@ -5,6 +5,7 @@ import re
 import unicodedata
 
 from kmta.errors import InputError
+from schemas.text import has_surrogate
 
 __all__ = ["split_address", "normalize_domain"]
 
@@ -17,6 +18,8 @@ _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f<>]")
 
 def normalize_domain(domain: str) -> str:
     """Lowercase, IDNA-encode and check a domain name; raises InputError."""
+    if has_surrogate(domain):
+        raise InputError(f"domain {domain!r} contains a lone surrogate (not valid Unicode)")
     d = domain.rstrip(".").lower()
     if d.startswith("[") and d.endswith("]"):
         raise InputError(f"address literals are not accepted: {domain!r}")
@@ -42,10 +45,13 @@ def split_address(address: str, what: str = "address") -> tuple[str, str]:
     """``"Ann@Example.COM"`` -> ``("Ann", "example.com")``; raises InputError with the reason.
 
     Rejects CR/LF and other control characters (header and SMTP command injection), angle
-    brackets, display names, missing or extra ``@``, over-long parts.
+    brackets, display names, missing or extra ``@``, over-long parts, and non-ASCII spaces,
+    invisible or unassigned characters in a UTF-8 local part (RFC 6531).
     """
     if not isinstance(address, str) or not address:
         raise InputError(f"{what} is empty")
+    if has_surrogate(address):
+        raise InputError(f"{what} {address!r} contains a lone surrogate (not valid Unicode)")
     if _FORBIDDEN.search(address):
         raise InputError(f"{what} {address!r} contains control characters or angle brackets")
     if address != address.strip() or " " in address and not address.startswith('"'):
@@ -59,4 +65,12 @@ def split_address(address: str, what: str = "address") -> tuple[str, str]:
         raise InputError(f"{what} {address!r} is longer than 254 octets")
     if not (_DOT_ATOM.match(local) or _QUOTED.match(local)):
         raise InputError(f"{what} {address!r}: invalid local part")
+    if not local.isascii():
+        # RFC 6531 allows any UTF-8 here; spaces (U+00A0...), invisible format characters,
+        # controls, surrogates and unassigned code points are refused: no reader can tell such
+        # an address from another one, and a lone surrogate cannot even be encoded
+        bad = next((c for c in local if unicodedata.category(c)[0] in "CZ"), None)
+        if bad is not None:
+            raise InputError(f"{what} {address!r}: local part contains U+{ord(bad):04X} "
+                             f"({unicodedata.name(bad, 'unnamed')}), not allowed in an address")
     return local, normalize_domain(domain)

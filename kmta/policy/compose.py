@@ -4,6 +4,7 @@ from __future__ import annotations
 import email.charset
 import email.policy
 import email.utils
+import re
 from collections.abc import Sequence
 from email.header import Header
 from email.message import Message
@@ -11,7 +12,9 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
 from kmta.errors import InputError
+from kmta.policy.addresses import split_address
 from schemas.message import OutboxMessage
+from schemas.text import has_surrogate
 
 __all__ = ["compose", "RESERVED_HEADERS", "TRACE_HEADER"]
 
@@ -21,38 +24,55 @@ RESERVED_HEADERS = frozenset({"x-kmta-id", "from", "to", "subject", "message-id"
 _POLICY = email.policy.compat32.clone(linesep="\r\n", max_line_length=78)
 _QP_UTF8 = email.charset.Charset("utf-8")
 _QP_UTF8.body_encoding = email.charset.QP
+_B64_UTF8 = email.charset.Charset("utf-8")
+_B64_UTF8.body_encoding = email.charset.BASE64
+MAX_LINE = 998  # octets per line without CRLF (RFC 5322 2.1.1, RFC 5321 4.5.3.1.6)
+# RFC 5322 3.6.8 field names (ftext), given by the input: short enough to fold after them
+_FIELD_NAME = re.compile(r"[\x21-\x39\x3b-\x7e]{1,76}")
+_DATA_FIELD = re.compile(r"[\x21-\x39\x3b-\x7e]+")
+# What no header value may hold: C0 controls except HTAB, DEL, C1 controls, U+2028/U+2029. Each of
+# \x0b \x0c \x1c-\x1e \x85 \u2028 \u2029 ends a line for str.splitlines() and so for parts of the
+# email package and for some readers: left in, they make header lines the input never named.
+_BAD_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_LINES = re.compile(r"\r\n|\r|\n")  # what the generator turns into CRLF
+_WORDS = re.compile(r"(?=[ \t]+[^ \t])")  # before white space that a word follows
 
 
 def compose(msg: OutboxMessage, msg_id: str, id_domain: str, now: float,
             extra: Sequence[tuple[str, str]] = ()) -> str:
     """Return the full message text with CRLF line ends.
 
-    ``data`` messages are passed through with CRLF normalised; a ``Message-ID`` and ``Date`` are
-    added to composed messages. Header values with CR or LF are refused (injection). Every
-    message gets an ``X-Kmta-Id`` trace header first, so a recipient (or a test sink) can tell
-    which kmta message it received. ``extra`` fields (List-Unsubscribe, Feedback-ID, built by
-    the router) go after the given headers, or after the trace header of a ``data`` message.
+    ``data`` messages are passed through with CRLF normalised; they are refused with NUL, a
+    lone surrogate or a line over 998 octets (8-bit data is left to the sender: BODY=8BITMIME).
+    A ``Message-ID`` and ``Date`` are added to composed messages, whose header lines are all
+    named by the input (names are RFC 5322 ftext; values with a control character that some
+    reader takes for a line end are refused) and folded to at most 998 octets. Every message gets
+    an ``X-Kmta-Id`` trace header first, so a recipient (or a test sink) can tell which kmta
+    message it received. ``extra`` fields (List-Unsubscribe, Feedback-ID, built by the router)
+    go after the given headers, or after the trace header of a ``data`` message.
     """
     for name, value in extra:
         _check_header(name, value)
     trace = f"{TRACE_HEADER}: {msg_id}\r\n"
     if msg.data is not None:
-        text = msg.data.replace("\r\n", "\n").replace("\r", "\n")
-        head, sep, _ = text.partition("\n\n")
-        if not sep or ":" not in head.split("\n", 1)[0]:
-            raise InputError("data is not an RFC 5322 message: no header section")
-        trace += "".join(f"{name}: {value}\r\n" for name, value in extra)
-        return trace + text.replace("\n", "\r\n")
-    headers: list[tuple[str, str]] = [("From", msg.from_), ("To", msg.to),
-                                      ("Subject", msg.subject or "")]
+        text = _check_data(msg.data)
+        return trace + "".join(f"{name}: {_header(name, value)}\r\n"
+                               for name, value in extra) + text
     for name, value in (msg.headers or {}).items():
         if name.lower() in RESERVED_HEADERS:
             raise InputError(f"header {name!r} is set by kmta; use the message field instead")
-        if not name or any(c in name for c in ":\r\n \t") or not name.isascii():
-            raise InputError(f"invalid header name {name!r}")
-        headers.append((name, value))
+        if not _FIELD_NAME.fullmatch(name):
+            raise InputError(f"invalid header name {name!r}: 1-76 printable ASCII characters "
+                             "without ':' or space (RFC 5322 3.6.8)")
+    headers: list[tuple[str, str]] = [("Subject", msg.subject or ""), *(msg.headers or {}).items()]
     for name, value in headers:
         _check_header(name, value)
+    for t in (msg.text, msg.html):
+        if t is not None and has_surrogate(t):
+            raise InputError("text or html contains a lone surrogate (not valid Unicode)")
+    # the addresses are bare addr-specs; a non-ASCII local part stays UTF-8 (RFC 6532: the
+    # sender then needs SMTPUTF8), an internationalized domain is written as its A-label
+    trace += f"From: {_address(msg.from_, 'from')}\r\nTo: {_address(msg.to, 'to')}\r\n"
     # compat32 MIME classes: the same RFC 5322/2045 output as EmailMessage for these simple
     # shapes at a fraction of the cost (header folding in the modern policy dominated routing)
     if msg.text is not None and msg.html is not None:
@@ -64,30 +84,112 @@ def compose(msg: OutboxMessage, msg_id: str, id_domain: str, now: float,
         body = _part(msg.text if msg.text is not None else (msg.html or ""),
                      "plain" if msg.text is not None else "html")
     del body["MIME-Version"]
-    for name, value in headers[:3]:
-        body[name] = _header(value)
+    body["Subject"] = _header(*headers[0])
     body["Date"] = email.utils.formatdate(now, usegmt=True)
     body["Message-ID"] = f"<{msg_id}@{id_domain}>"
-    for name, value in [*headers[3:], *extra]:
-        body[name] = _header(value)
+    for name, value in [*headers[1:], *extra]:
+        body[name] = _header(name, value)
     body["MIME-Version"] = "1.0"
+    # values come folded from _header: as_string's folding (maxheaderlen=None) would cost
+    # ~0.2 ms a header for the few values that need it
     text = body.as_string(policy=_POLICY)
     return trace + text
 
 
 def _part(text: str, subtype: str) -> MIMEText:
-    charset = "us-ascii" if text.isascii() and max(map(len, text.splitlines() or [""])) <= 998 \
-        else "utf-8"
-    # quoted-printable keeps mostly-ASCII UTF-8 text readable
-    return MIMEText(text, subtype, _QP_UTF8 if charset == "utf-8" else charset)
+    if text.isascii() and "\x00" not in text and max(map(len, _LINES.split(text))) <= MAX_LINE:
+        return MIMEText(text, subtype, "us-ascii")
+    # quoted-printable keeps mostly-ASCII UTF-8 text readable; text with many non-ASCII
+    # characters goes as base64, which grows it by 4/3 instead of up to 3x
+    extra = len(text.encode("utf-8")) - len(text)
+    return MIMEText(text, subtype, _B64_UTF8 if extra * 6 > len(text) else _QP_UTF8)
 
 
-def _header(value: str) -> str | Header:
-    if value.isascii() and len(value) < 900:
-        return value
-    return Header(value, "utf-8", header_name=None)
+class _Folded:
+    """A header value written as it is: compat32 would pass a ``str`` through ``Header`` again
+    (~0.1 ms a header), which also strips and re-spaces white space at the folds."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def encode(self, linesep: str = "\n", **_: object) -> str:
+        return self.text.replace("\r\n", linesep)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+def _header(name: str, value: str) -> _Folded:
+    """The value, folded to lines of at most 78 characters where it can be (RFC 5322 2.2.3)
+    and never over 998 octets."""
+    # text that reads as an encoded word (RFC 2047 "=?charset?q?...?=") is encoded itself, or
+    # readers would show its decoding instead of the text
+    if value.isascii() and "=?" not in value:
+        if len(name) + 2 + len(value) <= 78:
+            return _Folded(value)
+        folded = _fold(len(name) + 2, value)
+        if folded is not None:
+            return _Folded(folded)
+    # encoded words (RFC 2047) fold anywhere, also a long run without white space
+    return _Folded(Header(value, "utf-8", header_name=name).encode(linesep="\r\n"))
+
+
+def _fold(start: int, value: str) -> str | None:
+    """Fold an ASCII value before white space (unfolding gives back exactly the value); None
+    when a word is too long for one line of 998 octets."""
+    lines: list[str] = []
+    line, width = "", start
+    for word in _WORDS.split(value):
+        if line.strip(" \t") and width + len(word) > 78:
+            lines.append(line)
+            line, width = "", 0
+        line += word
+        width += len(word)
+        if width > MAX_LINE:
+            return None
+    lines.append(line)
+    return "\r\n".join(lines)
 
 
 def _check_header(name: str, value: str) -> None:
-    if "\r" in value or "\n" in value or "\x00" in value:
-        raise InputError(f"header {name} contains a line break (header injection refused)")
+    if _BAD_VALUE.search(value):
+        raise InputError(f"header {name} contains a line break or control character (header "
+                         "injection refused)")
+    if has_surrogate(value):
+        raise InputError(f"header {name} contains a lone surrogate (not valid Unicode)")
+
+
+def _address(addr: str, what: str) -> str:
+    if addr.isascii():
+        split_address(addr, what)  # raises on anything that is not a bare addr-spec
+        return addr
+    local, domain = split_address(addr, what)
+    return f"{local}@{domain}"
+
+
+def _check_data(data: str) -> str:
+    if "\x00" in data:
+        raise InputError("data contains NUL, which no SMTP message may carry (RFC 5322 2.1, "
+                         "RFC 6152)")
+    if has_surrogate(data):
+        raise InputError("data contains a lone surrogate (not valid Unicode)")
+    text = data.replace("\r\n", "\n").replace("\r", "\n")
+    head, sep, _ = text.partition("\n\n")
+    if not sep or ":" not in head.split("\n", 1)[0]:
+        raise InputError("data is not an RFC 5322 message: no header section")
+    for n, line in enumerate(head.split("\n"), 1):
+        if line[:1] in (" ", "\t"):
+            if not line.strip(" \t"):
+                raise InputError(f"data header line {n} is only white space (readers differ on "
+                                 "whether it ends the header section)")
+        elif ":" not in line or not _DATA_FIELD.fullmatch(line.partition(":")[0]):
+            raise InputError(f"data header line {n} is not a header field (RFC 5322 3.6.8: "
+                             "a name of printable ASCII, a colon, the value)")
+    for n, line in enumerate(text.split("\n"), 1):
+        if len(line) > MAX_LINE // 4 and len(line.encode("utf-8")) > MAX_LINE:
+            raise InputError(f"data line {n} is {len(line.encode('utf-8'))} octets; SMTP allows "
+                             f"{MAX_LINE} (RFC 5322 2.1.1): encode the body (quoted-printable or "
+                             "base64) or give subject and text/html for kmta to compose")
+    return text.replace("\n", "\r\n")

@@ -300,6 +300,14 @@ def test_malformed_control_records_are_refused_whole(pipeline_factory) -> None:
         ),
         # messages have no source IP before one sends them: a clear is for the whole ISP
         "clear-one-ip": cmd(id="m-clear", action="clear", source_ip="127.0.0.2"),
+        # records that crashed the agent before its audit record was written (issue 14)
+        "null": None,
+        "non-ascii-signature": cmd(id="m-sig", signature="é" * 64),
+        "nested-rules": cmd(id="m-nest", action="set_rules", rules=json.loads(
+            '{"speed":' * 900 + "1" + "}" * 900)),
+        "deep-json": b"[" * 50_000 + b"]" * 50_000,
+        "surrogate": cmd(id="m-sur", reason="\ud800"),
+        "stale": cmd(id="m-stale", timestamp=now - 3600),
     }
     for value in bad.values():
         p.produce_raw_keyed("control", b"gmail", value)
@@ -318,6 +326,10 @@ def test_malformed_control_records_are_refused_whole(pipeline_factory) -> None:
     assert "pause takes no rules" in errors[6]
     assert "sending.tact" in errors[7]
     assert "clear applies to a whole ISP" in errors[8]
+    assert "empty record" in errors[9] and "signature" in errors[10]
+    assert "nested more than 32" in errors[11] and "nested too deeply" in errors[12]
+    assert "reason" in errors[13] and "stale command" in errors[14]
+    assert refused[14]["command"]["id"] == "m-stale"
     # records that are not a command keep the raw text for the operator; others the command
     assert refused[1]["raw"].startswith('{"id": "t1"') and refused[1].get("command") is None
     assert refused[7]["command"]["id"] == "m-half"
@@ -329,6 +341,7 @@ def test_malformed_control_records_are_refused_whole(pipeline_factory) -> None:
     ids = p.produce(messages(5, ["gmail.com"], prefix="after"))
     assert {f["status"] for f in p.wait_finals(ids, 60).values()} == {"delivered"}
     assert "control command refused" in p.log("worker")
+    assert "control.secret is not set" in p.log("worker")  # warned at start
 
 
 def test_signed_commands_only_when_a_secret_is_set(pipeline_factory) -> None:
@@ -368,8 +381,19 @@ def test_signed_commands_only_when_a_secret_is_set(pipeline_factory) -> None:
     ids = p.produce(messages(3, ["gmail.com"], prefix="after"))
     assert {f["status"] for f in p.wait_finals(ids, 60).values()} == {"delivered"}
 
+    # a signed command copied from the topic and written again is refused: replay
+    again = make_command("pause", "gmail", "t", now=time.time(), secret=secret)
+    p.produce_raw_keyed("control", b"gmail", again.to_json())
+    p.produce_raw_keyed("control", b"gmail", again.to_json())
+    wait_for(lambda: len([a for a in p.read_topic("audit")
+                          if (a.get("command") or {}).get("id") == again.id]) == 2, 30,
+             "both audit records of the replayed command")
+    assert latest(p, "state")["gmail"]["paused"] is True
+    kmta(p, "resume", "gmail")
+
     audit = p.read_topic("audit")
-    assert [a["applied"] for a in audit] == [False, False, False, True, True]
+    assert [a["applied"] for a in audit] == [False, False, False, True, True, True, False, True]
+    assert "replayed command" in audit[6]["error"]
     assert all(a["command"]["signature"] for a in audit[3:])
     # the secret itself is never written anywhere
     dump = json.dumps(audit) + p.log("worker") + p.log("sender-1") + r.stdout + r.stderr

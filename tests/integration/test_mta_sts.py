@@ -75,7 +75,8 @@ def world(tmp_path: Path):  # noqa: ANN201
     })
     config = Config.model_validate({
         "dns": {"nameservers": [f"127.0.0.1:{dns_port}"], "negative_ttl": 300},
-        "delivery": {"tls_ca_file": str(ca_path), "mta_sts_port": https_port}})
+        "delivery": {"tls_ca_file": str(ca_path), "mta_sts_port": https_port,
+                     "allow_special": ["127.0.0.0/8"]}})
     server = PolicyServer(server_context(*sts_cert), https_port)
     with DnsServerThread(zone, port=dns_port):
         yield {"config": config, "zone": zone, "server": server, "mx_cert": mx_cert,
@@ -124,6 +125,7 @@ def test_enforce_turns_on_certificate_and_mx_checks(world: dict) -> None:
         sts = MtaSts(world["config"], Resolver(world["config"].dns))
         pol = await sts.enforced("rcpt.test", NOW)
         t = SmtpTransport(port, "kmta.test", ["127.0.0.0/8"], tls="opportunistic",
+                          allow_special=["127.0.0.0/8"],
                           ca_file=world["ca"])
         conn = await t.connect(mx, None, 10, None, pol)
         await conn.close()

@@ -127,19 +127,72 @@ def test_reserved_headers_are_refused(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", ["", "X Bad", "X:Bad", "X-Bad\r\nBcc", "X-Bad\n", "X-Tab\t",
-                                  "X-Ünïcode"])
+                                  "X-Ünïcode", "X\x00", "X\x0bY", "X\x7f", "\x01", "X" * 77])
 def test_invalid_header_names_are_refused(name: str) -> None:
     with pytest.raises(InputError, match="invalid header name"):
         build(subject="s", text="t", headers={name: "v"})
 
 
-@pytest.mark.parametrize("value", ["a\r\nBcc: evil@evil.test", "a\nBcc: evil@evil.test",
-                                   "a\rBcc: evil@evil.test", "a\x00b"])
+# every character some reader (str.splitlines, the email package, MUAs) takes for a line end
+@pytest.mark.parametrize("value", [f"a{c}Bcc: evil@evil.test" for c in
+                                   ["\r\n", "\n", "\r", "\x00", "\x0b", "\x0c", "\x1c", "\x1d",
+                                    "\x1e", "\x85", "\u2028", "\u2029", "\x1f", "\x7f"]])
 def test_header_injection_is_refused(value: str) -> None:
     with pytest.raises(InputError, match="line break"):
         build(subject=value, text="t")
     with pytest.raises(InputError, match="line break"):
         build(subject="s", text="t", headers={"X-Campaign": value})
+
+
+def test_lone_surrogates_are_refused_by_the_model() -> None:
+    from pydantic import ValidationError
+    for fields in ({"subject": "a\ud800"}, {"text": "\udfff"}, {"headers": {"X-A": "\ud800"}},
+                   {"meta": {"k": ["\ud800"]}}):
+        with pytest.raises(ValidationError):
+            build(**{"subject": "s", "text": "t", **fields})
+
+
+def test_header_values_fold_within_78_and_unfold_to_themselves() -> None:
+    value = "  lead " + "word\tword " * 120 + "tail  "
+    text = build(subject="s", text="t", headers={"X-Long": value, "X-Run": "r" * 990})
+    assert_line_limit(text)
+    head = text.split("\r\n\r\n", 1)[0]
+    long = head.split("\r\nX-Long: ", 1)[1].split("\r\nX-Run:", 1)[0]
+    assert max(map(len, long.split("\r\n"))) <= 78
+    assert long.replace("\r\n", "") == value  # folding only inserts CRLF before white space
+    # a word too long for one line goes as encoded words (RFC 2047), which fold anywhere
+    assert parse(text)["X-Run"] == "r" * 990
+
+
+def test_text_that_reads_as_an_encoded_word_stays_text() -> None:
+    subject = "Save 20% =?utf-8?q?x?= today"
+    m = parse(build(subject=subject, text="t", headers={"X-A": "=?utf-8?b?eA==?="}))
+    assert m["Subject"] == subject and m["X-A"] == "=?utf-8?b?eA==?="
+
+
+def test_a_cjk_subject_is_folded() -> None:
+    # as_string()'s default maxheaderlen=0 left this as one 1,221-octet line
+    text = build(subject="日" * 300, text="t")
+    assert_line_limit(text)
+    assert max(map(len, text.split("\r\n\r\n")[0].split("\r\n"))) <= 78
+    assert parse(text)["Subject"] == "日" * 300
+
+
+def test_utf8_addresses_are_written_raw_with_a_domain_a_label() -> None:
+    text = build(**{"from": "news@bücher.example", "to": "üser@Bücher.example"}, subject="s",
+                 text="t")
+    head = text.split("\r\n\r\n")[0]
+    assert "\r\nFrom: news@xn--bcher-kva.example\r\n" in head  # ASCII: no SMTPUTF8 needed
+    assert "\r\nTo: üser@xn--bcher-kva.example\r\n" in head  # RFC 6532: needs SMTPUTF8
+
+
+def test_non_ascii_text_goes_base64_mostly_ascii_quoted_printable() -> None:
+    cjk = build(subject="s", text="日本語のテキスト" * 200)
+    assert "Content-Transfer-Encoding: base64" in cjk
+    assert len(cjk) < 1.5 * len(("日本語のテキスト" * 200).encode())
+    latin = build(subject="s", text="Grüße aus Köln, bis bald. " * 20)
+    assert "Content-Transfer-Encoding: quoted-printable" in latin
+    assert body(parse(latin)) == "Grüße aus Köln, bis bald. " * 20
 
 
 # -- data passthrough ------------------------------------------------------------------------
@@ -170,3 +223,21 @@ def test_data_keeps_non_ascii_and_mime_structure() -> None:
 def test_data_without_a_header_section_is_refused(raw: str) -> None:
     with pytest.raises(InputError, match="no header section"):
         build(data=raw)
+
+
+@pytest.mark.parametrize(("raw", "error"), [
+    ("Subject: a\r\n\r\nbody\x00", "NUL"),
+    ("Subject: a\r\n\r\n" + "x" * 999 + "\r\n", "line 3 is 999 octets"),
+    ("Subject: a\r\n\r\n" + "é" * 500 + "\r\n", "line 3 is 1000 octets"),
+    ("Subject: a\r\nX-Bad name: v\r\n\r\nbody", "header line 2 is not a header field"),
+    ("Subject: a\r\nno colon\r\n\r\nbody", "header line 2 is not a header field"),
+    ("Subject: a\r\n \t\r\n\r\nbody", "only white space"),
+])
+def test_unsendable_data_is_refused(raw: str, error: str) -> None:
+    with pytest.raises(InputError, match=error):
+        build(data=raw)
+
+
+def test_data_lines_of_998_octets_pass() -> None:
+    raw = "Subject: a\r\n\r\n" + "x" * 998 + "\r\n" + "é" * 499 + "\r\n"
+    assert build(data=raw).endswith(raw.split("\r\n\r\n", 1)[1])

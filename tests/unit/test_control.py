@@ -8,7 +8,15 @@ import pytest
 from pydantic import SecretStr
 
 from kmta.errors import KmtaError
-from kmta.pipeline.control import ControlError, canonical, make_command, parse_command, verify
+from kmta.pipeline.control import (
+    ControlError,
+    canonical,
+    check_fresh,
+    make_command,
+    parse_command,
+    remember,
+    verify,
+)
 from schemas.control import ControlAction
 
 SECRET = "s3cret"
@@ -147,12 +155,60 @@ def test_key_order_does_not_matter() -> None:
             b'{"id": "x", "action": "pause", "isp": "g", "actor": "a", "timestamp": 1, "extra": 1}',
             "extra",
         ),
+        # records that crashed the obey agent before the signature was looked at
+        (None, "empty record"),
+        (b"", "not JSON"),
+        (b"null", "JSON object"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (('{"id": "x", "action": "pause", "isp": "g", "actor": "a", "timestamp": 1, '
+          '"signature": "' + "é" * 64 + '"}').encode(), "signature"),
+        (b'{"id": "x", "action": "set_rules", "isp": "g", "actor": "a", "timestamp": 1, '
+         b'"rules": ' + b'{"a":' * 900 + b"1" + b"}" * 900 + b"}", "nested more than 32"),
+        (b'{"id": "x", "action": "pause", "isp": "g", "actor": "a", "timestamp": 1, '
+         b'"reason": "\\ud800"}', "reason"),
     ],
 )
 def test_malformed_gives_reason(raw: bytes, reason: str) -> None:
     with pytest.raises(ControlError, match="malformed command") as e:
         parse_command(raw, None)
     assert reason in str(e.value)
+
+
+def test_fresh_commands_apply_once() -> None:
+    cmd = make_command("pause", "gmail", "ops", now=NOW, secret=SECRET)
+    seen: dict[str, float] = {}
+    check_fresh(cmd, NOW + 299, 300, seen)
+    floor = remember(seen, cmd, NOW + 299, 300)
+    assert seen == {cmd.id: NOW} and floor == 0.0
+    with pytest.raises(ControlError, match="replayed command") as e:
+        check_fresh(cmd, NOW + 299, 300, seen, floor)
+    assert e.value.command == cmd  # the audit record says what was replayed
+    # a copy written again later is stale, whether or not its id is still remembered
+    with pytest.raises(ControlError, match="stale command"):
+        check_fresh(cmd, NOW + 301, 300, {}, 0.0)
+    early = make_command("resume", "gmail", "ops", now=NOW + 301, secret=SECRET)
+    with pytest.raises(ControlError, match="stale command"):  # from a clock far ahead
+        check_fresh(early, NOW, 300, {})
+    nan = cmd.model_copy(update={"timestamp": float("nan")})
+    with pytest.raises(ControlError, match="stale command"):
+        check_fresh(nan, NOW, 300, {})
+
+
+def test_seen_ids_are_bounded_without_letting_a_replay_through() -> None:
+    seen: dict[str, float] = {}
+    floor = 0.0
+    cmds = [make_command("pause", "gmail", "ops", now=NOW + i, secret=None) for i in range(30)]
+    for c in cmds:
+        check_fresh(c, NOW + 30, 300, seen, floor)
+        floor = remember(seen, c, NOW + 30, 300, floor, cap=10)
+    assert len(seen) == 10 and floor == NOW + 19
+    for c in cmds:  # every one of them refused again: by its id or by the floor
+        with pytest.raises(ControlError, match="replayed|stale"):
+            check_fresh(c, NOW + 30, 300, seen, floor)
+    # ids that left the window are forgotten (their commands are stale by then)
+    floor = remember(seen, make_command("resume", "gmail", "o", now=NOW + 400, secret=None),
+                     NOW + 400, 300, floor, cap=10)
+    assert len(seen) == 1
 
 
 def test_make_command_invalid_fields() -> None:

@@ -79,6 +79,19 @@ INVALID = [
     ("ann@straße.example", "internationalized"),
     ("ann@ex\u200bample.com", "internationalized"),  # zero-width space dropped
     ("ann@ｅｘａｍｐｌｅ.com", "internationalized"),  # full-width letters folded
+    # UTF-8 local parts (RFC 6531) without spaces, invisible or unencodable characters
+    ("a\u00a0b@gmail.com", "U\\+00A0 \\(NO-BREAK SPACE\\)"),
+    ("\u00a0@gmail.com", "spaces"),
+    ('"a\u00a0b"@gmail.com', "U\\+00A0"),
+    ("a\u3000b@gmail.com", "U\\+3000 \\(IDEOGRAPHIC SPACE\\)"),
+    ("a\u200bb@gmail.com", "U\\+200B \\(ZERO WIDTH SPACE\\)"),
+    ("a\u202eb@gmail.com", "U\\+202E"),  # right-to-left override
+    ("a\u2028b@gmail.com", "U\\+2028"),
+    ("a\x85b@gmail.com", "U\\+0085"),
+    ("ü\U000e0001@gmail.com", "U\\+E0001"),
+    ("a\ud800@gmail.com", "lone surrogate"),
+    ("ann@gm\udfffail.com", "lone surrogate"),
+    ("ann@gm\u00a0ail.com", "internationalized"),
     # limits
     ("l" * 65 + "@example.com", "longer than 64"),
     ("l" * 64 + "@" + ".".join(["d" * 60] * 3) + ".example", "longer than 254"),
