@@ -202,6 +202,20 @@ class ControlConfig(Model):
                            "be from the worker's clock (replayed old commands are refused)")
 
 
+class MetricsConfig(Model):
+    listen: str | None = Field(
+        default=None, description='"host:port" for Prometheus /metrics; unset = not served')
+
+    @field_validator("listen")
+    @classmethod
+    def _hostport(cls, v: str | None) -> str | None:
+        if v is not None:
+            host, _, port = v.rpartition(":")
+            if not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"listen {v!r} must be host:port")
+        return v
+
+
 class DashboardConfig(Model):
     host: str = "127.0.0.1"
     port: int = 8050
@@ -296,6 +310,7 @@ class Config(Model):
     worker: WorkerConfig = WorkerConfig()
     dashboard: DashboardConfig = DashboardConfig()
     control: ControlConfig = ControlConfig()
+    metrics: MetricsConfig = MetricsConfig()
     domains: list[DomainConfig] = Field(default_factory=list)
     inbound: InboundConfig = InboundConfig()
     unsubscribe: UnsubscribeConfig = UnsubscribeConfig()

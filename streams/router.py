@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from kmta.config import Config, PoolConfig
 from kmta.errors import InputError
 from kmta.pipeline.outgoing import Outgoing, Stamped, UnsignedRefused
+from kmta.pipeline.metrics import DEAD_LETTERS, UNEXPECTED_ERRORS
 from kmta.pipeline.outputs import Out, event_out, internal_event, new_id
 from kmta.policy.addresses import split_address
 from kmta.policy.compose import compose
@@ -79,6 +80,7 @@ class Router:
             return await self._route(raw, topic, partition, offset, now)
         except Exception as e:  # noqa: BLE001 - one record must never stop routing
             self.errors += 1
+            UNEXPECTED_ERRORS.labels("worker", "route").inc()
             log.exception("routing the record at %s/%s/%s failed", topic, partition, offset)
             return [self._dlq(f"internal error while routing: {type(e).__name__}: {e}",
                               raw or b"", topic, partition, offset, now)]
@@ -248,6 +250,7 @@ class Router:
     def _dlq(self, reason: str, raw: bytes, topic: str, partition: int, offset: int,
              now: float, rid: object = None) -> Out:
         self.dead_letters += 1
+        DEAD_LETTERS.labels("worker").inc()
         try:
             original, enc = raw.decode("utf-8"), "utf-8"
         except UnicodeDecodeError:

@@ -58,7 +58,16 @@ def test_an_unexpected_error_is_dead_lettered_with_the_reason() -> None:
     async def broken(domain: str):  # noqa: ANN202
         raise RuntimeError("resolver bug")
     h.resolver.mx = broken  # type: ignore[method-assign]
+    from prometheus_client import REGISTRY
+
+    def count(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+    before = (count("kmta_unexpected_errors_total", component="worker", stage="route"),
+              count("kmta_dlq_records_total", component="worker"))
     outs = h.route(msg(id="b-1"))
+    assert (count("kmta_unexpected_errors_total", component="worker", stage="route"),
+            count("kmta_dlq_records_total", component="worker")) == (before[0] + 1,
+                                                                   before[1] + 1)
     dl = dead_letter(outs)
     assert "internal error while routing: RuntimeError: resolver bug" in dl.reason
     assert json.loads(dl.original)["id"] == "b-1"
