@@ -32,6 +32,7 @@ from kmta.policy.speed import Outcome as SpeedOutcome
 from kmta.policy.verdict import judge
 from schemas import DeadLetter, DeliveryEvent, Envelope, IspLoad, IspState, NodeStats, Status
 from senders.lane import Item, Lane
+from senders.suspension import Suspension, suspended
 from senders.tracker import OffsetTracker, decode_done
 from senders.transport import ConnectFailed, Outcome, SmtpTransport, Transport
 
@@ -82,6 +83,8 @@ class SenderNode:
         self._stopping = False
         self._queue_topic = config.topic("queue")
         self._group = f"{config.kafka.topic_prefix}senders"
+        self.suspension = Suspension(config, self._queue_topic, self.classifier, self.rng,
+                                     self.node, self._write)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -275,6 +278,9 @@ class SenderNode:
             self._finish_internal(item, Status.EXPIRED, 554, "5.4.7",
                                   "message expired in the queue", "expired")
             return
+        if suspended(lane, now):  # its destination does not answer: no waiting in memory
+            self.suspension.defer(lane, tp.partition, r.offset, env, now)
+            return
         blocked = lane.blocked_until(now)
         full = len(lane.queue) >= self.c.sender.isp_backlog
         dedicated = self.pmap.dedicated_isp(tp.partition) == env.isp
@@ -421,11 +427,14 @@ class SenderNode:
                         lane.connect_failures = 0
                     except ConnectFailed as e:
                         lane.connect_failures += 1
+                        lane.connect_reply = e.outcome.reply
                         lane.connect_backoff_until = time.time() + min(
                             2 ** lane.connect_failures, 60)
                         if lane.queue and lane.queue[0] is head:
                             lane.queue.popleft()
                             await self._outcome(lane, head, e.outcome, ip)
+                        if suspended(lane, time.time()):
+                            self.suspension.defer_held(lane, time.time())
                         break
                     continue
                 pacer = lane.pacer(ip)  # this source IP's slots (limits count per IP)
