@@ -31,6 +31,7 @@ from kmta.policy.partitions import PartitionMap
 from kmta.policy.speed import Outcome as SpeedOutcome
 from kmta.policy.verdict import judge
 from schemas import DeadLetter, DeliveryEvent, Envelope, IspLoad, IspState, NodeStats, Status
+from senders.fencing import Renewals
 from senders.lane import Item, Lane
 from senders.suspension import Suspension, suspended
 from senders.tracker import OffsetTracker, decode_done
@@ -64,6 +65,7 @@ class SenderNode:
         self.stats_producer = None
         self._pending: list[tuple[TopicPartition, int, list[Out]]] = []
         self._txn_lock = asyncio.Lock()
+        self._renewals = Renewals()
         self.states = CompactedView(config, config.topic("state"), self._decode_state,
                                     self._state_changed)
         self.consumer: AIOKafkaConsumer | None = None
@@ -92,9 +94,7 @@ class SenderNode:
         # them into fewer produce requests (measured: less broker and worker CPU per message)
         # outcomes and queue offsets are written together, in Kafka transactions (see
         # _flush); node heartbeats go on a plain producer, outside them
-        self.producer = make_producer(
-            self.c, linger_ms=20, transactional_id=f"{self.c.kafka.topic_prefix}sender.{self.node}",
-            transaction_timeout_ms=TXN_TIMEOUT_MS)
+        self.producer = self._txn_producer()
         await self.producer.start()
         self.stats_producer = make_producer(self.c)
         await self.stats_producer.start()
@@ -588,9 +588,12 @@ class SenderNode:
                             await self.producer.send_offsets_to_transaction(
                                 offsets, self._group)
                     break
-                except FENCED:
-                    log.critical("this node's transactional id was taken over: stopping")
-                    raise
+                except FENCED as e:
+                    if not self._renewals.allow(time.monotonic()):
+                        log.critical("this node's transactional id was taken over: stopping")
+                        raise
+                    log.warning("transaction fenced (%r): a new producer writes it again", e)
+                    await self._renew_producer()
                 except asyncio.CancelledError:
                     # aborted: these outcomes go with the next transaction (the stop's last),
                     # else their offsets, already marked done, would be committed without them
@@ -605,6 +608,26 @@ class SenderNode:
                     tracker.committed = om.offset
                     tracker.committed_metadata = om.metadata
             self.in_flight -= len(batch)
+
+    def _txn_producer(self):  # noqa: ANN202
+        return make_producer(
+            self.c, linger_ms=20, transactional_id=f"{self.c.kafka.topic_prefix}sender.{self.node}",
+            transaction_timeout_ms=TXN_TIMEOUT_MS)
+
+    async def _renew_producer(self) -> None:
+        """See senders/fencing.py."""
+        while True:
+            old, self.producer = self.producer, self._txn_producer()
+            try:
+                await old.stop()
+            except Exception:  # noqa: BLE001 - fenced (or never started): closing may fail
+                log.debug("closing the old producer failed", exc_info=True)
+            try:
+                await self.producer.start()
+                return
+            except Exception as e:  # noqa: BLE001 - the cluster is still recovering
+                log.warning("starting a new producer failed (%s); retrying", e)
+                await asyncio.sleep(1.0)
 
     def _committable(self) -> dict[TopicPartition, OffsetAndMetadata]:
         """Commit points that moved, of partitions this node still owns (a transaction's offset
