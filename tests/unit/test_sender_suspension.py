@@ -30,7 +30,8 @@ class DeadTransport:
     def __init__(self) -> None:
         self.attempts = 0
 
-    async def connect(self, mx, source_ip, connect_timeout):  # noqa: ANN001, ANN201
+    async def connect(self, mx, source_ip, connect_timeout, tls=None,  # noqa: ANN001, ANN201
+                      sts=None):  # noqa: ANN001
         self.attempts += 1
         raise ConnectFailed(Outcome(TIMED_OUT, False, "mx.dead.test", "connect", True))
 
