@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from kmta.policy.kb import EffectiveRule
 from kmta.policy.locks import Hits, record
+from kmta.policy.reply import Reply
 from schemas import Envelope, IspState
 from schemas.rules import ReplyRule
 from senders.pacing import Pacer, TactCounter
@@ -79,7 +80,8 @@ class Lane:
     workers: int = 0
     in_flight: int = 0
     connect_backoff_until: float = 0.0
-    connect_failures: int = 0
+    connect_failures: int = 0  # failed connection attempts in a row (see senders/suspension.py)
+    connect_reply: Reply | None = None  # the last failed attempt's (kmta's own) reply
     delivered: int = 0
     attempts: int = 0
     latency: float = 0.2  # seconds per SMTP transaction (moving average)
@@ -287,6 +289,8 @@ class Lane:
         more than the backlog needs: few, busy connections look like careful sending."""
         if not self.queue:
             return 0
+        if self.connect_failures:
+            return 1  # the destination failed to answer: one connection finds out if it is back
         by_rate = int(self.rate_per_second() * self.latency * 1.5) + len(self.source_ips)
         return max(1, min(len(self.queue), by_rate))
 

@@ -31,7 +31,9 @@ from kmta.policy.partitions import PartitionMap
 from kmta.policy.speed import Outcome as SpeedOutcome
 from kmta.policy.verdict import judge
 from schemas import DeadLetter, DeliveryEvent, Envelope, IspLoad, IspState, NodeStats, Status
+from senders.fencing import Renewals
 from senders.lane import Item, Lane
+from senders.suspension import Suspension, suspended
 from senders.tracker import OffsetTracker, decode_done
 from senders.transport import ConnectFailed, Outcome, SmtpTransport, Transport
 
@@ -64,6 +66,7 @@ class SenderNode:
         self.stats_producer = None
         self._pending: list[tuple[TopicPartition, int, list[Out]]] = []
         self._txn_lock = asyncio.Lock()
+        self._renewals = Renewals()
         self.states = CompactedView(config, config.topic("state"), self._decode_state,
                                     self._state_changed)
         self.consumer: AIOKafkaConsumer | None = None
@@ -83,6 +86,8 @@ class SenderNode:
         self._stopping = False
         self._queue_topic = config.topic("queue")
         self._group = f"{config.kafka.topic_prefix}senders"
+        self.suspension = Suspension(config, self._queue_topic, self.classifier, self.rng,
+                                     self.node, self._write)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
@@ -90,9 +95,7 @@ class SenderNode:
         # them into fewer produce requests (measured: less broker and worker CPU per message)
         # outcomes and queue offsets are written together, in Kafka transactions (see
         # _flush); node heartbeats go on a plain producer, outside them
-        self.producer = make_producer(
-            self.c, linger_ms=20, transactional_id=f"{self.c.kafka.topic_prefix}sender.{self.node}",
-            transaction_timeout_ms=TXN_TIMEOUT_MS)
+        self.producer = self._txn_producer()
         await self.producer.start()
         self.stats_producer = make_producer(self.c)
         await self.stats_producer.start()
@@ -276,6 +279,9 @@ class SenderNode:
             self._finish_internal(item, Status.EXPIRED, 554, "5.4.7",
                                   "message expired in the queue", "expired")
             return
+        if suspended(lane, now):  # its destination does not answer: no waiting in memory
+            self.suspension.defer(lane, tp.partition, r.offset, env, now)
+            return
         blocked = lane.blocked_until(now)
         full = len(lane.queue) >= self.c.sender.isp_backlog
         dedicated = self.pmap.dedicated_isp(tp.partition) == env.isp
@@ -422,11 +428,14 @@ class SenderNode:
                         lane.connect_failures = 0
                     except ConnectFailed as e:
                         lane.connect_failures += 1
+                        lane.connect_reply = e.outcome.reply
                         lane.connect_backoff_until = time.time() + min(
                             2 ** lane.connect_failures, 60)
                         if lane.queue and lane.queue[0] is head:
                             lane.queue.popleft()
                             await self._outcome(lane, head, e.outcome, ip)
+                        if suspended(lane, time.time()):
+                            self.suspension.defer_held(lane, time.time())
                         break
                     continue
                 pacer = lane.pacer(ip)  # this source IP's slots (limits count per IP)
@@ -580,9 +589,12 @@ class SenderNode:
                             await self.producer.send_offsets_to_transaction(
                                 offsets, self._group)
                     break
-                except FENCED:
-                    log.critical("this node's transactional id was taken over: stopping")
-                    raise
+                except FENCED as e:
+                    if not self._renewals.allow(time.monotonic()):
+                        log.critical("this node's transactional id was taken over: stopping")
+                        raise
+                    log.warning("transaction fenced (%r): a new producer writes it again", e)
+                    await self._renew_producer()
                 except asyncio.CancelledError:
                     # aborted: these outcomes go with the next transaction (the stop's last),
                     # else their offsets, already marked done, would be committed without them
@@ -597,6 +609,26 @@ class SenderNode:
                     tracker.committed = om.offset
                     tracker.committed_metadata = om.metadata
             self.in_flight -= len(batch)
+
+    def _txn_producer(self):  # noqa: ANN202
+        return make_producer(
+            self.c, linger_ms=20, transactional_id=f"{self.c.kafka.topic_prefix}sender.{self.node}",
+            transaction_timeout_ms=TXN_TIMEOUT_MS)
+
+    async def _renew_producer(self) -> None:
+        """See senders/fencing.py."""
+        while True:
+            old, self.producer = self.producer, self._txn_producer()
+            try:
+                await old.stop()
+            except Exception:  # noqa: BLE001 - fenced (or never started): closing may fail
+                log.debug("closing the old producer failed", exc_info=True)
+            try:
+                await self.producer.start()
+                return
+            except Exception as e:  # noqa: BLE001 - the cluster is still recovering
+                log.warning("starting a new producer failed (%s); retrying", e)
+                await asyncio.sleep(1.0)
 
     def _committable(self) -> dict[TopicPartition, OffsetAndMetadata]:
         """Commit points that moved, of partitions this node still owns (a transaction's offset

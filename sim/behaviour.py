@@ -47,6 +47,7 @@ class ProviderBehaviour:
     slow_prefix: str = "slow"  # DATA reply delayed by slow_seconds
     slow_seconds: float = 5.0
     latency: float = 0.0  # seconds added before every command reply
+    silent: bool = False  # accept TCP and never send a byte (no banner): a hung provider
     throttle_reply: str | None = None  # None: the profile's text
     block_reply: str | None = None
     too_many_connections_reply: str | None = None

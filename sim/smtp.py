@@ -1,7 +1,8 @@
 """Simulated mailbox provider: an aiosmtpd server whose replies come from :class:`ProviderRules`.
 
-The protocol engine stays aiosmtpd's; :class:`SimSMTP` only adds a connect/disconnect hook and
-closes the connection after a 421 reply (as real providers do). The behaviour lives in
+The protocol engine stays aiosmtpd's; :class:`SimSMTP` only adds a connect/disconnect hook,
+closes the connection after a 421 reply (as real providers do) and, for a ``silent`` provider,
+accepts the connection and never says a word. The behaviour lives in
 :class:`ProviderHandler`, which asks the rules, logs the event and keeps accepted messages as
 small records (Message-ID, kmta id, size; never the body).
 """
@@ -41,6 +42,7 @@ class AcceptedMessage:
 @dataclass(slots=True)
 class _Conn:
     ip: str
+    port: int = 0
     messages: int = 0
     open: bool = False
 
@@ -84,6 +86,14 @@ class SimSMTP(SMTP):
             if self.transport is not None:
                 self.transport.close()
             return
+        if handler.rules.behaviour.silent:
+            # a dead provider behind a live listener: the connection stays open, and nothing is
+            # ever said (no banner), until the client gives up (its EOF cancels us)
+            try:
+                await asyncio.get_running_loop().create_future()
+            finally:
+                if self.transport is not None:
+                    self.transport.close()
         await super()._handle_client()
 
     def connection_lost(self, error: Exception | None) -> None:
@@ -136,7 +146,7 @@ class ProviderHandler:
             event = "refuse" if verdict.event == "refused" else verdict.event
             self.log.write(self.name, event, ip, reply=verdict.reply)
             return verdict.reply
-        server.sim_conn = _Conn(ip, open=True)
+        server.sim_conn = _Conn(ip, session.peer[1], open=True)
         self.log.write(self.name, "connect", ip, port=session.peer[1])
         return None
 
@@ -145,7 +155,7 @@ class ProviderHandler:
         if conn is not None and conn.open:
             conn.open = False
             self.rules.on_disconnect(conn.ip)
-            self.log.write(self.name, "quit", conn.ip, messages=conn.messages)
+            self.log.write(self.name, "quit", conn.ip, port=conn.port, messages=conn.messages)
 
     # -- commands --------------------------------------------------------------------------
     async def handle_EHLO(

@@ -13,14 +13,20 @@ import time
 
 import faust
 import mode
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.errors import TopicAlreadyExistsError
 from faust.types.auth import CredentialsT
 
 from kmta.config import Config
 from kmta.errors import ConfigError, KmtaError
 from kmta.pipeline.control import check_fresh, parse_command, remember
-from kmta.pipeline.kafkaio import CompactedView, client_options, security_options
+from kmta.pipeline.kafkaio import (
+    CompactedView,
+    TopicSpec,
+    client_options,
+    new_topic,
+    security_options,
+)
 from kmta.pipeline.outputs import Out
 from kmta.pipeline.rules import load_kb, partition_map
 from kmta.policy.classify import suppresses
@@ -79,16 +85,23 @@ def ensure_changelog(config: Config) -> None:
         raise errors[0]
 
 
+def changelog_spec(config: Config) -> TopicSpec:
+    """The brain table's changelog topic (faust's name for it), made like kmta's own compacted
+    topics: before, it had no min.insync.replicas of its own (a cluster default of 1 let an
+    acks=all write of the brain's state sit on a single broker)."""
+    return TopicSpec(f"{config.kafka.topic_prefix}brain-isp-state-changelog",
+                     config.kafka.partitions, compacted=True)
+
+
 async def _create_changelog(config: Config) -> None:
-    name = f"{config.kafka.topic_prefix}brain-isp-state-changelog"
+    spec = changelog_spec(config)
+    name = spec.name
     admin = AIOKafkaAdminClient(**client_options(config), request_timeout_ms=30000)
     await admin.start()
     try:
         if name not in await admin.list_topics():
             try:
-                await admin.create_topics([NewTopic(
-                    name, config.kafka.partitions, config.kafka.replication_factor,
-                    topic_configs={"cleanup.policy": "compact"})])
+                await admin.create_topics([new_topic(config, spec)])
             except TopicAlreadyExistsError:
                 pass
         for _ in range(150):  # until the metadata shows its partitions

@@ -11,7 +11,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tests.harness import Pipeline, free_port  # noqa: E402
+from tests.cluster import Cluster, free_base_port, kafka_libs  # noqa: E402
+from tests.harness import Pipeline  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -20,22 +21,10 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("KMTA_TEST_BOOTSTRAP"):
         yield os.environ["KMTA_TEST_BOOTSTRAP"]
         return
-    from ops.kafka import cli as kafka_cli
     from ops.kafka import manager
 
-    libs = manager.ensure_jars(kafka_cli.default_cache_dir(os.environ))
     data = tmp_path_factory.mktemp("kafka")
-    port = free_port()
-    while True:  # the controller listens on port + 100
-        try:
-            free = free_port()
-            import socket
-            with socket.socket() as s:
-                s.bind(("127.0.0.1", port + 100))
-            break
-        except OSError:
-            port = free
-    info = manager.start(data, 1, port, libs=libs, heap="768m")
+    info = manager.start(data, 1, free_base_port(), libs=kafka_libs(), heap="768m")
     try:
         yield info.bootstrap_servers
     finally:
@@ -46,13 +35,31 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 def pipeline_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator:
     made: list[Pipeline] = []
 
-    def make(**kw) -> Pipeline:  # noqa: ANN003
+    def make(bootstrap: str | None = None, **kw) -> Pipeline:  # noqa: ANN003
         sub = tmp_path / f"p{len(made)}"
         sub.mkdir()
-        p = Pipeline(kafka_bootstrap, sub, **kw)
+        p = Pipeline(bootstrap or kafka_bootstrap, sub, **kw)
         made.append(p)
         return p
 
     yield make
     for p in made:
         p.close()
+
+
+@pytest.fixture
+def cluster_factory(tmp_path: Path) -> Iterator:
+    """Kafka clusters of the test's own (fault tests kill and restart their brokers), started
+    with ``make(brokers)`` and stopped at the end. Ask for it before ``pipeline_factory``: the
+    pipeline's processes are stopped first, then the cluster."""
+    made: list[Cluster] = []
+
+    def make(brokers: int = 1, heap: str = "384m") -> Cluster:
+        c = Cluster(tmp_path / f"kafka{len(made)}", brokers, heap)
+        made.append(c)
+        c.start()
+        return c
+
+    yield make
+    for c in made:
+        c.stop()

@@ -224,6 +224,10 @@ class Pipeline:
     def kill(self, name: str) -> None:
         self.stop(name, signal.SIGKILL)
 
+    def pids(self) -> dict[str, int]:
+        """The pid of each process still running: a fault test checks none was restarted."""
+        return {name: p.pid for name, p in self.procs.items() if self._alive(name)}
+
     def close(self) -> None:
         for name in list(self.procs):
             self.stop(name, timeout=20)

@@ -21,8 +21,8 @@ from kmta.errors import ConfigError, KafkaUnreachable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TopicSpec", "topic_specs", "ensure_topics", "make_producer", "CompactedView",
-           "topic_partitions", "delay_topic", "Rebalance", "client_options", "security_options",
+__all__ = ["TopicSpec", "topic_specs", "new_topic", "ensure_topics", "make_producer",
+           "CompactedView", "topic_partitions", "delay_topic", "Rebalance", "client_options", "security_options",
            "why_unreachable", "stop_loop", "record_limit"]
 
 
@@ -162,6 +162,26 @@ def delay_topic(config: Config, tier: float) -> str:
     return config.topic(f"delay.{int(tier)}s")
 
 
+def new_topic(config: Config, spec: TopicSpec) -> NewTopic:
+    """The topic to create for ``spec``: replicated ``kafka.replication_factor`` times, and
+    with two replicas in sync for a write (one with a single replica), so an acks=all write is
+    on two brokers before it counts as written, whatever the cluster's default."""
+    cfg = {"min.insync.replicas": str(min(2, config.kafka.replication_factor)),
+           # records carry whole messages: the broker's default (1 MiB) would refuse
+           # what delivery.max_message_bytes allows (as the producers' request size)
+           "max.message.bytes": str(record_limit(config))}
+    if spec.compacted:
+        cfg["cleanup.policy"] = "compact"
+        cfg["min.cleanable.dirty.ratio"] = "0.1"
+        cfg["segment.ms"] = "600000"
+    if spec.retention_ms is not None:
+        cfg["retention.ms"] = str(spec.retention_ms)
+        if spec.compacted:
+            cfg["cleanup.policy"] = "compact,delete"
+    return NewTopic(spec.name, spec.partitions, config.kafka.replication_factor,
+                    topic_configs=cfg)
+
+
 async def ensure_topics(config: Config, timeout: float = 60.0) -> None:
     """Create missing topics (idempotent); raises when the broker is unreachable in time."""
     admin = AIOKafkaAdminClient(**client_options(config), request_timeout_ms=int(timeout * 1000))
@@ -176,20 +196,7 @@ async def ensure_topics(config: Config, timeout: float = 60.0) -> None:
         for s in topic_specs(config):
             if s.name in existing:
                 continue
-            cfg = {"min.insync.replicas": str(min(2, config.kafka.replication_factor)),
-                   # records carry whole messages: the broker's default (1 MiB) would refuse
-                   # what delivery.max_message_bytes allows (as the producers' request size)
-                   "max.message.bytes": str(record_limit(config))}
-            if s.compacted:
-                cfg["cleanup.policy"] = "compact"
-                cfg["min.cleanable.dirty.ratio"] = "0.1"
-                cfg["segment.ms"] = "600000"
-            if s.retention_ms is not None:
-                cfg["retention.ms"] = str(s.retention_ms)
-                if s.compacted:
-                    cfg["cleanup.policy"] = "compact,delete"
-            new.append(NewTopic(s.name, s.partitions, config.kafka.replication_factor,
-                                topic_configs=cfg))
+            new.append(new_topic(config, s))
         if new:
             try:
                 await admin.create_topics(new)

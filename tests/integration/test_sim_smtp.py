@@ -215,3 +215,25 @@ async def test_many_concurrent_connections(make_sim):
     )
     assert all(r.accepted for r in results)
     assert sim.totals()["accepted"] == 200 and len(sim.accepted) == 200
+
+
+async def test_silent_provider_accepts_and_never_answers(make_sim, tmp_path):
+    import aiosmtplib
+
+    log = EventLog(tmp_path / "sim.jsonl")
+    sim = await make_sim(log, name="test", silent=True)
+    smtp = aiosmtplib.SMTP(hostname=sim.host, port=sim.port, timeout=0.5,
+                           source_address=(SRC_A, 0))
+    t0 = time.monotonic()
+    with pytest.raises(aiosmtplib.SMTPTimeoutError):
+        await smtp.connect()  # the TCP connection is accepted; the banner never comes
+    assert 0.4 < time.monotonic() - t0 < 3
+    smtp.close()
+
+    def events() -> list[dict]:
+        log.flush()
+        return [json.loads(x) for x in (tmp_path / "sim.jsonl").read_text().splitlines()]
+
+    await until(lambda: [e["event"] for e in events()] == ["connect", "quit"])
+    connect, quit_ = events()
+    assert connect["port"] == quit_["port"] and quit_["messages"] == 0
