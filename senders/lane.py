@@ -16,13 +16,13 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from kmta.policy.kb import EffectiveRule
-from kmta.policy.locks import Hits, record
+from kmta.policy.locks import Hits, lock_until, record
 from kmta.policy.reply import Reply
 from schemas import Envelope, IspState
 from schemas.rules import ReplyRule
 from senders.pacing import Pacer, TactCounter
 
-__all__ = ["Item", "Lane", "LocalLock", "connection_share"]
+__all__ = ["Item", "Lane", "LocalLock", "Pick", "connection_share"]
 
 # A provisional lock the brain has not confirmed is dropped once a state published this long
 # after it arrives without the lock (the brain saw the reply and decided otherwise, e.g. an
@@ -49,6 +49,13 @@ class Item:
     partition: int
     offset: int
     requeued: bool = False
+
+
+@dataclass(frozen=True)
+class Pick:
+    """A source IP chosen for a new connection (``ip`` None: the host's default address)."""
+
+    ip: str | None
 
 
 @dataclass
@@ -78,7 +85,7 @@ class Lane:
     slots: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> (slot, k)
     conns: dict[str | None, int] = field(default_factory=dict)
     workers: int = 0
-    in_flight: int = 0
+    delivering: int = 0  # messages handed to a connection, reply not decided yet
     connect_backoff_until: float = 0.0
     connect_failures: int = 0  # failed connection attempts in a row (see senders/suspension.py)
     connect_reply: Reply | None = None  # the last failed attempt's (kmta's own) reply
@@ -231,7 +238,7 @@ class Lane:
         self.local_hits[key] = hits
         if not triggered:
             return False
-        until = now + (reply_rule.duration or 0.0)
+        until = lock_until(reply_rule, now)
         old = self.local_locks.get(scope)
         if old is None or old.until < until:
             self.local_locks[scope] = LocalLock(until=until, set_at=now)
@@ -272,17 +279,22 @@ class Lane:
             del self.local_locks[scope]
 
     # -- connection slots -------------------------------------------------------------------
-    def pick_ip(self, now: float) -> str | None | bool:
-        """A source IP with a free connection slot, or False when none has one."""
+    def pick_ip(self, now: float) -> Pick | None:
+        """The source IP with a free connection slot and the fewest connections (None: no
+        source IP has a free slot)."""
         cap = self.max_connections_per_ip()
-        best: str | None | bool = False
+        best: Pick | None = None
         for ip in self.source_ips:
             if self.ip_blocked(ip, now):
                 continue
             used = self.conns.get(ip, 0)
-            if used < cap and (best is False or used < self.conns.get(best, 0)):
-                best = ip
+            if used < cap and (best is None or used < self.conns.get(best.ip, 0)):
+                best = Pick(ip)
         return best
+
+    def keep(self, items: list[Item]) -> None:
+        """Hold only ``items`` (in order): the others were parked, ended or given away."""
+        self.queue = deque(items)
 
     def wanted_workers(self) -> int:
         """As many connections as the allowed rate keeps busy (rate x transaction time), never
@@ -297,5 +309,3 @@ class Lane:
     def observe_latency(self, seconds: float) -> None:
         self.latency = 0.8 * self.latency + 0.2 * max(seconds, 0.001)
 
-    def now(self) -> float:
-        return time.time()

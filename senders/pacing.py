@@ -41,7 +41,7 @@ class Pacer:
 
     LATENESS = 0.25  # share of an interval a late slot may be backdated
 
-    def __init__(self, rate: float, clock=time.monotonic,  # noqa: ANN001
+    def __init__(self, rate: float, clock=time.monotonic,
                  grid: tuple[frozenset[int], int] | None = None) -> None:
         self.rate = rate
         self.grid = grid
@@ -60,8 +60,7 @@ class Pacer:
         now = self._clock()
         if raise_at is not None and now < raise_at and grid_rate != self.grid_rate:
             self.pending = (raise_at, rate, grid_rate)
-            if rate < self.rate:
-                self.rate = rate  # a local slow-down still applies at once
+            self.rate = min(self.rate, rate)  # a local slow-down still applies at once
         elif raise_at is not None and now < raise_at and self.pending is not None:
             self.pending = (self.pending[0], rate, self.pending[2])  # local slow-down only
             self.rate = min(self.rate, rate)
@@ -121,7 +120,7 @@ class Pacer:
 class TactCounter:
     """At most ``limit`` events per tact (fixed windows), e.g. connection attempts."""
 
-    def __init__(self, tact: float, clock=time.monotonic) -> None:  # noqa: ANN001
+    def __init__(self, tact: float, clock=time.monotonic) -> None:
         self.tact = tact
         self._clock = clock
         self._start = clock()

@@ -8,7 +8,6 @@ MX address as for any connection failure.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
 import ssl
 from collections.abc import Awaitable, Callable
@@ -65,7 +64,7 @@ class StartTls:
             await smtp.starttls(server_hostname=mx_host if verify else None,
                                 tls_context=self._verify if verify else self._any)
             await smtp.ehlo()
-        except (ssl.SSLError, aiosmtplib.SMTPException, OSError, asyncio.TimeoutError) as e:
+        except (TimeoutError, ssl.SSLError, aiosmtplib.SMTPException, OSError) as e:
             smtp.close()
             why = _why(e.__cause__ or e) if not isinstance(e, ssl.SSLError) else _why(e)
             if req.level == "opportunistic":

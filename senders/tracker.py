@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import deque
 
-__all__ = ["OffsetTracker", "encode_done", "decode_done", "METADATA_MAX"]
+__all__ = ["METADATA_MAX", "OffsetTracker", "decode_done", "encode_done"]
 
 # the broker refuses offset metadata over offset.metadata.max.bytes (4096 by default)
 METADATA_MAX = 3900

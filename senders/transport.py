@@ -15,15 +15,15 @@ from typing import Protocol
 
 import aiosmtplib
 
-from kmta.policy.reply import Reply
 from kmta.policy.destinations import refusal
+from kmta.policy.reply import Reply
 from kmta.policy.smtpext import mail_options, needs, smtp_address
 from kmta.policy.tls import requirement
 from schemas import Envelope, MxHost, TlsPolicy
 from schemas.events import TlsInfo
 from senders.tls import StartTls, TlsRefused, satisfies
 
-__all__ = ["Outcome", "Connection", "Transport", "SmtpTransport", "ConnectFailed"]
+__all__ = ["ConnectFailed", "Connection", "Outcome", "SmtpTransport", "Transport"]
 
 
 @dataclass(frozen=True)
@@ -109,7 +109,7 @@ class SmtpConnection:
             return self._fail(Reply.parse(e.code, e.message), "mail")
         except aiosmtplib.SMTPResponseException as e:
             return self._fail(Reply.parse(e.code, e.message), "data")
-        except (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError, TimeoutError):
+        except (aiosmtplib.SMTPTimeoutError, TimeoutError):
             self._closed = True
             return Outcome(_internal(451, "4.4.2", f"timed out talking to {self.mx}"), False,
                            self.mx, "data", True)
@@ -138,7 +138,7 @@ class SmtpConnection:
         try:
             if self._smtp.is_connected:
                 await asyncio.wait_for(self._smtp.quit(), 5)
-        except (aiosmtplib.SMTPException, OSError, asyncio.TimeoutError):
+        except (TimeoutError, aiosmtplib.SMTPException, OSError):
             self._smtp.close()
 
 
@@ -214,7 +214,7 @@ class SmtpTransport:
                                    True)
                     if e.code and 500 <= e.code < 600:
                         break
-                except (aiosmtplib.SMTPTimeoutError, asyncio.TimeoutError, TimeoutError):
+                except (aiosmtplib.SMTPTimeoutError, TimeoutError):
                     smtp.close()
                     last = Outcome(_internal(451, "4.4.1", f"connection to {host.host}[{ip}] "
                                              f"timed out after {time.monotonic() - t0:.0f}s"),

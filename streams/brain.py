@@ -12,7 +12,7 @@ from kmta.config import ReputationConfig
 from kmta.errors import ConfigError
 from kmta.policy.classify import suppresses
 from kmta.policy.kb import EffectiveRule, KnowledgeBase
-from kmta.policy.locks import Hits, record
+from kmta.policy.locks import Hits, lock_until, record
 from kmta.policy.replies import match_reply
 from kmta.policy.reputation import RateBook, hold_keys, new_holds
 from kmta.policy.reply import Reply
@@ -109,7 +109,7 @@ def apply_event(row: Row, ev: DeliveryEvent, kb: KnowledgeBase, now: float) -> b
         hits, triggered = record(Hits(tuple(scope.hits.get(matched.name, ()))), matched, now)
         scope.hits[matched.name] = list(hits.times)
         if triggered:
-            until = now + (matched.duration or 0)
+            until = lock_until(matched, now)
             if action == "lock":
                 if scope.locked_until is None or scope.locked_until < until:
                     scope.locked_until = until

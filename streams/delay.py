@@ -33,7 +33,7 @@ from kmta.pipeline.kafkaio import (
     delay_topic,
     make_producer,
 )
-from kmta.pipeline.outputs import Out, event_out, internal_event, write
+from kmta.pipeline.outputs import CLEARED, Ending, Out, ended, event_out, internal_event, write
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
 from kmta.policy.reputation import hold_keys
@@ -269,13 +269,10 @@ class DelayScheduler:
 
     async def _release(self, env: Envelope, now: float) -> list[Out]:
         if is_cleared(env, self._states.values):
-            return [event_out(self._c, internal_event(
-                env, Status.CANCELLED, 554, "5.3.0", "queue cleared by an operator",
-                "cancelled", now))]
+            return [ended(self._c, env, Ending.CANCELLED, CLEARED, now)]
         if env.expires_at is not None and env.expires_at <= now:
-            return [event_out(self._c, internal_event(
-                env, Status.EXPIRED, 554, "5.4.7", "message expired while waiting for retry",
-                "expired", now))]
+            return [ended(self._c, env, Ending.EXPIRED, "message expired while waiting for retry",
+                          now)]
         held = self.hold(env, now, first=False)
         if held is not None:
             return held

@@ -20,7 +20,7 @@ from kmta.config import Config, PoolConfig
 from kmta.errors import InputError
 from kmta.pipeline.outgoing import Outgoing, Stamped, UnsignedRefused
 from kmta.pipeline.metrics import DEAD_LETTERS, UNEXPECTED_ERRORS
-from kmta.pipeline.outputs import Out, event_out, internal_event, new_id
+from kmta.pipeline.outputs import Ending, Out, ended, event_out, internal_event, new_id
 from kmta.policy.addresses import split_address
 from kmta.policy.compose import compose
 from kmta.policy.dedup import IdVerdict, Seen, encode_seen, judge
@@ -179,9 +179,8 @@ class Router:
             expires_at=msg.expires_at.timestamp() if msg.expires_at else None,
             accepted_at=now, routed_at=now, dkim=list(stamped.selectors) or None)
         if env.expires_at is not None and env.expires_at <= now:
-            return [event_out(self._c, internal_event(
-                env, Status.EXPIRED, 554, "5.4.7", "expired before it could be routed",
-                "expired", now))]
+            return [ended(self._c, env, Ending.EXPIRED, "expired before it could be routed",
+                          now)]
         sdomain = split_address(msg.from_, "from")[1]
         if is_suppressed(self._suppressed, env.rcpt, self._out.sending_domains(sdomain),
                          env.campaign):

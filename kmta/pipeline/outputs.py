@@ -7,6 +7,7 @@ import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
@@ -14,7 +15,8 @@ from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, R
 from kmta.config import Config
 from schemas import DeliveryEvent, Envelope, Status
 
-__all__ = ["Out", "RECORD_ERRORS", "write", "write_each", "new_id", "event_out", "internal_event"]
+__all__ = ["Out", "RECORD_ERRORS", "write", "write_each", "new_id", "event_out", "internal_event",
+           "CLEARED", "Ending", "ended"]
 
 # errors that belong to one record (retrying it cannot help); any other error is the cluster's
 # (unreachable, leader moving, not authorised) and is retried
@@ -83,3 +85,22 @@ def internal_event(env: Envelope, status: Status, code: int, enhanced: str, text
         enhanced_code=enhanced, response=text, category=category, internal=True,
         node=node, timestamp=now, accepted_at=env.accepted_at, campaign=env.campaign,
         meta=env.meta, sender=env.sender, pool=env.pool)
+
+
+CLEARED = "queue cleared by an operator"  # the text of a message cancelled by a clear
+
+
+class Ending(Enum):
+    """How kmta ends a message itself, without a provider's reply: (status, code, enhanced
+    code, category)."""
+
+    CANCELLED = (Status.CANCELLED, 554, "5.3.0", "cancelled")
+    EXPIRED = (Status.EXPIRED, 554, "5.4.7", "expired")
+
+
+def ended(config: Config, env: Envelope, ending: Ending, text: str, now: float,
+          node: str | None = None) -> Out:
+    """The final event of a message kmta cancelled or let expire (``text`` says where)."""
+    status, code, enhanced, category = ending.value
+    return event_out(config, internal_event(env, status, code, enhanced, text, category, now,
+                                            node=node))

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
-from enum import Enum
+from enum import StrEnum
 
 from kmta.policy.classify import DELIVERED, is_recipient_problem, is_throttle
 from schemas.rules import SpeedRule
@@ -130,8 +130,8 @@ BUSY = 0.5
 STARTUP, HOLD, PROBE = "startup", "hold", "probe"
 
 
-class Outcome(Enum):
-    """What one delivery attempt says about the sending speed."""
+class Outcome(StrEnum):
+    """What one delivery attempt says about the sending speed (equal to its string value)."""
 
     CLEAN = "clean"
     THROTTLE = "throttle"

@@ -9,6 +9,7 @@ all call it, so what an operator is shown is what the sender does.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import TYPE_CHECKING
 
 from kmta.policy.classify import (
@@ -26,7 +27,15 @@ from schemas.rules import ReplyRule
 if TYPE_CHECKING:
     from kmta.policy.kb import EffectiveRule, KnowledgeBase
 
-__all__ = ["Verdict", "explain", "judge"]
+__all__ = ["Disposition", "Verdict", "explain", "judge"]
+
+
+class Disposition(StrEnum):
+    """What happens to the message itself (equal to its plain-string value)."""
+
+    DELIVERED = "delivered"
+    BOUNCE = "bounce"
+    DEFER = "defer"
 
 
 @dataclass(frozen=True)
@@ -38,7 +47,7 @@ class Verdict:
     ``classifier_rule`` the bounces.toml rule that chose the category."""
 
     category: str
-    verdict: str
+    verdict: Disposition
     suppress: bool
     action: str = "none"
     speed: str = "neutral"
@@ -76,18 +85,17 @@ class Verdict:
 def judge(reply: Reply, classifier: Classifier, rule: EffectiveRule | None) -> Verdict:
     """Classify ``reply``, apply the ISP's reply rules (``rule``; None: none), decide."""
     if not reply.internal and reply.code is not None and 200 <= reply.code < 300:
-        return Verdict(DELIVERED, "delivered", False, speed="clean", classifier_rule="accepted")
+        return Verdict(DELIVERED, Disposition.DELIVERED, False, speed="clean",
+                       classifier_rule="accepted")
     seen = classifier.explain(reply)
     matched = match_reply(reply, rule) if rule is not None else None
     category = matched.category if matched is not None and matched.category else seen.category
     later = seen.later or means_later(category)
-    verdict = disposition(reply, matched, later=later)
+    verdict = Disposition(disposition(reply, matched, later=later))
     if reply.internal and reply.code is not None and reply.code >= 500:
-        verdict = "bounce"  # kmta's own permanent refusals (e.g. outside allowed networks)
+        verdict = Disposition.BOUNCE  # kmta's own permanent refusals (e.g. outside allowed nets)
     action = matched.action if matched is not None else None
-    speed = outcome_for(
-        category, action, temporary=reply.code is not None and 400 <= reply.code < 500
-    )
+    speed = outcome_for(category, action, temporary=reply.temporary)
     return Verdict(
         category=category,
         verdict=verdict,

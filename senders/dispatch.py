@@ -1,0 +1,234 @@
+"""Delivering a lane's messages (after KumoMTA's dispatcher): connection slots per source IP,
+connection attempts per tact, pacing, the delivery loop of one connection, and what each reply
+does to its lane and its message (``kmta.policy.verdict.judge`` decides).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from aiokafka import TopicPartition
+
+from kmta.policy.classify import Classifier
+from kmta.policy.speed import Outcome as SpeedOutcome
+from kmta.policy.verdict import Disposition, Verdict, judge
+from schemas import RetryRule
+from senders.lane import Item, Lane
+from senders.records import Records
+from senders.suspension import Suspension, suspended
+from senders.transport import ConnectFailed, Connection, Outcome, Transport
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Dispatcher"]
+
+CONNECT_BACKOFF_MAX = 60.0  # seconds a lane waits at most after failed connections
+PACE_NAP = 0.5  # a worker waiting for a send slot looks again at least this often
+IDLE_NAP = 0.5  # an idle connection looks again at least this often
+
+Write = Callable[[TopicPartition, int, list], None]  # (queue partition, offset, records)
+
+
+class Dispatcher:
+    """Connections for the lanes of one node. ``write`` queues a message's outcome records for
+    the checkpoint; ``retry_rule(isp)`` is the retry rule for a message whose outcome could
+    not be decided."""
+
+    def __init__(self, transport: Transport, classifier: Classifier, records: Records,
+                 write: Write, queue_topic: str,
+                 retry_rule: Callable[[str], RetryRule],
+                 suspension: Suspension | None = None) -> None:
+        self.transport = transport
+        self.classifier = classifier
+        self.records = records
+        self._write = write
+        self._topic = queue_topic
+        self._retry_rule = retry_rule
+        self.suspension = suspension
+        self.delivering = 0  # messages handed to a connection, reply not decided yet
+        self.delivered = 0
+        self.attempts = 0
+        self.errors = 0  # messages whose outcome could not be decided (each got one anyway)
+        self.stopping = False
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._arrived: dict[tuple[str, str | None], asyncio.Event] = {}
+
+    def kick(self, lane: Lane) -> None:
+        """The lane has work or a new state: idle connections look again, and connections
+        are opened up to the number the lane's rate keeps busy, within its slots."""
+        arrived = self._arrived.get((lane.isp, lane.pool))
+        if arrived is not None:
+            arrived.set()
+        if self.stopping:
+            return
+        now = time.time()
+        if lane.blocked_until(now) is not None or now < lane.connect_backoff_until:
+            return
+        while lane.workers < lane.wanted_workers():
+            pick = lane.pick_ip(now)
+            if pick is None:
+                return
+            lane.workers += 1
+            lane.conns[pick.ip] = lane.conns.get(pick.ip, 0) + 1
+            t = asyncio.create_task(self._worker(lane, pick.ip))
+            self._tasks.add(t)
+            t.add_done_callback(self._tasks.discard)
+
+    async def stop(self) -> None:
+        """No new connections; running ones end after their current message."""
+        self.stopping = True
+        for lane_event in self._arrived.values():
+            lane_event.set()
+
+    async def _idle(self, lane: Lane, until: float) -> None:
+        """Wait until the lane is kicked, ``until`` (monotonic) or ``IDLE_NAP``, whichever
+        comes first; the caller then checks everything again."""
+        ev = self._arrived.setdefault((lane.isp, lane.pool), asyncio.Event())
+        ev.clear()
+        try:
+            await asyncio.wait_for(ev.wait(), max(0.0, min(until - time.monotonic(), IDLE_NAP)))
+        except TimeoutError:
+            pass
+
+    async def _worker(self, lane: Lane, ip: str | None) -> None:
+        conn: Connection | None = None
+        sending = lane.rule.sending
+        idle_until: float | None = None
+        try:
+            while not self.stopping:
+                now = time.time()
+                if lane.blocked_until(now) is not None or lane.ip_blocked(ip, now):
+                    break
+                if lane.conns.get(ip, 0) > lane.max_connections_per_ip():
+                    break  # the cap was lowered (live rule edit, throttle): shed a connection
+                if not lane.queue:
+                    # an open connection waits up to the rule's idle_timeout for the lane's
+                    # next message instead of closing now and reconnecting for it (a burst
+                    # arrives fetch by fetch, so the queue runs dry in between)
+                    if conn is None or not conn.usable:
+                        break
+                    if idle_until is None:
+                        idle_until = time.monotonic() + sending.idle_timeout
+                    elif time.monotonic() >= idle_until:
+                        break
+                    await self._idle(lane, idle_until)
+                    continue
+                idle_until = None
+                if conn is None or not conn.usable or (
+                        conn.delivered >= lane.rule.sending.messages_per_connection):
+                    if conn is not None:
+                        await conn.close()
+                        conn = None
+                    counter = lane.conn_counter(ip)
+                    wait = counter.wait(lane.connections_per_tact())
+                    if wait > 0:
+                        await asyncio.sleep(min(wait, 1.0))
+                        continue
+                    counter.take()
+                    conn = await self._connect(lane, ip)
+                    if conn is None:
+                        break
+                    continue
+                await self._send_one(lane, ip, conn)
+        finally:
+            lane.workers -= 1
+            lane.conns[ip] = max(0, lane.conns.get(ip, 0) - 1)
+            if conn is not None:
+                await conn.close()
+            if lane.queue and not self.stopping:
+                asyncio.get_running_loop().call_later(
+                    max(0.05, lane.connect_backoff_until - time.time()), self.kick, lane)
+
+    async def _connect(self, lane: Lane, ip: str | None) -> Connection | None:
+        """A new connection for the lane's head message; None when it failed: the head
+        message gets the failure as its outcome and the lane backs off."""
+        sending = lane.rule.sending
+        head = lane.queue[0]
+        try:
+            conn = await self.transport.connect(head.env.mx, ip, sending.connect_timeout,
+                                                sending.tls, head.env.tls_policy)
+        except ConnectFailed as e:
+            lane.connect_failures += 1
+            lane.connect_reply = e.outcome.reply
+            lane.connect_backoff_until = time.time() + min(
+                2 ** lane.connect_failures, CONNECT_BACKOFF_MAX)
+            if lane.queue and lane.queue[0] is head:
+                lane.queue.popleft()
+                await self.outcome(lane, head, e.outcome, ip)
+            if self.suspension is not None and suspended(lane, time.time()):
+                self.suspension.defer_held(lane, time.time())
+            return None
+        lane.connect_failures = 0
+        return conn
+
+    async def _send_one(self, lane: Lane, ip: str | None, conn: Connection) -> None:
+        """Deliver the lane's next message when the source IP's pacer has a slot (else wait
+        for the slot, at most ``PACE_NAP``)."""
+        pacer = lane.pacer(ip)  # this source IP's slots (limits count per IP)
+        d = pacer.delay()
+        if d > 0:
+            await asyncio.sleep(min(d, PACE_NAP))
+            return
+        if not lane.queue:
+            return
+        pacer.take()
+        item = lane.queue.popleft()
+        self.delivering += 1
+        lane.delivering += 1
+        try:
+            t0 = time.monotonic()
+            outcome = await conn.deliver(item.env, lane.rule.sending.timeout)
+            lane.observe_latency(time.monotonic() - t0)
+            if (not outcome.accepted and outcome.connection_lost and not item.requeued
+                    and (outcome.stage == "mail" and conn.delivered > 0
+                         or outcome.stage == "tls")):
+                # the server closed a used channel, or the message needs a verified TLS
+                # connection (MTA-STS): no attempt, a new connection
+                item.requeued = True
+                lane.queue.appendleft(item)
+                return
+            await self.outcome_or_fallback(lane, item, outcome, ip)
+        finally:
+            self.delivering -= 1
+            lane.delivering -= 1
+
+    async def outcome_or_fallback(self, lane: Lane, item: Item, outcome: Outcome,
+                                  ip: str | None) -> None:
+        """``outcome``; when deciding it fails unexpectedly, the message still gets one: a
+        retry later (or its dead letter), so its offset never holds the partition back."""
+        try:
+            await self.outcome(lane, item, outcome, ip)
+        except Exception as e:
+            self.errors += 1
+            log.exception("deciding the outcome of %s failed", item.env.id)
+            outs = self.records.failed(item.env, self._retry_rule(item.env.isp), e,
+                                       time.time(), self._topic, item.partition, item.offset)
+            self._write(TopicPartition(self._topic, item.partition), item.offset, outs)
+
+    def verdict(self, lane: Lane, outcome: Outcome) -> Verdict:
+        if outcome.accepted:
+            return Verdict("delivered", Disposition.DELIVERED, speed=SpeedOutcome.CLEAN)
+        return judge(outcome.reply, self.classifier, lane.rule)
+
+    async def outcome(self, lane: Lane, item: Item, outcome: Outcome, ip: str | None) -> None:
+        """Count the attempt, let the reply act on the lane at once (a lock rule's count, a
+        throttle's slow-down: the brain confirms within moments) and queue the message's
+        outcome for the checkpoint. The connection goes on with the next message meanwhile;
+        the offset becomes committable only once the write is acknowledged."""
+        env = item.env
+        now = time.time()
+        env.attempt += 1
+        lane.attempts += 1
+        self.attempts += 1
+        v = self.verdict(lane, outcome)
+        if v.locks and v.reply_rule is not None:
+            lane.note_lock_reply(v.reply_rule, ip, now)
+        if v.speed == SpeedOutcome.THROTTLE:
+            lane.note_throttle(ip, now)
+        if v.verdict == Disposition.DELIVERED:
+            lane.delivered += 1
+            self.delivered += 1
+        outs = self.records.result(env, outcome, v, lane.rule.retry, ip, lane.pool_name, now)
+        self._write(TopicPartition(self._topic, item.partition), item.offset, outs)

@@ -1,0 +1,124 @@
+"""In-memory stand-ins for the sender's seams (after httpx's ``MockTransport``): a transport
+whose replies a test scripts, a transactional producer that records what each transaction
+wrote, a consumer that records pauses. Each implements the Protocol of its seam."""
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from kmta.policy.reply import Reply
+from schemas import Envelope, MxHost
+from senders.transport import ConnectFailed, Outcome
+
+__all__ = ["FakeConsumer", "FakeProducer", "FakeTransport", "accepted", "refused"]
+
+
+def accepted() -> Outcome:
+    return Outcome(Reply(250, "2.0.0", "ok"), True, "mx.test")
+
+
+def refused(code: int, text: str, enhanced: str | None = None, *, internal: bool = False,
+            stage: str = "rcpt") -> Outcome:
+    return Outcome(Reply(code, enhanced, text, internal), False, "mx.test", stage)
+
+
+class FakeConnection:
+    def __init__(self, transport: FakeTransport, source_ip: str | None) -> None:
+        self.mx = "mx.test"
+        self.delivered = 0
+        self.closed = False
+        self._t = transport
+        self.source_ip = source_ip
+
+    @property
+    def usable(self) -> bool:
+        return not self.closed
+
+    async def deliver(self, env: Envelope, timeout: float) -> Outcome:
+        outcome = self._t.reply(env)
+        self._t.sent.append((env.id, self.source_ip))
+        if outcome.accepted:
+            self.delivered += 1
+        if outcome.connection_lost:
+            self.closed = True
+        return outcome
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+@dataclass
+class FakeTransport:
+    """``reply(env)`` scripts each delivery's outcome (default: accepted); ``refuse_connect``
+    makes every connection attempt fail with that outcome."""
+
+    reply: Callable[[Envelope], Outcome] = field(default=lambda env: accepted())
+    refuse_connect: Outcome | None = None
+    sent: list[tuple[str, str | None]] = field(default_factory=list)
+    connects: int = 0
+
+    async def connect(self, mx: Sequence[MxHost], source_ip: str | None,
+                      connect_timeout: float) -> FakeConnection:
+        self.connects += 1
+        if self.refuse_connect is not None:
+            raise ConnectFailed(self.refuse_connect)
+        return FakeConnection(self, source_ip)
+
+
+@dataclass
+class FakeProducer:
+    """Records every committed transaction as (records, offsets); ``fail`` makes the next
+    transactions raise it (one per item), ``block`` makes them wait until it is set."""
+
+    committed: list[tuple[list[tuple[str, bytes | None]], dict[TopicPartition,
+                                                              OffsetAndMetadata]]] = field(
+        default_factory=list)
+    fail: list[BaseException] = field(default_factory=list)
+    block: asyncio.Event | None = None
+    _records: list[tuple[str, bytes | None]] = field(default_factory=list)
+    _offsets: dict[TopicPartition, OffsetAndMetadata] = field(default_factory=dict)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[None]:
+        self._records, self._offsets = [], {}
+        if self.block is not None:
+            await self.block.wait()
+        yield
+        if self.fail:
+            raise self.fail.pop(0)
+        self.committed.append((self._records, self._offsets))
+
+    async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
+                   partition: int | None = None) -> Any:
+        self._records.append((topic, value))
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
+        return fut
+
+    async def send_offsets_to_transaction(
+            self, offsets: dict[TopicPartition, OffsetAndMetadata], group_id: str) -> None:
+        self._offsets = dict(offsets)
+
+
+@dataclass
+class FakeConsumer:
+    assigned: set[TopicPartition] = field(default_factory=set)
+    paused_: set[TopicPartition] = field(default_factory=set)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.assigned)
+
+    def paused(self) -> set[TopicPartition]:
+        return set(self.paused_)
+
+    def pause(self, *partitions: TopicPartition) -> None:
+        self.paused_.update(partitions)
+
+    def resume(self, *partitions: TopicPartition) -> None:
+        self.paused_.difference_update(partitions)
