@@ -1,7 +1,6 @@
 """Pacing: messages spread evenly at the allowed rate, connection attempts counted per tact."""
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 
@@ -107,14 +106,6 @@ class Pacer:
             self._slot = now
             return
         self._slot = max(self._next(now), now - self._interval() * self.LATENESS)
-
-    async def acquire(self) -> None:
-        while True:
-            d = self.delay()
-            if d <= 0:
-                self.take()
-                return
-            await asyncio.sleep(min(d, 0.5))
 
 
 class TactCounter:

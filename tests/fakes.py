@@ -13,7 +13,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from kmta.policy.reply import Reply
-from schemas import Envelope, MxHost
+from schemas import Envelope, MxHost, TlsPolicy
 from senders.transport import ConnectFailed, Outcome
 
 __all__ = ["FakeConsumer", "FakeProducer", "FakeTransport", "accepted", "refused"]
@@ -64,7 +64,8 @@ class FakeTransport:
     connects: int = 0
 
     async def connect(self, mx: Sequence[MxHost], source_ip: str | None,
-                      connect_timeout: float) -> FakeConnection:
+                      connect_timeout: float, tls: str | None = None,
+                      sts: TlsPolicy | None = None) -> FakeConnection:
         self.connects += 1
         if self.refuse_connect is not None:
             raise ConnectFailed(self.refuse_connect)

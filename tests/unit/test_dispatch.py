@@ -1,0 +1,158 @@
+"""The delivery loop against a fake transport: each reply becomes its message's outcome and
+acts on the lane at once (lock counts, throttles); failed connections end the head message's
+attempt and back the lane off; a server closing a used channel costs no attempt."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+
+from aiokafka import TopicPartition
+
+from kmta.config import Config
+from kmta.pipeline.outputs import Out
+from kmta.policy.classify import Classifier
+from kmta.policy.kb import KnowledgeBase
+from schemas import DeliveryEvent, Envelope, IspState, MxHost, Status
+from senders.dispatch import Dispatcher
+from senders.lane import Item, Lane
+from senders.records import Records
+from senders.transport import Outcome
+from tests.fakes import FakeTransport, accepted, refused
+
+KB = KnowledgeBase.load()
+CONFIG = Config()
+LOW_REP = ("Our system has detected that this message is suspicious due to the very low "
+           "reputation of the sending domain")
+
+
+class Written:
+    def __init__(self) -> None:
+        self.outs: dict[int, list[Out]] = {}
+
+    def __call__(self, tp: TopicPartition, offset: int, outs: list[Out]) -> None:
+        assert offset not in self.outs, "one outcome per message"
+        self.outs[offset] = outs
+
+    def events(self) -> dict[int, DeliveryEvent]:
+        return {off: DeliveryEvent.model_validate_json(o.value or b"")
+                for off, outs in self.outs.items() for o in outs if o.topic == "kmta.results"}
+
+
+def setup(transport: FakeTransport, n: int, single: bool = False) -> tuple[Dispatcher, Lane, Written]:
+    written = Written()
+    d = Dispatcher(transport, Classifier.load(), Records(CONFIG, "n1"), written,
+                   "kmta.queue", lambda isp: KB.effective(isp).retry)
+    lane = Lane("gmail", None, KB.effective("gmail"), [None])
+    now = time.time()
+    one = {"max_connections": 1} if single else {}
+    lane.brain_state(IspState(isp="gmail", speed=60_000, updated_at=now, **one), now)
+    lane.refresh()  # 1200 (gmail's max) a minute: no pacing wait
+    for i in range(n):
+        env = Envelope(id=f"m{i}", sender="s@kmta.test", rcpt=f"u{i}@gmail.com",
+                       domain="gmail.com", isp="gmail", data="x", accepted_at=now,
+                       routed_at=now, mx=[MxHost(host="mx.test", ips=["127.0.0.1"])])
+        lane.queue.append(Item(env, 0, i))
+    return d, lane, written
+
+
+async def until(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
+
+
+async def stop(d: Dispatcher, lane: Lane) -> None:
+    """Stop the dispatcher and wait until its connections closed."""
+    await d.stop()
+    await until(lambda: lane.workers == 0)
+
+
+async def test_every_message_gets_its_outcome() -> None:
+    replies = {"m1": refused(550, "The email account that you tried to reach does not exist",
+                             "5.1.1"),
+               "m2": refused(451, "try again later", "4.3.0")}
+    transport = FakeTransport(reply=lambda env: replies.get(env.id, accepted()))
+    d, lane, written = setup(transport, 3)
+    d.kick(lane)
+    await until(lambda: len(written.outs) == 3)
+    ev = written.events()
+    assert ev[0].status is Status.DELIVERED and ev[1].status is Status.BOUNCED
+    assert ev[2].status is Status.DEFERRED  # and its envelope in a delay topic:
+    assert any(o.topic.startswith("kmta.delay.") for o in written.outs[2])
+    assert (d.attempts, d.delivered, lane.attempts, lane.delivered) == (3, 1, 3, 1)
+    await stop(d, lane)
+    assert d.delivering == 0 and lane.delivering == 0
+
+
+async def test_a_lock_reply_locks_the_lane_at_its_threshold_before_the_brain_answers() -> None:
+    rule = next(r for r in KB.effective("gmail").replies if r.name == "gmail_low_reputation")
+    transport = FakeTransport(reply=lambda env: refused(421, LOW_REP, "4.7.0"))
+    d, lane, written = setup(transport, rule.threshold + 3)
+    d.kick(lane)
+    await until(lambda: lane.blocked_until(time.time()) is not None)
+    await until(lambda: lane.workers == 0)
+    # the connection stops at the lock: the rest wait in the lane
+    assert len(written.outs) == rule.threshold
+    assert len(lane.queue) == 3
+    assert all(e.status is Status.DEFERRED for e in written.events().values())
+
+
+async def test_a_throttle_reply_slows_the_source_ip_at_once() -> None:
+    transport = FakeTransport(reply=lambda env: refused(
+        421, "Gmail has detected an unusual rate of unsolicited mail originating from your IP",
+        "4.7.28"))
+    d, lane, written = setup(transport, 1)
+    rate = lane.pacer(None).rate
+    d.kick(lane)
+    await until(lambda: len(written.outs) == 1)
+    assert None in lane.local_slow and lane.pacer(None).rate == rate / 2
+    await stop(d, lane)
+
+
+async def test_a_failed_connection_ends_the_head_attempt_and_backs_the_lane_off() -> None:
+    transport = FakeTransport(refuse_connect=refused(451, "cannot connect", "4.4.1",
+                                                     internal=True, stage="connect"))
+    d, lane, written = setup(transport, 2, single=True)
+    d.kick(lane)
+    await until(lambda: len(written.outs) == 1 and lane.workers == 0)
+    assert written.events()[0].status is Status.DEFERRED and written.events()[0].internal
+    assert lane.connect_failures == 1 and lane.connect_backoff_until > time.time()
+    assert len(lane.queue) == 1  # the next message waits for the backoff
+    await stop(d, lane)
+
+
+async def test_a_used_channel_closed_at_mail_costs_no_attempt() -> None:
+    sent: list[str] = []
+
+    def reply(env: Envelope) -> Outcome:
+        sent.append(env.id)
+        if env.id == "m1" and sent.count("m1") == 1:
+            return Outcome(refused(421, "closing").reply, False, "mx.test", "mail", True)
+        return accepted()
+
+    transport = FakeTransport(reply=reply)
+    d, lane, written = setup(transport, 2, single=True)
+    d.kick(lane)
+    await until(lambda: len(written.outs) == 2)
+    assert sent == ["m0", "m1", "m1"] and transport.connects == 2
+    assert written.events()[1].status is Status.DELIVERED and written.events()[1].attempt == 1
+    await stop(d, lane)
+
+
+async def test_a_failure_deciding_an_outcome_still_gives_the_message_one() -> None:
+    transport = FakeTransport()
+    d, lane, written = setup(transport, 1)
+
+    def broken(*args: object, **kw: object) -> list[Out]:
+        raise RuntimeError("boom")
+
+    d.records.result = broken  # type: ignore[method-assign]
+    d.kick(lane)
+    await until(lambda: len(written.outs) == 1)
+    ev = written.events()[0]
+    assert ev.status is Status.DEFERRED and ev.category == "internal_error"
+    assert "boom" in ev.response and d.errors == 1
+    await stop(d, lane)

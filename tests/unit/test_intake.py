@@ -1,0 +1,149 @@
+"""Taking queue records: a record finished by the partition's previous owner is skipped, an
+undecodable one dead-lettered, a cleared or expired one ended, a blocked ISP's parked when its
+partition must keep flowing, else held; flow control pauses and resumes partitions."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from aiokafka import TopicPartition
+from aiokafka.structs import OffsetAndMetadata
+
+from kmta.config import Config
+from kmta.pipeline.rules import partition_map
+from kmta.policy.kb import KnowledgeBase
+from schemas import DeadLetter, DeliveryEvent, Envelope, IspState, Status
+from senders.checkpoint import Checkpoint
+from senders.intake import Intake
+from senders.lane import Lane
+from senders.lanes import Lanes
+from senders.records import Records
+from senders.tracker import encode_done
+from tests.fakes import FakeConsumer, FakeProducer
+
+KB = KnowledgeBase.load()
+
+
+@dataclass
+class Rec:
+    offset: int
+    value: bytes | None
+
+
+class Rooms:
+    def __init__(self, **sender: int) -> None:
+        self.config = Config.model_validate({"sender": sender} if sender else {})
+        self.pmap = partition_map(self.config, KB)
+        self.states: dict[str, object] = {}
+        self.consumer = FakeConsumer()
+        self.checkpoint = Checkpoint("g", self.consumer.assignment, FakeProducer())
+        self.lanes = Lanes(self.config, KB, self.pmap, self.states, self.checkpoint.owned)
+        self.kicked: list[Lane] = []
+        self.intake = Intake(self.config, self.pmap, self.lanes, self.checkpoint,
+                             Records(self.config, "n1"), self.kicked.append, lambda: 0,
+                             self.consumer)
+
+    def tp(self, isp: str) -> TopicPartition:
+        tp = TopicPartition("kmta.queue", self.pmap.partitions_of(isp)[0])
+        self.consumer.assigned.add(tp)
+        self.checkpoint.adopt(tp, None)
+        self.lanes.reslot()
+        return tp
+
+    def outs(self) -> list[tuple[int, str, bytes | None]]:
+        return [(off, o.topic, o.value) for _, off, outs in self.checkpoint.pending
+                for o in outs]
+
+
+def env(isp: str, i: int, **kw: object) -> bytes:
+    now = time.time()
+    return Envelope(id=f"{isp}-{i}", sender="s@kmta.test", rcpt=f"u{i}@x.test",
+                    domain="x.test", isp=isp, data="x", accepted_at=now, routed_at=now,
+                    **kw).to_json()
+
+
+def test_a_record_is_held_by_its_lane_and_the_lane_kicked() -> None:
+    r = Rooms()
+    tp = r.tp("gmail")
+    r.intake.accept_or_dead_letter(tp, Rec(0, env("gmail", 0)))
+    lane = r.lanes.by_key[("gmail", None)]
+    assert [i.offset for i in lane.queue] == [0] and r.kicked == [lane]
+    assert r.checkpoint.pending == []
+
+
+def test_what_the_previous_owner_finished_is_skipped() -> None:
+    r = Rooms()
+    tp = TopicPartition("kmta.queue", 3)
+    r.checkpoint.adopt(tp, OffsetAndMetadata(5, encode_done(5, {6})))
+    r.intake.accept(tp, Rec(6, env("gmail", 0)))
+    assert r.intake.skipped == 1 and not r.lanes.by_key
+
+
+def test_an_undecodable_record_is_dead_lettered_with_its_bytes() -> None:
+    r = Rooms()
+    tp = r.tp("gmail")
+    r.intake.accept_or_dead_letter(tp, Rec(7, b"{not json"))
+    [(off, topic, value)] = r.outs()
+    dl = DeadLetter.model_validate_json(value or b"")
+    assert (off, topic, dl.offset, dl.original) == (7, "kmta.dlq", 7, "{not json")
+
+
+def test_cleared_and_expired_records_end_at_once() -> None:
+    r = Rooms()
+    tp = r.tp("gmail")
+    r.states["gmail"] = IspState(isp="gmail", clear_before=time.time() + 60)
+    r.intake.accept(tp, Rec(0, env("gmail", 0)))
+    del r.states["gmail"]
+    r.intake.accept(tp, Rec(1, env("yahoo", 1, expires_at=time.time() - 1)))
+    events = [DeliveryEvent.model_validate_json(v or b"") for _, _, v in r.outs()]
+    assert [(e.status, e.code, e.category) for e in events] == [
+        (Status.CANCELLED, 554, "cancelled"), (Status.EXPIRED, 554, "expired")]
+
+
+def test_a_blocked_isp_on_a_shared_partition_is_parked_until_its_lock_ends() -> None:
+    r = Rooms()
+    tp = r.tp("example.org")  # an unknown ISP: a shared partition
+    until = time.time() + 600
+    r.states["example.org"] = IspState(isp="example.org", locked_until=until)
+    r.intake.accept(tp, Rec(0, env("example.org", 0)))
+    [(off, topic, value)] = r.outs()
+    assert topic.startswith("kmta.delay.")
+    assert Envelope.model_validate_json(value or b"").due_at == until
+
+
+def test_a_blocked_isp_on_its_own_partition_is_held_and_the_partition_paused() -> None:
+    r = Rooms()
+    tp = r.tp("gmail")
+    r.states["gmail"] = IspState(isp="gmail", locked_until=time.time() + 600)
+    r.intake.accept(tp, Rec(0, env("gmail", 0)))
+    assert len(r.lanes.by_key[("gmail", None)].queue) == 1 and r.outs() == []
+    assert r.consumer.paused() == {tp}
+    r.intake.flow_control()
+    assert r.consumer.paused() == {tp}  # still locked
+    r.lanes.apply(IspState(isp="gmail", locked_until=None, updated_at=time.time()))
+    r.intake.flow_control()
+    assert r.consumer.paused() == set()
+
+
+def test_a_node_holding_max_in_flight_pauses_every_partition() -> None:
+    r = Rooms(max_in_flight=2, isp_backlog=10)
+    tps = [r.tp("gmail"), r.tp("yahoo")]
+    for i, tp in enumerate(tps):
+        r.intake.accept(tp, Rec(i, env("gmail" if i == 0 else "yahoo", i)))
+    r.intake.flow_control()
+    assert r.consumer.paused() == set(tps)
+    for lane in r.lanes:
+        lane.keep([])
+    r.intake.flow_control()
+    assert r.consumer.paused() == set()
+
+
+async def test_a_revoked_partition_drops_what_was_not_started_and_commits() -> None:
+    r = Rooms()
+    tp = r.tp("gmail")
+    r.intake.accept(tp, Rec(0, env("gmail", 0)))
+    r.intake.accept(tp, Rec(1, b"junk"))  # dead-lettered: its offset is done
+    await r.intake.revoked([tp])
+    assert not r.lanes.by_key[("gmail", None)].queue
+    assert r.checkpoint.owned() == set()
