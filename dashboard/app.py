@@ -27,6 +27,7 @@ from kmta.config import Config
 from kmta.errors import ConfigError, KmtaError
 from kmta.pipeline.control import make_command
 from kmta.pipeline.suppression import change_outs
+from kmta.pipeline.rules import load_kb
 from kmta.policy.signing import selector_summary
 from schemas.control import ControlAction, ControlCommand
 
@@ -318,7 +319,7 @@ def create_app(
     if kb_loader is None:
 
         def kb_loader() -> Any:
-            return rules_mod.load_kb(config.rules.override)
+            return load_kb(config)
 
     handlers = Handlers(
         board, controller, secret=config.control.secret, clock=clock, kb_loader=kb_loader,

@@ -14,14 +14,10 @@ from pydantic import ValidationError
 
 from kmta.errors import ConfigError
 from kmta.policy.kb import KnowledgeBase
+from schemas.base import explain
 from schemas.rules import IspRule
 
-__all__ = ["effective_rule", "load_kb", "parse_rules_text", "to_jsonable", "validate_rules"]
-
-
-def load_kb(override: str | Path | None = None) -> KnowledgeBase:
-    """The shipped knowledge base merged with the local ``override`` file."""
-    return KnowledgeBase.load(override=Path(override) if override else None)
+__all__ = ["effective_rule", "parse_rules_text", "to_jsonable", "validate_rules"]
 
 
 def parse_rules_text(text: str | None) -> dict[str, Any]:
@@ -56,10 +52,7 @@ def validate_rules(isp: str, rules: dict[str, Any], kb: Any | None) -> None:
     try:
         IspRule.model_validate(rules)
     except ValidationError as e:
-        parts = [
-            f"{'.'.join(str(x) for x in err['loc']) or 'rule'}: {err['msg']}" for err in e.errors()
-        ]
-        raise ConfigError("; ".join(parts)) from None
+        raise ConfigError(explain(e, "rule")) from None
 
 
 def effective_rule(isp: str, live: dict[str, Any] | None, kb: Any | None) -> Any | None:

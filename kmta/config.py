@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
 from kmta.errors import ConfigError
-from schemas.base import Model
+from schemas.base import Model, explain
 
 TlsLevel = Literal["opportunistic", "required", "verify"]
 
@@ -191,7 +191,6 @@ class WorkerConfig(Model):
         default=24 * 3600.0, ge=0,
         description="seconds an accepted message id stays taken (a second message with it is "
                     "dead-lettered as a duplicate); 0 turns the check off")
-    web_port: int = 6066
 
 
 class ControlConfig(Model):
@@ -363,17 +362,10 @@ def load_config(path: str | Path | None) -> Config:
     try:
         config = Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError(f"{path}: {_explain(e)}") from None
+        raise ConfigError(f"{path}: {explain(e, '')}") from None
     base = Path(path).resolve().parent
     for d in config.domains:  # key files relative to the config file, not the cwd
         for k in d.dkim:
             k.key_file = str(base / k.key_file)
     return config
 
-
-def _explain(e: ValidationError) -> str:
-    parts = []
-    for err in e.errors():
-        loc = ".".join(str(x) for x in err["loc"])
-        parts.append(f"{loc}: {err['msg']}")
-    return "; ".join(parts)

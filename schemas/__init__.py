@@ -6,7 +6,7 @@ define them; the JSON Schema files beside this module are generated from the mod
 """
 from __future__ import annotations
 
-from schemas.base import Model, dumps, loads
+from schemas.base import Model, explain
 from schemas.control import ControlAction, ControlCommand, ControlRecord
 from schemas.events import (DeliveryEvent, DeadLetter, FeedbackInfo, Status, FINAL_STATUSES,
                             FEEDBACK_STATUSES, TlsInfo)
@@ -25,7 +25,7 @@ from schemas.nodes import IspLoad, NodeStats
 from schemas.state import IspState
 
 __all__ = [
-    "Model", "dumps", "loads",
+    "Model", "explain",
     "ControlAction", "ControlCommand", "ControlRecord",
     "DeliveryEvent", "DeadLetter", "FeedbackInfo", "Status", "FINAL_STATUSES",
     "FEEDBACK_STATUSES", "TlsInfo", "InboundMail", "Reason", "Suppression",

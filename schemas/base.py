@@ -1,10 +1,9 @@
-"""Shared base model and JSON helpers."""
+"""Shared base model, and the one way a validation error is told to a person."""
 from __future__ import annotations
 
-import json
-from typing import Any
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from pydantic import BaseModel, ConfigDict
+__all__ = ["Model", "explain"]
 
 
 class Model(BaseModel):
@@ -15,14 +14,11 @@ class Model(BaseModel):
     def to_json(self) -> bytes:
         return self.model_dump_json(by_alias=True, exclude_none=True).encode()
 
-    @classmethod
-    def from_json(cls, raw: bytes | str):  # noqa: ANN206 - returns cls
-        return cls.model_validate_json(raw)
 
-
-def dumps(obj: Any) -> bytes:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def loads(raw: bytes | str) -> Any:
-    return json.loads(raw)
+def explain(e: Exception, whole: str = "value") -> str:
+    """``"loc: msg; loc: msg"`` for a pydantic ValidationError (``whole`` names an error of the
+    whole value, whose location is empty); other errors as they print."""
+    if not isinstance(e, ValidationError):
+        return str(e)
+    return "; ".join(f"{'.'.join(str(x) for x in err['loc']) or whole}: {err['msg']}"
+                     for err in e.errors())

@@ -35,10 +35,6 @@ class Outcome:
     connection_lost: bool = False
     tls: TlsInfo | None = None
 
-    @property
-    def permanent(self) -> bool:
-        return not self.accepted and self.reply.code is not None and 500 <= self.reply.code < 600
-
 
 class ConnectFailed(Exception):
     """No MX could be connected; ``outcome`` says why (carried to every waiting message)."""

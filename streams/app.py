@@ -24,6 +24,7 @@ from kmta.pipeline.kafkaio import (
     CompactedView,
     TopicSpec,
     client_options,
+    described,
     new_topic,
     security_options,
 )
@@ -104,12 +105,10 @@ async def _create_changelog(config: Config) -> None:
                 await admin.create_topics([new_topic(config, spec)])
             except TopicAlreadyExistsError:
                 pass
-        for _ in range(150):  # until the metadata shows its partitions
-            desc = await admin.describe_topics([name])
-            if all(d.get("error_code", 0) == 0 and d.get("partitions") for d in desc):
-                return
-            await asyncio.sleep(0.2)
-        raise ConfigError(f"topic {name} did not become available")
+        try:
+            await described(admin, [name], 30)
+        except TimeoutError:
+            raise ConfigError(f"topic {name} did not become available") from None
     finally:
         await admin.close()
 

@@ -27,7 +27,7 @@ from kmta.policy.dedup import IdVerdict, Seen, encode_seen, judge
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
 from kmta.policy.suppression import is_suppressed
-from schemas import DeadLetter, DeliveryEvent, Envelope, OutboxMessage, Status
+from schemas import DeadLetter, DeliveryEvent, Envelope, OutboxMessage, Status, explain
 from schemas.message import ID_PATTERN, TlsPolicy
 from streams.mtasts import MtaSts
 from streams.resolver import MxStatus, Resolver
@@ -262,11 +262,7 @@ class Router:
 
 def _reason(e: Exception) -> str:
     if isinstance(e, ValidationError):
-        parts = []
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"]) or "message"
-            parts.append(f"{loc}: {err['msg']}")
-        return "invalid message: " + "; ".join(parts)
+        return "invalid message: " + explain(e, "message")
     if isinstance(e, RecursionError):
         return "invalid message: nested too deeply"
     return f"invalid message: {e}"

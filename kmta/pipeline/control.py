@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from kmta.errors import KmtaError
+from schemas.base import explain
 from schemas.control import ControlAction, ControlCommand
 
 __all__ = ["ControlError", "canonical", "make_command", "parse_command", "sign", "verify",
@@ -208,10 +209,4 @@ def _check_scope(cmd: ControlCommand, what: str) -> None:
 
 
 def _explain(e: Exception) -> str:
-    if isinstance(e, ValidationError):
-        parts = []
-        for err in e.errors():
-            loc = ".".join(str(x) for x in err["loc"]) or "command"
-            parts.append(f"{loc}: {err['msg']}")
-        return "; ".join(parts)
-    return str(e)
+    return explain(e, "command")

@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["TopicSpec", "topic_specs", "new_topic", "ensure_topics", "make_producer",
            "CompactedView", "topic_partitions", "delay_topic", "Rebalance", "client_options", "security_options",
-           "why_unreachable", "stop_loop", "record_limit"]
+           "why_unreachable", "stop_loop", "record_limit", "described"]
 
 
 def record_limit(config: Config) -> int:
@@ -203,16 +203,23 @@ async def ensure_topics(config: Config, timeout: float = 60.0) -> None:
             except TopicAlreadyExistsError:
                 pass
             log.info("created topics %s", [n.name for n in new])
-        deadline = asyncio.get_running_loop().time() + timeout
-        while True:  # wait until metadata shows every topic with its partitions
-            desc = await admin.describe_topics([s.name for s in topic_specs(config)])
-            if all(d.get("error_code", 0) == 0 and d.get("partitions") for d in desc):
-                return
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError("topics did not become available")
-            await asyncio.sleep(0.2)
+        await described(admin, [s.name for s in topic_specs(config)], timeout)
     finally:
         await admin.close()
+
+
+async def described(admin: AIOKafkaAdminClient, topics: list[str], timeout: float
+                    ) -> list[dict[str, Any]]:
+    """The topics' metadata once it shows every topic with its partitions (a topic just
+    created takes a moment); TimeoutError after ``timeout`` seconds."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        desc: list[dict[str, Any]] = await admin.describe_topics(topics)
+        if all(d.get("error_code", 0) == 0 and d.get("partitions") for d in desc):
+            return desc
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"topics {topics} not found")
+        await asyncio.sleep(0.2)
 
 
 async def topic_partitions(config: Config, topics: list[str]) -> list[TopicPartition]:
@@ -220,16 +227,9 @@ async def topic_partitions(config: Config, topics: list[str]) -> list[TopicParti
     admin = AIOKafkaAdminClient(**client_options(config))
     await admin.start()
     try:
-        deadline = asyncio.get_running_loop().time() + 30
-        while True:
-            desc = await admin.describe_topics(topics)
-            if all(d.get("error_code", 0) == 0 and d.get("partitions") for d in desc):
-                return [TopicPartition(d["topic"], p["partition"])
-                        for d in desc for p in sorted(d["partitions"],
-                                                       key=lambda x: x["partition"])]
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"topics {topics} not found")
-            await asyncio.sleep(0.2)
+        desc = await described(admin, topics, 30)
+        return [TopicPartition(d["topic"], p["partition"])
+                for d in desc for p in sorted(d["partitions"], key=lambda x: x["partition"])]
     finally:
         await admin.close()
 

@@ -271,9 +271,6 @@ class KnowledgeBase:
                 self._domains.setdefault(str(domain).lower().rstrip("."), name)
             patterns = tuple(str(p).lower().rstrip(".") for p in _list(merged.get("mx")))
             self._mx.append((name, patterns))
-        canonical = json.dumps([shipped, override], sort_keys=True, default=str)
-        self.rules_version = hashlib.sha256(canonical.encode()).hexdigest()[:12]
-        """A short hash of the shipped and override rules: changes whenever either changes."""
 
     # ---- loading ----------------------------------------------------------------------------
     @classmethod

@@ -299,9 +299,10 @@ def test_configured_password_used() -> None:
 
 def test_with_the_shipped_knowledge_base() -> None:
     kb_mod = pytest.importorskip("kmta.policy.kb")
-    from dashboard.rules import load_kb
+    from kmta.config import Config
+    from kmta.pipeline.rules import load_kb
 
-    kb = load_kb()
+    kb = load_kb(Config())
     assert isinstance(kb, kb_mod.KnowledgeBase)
     app, rec = make(kb=kb)
     status, _ = app.kmta.rules("btn-rules-apply", "gmail", "[speed]\nmin = 50\nmax = 10", "a")
