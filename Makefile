@@ -1,4 +1,5 @@
-# The README's two commands: `make demo` (the full local demo) and `make test` (every test).
+# The README's two commands: `make demo` (the full local demo) and `make test` (lint, then every
+# test).
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
@@ -8,9 +9,15 @@ demo:
 	scripts/bootstrap.sh demo
 	$(PY) -m kmta.cli demo $(DEMO_ARGS)
 
-test:
-	scripts/bootstrap.sh test
+test: lint
 	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+
+# ruff over the whole tree (rule set and reasons in pyproject.toml), mypy --strict on the
+# policy core and schemas; `make test` runs it first
+lint:
+	scripts/bootstrap.sh test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 unit:
 	scripts/bootstrap.sh demo

@@ -48,7 +48,8 @@ button{{padding:.5em 1.5em}} .error{{color:#b00020;margin-bottom:1em}}
 <label for="login-user">User</label>
 <input id="login-user" name="username" value="{user}" autocomplete="username">
 <label for="login-password">Password</label>
-<input id="login-password" name="password" type="password" autocomplete="current-password" autofocus>
+<input id="login-password" name="password" type="password"
+       autocomplete="current-password" autofocus>
 <button id="login-submit" type="submit">Sign in</button>
 </form></body></html>"""
 

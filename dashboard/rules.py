@@ -7,13 +7,11 @@ from __future__ import annotations
 import dataclasses
 import json
 import tomllib
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
 from kmta.errors import ConfigError
-from kmta.policy.kb import KnowledgeBase
 from schemas.base import explain
 from schemas.rules import IspRule
 

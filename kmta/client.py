@@ -21,7 +21,7 @@ __all__ = ["Progress", "ResultCollector", "produce", "send_file"]
 class Progress:
     """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
 
-    def __init__(self, total: int, label: str, stream=sys.stderr) -> None:  # noqa: ANN001
+    def __init__(self, total: int, label: str, stream=sys.stderr) -> None:
         self.total = max(total, 1)
         self.label = label
         self.stream = stream

@@ -60,7 +60,7 @@ class ControlCommand(Model):
         return v
 
     @model_validator(mode="after")
-    def _rules(self) -> "ControlCommand":
+    def _rules(self) -> ControlCommand:
         if self.action is ControlAction.SET_RULES and not self.rules:
             raise ValueError("set_rules needs rules")
         if self.action is not ControlAction.SET_RULES and self.rules is not None:

@@ -71,7 +71,7 @@ class OutboxMessage(Model):
         return v
 
     @model_validator(mode="after")
-    def _body(self) -> "OutboxMessage":
+    def _body(self) -> OutboxMessage:
         if self.data is not None:
             if self.subject is not None or self.text is not None or self.html is not None:
                 raise ValueError("give either data or subject+text/html, not both")

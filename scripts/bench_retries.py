@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
 """``make bench-retries``: a million pending retries in the delay topics (issue #3).
 
-Retries wait in the delay tier topics (``kmta/pipeline/deferral.py``, ``streams/delay.py``): the worker's
-scheduler looks only at partition heads. On a broker of its own (or ``--bootstrap``) and with
-real worker processes (``python -m kmta.cli worker``), this run measures:
+Retries wait in the delay tier topics (``kmta/pipeline/deferral.py``, ``streams/delay.py``): the
+worker's scheduler looks only at partition heads. On a broker of its own (or ``--bootstrap``) and
+with real worker processes (``python -m kmta.cli worker``), this run measures:
 
 1. **Idle cost**: deployment ``big`` holds ``--pending`` retries (1,000,000), ``small``
    ``--baseline`` (1,000), deferred just now with due times in a 3-5 h window (retry mode
@@ -376,7 +376,7 @@ def rss_mb(pid: int | None) -> tuple[float, float]:
 
 def pct(values: list[float], q: float) -> float:
     s = sorted(values)
-    return s[min(len(s) - 1, max(0, int(round(q * (len(s) - 1)))))]
+    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
 
 
 def late_figures(w: list[float], s: list[float]) -> dict:

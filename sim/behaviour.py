@@ -16,7 +16,7 @@ from typing import Any
 from kmta.errors import ConfigError
 from sim.profiles import REPLY_KINDS, profile_replies
 
-__all__ = ["ProviderBehaviour", "ProviderRules", "Verdict", "SourceCounters"]
+__all__ = ["ProviderBehaviour", "ProviderRules", "SourceCounters", "Verdict"]
 
 
 @dataclass(frozen=True)
@@ -252,10 +252,10 @@ class ProviderRules:
             first = self._greylist.setdefault(key, now)
             if now - first < b.greylist_seconds:
                 return self._verdict(src, "greylist_reply", "deferred", ip, rcpt)
-        if b.tempfail_prefix and local.startswith(b.tempfail_prefix):
-            if rcpt.lower() not in self._tempfailed:
-                self._tempfailed.add(rcpt.lower())
-                return self._verdict(src, "tempfail_reply", "deferred", ip, rcpt)
+        if (b.tempfail_prefix and local.startswith(b.tempfail_prefix)
+                and rcpt.lower() not in self._tempfailed):
+            self._tempfailed.add(rcpt.lower())
+            return self._verdict(src, "tempfail_reply", "deferred", ip, rcpt)
         if b.throttle_at == "rcpt" and not self._take_token(src, 1, now):
             return self._throttle(src, ip, rcpt, now)
         return None

@@ -35,7 +35,7 @@ import dns.rrset
 from kmta.errors import ConfigError
 from sim.net import require_loopback
 
-__all__ = ["Zone", "DnsServer", "DnsServerThread", "main"]
+__all__ = ["DnsServer", "DnsServerThread", "Zone", "main"]
 
 
 def _norm(name: str) -> str:

@@ -36,7 +36,8 @@ class EventLog:
     def __init__(self, path: str | Path | None, flush_interval: float = 0.1) -> None:
         self.path = Path(path) if path is not None else None
         self._file: IO[str] | None = (
-            open(self.path, "a", encoding="utf-8") if self.path is not None else None
+            # open for the log's lifetime (closed by close())
+            open(self.path, "a", encoding="utf-8") if self.path is not None else None  # noqa: SIM115
         )
         self._flush_interval = flush_interval
         self._flush_pending = False

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import sys
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,6 @@ from sim.dns import DnsServer, Zone
 from sim.eventlog import EventLog
 from sim.net import require_loopback
 from sim.smtp import ProviderSim
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 __all__ = [
     "DEFAULT_SCENARIO_TOML",

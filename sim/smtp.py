@@ -23,7 +23,7 @@ from sim.behaviour import ProviderBehaviour, ProviderRules, Verdict
 from sim.eventlog import EventLog
 from sim.net import require_loopback
 
-__all__ = ["ProviderSim", "ProviderHandler", "AcceptedMessage", "KMTA_ID_HEADER"]
+__all__ = ["KMTA_ID_HEADER", "AcceptedMessage", "ProviderHandler", "ProviderSim"]
 
 KMTA_ID_HEADER = "x-kmta-id"
 _HEADER_SCAN_LIMIT = 64 * 1024

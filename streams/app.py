@@ -208,7 +208,7 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
         return outs
 
     @app.agent(results)
-    async def decide(stream):  # noqa: ANN001
+    async def decide(stream):
         async for ev in stream.events():
             try:
                 event = DeliveryEvent.model_validate_json(ev.value)
@@ -239,7 +239,7 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
             await send_all(outs)
 
     @app.agent(control)
-    async def obey(stream):  # noqa: ANN001
+    async def obey(stream):
         async for ev in stream.events():
             now = time.time()
             cmd = None

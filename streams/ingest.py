@@ -72,7 +72,7 @@ class OutboxRoute:
         assert c is not None
         gate = asyncio.Semaphore(self._concurrency)
 
-        async def one(r) -> list[Out]:  # noqa: ANN001
+        async def one(r) -> list[Out]:
             async with gate:
                 return await self._router.route(r.value, r.topic, r.partition, r.offset)
 
@@ -90,13 +90,13 @@ class OutboxRoute:
                 self.routed += len(records)
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - read the batch again; nothing was committed
+            except Exception:
                 log.exception("routing a batch failed; reading it again")
                 for tp, recs in batch.items():
                     c.seek(tp, recs[0].offset)
                 await asyncio.sleep(1.0)
 
-    async def _write(self, records: list, routed: list[list[Out]]) -> bool:  # noqa: C901
+    async def _write(self, records: list, routed: list[list[Out]]) -> bool:
         """Write what each record became. A record whose outputs the broker refuses for
         themselves (too large, not encodable) goes to the dead-letter topic instead; errors of
         the cluster (unreachable, leader moving) are retried for the records they hit, until
@@ -107,7 +107,7 @@ class OutboxRoute:
         while todo:
             errors = await write_each(self._producer, [routed[i] for i in todo])
             again = []
-            for i, err in zip(todo, errors):
+            for i, err in zip(todo, errors, strict=True):
                 if err is None:
                     continue
                 if isinstance(err, RECORD_ERRORS):

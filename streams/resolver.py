@@ -20,7 +20,7 @@ import dns.resolver
 from kmta.config import DnsConfig
 from schemas.message import MxHost
 
-__all__ = ["MxStatus", "MxResult", "Resolver"]
+__all__ = ["MxResult", "MxStatus", "Resolver"]
 
 
 class MxStatus(str, Enum):

@@ -294,7 +294,8 @@ def format_status(totals: dict[str, Any], rows: list[dict[str, Any]], now: float
         )
         table.append([str(cells[k]) for k, _ in _STATUS_COLUMNS])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in table]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+             for row in table]
     summary = ", ".join(
         f"{k} {totals[k]}"
         for k in ("accepted", "queued", "deferred", "delivered", "bounced", "expired", "cancelled")

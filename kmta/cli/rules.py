@@ -32,7 +32,8 @@ def add_parser(
     check = actions.add_parser(
         "check",
         help="validate an override file merged over the shipped rules (or the shipped file)",
-        description="Exit 0 and print 'ok: N ISPs', or exit 1 and print each problem on its own line.",
+        description="Exit 0 and print 'ok: N ISPs', or exit 1 and print each problem on its "
+                    "own line.",
     )
     check.add_argument(
         "file",

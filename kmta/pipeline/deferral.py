@@ -15,7 +15,7 @@ from kmta.pipeline.outputs import Out, event_out
 from kmta.policy.retry import next_attempt_at
 from schemas import DeliveryEvent, Envelope, RetryRule, Status
 
-__all__ = ["choose_tier", "park", "defer"]
+__all__ = ["choose_tier", "defer", "park"]
 
 
 def choose_tier(tiers: Sequence[float], remaining: float) -> float:

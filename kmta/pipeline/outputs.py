@@ -15,8 +15,18 @@ from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, R
 from kmta.config import Config
 from schemas import DeliveryEvent, Envelope, Status
 
-__all__ = ["Out", "RECORD_ERRORS", "write", "write_each", "new_id", "event_out", "internal_event",
-           "CLEARED", "Ending", "ended"]
+__all__ = [
+    "CLEARED",
+    "RECORD_ERRORS",
+    "Ending",
+    "Out",
+    "ended",
+    "event_out",
+    "internal_event",
+    "new_id",
+    "write",
+    "write_each",
+]
 
 # errors that belong to one record (retrying it cannot help); any other error is the cluster's
 # (unreachable, leader moving, not authorised) and is retried

@@ -7,7 +7,7 @@ import unicodedata
 from kmta.errors import InputError
 from schemas.text import has_surrogate
 
-__all__ = ["split_address", "normalize_domain"]
+__all__ = ["normalize_domain", "split_address"]
 
 _ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\-\u0080-\U0010ffff]+"
 _DOT_ATOM = re.compile(rf"^{_ATEXT}(?:\.{_ATEXT})*$")
@@ -54,7 +54,7 @@ def split_address(address: str, what: str = "address") -> tuple[str, str]:
         raise InputError(f"{what} {address!r} contains a lone surrogate (not valid Unicode)")
     if _FORBIDDEN.search(address):
         raise InputError(f"{what} {address!r} contains control characters or angle brackets")
-    if address != address.strip() or " " in address and not address.startswith('"'):
+    if address != address.strip() or (" " in address and not address.startswith('"')):
         raise InputError(f"{what} {address!r} contains spaces")
     local, sep, domain = address.rpartition("@")
     if not sep or not local or not domain:

@@ -16,11 +16,11 @@ from kmta.policy.addresses import split_address
 from schemas.message import OutboxMessage
 from schemas.text import has_surrogate
 
-__all__ = ["compose", "RESERVED_HEADERS", "TRACE_HEADER"]
+__all__ = ["RESERVED_HEADERS", "TRACE_HEADER", "compose"]
 
 TRACE_HEADER = "X-Kmta-Id"
-RESERVED_HEADERS = frozenset({"x-kmta-id", "from", "to", "subject", "message-id", "date", "mime-version",
-                              "content-type", "content-transfer-encoding"})
+RESERVED_HEADERS = frozenset({"x-kmta-id", "from", "to", "subject", "message-id", "date",
+                              "mime-version", "content-type", "content-transfer-encoding"})
 _POLICY = email.policy.compat32.clone(linesep="\r\n", max_line_length=78)
 _QP_UTF8 = email.charset.Charset("utf-8")
 _QP_UTF8.body_encoding = email.charset.QP

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from enum import Enum
 
-__all__ = ["Seen", "IdVerdict", "judge", "encode_seen", "decode_seen"]
+__all__ = ["IdVerdict", "Seen", "decode_seen", "encode_seen", "judge"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import copy
 import fnmatch
-import hashlib
 import json
 import re
 import tomllib
@@ -137,7 +136,7 @@ def _clamp_min(speed: dict[str, Any]) -> dict[str, Any]:
     return speed
 
 
-def _canonical(live: Mapping[str, Any] | None) -> str | None | bool:
+def _canonical(live: Mapping[str, Any] | None) -> str | bool | None:
     """A live edit as a cache key: None for none, its sorted JSON, or False when it is not
     plain JSON data (then it is not cached). The brain and the senders look up the rule of an
     ISP with a live edit for every delivery; merging and validating it again each time cost
@@ -262,7 +261,7 @@ class KnowledgeBase:
         names = list(_table(shipped, "isp"))
         names += [n for n in _table(override, "isp") if n not in names]
         self._names = names
-        self._cache: dict[tuple[str, str | None, str | None | bool], EffectiveRule] = {}
+        self._cache: dict[tuple[str, str | None, str | bool | None], EffectiveRule] = {}
         self._domains: dict[str, str] = {}
         self._mx: list[tuple[str, tuple[str, ...]]] = []
         for name in names:
@@ -333,8 +332,8 @@ class KnowledgeBase:
         problems = [f"merged rules: {p}" for p in base]
         for name in self._names:
             seen: list[str] = []
-            for pool in (None, *self._pool_names(name, None)):
-                seen += [p for p in self._check(name, None, pool) if p not in seen]
+            for narrowed in (None, *self._pool_names(name, None)):
+                seen += [p for p in self._check(name, None, narrowed) if p not in seen]
             problems += [
                 f"merged rules: {p}" for p in seen
                 if p.replace(f"isp.{name}", "default", 1) not in base
@@ -427,7 +426,7 @@ class KnowledgeBase:
             try:
                 sections[name] = model.model_validate(raw)
             except ValueError as e:
-                errors += [{**x, "loc": (name,) + tuple(x["loc"])} for x in _errors(e)]
+                errors += [{**x, "loc": (name, *x["loc"])} for x in _errors(e)]
         rest = {k: v for k, v in merged.items() if k not in tried}
         try:
             rule: IspRule | None = IspRule.model_validate(rest)
@@ -437,7 +436,7 @@ class KnowledgeBase:
         if not live:  # field errors of the files were reported per file, with the file's name
             errors = [x for x in errors if _is_section_check(x)]
         problems = [
-            f"{_location((where,) + tuple(x['loc']), {where: merged})}: {_message(x)}"
+            f"{_location((where, *x['loc']), {where: merged})}: {_message(x)}"
             for x in errors
         ]
         sending: SendingRule = sections.get("sending") or SendingRule()

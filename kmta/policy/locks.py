@@ -20,7 +20,7 @@ def record(hits: Hits, rule: ReplyRule, now: float) -> tuple[Hits, bool]:
     """Add a match at ``now``, forget matches older than ``rule.within``; return the new hits
     and whether the rule triggered (``rule.threshold`` matches in the window). Triggering resets
     the count, so a steady stream of matches triggers once per ``threshold`` matches."""
-    times = tuple(t for t in hits.times if now - t < rule.within) + (now,)
+    times = (*(t for t in hits.times if now - t < rule.within), now)
     if len(times) >= rule.threshold:
         return Hits(), True
     return Hits(times), False

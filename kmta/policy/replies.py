@@ -22,7 +22,7 @@ def match_reply(reply: Reply, rule: EffectiveRule) -> ReplyRule | None:
     (KumoMTA's ``match_internal`` lesson, where suspensions otherwise extended themselves).
     """
     line = reply.line()
-    for reply_rule, pattern in zip(rule.replies, rule.patterns):
+    for reply_rule, pattern in zip(rule.replies, rule.patterns, strict=True):
         if reply_rule.internal == reply.internal and pattern.search(line):
             return reply_rule
     return None

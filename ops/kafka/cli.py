@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ops.kafka import manager
 
-__all__ = ["add_parser", "run", "default_cache_dir", "default_data_dir"]
+__all__ = ["add_parser", "default_cache_dir", "default_data_dir", "run"]
 
 EXIT_FAILED = 1
 EXIT_NOT_RUNNING = 3  # as in LSB `status`: program is not running

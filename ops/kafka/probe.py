@@ -11,7 +11,7 @@ from __future__ import annotations
 import socket
 import struct
 
-__all__ = ["ProbeError", "api_versions_ok", "alive_broker_ids"]
+__all__ = ["ProbeError", "alive_broker_ids", "api_versions_ok"]
 
 _API_METADATA = 3
 _API_VERSIONS = 18

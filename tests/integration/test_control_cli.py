@@ -153,7 +153,7 @@ def parse_table(text: str) -> dict[str, dict[str, str]]:
             extra = len(cells) - len(header)
             i = header.index("LOCK")
             cells[i : i + extra + 1] = [" ".join(cells[i : i + extra + 1])]
-        rows[cells[0]] = dict(zip(header, cells))
+        rows[cells[0]] = dict(zip(header, cells, strict=False))
     return rows
 
 

@@ -124,5 +124,5 @@ def test_hostile_records_between_good_messages(pipeline_factory) -> None:
     assert all(accepted[i] == 1 for i in good_ids)
     assert not any("evil" in (e.get("recipient") or "") for e in p.sim_events())
     for name in list(p.procs):
-        assert p._alive(name)  # noqa: SLF001
+        assert p._alive(name)
     assert "routing a batch failed" not in p.log("worker")

@@ -13,7 +13,7 @@ SPEED = 10.0  # messages per tact (1 s in the test rules) per source IP, all nod
 CONNECTIONS = 2  # per source IP, all nodes together (one per partition)
 
 
-def node_loads(p, after: float = 0.0) -> dict[str, dict]:  # noqa: ANN001
+def node_loads(p, after: float = 0.0) -> dict[str, dict]:
     """The latest stats of each node for the ISP, published after ``after``."""
     latest: dict[str, dict] = {}
     for st in p.read_topic("nodes"):

@@ -28,24 +28,24 @@ def rules(duration: str) -> dict:
     return {"default": FAST_RULES["default"], "isp": {ISP: isp}}
 
 
-def lock_state(p, after: float = 0.0) -> dict | None:  # noqa: ANN001
+def lock_state(p, after: float = 0.0) -> dict | None:
     """The newest whole-ISP state that carries our lock, published after ``after``."""
     found = [s for s in p.read_topic("state") if s.get("isp") == ISP and not s.get("source_ip")
              and s.get("lock_reason") == "test_policy_lock" and s["updated_at"] >= after]
     return found[-1] if found else None
 
 
-def connects(p, start: float, end: float) -> list[float]:  # noqa: ANN001
+def connects(p, start: float, end: float) -> list[float]:
     return [e["time"] for e in p.sim_events()
             if e["provider"] == "lockprov" and e["event"] == "connect" and start < e["time"] < end]
 
 
-def accepted_times(p, ids: set[str]) -> dict[str, float]:  # noqa: ANN001
+def accepted_times(p, ids: set[str]) -> dict[str, float]:
     return {e["kmta_id"]: e["time"] for e in p.sim_events()
             if e["event"] == "accepted" and e.get("kmta_id") in ids}
 
 
-def start_locked(p, held: int) -> tuple[float, dict, list[str]]:  # noqa: ANN001
+def start_locked(p, held: int) -> tuple[float, dict, list[str]]:
     """Warm the lane up, trigger the lock, queue ``held`` messages behind it. Returns the
     moment the lock began (the trigger's result), the lock state and the held ids."""
     warm = p.produce(messages(5, [DOMAIN], prefix="warm"))

@@ -36,12 +36,12 @@ def rules() -> dict:
     }}
 
 
-def whole_states(p, isp: str, after: float = 0.0) -> list[dict]:  # noqa: ANN001
+def whole_states(p, isp: str, after: float = 0.0) -> list[dict]:
     return [s for s in p.read_topic("state") if s.get("isp") == isp and not s.get("source_ip")
             and s["updated_at"] >= after]
 
 
-def changelog_row(p, isp: str) -> dict | None:  # noqa: ANN001
+def changelog_row(p, isp: str) -> dict | None:
     """The newest row of the brain's table for ``isp`` on the changelog topic."""
     rows = [r for r in p.read_topic("brain-isp-state-changelog")
             if isinstance(r, dict) and r.get("isp") == isp]

@@ -107,7 +107,7 @@ def test_a_blocked_isp_on_a_shared_partition_is_parked_until_its_lock_ends() -> 
     until = time.time() + 600
     r.states["example.org"] = IspState(isp="example.org", locked_until=until)
     r.intake.accept(tp, Rec(0, env("example.org", 0)))
-    [(off, topic, value)] = r.outs()
+    [(_, topic, value)] = r.outs()
     assert topic.startswith("kmta.delay.")
     assert Envelope.model_validate_json(value or b"").due_at == until
 

@@ -488,7 +488,7 @@ def test_qq_rate_limits_sent_as_550_are_deferred_not_bounced() -> None:
     assert disposition(Reply.parse(None, "Connection refused", internal=True), None) == "defer"
 
 
-@pytest.mark.parametrize("isp", KB.isp_names() + ["example.com"])
+@pytest.mark.parametrize("isp", [*KB.isp_names(), "example.com"])
 def test_internal_replies_never_match_provider_rules(isp: str) -> None:
     rule = KB.effective(isp)
     # Our own replies echo provider words: a timeout after "Server busy", a refused connection...

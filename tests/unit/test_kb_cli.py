@@ -52,7 +52,7 @@ def test_show_unknown_domain_gets_default() -> None:
     assert code == 0 and json.loads(out)["partitions"] == 0 and "[default] applies" in err
 
 
-def test_show_narrowed_for_a_pool(tmp_path) -> None:  # noqa: ANN001
+def test_show_narrowed_for_a_pool(tmp_path) -> None:
     override = tmp_path / "local.toml"
     override.write_text('[default.pools.warm]\nspeed = { max = 20 }\n'
                         '[isp.gmail.pools.warm.sending]\nmax_connections = 2\n')

@@ -45,5 +45,6 @@ def test_hits_are_immutable_values() -> None:
 def test_lock_start_and_expiry() -> None:
     until = lock_until(RULE, T0)
     assert until == T0 + 1800
-    locked = lambda now: now < until
+    def locked(now: float) -> bool:
+        return now < until
     assert locked(T0) and locked(T0 + 1799.9) and not locked(T0 + 1800)

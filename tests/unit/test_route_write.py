@@ -22,7 +22,7 @@ class FlakyProducer:
         self.too_big, self.flaky = too_big, set(flaky)
         self.written: list[Out] = []
 
-    async def send(self, topic, value, key=None, partition=None):  # noqa: ANN001, ANN201
+    async def send(self, topic, value, key=None, partition=None):
         fut = asyncio.get_running_loop().create_future()
         if value in self.too_big:
             raise MessageSizeTooLargeError("too large")
@@ -39,11 +39,11 @@ def test_too_large_is_dead_lettered_and_a_cluster_error_retried() -> None:
     h = Harness()
     route = OutboxRoute(h.config, h.router, 4)
     prod = FlakyProducer(too_big={b"BIG"}, flaky={b"flaky"})
-    route._producer = prod  # noqa: SLF001
+    route._producer = prod
     recs = [SimpleNamespace(topic="u.outbox", partition=0, offset=i, value=b'{"x": %d}' % i)
             for i in range(3)]
     routed = [[Out("u.queue", b"ok")], [Out("u.queue", b"BIG")], [Out("u.queue", b"flaky")]]
-    assert asyncio.run(route._write(recs, routed))  # noqa: SLF001
+    assert asyncio.run(route._write(recs, routed))
     values = [o.value for o in prod.written]
     assert values.count(b"ok") == 1 and values.count(b"flaky") == 1  # no second copy
     (dl,) = [DeadLetter.model_validate_json(o.value) for o in prod.written if o.topic == "u.dlq"]
@@ -56,14 +56,14 @@ def test_a_dead_letter_too_large_itself_goes_without_its_original() -> None:
     route = OutboxRoute(h.config, h.router, 4)
 
     class Refuses(FlakyProducer):
-        async def send(self, topic, value, key=None, partition=None):  # noqa: ANN001, ANN201
+        async def send(self, topic, value, key=None, partition=None):
             if topic == "u.dlq" and b"xxxx" in value:
                 raise MessageSizeTooLargeError("too large")
             return await super().send(topic, value, key, partition)
     prod = Refuses(too_big={b"BIG"}, flaky=set())
-    route._producer = prod  # noqa: SLF001
+    route._producer = prod
     rec = SimpleNamespace(topic="u.outbox", partition=0, offset=5, value=b"x" * 10_000)
-    assert asyncio.run(route._write([rec], [[Out("u.queue", b"BIG")]]))  # noqa: SLF001
+    assert asyncio.run(route._write([rec], [[Out("u.queue", b"BIG")]]))
     (dl,) = [DeadLetter.model_validate_json(o.value) for o in prod.written]
     assert dl.original == "" and dl.offset == 5
 
@@ -73,9 +73,9 @@ def test_stopping_while_the_cluster_is_down_gives_the_batch_back() -> None:
     route = OutboxRoute(h.config, h.router, 4)
 
     class Down(FlakyProducer):
-        async def send(self, topic, value, key=None, partition=None):  # noqa: ANN001, ANN201
-            route._stopping = True  # noqa: SLF001
+        async def send(self, topic, value, key=None, partition=None):
+            route._stopping = True
             raise KafkaConnectionError("down")
-    route._producer = Down(set(), set())  # noqa: SLF001
+    route._producer = Down(set(), set())
     rec = SimpleNamespace(topic="u.outbox", partition=0, offset=5, value=b"{}")
-    assert not asyncio.run(route._write([rec], [[Out("u.queue", b"a")]]))  # noqa: SLF001
+    assert not asyncio.run(route._write([rec], [[Out("u.queue", b"a")]]))

@@ -105,7 +105,7 @@ def test_invalid(address: str, reason: str) -> None:
 
 
 def test_reason_names_the_field() -> None:
-    with pytest.raises(InputError, match="^from 'nobody' has no local part"):
+    with pytest.raises(InputError, match=r"^from 'nobody' has no local part"):
         split_address("nobody", "from")
 
 

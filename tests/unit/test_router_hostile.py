@@ -12,7 +12,7 @@ from schemas import DeadLetter, DeliveryEvent, Status
 from tests.unit.test_router import NOW, Harness, msg, on
 
 
-def dead_letter(outs) -> DeadLetter:  # noqa: ANN001
+def dead_letter(outs) -> DeadLetter:
     (o,) = on(outs, "dlq")
     return DeadLetter.model_validate_json(o.value)
 
@@ -55,7 +55,7 @@ def test_hostile_records_end_in_one_answer(name: str, raw: bytes, reason: str) -
 def test_an_unexpected_error_is_dead_lettered_with_the_reason() -> None:
     h = Harness()
 
-    async def broken(domain: str):  # noqa: ANN202
+    async def broken(domain: str):
         raise RuntimeError("resolver bug")
     h.resolver.mx = broken  # type: ignore[method-assign]
     from prometheus_client import REGISTRY
@@ -107,7 +107,7 @@ def test_a_rejected_id_stays_taken() -> None:
 def test_concurrent_twins_one_routes() -> None:
     h = Harness()
 
-    async def both():  # noqa: ANN202
+    async def both():
         return await asyncio.gather(h.router.route(json.dumps(msg(id="t-1")).encode(),
                                                    "u.outbox", 0, 1),
                                     h.router.route(json.dumps(msg(id="t-1")).encode(),
@@ -119,10 +119,10 @@ def test_concurrent_twins_one_routes() -> None:
 def test_the_window_ends_and_can_be_turned_off() -> None:
     h = Harness()
     h.route(msg(id="w-1"), offset=1)
-    h.router._clock = lambda: NOW + 24 * 3600 + 1  # noqa: SLF001
+    h.router._clock = lambda: NOW + 24 * 3600 + 1
     assert on(h.route(msg(id="w-1"), offset=2), "queue")
     off = Harness()
-    off.router._window = 0  # noqa: SLF001
+    off.router._window = 0
     off.route(msg(id="w-2"), offset=1)
     assert on(off.route(msg(id="w-2"), offset=2), "queue")
 

@@ -228,7 +228,7 @@ def test_outbox_body_rule_same_verdict_for_every_combination() -> None:
                for k, val in values.items()}
     checked = 0
     for combo in itertools.product(*choices.values()):
-        doc = {**BASE, **{k: c for k, c in zip(choices, combo) if c is not absent}}
+        doc = {**BASE, **{k: c for k, c in zip(choices, combo, strict=True) if c is not absent}}
         assert model_ok(OutboxMessage, doc) == v.is_valid(doc), doc
         checked += 1
     assert checked == 3 * 3 * 3 * 3 * 4

@@ -10,8 +10,8 @@ import time
 from kmta.config import Config
 from kmta.pipeline.rules import partition_map
 from kmta.policy.kb import KnowledgeBase
-from schemas import Envelope, IspState
 from kmta.policy.parking import PARK_HELD_AFTER
+from schemas import Envelope, IspState
 from senders.lane import Item
 from senders.node import SenderNode
 from tests.fakes import FakeTransport
