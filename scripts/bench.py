@@ -23,16 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import io
 import json
 import os
-import pstats
 import pwd
-import re
 import resource
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -42,16 +38,33 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 import tomli_w
 
 from kmta.client import ResultCollector, produce
 from kmta.config import Config, load_config
 from kmta.pipeline.kafkaio import ensure_topics
-from ops.postfix import MASTER_CF  # noqa: E402
-from sim.dns import DnsServerThread, Zone
+from ops.postfix import MASTER_CF
+from ops.figures import steady_rate
+from ops.kit import (
+    CpuMeter,
+    Procs,
+    Sink,
+    broker_pid,
+    children_of,
+    clean_up,
+    free_port,
+    kafka_for,
+    log,
+    mx_zone,
+    peak_rss_mb,
+    port_free,
+    profile_report,
+    pss_mb,
+    start_dns,
+)
+from sim.dns import DnsServerThread
+
+ROOT = Path(__file__).resolve().parent.parent
 
 sys.path.insert(0, str(ROOT / "scripts"))
 import bench_dkim  # noqa: E402
@@ -76,197 +89,6 @@ def bench_rules(max_connections: int = 8) -> dict[str, Any]:
         "retry": {"mode": "fixed", "interval": "2s", "max_attempts": 5, "max_age": "1h"},
     }
     return {"default": lane, "isp": {name: lane for name in KNOWN_ISPS}}
-
-
-# -- small helpers -----------------------------------------------------------------------------
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
-
-
-def port_free(host: str, port: int) -> bool:
-    with socket.socket() as s:
-        try:
-            s.bind((host, port))
-        except OSError:
-            return False
-    return True
-
-
-def peak_rss_mb(pid: int | None) -> float | None:
-    """VmHWM (peak resident set) of a live process, in MB."""
-    if pid is None:
-        return None
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def pss_mb(pid: int) -> float:
-    """Proportional set size now (shared pages split between their users), in MB."""
-    try:
-        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-            if line.startswith("Pss:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
-
-
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int | None, children: bool = False) -> float:
-    """CPU time (user + system) of a process so far; with ``children`` that of its reaped
-    children too. 0 for a process that is gone."""
-    if pid is None:
-        return 0.0
-    try:
-        f = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return 0.0
-    ticks = int(f[11]) + int(f[12]) + ((int(f[13]) + int(f[14])) if children else 0)
-    return ticks / _TICK
-
-
-class CpuMeter:
-    """CPU seconds spent by named processes between ``start()`` and ``stop()``; processes
-    that appear in between count from zero."""
-
-    def __init__(self, pids: dict[str, list[int]]) -> None:
-        self.pids = pids
-        self.t0: dict[int, float] = {}
-
-    def _now(self) -> dict[int, float]:
-        return {p: cpu_seconds(p, children=True) for ps in self.pids.values() for p in ps}
-
-    def start(self) -> None:
-        self.t0 = self._now()
-
-    def stop(self, pids: dict[str, list[int]] | None = None) -> dict[str, float]:
-        if pids is not None:
-            self.pids = pids
-        now = self._now()
-        return {name: sum(now[p] - self.t0.get(p, 0.0) for p in ps)
-                for name, ps in self.pids.items()}
-
-
-def children_of(pid: int) -> list[int]:
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
-        try:
-            ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        if ppid == pid:
-            out.append(int(d.name))
-    return out
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def steady_rate(samples: list[tuple[float, int]], n: int) -> float | None:
-    """Messages per second between the moments 10 % and 90 % of ``n`` had arrived."""
-    lo = hi = None
-    for t, c in samples:
-        if lo is None and c >= 0.1 * n:
-            lo = (t, c)
-        if c >= 0.9 * n:
-            hi = (t, c)
-            break
-    if lo is None or hi is None or hi[0] <= lo[0]:
-        return None
-    return (hi[1] - lo[1]) / (hi[0] - lo[0])
-
-
-# -- processes -----------------------------------------------------------------------------------
-class Procs:
-    """Child processes, each in its own session (Ctrl-C reaches only us; we stop them)."""
-
-    def __init__(self, logdir: Path) -> None:
-        self.logdir = logdir
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def spawn(self, name: str, cmd: list[str], env: dict[str, str] | None = None,
-              cwd: Path | None = None) -> subprocess.Popen:
-        out = open(self.logdir / f"{name}.log", "wb")  # noqa: SIM115 - owned by the child
-        p = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=cwd,
-                             start_new_session=True)
-        out.close()
-        self.procs[name] = p
-        return p
-
-    def log_text(self, name: str) -> str:
-        path = self.logdir / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def check(self, names: list[str] | None = None) -> None:
-        for name in names or list(self.procs):
-            p = self.procs.get(name)
-            if p is not None and p.poll() is not None:
-                raise RuntimeError(f"{name} exited with {p.returncode}:\n"
-                                   f"{self.log_text(name)[-3000:]}")
-
-    def stop(self, name: str, timeout: float = 40.0) -> None:
-        p = self.procs.pop(name, None)
-        if p is None or p.poll() is not None:
-            return
-        try:
-            os.killpg(p.pid, signal.SIGTERM)
-            p.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.killpg(p.pid, signal.SIGKILL)
-            p.wait(10)
-        except ProcessLookupError:
-            pass
-
-    def stop_all(self) -> None:
-        for name in list(self.procs):
-            self.stop(name, timeout=20)
-
-
-class Sink:
-    """``smtp-sink -c``: a C SMTP server that accepts and discards; its running counters
-    (``sess=N quit=N mesg=N``) are read from its output file."""
-
-    def __init__(self, procs: Procs, ip: str, port: int) -> None:
-        self.ip, self.port = ip, port
-        self.path = procs.logdir / "smtp-sink.log"
-        cmd = [SMTP_SINK, "-c", "-m", "1000"]
-        if os.geteuid() == 0:
-            cmd += ["-u", "nobody"]
-        self.pid = procs.spawn("smtp-sink", [*cmd, f"{ip}:{port}", "1024"]).pid
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                with socket.create_connection((ip, port), 1):
-                    break
-            except OSError:
-                procs.check(["smtp-sink"])
-                if time.monotonic() > deadline:
-                    raise RuntimeError("smtp-sink did not start") from None
-                time.sleep(0.05)
-
-    def counts(self) -> tuple[int, int]:
-        """(sessions, messages) so far."""
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(0, os.SEEK_END)
-                f.seek(max(0, f.tell() - 200))
-                tail = f.read().decode(errors="replace")
-        except OSError:
-            return 0, 0
-        found = re.findall(r"sess=(\d+) quit=\d+ mesg=(\d+)", tail)
-        return (int(found[-1][0]), int(found[-1][1])) if found else (0, 0)
 
 
 # -- message content ---------------------------------------------------------------------------
@@ -572,55 +394,6 @@ def measure_postfix(pf: Postfix, procs: Procs, sink: Sink, n: int, sessions: int
             "cpu_ms_per_msg": {k: v * 1000 / n for k, v in cpu_s.items()}}
 
 
-# -- broker ----------------------------------------------------------------------------------------
-def start_broker(base: Path) -> tuple[str, Path]:
-    from ops.kafka import cli as kafka_cli
-    from ops.kafka import manager
-
-    libs = manager.ensure_jars(kafka_cli.default_cache_dir(os.environ),
-                               kafka_home=Path(os.environ["KAFKA_HOME"])
-                               if os.environ.get("KAFKA_HOME") else None)
-    for _ in range(50):  # the controller listens on port + 100
-        port = free_port()
-        if port + 100 < 65536 and port_free("127.0.0.1", port + 100):
-            break
-    data = base / "kafka"
-    info = manager.start(data, 1, port, libs=libs, heap="768m")
-    return info.bootstrap_servers, data
-
-
-def broker_pid(data: Path | None) -> int | None:
-    if data is None:
-        return None
-    from ops.kafka import manager
-    sts = manager.status(data)
-    return sts[0].pid if sts else None
-
-
-# -- profile ---------------------------------------------------------------------------------------
-def profile_report(d: Path, top: int) -> str:
-    out = []
-    for f in sorted(d.glob("**/*.pstats")):
-        buf = io.StringIO()
-        st = pstats.Stats(str(f), stream=buf)
-        st.sort_stats("tottime").print_stats(top)
-        buf2 = io.StringIO()
-        pstats.Stats(str(f), stream=buf2).sort_stats("cumulative").print_stats(top)
-        text = buf.getvalue() + buf2.getvalue()
-        (f.with_suffix(".txt")).write_text(text)
-        out.append(f"==== {f.relative_to(d)} (full text: {f.with_suffix('.txt')})\n"
-                   + _trim(buf.getvalue(), top))
-    return "\n".join(out)
-
-
-def _trim(text: str, top: int) -> str:
-    lines = text.splitlines()
-    for i, line in enumerate(lines):
-        if "ncalls" in line:
-            return "\n".join(lines[max(0, i - 3):i + 1 + top])
-    return text
-
-
 # -- report ----------------------------------------------------------------------------------------
 def fmt(v: float | None, unit: str = "") -> str:
     return "-" if v is None else f"{v:,.0f}{unit}"
@@ -721,9 +494,8 @@ def main(argv: list[str] | None = None) -> int:
         bootstrap, broker_data = kafka_for(args.bootstrap, base)
         smtp_port = free_port(SINK_IP)
         sink = Sink(procs, SINK_IP, smtp_port)
-        zone = Zone(records={**{d: {"mx": [(10, f"mx.{d}")]} for d in DOMAINS},
-                             **{f"mx.{d}": {"a": [SINK_IP]} for d in DOMAINS}}, ttl=3600)
-        dns = DnsServerThread(zone).start()
+        dns = start_dns(mx_zone({d: f"mx.{d}" for d in DOMAINS},
+                                {f"mx.{d}": SINK_IP for d in DOMAINS}, ttl=3600))
         log(f"broker {bootstrap}, smtp-sink {SINK_IP}:{smtp_port}, dns 127.0.0.1:{dns.port}, "
             f"dir {base}")
         variants = [("kmta", ROOT)]
@@ -822,29 +594,6 @@ def main(argv: list[str] | None = None) -> int:
         if pf is not None:
             pf.stop()
         clean_up(procs, dns, broker_data, base, keep=args.keep)
-
-
-def kafka_for(bootstrap: str | None, base: Path) -> tuple[str, Path | None]:
-    """The given cluster, or a broker of the bench's own under ``base`` (and its data dir)."""
-    if bootstrap:
-        return bootstrap, None
-    log("starting a Kafka broker ...")
-    return start_broker(base)
-
-
-def clean_up(procs: Procs, dns: object, broker_data: Path | None, base: Path,
-             keep: bool) -> None:
-    """Stop every process a bench started, its DNS server and broker; remove its temp dir."""
-    procs.stop_all()
-    if dns is not None:
-        dns.stop()  # type: ignore[attr-defined]
-    if broker_data is not None:
-        from ops.kafka import manager
-        manager.stop(broker_data)
-    if keep:
-        log(f"kept {base}")
-    else:
-        shutil.rmtree(base, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -48,30 +48,31 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "scripts"))
+import tomli_w
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.partitioner import murmur2
 
-import tomli_w  # noqa: E402
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition  # noqa: E402
-from aiokafka.admin import AIOKafkaAdminClient  # noqa: E402
-from aiokafka.partitioner import murmur2  # noqa: E402
-from bench import (  # noqa: E402
+from kmta.config import Config, load_config
+from kmta.pipeline.deferral import choose_tier, park
+from kmta.pipeline.kafkaio import client_options, delay_topic, ensure_topics, topic_partitions
+from kmta.policy.compose import compose
+from kmta.policy.kb import KnowledgeBase
+from ops.figures import late_figures
+from ops.kit import (
     Procs,
     broker_pid,
     clean_up,
     cpu_seconds,
     kafka_for,
+    mx_zone,
     profile_report,
+    start_dns,
 )
+from schemas import Envelope, MxHost, OutboxMessage
+from sim.dns import DnsServerThread
 
-from kmta.config import Config, load_config  # noqa: E402
-from kmta.pipeline.deferral import choose_tier, park  # noqa: E402
-from kmta.pipeline.kafkaio import client_options, delay_topic, ensure_topics, topic_partitions  # noqa: E402
-from kmta.policy.compose import compose  # noqa: E402
-from kmta.policy.kb import KnowledgeBase  # noqa: E402
-from schemas import Envelope, MxHost, OutboxMessage  # noqa: E402
-from sim.dns import DnsServerThread, Zone  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 # recipient domains (share of messages) and their MX host, every one on loopback
 DOMAINS = [("gmail.com", 30, "gmail-smtp-in.l.google.com"),
@@ -372,18 +373,6 @@ def rss_mb(pid: int | None) -> tuple[float, float]:
     except OSError:
         pass
     return out["VmRSS"], out["VmHWM"]
-
-
-def pct(values: list[float], q: float) -> float:
-    s = sorted(values)
-    return s[min(len(s) - 1, max(0, round(q * (len(s) - 1))))]
-
-
-def late_figures(w: list[float], s: list[float]) -> dict:
-    if not w:
-        return {"n": 0}
-    return {"n": len(w), "p50": pct(w, 0.5), "p99": pct(w, 0.99), "max": max(w), "min": min(w),
-            "seen_p50": pct(s, 0.5), "seen_p99": pct(s, 0.99), "seen_max": max(s)}
 
 
 # -- the phases ----------------------------------------------------------------------------------
@@ -817,10 +806,9 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.monotonic()
     try:
         bootstrap, broker_data = kafka_for(args.bootstrap, base)
-        zone = Zone(records={**{d: {"mx": [(10, m)]} for d, _, m in DOMAINS},
-                             **{m: {"a": [f"127.0.1.{i + 1}"]}
-                                for i, (_, _, m) in enumerate(DOMAINS)}}, ttl=3600)
-        dns = DnsServerThread(zone).start()
+        dns = start_dns(mx_zone({d: m for d, _, m in DOMAINS},
+                                {m: f"127.0.1.{i + 1}" for i, (_, _, m) in enumerate(DOMAINS)},
+                                ttl=3600))
         log(f"broker {bootstrap}, dns 127.0.0.1:{dns.port}, dir {base}")
         text = asyncio.run(run(args, base, procs, bootstrap, broker_pid(broker_data),
                                dns.port))

@@ -1,18 +1,17 @@
-"""Shared fixtures: one real Kafka broker per test session (started by the repo's own manager),
-and a fresh, isolated pipeline per test."""
+"""Shared fixtures: one real Kafka broker per test session (started by the repo's own manager,
+through the kit the benchmarks use too), and a fresh, isolated pipeline per test."""
 from __future__ import annotations
 
 import os
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.cluster import Cluster, free_base_port, kafka_libs  # noqa: E402
-from tests.harness import Pipeline  # noqa: E402
+from ops.deployment import Pipeline
+from ops.kit import start_broker, stop_broker
+from tests.cluster import Cluster
 
 
 @pytest.fixture(scope="session")
@@ -21,21 +20,19 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if os.environ.get("KMTA_TEST_BOOTSTRAP"):
         yield os.environ["KMTA_TEST_BOOTSTRAP"]
         return
-    from ops.kafka import manager
-
     data = tmp_path_factory.mktemp("kafka")
-    info = manager.start(data, 1, free_base_port(), libs=kafka_libs(), heap="768m")
+    bootstrap = start_broker(data)
     try:
-        yield info.bootstrap_servers
+        yield bootstrap
     finally:
-        manager.stop(data)
+        stop_broker(data)
 
 
 @pytest.fixture
-def pipeline_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator:
+def pipeline_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator[Callable[..., Pipeline]]:
     made: list[Pipeline] = []
 
-    def make(bootstrap: str | None = None, **kw) -> Pipeline:  # noqa: ANN003
+    def make(bootstrap: str | None = None, **kw: Any) -> Pipeline:
         sub = tmp_path / f"p{len(made)}"
         sub.mkdir()
         p = Pipeline(bootstrap or kafka_bootstrap, sub, **kw)
@@ -48,7 +45,7 @@ def pipeline_factory(kafka_bootstrap: str, tmp_path: Path) -> Iterator:
 
 
 @pytest.fixture
-def cluster_factory(tmp_path: Path) -> Iterator:
+def cluster_factory(tmp_path: Path) -> Iterator[Callable[..., Cluster]]:
     """Kafka clusters of the test's own (fault tests kill and restart their brokers), started
     with ``make(brokers)`` and stopped at the end. Ask for it before ``pipeline_factory``: the
     pipeline's processes are stopped first, then the cluster."""

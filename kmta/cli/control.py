@@ -232,7 +232,8 @@ def _send(args: argparse.Namespace, action: ControlAction, **kw: object) -> int:
 
 def run_rules_set(args: argparse.Namespace) -> int:
     """``kmta rules-set ISP FILE``: validate the partial rule, then send it as set_rules."""
-    from dashboard.rules import load_kb, parse_rules_text, validate_rules
+    from dashboard.rules import parse_rules_text, validate_rules
+    from kmta.pipeline.rules import load_kb
 
     config: Config = args.config_obj
     try:
@@ -245,7 +246,7 @@ def run_rules_set(args: argparse.Namespace) -> int:
         return EXIT_FAILED
     try:
         rules = parse_rules_text(text)
-        validate_rules(args.isp, rules, load_kb(config.rules.override))
+        validate_rules(args.isp, rules, load_kb(config))
     except (KmtaError, ValueError) as e:
         print(f"error: {args.file}: {e}", file=sys.stderr)
         return EXIT_FAILED
