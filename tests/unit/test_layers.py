@@ -164,3 +164,17 @@ def test_the_sender_process_loads_no_faust() -> None:
     out = subprocess.run([sys.executable, "-c", FRAMEWORK_PROBE], cwd=ROOT, capture_output=True,
                          text=True, timeout=60, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_the_policy_core_never_reads_the_clock() -> None:
+    """Time is an argument of every policy function: no clock reads, no sleeps."""
+    for path in sorted((ROOT / "kmta" / "policy").glob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        for call in ("time.time(", "time.monotonic(", "datetime.now(", "sleep("):
+            assert call not in text, f"{path.name} calls {call}"
+
+
+def test_the_policy_core_exports_what_it_names() -> None:
+    import kmta.policy
+
+    assert set(kmta.policy.__all__) <= set(dir(kmta.policy))
