@@ -4,10 +4,8 @@ selection, actions and table reading. Every wait polls with a deadline (WebDrive
 from __future__ import annotations
 
 import shutil
-import socket
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +21,8 @@ from selenium.webdriver.support.ui import WebDriverWait
 
 from dashboard.model import Board
 from dashboard.server import WebServer
+from ops.kit import free_port
+from ops.kit import wait_for as kit_wait_for
 from schemas.control import ControlAction, ControlCommand, ControlRecord
 from schemas.events import DeliveryEvent
 from schemas.nodes import IspLoad, NodeStats
@@ -56,12 +56,6 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------- processes
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def serve(flask_app: Any, host: str = "127.0.0.1") -> Iterator[str]:
     """Serve a Flask app (``dash_app.server``) in a thread with the production server
@@ -138,14 +132,7 @@ def wait_for(
 
 def wait_until(cond: Callable[[], Any], timeout: float = TIMEOUT, message: str = "") -> Any:
     """Poll a condition that is not about the page (e.g. the fake controller)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = cond()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise TimeoutError(message or "condition not met in time")
-        time.sleep(0.1)
+    return kit_wait_for(cond, timeout, message or "the condition")
 
 
 # ---------------------------------------------------------------------- page actions

@@ -11,7 +11,7 @@ import os
 import signal
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,6 +23,7 @@ from kmta.config import Config, KafkaConfig
 from kmta.pipeline.kafkaio import client_options
 from ops.kafka import manager
 from ops.kafka.cli import default_cache_dir
+from ops.kit import wait_for
 
 ONE_BROKER_PORT = 19310
 THREE_BROKER_PORT = 19320
@@ -43,14 +44,6 @@ def data_dir(tmp_path: Path) -> Iterator[Path]:
     path = tmp_path / "kafka"
     yield path
     manager.stop(path)
-
-
-def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 def plain(bootstrap: str) -> Config:
