@@ -79,7 +79,7 @@ def test_sasl_needs_mechanism_and_credentials(missing: str) -> None:
 
 
 def test_settings_the_protocol_would_ignore_are_refused() -> None:
-    with pytest.raises(ValueError, match="sasl_username.*security_protocol is PLAINTEXT"):
+    with pytest.raises(ValueError, match=r"sasl_username.*security_protocol is PLAINTEXT"):
         KafkaConfig(sasl_username="kmta")
     with pytest.raises(ValueError, match="ssl_cafile set but security_protocol is SASL_PLAINTEXT"):
         KafkaConfig(**SASL, ssl_cafile="/ca.pem")
