@@ -209,7 +209,8 @@ class Dispatcher:
 
     def verdict(self, lane: Lane, outcome: Outcome) -> Verdict:
         if outcome.accepted:
-            return Verdict("delivered", Disposition.DELIVERED, speed=SpeedOutcome.CLEAN)
+            return Verdict(category="delivered", verdict=Disposition.DELIVERED, suppress=False,
+                           speed=SpeedOutcome.CLEAN)
         return judge(outcome.reply, self.classifier, lane.rule)
 
     async def outcome(self, lane: Lane, item: Item, outcome: Outcome, ip: str | None) -> None:
@@ -223,7 +224,7 @@ class Dispatcher:
         lane.attempts += 1
         self.attempts += 1
         v = self.verdict(lane, outcome)
-        if v.locks and v.reply_rule is not None:
+        if v.action == "lock" and v.reply_rule is not None:
             lane.note_lock_reply(v.reply_rule, ip, now)
         if v.speed == SpeedOutcome.THROTTLE:
             lane.note_throttle(ip, now)

@@ -33,9 +33,9 @@ class Records:
             mx=outcome.mx, source_ip=ip, pool=pool, node=self.node, timestamp=now,
             accepted_at=env.accepted_at, campaign=env.campaign, meta=env.meta,
             sender=env.sender, size=len(env.data), tls=outcome.tls)
-        if verdict.verdict is Disposition.DELIVERED:
+        if verdict.verdict == Disposition.DELIVERED:
             return [event_out(self._c, ev)]
-        if verdict.verdict is Disposition.BOUNCE:
+        if verdict.verdict == Disposition.BOUNCE:
             return [event_out(self._c, ev.model_copy(update={"status": Status.BOUNCED}))]
         return defer(self._c, retry, env, ev, now, self._rng)
 

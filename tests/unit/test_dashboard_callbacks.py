@@ -317,9 +317,10 @@ def test_with_the_shipped_knowledge_base() -> None:
 
 
 def test_reply_explainer_shows_what_the_sender_does() -> None:
-    from dashboard.rules import load_kb
+    from kmta.config import Config
+    from kmta.pipeline.rules import load_kb
 
-    app, _ = make(kb=load_kb())
+    app, _ = make(kb=load_kb(Config()))
     # a pasted reply, judged with the selected ISP's rules: a 550 rate limit defers, no suppression
     shown = app.kmta.explain("qq", "550 Ip frequency limited. http://service.mail.qq.com/help")
     assert "category: rate_limit" in shown and "verdict:  defer" in shown

@@ -32,25 +32,25 @@ GMAIL = KB.effective("gmail")
 def test_gmail_replies(reply: Reply, verdict: Disposition, category: str | None,
                        speed: Outcome | None, rule: str | None) -> None:
     v = judge(reply, CLS, GMAIL)
-    assert v.verdict is verdict
+    assert v.verdict == verdict
     if category is not None:
         assert v.category == category
     if speed is not None:
-        assert v.speed is speed
+        assert v.speed == speed
     assert v.rule == rule
-    assert v.locks is (rule == "gmail_low_reputation")
+    assert (v.action == "lock") is (rule == "gmail_low_reputation")
 
 
 def test_kmtas_own_permanent_refusal_bounces_and_matches_no_provider_rule() -> None:
     v = judge(Reply(550, "5.7.0", "destination outside delivery.allowed_networks", True),
               CLS, GMAIL)
-    assert v.verdict is Disposition.BOUNCE
+    assert v.verdict == Disposition.BOUNCE
     assert v.reply_rule is None or v.reply_rule.internal
 
 
 def test_an_internal_timeout_defers() -> None:
     v = judge(Reply(451, "4.4.2", "timed out talking to mx", True), CLS, GMAIL)
-    assert v.verdict is Disposition.DEFER
+    assert v.verdict == Disposition.DEFER
 
 
 def test_the_verdict_equals_its_plain_string() -> None:
@@ -59,4 +59,4 @@ def test_the_verdict_equals_its_plain_string() -> None:
 
 def test_no_rule_is_the_classifier_alone() -> None:
     v = judge(Reply(550, "5.1.1", "no such user"), CLS, None)
-    assert v.verdict is Disposition.BOUNCE and v.action == "none" and v.rule is None
+    assert v.verdict == Disposition.BOUNCE and v.action == "none" and v.rule is None
