@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -128,11 +128,11 @@ class DkimKeyConfig(Model):
     not_after: datetime | None = Field(default=None, description="signs until this time")
 
     @model_validator(mode="after")
-    def _window(self) -> "DkimKeyConfig":
+    def _window(self) -> DkimKeyConfig:
         for name in ("not_before", "not_after"):
             v = getattr(self, name)
             if v is not None and v.tzinfo is None:
-                setattr(self, name, v.replace(tzinfo=timezone.utc))
+                setattr(self, name, v.replace(tzinfo=UTC))
         if self.not_before and self.not_after and self.not_after <= self.not_before:
             raise ValueError(f"selector {self.selector}: not_after is not after not_before")
         return self
@@ -317,7 +317,7 @@ class Config(Model):
     data_dir: str = ".kmta"
 
     @model_validator(mode="after")
-    def _domains(self) -> "Config":
+    def _domains(self) -> Config:
         names = [d.name for d in self.domains]
         dup = {n for n in names if names.count(n) > 1}
         if dup:

@@ -21,11 +21,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from kmta.config import Config  # noqa: E402
-from kmta.pipeline.dkim import generate_key  # noqa: E402
-from kmta.pipeline.outgoing import Outgoing  # noqa: E402
-from kmta.policy.compose import compose  # noqa: E402
-from schemas import OutboxMessage  # noqa: E402
+from kmta.config import Config
+from kmta.pipeline.dkim import generate_key
+from kmta.pipeline.outgoing import Outgoing
+from kmta.policy.compose import compose
+from schemas import OutboxMessage
 
 CASES = [("rsa-sha256", 2048), ("ed25519-sha256", 2048), ("rsa-sha256", 102400),
          ("ed25519-sha256", 102400), ("dual", 2048)]

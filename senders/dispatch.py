@@ -182,7 +182,7 @@ class Dispatcher:
             outcome = await conn.deliver(item.env, lane.rule.sending.timeout)
             lane.observe_latency(time.monotonic() - t0)
             if (not outcome.accepted and outcome.connection_lost and not item.requeued
-                    and (outcome.stage == "mail" and conn.delivered > 0
+                    and ((outcome.stage == "mail" and conn.delivered > 0)
                          or outcome.stage == "tls")):
                 # the server closed a used channel, or the message needs a verified TLS
                 # connection (MTA-STS): no attempt, a new connection

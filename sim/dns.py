@@ -105,7 +105,7 @@ class Zone:
         if rdtype == dns.rdatatype.A:
             return dns.rcode.NOERROR, list(rec["a"])
         if rdtype == dns.rdatatype.TXT:  # one record per value, in strings of <= 255 bytes
-            return dns.rcode.NOERROR, [" ".join('"%s"' % v[i:i + 255].replace('"', '\\"')
+            return dns.rcode.NOERROR, [" ".join('"' + v[i:i + 255].replace('"', '\\"') + '"'
                                                 for i in range(0, max(len(v), 1), 255))
                                        for v in rec["txt"]]
         return dns.rcode.NOERROR, []  # AAAA and anything else: no data

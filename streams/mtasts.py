@@ -27,7 +27,7 @@ from kmta.policy.tls import StsPolicy, parse_sts_policy, sts_txt_id
 from schemas.message import TlsPolicy
 from streams.resolver import Resolver
 
-__all__ = ["MtaSts", "TXT_RECHECK", "MAX_POLICY_BYTES"]
+__all__ = ["MAX_POLICY_BYTES", "TXT_RECHECK", "MtaSts"]
 
 log = logging.getLogger("kmta.mtasts")
 
@@ -121,8 +121,9 @@ class MtaSts:
             raise OSError(f"{host} has no address kmta may connect to (delivery."
                           "allowed_networks, allow_special)")
         url = f"https://{ips[0]}:{self._port}/.well-known/mta-sts.txt"
-        async with httpx.AsyncClient(verify=self._ctx, timeout=FETCH_TIMEOUT,
-                                     follow_redirects=False, trust_env=False) as client:
+        async with httpx.AsyncClient(  # noqa: SIM117 - the request's comment sits between
+                verify=self._ctx, timeout=FETCH_TIMEOUT, follow_redirects=False,
+                trust_env=False) as client:
             # connect to the address we resolved; TLS and the certificate check use the name
             async with client.stream("GET", url, headers={"Host": host},
                                      extensions={"sni_hostname": host}) as r:

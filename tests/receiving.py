@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 
-def txt_lookup(dns_port: int):  # noqa: ANN201
+def txt_lookup(dns_port: int):
     """A dkimpy ``dnsfunc`` asking the test DNS server on 127.0.0.1."""
     r = dns.resolver.Resolver(configure=False)
     r.nameservers = ["127.0.0.1"]

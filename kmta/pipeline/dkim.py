@@ -21,8 +21,15 @@ from kmta.config import DkimKeyConfig, DomainConfig
 from kmta.errors import ConfigError, InputError
 from kmta.policy.signing import headers_to_sign
 
-__all__ = ["DkimKey", "load_key", "load_keys", "sign", "txt_record", "generate_key",
-           "MIN_RSA_BITS"]
+__all__ = [
+    "MIN_RSA_BITS",
+    "DkimKey",
+    "generate_key",
+    "load_key",
+    "load_keys",
+    "sign",
+    "txt_record",
+]
 
 MIN_RSA_BITS = 2048
 _CANON = (b"relaxed", b"relaxed")
@@ -151,9 +158,9 @@ class _Dkim(dkim.DKIM):
 
     rsa_key: rsa.RSAPrivateKey | None = None
 
-    def gen_header(  # noqa: ANN201 - dkimpy's signature, untyped there
-            self, fields, include_headers, canon_policy, header_name, pk,  # noqa: ANN001
-            standardize=False):  # noqa: ANN001
+    def gen_header(
+            self, fields, include_headers, canon_policy, header_name, pk,
+            standardize=False):
         if self.rsa_key is None or self.signature_algorithm != b"rsa-sha256" or standardize:
             return super().gen_header(fields, include_headers, canon_policy, header_name, pk,
                                       standardize)
@@ -167,7 +174,7 @@ class _Dkim(dkim.DKIM):
         self.signed_headers = dkim.hash_headers(h, canon_policy, headers, include_headers,
                                                 header, sig)
         sig2 = self.rsa_key.sign(h.digest(), padding.PKCS1v15(), Prehashed(hashes.SHA256()))
-        idx = [i for i in range(len(fields)) if fields[i][0] == b"b"][0]
+        idx = next(i for i in range(len(fields)) if fields[i][0] == b"b")
         fields[idx] = (b"b", base64.b64encode(bytes(sig2)))
         header_value = b"; ".join(b"=".join(x) for x in fields) + self.linesep
         return dkim.fold(header_value, namelen=len(header_name), linesep=self.linesep)

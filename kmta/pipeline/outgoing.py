@@ -21,7 +21,7 @@ from kmta.policy.unsubscribe import links
 from kmta.policy.verp import envelope_sender
 from schemas.message import OutboxMessage
 
-__all__ = ["Outgoing", "UnsignedRefused", "Stamped"]
+__all__ = ["Outgoing", "Stamped", "UnsignedRefused"]
 
 
 class UnsignedRefused(InputError):

@@ -180,9 +180,9 @@ class BounceRule:
             code = "" if reply.code is None else str(reply.code)
             if not any(_fits(code, c) for c in self.codes):
                 return False
-        if self.enhanced:
-            if enhanced is None or not any(_enhanced_fits(enhanced, e) for e in self.enhanced):
-                return False
+        if self.enhanced and (
+                enhanced is None or not any(_enhanced_fits(enhanced, e) for e in self.enhanced)):
+            return False
         if self.pattern is None:
             return True
         return self.pattern.search(wording(reply) if line is None else line) is not None
@@ -214,15 +214,15 @@ def _compile(pattern: str) -> re.Pattern[str]:
 
 
 def _fits(code: str, pattern: str) -> bool:
-    return len(code) == 3 and all(p in ("x", c) for p, c in zip(pattern, code))
+    return len(code) == 3 and all(p in ("x", c) for p, c in zip(pattern, code, strict=False))
 
 
 def _enhanced_fits(code: str, pattern: str) -> bool:
     # "x" is any part; "6xx" is any three-digit part starting with 6
     have, want = code.split("."), pattern.split(".")
     return len(have) == 3 and all(
-        w == "x" or (len(w) == len(h) and all(c in ("x", d) for c, d in zip(w, h)))
-        for w, h in zip(want, have)
+        w == "x" or (len(w) == len(h) and all(c in ("x", d) for c, d in zip(w, h, strict=True)))
+        for w, h in zip(want, have, strict=False)
     )
 
 

@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from kmta.errors import InputError
 
-__all__ = ["unsubscribe_headers", "feedback_id", "LIST_HEADERS"]
+__all__ = ["LIST_HEADERS", "feedback_id", "unsubscribe_headers"]
 
 LIST_HEADERS = frozenset({"list-unsubscribe", "list-unsubscribe-post", "feedback-id"})
 _FB_FIELD = re.compile(r"[^A-Za-z0-9._@+-]")

@@ -16,8 +16,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol, TypeVar
 
-__all__ = ["SIGNED_HEADERS", "OVERSIGNED", "signing_domain", "active_keys", "headers_to_sign",
-           "KeyWindow", "selector_summary"]
+__all__ = [
+    "OVERSIGNED",
+    "SIGNED_HEADERS",
+    "KeyWindow",
+    "active_keys",
+    "headers_to_sign",
+    "selector_summary",
+    "signing_domain",
+]
 
 SIGNED_HEADERS = ("from", "to", "subject", "date", "message-id", "mime-version", "content-type",
                   "list-unsubscribe", "list-unsubscribe-post", "feedback-id", "list-id")

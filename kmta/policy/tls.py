@@ -19,8 +19,15 @@ from dataclasses import dataclass
 
 from schemas.message import TlsPolicy
 
-__all__ = ["LEVELS", "TlsRequirement", "requirement", "mx_matches", "sts_txt_id",
-           "StsPolicy", "parse_sts_policy"]
+__all__ = [
+    "LEVELS",
+    "StsPolicy",
+    "TlsRequirement",
+    "mx_matches",
+    "parse_sts_policy",
+    "requirement",
+    "sts_txt_id",
+]
 
 LEVELS = ("opportunistic", "required", "verify")
 

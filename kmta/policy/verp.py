@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import re
 
-__all__ = ["PREFIX", "MAX_LOCAL", "encode", "decode", "envelope_sender", "message_id_of"]
+__all__ = ["MAX_LOCAL", "PREFIX", "decode", "encode", "envelope_sender", "message_id_of"]
 
 PREFIX = "b"
 MAX_LOCAL = 64

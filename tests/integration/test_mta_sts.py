@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from kmta.config import Config
-from sim.dns import DnsServerThread, Zone
 from schemas import MxHost
 from senders.transport import ConnectFailed, SmtpTransport
+from sim.dns import DnsServerThread, Zone
 from streams.mtasts import TXT_RECHECK, MtaSts
 from streams.resolver import Resolver
 from tests.harness import free_port
@@ -32,7 +32,7 @@ class PolicyServer:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802
+            def do_GET(self) -> None:
                 outer.hosts.append(self.headers.get("Host", ""))
                 if self.path != "/.well-known/mta-sts.txt":
                     self.send_error(404)
@@ -58,7 +58,7 @@ class PolicyServer:
 
 
 @pytest.fixture
-def world(tmp_path: Path):  # noqa: ANN201
+def world(tmp_path: Path):
     ca_cert, ca_key, ca_path = make_ca(tmp_path)
     (tmp_path / "sts").mkdir()
     (tmp_path / "mx").mkdir()
@@ -121,7 +121,7 @@ def test_cached_policy_survives_a_failing_server_until_max_age(world: dict) -> N
 
 
 def test_enforce_turns_on_certificate_and_mx_checks(world: dict) -> None:
-    async def go(port: int, mx: list[MxHost]):  # noqa: ANN202
+    async def go(port: int, mx: list[MxHost]):
         sts = MtaSts(world["config"], Resolver(world["config"].dns))
         pol = await sts.enforced("rcpt.test", NOW)
         t = SmtpTransport(port, "kmta.test", ["127.0.0.0/8"], tls="opportunistic",

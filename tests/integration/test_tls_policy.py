@@ -36,8 +36,8 @@ def certs(tmp_path: Path) -> dict:
 
 
 def deliver(port: int, level: str, ca: str | None = None, mx: list[MxHost] = MX,
-            sts: TlsPolicy | None = None, e: Envelope | None = None):  # noqa: ANN201
-    async def go():  # noqa: ANN202
+            sts: TlsPolicy | None = None, e: Envelope | None = None):
+    async def go():
         t = SmtpTransport(port, "kmta.test", ["127.0.0.0/8"], tls="opportunistic", ca_file=ca,
                           allow_special=["127.0.0.0/8"])
         conn = await t.connect(mx, None, 10, level, sts)

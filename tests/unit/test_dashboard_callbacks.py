@@ -355,7 +355,7 @@ def test_reply_explainer_is_in_the_layout() -> None:
     assert {"reply-text", "btn-explain", "reply-explain"} <= ids
 
 
-def test_domains_table_shows_configured_selectors_at_the_clock(tmp_path) -> None:  # noqa: ANN001
+def test_domains_table_shows_configured_selectors_at_the_clock(tmp_path) -> None:
     cfg = Config.model_validate({"domains": [{"name": "shop.example", "dkim": [
         {"selector": "old", "key_file": "k1", "not_after": NOW - 1},
         {"selector": "new", "key_file": "k2", "algorithm": "ed25519-sha256",

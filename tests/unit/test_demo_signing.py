@@ -7,11 +7,11 @@ from pathlib import Path
 import dkim
 
 from kmta.config import Config
-from ops.demo import demo_config, demo_messages, demo_scenario
 from kmta.pipeline.outgoing import Outgoing
 from kmta.policy.compose import compose
-from sim.scenario import Scenario
+from ops.demo import demo_config, demo_messages, demo_scenario
 from schemas import OutboxMessage
+from sim.scenario import Scenario
 
 
 def test_demo_messages_verify_against_the_demo_dns(tmp_path: Path) -> None:

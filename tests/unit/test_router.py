@@ -294,7 +294,7 @@ class FakeSts:
         self.policies = policies
         self.asked: list[tuple[str, float]] = []
 
-    async def enforced(self, domain: str, now: float):  # noqa: ANN201
+    async def enforced(self, domain: str, now: float):
         self.asked.append((domain, now))
         return self.policies.get(domain)
 
@@ -330,7 +330,7 @@ def test_a_released_retry_with_stale_mx_gets_the_current_mta_sts_policy() -> Non
     from streams.delay import DelayScheduler
 
     class NoStates:
-        values: dict = {}
+        values: dict = {}  # noqa: RUF012 - one shared mapping is the point
 
     h = Harness()
     sts = FakeSts({"gmail.com": TlsPolicy(mx=["*.google.com"])})
