@@ -43,6 +43,7 @@ import tomli_w
 from kmta.client import ResultCollector, produce
 from kmta.config import Config, load_config
 from kmta.pipeline.kafkaio import ensure_topics
+from ops import signing_cost
 from ops.postfix import MASTER_CF
 from ops.figures import steady_rate
 from ops.kit import (
@@ -65,9 +66,6 @@ from ops.kit import (
 from sim.dns import DnsServerThread
 
 ROOT = Path(__file__).resolve().parent.parent
-
-sys.path.insert(0, str(ROOT / "scripts"))
-import bench_dkim  # noqa: E402
 
 SINK_IP = "127.0.1.50"
 SOURCE_IPS = ["127.0.0.2", "127.0.0.3"]
@@ -574,8 +572,8 @@ def main(argv: list[str] | None = None) -> int:
               f"DKIM {args.dkim}")
         print(report(results, rss, ref))
         print()
-        signing = bench_dkim.measure(1.0)  # the worker's per-message signing cost
-        print(bench_dkim.render(signing))
+        signing = signing_cost.measure(1.0)  # the worker's per-message signing cost
+        print(signing_cost.render(signing))
         if args.json:
             args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                              "results": results, "rss_mb": rss,
