@@ -126,10 +126,6 @@ def test_required_takes_self_signed(certs: dict) -> None:
     assert out.accepted and out.tls is not None and not out.tls.verified
 
 
-# a socket of one of the three deliveries below is left unclosed (ResourceWarning, raised at
-# garbage collection) since filterwarnings=error made it visible: to be found in the TLS
-# transport (senders/tls.py, senders/transport.py); allowed here until then
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_mta_sts_enforce_allows_only_listed_mx(certs: dict) -> None:
     port = free_port()
     ctrl, _ = start_receiver(port, tls=server_context(*certs["ca"]))
