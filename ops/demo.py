@@ -88,8 +88,8 @@ def demo_rules() -> dict:
     after many of them last 30 minutes). The *speed* is the shipped controller's, unchanged: it
     is not told the simulators' capacities. Block replies still lock (for 20 s)."""
     from kmta.policy.kb import KnowledgeBase
-    from kmta.policy.replies import match_reply
     from kmta.policy.reply import Reply
+    from kmta.policy.reply_rules import match_reply
     from sim.profiles import profile_replies
     from sim.scenario import default_scenario
 

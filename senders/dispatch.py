@@ -12,7 +12,7 @@ from collections.abc import Callable
 from aiokafka import TopicPartition
 
 from kmta.policy.classify import Classifier
-from kmta.policy.speed import Outcome as SpeedOutcome
+from kmta.policy.speed import Signal
 from kmta.policy.verdict import Disposition, Verdict, judge
 from schemas import RetryRule
 from senders.lane import Item, Lane
@@ -210,7 +210,7 @@ class Dispatcher:
     def verdict(self, lane: Lane, outcome: Outcome) -> Verdict:
         if outcome.accepted:
             return Verdict(category="delivered", verdict=Disposition.DELIVERED, suppress=False,
-                           speed=SpeedOutcome.CLEAN)
+                           speed=Signal.CLEAN)
         return judge(outcome.reply, self.classifier, lane.rule)
 
     async def outcome(self, lane: Lane, item: Item, outcome: Outcome, ip: str | None) -> None:
@@ -226,7 +226,7 @@ class Dispatcher:
         v = self.verdict(lane, outcome)
         if v.action == "lock" and v.reply_rule is not None:
             lane.note_lock_reply(v.reply_rule, ip, now)
-        if v.speed == SpeedOutcome.THROTTLE:
+        if v.speed == Signal.THROTTLE:
             lane.note_throttle(ip, now)
         if v.verdict == Disposition.DELIVERED:
             lane.delivered += 1

@@ -13,10 +13,10 @@ from kmta.errors import ConfigError
 from kmta.policy.classify import suppresses
 from kmta.policy.kb import EffectiveRule, KnowledgeBase
 from kmta.policy.locks import Hits, lock_until, record
-from kmta.policy.replies import match_reply
-from kmta.policy.reputation import RateBook, hold_keys, new_holds
 from kmta.policy.reply import Reply
-from kmta.policy.speed import Outcome, SpeedState, initial, observe, outcome_for
+from kmta.policy.reply_rules import match_reply
+from kmta.policy.reputation import RateBook, hold_keys, new_holds
+from kmta.policy.speed import Signal, SpeedState, initial, observe, signal_for
 from schemas import ControlAction, ControlCommand, DeliveryEvent, IspState, Status
 from schemas.base import Model
 
@@ -123,10 +123,10 @@ def apply_event(row: Row, ev: DeliveryEvent, kb: KnowledgeBase, now: float) -> b
             action = "throttle" if action == "throttle" else None
     # a temporary (4xx) spam block says "slower" (Yahoo's [TSS04], Orange's OFR004_105), as the
     # sender judges it (senders/node.py)
-    outcome = outcome_for(ev.category or "", action,
+    outcome = signal_for(ev.category or "", action,
                           temporary=ev.code is not None and 400 <= ev.code < 500)
     s = _speed(row, rule, now)
-    if outcome is not Outcome.NEUTRAL:
+    if outcome is not Signal.NEUTRAL:
         # the time the provider answered (not when the event reached us) puts an outcome in
         # the decision period its message was sent in
         at = min(ev.timestamp, now) if ev.timestamp > 0 else now

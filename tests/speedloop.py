@@ -18,9 +18,9 @@ import heapq
 import random
 from dataclasses import dataclass, field
 
-from kmta.policy.speed import Outcome, SpeedState, initial, observe
-from sim.behaviour import ProviderBehaviour, ProviderRules
+from kmta.policy.speed import Signal, SpeedState, initial, observe
 from schemas.rules import SpeedRule
+from sim.behaviour import ProviderBehaviour, ProviderRules
 
 __all__ = ["LoopCase", "LoopResult", "run"]
 
@@ -208,8 +208,8 @@ def run(case: LoopCase) -> LoopResult:
                             block_window=case.block_window,
                             capacity_changes=((case.change_at + now - provider._t0,
                                                case.change_to),))
-            outcome = (Outcome.CLEAN if verdict is None else
-                       Outcome.THROTTLE if verdict.event == "throttled" else Outcome.LOCK)
+            outcome = (Signal.CLEAN if verdict is None else
+                       Signal.THROTTLE if verdict.event == "throttled" else Signal.LOCK)
             if first is not None:
                 sec = int(now - first)
                 if sec < seconds:
@@ -223,7 +223,7 @@ def run(case: LoopCase) -> LoopResult:
         elif kind == "reply":
             i, ip, outcome = data
             n = nodes[i]
-            if outcome is not Outcome.CLEAN and ip not in n.local_slow and n.speed:
+            if outcome is not Signal.CLEAN and ip not in n.local_slow and n.speed:
                 n.local_slow[ip] = (now, n.speed)
                 wake(n, ip, now)
             push(now + rng.uniform(*case.results), "result", (ip, outcome, now, i))

@@ -16,10 +16,10 @@ from kmta.policy.classify import (
 )
 from kmta.policy.kb import EffectiveRule, KnowledgeBase, RulesError
 from kmta.policy.locks import Hits, lock_until, record
-from kmta.policy.replies import disposition, match_reply
 from kmta.policy.reply import Reply
+from kmta.policy.reply_rules import disposition, match_reply
 from kmta.policy.retry import next_attempt_at, schedule
-from kmta.policy.speed import Outcome, SpeedState, advance, initial, observe, outcome_for, trace
+from kmta.policy.speed import Signal, SpeedState, advance, initial, observe, signal_for, trace
 from kmta.policy.verdict import Verdict, explain, judge
 
 __all__ = [
@@ -29,7 +29,7 @@ __all__ = [
     "EffectiveRule",
     "Hits",
     "KnowledgeBase",
-    "Outcome",
+    "Signal",
     "Reply",
     "RulesError",
     "SpeedState",
@@ -45,7 +45,7 @@ __all__ = [
     "match_reply",
     "next_attempt_at",
     "observe",
-    "outcome_for",
+    "signal_for",
     "record",
     "schedule",
     "suppresses",

@@ -51,13 +51,13 @@ __all__ = [
     "PROBE_MIN",
     "STARTUP_DOUBLING",
     "STARTUP_EXIT",
-    "Outcome",
+    "Signal",
     "SpeedState",
     "advance",
     "decision_period",
     "initial",
     "observe",
-    "outcome_for",
+    "signal_for",
     "trace",
 ]
 
@@ -130,7 +130,7 @@ BUSY = 0.5
 STARTUP, HOLD, PROBE = "startup", "hold", "probe"
 
 
-class Outcome(StrEnum):
+class Signal(StrEnum):
     """What one delivery attempt says about the sending speed (equal to its string value)."""
 
     CLEAN = "clean"
@@ -139,19 +139,19 @@ class Outcome(StrEnum):
     NEUTRAL = "neutral"
 
 
-def outcome_for(
+def signal_for(
     category: str, reply_rule_action: str | None, *, temporary: bool = False
-) -> Outcome:
+) -> Signal:
     """Map a classified reply (and the action of the reply rule it matched, if any) to an
     outcome. Lock beats throttle beats clean. ``temporary`` (a 4xx) makes a spam block count as
     a throttle (see ``classify.is_throttle``)."""
     if reply_rule_action == "lock":
-        return Outcome.LOCK
+        return Signal.LOCK
     if reply_rule_action == "throttle" or is_throttle(category, temporary=temporary):
-        return Outcome.THROTTLE
+        return Signal.THROTTLE
     if category == DELIVERED or is_recipient_problem(category):
-        return Outcome.CLEAN
-    return Outcome.NEUTRAL
+        return Signal.CLEAN
+    return Signal.NEUTRAL
 
 
 @dataclass(frozen=True)
@@ -349,7 +349,7 @@ def _budget_left(s: SpeedState, now: float) -> bool:
 
 def observe(
     state: SpeedState,
-    outcome: Outcome,
+    outcome: Signal,
     rule: SpeedRule,
     tact: float,
     now: float,
@@ -359,9 +359,9 @@ def observe(
     """Fold one outcome at time ``now`` (of an attempt from source IP ``source``, sent by
     sender node ``node``) into the state."""
     state = advance(state, rule, tact, now)
-    if source and source not in state.sources and outcome is not Outcome.NEUTRAL:
+    if source and source not in state.sources and outcome is not Signal.NEUTRAL:
         state = replace(state, sources=tuple(sorted((*state.sources, source))))
-    if outcome in (Outcome.THROTTLE, Outcome.LOCK):
+    if outcome in (Signal.THROTTLE, Signal.LOCK):
         ips, who = state.cut_ips, f"{source or ''}@{node or ''}"
         if who not in ips:
             ips = (*ips, who)
@@ -372,7 +372,7 @@ def observe(
         if state.decreased_at is not None and now - state.decreased_at < HOLDOFF:
             return state
         return _decrease(state, rule, tact, now)
-    if outcome is Outcome.CLEAN:
+    if outcome is Signal.CLEAN:
         return replace(state, clean=state.clean + 1)
     return state
 
@@ -380,7 +380,7 @@ def observe(
 def trace(
     rule: SpeedRule,
     tact: float,
-    events: Iterable[tuple[float, Outcome] | tuple[float, Outcome, str | None]],
+    events: Iterable[tuple[float, Signal] | tuple[float, Signal, str | None]],
     start: float,
     learned: float | None = None,
 ) -> list[tuple[float, float]]:

@@ -19,9 +19,9 @@ from kmta.policy.classify import (
     means_later,
     suppresses,
 )
-from kmta.policy.replies import disposition, match_reply
 from kmta.policy.reply import Reply
-from kmta.policy.speed import outcome_for
+from kmta.policy.reply_rules import disposition, match_reply
+from kmta.policy.speed import signal_for
 from schemas.rules import ReplyRule
 
 if TYPE_CHECKING:
@@ -95,7 +95,7 @@ def judge(reply: Reply, classifier: Classifier, rule: EffectiveRule | None) -> V
     if reply.internal and reply.code is not None and reply.code >= 500:
         verdict = Disposition.BOUNCE  # kmta's own permanent refusals (e.g. outside allowed nets)
     action = matched.action if matched is not None else None
-    speed = outcome_for(category, action, temporary=reply.temporary)
+    speed = signal_for(category, action, temporary=reply.temporary)
     return Verdict(
         category=category,
         verdict=verdict,

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from kmta.policy.kb import KnowledgeBase
-from kmta.policy.replies import match_reply
 from kmta.policy.reply import Reply
+from kmta.policy.reply_rules import match_reply
 from schemas import DeliveryEvent, Status
 from sim.profiles import profile_replies
 from streams.brain import Row, apply_event, states_of

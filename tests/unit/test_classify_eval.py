@@ -100,8 +100,8 @@ def test_records_are_json_round_trippable(part: list[dict]) -> None:
 def test_steps_chained_by_hand_agree_with_judge() -> None:
     # Reply.parse -> classify -> the ISP's reply rules -> disposition -> suppression, as callers
     # that do not use judge() chain them: the same verdicts on every reply of the corpus
-    from kmta.policy.replies import disposition, match_reply
     from kmta.policy.reply import Reply
+    from kmta.policy.reply_rules import disposition, match_reply
     from kmta.policy.verdict import explain
 
     classifier, kb = Classifier.load(), KnowledgeBase.load()

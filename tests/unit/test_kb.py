@@ -10,8 +10,8 @@ import pytest
 from kmta.errors import ConfigError
 from kmta.policy.classify import CATEGORIES
 from kmta.policy.kb import SHIPPED_ISPS, KnowledgeBase, RulesError
-from kmta.policy.replies import disposition, match_reply
 from kmta.policy.reply import Reply
+from kmta.policy.reply_rules import disposition, match_reply
 
 SHIPPED: dict[str, Any] = tomllib.loads(SHIPPED_ISPS.read_text(encoding="utf-8"))
 KB = KnowledgeBase.load()

@@ -10,17 +10,17 @@ import pytest
 
 from kmta.policy import speed as sp
 from kmta.policy.speed import (
-    Outcome,
+    Signal,
     SpeedState,
     initial,
     observe,
-    outcome_for,
+    signal_for,
     trace,
 )
-from tests.speedloop import LoopCase, run
 from schemas.rules import SpeedRule
+from tests.speedloop import LoopCase, run
 
-C, T, L, N = Outcome.CLEAN, Outcome.THROTTLE, Outcome.LOCK, Outcome.NEUTRAL
+C, T, L, N = Signal.CLEAN, Signal.THROTTLE, Signal.LOCK, Signal.NEUTRAL
 RULE = SpeedRule(min=1, max=100, start=4)
 TACT = 1.0
 
@@ -195,8 +195,8 @@ def test_live_edit_of_max_reclamps_on_the_next_event() -> None:
         ("other_temporary", None, False, N),
     ],
 )
-def test_outcome_for(category: str, action: str | None, temporary: bool, expected: Outcome) -> None:
-    assert outcome_for(category, action, temporary=temporary) is expected
+def test_outcome_for(category: str, action: str | None, temporary: bool, expected: Signal) -> None:
+    assert signal_for(category, action, temporary=temporary) is expected
 
 
 def shipped_rule() -> SpeedRule:
