@@ -24,8 +24,14 @@ import tomli_w
 from kmta.config import Config, load_config
 from kmta.errors import KmtaError
 
-__all__ = ["run_demo", "demo_config", "demo_rules", "demo_messages", "demo_domains",
-           "provider_summary"]
+__all__ = [
+    "demo_config",
+    "demo_domains",
+    "demo_messages",
+    "demo_rules",
+    "provider_summary",
+    "run_demo",
+]
 
 DEMO_PORTS = {"kafka": 9092, "dns": 5353, "smtp": 2525, "dashboard": 8050}
 DEMO_DOMAIN = "sender.kmta.test"  # the From domain of the demo's messages
@@ -339,7 +345,8 @@ async def _send_and_wait(config: Config, n: int, procs: Procs) -> str:
     deadline = time.monotonic() + 900
     want = set(ids)
     reached: dict[float, float] = {}  # share of messages final -> seconds since sending began
-    greylisted = {i for i, d in zip(ids, docs) if d["to"].endswith("@greylist-example.test")}
+    greylisted = {i for i, d in zip(ids, docs, strict=False)
+                  if d["to"].endswith("@greylist-example.test")}
     plain = want - greylisted  # greylisting holds a message back 30 s by design
     plain_99: float | None = None
     while time.monotonic() < deadline:

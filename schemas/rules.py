@@ -65,7 +65,7 @@ class SpeedRule(Model):
                                   "seconds; 0 = 1 s (never the tact)")
 
     @model_validator(mode="after")
-    def _bounds(self) -> "SpeedRule":
+    def _bounds(self) -> SpeedRule:
         if self.max is not None and self.min > self.max:
             raise ValueError(f"speed.min ({self.min}) is above speed.max ({self.max})")
         if self.start is not None and not (
@@ -89,7 +89,7 @@ class RetryRule(Model):
     max_age: Duration | None = Field(default=3 * 86400.0, gt=0)
 
     @model_validator(mode="after")
-    def _window(self) -> "RetryRule":
+    def _window(self) -> RetryRule:
         if self.mode == "window":
             if self.window is None:
                 raise ValueError("retry mode 'window' needs window = [from, to]")
@@ -132,7 +132,7 @@ class ReplyRule(Model):
         return v
 
     @model_validator(mode="after")
-    def _needs_duration(self) -> "ReplyRule":
+    def _needs_duration(self) -> ReplyRule:
         if self.action in ("lock", "throttle") and not self.duration:
             raise ValueError(f"reply rule {self.name!r}: action {self.action} needs a duration")
         return self

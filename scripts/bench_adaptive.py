@@ -88,7 +88,7 @@ def plot(results: list[LoopResult], path: Path) -> None:
     cols = 4
     rows = (len(results) + cols - 1) // cols
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 2.6 * rows), squeeze=False)
-    for ax, r in zip(axes.flat, results):
+    for ax, r in zip(axes.flat, results, strict=False):
         t = range(len(r.capacity))
         ax.plot(t, r.capacity, color="black", lw=1.2, label="capacity")
         ax.plot(t, r.allowed, color="tab:blue", lw=1.0, label="speed allowed")

@@ -28,7 +28,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sys
 import tempfile
 import threading
@@ -36,10 +35,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from ops.deployment import Pipeline
+from ops.kit import start_broker, wait_for
 
-from tests.harness import Pipeline, free_port, wait_for  # noqa: E402 - after sys.path
+ROOT = Path(__file__).resolve().parent.parent
 
 ISP = "bench"
 DOMAIN = "bench.test"
@@ -262,7 +261,7 @@ def svg_chart(series: dict[str, list[tuple[float, float]]], capacity: float,
              f'<text x="{w / 2}" y="22" text-anchor="middle" font-size="15">{title}</text>',
              f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" '
              f'stroke="#444"/>']
-    for i in range(int(round(y1 / step_y)) + 1):
+    for i in range(round(y1 / step_y) + 1):
         y = i * step_y
         parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" '
                      f'stroke="#ddd"/><text x="{left - 6}" y="{sy(y) + 4:.1f}" '
@@ -308,24 +307,6 @@ def svg_chart(series: dict[str, list[tuple[float, float]]], capacity: float,
 
 
 # -- the run --------------------------------------------------------------------------------
-def start_broker(tmp: Path) -> tuple[str, Path]:
-    from ops.kafka import cli as kafka_cli
-    from ops.kafka import manager
-
-    libs = manager.ensure_jars(kafka_cli.default_cache_dir(os.environ))
-    data = tmp / "kafka"
-    while True:  # the controller listens on port + 100
-        port = free_port()
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port + 100))
-                break
-            except OSError:
-                continue
-    info = manager.start(data, 1, port, libs=libs, heap="768m")
-    return info.bootstrap_servers, data
-
-
 def queued(p: Pipeline) -> int:
     """Records on the queue topic (end offsets)."""
     from aiokafka import AIOKafkaConsumer
@@ -375,7 +356,8 @@ def main(argv: list[str] | None = None) -> int:
     bootstrap = args.bootstrap
     if not bootstrap:
         print("starting a Kafka broker ...", flush=True)
-        bootstrap, broker_dir = start_broker(tmp)
+        broker_dir = tmp / "kafka"
+        bootstrap = start_broker(broker_dir)
     cap_total = args.capacity * len(SOURCE_IPS)
     (tmp / "run").mkdir()
     p = Pipeline(bootstrap, tmp / "run", scenario=scenario(args.capacity, args.latency),

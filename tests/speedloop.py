@@ -99,7 +99,7 @@ class LoopResult:
 
 
 class _Node:
-    def __init__(self, index: int, case: LoopCase, ips: list[str], clock) -> None:  # noqa: ANN001
+    def __init__(self, index: int, case: LoopCase, ips: list[str], clock) -> None:
         from senders.pacing import Pacer
 
         self.index = index
@@ -239,7 +239,7 @@ def run(case: LoopCase) -> LoopResult:
             down_until = now + case.restart_gap
             # the brain's row survives (changelog); the sender processes start from scratch
             for n in nodes:  # a new process: pacers and local state from scratch
-                fresh = _Node(n.index, case, ips, lambda: now)
+                fresh = _Node(n.index, case, ips, lambda: now)  # noqa: B023 - the loop's clock
                 n.pacers, n.local_slow = fresh.pacers, {}
                 n.version = {ip: v + 1 for ip, v in n.version.items()}
             publish(down_until - 0.5)  # the state topic is read before the first send

@@ -3,6 +3,8 @@ slots interleave, a raise moves every node to the new grid at one instant)."""
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from senders.pacing import Pacer, grid_slot
@@ -40,8 +42,8 @@ def test_two_nodes_interleave_instead_of_meeting() -> None:
     out = slots(nodes, clock, 6.0)
     times = [t for t, _ in out]
     who = [i for _, i in out]
-    assert len(out) >= 5 and all(a != b for a, b in zip(who, who[1:]))  # they alternate
-    assert min(b - a for a, b in zip(times, times[1:])) == pytest.approx(1.0, abs=0.002)
+    assert len(out) >= 5 and all(a != b for a, b in itertools.pairwise(who))  # they alternate
+    assert min(b - a for a, b in itertools.pairwise(times)) == pytest.approx(1.0, abs=0.002)
 
 
 def test_a_raise_applies_at_one_instant_and_the_new_grid_starts_an_interval_later() -> None:
@@ -57,7 +59,7 @@ def test_a_raise_applies_at_one_instant_and_the_new_grid_starts_an_interval_late
     out += slots(nodes, clock, 7.0)
     times = sorted(t for t, _ in out)
     assert all(t <= 4.0 or t >= 4.25 - 0.002 for t in times)  # the new grid: 4.0 + 1/4 s ...
-    assert min(b - a for a, b in zip(times, times[1:])) >= 0.25 - 0.002  # ... never closer
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.25 - 0.002  # ... never closer
     assert len([t for t in times if 5.0 <= t < 7.0]) == 8  # 2 msg/s for the IP, shared
 
 
@@ -68,7 +70,7 @@ def test_a_local_slow_down_skips_grid_points_and_applies_at_once() -> None:
     slots([p], clock, 4.0)
     p.set_rate(0.3, raise_at=None, grid_rate=1.0)
     out = slots([p], clock, 14.0)
-    gaps = [b - a for (a, _), (b, _) in zip(out, out[1:])]
+    gaps = [b - a for (a, _), (b, _) in itertools.pairwise(out)]
     # points of the shared 2 msg/s grid (0.5 s apart), at least 1/0.3 s apart
     assert all(g >= 1 / 0.3 * 0.75 - 0.002 for g in gaps)
     assert all(abs(t * 2 - round(t * 2)) < 0.01 for t, _ in out)
