@@ -26,8 +26,8 @@ from dashboard.replies import explain_text
 from kmta.config import Config
 from kmta.errors import ConfigError, KmtaError
 from kmta.pipeline.control import make_command
-from kmta.pipeline.suppression import change_outs
 from kmta.pipeline.rules import load_kb
+from kmta.pipeline.suppression import change_outs
 from kmta.policy.signing import selector_summary
 from schemas.control import ControlAction, ControlCommand
 

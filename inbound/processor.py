@@ -14,11 +14,11 @@ from aiokafka import AIOKafkaConsumer
 from kmta.config import Config
 from kmta.pipeline.feedback import dead_letter, feedback_outs
 from kmta.pipeline.kafkaio import client_options, stop_loop
+from kmta.pipeline.outputs import Out, write
 from kmta.policy.classify import Classifier
 from kmta.policy.inbound import Feedback, Ignored, Unreadable, read
 from kmta.policy.kb import KnowledgeBase
 from schemas import InboundMail
-from kmta.pipeline.outputs import Out, write
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +96,7 @@ class Processor:
                 for r in records:
                     try:
                         outs += self.outs_for(r.value, tp.topic, tp.partition, r.offset, now)
-                    except Exception as e:  # noqa: BLE001 - one record never stops the loop
+                    except Exception as e:
                         log.exception("inbound record %s/%s failed", tp.partition, r.offset)
                         outs.append(dead_letter(self._c, f"processing failed: {e}",
                                                 r.value or b"", tp.topic, tp.partition,

@@ -16,7 +16,7 @@ from schemas import InboundMail
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Receiver", "InboundHandler"]
+__all__ = ["InboundHandler", "Receiver"]
 
 
 class InboundHandler:

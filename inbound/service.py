@@ -8,17 +8,17 @@ import socket
 
 from aiohttp import web
 
+from inbound.processor import Processor
+from inbound.receiver import Receiver
+from inbound.web import make_app
 from kmta.config import Config
 from kmta.pipeline.kafkaio import ensure_topics, make_producer
 from kmta.pipeline.rules import load_kb
 from kmta.policy.classify import Classifier
-from inbound.processor import Processor
-from inbound.receiver import Receiver
-from inbound.web import make_app
 
 log = logging.getLogger(__name__)
 
-__all__ = ["run_inbound", "run_unsubscribe", "node_name"]
+__all__ = ["node_name", "run_inbound", "run_unsubscribe"]
 
 
 def node_name(config: Config, given: str | None, kind: str) -> str:

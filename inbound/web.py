@@ -22,10 +22,10 @@ from aiohttp import web
 
 from kmta.config import Config
 from kmta.pipeline.feedback import feedback_outs
+from kmta.pipeline.outputs import write
 from kmta.policy.inbound import UNSUBSCRIBE, Feedback
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.unsubscribe import Unsubscribe, read_token
-from kmta.pipeline.outputs import write
 
 log = logging.getLogger(__name__)
 

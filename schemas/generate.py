@@ -17,10 +17,10 @@ from typing import Any
 from schemas.base import Model
 from schemas.control import ControlCommand, ControlRecord
 from schemas.events import DeadLetter, DeliveryEvent
-from schemas.suppression import Suppression
 from schemas.message import OutboxMessage
 from schemas.nodes import NodeStats
 from schemas.state import IspState
+from schemas.suppression import Suppression
 
 __all__ = ["DIALECT", "SCHEMAS", "render", "schema_for", "stale", "write"]
 

@@ -21,8 +21,8 @@ class InboundMail(Model):
     node: str | None = Field(default=None, description="the inbound process that took it")
 
     @classmethod
-    def of(cls, raw: bytes, **kw: object) -> "InboundMail":
-        return cls(data=base64.b64encode(raw).decode(), **kw)  # type: ignore[arg-type]
+    def of(cls, raw: bytes, **kw: object) -> InboundMail:
+        return cls(data=base64.b64encode(raw).decode(), **kw)
 
     def raw(self) -> bytes:
         return base64.b64decode(self.data)

@@ -37,7 +37,7 @@ class Suppression(Model):
     at: float = Field(description="epoch seconds")
 
     @model_validator(mode="after")
-    def _scoped(self) -> "Suppression":
+    def _scoped(self) -> Suppression:
         self.address = self.address.strip().lower()
         if (self.scope == "global") != (self.value is None):
             raise ValueError("a domain or campaign scope needs a value; global has none")

@@ -44,7 +44,6 @@ from kmta.client import ResultCollector, produce
 from kmta.config import Config, load_config
 from kmta.pipeline.kafkaio import ensure_topics
 from ops import signing_cost
-from ops.postfix import MASTER_CF
 from ops.figures import steady_rate
 from ops.kit import (
     CpuMeter,
@@ -63,6 +62,7 @@ from ops.kit import (
     pss_mb,
     start_dns,
 )
+from ops.postfix import MASTER_CF
 from sim.dns import DnsServerThread
 
 ROOT = Path(__file__).resolve().parent.parent

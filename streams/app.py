@@ -30,9 +30,9 @@ from kmta.pipeline.kafkaio import (
 )
 from kmta.pipeline.outputs import Out
 from kmta.pipeline.rules import load_kb, partition_map
+from kmta.pipeline.suppression import SuppressionView
 from kmta.policy.classify import suppresses
 from kmta.policy.dedup import decode_seen
-from kmta.pipeline.suppression import SuppressionView
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.suppression import record_for
 from schemas import ControlRecord, DeliveryEvent, Status

@@ -144,7 +144,7 @@ def apply_reputation(row: Row, ev: DeliveryEvent, cfg: ReputationConfig,
                      now: float) -> list[tuple[str, str]]:
     """Count the event in the row's rolling rates; the holds it places (key, reason)."""
     kind = _REPUTATION_KIND.get(ev.status)
-    if ev.status is Status.BOUNCED and suppresses(ev.category or "") or (
+    if (ev.status is Status.BOUNCED and suppresses(ev.category or "")) or (
             ev.status is Status.ASYNC_BOUNCE and ev.feedback is not None and ev.feedback.hard):
         kind = "hard_bounce"
     keys = hold_keys(ev.campaign, ev.sender)

@@ -42,7 +42,7 @@ from streams.resolver import MxStatus, Resolver
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DelayScheduler", "is_cleared", "held_by", "AHEAD_BYTES"]
+__all__ = ["AHEAD_BYTES", "DelayScheduler", "held_by", "is_cleared"]
 
 AHEAD_BYTES = 256 * 1024  # read-ahead kept behind a partition's head (and fetched at a time)
 MAX_WAIT = 0.5  # seconds a poll waits when no head is coming due sooner
@@ -171,7 +171,7 @@ class DelayScheduler:
                     await self._move_due(set(batch))
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - keep scheduling, from the committed offsets
+            except Exception:
                 log.exception("delay scheduler error; reading again from the last commit")
                 self._rewind()
                 await asyncio.sleep(1.0)

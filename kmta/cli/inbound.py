@@ -67,7 +67,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def run_inbound(args: argparse.Namespace) -> int:
-    from inbound.service import node_name, run_inbound as run
+    from inbound.service import node_name
+    from inbound.service import run_inbound as run
     config: Config = args.config_obj
     if args.listen:
         config = config.model_copy(update={"inbound": config.inbound.model_copy(
@@ -82,7 +83,8 @@ def run_inbound(args: argparse.Namespace) -> int:
 
 
 def run_unsubscribe(args: argparse.Namespace) -> int:
-    from inbound.service import node_name, run_unsubscribe as run
+    from inbound.service import node_name
+    from inbound.service import run_unsubscribe as run
     config: Config = args.config_obj
     if config.unsubscribe.secret is None:
         raise KmtaError("[unsubscribe] secret is not set")
@@ -100,9 +102,9 @@ def run_suppression(args: argparse.Namespace) -> int:
 
 async def _suppression(args: argparse.Namespace) -> int:
     from kmta.pipeline.kafkaio import ensure_topics, make_producer
+    from kmta.pipeline.outputs import write
     from kmta.pipeline.suppression import change_outs, read_all
     from schemas.suppression import Reason, Suppression, key_of
-    from kmta.pipeline.outputs import write
 
     config: Config = args.config_obj
     await ensure_topics(config)
@@ -112,7 +114,7 @@ async def _suppression(args: argparse.Namespace) -> int:
         records = await read_all(config)
         rows = sorted(records.values(), key=lambda r: (r.address, r.scope, r.value or ""))
         if args.op == "export":
-            out = sys.stdout if args.file == "-" else open(args.file, "w", newline="")
+            out = sys.stdout if args.file == "-" else open(args.file, "w", newline="")  # noqa: SIM115
             try:
                 w = csv.DictWriter(out, CSV_FIELDS)
                 w.writeheader()
@@ -154,7 +156,7 @@ async def _suppression(args: argparse.Namespace) -> int:
                 return 1
             outs = change_outs(config, "remove", key, old, actor, now, args.note)
     else:  # import
-        src = sys.stdin if args.file == "-" else open(args.file, newline="")
+        src = sys.stdin if args.file == "-" else open(args.file, newline="")  # noqa: SIM115
         try:
             for i, row in enumerate(csv.DictReader(src), start=2):
                 try:

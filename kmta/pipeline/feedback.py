@@ -7,13 +7,13 @@ from __future__ import annotations
 import base64
 
 from kmta.config import Config
+from kmta.pipeline.outputs import Out
 from kmta.policy.inbound import Feedback
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.suppression import record_for
 from schemas import DeadLetter, DeliveryEvent, FeedbackInfo, Status
-from kmta.pipeline.outputs import Out
 
-__all__ = ["feedback_outs", "dead_letter"]
+__all__ = ["dead_letter", "feedback_outs"]
 
 _DETAIL_KEYS = frozenset(FeedbackInfo.model_fields) - {"tied_by", "hard", "received_at"}
 

@@ -21,9 +21,23 @@ from kmta.errors import ConfigError, KafkaUnreachable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TopicSpec", "topic_specs", "new_topic", "ensure_topics", "make_producer",
-           "CompactedView", "topic_partitions", "delay_topic", "Rebalance", "client_options", "security_options",
-           "why_unreachable", "stop_loop", "record_limit", "described"]
+__all__ = [
+    "CompactedView",
+    "Rebalance",
+    "TopicSpec",
+    "client_options",
+    "delay_topic",
+    "described",
+    "ensure_topics",
+    "make_producer",
+    "new_topic",
+    "record_limit",
+    "security_options",
+    "stop_loop",
+    "topic_partitions",
+    "topic_specs",
+    "why_unreachable",
+]
 
 
 def record_limit(config: Config) -> int:

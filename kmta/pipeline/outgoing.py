@@ -73,7 +73,8 @@ class Outgoing:
         dom = self.domain_for(from_domain)
         url, mailto = msg.unsubscribe_url, msg.unsubscribe_mailto
         if (self._unsub and msg_id and msg.campaign and url is None and mailto is None
-                and "list-unsubscribe" not in given and not _has_header(msg.data, "list-unsubscribe")):
+                and "list-unsubscribe" not in given
+                and not _has_header(msg.data, "list-unsubscribe")):
             box = (f"{self._unsub_local}@{dom.return_path}"
                    if dom and dom.return_path and self._unsub_mailto else None)
             url, mailto = links(self._unsub[1], self._unsub[0], msg_id, msg.to, msg.campaign,

@@ -32,13 +32,13 @@ from aiokafka import AIOKafkaConsumer
 
 from kmta.config import Config
 from kmta.pipeline.kafkaio import client_options, stop_loop, topic_partitions
+from kmta.pipeline.outputs import Out
 from schemas import ControlRecord
 from schemas.suppression import Reason, Suppression, SuppressionChange
-from kmta.pipeline.outputs import Out
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SuppressionIndex", "SuppressionView", "key_hash", "change_outs", "read_all"]
+__all__ = ["SuppressionIndex", "SuppressionView", "change_outs", "key_hash", "read_all"]
 
 
 def key_hash(key: str) -> int:

@@ -4,7 +4,8 @@ report-type=feedback-report`` with a human part, a ``message/feedback-report`` p
 and the reported message (``message/rfc822`` or ``text/rfc822-headers``). Pure: stdlib only.
 
 Providers redact differently: Microsoft JMRP keeps the original message but blanks the
-recipient in ``To`` (keeping it in ``X-HmXmrOriginalRecipient``); Yahoo keeps ``Original-Rcpt-To`` out and the message in; some send only
+recipient in ``To`` (keeping it in ``X-HmXmrOriginalRecipient``); Yahoo keeps
+``Original-Rcpt-To`` out and the message in; some send only
 the headers. The recipient is therefore read from ``Original-Rcpt-To``, else the returned
 message's ``To`` (when it is an address, not ``[redacted]``).
 """
@@ -29,7 +30,8 @@ FEEDBACK_TYPES = frozenset({"abuse", "fraud", "virus", "other", "not-spam", "aut
 class FeedbackReport:
     feedback_type: str  # lower-case; unknown values are kept ("other" when missing)
     user_agent: str | None
-    source: str | None  # Reporting-MTA or User-Agent: who reported it (e.g. "Yahoo!-Mail-Feedback/2.0")
+    # Reporting-MTA or User-Agent: who reported it (e.g. "Yahoo!-Mail-Feedback/2.0")
+    source: str | None
     source_ip: str | None
     original_mail_from: str | None  # the envelope sender: our VERP address
     original_rcpt_to: str | None

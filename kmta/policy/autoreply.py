@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from email.message import Message
 
-__all__ = ["kind_of", "VACATION", "CHALLENGE", "AUTO_GENERATED"]
+__all__ = ["AUTO_GENERATED", "CHALLENGE", "VACATION", "kind_of"]
 
 VACATION = "vacation"
 CHALLENGE = "challenge"
@@ -39,7 +39,7 @@ _VACATION_HEADERS = ("x-autoreply", "x-autorespond", "x-autoresponder", "x-vacat
 def kind_of(msg: Message, text: str) -> str | None:
     """``vacation``, ``challenge`` or ``auto-generated`` for an automatic message; None for a
     message a person (or an unknown robot) wrote. ``text`` is its readable text."""
-    names = {k.lower() for k in msg.keys()}
+    names = {k.lower() for k in msg}
     subject = " ".join(str(msg.get("Subject", "")).split())
     if any(n.startswith(_CHALLENGE_HEADERS) for n in names) or _CHALLENGE.search(
             subject + "\n" + text[:2000]):

@@ -17,7 +17,7 @@ from email.parser import HeaderParser
 
 from kmta.policy.reply import Reply
 
-__all__ = ["RecipientStatus", "Dsn", "parse", "parse_plain", "is_dsn", "original_headers"]
+__all__ = ["Dsn", "RecipientStatus", "is_dsn", "original_headers", "parse", "parse_plain"]
 
 _STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 _ADDR = re.compile(r"<?([^\s<>@:;,\"]+@[A-Za-z0-9.-]+\.[A-Za-z0-9-]+)>?")
@@ -165,7 +165,7 @@ def parse(msg: Message) -> Dsn | None:
     blocks = _blocks(part)
     if not blocks:
         return None
-    per_msg = blocks[0] if "final-recipient" not in {k.lower() for k in blocks[0].keys()} else None
+    per_msg = blocks[0] if "final-recipient" not in {k.lower() for k in blocks[0]} else None
     recips = []
     for b in blocks[1:] if per_msg is not None else blocks:
         rcpt = _address(b.get("Final-Recipient")) or _address(b.get("Original-Recipient"))

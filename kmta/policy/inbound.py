@@ -22,8 +22,16 @@ from kmta.policy import arf, autoreply, dsn, verp
 from kmta.policy.classify import Classifier, suppresses
 from kmta.policy.unsubscribe import SUBJECT_PREFIX, read_token
 
-__all__ = ["Feedback", "Ignored", "Unreadable", "Verdict", "read",
-           "ASYNC_BOUNCE", "COMPLAINT", "UNSUBSCRIBE"]
+__all__ = [
+    "ASYNC_BOUNCE",
+    "COMPLAINT",
+    "UNSUBSCRIBE",
+    "Feedback",
+    "Ignored",
+    "Unreadable",
+    "Verdict",
+    "read",
+]
 
 ASYNC_BOUNCE = "async_bounce"
 COMPLAINT = "complaint"

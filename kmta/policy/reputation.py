@@ -11,8 +11,18 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-__all__ = ["KINDS", "RateBook", "Rates", "keys_of", "over_threshold", "hold_keys", "new_holds", "DAY", "WEEK",
-           "DEFAULT_THRESHOLDS"]
+__all__ = [
+    "DAY",
+    "DEFAULT_THRESHOLDS",
+    "KINDS",
+    "WEEK",
+    "RateBook",
+    "Rates",
+    "hold_keys",
+    "keys_of",
+    "new_holds",
+    "over_threshold",
+]
 
 DAY = 24 * 3600.0
 WEEK = 7 * DAY

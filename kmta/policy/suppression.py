@@ -12,7 +12,7 @@ from collections.abc import Container, Iterable
 from schemas.events import Status
 from schemas.suppression import Reason, Suppression, key_of
 
-__all__ = ["keys_for", "is_suppressed", "record_for", "REASON_OF"]
+__all__ = ["REASON_OF", "is_suppressed", "keys_for", "record_for"]
 
 REASON_OF = {Status.ASYNC_BOUNCE: Reason.ASYNC_BOUNCE, Status.COMPLAINT: Reason.COMPLAINT,
              Status.UNSUBSCRIBE: Reason.UNSUBSCRIBE, Status.BOUNCED: Reason.HARD_BOUNCE}
@@ -44,6 +44,6 @@ def record_for(status: Status, address: str, now: float, *, msg_id: str | None =
     """The record a hard bounce, complaint or unsubscribe adds. Bounces and complaints are
     global (the address is bad, or its owner calls us spam); an unsubscribe takes the
     configured scope."""
-    return Suppression(address=address, scope=scope, value=value,  # type: ignore[arg-type]
+    return Suppression(address=address, scope=scope, value=value,
                        reason=REASON_OF[status], category=category, detail=detail[:300] or None,
                        id=msg_id, by=by, at=now)

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
-__all__ = ["Unsubscribe", "make_token", "read_token", "links", "SUBJECT_PREFIX"]
+__all__ = ["SUBJECT_PREFIX", "Unsubscribe", "links", "make_token", "read_token"]
 
 _VERSION = b"u1"
 _SEP = "\x1f"

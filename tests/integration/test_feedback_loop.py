@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 
 from kmta.pipeline.suppression import key_hash
-from sim.dns import DnsServerThread, Zone
 from schemas.suppression import key_of
+from sim.dns import DnsServerThread, Zone
 from tests.harness import free_port, wait_for
 from tests.receiving import start_receiver
 

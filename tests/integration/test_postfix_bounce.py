@@ -24,13 +24,13 @@ class Mailbox:
     def __init__(self) -> None:
         self.got: list[str] = []
 
-    async def handle_RCPT(self, server, session, envelope, address, options):  # noqa: ANN001
+    async def handle_RCPT(self, server, session, envelope, address, options):
         if address.startswith("gone"):
             return f"550 5.1.1 <{address}>: Recipient address rejected: User unknown"
         envelope.rcpt_tos.append(address)
         return "250 2.1.5 OK"
 
-    async def handle_DATA(self, server, session, envelope):  # noqa: ANN001
+    async def handle_DATA(self, server, session, envelope):
         self.got += envelope.rcpt_tos
         return "250 2.0.0 OK"
 

@@ -48,7 +48,7 @@ def test_index_survives_reopen_with_its_offsets(tmp_path) -> None:
 
 
 class _Down:
-    async def send_and_wait(self, *a, **kw):  # noqa: ANN002, ANN003
+    async def send_and_wait(self, *a, **kw):
         raise ConnectionError("broker unreachable")
 
 
@@ -56,7 +56,7 @@ class _Up:
     def __init__(self) -> None:
         self.sent: list = []
 
-    async def send_and_wait(self, topic, value, key=None):  # noqa: ANN001
+    async def send_and_wait(self, topic, value, key=None):
         self.sent.append((topic, value, key))
 
 
@@ -67,7 +67,7 @@ def test_receiver_answers_250_only_once_kafka_has_it() -> None:
     env = SimpleNamespace(rcpt_tos=[], mail_from="", original_content=b"Subject: x\r\n\r\nx")
     session = SimpleNamespace(peer=("127.0.0.1", 5), host_name="mx")
 
-    async def go(producer):  # noqa: ANN001
+    async def go(producer):
         h = InboundHandler(cfg, producer, "n1")
         refused = await h.handle_RCPT(None, session, env, "a@other.example", [])
         env.rcpt_tos.clear()
