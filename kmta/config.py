@@ -209,7 +209,7 @@ class MetricsConfig(Model):
     @classmethod
     def _hostport(cls, v: str | None) -> str | None:
         if v is not None:
-            host, _, port = v.rpartition(":")
+            _, _, port = v.rpartition(":")
             if not port.isdigit() or not 0 < int(port) < 65536:
                 raise ValueError(f"listen {v!r} must be host:port")
         return v

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["MAX_DEPTH", "has_surrogate", "check_tree"]
+__all__ = ["MAX_DEPTH", "check_tree", "has_surrogate"]
 
 MAX_DEPTH = 32  # levels of objects/arrays allowed inside one field (meta, rules)
 _SURROGATE = re.compile("[\ud800-\udfff]")

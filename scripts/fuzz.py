@@ -17,9 +17,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from hypothesis import HealthCheck, Phase, given, seed, settings  # noqa: E402
+from hypothesis import HealthCheck, Phase, given, seed, settings
 
-from tests.fuzz_targets import TARGETS  # noqa: E402
+from tests.fuzz_targets import TARGETS
 
 
 def run(name: str, examples: int, rng_seed: int | None) -> tuple[int, Counter, dict[str, str]]:

@@ -95,7 +95,7 @@ class SmtpConnection:
         if refused is not None:  # nothing was sent: the connection stays usable
             return Outcome(refused, False, self.mx, "mail", tls=self.tls)
         try:
-            errors, msg = await asyncio.wait_for(
+            _, msg = await asyncio.wait_for(
                 self._smtp.sendmail(sender, [rcpt], data, mail_options=opts),
                 timeout)
         except aiosmtplib.SMTPRecipientsRefused as e:

@@ -254,7 +254,7 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
                 table[cmd.isp] = row.model_dump(mode="json")
                 outs = publish(row, now)
                 rec = ControlRecord(command=cmd, applied=True, worker=node, timestamp=now)
-            except Exception as e:  # noqa: BLE001 - every record ends audited, none stops obey
+            except Exception as e:
                 error = str(e)
                 if not isinstance(e, (KmtaError, ValueError)):
                     log.exception("control record at offset %s failed", ev.message.offset)

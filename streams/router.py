@@ -18,8 +18,8 @@ from pydantic import ValidationError
 
 from kmta.config import Config, PoolConfig
 from kmta.errors import InputError
-from kmta.pipeline.outgoing import Outgoing, Stamped, UnsignedRefused
 from kmta.pipeline.metrics import DEAD_LETTERS, UNEXPECTED_ERRORS
+from kmta.pipeline.outgoing import Outgoing, Stamped, UnsignedRefused
 from kmta.pipeline.outputs import Ending, Out, ended, event_out, internal_event, new_id
 from kmta.policy.addresses import split_address
 from kmta.policy.compose import compose

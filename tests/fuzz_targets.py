@@ -28,12 +28,29 @@ from kmta.pipeline.kafkaio import record_limit
 from kmta.policy.addresses import split_address
 from kmta.policy.compose import MAX_LINE, TRACE_HEADER, compose
 from kmta.policy.kb import KnowledgeBase
-from schemas import ControlCommand, ControlRecord, DeadLetter, DeliveryEvent, Envelope
-from schemas import OutboxMessage, Status
+from schemas import (
+    ControlCommand,
+    ControlRecord,
+    DeadLetter,
+    DeliveryEvent,
+    Envelope,
+    OutboxMessage,
+    Status,
+)
 from schemas.message import ID_PATTERN
 
-__all__ = ["TARGETS", "check_message", "outbox_raw", "outbox_docs", "addresses",
-           "control_raw", "compose_target", "address_target", "outbox_target", "control_target"]
+__all__ = [
+    "TARGETS",
+    "address_target",
+    "addresses",
+    "check_message",
+    "compose_target",
+    "control_raw",
+    "control_target",
+    "outbox_docs",
+    "outbox_raw",
+    "outbox_target",
+]
 
 # -- strategies ---------------------------------------------------------------------------------
 # characters that have broken mail software: line ends of every kind, controls, invisible and
@@ -80,7 +97,7 @@ _domain = st.one_of(st.sampled_from(["gmail.com", "Example.COM", "bücher.exampl
                                      "a.123", "x" * 64 + ".com", "gmail.com.", "b\ud800.com",
                                      "nullmx.example", "flaky.example"]),
                     short_text)
-addresses = st.one_of(st.builds(lambda l, d: f"{l}@{d}", _local, _domain), short_text,
+addresses = st.one_of(st.builds(lambda lp, d: f"{lp}@{d}", _local, _domain), short_text,
                       hostile_text)
 _good_addresses = st.sampled_from(["ann@gmail.com", "ü@gmail.com", "A.b+tag@Example.COM",
                                    "x@bücher.example", '"q x"@gmail.com', "bob@nullmx.example",
@@ -132,7 +149,7 @@ def outbox_docs(draw: st.DrawFn) -> dict[str, Any]:
                "expires_at": st.one_of(st.floats(), st.sampled_from(
                    ["2099-01-01T00:00:00Z", "x"])), "junk": json_values}
     # the header fields twice as often: that is where injections live
-    keys = sorted(hostile) + ["subject", "headers", "headers"]
+    keys = [*sorted(hostile), "subject", "headers", "headers"]
     for key in draw(st.lists(st.sampled_from(keys), max_size=3, unique=True)):
         if key == "data":  # data alone, or the message is refused before compose
             for k in ("subject", "text", "html", "headers"):
@@ -281,7 +298,7 @@ def address_target(address: str) -> str:
     except InputError:
         return "invalid"
     assert domain.isascii() and domain == domain.lower() and "." in domain
-    whole = f"{local}@{domain}".encode("utf-8")  # never a lone surrogate
+    whole = f"{local}@{domain}".encode()  # never a lone surrogate
     assert len(whole) <= 254 and not re.search(rb"[\x00-\x20\x7f<>]", whole.replace(b" ", b"")
                                                if local.startswith('"') else whole)
     return "valid-utf8" if not local.isascii() else "valid"
@@ -293,9 +310,9 @@ class _Router:
     def __init__(self) -> None:
         from kmta.pipeline.outputs import Out
         from kmta.pipeline.rules import partition_map
+        from schemas import MxHost
         from streams.resolver import MxResult, MxStatus
         from streams.router import Router
-        from schemas import MxHost
 
         class Resolver:
             async def mx(self, domain: str) -> MxResult:
@@ -407,7 +424,7 @@ TARGETS: dict[str, tuple[Callable[[Any], str], st.SearchStrategy]] = {
     "compose": (compose_target, outbox_docs()),
     # a uniform choice of kind (one_of leans to the hostile branches here)
     "address": (address_target, st.sampled_from([
-        _good_addresses, addresses, st.builds(lambda l, d: f"{l}@{d}", st.one_of(
+        _good_addresses, addresses, st.builds(lambda lp, d: f"{lp}@{d}", st.one_of(
             st.from_regex(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]{1,20}(\.[A-Za-z0-9_-]{1,10}){0,2}",
                           fullmatch=True),
             st.text(st.characters(min_codepoint=0xA1, max_codepoint=0x2FFF, exclude_categories=(

@@ -27,8 +27,17 @@ from kmta.errors import KmtaError
 from schemas.base import explain
 from schemas.control import ControlAction, ControlCommand
 
-__all__ = ["ControlError", "canonical", "make_command", "parse_command", "sign", "verify",
-           "check_fresh", "remember", "SEEN_CAP"]
+__all__ = [
+    "SEEN_CAP",
+    "ControlError",
+    "canonical",
+    "check_fresh",
+    "make_command",
+    "parse_command",
+    "remember",
+    "sign",
+    "verify",
+]
 
 SEEN_CAP = 1000  # command ids remembered per ISP
 

@@ -58,7 +58,7 @@ def compose(msg: OutboxMessage, msg_id: str, id_domain: str, now: float,
         text = _check_data(msg.data)
         return trace + "".join(f"{name}: {_header(name, value)}\r\n"
                                for name, value in extra) + text
-    for name, value in (msg.headers or {}).items():
+    for name in msg.headers or {}:
         if name.lower() in RESERVED_HEADERS:
             raise InputError(f"header {name!r} is set by kmta; use the message field instead")
         if not _FIELD_NAME.fullmatch(name):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-__all__ = ["SPECIAL_NETWORKS", "special_range", "refusal"]
+__all__ = ["SPECIAL_NETWORKS", "refusal", "special_range"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -80,10 +80,12 @@ def refusal(ip: str, allowed: Sequence[Network], allow_special: Sequence[Network
     except ValueError:
         return f"{ip!r} is not an IP address"
     v4 = _embedded_v4(addr)
-    if not (_inside(addr, allowed) or v4 is not None and _inside(v4, allowed)):
+    if not (_inside(addr, allowed) or (v4 is not None and _inside(v4, allowed))):
         return f"{ip} is outside delivery.allowed_networks"
     for a in (addr, v4):
-        what = special_range(a) if a is not None else None
+        if a is None:
+            continue
+        what = special_range(a)
         if what is not None and not _inside(a, allow_special):
             carried = f" (it carries IPv4 {a})" if a is not addr else ""
             return f"{ip}{carried} is {what}: refused unless delivery.allow_special lists it"

@@ -20,7 +20,7 @@ from kmta.errors import InputError
 from kmta.policy.addresses import normalize_domain
 from kmta.policy.reply import Reply
 
-__all__ = ["Needs", "needs", "mail_options", "smtp_address"]
+__all__ = ["Needs", "mail_options", "needs", "smtp_address"]
 
 
 @dataclass(frozen=True)

@@ -15,11 +15,11 @@ from tests.integration.test_foundation_crash import DOMAINS, check_outcome, wait
 pytestmark = pytest.mark.integration
 
 
-def delivered(p) -> int:  # noqa: ANN001
+def delivered(p) -> int:
     return sum(1 for e in p.results() if e["status"] == "delivered")
 
 
-def isp_paused(p, isp: str) -> bool:  # noqa: ANN001
+def isp_paused(p, isp: str) -> bool:
     """Every sender node that has the ISP reports it paused (latest heartbeats)."""
     latest = {st["node"]: st for st in p.read_topic("nodes")}
     loads = [n["isps"][isp] for n in latest.values() if isp in n["isps"]]
@@ -76,7 +76,7 @@ def test_only_broker_restarted_under_load(cluster_factory, pipeline_factory) -> 
     assert twice_final == 0
 
 
-def topic_layout(p, prefix: str) -> dict[str, tuple[int, str]]:  # noqa: ANN001
+def topic_layout(p, prefix: str) -> dict[str, tuple[int, str]]:
     """Replicas per partition (the fewest) and min.insync.replicas of every topic whose name
     starts with ``prefix``, as the brokers report them."""
     from aiokafka.admin import AIOKafkaAdminClient
@@ -103,7 +103,7 @@ def topic_layout(p, prefix: str) -> dict[str, tuple[int, str]]:  # noqa: ANN001
     return asyncio.run(go())
 
 
-def coordinator(p, group: str) -> int:  # noqa: ANN001
+def coordinator(p, group: str) -> int:
     from aiokafka.admin import AIOKafkaAdminClient
 
     async def go() -> int:
@@ -169,7 +169,7 @@ def shared_pair() -> tuple[str, str]:
     raise AssertionError("no two domains on one shared partition")
 
 
-def queue_lag(p) -> int:  # noqa: ANN001
+def queue_lag(p) -> int:
     """Queue records past the senders' committed offsets (held by a sender, or not taken)."""
     from aiokafka import AIOKafkaConsumer
 
@@ -248,7 +248,7 @@ def test_provider_that_never_answers(pipeline_factory) -> None:
     p.pids()  # every process alive
 
 
-def _dead_conns(p, out: dict[int, list[float]]) -> dict[int, list[float]]:  # noqa: ANN001
+def _dead_conns(p, out: dict[int, list[float]]) -> dict[int, list[float]]:
     out.clear()
     for e in p.sim_events():
         if e["provider"] == "dead" and e["event"] in ("connect", "quit"):

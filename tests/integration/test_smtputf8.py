@@ -27,11 +27,11 @@ class Recorder:
     drop: tuple[str, ...] = ()
     got: list[tuple[str, list[str], list[str], bytes]] = field(default_factory=list)
 
-    async def handle_EHLO(self, server, session, envelope, hostname, responses):  # noqa: ANN001
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
         return [r for r in responses if r[4:].split(" ")[0] not in self.drop]
 
-    async def handle_DATA(self, server, session, envelope) -> str:  # noqa: ANN001
+    async def handle_DATA(self, server, session, envelope) -> str:
         opts = [o for o in envelope.mail_options if not o.startswith("SIZE=")]
         self.got.append((envelope.mail_from, list(envelope.rcpt_tos), opts,
                          envelope.original_content))

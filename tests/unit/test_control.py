@@ -203,7 +203,7 @@ def test_seen_ids_are_bounded_without_letting_a_replay_through() -> None:
         floor = remember(seen, c, NOW + 30, 300, floor, cap=10)
     assert len(seen) == 10 and floor == NOW + 19
     for c in cmds:  # every one of them refused again: by its id or by the floor
-        with pytest.raises(ControlError, match="replayed|stale"):
+        with pytest.raises(ControlError, match=r"replayed|stale"):
             check_fresh(c, NOW + 30, 300, seen, floor)
     # ids that left the window are forgotten (their commands are stale by then)
     floor = remember(seen, make_command("resume", "gmail", "o", now=NOW + 400, secret=None),

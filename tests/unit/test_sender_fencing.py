@@ -11,14 +11,9 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import ProducerFenced
 
-from kmta.config import Config
 from kmta.pipeline.outputs import Out
-from kmta.pipeline.rules import partition_map
-from kmta.policy.kb import KnowledgeBase
+from senders.checkpoint import Checkpoint
 from senders.fencing import Renewals
-from senders.node import SenderNode
-
-KB = KnowledgeBase.load()
 
 
 class FakeProducer:
@@ -34,49 +29,53 @@ class FakeProducer:
         self.stopped = True
 
     @contextlib.asynccontextmanager
-    async def transaction(self):  # noqa: ANN201
+    async def transaction(self):
         if self.fenced:
             raise ProducerFenced()
         yield
 
-    async def send(self, topic, value, key=None, partition=None):  # noqa: ANN001, ANN201
+    async def send(self, topic, value, key=None, partition=None):
         self.log.append((topic, value))
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(None)
         return fut
 
-    async def send_offsets_to_transaction(self, offsets, group):  # noqa: ANN001
+    async def send_offsets_to_transaction(self, offsets, group):
         self.log.append(("offsets", dict(offsets)))
 
 
-def node_with(fenced_producers: int) -> tuple[SenderNode, list, list[FakeProducer]]:
-    config = Config.model_validate({})
-    node = SenderNode(config, KB, partition_map(config, KB), transport=object(), node="n1")
+TP = TopicPartition("kmta.queue", 0)
+
+
+def checkpoint_with(fenced_producers: int) -> tuple[Checkpoint, list, list[FakeProducer]]:
     written: list = []
     made: list[FakeProducer] = []
 
     def make() -> FakeProducer:
         made.append(FakeProducer(len(made) < fenced_producers, written))
         return made[-1]
-    node._txn_producer = make  # type: ignore[method-assign]
-    node.producer = make()
-    return node, written, made
+    cp = Checkpoint("kmta.senders", assignment=lambda: {TP}, producer=make())
+    cp.new_producer = make
+    return cp, written, made
 
 
 async def test_a_fenced_transaction_is_written_again_by_a_new_producer() -> None:
-    node, written, made = node_with(fenced_producers=1)
-    node._write(TopicPartition(node._queue_topic, 0), 5, [Out("kmta.results", b"ev")])
-    await node._flush()
+    cp, written, made = checkpoint_with(fenced_producers=1)
+    cp.track(TP, 5)
+    cp.write(TP, 5, [Out("kmta.results", b"ev")])
+    await cp.flush()
     assert len(made) == 2 and made[0].stopped and made[1].started
-    assert written == [("kmta.results", b"ev")]  # once, by the new producer
-    assert node.in_flight == 0 and not node._pending
+    # once, by the new producer, with the commit point it moves
+    assert written == [("kmta.results", b"ev"), ("offsets", {TP: (6, written[1][1][TP][1])})]
+    assert cp.unwritten == 0 and not cp.pending
 
 
 async def test_fenced_again_and_again_stops_the_node() -> None:
-    node, written, made = node_with(fenced_producers=99)
-    node._write(TopicPartition(node._queue_topic, 0), 5, [Out("kmta.results", b"ev")])
+    cp, written, made = checkpoint_with(fenced_producers=99)
+    cp.track(TP, 5)
+    cp.write(TP, 5, [Out("kmta.results", b"ev")])
     with pytest.raises(ProducerFenced):
-        await node._flush()
+        await cp.flush()
     assert len(made) == 1 + Renewals.LIMIT and written == []
 
 

@@ -12,6 +12,7 @@ from types import SimpleNamespace
 from aiokafka import TopicPartition
 
 from kmta.config import Config
+from kmta.pipeline.rules import partition_map
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.reply import Reply
 from schemas import Envelope, MxHost
@@ -19,7 +20,6 @@ from senders.lane import Item
 from senders.node import SenderNode
 from senders.suspension import SUSPEND_AFTER
 from senders.transport import ConnectFailed, Outcome
-from streams.app import partition_map
 
 KB = KnowledgeBase.load()
 TIMED_OUT = Reply(code=451, enhanced_code="4.4.1",
@@ -30,8 +30,8 @@ class DeadTransport:
     def __init__(self) -> None:
         self.attempts = 0
 
-    async def connect(self, mx, source_ip, connect_timeout, tls=None,  # noqa: ANN001, ANN201
-                      sts=None):  # noqa: ANN001
+    async def connect(self, mx, source_ip, connect_timeout, tls=None,
+                      sts=None):
         self.attempts += 1
         raise ConnectFailed(Outcome(TIMED_OUT, False, "mx.dead.test", "connect", True))
 
@@ -44,7 +44,7 @@ def envelope(i: int) -> Envelope:
 
 
 def events(node: SenderNode) -> list[dict]:
-    return [json.loads(o.value) for _, _, outs in node._pending for o in outs
+    return [json.loads(o.value) for _, _, outs in node.checkpoint.pending for o in outs
             if o.topic == node.c.topic("results")]
 
 
@@ -52,17 +52,17 @@ async def test_a_lane_whose_destination_never_answers_defers_what_it_holds() -> 
     config = Config.model_validate({"pools": [{"name": "default", "source_ips": ["127.0.0.2"]}]})
     transport = DeadTransport()
     node = SenderNode(config, KB, partition_map(config, KB), transport=transport, node="n1")
-    part = node.pmap.partitions_of("dead.test")[0]
+    part = partition_map(config, KB).partitions_of("dead.test")[0]
     lane = None
     for i in range(20):
         env = envelope(i)
-        lane = node._lane(env)
+        lane = node.lanes.for_envelope(env)
         lane.queue.append(Item(env, part, 100 + i))
     assert lane is not None
     lane.latency = 10.0  # slow transactions: several connections would be wanted
     assert lane.wanted_workers() > 1
-    for n in range(SUSPEND_AFTER):
-        await node._worker(lane, "127.0.0.2")
+    for _ in range(SUSPEND_AFTER):
+        await node.dispatch._worker(lane, "127.0.0.2")
         assert not lane.queue or lane.wanted_workers() == 1  # after a failure: one probes
     assert transport.attempts == SUSPEND_AFTER
     assert not lane.queue  # nothing held: 3 tried and deferred, 17 deferred as suspended
@@ -72,11 +72,11 @@ async def test_a_lane_whose_destination_never_answers_defers_what_it_holds() -> 
                for e in evs) == 20 - SUSPEND_AFTER
     assert {e["category"] for e in evs} == {"timeout"}
     assert all(e["attempt"] == 1 for e in evs)
-    delayed = [o for _, _, outs in node._pending for o in outs if ".delay." in o.topic]
+    delayed = [o for _, _, outs in node.checkpoint.pending for o in outs if ".delay." in o.topic]
     assert len(delayed) == 20  # each waits for its retry in the delay topics
     # a message arriving while suspended is deferred at once, never queued
     rec = SimpleNamespace(value=envelope(99).to_json(), offset=200)
-    await node._accept(TopicPartition(node._queue_topic, part), rec)
+    node.intake.accept(TopicPartition(node.intake.topic, part), rec)
     assert not lane.queue and len(events(node)) == 21
     assert events(node)[-1]["response"].startswith("delivery suspended")
-    assert node.trackers[TopicPartition(node._queue_topic, part)].committable is None  # not yet
+    assert node.checkpoint.trackers[TopicPartition(node.intake.topic, part)].committable is None
