@@ -14,6 +14,7 @@ from aiokafka import TopicPartition
 from kmta.policy.classify import Classifier
 from kmta.policy.speed import Signal
 from kmta.policy.verdict import Disposition, Verdict, judge
+from kmta.pipeline.metrics import UNEXPECTED_ERRORS
 from schemas import RetryRule
 from senders.lane import Item, Lane
 from senders.records import Records
@@ -202,6 +203,7 @@ class Dispatcher:
             await self.outcome(lane, item, outcome, ip)
         except Exception as e:
             self.errors += 1
+            UNEXPECTED_ERRORS.labels("sender", "outcome").inc()
             log.exception("deciding the outcome of %s failed", item.env.id)
             outs = self.records.failed(item.env, self._retry_rule(item.env.isp), e,
                                        time.time(), self._topic, item.partition, item.offset)

@@ -16,6 +16,7 @@ from kmta.config import Config
 from kmta.pipeline.outputs import CLEARED, Ending
 from kmta.policy.parking import held_until, must_flow, park_until
 from kmta.policy.partitions import PartitionMap
+from kmta.pipeline.metrics import DEAD_LETTERS, UNEXPECTED_ERRORS
 from schemas import Envelope
 from senders.checkpoint import Checkpoint
 from senders.lane import Item, Lane
@@ -80,6 +81,8 @@ class Intake:
             self.accept(tp, r)
         except Exception as e:
             self.errors += 1
+            UNEXPECTED_ERRORS.labels("sender", "intake").inc()
+            DEAD_LETTERS.labels("sender").inc()
             log.exception("taking %s offset %s failed; dead-lettered", tp, r.offset)
             self.checkpoint.write(tp, r.offset, [self.records.dead_letter(
                 tp.topic, tp.partition, r.offset,
@@ -126,6 +129,7 @@ class Intake:
             self._kick(lane)
         except Exception:
             self.errors += 1
+            UNEXPECTED_ERRORS.labels("sender", "kick").inc()
             log.exception("starting delivery for %s failed", env.id)
 
     def _finish(self, tp: TopicPartition, offset: int, outs: list[Any]) -> None:

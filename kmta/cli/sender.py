@@ -8,6 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from kmta.config import Config
 from kmta.pipeline.kafkaio import ensure_topics
+from kmta.pipeline.metrics import serve
 from kmta.pipeline.rules import load_kb, partition_map
 from senders.node import SenderNode
 
@@ -17,6 +18,7 @@ __all__ = ["run"]
 def run(args: argparse.Namespace) -> int:
     config: Config = args.config_obj
     asyncio.run(ensure_topics(config))
+    serve(config.metrics.listen)
     kb = load_kb(config)
     node = SenderNode(config, kb, partition_map(config, kb), node=args.node)
     print(f"sender {node.node} delivering (allowed networks: "

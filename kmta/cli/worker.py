@@ -9,6 +9,7 @@ import faust
 from kmta.config import Config
 from kmta.pipeline.dkim import load_keys
 from kmta.pipeline.kafkaio import ensure_topics
+from kmta.pipeline.metrics import serve
 from streams.app import build
 
 __all__ = ["run"]
@@ -21,6 +22,7 @@ def run(args: argparse.Namespace) -> int:
             update={"name": args.name})})
     load_keys(config.domains)  # a bad DKIM key is a config error now, before any connection
     asyncio.run(ensure_topics(config))
+    serve(config.metrics.listen)
     app = build(config)
     worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
     worker.execute_from_commandline()
