@@ -11,10 +11,10 @@ from collections.abc import Callable
 
 from aiokafka import TopicPartition
 
+from kmta.pipeline.metrics import UNEXPECTED_ERRORS
 from kmta.policy.classify import Classifier
 from kmta.policy.speed import Signal
 from kmta.policy.verdict import Disposition, Verdict, judge
-from kmta.pipeline.metrics import UNEXPECTED_ERRORS
 from schemas import RetryRule
 from senders.lane import Item, Lane
 from senders.records import Records

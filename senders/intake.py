@@ -13,10 +13,10 @@ from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from kmta.config import Config
+from kmta.pipeline.metrics import DEAD_LETTERS, UNEXPECTED_ERRORS
 from kmta.pipeline.outputs import CLEARED, Ending
 from kmta.policy.parking import held_until, must_flow, park_until
 from kmta.policy.partitions import PartitionMap
-from kmta.pipeline.metrics import DEAD_LETTERS, UNEXPECTED_ERRORS
 from schemas import Envelope
 from senders.checkpoint import Checkpoint
 from senders.lane import Item, Lane
