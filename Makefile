@@ -27,7 +27,7 @@ unit:
 # (FUZZ_ARGS="--examples N --seed S --target NAME"); prints the counts, exits 1 on a failure
 fuzz:
 	scripts/bootstrap.sh test
-	$(PY) scripts/fuzz.py $(FUZZ_ARGS)
+	$(PY) -m tests.fuzz $(FUZZ_ARGS)
 
 bench:
 	scripts/bootstrap.sh bench
@@ -35,7 +35,7 @@ bench:
 
 bench-adaptive:
 	scripts/bootstrap.sh demo
-	$(PY) scripts/bench_adaptive.py $(BENCH_ARGS)
+	$(PY) -m tests.bench_adaptive $(BENCH_ARGS)
 
 bench-adaptive-live:
 	scripts/bootstrap.sh demo

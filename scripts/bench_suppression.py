@@ -21,11 +21,10 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from kmta.pipeline.suppression import SuppressionIndex, key_hash
+from kmta.policy.suppression import is_suppressed
 
-from kmta.pipeline.suppression import SuppressionIndex, key_hash  # noqa: E402
-from kmta.policy.suppression import is_suppressed  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def address(i: int) -> str:

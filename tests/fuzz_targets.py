@@ -2,7 +2,7 @@
 every output must pass, and one function per path that returns an outcome label or raises.
 
 Used by the unit tier (tests/unit/test_properties.py, a small fixed budget) and by
-``make fuzz`` (scripts/fuzz.py, >= 100,000 examples with the counts printed). A target raises
+``make fuzz`` (tests/fuzz.py, >= 100,000 examples with the counts printed). A target raises
 AssertionError for a broken property and lets any exception other than the module's own
 validation error escape: both are failures.
 """

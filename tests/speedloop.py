@@ -6,7 +6,7 @@ locally on a throttle reply until the brain's lower speed arrives (``LOCAL_SLOW`
 provider decides with the simulator's own ``ProviderRules`` (token bucket, block rule,
 capacity changes), results reach the brain after a delay and the brain's speed reaches the
 nodes after another. No sockets and no sleeps: a case of minutes runs in about a second, so the
-benchmark matrix (``scripts/bench_adaptive.py``) and the unit tests can run many of them. The
+benchmark matrix (``tests/bench_adaptive.py``) and the unit tests can run many of them. The
 live pipeline (Kafka, brain, sender, sim over SMTP) is ``scripts/bench_adaptive_live.py``. It
 lives with the tests: it joins the simulator, the policy core and the sender's pacer, which no
 room below the tests may import together.

@@ -1,6 +1,6 @@
 """``make fuzz``: the property targets of tests/fuzz_targets.py with a large example budget.
 
-    python scripts/fuzz.py [--examples N] [--target NAME ...] [--seed S]
+    python -m tests.fuzz [--examples N] [--target NAME ...] [--seed S]   (from the repo root)
 
 Runs N examples per target (default 25,000 each, 100,000 in all), counts every outcome and
 every failure (an exception other than the module's own validation error, or a broken
@@ -13,9 +13,6 @@ import sys
 import time
 import traceback
 from collections import Counter
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from hypothesis import HealthCheck, Phase, given, seed, settings
 

@@ -17,21 +17,19 @@ back at 80 %. It writes one PNG of speed (allowed) and delivered rate against ca
 
 Usage::
 
-    python scripts/bench_adaptive.py [--quick] [--out artifacts/bench_adaptive.png]
+    python -m tests.bench_adaptive [--quick] [--out artifacts/bench_adaptive.png]
 """
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from kmta.policy.kb import KnowledgeBase
+from tests.speedloop import LoopCase, LoopResult, run
 
-from kmta.policy.kb import KnowledgeBase  # noqa: E402 - after sys.path
-from tests.speedloop import LoopCase, LoopResult, run  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TARGETS = "targets: t90 <= 60 s, util >= 95 %, deferred <= 2 %, blocks 0, follow <= 10 s " \
           "(halving) / <= 60 s (doubling), restart <= 5 s"
