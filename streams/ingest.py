@@ -13,6 +13,7 @@ import asyncio
 import logging
 
 from aiokafka import AIOKafkaConsumer
+from aiokafka.errors import IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
 from kmta.config import Config
@@ -85,16 +86,34 @@ class OutboxRoute:
                 routed = await asyncio.gather(*(one(r) for r in records))
                 if not await self._write(records, list(routed)):
                     raise ConnectionError("stopping before the batch was written")
-                await c.commit({tp: OffsetAndMetadata(recs[-1].offset + 1, "")
-                                for tp, recs in batch.items()})
+                # a partition the group moved away meanwhile is its new owner's to commit
+                owned = c.assignment()
+                offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "")
+                           for tp, recs in batch.items() if tp in owned}
+                if offsets:
+                    await c.commit(offsets)
                 self.routed += len(records)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("routing a batch failed; reading it again")
-                for tp, recs in batch.items():
-                    c.seek(tp, recs[0].offset)
+                self._reread(batch)
                 await asyncio.sleep(1.0)
+
+    def _reread(self, batch: dict) -> None:
+        """Read the batch again from its first records, where this consumer still owns the
+        partition (seeking a partition a rebalance took away raises, and the route loop would
+        end: measured, a worker that stopped routing for good after a rebalance)."""
+        c = self._consumer
+        assert c is not None
+        owned = c.assignment()
+        for tp, recs in batch.items():
+            if tp not in owned:
+                continue
+            try:
+                c.seek(tp, recs[0].offset)
+            except IllegalStateError:
+                pass  # taken away since: the new owner reads it from the committed offset
 
     async def _write(self, records: list, routed: list[list[Out]]) -> bool:
         """Write what each record became. A record whose outputs the broker refuses for

@@ -79,3 +79,31 @@ def test_stopping_while_the_cluster_is_down_gives_the_batch_back() -> None:
     route._producer = Down(set(), set())
     rec = SimpleNamespace(topic="u.outbox", partition=0, offset=5, value=b"{}")
     assert not asyncio.run(route._write([rec], [[Out("u.queue", b"a")]]))
+
+
+def test_a_batch_of_a_partition_taken_away_does_not_end_the_route_loop() -> None:
+    """A rebalance during a batch: commit only what is still owned, and read again only
+    there (seeking a partition taken away raises, which ended the loop for good)."""
+    from aiokafka import TopicPartition
+    from aiokafka.errors import IllegalStateError
+
+    h = Harness()
+    route = OutboxRoute(h.config, h.router, 4)
+    kept, gone = TopicPartition("u.outbox", 0), TopicPartition("u.outbox", 1)
+
+    class Consumer:
+        def __init__(self) -> None:
+            self.seeks: list[tuple[TopicPartition, int]] = []
+
+        def assignment(self) -> set[TopicPartition]:
+            return {kept}
+
+        def seek(self, tp: TopicPartition, offset: int) -> None:
+            if tp != kept:
+                raise IllegalStateError(f"No current assignment for partition {tp}")
+            self.seeks.append((tp, offset))
+    c = Consumer()
+    route._consumer = c  # type: ignore[assignment]
+    batch = {kept: [SimpleNamespace(offset=3)], gone: [SimpleNamespace(offset=9)]}
+    route._reread(batch)
+    assert c.seeks == [(kept, 3)]
