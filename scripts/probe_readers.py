@@ -23,10 +23,12 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def paced_rules(per_min: int) -> dict:
+    per_s = max(1, per_min // 60)  # speed is messages per tact
     isp = {"sending": {"tact": "1s", "max_connections": 4, "messages_per_connection": 100},
-           "speed": {"min": per_min, "max": per_min, "start": per_min},
+           "speed": {"min": 1, "max": per_s, "start": per_s},
            "retry": {"mode": "fixed", "interval": "5s", "max_attempts": 5, "max_age": "1h"}}
-    return {"default": isp, "isp": {n: isp for n in ("gmail", "yahoo", "outlook", "mailru")}}
+    default = {k: v for k, v in isp.items() if k != "speed"}
+    return {"default": default, "isp": {n: isp for n in ("gmail", "yahoo", "outlook", "mailru")}}
 
 
 def timed(cmd: list[str], limit: float) -> tuple[float | None, int]:
