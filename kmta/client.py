@@ -100,14 +100,18 @@ class ResultCollector:
                              enable_auto_commit=False, fetch_max_wait_ms=100,
                              isolation_level="read_committed")
         await c.start()
-        tps = await topic_partitions(self.config, [topic])
-        c.assign(tps)
-        if from_beginning:
-            await c.seek_to_beginning(*tps)
-        else:
-            await c.seek_to_end(*tps)
-            for tp in tps:  # resolve the lazy seek now, before anything is produced
-                await c.position(tp)
+        try:
+            tps = await topic_partitions(self.config, [topic])
+            c.assign(tps)
+            if from_beginning:
+                await c.seek_to_beginning(*tps)
+            else:
+                await c.seek_to_end(*tps)
+                for tp in tps:  # resolve the lazy seek now, before anything is produced
+                    await c.position(tp)
+        except BaseException:
+            await c.stop()
+            raise
         self._consumer = c
 
     async def poll(self, timeout_ms: int = 200) -> int:
