@@ -146,10 +146,11 @@ ISP_SPEED_LIMIT = LiveGauge(
     "kmta_isp_speed_limit_messages_per_second", "The highest speed an ISP's rule allows (speed "
     "max, or a throttle's rate while it lasts), per source IP", ["isp", "pool"])
 ISP_LOCKED = LiveGauge(
-    "kmta_isp_locked", "1 while a lock stops sending: the whole ISP (scope isp), a source IP "
-    "or a pool", ["isp", "scope", "source_ip"])
+    "kmta_isp_locked", "1 while a lock stops sending: the whole ISP (source_ip and pool empty), "
+    "a source IP or a pool; for 'other', the number of locked scopes", ["isp", "source_ip", "pool"])
 ISP_PAUSED = LiveGauge(
-    "kmta_isp_paused", "1 while an operator's pause stops sending", ["isp", "scope", "source_ip"])
+    "kmta_isp_paused", "1 while an operator's pause stops sending (scopes as kmta_isp_locked)",
+    ["isp", "source_ip", "pool"])
 SENDER_RATE = LiveGauge(
     "kmta_sender_rate_limit_messages_per_second", "This sender node's pacing rate for an ISP "
     "over its source IPs that may send now (its share of the ISP's speed)", ["isp"])

@@ -16,6 +16,7 @@ from kmta.pipeline.health import Health, KafkaProbe, MetricsServer, serve, watch
 from kmta.pipeline.metrics import (
     CONSUMER_LAG,
     DEFERRALS,
+    ISP_LOCKED,
     MESSAGES,
     OTHER,
     LiveGauge,
@@ -228,3 +229,6 @@ def test_brain_states_as_gauges() -> None:
                       (OTHER, "", ""): 1.0}
     assert paused == {("gmail", "", ""): 0.0, ("gmail", "127.0.0.2", ""): 0.0,
                       (OTHER, "", ""): 1.0}
+    ISP_LOCKED.set_all(locked)  # as the worker's observer does: the labels in that order
+    assert REGISTRY.get_sample_value("kmta_isp_locked", {
+        "isp": "gmail", "source_ip": "127.0.0.2", "pool": ""}) == 1
