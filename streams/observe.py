@@ -80,15 +80,13 @@ class Observer:
         ]
 
     def _faust_consumer(self) -> Any:
-        try:
-            consumer = self._app.consumer
-        except Exception:  # noqa: BLE001 - not made yet (faust creates it on first use)
-            return None
-        return _AgentTopics(consumer, self._app.conf.id)
+        # faust's own, once made (``app.consumer`` would make it): no public accessor
+        consumer = getattr(self._app, "_consumer", None)
+        return _AgentTopics(consumer, self._app.conf.id) if consumer is not None else None
 
     def _faust_committed(self, tp: Any) -> int | None:
-        committed: Mapping[Any, int | None] = getattr(self._app.consumer,
-                                                      "_committed_offset", {})
+        committed: Mapping[Any, int | None] = getattr(
+            getattr(self._app, "_consumer", None), "_committed_offset", {})
         return committed.get(tp)
 
     def gauges(self) -> None:

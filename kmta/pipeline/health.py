@@ -36,6 +36,7 @@ from prometheus_client import REGISTRY, make_wsgi_app
 from prometheus_client.exposition import ThreadingWSGIServer
 
 from kmta.errors import ConfigError
+from kmta.pipeline.metrics import UNEXPECTED_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -103,8 +104,10 @@ async def watch(health: Health, checks: Checks,
                 refresh: Iterable[Callable[[], object]] = (),
                 every: float = REPORT_EVERY) -> None:
     """Report to ``health`` every ``every`` seconds until cancelled: refresh the live gauges
-    (each ``refresh`` function, plain or async), run the checks. A check or a refresh that
-    fails is a failing check, never the end of the watch."""
+    (each ``refresh`` function, plain or async), run the checks. A check that fails
+    unexpectedly is a failing check; a refresh that fails is counted
+    (``kmta_unexpected_errors_total{stage="metrics"}``) but leaves readiness alone: the
+    process works, only a gauge is stale. Neither ends the watch."""
     while True:
         failing: dict[str, str] = {}
         for fn in refresh:
@@ -112,9 +115,9 @@ async def watch(health: Health, checks: Checks,
                 done = fn()
                 if inspect.isawaitable(done):
                     await done
-            except Exception as e:
+            except Exception:
                 log.debug("refreshing gauges failed", exc_info=True)
-                failing["metrics"] = f"{type(e).__name__}: {e}"
+                UNEXPECTED_ERRORS.labels(health.kind, "metrics").inc()
         try:
             failing.update(await checks())
         except Exception as e:  # noqa: BLE001 - reported as the reason

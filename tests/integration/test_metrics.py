@@ -156,7 +156,7 @@ def test_every_process_is_scraped_and_the_counters_match_the_topics(pipeline_fac
     assert len(lags[0]) + len(lags[1]) == p.config.kafka.queue_partitions
     routed_lag = {dict(ls)["group"] for (n, ls) in scrape(p, "worker")
                   if n == "kmta_consumer_lag_messages"}
-    assert {f"{p.prefix}route", f"{p.prefix}delay"} <= routed_lag
+    assert {f"{p.prefix}route", f"{p.prefix}delay", f"{p.prefix}brain"} <= routed_lag
     assert any(n == "kmta_consumer_lag_messages" and ("group", "dashboard") in ls
                for (n, ls) in scrape(p, "dashboard"))
 

@@ -19,6 +19,7 @@ from kmta.pipeline.metrics import (
     ISP_LOCKED,
     MESSAGES,
     OTHER,
+    UNEXPECTED_ERRORS,
     LiveGauge,
     count_event,
     isp_label,
@@ -129,8 +130,9 @@ def test_listen_must_be_host_and_port() -> None:
         Config.model_validate({"metrics": {"listen": "9108x"}})
 
 
-async def test_watch_reports_checks_and_failing_refreshes(clock: Clock) -> None:
+async def test_watch_reports_checks_and_counts_failing_refreshes(clock: Clock) -> None:
     health = Health("dashboard", clock=clock)
+    errors = UNEXPECTED_ERRORS.labels("dashboard", "metrics")._value.get()
     calls = []
 
     def broken() -> None:
@@ -149,7 +151,8 @@ async def test_watch_reports_checks_and_failing_refreshes(clock: Clock) -> None:
     await asyncio.gather(task, return_exceptions=True)
     ok, body = health.ready()
     assert not ok
-    assert body["checks"] == {"metrics": "RuntimeError: no lanes", "state": "not read yet"}
+    assert body["checks"] == {"state": "not read yet"}  # a stale gauge is no reason
+    assert UNEXPECTED_ERRORS.labels("dashboard", "metrics")._value.get() >= errors + 2
     assert calls[:2] == ["lag", "checks"]
 
 
