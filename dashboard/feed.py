@@ -293,9 +293,7 @@ class Feed:
         lag = Lag("dashboard", lambda: reader.consumer)
 
         async def checks() -> dict[str, str]:
-            failing = {}
-            if (err := await probe.check()) is not None:
-                failing["kafka"] = err
+            failing = await probe.failing()
             if not reader.assigned:
                 failing["partitions"] = "the dashboard topics are not found yet"
             if not self.caught_up.is_set():

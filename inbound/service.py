@@ -45,9 +45,7 @@ async def run_inbound(config: Config, node: str, stop: asyncio.Event, *, receive
     lag = Lag(f"{prefix}inbound", lambda: processor.consumer if processor else None)
 
     async def checks() -> dict[str, str]:
-        failing = {}
-        if (err := await probe.check()) is not None:
-            failing["kafka"] = err
+        failing = await probe.failing()
         if receiver and not listening.is_set():
             failing["listen"] = "the SMTP receiver is not listening yet"
         if processor and not (processor.consumer and processor.consumer.assignment()):
@@ -86,9 +84,7 @@ async def run_unsubscribe(config: Config, node: str, stop: asyncio.Event,
     probe = KafkaProbe.of(producer)
 
     async def checks() -> dict[str, str]:
-        failing = {}
-        if (err := await probe.check()) is not None:
-            failing["kafka"] = err
+        failing = await probe.failing()
         if not listening.is_set():
             failing["listen"] = "the HTTP server is not listening yet"
         return failing

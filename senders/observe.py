@@ -50,13 +50,11 @@ class Observer:
         SENDER_IN_FLIGHT.set_all({(): float(self.node.busy())})
 
     async def checks(self) -> dict[str, str]:
-        failing: dict[str, str] = {}
         c = self.node.consumer
         if c is None:
             return {"kafka": "the queue consumer is not started"}
         self.probe = self.probe or KafkaProbe.of(c)
-        if (err := await self.probe.check()) is not None:
-            failing["kafka"] = err
+        failing = await self.probe.failing()
         if not c.assignment():
             failing["partitions"] = "no queue partitions assigned (joining the group, or " \
                 "more senders than partitions)"

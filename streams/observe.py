@@ -108,8 +108,7 @@ class Observer:
             failing["kafka"] = "the route loop is not started"
         else:
             self.probe = self.probe or KafkaProbe.of(route)
-            if (err := await self.probe.check()) is not None:
-                failing["kafka"] = err
+            failing.update(await self.probe.failing())
             if not route.assignment():
                 failing["partitions"] = "no outbox partitions assigned (joining the group, " \
                     "or more workers than outbox partitions)"

@@ -155,6 +155,11 @@ class KafkaProbe:
                 self._error = f"unreachable: {type(e).__name__}: {e}"[:300]
         return self._error
 
+    async def failing(self) -> dict[str, str]:
+        """``{"kafka": reason}`` while unreachable, else empty: a readiness check."""
+        err = await self.check()
+        return {} if err is None else {"kafka": err}
+
 
 class _Quiet(WSGIRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:

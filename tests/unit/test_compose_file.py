@@ -58,6 +58,9 @@ def config_of(compose: dict[str, Any], service: dict[str, Any], path: str) -> Co
 
 def test_services(services: dict[str, dict[str, Any]]) -> None:
     assert set(services) == {"kafka", *KMTA_SERVICES, "prometheus", "grafana"}
+    # every service of the kmta image is one whose command is checked below
+    assert {n for n, s in services.items() if s.get("image") == "kmta:local"
+            or "build" in s} == set(KMTA_SERVICES)
 
 
 def test_kafka_is_a_single_kraft_node(services: dict[str, dict[str, Any]]) -> None:
@@ -134,6 +137,13 @@ def test_dockerfile() -> None:
     assert packages | {"pyproject.toml"} <= copied
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert all(f"!{p}/" in ignore for p in packages)
+
+
+def test_the_image_exposes_the_metrics_port(compose: dict[str, Any],
+                                            services: dict[str, dict[str, Any]]) -> None:
+    exposed = {int(p) for ln in (ROOT / "Dockerfile").read_text().splitlines()
+               if ln.startswith("EXPOSE ") for p in ln.split()[1:]}
+    assert {metrics_port(compose, services[n]) for n in LONG_RUNNING} <= exposed
 
 
 def metrics_port(compose: dict[str, Any], service: dict[str, Any]) -> int:
