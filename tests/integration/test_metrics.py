@@ -168,3 +168,26 @@ def test_every_process_is_scraped_and_the_counters_match_the_topics(pipeline_fac
     p.control("pause", "gmail")
     wait_for(lambda: total([scrape(p, "worker")], "kmta_isp_paused", isp="gmail", source_ip="",
                            pool="") == 1, 30, "the pause as a gauge", interval=0.5)
+
+
+def test_readyz_follows_kafka_and_healthz_stays_alive(cluster_factory, pipeline_factory
+                                                      ) -> None:
+    """The only broker killed: the worker and the sender say not ready, with Kafka as the
+    reason, and stay alive (restarting them would not help); started again, both are ready."""
+    cluster = cluster_factory(1)
+    p = pipeline_factory(bootstrap=cluster.bootstrap, metrics=True)
+    p.start(senders=1)
+    kinds = ("worker", "sender-1")
+    wait_for(lambda: all(ready(p, n) for n in kinds), 120, "worker and sender ready")
+    cluster.kill(1)
+
+    def kafka_down(name: str) -> bool:
+        status, body = get(f"{p.metrics_url(name)}/readyz")
+        return status == 503 and "kafka" in json.loads(body)["checks"]
+    wait_for(lambda: all(kafka_down(n) for n in kinds), 60, "Kafka as the reason", interval=0.5)
+    for name in kinds:
+        status, body = get(f"{p.metrics_url(name)}/healthz")
+        assert status == 200, (name, body)
+        assert scrape(p, name)  # /metrics still answers
+    cluster.start()
+    wait_for(lambda: all(ready(p, n) for n in kinds), 120, "ready again", interval=0.5)
