@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from kmta.config import Config, DomainConfig
 from kmta.errors import InputError
 from kmta.pipeline.dkim import DkimKey, load_keys, sign
+from kmta.pipeline.metrics import DKIM_SIGN_SECONDS
 from kmta.policy.listheaders import LIST_HEADERS, feedback_id, unsubscribe_headers
 from kmta.policy.signing import active_keys, selector_summary, signing_domain
 from kmta.policy.unsubscribe import links
@@ -107,7 +108,8 @@ class Outgoing:
         if self._platform and (dom is None or dom.name != self._platform):
             keys = keys + active_keys(self._keys[self._platform], now)
         if keys:
-            data = sign(data.encode("utf-8"), keys).decode("utf-8")
+            with DKIM_SIGN_SECONDS.time():
+                data = sign(data.encode("utf-8"), keys).decode("utf-8")
         mail_from = from_addr
         if dom is not None and dom.return_path and self._verp_secret is not None:
             mail_from = envelope_sender(msg_id, dom.return_path, self._verp_secret)
