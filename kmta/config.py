@@ -215,6 +215,12 @@ class MetricsConfig(Model):
         return v
 
 
+class LogConfig(Model):
+    format: Literal["text", "json"] = Field(
+        default="text", description="text lines, or one JSON object per line (time, level, "
+        "logger, message, kind, node, isp and message_id where known); --log-format wins")
+
+
 class DashboardConfig(Model):
     host: str = "127.0.0.1"
     port: int = 8050
@@ -310,6 +316,7 @@ class Config(Model):
     dashboard: DashboardConfig = DashboardConfig()
     control: ControlConfig = ControlConfig()
     metrics: MetricsConfig = MetricsConfig()
+    log: LogConfig = LogConfig()
     domains: list[DomainConfig] = Field(default_factory=list)
     inbound: InboundConfig = InboundConfig()
     unsubscribe: UnsubscribeConfig = UnsubscribeConfig()

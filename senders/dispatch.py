@@ -205,7 +205,8 @@ class Dispatcher:
         except Exception as e:
             self.errors += 1
             UNEXPECTED_ERRORS.labels("sender", "outcome").inc()
-            log.exception("deciding the outcome of %s failed", item.env.id)
+            log.exception("deciding the outcome of %s failed", item.env.id,
+                          extra={"isp": item.env.isp, "message_id": item.env.id})
             outs = self.records.failed(item.env, self._retry_rule(item.env.isp), e,
                                        time.time(), self._topic, item.partition, item.offset)
             self._write(TopicPartition(self._topic, item.partition), item.offset, outs)

@@ -129,7 +129,8 @@ class Intake:
         except Exception:
             self.errors += 1
             UNEXPECTED_ERRORS.labels("sender", "kick").inc()
-            log.exception("starting delivery for %s failed", env.id)
+            log.exception("starting delivery for %s failed", env.id,
+                          extra={"isp": env.isp, "message_id": env.id})
 
     def _finish(self, tp: TopicPartition, offset: int, outs: list[Any]) -> None:
         self.checkpoint.write(tp, offset, outs)

@@ -241,7 +241,8 @@ def build(config: Config, kb: KnowledgeBase | None = None,
             if apply_event(row, event, kb, now) or not known or held:
                 outs += publish(row, now)
             for hkey, why in held:
-                log.warning("reputation hold at %s on %s: %s", key, hkey, why)
+                log.warning("reputation hold at %s on %s: %s", key, hkey, why,
+                            extra={"isp": key})
                 outs.append(Out(t("audit"), ControlRecord(
                     applied=True, worker=node, timestamp=now,
                     hold=HoldChange(isp=key, key=hkey, reason=why)).to_json(), None))
@@ -274,7 +275,8 @@ def build(config: Config, kb: KnowledgeBase | None = None,
                 raw = None if cmd else (ev.value or b"").decode("utf-8", "replace")[:2000]
                 rec = ControlRecord(command=cmd, raw=raw, applied=False, error=error[:2000],
                                     worker=node, timestamp=now)
-                log.warning("control command refused: %s", rec.error)
+                log.warning("control command refused: %s", rec.error,
+                            extra={"isp": cmd.isp if cmd else None})
             outs.append(Out(t("audit"), rec.to_json(), None))
             await send_all(outs)
 

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 
 from kmta.config import Config, PoolConfig
 from kmta.errors import InputError
+from kmta.pipeline.logs import bind, log_context
 from kmta.pipeline.metrics import DEAD_LETTERS, UNEXPECTED_ERRORS
 from kmta.pipeline.outgoing import Outgoing, Stamped, UnsignedRefused
 from kmta.pipeline.outputs import Ending, Out, ended, event_out, internal_event, new_id
@@ -76,14 +77,15 @@ class Router:
         record sends it to the dead-letter topic with the reason (logged and counted), so one
         record can never stop the route loop."""
         now = self._clock()
-        try:
-            return await self._route(raw, topic, partition, offset, now)
-        except Exception as e:
-            self.errors += 1
-            UNEXPECTED_ERRORS.labels("worker", "route").inc()
-            log.exception("routing the record at %s/%s/%s failed", topic, partition, offset)
-            return [self._dlq(f"internal error while routing: {type(e).__name__}: {e}",
-                              raw or b"", topic, partition, offset, now)]
+        with log_context():  # lines logged while routing it carry its id and ISP once known
+            try:
+                return await self._route(raw, topic, partition, offset, now)
+            except Exception as e:
+                self.errors += 1
+                UNEXPECTED_ERRORS.labels("worker", "route").inc()
+                log.exception("routing the record at %s/%s/%s failed", topic, partition, offset)
+                return [self._dlq(f"internal error while routing: {type(e).__name__}: {e}",
+                                  raw or b"", topic, partition, offset, now)]
 
     async def _route(self, raw: bytes | None, topic: str, partition: int, offset: int,
                      now: float) -> list[Out]:
@@ -103,6 +105,7 @@ class Router:
             _, sdomain = split_address(msg.from_, "from")
             local, domain = split_address(msg.to, "to")
             msg_id = msg.id or new_id()
+            bind(message_id=msg_id)
             data = compose(msg, msg_id, sdomain, now, self._out.headers(msg, sdomain, msg_id))
             stamped = self._out.stamp(data, msg_id, msg.from_, sdomain, now)  # DKIM, VERP
             if len(stamped.data.encode()) > self._c.delivery.max_message_bytes:
@@ -190,6 +193,7 @@ class Router:
         res = await self._resolver.mx(domain)
         if res.status is MxStatus.OK:
             env.isp = self._isp_for(domain, tuple(h.host for h in res.hosts))
+            bind(isp=env.isp)
             env.mx = res.hosts
             env.mx_resolved_at = now
             env.mx_ttl = res.ttl
@@ -225,6 +229,9 @@ class Router:
         """The envelope onto its ISP's queue partition (+ a ``queued`` event the first time)."""
         env.routed_at = now
         part = self._pmap.partition_for(env.isp, env.id)
+        if log.isEnabledFor(logging.DEBUG):  # the hot path builds no extra dict otherwise
+            log.debug("to queue partition %s", part,
+                      extra={"isp": env.isp, "message_id": env.id})
         outs = [Out(self._c.topic("queue"), env.to_json(), env.isp.encode(), part)]
         if first:
             ev = DeliveryEvent(id=env.id, to=env.rcpt, isp=env.isp, domain=env.domain,

@@ -8,6 +8,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 import sys
 
 from kmta.cli import classify as classify_cli
@@ -17,8 +18,9 @@ from kmta.cli import dkim as dkim_cli
 from kmta.cli import inbound as inbound_cli
 from kmta.cli import results as results_cli
 from kmta.cli import rules as rules_cli
-from kmta.config import load_config
+from kmta.config import Config, load_config
 from kmta.errors import KmtaError
+from kmta.pipeline.logs import config_secrets, configure
 from ops.kafka import cli as kafka_cli
 from sim import cli as sim_cli
 
@@ -26,6 +28,7 @@ __all__ = ["build_parser", "main"]
 
 CONFIG_HELP = "TOML config file (default: $KMTA_CONFIG or built-in)"
 VERBOSE_HELP = "debug logging"
+LOG_FORMAT_HELP = "log lines as text or one JSON object per line (default: [log] format)"
 
 
 def _add_pipeline_parsers(sub: argparse._SubParsersAction) -> None:
@@ -59,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kmta", description=__doc__)
     parser.add_argument("--config", help=CONFIG_HELP)
     parser.add_argument("-v", "--verbose", action="store_true", help=VERBOSE_HELP)
+    parser.add_argument("--log-format", choices=["text", "json"], default=None,
+                        help=LOG_FORMAT_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     kafka_cli.add_parser(sub)
     _add_pipeline_parsers(sub)
@@ -70,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config_everywhere(parser: argparse.ArgumentParser) -> None:
-    """Give every subcommand, at any depth, ``--config`` and ``-v``, so that they may come
-    before or after it (``kmta --config x.toml worker`` = ``kmta worker --config x.toml``). A
-    subcommand's copy has no default, so it never hides one given before the subcommand."""
+    """Give every subcommand, at any depth, ``--config``, ``-v`` and ``--log-format``, so that
+    they may come before or after it (``kmta --config x.toml worker`` = ``kmta worker --config
+    x.toml``). A subcommand's copy has no default, so it never hides one given before it."""
     seen: set[int] = set()
     todo = [parser]
     while todo:
@@ -90,19 +95,20 @@ def _config_everywhere(parser: argparse.ArgumentParser) -> None:
                     if "-v" not in opts and "--verbose" not in opts:
                         child.add_argument("-v", "--verbose", action="store_true",
                                            default=argparse.SUPPRESS, help=VERBOSE_HELP)
+                    if "--log-format" not in opts:
+                        child.add_argument("--log-format", choices=["text", "json"],
+                                           default=argparse.SUPPRESS, help=LOG_FORMAT_HELP)
                     todo.append(child)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("aiokafka").setLevel(logging.WARNING)
     path = args.config or os.environ.get("KMTA_CONFIG")
     try:
         args.config_obj = load_config(path)
         args.config_path = path
+        _setup_logging(args)
         return int(_call(args) or 0)
     except KmtaError as e:
         print(f"kmta: {e}", file=sys.stderr)
@@ -114,6 +120,26 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())  # no second error when Python flushes at exit
         return 141
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    config = args.config_obj
+    configure(args.command, process_node(args, config), args.log_format or config.log.format,
+              logging.DEBUG if args.verbose else logging.INFO, config_secrets(config))
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+
+
+def process_node(args: argparse.Namespace, config: Config) -> str:
+    """The node name a process runs as, chosen as the process kinds themselves choose it:
+    ``--node``/``--name``, then the config, then host-pid (``inbound-host-pid`` etc.)."""
+    host_pid = f"{socket.gethostname()}-{os.getpid()}"
+    if args.command == "worker":
+        return args.name or config.worker.name or host_pid
+    if args.command == "sender":
+        return args.node or config.sender.node or host_pid
+    if args.command in ("inbound", "unsubscribe"):
+        return args.node or f"{args.command}-{host_pid}"
+    return host_pid
 
 
 def _call(args: argparse.Namespace) -> int | None:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 
 __all__ = ["add_parser", "run"]
 
+log = logging.getLogger(__name__)
+
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
@@ -74,11 +76,7 @@ def _serve(args: argparse.Namespace, config: Config, host: str, port: int, passw
         return 1
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: server.stop())
-    print(
-        f"dashboard on {server.url}/ (Kafka {config.kafka.bootstrap_servers})",
-        file=sys.stderr,
-        flush=True,
-    )
+    log.info("dashboard on %s/ (Kafka %s)", server.url, config.kafka.bootstrap_servers)
     logging.getLogger("waitress.queue").setLevel(logging.ERROR)  # "task queue depth" chatter
     try:
         server.serve()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import signal
 from collections.abc import Awaitable, Callable
 
@@ -15,6 +16,8 @@ from senders.node import SenderNode
 
 __all__ = ["run"]
 
+log = logging.getLogger(__name__)
+
 
 def run(args: argparse.Namespace) -> int:
     config: Config = args.config_obj
@@ -24,9 +27,9 @@ def run(args: argparse.Namespace) -> int:
         kb = load_kb(config)
         known_isps(kb.isp_names())
         node = SenderNode(config, kb, partition_map(config, kb), node=args.node, health=health)
-        print(f"sender {node.node} delivering (allowed networks: "
-              f"{', '.join(config.delivery.allowed_networks)}; special-use ranges opened: "
-              f"{', '.join(config.delivery.allow_special) or 'none'})", flush=True)
+        log.info("sender %s delivering (allowed networks: %s; special-use ranges opened: %s)",
+                 node.node, ", ".join(config.delivery.allowed_networks),
+                 ", ".join(config.delivery.allow_special) or "none")
         _run_until_signal(node.run)
     return 0
 

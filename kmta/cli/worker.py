@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 
 import faust
 
@@ -29,6 +30,11 @@ def run(args: argparse.Namespace) -> int:
         kb = load_kb(config)
         known_isps(kb.isp_names())
         app = build(config, kb, health)
-        worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False)
+        # the log handler the CLI set up stays (text or JSON lines, secrets masked); faust's
+        # and mode's own chatter below WARNING stays out, as when faust configured logging
+        for name in ("faust", "mode"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+        worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
+                              override_logging=False)
         worker.execute_from_commandline()
     return 0
