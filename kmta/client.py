@@ -7,8 +7,10 @@ import sys
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterable, Iterator
+from typing import TextIO
 
 from aiokafka import AIOKafkaConsumer
+from tqdm import tqdm
 
 from kmta.config import Config
 from kmta.errors import InputError
@@ -19,33 +21,31 @@ __all__ = ["Progress", "ResultCollector", "produce", "read_results", "send_file"
 
 
 class Progress:
-    """A one-line progress bar on stderr (plain lines when stderr is not a terminal)."""
+    """A progress bar on stderr (tqdm); when stderr is not a terminal, no bar but one summary
+    line at the end, so that a log file gets the outcome and not a stream of redraws."""
 
-    def __init__(self, total: int, label: str, stream=sys.stderr) -> None:
-        self.total = max(total, 1)
+    def __init__(self, total: int, label: str, stream: TextIO = sys.stderr) -> None:
+        self.total = total
         self.label = label
         self.stream = stream
         self.tty = stream.isatty()
-        self._last = 0.0
         self.start = time.monotonic()
+        self.bar = tqdm(total=total, desc=f"{label:<6}", file=stream, unit="msg",
+                        disable=not self.tty, dynamic_ncols=True, mininterval=0.1)
 
-    def update(self, done: int, extra: str = "", force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._last < (0.1 if self.tty else 2.0):
-            return
-        self._last = now
-        frac = min(done / self.total, 1.0)
-        bar = "#" * int(frac * 30)
-        rate = done / max(now - self.start, 1e-6)
-        line = (f"{self.label:<10} [{bar:<30}] {done}/{self.total} {frac:6.1%} "
-                f"{rate:7.0f}/s {extra}")
-        self.stream.write(("\r" + line) if self.tty else line + "\n")
-        self.stream.flush()
+    def update(self, done: int, extra: str = "") -> None:
+        if done != self.bar.n:
+            self.bar.update(done - self.bar.n)
+        if extra:
+            self.bar.set_postfix_str(extra, refresh=False)
 
     def close(self, done: int, extra: str = "") -> None:
-        self.update(done, extra, force=True)
-        if self.tty:
-            self.stream.write("\n")
+        self.update(done, extra)
+        self.bar.close()
+        if not self.tty:
+            rate = done / max(time.monotonic() - self.start, 1e-6)
+            print(f"{self.label}: {done}/{self.total} ({rate:.0f}/s) {extra}".rstrip(),
+                  file=self.stream, flush=True)
 
 
 def iter_messages(lines: Iterable[str]) -> Iterator[dict]:
@@ -151,7 +151,10 @@ class ResultCollector:
             await self._consumer.stop()
 
 
-def send_file(config: Config, path: str, wait: bool, timeout: float) -> int:
+def send_file(config: Config, path: str, wait: bool, timeout: float,
+              as_json: bool = False) -> int:
+    """``kmta send``: exit 0 when sent (and, with ``wait``, every message final in time),
+    1 when ``wait`` ran out of time first."""
     with (sys.stdin if path == "-" else open(path, encoding="utf-8")) as f:
         docs = list(iter_messages(f))
 
@@ -160,13 +163,20 @@ def send_file(config: Config, path: str, wait: bool, timeout: float) -> int:
         if wait:
             await collector.start()
         ids = await produce(config, docs, Progress(len(docs), "sent"))
-        print(f"sent {len(ids)} messages to {config.topic('outbox')}")
-        if not wait:
-            return 0
-        ok = await collector.wait_final(ids, timeout, Progress(len(ids), "final"))
-        await collector.stop()
-        c = Counter(collector.finals[i]["status"] for i in ids if i in collector.finals)
-        print(json.dumps(dict(c)))
+        report: dict = {"sent": len(ids), "topic": config.topic("outbox"), "ids": ids}
+        if not as_json:
+            print(f"sent {len(ids)} messages to {config.topic('outbox')}")
+        ok = True
+        if wait:
+            ok = await collector.wait_final(ids, timeout, Progress(len(ids), "final"))
+            await collector.stop()
+            finals = dict(Counter(collector.finals[i]["status"] for i in ids
+                                  if i in collector.finals))
+            report.update(complete=ok, finals=finals)
+            if not as_json:
+                print(json.dumps(finals))
+        if as_json:
+            print(json.dumps(report))
         return 0 if ok else 1
 
     return asyncio.run(go())

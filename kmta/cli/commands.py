@@ -47,6 +47,8 @@ def _add_pipeline_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("file", help="file of JSON messages, one per line, or - for stdin")
     p.add_argument("--wait", action="store_true", help="wait for every final result")
     p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--json", action="store_true", help="print one JSON object at the end: "
+                   "{sent, topic, ids, and with --wait: complete, finals (count per status)}")
     p.set_defaults(func=run_send)
     p = sub.add_parser("topics", help="create kmta's topics (idempotent)")
     p.set_defaults(func=run_topics)
@@ -181,7 +183,8 @@ def run_sender(args: argparse.Namespace) -> int:
 
 def run_send(args: argparse.Namespace) -> int:
     from kmta.client import send_file
-    return send_file(args.config_obj, args.file, wait=args.wait, timeout=args.timeout)
+    return send_file(args.config_obj, args.file, wait=args.wait, timeout=args.timeout,
+                     as_json=args.json)
 
 
 def run_demo(args: argparse.Namespace) -> int:

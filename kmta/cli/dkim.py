@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import time
 from pathlib import Path
@@ -30,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     k.add_argument("--out", help="key file (default <data_dir>/keys/DOMAIN.SELECTOR.pem)")
     k.set_defaults(func=run_keygen)
     c = s.add_parser("check", help="compare published TXT records with the configured keys")
+    c.add_argument("--json", action="store_true",
+                   help="print JSON: [{name, verdict, detail, problem}]")
     c.set_defaults(func=run_check)
 
 
@@ -114,14 +117,16 @@ async def check(config: Config, now: float) -> list[tuple[str, str, str]]:
 def run_check(args: argparse.Namespace) -> int:
     config: Config = args.config_obj
     if not config.domains:
-        print("no [[domains]] configured")
+        print("[]" if args.json else "no [[domains]] configured")
         return 1
     now = time.time()
-    rows = asyncio.run(check(config, now))
-    width = max(len(r[0]) for r in rows) if rows else 0
-    bad = 0
-    for name, verdict, detail in rows:
-        print(f"{name:<{width}}  {verdict:<9}  {detail}")
-        if (verdict != "ok" and "signing now" in detail) or verdict == "key-error":
-            bad += 1
-    return 1 if bad else 0
+    rows = [{"name": name, "verdict": verdict, "detail": detail,
+             # a key signing now that DNS does not confirm, or a key kmta cannot use
+             "problem": (verdict != "ok" and "signing now" in detail) or verdict == "key-error"}
+            for name, verdict, detail in asyncio.run(check(config, now))]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    width = max(len(r["name"]) for r in rows) if rows else 0
+    for r in [] if args.json else rows:
+        print(f"{r['name']:<{width}}  {r['verdict']:<9}  {r['detail']}")
+    return 1 if any(r["problem"] for r in rows) else 0

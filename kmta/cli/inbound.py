@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import csv
 import getpass
+import json
 import sys
 import time
 from collections import Counter
@@ -54,6 +55,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--reason", help="only this reason")
     q.add_argument("--limit", type=int, default=100)
     q.add_argument("--counts", action="store_true", help="counts per reason and scope only")
+    q.add_argument("--json", action="store_true", help="print JSON: {total, shown, records} "
+                   "(records as on the suppression topic), or with --counts {total, counts: "
+                   "[{reason, scope, count}]}")
     q.set_defaults(func=run_suppression)
     q = ss.add_parser("export", help="write every record as CSV")
     q.add_argument("file", help="CSV file, or - for stdout")
@@ -140,13 +144,23 @@ async def _suppression(args: argparse.Namespace) -> int:
             print(f"{len(rows)} records", file=sys.stderr)
             return 0
         if args.counts:
-            for (reason, scope), n in sorted(Counter((r.reason.value, r.scope)
-                                                     for r in rows).items()):
+            counts = sorted(Counter((r.reason.value, r.scope) for r in rows).items())
+            if args.json:
+                print(json.dumps({"total": len(rows), "counts": [
+                    {"reason": reason, "scope": scope, "count": n}
+                    for (reason, scope), n in counts]}, indent=2))
+                return 0
+            for (reason, scope), n in counts:
                 print(f"{reason:14} {scope:9} {n}")
             print(f"{'total':24} {len(rows)}")
             return 0
         shown = [r for r in rows if (not args.search or args.search.lower() in r.address)
                  and (not args.reason or r.reason.value == args.reason)]
+        if args.json:
+            print(json.dumps({"total": len(rows), "shown": len(shown[:args.limit]),
+                              "records": [r.model_dump(mode="json")
+                                          for r in shown[:args.limit]]}, indent=2))
+            return 0
         for r in shown[:args.limit]:
             scope = r.scope if r.scope == "global" else f"{r.scope}:{r.value}"
             print(f"{r.address:40} {scope:24} {r.reason.value:13} "

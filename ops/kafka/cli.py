@@ -8,6 +8,7 @@ The environment is read here, at the entry point, and passed down explicitly:
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Mapping
@@ -99,9 +100,11 @@ def add_parser(
     actions.add_parser(
         "stop", parents=[common], help="stop all nodes (SIGTERM, then SIGKILL after a deadline)"
     )
-    actions.add_parser(
+    status = actions.add_parser(
         "status", parents=[common], help="show per-node pid and port; exit 3 if not all running"
     )
+    status.add_argument("--json", action="store_true",
+                        help="print JSON: {data_dir, nodes: [{node_id, port, pid, state}]}")
     parser.set_defaults(func=run)
     return parser
 
@@ -154,10 +157,13 @@ def run(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> int:
     except manager.KafkaManagerError as exc:
         print(f"kmta kafka {args.kafka_action}: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    if not nodes:
+    rows = [{"node_id": node.node_id, "port": node.port, "pid": node.pid,
+             "state": "running" if node.running else (
+                 "starting/unreachable" if node.alive else "stopped")} for node in nodes]
+    if args.json:
+        print(json.dumps({"data_dir": str(data_dir), "nodes": rows}, indent=2))
+    elif not nodes:
         print(f"no cluster in {data_dir}")
-        return EXIT_NOT_RUNNING
-    for node in nodes:
-        state = "running" if node.running else ("starting/unreachable" if node.alive else "stopped")
-        print(f"node {node.node_id}  port {node.port}  pid {node.pid or '-'}  {state}")
-    return 0 if all(node.running for node in nodes) else EXIT_NOT_RUNNING
+    for r in [] if args.json else rows:
+        print(f"node {r['node_id']}  port {r['port']}  pid {r['pid'] or '-'}  {r['state']}")
+    return 0 if nodes and all(node.running for node in nodes) else EXIT_NOT_RUNNING

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 from pathlib import Path
 
 from tests.harness import Pipeline
@@ -38,6 +39,16 @@ def test_add_import_list_export_remove(pipeline_factory, tmp_path: Path) -> None
     r = kmta(p, "suppression", "list", "--counts")
     counts = dict(ln.rsplit(None, 1) for ln in r.stdout.splitlines())
     assert counts["total"] == "4" and counts["complaint      global"] == "1"
+    # the same as JSON: the records as on the topic, and the counts
+    r = kmta(p, "suppression", "list", "--search", "example.org", "--limit", "3", "--json")
+    doc = json.loads(r.stdout)
+    assert (r.returncode, doc["total"], doc["shown"]) == (0, 4, 3)
+    assert [x["address"] for x in doc["records"]] == [
+        "ann@example.org", "bob@example.org", "carol@example.org"]
+    assert doc["records"][1]["scope"] == "campaign" and doc["records"][1]["value"] == "spring"
+    doc = json.loads(kmta(p, "suppression", "list", "--counts", "--json").stdout)
+    assert doc["total"] == 4 and {"reason": "complaint", "scope": "global", "count": 1} in \
+        doc["counts"]
 
     out = tmp_path / "out.csv"
     assert kmta(p, "suppression", "export", str(out)).returncode == 0
