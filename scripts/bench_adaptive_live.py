@@ -12,8 +12,8 @@ IPs, so the provider's capacity for the pool is ``2 x --capacity``. The benchmar
 2. stops the worker and the sender, starts them again, and measures how fast the delivered rate
    is back at 80 % of capacity (the learned speed must survive the restart);
 3. prints the figures as a table with ratios against the targets, and saves a plot of the
-   allowed speed, the delivered rate and the throttled rate over time (PNG with plotly+kaleido
-   or matplotlib when installed, else an SVG drawn here).
+   allowed speed, the delivered rate and the throttled rate over time (a PNG drawn by
+   matplotlib).
 
 Not a test: figures depend on the machine. Usage::
 
@@ -182,128 +182,29 @@ def first_event(events: list[dict], kind: str, after: float) -> float | None:
 # -- the plot -------------------------------------------------------------------------------
 def save_plot(series: dict[str, list[tuple[float, float]]], capacity: float,
               marks: dict[str, float], out: Path) -> Path:
-    """PNG through plotly+kaleido or matplotlib when installed; else an SVG drawn by hand."""
-    title = "kmta adaptive speed vs an undisclosed provider capacity"
-    try:
-        import kaleido  # noqa: F401
-        import plotly.graph_objects as go
+    """The run as a PNG (matplotlib, a test dependency; kaleido would need a browser build)."""
+    import matplotlib
 
-        fig = go.Figure()
-        for name, pts in series.items():
-            fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], name=name,
-                                     line={"shape": "hv" if "speed" in name else "linear"}))
-        fig.add_hline(y=capacity, line_dash="dash", annotation_text="capacity")
-        for label, x in marks.items():
-            fig.add_vline(x=x, line_dash="dot", annotation_text=label)
-        fig.update_layout(title=title, xaxis_title="seconds", yaxis_title="messages / s",
-                          width=1100, height=500)
-        png = out.with_suffix(".png")
-        fig.write_image(str(png))
-        return png
-    except Exception:  # noqa: BLE001 - kaleido missing or without a browser: try the next
-        pass
-    try:
-        import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        fig, ax = plt.subplots(figsize=(11, 5))
-        for name, pts in series.items():
-            ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name,
-                    drawstyle="steps-post" if "speed" in name else "default")
-        ax.axhline(capacity, linestyle="--", color="grey", label="capacity")
-        for label, x in marks.items():
-            ax.axvline(x, linestyle=":", color="black")
-            ax.text(x, ax.get_ylim()[1] * 0.95, label)
-        ax.set_xlabel("seconds")
-        ax.set_ylabel("messages / s")
-        ax.set_title(title)
-        ax.legend()
-        png = out.with_suffix(".png")
-        fig.savefig(png, dpi=100)
-        return png
-    except ImportError:
-        pass
-    svg = out.with_suffix(".svg")
-    svg.write_text(svg_chart(series, capacity, marks, title))
-    return svg
-
-
-def _nice_step(raw: float) -> float:
-    """1, 2 or 5 times a power of ten, at least ``raw``."""
-    import math
-
-    power = 10 ** math.floor(math.log10(max(raw, 1e-9)))
-    return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
-
-
-def svg_chart(series: dict[str, list[tuple[float, float]]], capacity: float,
-              marks: dict[str, float], title: str) -> str:
-    w, h, left, right, top, bottom = 1150, 500, 60, 230, 40, 45
-    xs = [p[0] for pts in series.values() for p in pts] or [0.0, 1.0]
-    ys = [p[1] for pts in series.values() for p in pts] + [capacity]
-    x0, x1 = min(xs), max(xs) or 1.0
-    step_y = _nice_step(max(ys) * 1.1 / 5)
-    y1 = step_y * (int(max(ys) * 1.1 / step_y) + 1)
-    pw, ph = w - left - right, h - top - bottom
-
-    def sx(x: float) -> float:
-        return left + (x - x0) / max(x1 - x0, 1e-9) * pw
-
-    def sy(y: float) -> float:
-        return top + ph - min(y, y1) / y1 * ph
-
-    colors = ["#1f77b4", "#2ca02c", "#d62728", "#9467bd", "#ff7f0e"]
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" '
-             f'font-family="sans-serif" font-size="12">',
-             f'<rect width="{w}" height="{h}" fill="white"/>',
-             f'<text x="{w / 2}" y="22" text-anchor="middle" font-size="15">{title}</text>',
-             f'<rect x="{left}" y="{top}" width="{pw}" height="{ph}" fill="none" '
-             f'stroke="#444"/>']
-    for i in range(round(y1 / step_y) + 1):
-        y = i * step_y
-        parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(y):.1f}" y2="{sy(y):.1f}" '
-                     f'stroke="#ddd"/><text x="{left - 6}" y="{sy(y) + 4:.1f}" '
-                     f'text-anchor="end">{y:.0f}</text>')
-    step = max(10, round((x1 - x0) / 10 / 10) * 10)
-    x = 0.0
-    while x <= x1 - x0:
-        parts.append(f'<line x1="{sx(x0 + x):.1f}" x2="{sx(x0 + x):.1f}" y1="{top + ph}" '
-                     f'y2="{top + ph + 5}" stroke="#444"/><text x="{sx(x0 + x):.1f}" '
-                     f'y="{top + ph + 18}" text-anchor="middle">{x:.0f}</text>')
-        x += step
-    parts.append(f'<text x="{left + pw / 2}" y="{h - 8}" text-anchor="middle">seconds</text>')
-    parts.append(f'<text x="16" y="{top + ph / 2}" transform="rotate(-90 16 {top + ph / 2})" '
-                 f'text-anchor="middle">messages / s</text>')
-    parts.append(f'<line x1="{left}" x2="{left + pw}" y1="{sy(capacity):.1f}" '
-                 f'y2="{sy(capacity):.1f}" stroke="#888" stroke-dasharray="6 4"/>')
-    for label, mx in marks.items():
-        parts.append(f'<line x1="{sx(mx):.1f}" x2="{sx(mx):.1f}" y1="{top}" y2="{top + ph}" '
-                     f'stroke="#000" stroke-dasharray="2 3"/><text x="{sx(mx) + 4:.1f}" '
-                     f'y="{top + 14}">{label}</text>')
-    legend = [*series, "capacity"]
-    for i, name in enumerate(legend):
-        color = colors[i % len(colors)] if name != "capacity" else "#888"
-        ly = top + 10 + i * 20
-        parts.append(f'<line x1="{w - right + 15}" x2="{w - right + 40}" y1="{ly}" y2="{ly}" '
-                     f'stroke="{color}" stroke-width="2"/><text x="{w - right + 45}" '
-                     f'y="{ly + 4}">{name}</text>')
-    for i, (name, pts) in enumerate(series.items()):
-        if not pts:
-            continue
-        if "speed" in name:  # a step line: the speed holds until the next decision
-            coords = []
-            for j, (px, py) in enumerate(pts):
-                if j:
-                    coords.append(f"{sx(px):.1f},{sy(pts[j - 1][1]):.1f}")
-                coords.append(f"{sx(px):.1f},{sy(py):.1f}")
-        else:
-            coords = [f"{sx(px):.1f},{sy(py):.1f}" for px, py in pts]
-        parts.append(f'<polyline fill="none" stroke="{colors[i % len(colors)]}" '
-                     f'stroke-width="1.6" points="{" ".join(coords)}"/>')
-    parts.append("</svg>")
-    return "\n".join(parts)
+    fig, ax = plt.subplots(figsize=(11, 5))
+    for name, pts in series.items():
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], label=name,
+                drawstyle="steps-post" if "speed" in name else "default")
+    ax.axhline(capacity, linestyle="--", color="grey", label="capacity")
+    for label, x in marks.items():
+        ax.axvline(x, linestyle=":", color="black")
+        ax.text(x, ax.get_ylim()[1] * 0.95, label)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("messages / s")
+    ax.set_title("kmta adaptive speed vs an undisclosed provider capacity")
+    ax.legend()
+    png = out.with_suffix(".png")
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
+    return png
 
 
 # -- the run --------------------------------------------------------------------------------
