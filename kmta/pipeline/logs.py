@@ -120,17 +120,32 @@ class _Json(JsonFormatter):
         super().add_fields(log_data, record, message_dict)
 
 
+class _Stderr(logging.StreamHandler):
+    """A handler on whatever ``sys.stderr`` is when a line is written."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def configure(kind: str, node: str | None, fmt: str = "text", level: int = logging.INFO,
               secrets: Iterable[str] = (), stream: Any = None) -> logging.Handler:
-    """The root logger of a process: one handler on stderr (``stream``), text or JSON lines.
-    Returns the handler."""
-    handler = logging.StreamHandler(stream or sys.stderr)
+    """The root logger of a process: one handler on stderr (or ``stream``), text or JSON
+    lines, in place of the one an earlier call installed. Returns the handler."""
+    handler = logging.StreamHandler(stream) if stream is not None else _Stderr()
     inner: logging.Formatter = _Json() if fmt == "json" else logging.Formatter(TEXT_FORMAT)
     handler.setFormatter(_Masking(inner, secrets))
     handler.addFilter(_Fields(kind, node))
+    handler.set_name("kmta")
     root = logging.getLogger()
     for h in list(root.handlers):
-        root.removeHandler(h)
+        if h.get_name() == "kmta":
+            root.removeHandler(h)
     root.addHandler(handler)
     root.setLevel(level)
+    logging.captureWarnings(True)  # a library's warning is a log line too (JSON in JSON mode)
     return handler

@@ -27,6 +27,7 @@ def restore_root() -> Iterator[None]:
     for h in handlers:
         root.addHandler(h)
     root.setLevel(level)
+    logging.captureWarnings(False)
 
 
 def lines(stream: io.StringIO) -> list[dict]:
