@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections import Counter
@@ -19,10 +20,13 @@ from kmta.pipeline.outputs import new_id
 
 __all__ = ["Progress", "ResultCollector", "produce", "read_results", "send_file"]
 
+log = logging.getLogger(__name__)
+
 
 class Progress:
-    """A progress bar on stderr (tqdm); when stderr is not a terminal, no bar but one summary
-    line at the end, so that a log file gets the outcome and not a stream of redraws."""
+    """A progress bar on stderr (tqdm); when stderr is not a terminal, no bar but one log line
+    at the end (JSON with --log-format json), so that a log gets the outcome and not a stream
+    of redraws."""
 
     def __init__(self, total: int, label: str, stream: TextIO = sys.stderr) -> None:
         self.total = total
@@ -44,8 +48,7 @@ class Progress:
         self.bar.close()
         if not self.tty:
             rate = done / max(time.monotonic() - self.start, 1e-6)
-            print(f"{self.label}: {done}/{self.total} ({rate:.0f}/s) {extra}".rstrip(),
-                  file=self.stream, flush=True)
+            log.info("%s: %d/%d (%.0f/s) %s", self.label, done, self.total, rate, extra)
 
 
 def iter_messages(lines: Iterable[str]) -> Iterator[dict]:

@@ -36,5 +36,6 @@ def run(args: argparse.Namespace) -> int:
             logging.getLogger(name).setLevel(logging.WARNING)
         worker = faust.Worker(app, loglevel="WARNING", quiet=True, redirect_stdouts=False,
                               override_logging=False)
+        worker.spinner = None  # faust's terminal spinner would write control codes into the log
         worker.execute_from_commandline()
     return 0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -101,10 +102,13 @@ def test_progress_bar_on_a_terminal() -> None:
     assert "\r" in text  # redrawn in place
 
 
-def test_progress_without_a_terminal_is_one_line() -> None:
+def test_progress_without_a_terminal_is_one_log_line(caplog: pytest.LogCaptureFixture) -> None:
     out = io.StringIO()
     bar = Progress(10, "final", stream=out)
     bar.update(4, "delivered=4")
-    bar.close(10, "delivered=10")
-    [line] = out.getvalue().splitlines()
-    assert line.startswith("final: 10/10 (") and line.endswith("delivered=10")
+    with caplog.at_level(logging.INFO, logger="kmta.client"):
+        bar.close(10, "delivered=10")
+    assert out.getvalue() == ""
+    [rec] = caplog.records
+    msg = rec.getMessage()
+    assert msg.startswith("final: 10/10 (") and msg.endswith("delivered=10")
