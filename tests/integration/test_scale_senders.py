@@ -48,13 +48,14 @@ def test_sender_added_and_removed_under_load(pipeline_factory) -> None:
     docs = [d for isp, domain in PACED.items() for d in messages(N, [domain], prefix=isp)]
     ids = p.produce(docs)
 
-    wait_progress(p, 150, timeout=90)
+    # deadlines, not speed limits: a shared machine may run this slowly
+    wait_progress(p, 150, timeout=240)
     p.start_sender("sender-2")  # scale up: the group gives it part of the partitions
     added_at = time.time()
-    wait_progress(p, 150, node="sender-2", timeout=90)
+    wait_progress(p, 150, node="sender-2", timeout=240)
     p.stop("sender-1")  # scale down: SIGTERM; it finishes its in-flight work and leaves
     stopped_at = time.time()
-    twice_final, twice_smtp = check_outcome(p, ids, timeout=180)
+    twice_final, twice_smtp = check_outcome(p, ids, timeout=300)
 
     # nothing lost (check_outcome) and, the rebalances being orderly, nothing repeated
     assert (twice_final, twice_smtp) == (0, 0)
@@ -90,19 +91,21 @@ def test_sender_added_and_removed_under_load(pipeline_factory) -> None:
     # what the providers saw: per source IP, never more than RATE in any window
     sim = [e for e in p.sim_events() if e["event"] == "accepted" and e.get("kmta_id")]
     isp_of = {e["id"]: e["isp"] for e in delivered}
+    peaks = {}
     for isp in PACED:
         for ip in IPS:
             times = [e["time"] for e in sim if isp_of.get(e["kmta_id"]) == isp
                      and e["ip"] == ip]
-            peak = most_in_window(times, WINDOW)
+            peak = peaks[isp, ip] = most_in_window(times, WINDOW)
             assert peak <= RATE * WINDOW * SLACK, f"{isp} via {ip}: {peak} in {WINDOW:g} s"
     span = {isp: max(e["timestamp"] for e in delivered if e["isp"] == isp)
             - min(e["timestamp"] for e in delivered if e["isp"] == isp) for isp in PACED}
     print(f"\nscale: sender-2 added {added_at - min(e['timestamp'] for e in delivered):.1f} s "
           f"in, sender-1 stopped {stopped_at - added_at:.1f} s later; deliveries "
           f"{dict(by_node)}; {N} per ISP in {', '.join(f'{k} {v:.1f} s' for k, v in span.items())}"
-          f" (limit {RATE * len(IPS):g}/s: {N / (RATE * len(IPS)):.0f} s at best); shares "
-          f"seen {dict(shares)}")
+          f" (limit {RATE * len(IPS):g}/s: {N / (RATE * len(IPS)):.0f} s at best); most in "
+          f"{WINDOW:g} s per ISP and IP {sorted(peaks.values())} (limit {RATE * WINDOW:g}); "
+          f"shares seen {dict(shares)}")
 
 
 def partition_sets(p) -> dict[str, list[int]]:
