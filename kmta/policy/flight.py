@@ -88,8 +88,9 @@ def settle(sent: Sequence[str], got: Sequence[Reply], mx: str,
         step, reply = failed
         # a refused RSET leaves the session in a state nobody knows: no further message on it
         lost = lost or closed is not None or step == "rset"
-        dot = (not lost and "data" in sent and len(got) > sent.index("data")
-               and got[sent.index("data")].code == 354)
+        i = sent.index("data") if "data" in sent else -1
+        dot = (not lost and step in ("rset", "mail", "rcpt") and 0 <= i < len(got)
+               and got[i].code == 354)
         return Settled("failed", reply, STAGE[step], lost, reset=not lost, lone_dot=dot)
     if len(got) < len(sent) and closed is not None:
         return Settled("failed", Reply(code=451, enhanced_code="4.4.2", internal=True,
