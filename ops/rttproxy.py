@@ -16,7 +16,7 @@ import asyncio
 import ipaddress
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 __all__ = ["ConnStats", "DelayProxy"]
 
@@ -30,6 +30,8 @@ class ConnStats:
     turns: int = 0
     client_bytes: int = 0
     server_bytes: int = 0
+    active: list[float] = field(default_factory=list)  # when chunks arrived, either way
+    turned: list[float] = field(default_factory=list)  # when the client's turns began
     _server_spoke: bool = True  # the client's first write is a turn
 
 
@@ -99,11 +101,19 @@ class DelayProxy:
         with self._lock:
             return [c.turns for c in self.conns]
 
-    def connection_seconds(self, since: float, until: float) -> float:
-        """Seconds connections were open within ``[since, until]`` (monotonic), summed."""
+    def busy(self, since: float, until: float) -> tuple[int, float, int]:
+        """Within ``[since, until]`` (monotonic): connections with traffic, the seconds from
+        each one's first to its last chunk summed (an idle connection held open before or
+        after its work does not count), and the client's turns."""
+        n, seconds, turns = 0, 0.0, 0
         with self._lock:
-            spans = [(c.opened, c.closed if c.closed is not None else until) for c in self.conns]
-        return sum(max(0.0, min(b, until) - max(a, since)) for a, b in spans)
+            for c in self.conns:
+                seen = [t for t in c.active if since <= t <= until]
+                if seen:
+                    n += 1
+                    seconds += seen[-1] - seen[0]
+                turns += sum(1 for t in c.turned if since <= t <= until)
+        return n, seconds, turns
 
     # -- forwarding ---------------------------------------------------------------------------
     async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
@@ -151,16 +161,20 @@ class DelayProxy:
         try:
             while True:
                 chunk = await r.read(CHUNK)
+                now = time.monotonic()
                 with self._lock:
+                    if chunk:
+                        stats.active.append(now)
                     if from_client and chunk:
                         stats.client_bytes += len(chunk)
                         if stats._server_spoke:
                             stats.turns += 1
+                            stats.turned.append(now)
                             stats._server_spoke = False
                     elif chunk:
                         stats.server_bytes += len(chunk)
                         stats._server_spoke = True
-                queue.put_nowait((time.monotonic() + self.delay, chunk))
+                queue.put_nowait((now + self.delay, chunk))
                 if not chunk:
                     break
             await sender

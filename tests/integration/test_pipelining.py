@@ -20,6 +20,7 @@ from ops.rttproxy import DelayProxy
 from schemas import Envelope, MxHost
 from senders.smtpclient import wire_body
 from senders.transport import Outcome, SmtpTransport
+from sim.chunking import ChunkingSMTP, announce
 from tests.harness import free_port, wait_for
 from tests.postfix import Postfix, available
 from tests.receiving import make_cert, server_context
@@ -42,13 +43,16 @@ class Box:
     ``refused@...`` and recipients ``nobody@...``, and a message containing REFUSE-ME at the
     end of DATA; keeps what it accepted."""
 
-    pipelining: bool = True
+    offers: str = "pipelining"  # or "lockstep" (aiosmtpd's own EHLO), "chunking" (and BDAT)
     got: list[tuple[str, str, bytes, list[str]]] = field(default_factory=list)
 
     async def handle_EHLO(self, server, session, envelope, hostname, responses):
         session.host_name = hostname
-        return [responses[0], "250-PIPELINING", *responses[1:]] if self.pipelining \
-            else responses
+        if self.offers == "chunking":
+            return announce(responses)
+        if self.offers == "pipelining":
+            return [responses[0], "250-PIPELINING", *responses[1:]]
+        return responses
 
     async def handle_MAIL(self, server, session, envelope, address, options):
         if address.startswith("refused@"):
@@ -71,11 +75,17 @@ class Box:
         return "250 2.0.0 queued"
 
 
+class ChunkingController(Controller):
+    def factory(self) -> ChunkingSMTP:
+        return ChunkingSMTP(self.handler, **self.SMTP_kwargs)
+
+
 @pytest.fixture
 def box(request: pytest.FixtureRequest) -> Iterator[tuple[Box, int]]:
-    b = Box(pipelining=getattr(request, "param", True))
+    b = Box(offers=getattr(request, "param", "pipelining"))
     port = free_port()
-    ctl = Controller(b, hostname="127.0.0.1", port=port)
+    ctl = (ChunkingController if b.offers == "chunking" else Controller)(
+        b, hostname="127.0.0.1", port=port)
     ctl.start()
     try:
         yield b, port
@@ -103,19 +113,20 @@ async def run(port: int, envs: list[Envelope], pipelining: bool = True, tls: str
     return outs, turns, usable
 
 
-async def test_pipelined_data_takes_two_round_trips_and_keeps_the_bytes(box) -> None:
+@pytest.mark.parametrize("box", ["pipelining", "chunking"], indirect=True)
+async def test_pipelined_takes_two_round_trips_bdat_one_and_the_bytes_arrive(box) -> None:
     b, port = box
     eight_bit = BODY.replace("end", "Grüße")
     outs, turns, usable = await run(port, [env(1), env(2, data=eight_bit), env(3)])
     assert [o.accepted for o in outs] == [True, True, True]
-    assert turns == [2, 2, 2] and usable
+    assert turns == ([1, 1, 1] if b.offers == "chunking" else [2, 2, 2]) and usable
     assert outs[0].reply.code == 250 and outs[0].reply.text == "queued"
     assert [g[2] for g in b.got] == [wire_body(BODY.encode()), wire_body(eight_bit.encode()),
                                      wire_body(BODY.encode())]
     assert [g[3] for g in b.got] == [[], ["BODY=8BITMIME"], []]
 
 
-@pytest.mark.parametrize("box", [False], indirect=True)
+@pytest.mark.parametrize("box", ["lockstep"], indirect=True)
 async def test_lock_step_when_the_server_does_not_offer_pipelining(box) -> None:
     b, port = box
     outs, turns, _ = await run(port, [env(1), env(2)])
@@ -130,7 +141,8 @@ async def test_pipelining_false_is_lock_step_even_when_offered(box) -> None:
     assert [g[2] for g in b.got] == [wire_body(BODY.encode())] * 2
 
 
-@pytest.mark.parametrize("pipelining", [True, False])
+@pytest.mark.parametrize(("box", "pipelining"), [("pipelining", True), ("pipelining", False),
+                                                ("chunking", True)], indirect=["box"])
 async def test_refusals_in_a_pipeline_keep_their_stage_and_the_connection(
         box, pipelining: bool) -> None:
     b, port = box
@@ -144,7 +156,9 @@ async def test_refusals_in_a_pipeline_keep_their_stage_and_the_connection(
                    (False, "data", 554, "5.6.0", False), (True, "data", 250, "2.0.0", False)]
     assert "no such user" in outs[0].reply.text and not outs[0].reply.internal
     assert usable and [g[1] for g in b.got] == ["b@rcpt.test"] * 3
-    if pipelining:  # the RSET after a failure rides along with the next message's commands
+    if b.offers == "chunking":  # MAIL, RCPT, BDAT and the message in one write
+        assert turns == [1] * 6
+    elif pipelining:  # the RSET after a failure rides along with the next message's commands
         assert turns == [1, 2, 1, 2, 2, 2]
     else:  # MAIL, RCPT refused: stop there; the RSET costs a round trip of its own
         assert turns == [2, 5, 1, 5, 4, 5]
