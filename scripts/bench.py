@@ -547,7 +547,7 @@ def main(argv: list[str] | None = None) -> int:
         domains = RTT_DOMAINS if proxy else DOMAINS
         dns = start_dns(mx_zone({d: f"mx.{d}" for d in DOMAINS},
                                 {f"mx.{d}": SINK_IP for d in DOMAINS}, ttl=3600))
-        log(f"broker {bootstrap}, smtp-sink {SINK_IP}:{smtp_port}, dns 127.0.0.1:{dns.port}, "
+        log(f"broker {bootstrap}, {args.sink} {SINK_IP}:{sink_port}, dns 127.0.0.1:{dns.port}, "
             f"dir {base}")
         variants: list[tuple[str, Path, dict[str, Any]]] = [("kmta", ROOT, {})]
         if proxy is not None:  # the same code, one command per round trip

@@ -263,6 +263,12 @@ class SmtpClient:
         cmds = {"rset": b"RSET\r\n", "mail": mail + b"\r\n",
                 "rcpt": b"RCPT TO:" + quote_address(rcpt).encode(enc) + b"\r\n",
                 "data": b"DATA\r\n", "bdat": b"BDAT %d LAST\r\n" % len(body) + body}
+        stale = [x.reply() for x in self._wire.replies]  # said while nobody asked
+        self._wire.replies.clear()
+        closing = next((x for x in stale if x.code == 421), None)
+        if closing is not None:  # "421 idle too long" before it hung up: this session is over
+            self.close()
+            return Settled("failed", closing, "mail", lost=True)
         todo = steps(plan, self.reset_needed)
         groups = [todo] if plan.pipelined else [[s] for s in todo]
         sent: list[str] = []

@@ -267,3 +267,76 @@ async def test_421_in_a_bdat_pipeline(postfix) -> None:
     o = outs[0]
     assert (o.accepted, o.stage, o.reply.code, o.connection_lost) == (False, "rcpt", 421, True)
     assert "come back later" in o.reply.text and not usable
+
+
+# -- a scripted server: replies cut into single bytes, and a 421 said while nobody asked -------
+class Scripted:
+    """A minimal SMTP server on loopback that answers each command line as ``answer`` says,
+    writing every reply one byte at a time; after ``idle_421`` messages it says 421 at once,
+    unasked, and keeps the connection open."""
+
+    def __init__(self, idle_421: int | None = None) -> None:
+        self.idle_421 = idle_421
+        self.messages = 0
+
+    async def handle(self, r, w) -> None:
+        async def say(text: str) -> None:
+            for b in text.encode():
+                w.write(bytes([b]))
+                await w.drain()
+
+        await say("220 scripted ESMTP\r\n")
+        try:
+            while line := await r.readline():
+                cmd = line.decode().strip().upper()
+                if cmd.startswith("EHLO"):
+                    await say("250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                elif cmd == "DATA":
+                    await say("354 go ahead\r\n")
+                    while (await r.readline()) != b".\r\n":
+                        pass
+                    self.messages += 1
+                    await say("250 2.0.0 Ok: queued as X\r\n")
+                    if self.messages == self.idle_421:
+                        await say("421 4.4.2 scripted: idle too long\r\n")
+                elif cmd == "QUIT":
+                    await say("221 bye\r\n")
+                    break
+                else:
+                    await say("250 2.1.0 Ok\r\n")
+        finally:
+            w.close()
+
+
+async def scripted(server: Scripted, envs: list[Envelope]):
+    import asyncio
+
+    srv = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        t = SmtpTransport(port, "kmta.test", ["127.0.0.0/8"], allow_special=["127.0.0.0/8"])
+        conn = await t.connect([MxHost(host="mx.rcpt.test", ips=["127.0.0.1"])], None, 10)
+        try:
+            return [await conn.deliver(e, 10) for e in envs], conn.usable
+        finally:
+            await conn.close()
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_replies_cut_into_bytes_are_matched_in_order() -> None:
+    s = Scripted()
+    outs, usable = await scripted(s, [env(1), env(2)])
+    assert [(o.accepted, o.reply.code, o.reply.text) for o in outs] == [
+        (True, 250, "Ok: queued as X")] * 2
+    assert usable and s.messages == 2
+
+
+async def test_a_421_said_unasked_ends_the_session_before_the_next_message() -> None:
+    s = Scripted(idle_421=1)
+    outs, usable = await scripted(s, [env(1), env(2)])
+    assert outs[0].accepted
+    o = outs[1]  # stage mail, lost, on a used connection: the dispatcher retries it elsewhere
+    assert (o.accepted, o.stage, o.reply.code, o.connection_lost) == (False, "mail", 421, True)
+    assert "idle too long" in o.reply.text and not usable and s.messages == 1
