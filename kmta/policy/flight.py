@@ -92,10 +92,10 @@ def settle(sent: Sequence[str], got: Sequence[Reply], mx: str,
         dot = (not lost and step in ("rset", "mail", "rcpt") and 0 <= i < len(got)
                and got[i].code == 354)
         return Settled("failed", reply, STAGE[step], lost, reset=not lost, lone_dot=dot)
-    if len(got) < len(sent) and closed is not None:
+    if sent and len(got) >= len(sent) and sent[-1] in FINAL:
+        return Settled("accepted", got[len(sent) - 1], "data")
+    if closed is not None:  # closed before the message was through (or before it was sent)
         return Settled("failed", Reply(code=451, enhanced_code="4.4.2", internal=True,
                                        text=f"connection to {mx} lost: {closed}"),
                        "data", True)
-    if sent and len(got) >= len(sent) and sent[-1] in FINAL:
-        return Settled("accepted", got[len(sent) - 1], "data")
     return Settled("go")

@@ -184,11 +184,13 @@ SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 
 
 @pytest.fixture
-def sink_421() -> Iterator[int]:
+def sink(request: pytest.FixtureRequest) -> Iterator[int]:
+    """smtp-sink with ``request.param`` options, e.g. ``-Q RCPT``: 421 and hang up after RCPT;
+    ``-q DATA``: hang up without a word after DATA."""
     if not os.path.exists(SMTP_SINK):
         pytest.skip("smtp-sink missing (scripts/bootstrap.sh test installs postfix)")
     port = free_port()
-    cmd = [SMTP_SINK, "-Q", "RCPT"] + (["-u", "nobody"] if os.geteuid() == 0 else [])
+    cmd = [SMTP_SINK, *request.param] + (["-u", "nobody"] if os.geteuid() == 0 else [])
     proc = subprocess.Popen([*cmd, f"127.0.0.1:{port}", "10"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -209,11 +211,21 @@ def _listening(port: int) -> bool:
         return False
 
 
-async def test_421_mid_pipeline_ends_the_connection(sink_421: int) -> None:
-    outs, turns, usable = await run(sink_421, [env(1)])
+@pytest.mark.parametrize("sink", [["-Q", "RCPT"]], indirect=True)
+async def test_421_mid_pipeline_ends_the_connection(sink: int) -> None:
+    outs, turns, usable = await run(sink, [env(1)])
     o = outs[0]
     assert (o.accepted, o.stage, o.reply.code, o.connection_lost) == (False, "rcpt", 421, True)
     assert not o.reply.internal and turns == [1] and not usable
+
+
+@pytest.mark.parametrize("sink", [["-q", "DATA"]], indirect=True)
+async def test_a_hang_up_mid_pipeline_is_a_lost_connection(sink: int) -> None:
+    outs, _, usable = await run(sink, [env(1)])
+    o = outs[0]
+    assert (o.accepted, o.stage, o.reply.code, o.connection_lost) == (False, "data", 451, True)
+    assert o.reply.internal and o.reply.enhanced_code == "4.4.2" and "lost" in o.reply.text
+    assert not usable
 
 
 # -- a real Postfix: CHUNKING, so MAIL, RCPT and BDAT LAST go in one round trip -----------------

@@ -75,6 +75,10 @@ def test_a_closed_connection_before_all_replies() -> None:
     s = settle(DATA, [r(250), r(550, "5.1.1 unknown")], "mx.test", "closed by the server")
     assert (s.reply.code, s.reply.enhanced_code, s.stage, s.lost, s.reset) == (
         550, "5.1.1", "rcpt", True, False)
+    # closed before anything could be written, or after the 354
+    assert settle([], [], "mx.test", "closed").state == "failed"
+    s = settle(DATA, [r(250), r(250), r(354)], "mx.test", "reset by peer")
+    assert (s.state, s.reply.code, s.stage, s.lost) == ("failed", 451, "data", True)
     # every reply in: the close after it changes nothing
     s = settle([*DATA, "dot"], [r(250), r(250), r(354), r(250)], "mx.test", "closed")
     assert s.state == "accepted"
