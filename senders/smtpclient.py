@@ -262,7 +262,9 @@ class SmtpClient:
                           *(o.encode("ascii") for o in options)])
         cmds = {"rset": b"RSET\r\n", "mail": mail + b"\r\n",
                 "rcpt": b"RCPT TO:" + quote_address(rcpt).encode(enc) + b"\r\n",
-                "data": b"DATA\r\n", "bdat": b"BDAT %d LAST\r\n" % len(body) + body}
+                "data": b"DATA\r\n"}
+        if plan.chunking:
+            cmds["bdat"] = b"BDAT %d LAST\r\n" % len(body) + body
         stale = [x.reply() for x in self._wire.replies]  # said while nobody asked
         self._wire.replies.clear()
         closing = next((x for x in stale if x.code == 421), None)
