@@ -97,6 +97,10 @@ class DeliveryConfig(Model):
                           "rule sets none (sending.tls)")
     tls_ca_file: str | None = Field(default=None, description="PEM bundle trusted for "
                                     "'verify' and MTA-STS instead of the system's")
+    pipelining: bool = Field(default=True, description=(
+        "PIPELINING (RFC 2920) and CHUNKING/BDAT (RFC 3030) where the server offers them: one "
+        "or two round trips per message; false: one command per round trip (the lock-step "
+        "client, for comparison)"))
     mta_sts: bool = Field(default=True, description="look up and obey MTA-STS (RFC 8461)")
     mta_sts_port: int = Field(default=443, ge=1, le=65535, description="HTTPS port of "
                               "mta-sts.<domain> (tests only change it)")

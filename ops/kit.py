@@ -188,13 +188,21 @@ class Sink:
     """``smtp-sink -c``: a C SMTP server that accepts and discards; its running counters
     (``sess=N quit=N mesg=N``) are read from its output file."""
 
-    def __init__(self, procs: Procs, ip: str, port: int) -> None:
+    def __init__(self, procs: Procs, ip: str, port: int, chunking: bool = False) -> None:
+        """``chunking``: sim/chunking.py's sink instead (PIPELINING and CHUNKING; smtp-sink
+        offers no CHUNKING), with the same counters."""
         self.ip, self.port = ip, port
         self.path = procs.logdir / "smtp-sink.log"
-        cmd = [SMTP_SINK, "-c", "-m", "1000"]
-        if os.geteuid() == 0:
-            cmd += ["-u", "nobody"]
-        self.pid = procs.spawn("smtp-sink", [*cmd, f"{ip}:{port}", "1024"]).pid
+        if chunking:
+            root = str(Path(__file__).resolve().parent.parent)
+            self.pid = procs.spawn("smtp-sink", [sys.executable, "-m", "sim.chunking",
+                                                 f"{ip}:{port}"],
+                                   {**os.environ, "PYTHONPATH": root}).pid
+        else:
+            cmd = [SMTP_SINK, "-c", "-m", "1000"]
+            if os.geteuid() == 0:
+                cmd += ["-u", "nobody"]
+            self.pid = procs.spawn("smtp-sink", [*cmd, f"{ip}:{port}", "1024"]).pid
         deadline = time.monotonic() + 10
         while True:
             try:

@@ -17,6 +17,14 @@ messages, counted at the sink for both), peak RSS (VmHWM) per process, and kmta/
 the same run, for before/after ratios on a noisy machine. ``--profile DIR`` runs the worker and
 senders under cProfile (``KMTA_PROFILE``) and prints their hot spots.
 
+``--rtt MS`` puts a delaying proxy (ops/rttproxy.py: MS/2 each way) between the senders (and
+Postfix) and the sink, sends every message to one domain from one source IP, and adds a
+``lockstep`` variant (``[delivery] pipelining = false``) beside ``kmta``: printed per variant
+are the connections used, per-connection throughput (messages per second of a connection's
+busy time) and the client's turns per message. ``--sink chunking`` replaces smtp-sink
+(PIPELINING only) by sim/chunking.py's sink, which offers CHUNKING too (BDAT). Short runs:
+e.g. ``--rtt 30 --messages 2000 --warmup 50 --senders 1 --max-connections 1 --no-postfix``.
+
 Every process started here is stopped at the end, also on Ctrl-C or SIGTERM.
 """
 from __future__ import annotations
@@ -63,6 +71,7 @@ from ops.kit import (
     start_dns,
 )
 from ops.postfix import MASTER_CF
+from ops.rttproxy import DelayProxy
 from sim.dns import DnsServerThread
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -71,6 +80,7 @@ SINK_IP = "127.0.1.50"
 SOURCE_IPS = ["127.0.0.2", "127.0.0.3"]
 DOMAINS = ["gmail.com", "yahoo.com", "outlook.com", "hotmail.com", "mail.ru",
            "shop-example.test", "news-example.test"]
+RTT_DOMAINS = ["shop-example.test"]  # --rtt: one lane (the default rule, one partition)
 KNOWN_ISPS = ("gmail", "yahoo", "outlook", "mailru")
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
@@ -79,22 +89,24 @@ POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
 
 def bench_rules(max_connections: int = 8) -> dict[str, Any]:
     """As tests/harness.py FAST_RULES: limits far above what the sink needs, so nothing is
-    paced; ``max_connections`` per ISP (2 ISPs here have 2 queue partitions: at least 2)."""
+    paced; ``max_connections`` per ISP (at least 2 for the known ISPs: some have 2 queue
+    partitions; 1 is for --rtt, whose one domain has the default rule)."""
     lane: dict[str, Any] = {
         "sending": {"tact": "1s", "max_connections": max_connections,
                     "messages_per_connection": 500},
         "speed": {"min": 1, "max": 5000, "start": 5000},
         "retry": {"mode": "fixed", "interval": "2s", "max_attempts": 5, "max_age": "1h"},
     }
-    return {"default": lane, "isp": {name: lane for name in KNOWN_ISPS}}
+    isp = {**lane, "sending": {**lane["sending"], "max_connections": max(2, max_connections)}}
+    return {"default": lane, "isp": {name: isp for name in KNOWN_ISPS}}
 
 
 # -- message content ---------------------------------------------------------------------------
-def make_docs(n: int, size: int, tag: str) -> list[dict]:
+def make_docs(n: int, size: int, tag: str, domains: list[str] = DOMAINS) -> list[dict]:
     """``n`` messages over the bench domains whose composed RFC 5322 text is ~``size`` bytes."""
     body = _body(size)
     return [{"id": f"{tag}-{i}", "from": "bench@sender.kmta.test",
-             "to": f"user{i}@{DOMAINS[i % len(DOMAINS)]}", "subject": f"bench message {i}",
+             "to": f"user{i}@{domains[i % len(domains)]}", "subject": f"bench message {i}",
              "text": body, "campaign": "bench"} for i in range(n)]
 
 
@@ -122,7 +134,9 @@ class KmtaRun:
 
     def __init__(self, label: str, root: Path, bootstrap: str, base: Path, procs: Procs,
                  dns_port: int, smtp_port: int, senders: int, profile: Path | None,
-                 max_connections: int = 8, dkim: str = "none") -> None:
+                 max_connections: int = 8, dkim: str = "none",
+                 delivery: dict[str, Any] | None = None,
+                 source_ips: list[str] = SOURCE_IPS) -> None:
         self.label, self.root, self.procs, self.senders = label, root, procs, senders
         self.profile = profile
         self.dir = base / f"kmta-{label}"
@@ -135,8 +149,9 @@ class KmtaRun:
             "dns": {"nameservers": [f"127.0.0.1:{dns_port}"]},
             "delivery": {"smtp_port": smtp_port, "allowed_networks": ["127.0.0.0/8"],
                          "allow_special": ["127.0.0.0/8"],
-                         "helo_name": "bench.kmta.test", "unsigned": "allow"},
-            "pools": [{"name": "default", "source_ips": SOURCE_IPS}],
+                         "helo_name": "bench.kmta.test", "unsigned": "allow",
+                         **(delivery or {})},
+            "pools": [{"name": "default", "source_ips": source_ips}],
             "rules": {"override": str(self.dir / "rules.toml")},
         }
         if dkim != "none":  # the worker signs every message (kmta/pipeline/outgoing.py)
@@ -439,6 +454,32 @@ def report(results: dict[str, dict[str, Any]], rss: dict[str, dict[str, float | 
     return "\n".join(lines)
 
 
+# -- --rtt ---------------------------------------------------------------------------------------
+def rtt_figures(proxy: DelayProxy, since: float, until: float, n: int) -> dict[str, Any]:
+    """Per-connection figures of one measured run, from what the proxy saw."""
+    conns, busy_s, turns = proxy.busy(since, until)
+    return {"connections": conns, "busy_s": busy_s,
+            "per_connection_rate": n / busy_s if busy_s else None,
+            "turns_per_msg": turns / n}
+
+
+def rtt_report(results: dict[str, dict[str, Any]], rtt: float, sink: str) -> str:
+    lines = [f"per connection, {rtt:g} ms round trip, sink {sink}:",
+             f"  {'':<12}{'conns':>7}{'busy s':>9}{'msg/s/conn':>12}{'turns/msg':>11}"
+             f"{'x lockstep':>12}"]
+    base = results.get("lockstep", {}).get("rtt", {}).get("per_connection_rate")
+    for label, r in results.items():
+        f = r.get("rtt")
+        if not f:
+            continue
+        rate = f["per_connection_rate"]
+        x = f"{rate / base:.2f}" if rate and base else "-"
+        lines.append(f"  {label:<12}{f['connections']:>7}{f['busy_s']:>9.1f}"
+                     f"{fmt(rate) if rate is None or rate >= 10 else f'{rate:.1f}':>12}"
+                     f"{f['turns_per_msg']:>11.2f}{x:>12}")
+    return "\n".join(lines)
+
+
 # -- main ------------------------------------------------------------------------------------------
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="bench.py", description=__doc__,
@@ -465,6 +506,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    default="none", help="sign every message at routing with this (default none)")
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
+    p.add_argument("--rtt", type=float, metavar="MS",
+                   help="round-trip time added between senders and sink (a delaying proxy); "
+                        "one domain, one source IP, and a lock-step variant beside kmta")
+    p.add_argument("--sink", choices=["smtp-sink", "chunking"], default="smtp-sink",
+                   help="smtp-sink (PIPELINING) or sim/chunking.py (PIPELINING and CHUNKING)")
     return p.parse_args(argv)
 
 
@@ -488,22 +534,32 @@ def main(argv: list[str] | None = None) -> int:
     broker_data: Path | None = None
     pf: Postfix | None = None
     runs: list[KmtaRun] = []
+    proxy: DelayProxy | None = None
     try:
         bootstrap, broker_data = kafka_for(args.bootstrap, base)
-        smtp_port = free_port(SINK_IP)
-        sink = Sink(procs, SINK_IP, smtp_port)
+        sink_port = free_port(SINK_IP)
+        sink = Sink(procs, SINK_IP, sink_port, chunking=args.sink == "chunking")
+        smtp_port = sink_port  # where senders and Postfix connect: the sink, or the proxy
+        if args.rtt is not None:
+            proxy = DelayProxy(SINK_IP, SINK_IP, sink_port, args.rtt).start()
+            smtp_port = proxy.port
+            log(f"rtt proxy {SINK_IP}:{proxy.port} -> {sink_port}, {args.rtt:g} ms round trip")
+        domains = RTT_DOMAINS if proxy else DOMAINS
         dns = start_dns(mx_zone({d: f"mx.{d}" for d in DOMAINS},
                                 {f"mx.{d}": SINK_IP for d in DOMAINS}, ttl=3600))
-        log(f"broker {bootstrap}, smtp-sink {SINK_IP}:{smtp_port}, dns 127.0.0.1:{dns.port}, "
+        log(f"broker {bootstrap}, {args.sink} {SINK_IP}:{sink_port}, dns 127.0.0.1:{dns.port}, "
             f"dir {base}")
-        variants = [("kmta", ROOT)]
+        variants: list[tuple[str, Path, dict[str, Any]]] = [("kmta", ROOT, {})]
+        if proxy is not None:  # the same code, one command per round trip
+            variants.append(("lockstep", ROOT, {"pipelining": False}))
         for item in args.compare:
             label, _, path = item.partition("=")
-            variants.append((label, Path(path).resolve()))
-        for label, root in variants:
+            variants.append((label, Path(path).resolve(), {}))
+        for label, root, delivery in variants:
             run = KmtaRun(label, root, bootstrap, base, procs, dns.port, smtp_port, args.senders,
                           args.profile.resolve() if args.profile else None,
-                          args.max_connections, args.dkim)
+                          args.max_connections, args.dkim, delivery,
+                          SOURCE_IPS[:1] if proxy else SOURCE_IPS)
             log(f"{label}: starting worker + {args.senders} senders from {root} ...")
             run.start()
             runs.append(run)
@@ -513,15 +569,18 @@ def main(argv: list[str] | None = None) -> int:
         # every variant stays up; only the one being measured gets messages
         for run in runs:
             log(f"{run.label}: warm-up with {args.warmup} messages ...")
-            warm = make_docs(args.warmup, args.size, f"w{uuid.uuid4().hex[:6]}")
+            warm = make_docs(args.warmup, args.size, f"w{uuid.uuid4().hex[:6]}", domains)
             asyncio.run(measure_kmta(run, warm, sink, 300, others, quiet=True))
         results: dict[str, dict[str, Any]] = {}
         all_rounds: dict[str, list[dict[str, Any]]] = {}
         for rnd in range(args.rounds):
             for run in runs:
                 log(f"{run.label}: round {rnd + 1}: {args.messages} messages of ~{args.size} B")
-                docs = make_docs(args.messages, args.size, f"b{uuid.uuid4().hex[:6]}")
+                docs = make_docs(args.messages, args.size, f"b{uuid.uuid4().hex[:6]}", domains)
+                t_a = time.monotonic()
                 r = asyncio.run(measure_kmta(run, docs, sink, args.timeout, others))
+                if proxy is not None:
+                    r["rtt"] = rtt_figures(proxy, t_a, time.monotonic(), args.messages)
                 log(f"{run.label}: {r['e2e_rate']:.0f} msg/s end to end "
                     f"(produce {r['produce_rate']:.0f}/s, steady {fmt(r['steady_rate'])}/s)")
                 all_rounds.setdefault(run.label, []).append(r)
@@ -552,8 +611,11 @@ def main(argv: list[str] | None = None) -> int:
             for rnd in range(args.rounds):
                 log(f"postfix: round {rnd + 1}: {args.messages} messages, "
                     f"{args.postfix_sessions} injecting sessions")
+                t_a = time.monotonic()
                 r = measure_postfix(pf, procs, sink, args.messages, args.postfix_sessions,
                                     msg_file, args.timeout)
+                if proxy is not None:
+                    r["rtt"] = rtt_figures(proxy, t_a, time.monotonic(), args.messages)
                 log(f"postfix: {r['e2e_rate']:.0f} msg/s end to end "
                     f"(inject {r['produce_rate']:.0f}/s, steady {fmt(r['steady_rate'])}/s)")
                 pf_rounds.append(r)
@@ -568,10 +630,13 @@ def main(argv: list[str] | None = None) -> int:
             ref = runs[-1].label
         print()
         print(f"kmta bench: {args.messages} messages of ~{args.size} B, {args.senders} senders, "
-              f"{len(DOMAINS)} domains, {os.cpu_count()} CPUs; best of {args.rounds} round(s); "
+              f"{len(domains)} domains, {os.cpu_count()} CPUs; best of {args.rounds} round(s); "
               f"DKIM {args.dkim}")
         print(report(results, rss, ref))
         print()
+        if args.rtt is not None:
+            print(rtt_report(results, args.rtt, args.sink))
+            print()
         signing = signing_cost.measure(1.0)  # the worker's per-message signing cost
         print(signing_cost.render(signing))
         if args.json:
@@ -591,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
             run.stop()
         if pf is not None:
             pf.stop()
+        if proxy is not None:
+            proxy.stop()
         clean_up(procs, dns, broker_data, base, keep=args.keep)
 
 

@@ -57,7 +57,7 @@ class SenderNode:
         transport = transport or SmtpTransport(
             config.delivery.smtp_port, config.delivery.helo_name,
             config.delivery.allowed_networks, config.delivery.tls, config.delivery.tls_ca_file,
-            config.delivery.allow_special)
+            config.delivery.allow_special, config.delivery.pipelining)
         self.consumer: AIOKafkaConsumer | None = None
         self.states = CompactedView(config, config.topic("state"), IspState.model_validate_json,
                                     self._state_changed)

@@ -12,12 +12,11 @@ import logging
 import ssl
 from collections.abc import Awaitable, Callable
 
-import aiosmtplib
-
 from kmta.policy.reply import Reply
 from kmta.policy.tls import TlsRequirement, mx_matches
 from schemas.events import TlsInfo
 from schemas.message import Envelope
+from senders.smtpclient import SmtpClient, SmtpError
 
 __all__ = ["StartTls", "TlsRefused", "satisfies"]
 
@@ -49,22 +48,22 @@ class StartTls:
         self._any.check_hostname = False
         self._any.verify_mode = ssl.CERT_NONE
 
-    async def start(self, smtp: aiosmtplib.SMTP, mx_host: str, req: TlsRequirement,
-                    reopen: Callable[[], Awaitable[aiosmtplib.SMTP]]
-                    ) -> tuple[aiosmtplib.SMTP, TlsInfo | None]:
+    async def start(self, smtp: SmtpClient, mx_host: str, req: TlsRequirement,
+                    reopen: Callable[[], Awaitable[SmtpClient]]
+                    ) -> tuple[SmtpClient, TlsInfo | None]:
         """STARTTLS on ``smtp`` (connected, after EHLO); returns the connection to use (a new
         plain one after a failed opportunistic handshake) and its TLS session."""
-        if not smtp.supports_extension("starttls"):
+        if not smtp.supports("starttls"):
             if req.level == "opportunistic":
                 return smtp, None
             raise _refuse(f"{mx_host} does not offer STARTTLS; TLS is required "
                           f"({req.source}: {req.level})")
         verify = req.level == "verify"
         try:
-            await smtp.starttls(server_hostname=mx_host if verify else None,
-                                tls_context=self._verify if verify else self._any)
+            await smtp.starttls(self._verify if verify else self._any,
+                                mx_host if verify else None)
             await smtp.ehlo()
-        except (TimeoutError, ssl.SSLError, aiosmtplib.SMTPException, OSError) as e:
+        except (TimeoutError, ssl.SSLError, SmtpError, OSError) as e:
             smtp.close()
             why = _why(e.__cause__ or e) if not isinstance(e, ssl.SSLError) else _why(e)
             if req.level == "opportunistic":
@@ -73,7 +72,7 @@ class StartTls:
                 return await reopen(), None
             raise _refuse(f"TLS with {mx_host} failed: {why} ({req.source}: {req.level})"
                           ) from None
-        ssl_obj = smtp.get_transport_info("ssl_object")
+        ssl_obj = smtp.ssl_object
         cipher = ssl_obj.cipher() if ssl_obj is not None else None
         return smtp, TlsInfo(version=ssl_obj.version() if ssl_obj else None,
                              cipher=cipher[0] if cipher else None, verified=verify)

@@ -1,8 +1,11 @@
 """The one seam between the sender and SMTP: ``Connection.deliver(envelope) -> Outcome``.
 
-aiosmtplib exceptions are translated into outcomes right here; nothing above this module sees a
-library exception. Replies kmta makes up itself (timeouts, refused connections, destinations
-outside the allowed networks) are marked ``internal`` so provider patterns never match them.
+The SMTP client is ``senders/smtpclient.py`` (PIPELINING and CHUNKING where the server offers
+them and ``[delivery] pipelining`` allows; why it is not aiosmtplib is said there); what its
+replies mean is ``kmta.policy.flight``. Client errors are translated into outcomes right here;
+nothing above this module sees one. Replies kmta makes up itself (timeouts, refused
+connections, destinations outside the allowed networks) are marked ``internal`` so provider
+patterns never match them.
 """
 from __future__ import annotations
 
@@ -13,17 +16,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-import aiosmtplib
-
 from kmta.policy.destinations import refusal
+from kmta.policy.flight import Plan, plan
 from kmta.policy.reply import Reply
 from kmta.policy.smtpext import mail_options, needs, smtp_address
-from kmta.policy.tls import requirement
+from kmta.policy.tls import TlsRequirement, requirement
 from schemas import Envelope, MxHost, TlsPolicy
 from schemas.events import TlsInfo
+from senders.smtpclient import ReplyError, SmtpClient, SmtpError
 from senders.tls import StartTls, TlsRefused, satisfies
 
-__all__ = ["ConnectFailed", "Connection", "Outcome", "SmtpTransport", "Transport"]
+__all__ = ["ConnectFailed", "Connection", "Outcome", "SmtpTransport", "Transport",
+           "message_bytes"]
 
 
 @dataclass(frozen=True)
@@ -66,17 +70,32 @@ def _internal(code: int, enhanced: str, text: str) -> Reply:
     return Reply(code=code, enhanced_code=enhanced, text=text, internal=True)
 
 
+def message_bytes(env: Envelope) -> bytes:
+    """The message as it goes on the wire: the one place that knows the type of
+    ``Envelope.data`` (text today, encoded as UTF-8; bytes pass through). UnicodeError for
+    text that is no valid Unicode (a lone surrogate)."""
+    data: str | bytes = env.data
+    return data if isinstance(data, bytes) else data.encode("utf-8")
+
+
 class SmtpConnection:
-    def __init__(self, smtp: aiosmtplib.SMTP, mx: str, tls: TlsInfo | None = None) -> None:
-        self._smtp = smtp
+    def __init__(self, client: SmtpClient, mx: str, tls: TlsInfo | None = None,
+                 how: Plan | None = None) -> None:
+        self._client = client
         self.mx = mx
         self.tls = tls
+        self.plan = how or Plan(pipelined=False, chunking=False)
         self.delivered = 0
         self._closed = False
 
     @property
     def usable(self) -> bool:
-        return not self._closed and self._smtp.is_connected
+        return not self._closed and self._client.is_connected
+
+    def _lost(self, reply: Reply, stage: str) -> Outcome:
+        self._closed = True
+        self._client.close()
+        return Outcome(reply, False, self.mx, stage, True, self.tls)
 
     async def deliver(self, env: Envelope, timeout: float) -> Outcome:
         if not satisfies(self.tls, self.mx, env):  # MTA-STS: on a connection of its own
@@ -85,86 +104,80 @@ class SmtpConnection:
                                      f"verified TLS connection to a listed MX"),
                            False, self.mx, "tls", True, self.tls)
         try:
-            data = env.data.encode("utf-8")
+            data = message_bytes(env)
         except UnicodeError:  # a lone surrogate: the router refuses it, never sendable anyway
             return Outcome(_internal(554, "5.6.0", "message text is not valid Unicode"), False,
                            self.mx, "data", tls=self.tls)
         sender, rcpt = smtp_address(env.sender), smtp_address(env.rcpt)
-        opts, refused = mail_options(needs(sender, rcpt, data), self._smtp.supports_extension,
-                                     self.mx)
+        opts, refused = mail_options(needs(sender, rcpt, data), self._client.supports, self.mx)
         if refused is not None:  # nothing was sent: the connection stays usable
             return Outcome(refused, False, self.mx, "mail", tls=self.tls)
         try:
-            _, msg = await asyncio.wait_for(
-                self._smtp.sendmail(sender, [rcpt], data, mail_options=opts),
-                timeout)
-        except aiosmtplib.SMTPRecipientsRefused as e:
-            r = e.recipients[0]
-            return self._fail(Reply.parse(r.code, r.message), "rcpt")
-        except aiosmtplib.SMTPSenderRefused as e:
-            return self._fail(Reply.parse(e.code, e.message), "mail")
-        except aiosmtplib.SMTPResponseException as e:
-            return self._fail(Reply.parse(e.code, e.message), "data")
-        except (aiosmtplib.SMTPTimeoutError, TimeoutError):
-            self._closed = True
-            return Outcome(_internal(451, "4.4.2", f"timed out talking to {self.mx}"), False,
-                           self.mx, "data", True)
-        except (aiosmtplib.SMTPException, OSError) as e:
-            self._closed = True
-            return Outcome(_internal(451, "4.4.2", f"connection to {self.mx} lost: {e}"),
-                           False, self.mx, "data", True)
-        except Exception as e:  # noqa: BLE001 - any other library error: this message only
-            # (e.g. an address the library cannot encode); the session state is unknown
-            self._closed = True
-            self._smtp.close()
-            return Outcome(_internal(451, "4.3.0", f"not sent: {type(e).__name__}: {e}"),
-                           False, self.mx, "mail", True)
-        self.delivered += 1
-        code, text = 250, msg
-        return Outcome(Reply.parse(code, text), True, self.mx, tls=self.tls)
-
-    def _fail(self, reply: Reply, stage: str) -> Outcome:
-        lost = reply.code == 421 or not self._smtp.is_connected
+            s = await asyncio.wait_for(
+                self._client.send(sender, rcpt, opts, data, self.plan, self.mx), timeout)
+        except TimeoutError:
+            return self._lost(_internal(451, "4.4.2", f"timed out talking to {self.mx}"), "data")
+        except (SmtpError, OSError) as e:
+            return self._lost(_internal(451, "4.4.2", f"connection to {self.mx} lost: {e}"),
+                              "data")
+        except Exception as e:  # noqa: BLE001 - e.g. an address that cannot go on a command
+            # line or cannot be encoded: this message only; the session state is unknown
+            return self._lost(_internal(451, "4.3.0", f"not sent: {type(e).__name__}: {e}"),
+                              "mail")
+        assert s.reply is not None
+        if s.state == "accepted":
+            self.delivered += 1
+            return Outcome(s.reply, True, self.mx, tls=self.tls)
+        lost = s.lost or not self._client.is_connected
         if lost:
             self._closed = True
-        return Outcome(reply, False, self.mx, stage, lost, self.tls)
+        return Outcome(s.reply, False, self.mx, s.stage, lost, self.tls)
 
     async def close(self) -> None:
         self._closed = True
         try:
-            if self._smtp.is_connected:
-                await asyncio.wait_for(self._smtp.quit(), 5)
-        except (TimeoutError, aiosmtplib.SMTPException, OSError):
-            self._smtp.close()
+            await asyncio.wait_for(self._client.quit(), 5)
+        except (TimeoutError, SmtpError, OSError):
+            self._client.close()
 
 
 class SmtpTransport:
-    """Connects with aiosmtplib to the first reachable MX address inside the allowed networks."""
+    """Connects to the first reachable MX address inside the allowed networks (EHLO, then
+    STARTTLS as the TLS policy says). ``pipelining``: use PIPELINING and CHUNKING where the
+    server offers them (``[delivery] pipelining``; False: lock-step, one command a round trip)."""
 
     def __init__(self, port: int, helo_name: str, allowed_networks: Sequence[str],
                  tls: str = "opportunistic", ca_file: str | None = None,
-                 allow_special: Sequence[str] = ()) -> None:
+                 allow_special: Sequence[str] = (), pipelining: bool = True) -> None:
         self._port = port
         self._helo = helo_name
         self._nets = [ipaddress.ip_network(n, strict=False) for n in allowed_networks]
         self._special = [ipaddress.ip_network(n, strict=False) for n in allow_special]
         self._tls_default = tls
         self._tls = StartTls(ca_file)
+        self._pipelining = pipelining
 
-    def _client(self, ip: str, source_ip: str | None, timeout: float) -> aiosmtplib.SMTP:
-        return aiosmtplib.SMTP(hostname=ip, port=self._port, local_hostname=self._helo,
-                               source_address=(source_ip, 0) if source_ip else None,
-                               timeout=timeout, start_tls=False, validate_certs=False)
-
-    async def _plain(self, ip: str, source_ip: str | None, timeout: float) -> aiosmtplib.SMTP:
-        smtp = self._client(ip, source_ip, timeout)
+    async def _plain(self, ip: str, source_ip: str | None, timeout: float) -> SmtpClient:
+        """Connected, greeted and after EHLO."""
+        client = await SmtpClient.connect(ip, self._port, helo=self._helo,
+                                          source_address=source_ip, timeout=timeout)
         try:
-            await smtp.connect()
-            await smtp.ehlo()
+            await client.ehlo()
         except BaseException:
-            smtp.close()
+            client.close()
             raise
-        return smtp
+        return client
+
+    async def _open(self, ip: str, host: str, source_ip: str | None, timeout: float,
+                    req: TlsRequirement) -> SmtpConnection:
+        client = await self._plain(ip, source_ip, timeout)
+        try:
+            client, info = await self._tls.start(
+                client, host, req, lambda: self._plain(ip, source_ip, timeout))
+        except BaseException:
+            client.close()
+            raise
+        return SmtpConnection(client, host, info, plan(client.supports, self._pipelining))
 
     def refusal(self, ip: str) -> str | None:
         """Why ``ip`` must not be connected to (kmta.policy.destinations), None if it may."""
@@ -192,36 +205,25 @@ class SmtpTransport:
                 if why is not None:
                     refused.append(f"{host.host}[{ip}]: {why}")
                     continue
-                smtp = self._client(ip, source_ip, connect_timeout)
                 t0 = time.monotonic()
                 try:
-                    await smtp.connect()
-                    await smtp.ehlo()
-                    smtp, info = await self._tls.start(
-                        smtp, host.host, req,
-                        lambda ip=ip: self._plain(ip, source_ip, connect_timeout))
-                    return SmtpConnection(smtp, host.host, info)
+                    return await self._open(ip, host.host, source_ip, connect_timeout, req)
                 except TlsRefused as e:
-                    smtp.close()
                     last = Outcome(e.reply, False, host.host, "connect", True)
-                except aiosmtplib.SMTPResponseException as e:
-                    smtp.close()
-                    last = Outcome(Reply.parse(e.code, e.message), False, host.host, "connect",
+                except ReplyError as e:
+                    last = Outcome(Reply.parse(e.code, e.text), False, host.host, "connect",
                                    True)
-                    if e.code and 500 <= e.code < 600:
+                    if 500 <= e.code < 600:
                         break
-                except (aiosmtplib.SMTPTimeoutError, TimeoutError):
-                    smtp.close()
+                except TimeoutError:
                     last = Outcome(_internal(451, "4.4.1", f"connection to {host.host}[{ip}] "
                                              f"timed out after {time.monotonic() - t0:.0f}s"),
                                    False, host.host, "connect", True)
-                except (aiosmtplib.SMTPException, OSError) as e:
-                    smtp.close()
+                except (SmtpError, OSError) as e:
                     last = Outcome(_internal(451, "4.4.1",
                                              f"cannot connect to {host.host}[{ip}]: {e}"),
                                    False, host.host, "connect", True)
-                except Exception as e:  # noqa: BLE001 - any other library error, as above
-                    smtp.close()
+                except Exception as e:  # noqa: BLE001 - any other error, as above
                     last = Outcome(_internal(451, "4.4.1", f"cannot connect to {host.host}"
                                              f"[{ip}]: {type(e).__name__}: {e}"),
                                    False, host.host, "connect", True)

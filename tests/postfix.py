@@ -33,7 +33,10 @@ def tmp_root(tmp: Path) -> str:
 
 class Postfix:
     def __init__(self, tmp: Path, port: int, relay_domain: str, next_hop: int,
-                 routes: dict[str, int], hostname: str = "mx.rcpt.test") -> None:
+                 routes: dict[str, int], hostname: str = "mx.rcpt.test",
+                 recipient_access: dict[str, str] | None = None) -> None:
+        """``recipient_access``: address -> Postfix access(5) action (e.g. ``REJECT no such
+        user``, ``421 4.7.0 go away``), checked before the relay rules."""
         # a directory of its own that the postfix user can enter (pytest's are 0700 root)
         self.dir = Path(tempfile.mkdtemp(prefix="kmta-postfix-", dir=tmp_root(tmp)))
         self.dir.chmod(0o755)
@@ -46,6 +49,8 @@ class Postfix:
         transport = [f"{relay_domain} smtp:[127.0.0.1]:{next_hop}"]
         transport += [f"{dom} smtp:[127.0.0.1]:{p}" for dom, p in routes.items()]
         (self.conf / "transport").write_text("\n".join(transport) + "\n")
+        access = "".join(f"{k} {v}\n" for k, v in (recipient_access or {}).items())
+        (self.conf / "rcpt_access").write_text(access)
         (self.conf / "master.cf").write_text(MASTER_CF.format(listen=f"127.0.0.1:{port}"))
         (self.conf / "main.cf").write_text(f"""\
 compatibility_level = 3.6
@@ -63,7 +68,8 @@ inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
 relay_domains = {relay_domain}
 transport_maps = texthash:{self.conf}/transport
-smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination
+smtpd_recipient_restrictions = check_recipient_access texthash:{self.conf}/rcpt_access,
+  permit_mynetworks, reject_unauth_destination
 alias_maps =
 alias_database =
 local_recipient_maps =

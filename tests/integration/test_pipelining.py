@@ -1,0 +1,354 @@
+"""PIPELINING (RFC 2920) and CHUNKING/BDAT (RFC 3030) in the sender's transport, against real
+servers on loopback: aiosmtpd (it takes pipelined commands; a handler hook makes it announce
+PIPELINING), Postfix's smtp-sink (PIPELINING, ``-Q`` for a 421 and hang-up) and a throwaway
+Postfix (PIPELINING and CHUNKING). ops/rttproxy.DelayProxy sits in between and counts the
+client's turns (writes after the server spoke): 4 per message lock-step, 2 pipelined with DATA,
+1 with BDAT. Refusals keep the outcomes (stage, code, connection kept or lost) of before."""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+
+from ops.rttproxy import DelayProxy
+from schemas import Envelope, MxHost
+from senders.smtpclient import wire_body
+from senders.transport import Outcome, SmtpTransport
+from sim.chunking import ChunkingSMTP, announce
+from tests.harness import free_port, wait_for
+from tests.postfix import Postfix, available
+from tests.receiving import make_cert, server_context
+
+pytestmark = pytest.mark.integration
+
+BODY = ("From: a@shop.test\r\nTo: b@rcpt.test\r\nSubject: pipelined\r\n\r\n"
+        "line one\r\n.a line that starts with a dot\r\n..two dots\r\n.\r\nend\r\n")
+
+
+def env(i: int, rcpt: str = "b@rcpt.test", sender: str = "a@shop.test",
+        data: str = BODY) -> Envelope:
+    return Envelope(id=f"m{i}", sender=sender, rcpt=rcpt, domain="rcpt.test", isp="rcpt.test",
+                    data=data, accepted_at=0, routed_at=0)
+
+
+@dataclass
+class Box:
+    """aiosmtpd handler: announces PIPELINING (when ``pipelining``), refuses the sender
+    ``refused@...`` and recipients ``nobody@...``, and a message containing REFUSE-ME at the
+    end of DATA; keeps what it accepted."""
+
+    offers: str = "pipelining"  # or "lockstep" (aiosmtpd's own EHLO), "chunking" (and BDAT)
+    got: list[tuple[str, str, bytes, list[str]]] = field(default_factory=list)
+
+    async def handle_EHLO(self, server, session, envelope, hostname, responses):
+        session.host_name = hostname
+        if self.offers == "chunking":
+            return announce(responses)
+        if self.offers == "pipelining":
+            return [responses[0], "250-PIPELINING", *responses[1:]]
+        return responses
+
+    async def handle_MAIL(self, server, session, envelope, address, options):
+        if address.startswith("refused@"):
+            return "550 5.7.1 sender refused"
+        envelope.mail_from, envelope.mail_options = address, list(options)
+        return "250 2.1.0 OK"
+
+    async def handle_RCPT(self, server, session, envelope, address, options):
+        if address.startswith("nobody@"):
+            return f"550 5.1.1 <{address}>: no such user"
+        envelope.rcpt_tos.append(address)
+        return "250 2.1.5 OK"
+
+    async def handle_DATA(self, server, session, envelope):
+        data = envelope.original_content or b""
+        if b"REFUSE-ME" in data:
+            return "554 5.6.0 content refused"
+        self.got.append((envelope.mail_from, envelope.rcpt_tos[0], data,
+                         [o for o in envelope.mail_options if not o.startswith("SIZE")]))
+        return "250 2.0.0 queued"
+
+
+class ChunkingController(Controller):
+    def factory(self) -> ChunkingSMTP:
+        return ChunkingSMTP(self.handler, **self.SMTP_kwargs)
+
+
+@pytest.fixture
+def box(request: pytest.FixtureRequest) -> Iterator[tuple[Box, int]]:
+    b = Box(offers=getattr(request, "param", "pipelining"))
+    port = free_port()
+    ctl = (ChunkingController if b.offers == "chunking" else Controller)(
+        b, hostname="127.0.0.1", port=port)
+    ctl.start()
+    try:
+        yield b, port
+    finally:
+        ctl.stop()
+
+
+async def run(port: int, envs: list[Envelope], pipelining: bool = True, tls: str | None = None,
+              ) -> tuple[list[Outcome], list[float], bool]:
+    """Deliver ``envs`` on one connection through a counting proxy: (outcomes, turns each
+    message took, whether the connection was still usable at the end)."""
+    with DelayProxy("127.0.0.1", "127.0.0.1", port) as proxy:
+        t = SmtpTransport(proxy.port, "kmta.test", ["127.0.0.0/8"],
+                          allow_special=["127.0.0.0/8"], pipelining=pipelining)
+        conn = await t.connect([MxHost(host="mx.rcpt.test", ips=["127.0.0.1"])], None, 10, tls)
+        outs, turns = [], []
+        try:
+            for e in envs:
+                before = proxy.turns()[0]
+                outs.append(await conn.deliver(e, 10))
+                turns.append(proxy.turns()[0] - before)
+            usable = conn.usable
+        finally:
+            await conn.close()
+    return outs, turns, usable
+
+
+@pytest.mark.parametrize("box", ["pipelining", "chunking"], indirect=True)
+async def test_pipelined_takes_two_round_trips_bdat_one_and_the_bytes_arrive(box) -> None:
+    b, port = box
+    eight_bit = BODY.replace("end", "Grüße")
+    outs, turns, usable = await run(port, [env(1), env(2, data=eight_bit), env(3)])
+    assert [o.accepted for o in outs] == [True, True, True]
+    assert turns == ([1, 1, 1] if b.offers == "chunking" else [2, 2, 2]) and usable
+    assert outs[0].reply.code == 250 and outs[0].reply.text == "queued"
+    assert [g[2] for g in b.got] == [wire_body(BODY.encode()), wire_body(eight_bit.encode()),
+                                     wire_body(BODY.encode())]
+    assert [g[3] for g in b.got] == [[], ["BODY=8BITMIME"], []]
+
+
+@pytest.mark.parametrize("box", ["lockstep"], indirect=True)
+async def test_lock_step_when_the_server_does_not_offer_pipelining(box) -> None:
+    b, port = box
+    outs, turns, _ = await run(port, [env(1), env(2)])
+    assert [o.accepted for o in outs] == [True, True] and turns == [4, 4]
+    assert len(b.got) == 2
+
+
+async def test_pipelining_false_is_lock_step_even_when_offered(box) -> None:
+    b, port = box
+    outs, turns, _ = await run(port, [env(1), env(2)], pipelining=False)
+    assert [o.accepted for o in outs] == [True, True] and turns == [4, 4]
+    assert [g[2] for g in b.got] == [wire_body(BODY.encode())] * 2
+
+
+@pytest.mark.parametrize(("box", "pipelining"), [("pipelining", True), ("pipelining", False),
+                                                ("chunking", True)], indirect=["box"])
+async def test_refusals_in_a_pipeline_keep_their_stage_and_the_connection(
+        box, pipelining: bool) -> None:
+    b, port = box
+    envs = [env(1, rcpt="nobody@rcpt.test"), env(2), env(3, sender="refused@shop.test"),
+            env(4), env(5, data=BODY + "REFUSE-ME\r\n"), env(6)]
+    outs, turns, usable = await run(port, envs, pipelining=pipelining)
+    got = [(o.accepted, o.stage, o.reply.code, o.reply.enhanced_code, o.connection_lost)
+           for o in outs]
+    assert got == [(False, "rcpt", 550, "5.1.1", False), (True, "data", 250, "2.0.0", False),
+                   (False, "mail", 550, "5.7.1", False), (True, "data", 250, "2.0.0", False),
+                   (False, "data", 554, "5.6.0", False), (True, "data", 250, "2.0.0", False)]
+    assert "no such user" in outs[0].reply.text and not outs[0].reply.internal
+    assert usable and [g[1] for g in b.got] == ["b@rcpt.test"] * 3
+    if b.offers == "chunking":  # MAIL, RCPT, BDAT and the message in one write
+        assert turns == [1] * 6
+    elif pipelining:  # the RSET after a failure rides along with the next message's commands
+        assert turns == [1, 2, 1, 2, 2, 2]
+    else:  # MAIL, RCPT refused: stop there; the RSET costs a round trip of its own
+        assert turns == [2, 5, 1, 5, 4, 5]
+
+
+async def test_starttls_then_pipelined(tmp_path: Path) -> None:
+    b = Box()
+    port = free_port()
+    ctl = Controller(b, hostname="127.0.0.1", port=port,
+                     tls_context=server_context(*make_cert(tmp_path, ["mx.rcpt.test"])))
+    ctl.start()
+    try:
+        outs, turns, _ = await run(port, [env(1), env(2)], tls="required")
+    finally:
+        ctl.stop()
+    assert [o.accepted for o in outs] == [True, True] and turns == [2, 2]
+    assert outs[0].tls is not None and outs[0].tls.version in ("TLSv1.2", "TLSv1.3")
+    assert len(b.got) == 2
+
+
+# -- Postfix's smtp-sink: 421 and hang-up in the middle of a pipeline --------------------------
+SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
+
+
+@pytest.fixture
+def sink(request: pytest.FixtureRequest) -> Iterator[int]:
+    """smtp-sink with ``request.param`` options, e.g. ``-Q RCPT``: 421 and hang up after RCPT;
+    ``-q DATA``: hang up without a word after DATA."""
+    if not os.path.exists(SMTP_SINK):
+        pytest.skip("smtp-sink missing (scripts/bootstrap.sh test installs postfix)")
+    port = free_port()
+    cmd = [SMTP_SINK, *request.param] + (["-u", "nobody"] if os.geteuid() == 0 else [])
+    proc = subprocess.Popen([*cmd, f"127.0.0.1:{port}", "10"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        wait_for(lambda: _listening(port), 10, "smtp-sink to listen")
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _listening(port: int) -> bool:
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", port), 0.5):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.mark.parametrize("sink", [["-Q", "RCPT"]], indirect=True)
+async def test_421_mid_pipeline_ends_the_connection(sink: int) -> None:
+    outs, turns, usable = await run(sink, [env(1)])
+    o = outs[0]
+    assert (o.accepted, o.stage, o.reply.code, o.connection_lost) == (False, "rcpt", 421, True)
+    assert not o.reply.internal and turns == [1] and not usable
+
+
+@pytest.mark.parametrize("sink", [["-q", "DATA"]], indirect=True)
+async def test_a_hang_up_mid_pipeline_is_a_lost_connection(sink: int) -> None:
+    outs, _, usable = await run(sink, [env(1)])
+    o = outs[0]
+    assert (o.accepted, o.stage, o.reply.code, o.connection_lost) == (False, "data", 451, True)
+    assert o.reply.internal and o.reply.enhanced_code == "4.4.2" and "lost" in o.reply.text
+    assert not usable
+
+
+# -- a real Postfix: CHUNKING, so MAIL, RCPT and BDAT LAST go in one round trip -----------------
+class Mailbox:
+    def __init__(self) -> None:
+        self.got: list[tuple[str, bytes]] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        self.got += [(r, envelope.original_content or b"") for r in envelope.rcpt_tos]
+        return "250 2.0.0 OK"
+
+
+@pytest.fixture(scope="module")
+def postfix(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, Mailbox]]:
+    if available() is not None:
+        pytest.skip(str(available()))
+    box, mbox_port, port = Mailbox(), free_port(), free_port()
+    mbox = Controller(box, hostname="127.0.0.1", port=mbox_port)
+    pf = Postfix(tmp_path_factory.mktemp("pf"), port, "rcpt.test", mbox_port, {},
+                 recipient_access={"refused@rcpt.test": "REJECT no such user",
+                                   "later@rcpt.test": "421 4.7.0 come back later"})
+    mbox.start()
+    pf.start()
+    try:
+        yield port, box
+    finally:
+        pf.stop()
+        mbox.stop()
+
+
+async def test_bdat_in_one_round_trip_through_postfix(postfix) -> None:
+    port, box = postfix
+    big = BODY + "x" * 998 + "\r\n" + ("." + "y" * 76 + "\r\n") * 2000  # ~160 KB, dotted lines
+    envs = [env(1, rcpt="one@rcpt.test"), env(2, rcpt="refused@rcpt.test"),
+            env(3, rcpt="two@rcpt.test", data=big)]
+    outs, turns, usable = await run(port, envs)
+    assert [(o.accepted, o.stage, o.reply.code) for o in outs] == [
+        (True, "data", 250), (False, "rcpt", 554), (True, "data", 250)]
+    assert "no such user" in outs[1].reply.text and outs[1].reply.enhanced_code == "5.7.1"
+    assert turns == [1, 1, 1] and usable
+    wait_for(lambda: len(box.got) == 2, 60, "Postfix to relay both messages")
+    got = dict(box.got)
+    assert set(got) == {"one@rcpt.test", "two@rcpt.test"}
+    for rcpt, data in (("one@rcpt.test", BODY), ("two@rcpt.test", big)):
+        assert got[rcpt].endswith(wire_body(data.encode()).split(b"\r\n\r\n", 1)[1])
+
+
+async def test_421_in_a_bdat_pipeline(postfix) -> None:
+    port, _ = postfix
+    outs, _, usable = await run(port, [env(1, rcpt="later@rcpt.test")])
+    o = outs[0]
+    assert (o.accepted, o.stage, o.reply.code, o.connection_lost) == (False, "rcpt", 421, True)
+    assert "come back later" in o.reply.text and not usable
+
+
+# -- a scripted server: replies cut into single bytes, and a 421 said while nobody asked -------
+class Scripted:
+    """A minimal SMTP server on loopback that answers each command line as ``answer`` says,
+    writing every reply one byte at a time; after ``idle_421`` messages it says 421 at once,
+    unasked, and keeps the connection open."""
+
+    def __init__(self, idle_421: int | None = None) -> None:
+        self.idle_421 = idle_421
+        self.messages = 0
+
+    async def handle(self, r, w) -> None:
+        async def say(text: str) -> None:
+            for b in text.encode():
+                w.write(bytes([b]))
+                await w.drain()
+
+        await say("220 scripted ESMTP\r\n")
+        try:
+            while line := await r.readline():
+                cmd = line.decode().strip().upper()
+                if cmd.startswith("EHLO"):
+                    await say("250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
+                elif cmd == "DATA":
+                    await say("354 go ahead\r\n")
+                    while (await r.readline()) != b".\r\n":
+                        pass
+                    self.messages += 1
+                    await say("250 2.0.0 Ok: queued as X\r\n")
+                    if self.messages == self.idle_421:
+                        await say("421 4.4.2 scripted: idle too long\r\n")
+                elif cmd == "QUIT":
+                    await say("221 bye\r\n")
+                    break
+                else:
+                    await say("250 2.1.0 Ok\r\n")
+        finally:
+            w.close()
+
+
+async def scripted(server: Scripted, envs: list[Envelope]):
+    import asyncio
+
+    srv = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+    port = srv.sockets[0].getsockname()[1]
+    try:
+        t = SmtpTransport(port, "kmta.test", ["127.0.0.0/8"], allow_special=["127.0.0.0/8"])
+        conn = await t.connect([MxHost(host="mx.rcpt.test", ips=["127.0.0.1"])], None, 10)
+        try:
+            return [await conn.deliver(e, 10) for e in envs], conn.usable
+        finally:
+            await conn.close()
+    finally:
+        srv.close()
+        await srv.wait_closed()
+
+
+async def test_replies_cut_into_bytes_are_matched_in_order() -> None:
+    s = Scripted()
+    outs, usable = await scripted(s, [env(1), env(2)])
+    assert [(o.accepted, o.reply.code, o.reply.text) for o in outs] == [
+        (True, 250, "Ok: queued as X")] * 2
+    assert usable and s.messages == 2
+
+
+async def test_a_421_said_unasked_ends_the_session_before_the_next_message() -> None:
+    s = Scripted(idle_421=1)
+    outs, usable = await scripted(s, [env(1), env(2)])
+    assert outs[0].accepted
+    o = outs[1]  # stage mail, lost, on a used connection: the dispatcher retries it elsewhere
+    assert (o.accepted, o.stage, o.reply.code, o.connection_lost) == (False, "mail", 421, True)
+    assert "idle too long" in o.reply.text and not usable and s.messages == 1

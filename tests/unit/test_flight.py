@@ -1,0 +1,112 @@
+"""kmta.policy.flight: which commands go together, and what the replies, matched in order, mean
+(stage, kept or lost connection, RSET next, lone dot); senders/smtpclient's reply parser and
+body encoding."""
+from __future__ import annotations
+
+import pytest
+
+from kmta.policy.flight import Plan, Settled, plan, settle, steps
+from kmta.policy.reply import Reply
+from senders.smtpclient import SmtpError, _dotted, parse_replies, wire_body
+
+
+def r(code: int, text: str = "ok") -> Reply:
+    return Reply.parse(code, text)
+
+
+OFFERS = {"pipelining", "chunking", "8bitmime"}
+
+
+def test_plan_follows_the_offer_and_the_config() -> None:
+    assert plan(OFFERS.__contains__, True) == Plan(True, True)
+    assert plan({"pipelining"}.__contains__, True) == Plan(True, False)
+    assert plan({"chunking"}.__contains__, True) == Plan(False, True)  # BDAT, lock-step
+    assert plan(set().__contains__, True) == Plan(False, False)
+    assert plan(OFFERS.__contains__, False) == Plan(False, False)
+
+
+def test_steps() -> None:
+    assert steps(Plan(True, False), False) == ["mail", "rcpt", "data"]
+    assert steps(Plan(True, True), True) == ["rset", "mail", "rcpt", "bdat"]
+    assert steps(Plan(False, False), True) == ["rset", "mail", "rcpt", "data"]
+
+
+DATA = ["mail", "rcpt", "data"]
+BDAT = ["rset", "mail", "rcpt", "bdat"]
+
+
+@pytest.mark.parametrize(("sent", "codes", "want"), [
+    # everything as expected
+    (DATA, [250, 250, 354], ("go", None, "data", False, False, False)),
+    ([*DATA, "dot"], [250, 250, 354, 250], ("accepted", 250, "data", False, False, False)),
+    (BDAT, [250, 250, 250, 250], ("accepted", 250, "data", False, False, False)),
+    (["mail", "rcpt"], [250, 251], ("go", None, "data", False, False, False)),
+    # the first refusal decides; the later 503s only follow from it
+    (DATA, [550, 503, 503], ("failed", 550, "mail", False, True, False)),
+    (DATA, [250, 550, 554], ("failed", 550, "rcpt", False, True, False)),
+    (DATA, [250, 250, 451], ("failed", 451, "data", False, True, False)),
+    ([*DATA, "dot"], [250, 250, 354, 552], ("failed", 552, "data", False, True, False)),
+    (BDAT, [250, 250, 550, 503], ("failed", 550, "rcpt", False, True, False)),
+    (BDAT, [250, 250, 250, 554], ("failed", 554, "data", False, True, False)),
+    # a server that says 354 although RCPT failed: end the empty message with a lone dot
+    (DATA, [250, 550, 354], ("failed", 550, "rcpt", False, True, True)),
+    # 421: the session is over, wherever it comes
+    (DATA, [250, 421], ("failed", 421, "rcpt", True, False, False)),
+    (DATA, [421], ("failed", 421, "mail", True, False, False)),
+    (DATA, [550, 421, 421], ("failed", 550, "mail", True, False, False)),
+    (BDAT, [250, 250, 250, 421], ("failed", 421, "data", True, False, False)),
+    # a refused RSET: nobody knows the session's state
+    (BDAT, [500, 250, 250, 250], ("failed", 500, "mail", True, False, False)),
+    # replies still to come
+    (DATA, [250], ("go", None, "data", False, False, False)),
+    (DATA, [250, 550], ("failed", 550, "rcpt", False, True, False)),
+])
+def test_settle(sent: list[str], codes: list[int], want: tuple) -> None:
+    s = settle(sent, [r(c) for c in codes], "mx.test")
+    assert (s.state, s.reply.code if s.reply else None, s.stage, s.lost, s.reset,
+            s.lone_dot) == want
+
+
+def test_a_closed_connection_before_all_replies() -> None:
+    s = settle(DATA, [r(250)], "mx.test", "closed by the server")
+    assert s == Settled("failed", Reply(451, "4.4.2", "connection to mx.test lost: closed by "
+                                              "the server", internal=True), "data", True)
+    # a refusal that came before the close is the outcome; the session is still over
+    s = settle(DATA, [r(250), r(550, "5.1.1 unknown")], "mx.test", "closed by the server")
+    assert (s.reply.code, s.reply.enhanced_code, s.stage, s.lost, s.reset) == (
+        550, "5.1.1", "rcpt", True, False)
+    # closed before anything could be written, or after the 354
+    assert settle([], [], "mx.test", "closed").state == "failed"
+    s = settle(DATA, [r(250), r(250), r(354)], "mx.test", "reset by peer")
+    assert (s.state, s.reply.code, s.stage, s.lost) == ("failed", 451, "data", True)
+    # every reply in: the close after it changes nothing
+    s = settle([*DATA, "dot"], [r(250), r(250), r(354), r(250)], "mx.test", "closed")
+    assert s.state == "accepted"
+
+
+def test_parse_replies_takes_every_complete_reply_and_keeps_the_rest() -> None:
+    buf = bytearray(b"250 2.1.0 ok\r\n250-first\r\n250-second\r\n250 last\r\n354 go")
+    got = parse_replies(buf)
+    assert [(x.code, x.text) for x in got] == [(250, "2.1.0 ok"), (250, "first\nsecond\nlast")]
+    assert buf == bytearray(b"354 go")
+    buf += b" ahead\r\n"
+    assert [(x.code, x.text) for x in parse_replies(buf)] == [(354, "go ahead")]
+    assert buf == bytearray()
+    buf += b"250-par"
+    assert parse_replies(buf) == [] and buf == bytearray(b"250-par")
+    buf += b"tial\n250 \n"  # bare LF and an empty last line (smtp-sink's EHLO)
+    assert [(x.code, x.text) for x in parse_replies(buf)] == [(250, "partial\n")]
+    assert got[1].reply() == Reply.parse(250, "first\nsecond\nlast")
+
+
+@pytest.mark.parametrize("bad", [b"hello\r\n", b"25x ok\r\n", b"250+ok\r\n",
+                                 b"250 " + b"x" * 9000 + b"\r\n", b"250-x\r\n" * 5000])
+def test_parse_replies_refuses_garbage(bad: bytes) -> None:
+    with pytest.raises(SmtpError):
+        parse_replies(bytearray(bad))
+
+
+def test_body_line_ends_and_dot_stuffing() -> None:
+    assert wire_body(b"a\nb\rc\r\nd") == b"a\r\nb\r\nc\r\nd\r\n"
+    assert wire_body(b"a\r\n") == b"a\r\n"
+    assert _dotted(wire_body(b".x\n..y\nz.\n.")) == b"..x\r\n...y\r\nz.\r\n..\r\n.\r\n"
