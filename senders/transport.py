@@ -85,7 +85,7 @@ class SmtpConnection:
                                      f"verified TLS connection to a listed MX"),
                            False, self.mx, "tls", True, self.tls)
         try:
-            data = env.data.encode("utf-8")
+            data = env.data
         except UnicodeError:  # a lone surrogate: the router refuses it, never sendable anyway
             return Outcome(_internal(554, "5.6.0", "message text is not valid Unicode"), False,
                            self.mx, "data", tls=self.tls)

@@ -27,7 +27,15 @@ from kmta.policy.dedup import IdVerdict, Seen, encode_seen, judge
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
 from kmta.policy.suppression import is_suppressed
-from schemas import DeadLetter, DeliveryEvent, Envelope, OutboxMessage, Status, explain
+from schemas import (
+    DeadLetter,
+    DeliveryEvent,
+    Envelope,
+    OutboxMessage,
+    Status,
+    envelope_codec,
+    explain,
+)
 from schemas.message import ID_PATTERN, TlsPolicy
 from streams.mtasts import MtaSts
 from streams.resolver import MxStatus, Resolver
@@ -105,8 +113,8 @@ class Router:
             msg_id = msg.id or new_id()
             data = compose(msg, msg_id, sdomain, now, self._out.headers(msg, sdomain, msg_id))
             stamped = self._out.stamp(data, msg_id, msg.from_, sdomain, now)  # DKIM, VERP
-            if len(stamped.data.encode()) > self._c.delivery.max_message_bytes:
-                raise InputError(f"message is {len(stamped.data.encode())} bytes; the limit is "
+            if len(stamped.data) > self._c.delivery.max_message_bytes:
+                raise InputError(f"message is {len(stamped.data)} bytes; the limit is "
                                  f"{self._c.delivery.max_message_bytes}")
             pool = self._c.pool(msg.pool)
             if msg.pool is not None and pool is None:
@@ -225,7 +233,7 @@ class Router:
         """The envelope onto its ISP's queue partition (+ a ``queued`` event the first time)."""
         env.routed_at = now
         part = self._pmap.partition_for(env.isp, env.id)
-        outs = [Out(self._c.topic("queue"), env.to_json(), env.isp.encode(), part)]
+        outs = [Out(self._c.topic("queue"), envelope_codec.encode(env), env.isp.encode(), part)]
         if first:
             ev = DeliveryEvent(id=env.id, to=env.rcpt, isp=env.isp, domain=env.domain,
                                status=Status.QUEUED, final=False, timestamp=now,

@@ -9,6 +9,7 @@ from collections.abc import Sequence
 from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
 from email.mime.text import MIMEText
 
 from kmta.errors import InputError
@@ -96,13 +97,27 @@ def compose(msg: OutboxMessage, msg_id: str, id_domain: str, now: float,
     return trace + text
 
 
-def _part(text: str, subtype: str) -> MIMEText:
-    if text.isascii() and "\x00" not in text and max(map(len, _LINES.split(text))) <= MAX_LINE:
-        return MIMEText(text, subtype, "us-ascii")
-    # quoted-printable keeps mostly-ASCII UTF-8 text readable; text with many non-ASCII
-    # characters goes as base64, which grows it by 4/3 instead of up to 3x
+def _part(text: str, subtype: str) -> MIMENonMultipart:
+    """The text as a MIME part, encoded only where SMTP needs it: never re-encoded when its
+    lines fit (7bit when ASCII, else 8bit UTF-8 sent with BODY=8BITMIME: ``smtpext``)."""
+    if "\x00" not in text and _lines_fit(text):
+        if text.isascii():
+            return MIMEText(text, subtype, "us-ascii")
+        part = MIMENonMultipart("text", subtype, charset="utf-8")
+        part["Content-Transfer-Encoding"] = "8bit"
+        part.set_payload(text)  # as text: the generator writes it as it is, with CRLF
+        return part
+    # a line over 998 octets must be encoded: quoted-printable keeps mostly-ASCII text
+    # readable; text with many non-ASCII characters goes as base64, which grows it by 4/3
+    # instead of up to 3x
     extra = len(text.encode("utf-8")) - len(text)
     return MIMEText(text, subtype, _B64_UTF8 if extra * 6 > len(text) else _QP_UTF8)
+
+
+def _lines_fit(text: str) -> bool:
+    """Every line at most 998 octets in UTF-8 (characters take 1-4 octets)."""
+    return all(len(line) <= MAX_LINE // 4 or len(line.encode("utf-8")) <= MAX_LINE
+               for line in _LINES.split(text))
 
 
 class _Folded:
