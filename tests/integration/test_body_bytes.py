@@ -7,19 +7,11 @@ from __future__ import annotations
 import asyncio
 import time
 
-from aiokafka import AIOKafkaClient, AIOKafkaConsumer, TopicPartition
-from aiokafka.protocol.fetch import FetchRequest
-from aiokafka.record.memory_records import MemoryRecords
-
-from kmta.config import Config
-from kmta.pipeline.kafkaio import client_options, topic_partitions
 from schemas import Envelope, MxHost, envelope_codec
 from sim.dns import DnsServerThread, Zone
 from tests.harness import wait_for
+from tests.kafka_batches import LZ4, read_values, stored_codecs
 from tests.receiving import start_receiver
-
-LZ4 = 3  # the compression attribute of a Kafka record batch (0 none, 1 gzip, 2 snappy, 4 zstd)
-FETCH_MAX = 64 * 1024 * 1024
 
 
 def raw_message(size: int) -> str:
@@ -81,7 +73,7 @@ def test_a_100_kb_message_arrives_byte_identical(pipeline_factory) -> None:
     assert finals["raw-1"]["size"] == len(want_raw)
 
     # the queue records: binary, the body exactly what arrived; batches stored lz4
-    records = asyncio.run(_read_all(p.config, p.config.topic("queue")))
+    records = asyncio.run(read_values(p.config, p.config.topic("queue")))
     by_id = {envelope_codec.decode(v).id: v for v in records}
     assert set(by_id) == {"raw-1", "txt-1", "old-1"}
     for msg_id, rcpt in (("raw-1", "ann@rcpt.test"), ("txt-1", "cy@rcpt.test")):
@@ -89,48 +81,5 @@ def test_a_100_kb_message_arrives_byte_identical(pipeline_factory) -> None:
         assert by_id[msg_id].endswith(got[rcpt])
     assert not envelope_codec.is_binary(by_id["old-1"])
     for topic in ("queue", "outbox"):
-        codecs = asyncio.run(_stored_codecs(p.config, p.config.topic(topic)))
+        codecs = asyncio.run(stored_codecs(p.config, p.config.topic(topic)))
         assert codecs and set(codecs) == {LZ4}, (topic, codecs)
-
-
-async def _read_all(config: Config, topic: str) -> list[bytes]:
-    tps = await topic_partitions(config, [topic])
-    c = AIOKafkaConsumer(**client_options(config), enable_auto_commit=False)
-    await c.start()
-    try:
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
-        end = await c.end_offsets(tps)
-        out: list[bytes] = []
-        while any([await c.position(tp) < end[tp] for tp in tps]):
-            for recs in (await c.getmany(timeout_ms=500)).values():
-                out += [r.value for r in recs if r.value is not None]
-        return out
-    finally:
-        await c.stop()
-
-
-async def _stored_codecs(config: Config, topic: str) -> list[int]:
-    """The compression attribute of every record batch of ``topic`` as the broker stores and
-    serves it (a fetch returns the log's batches unchanged)."""
-    tps = await topic_partitions(config, [topic])
-    client = AIOKafkaClient(**client_options(config))
-    await client.bootstrap()
-    try:
-        await client.add_topic(topic)  # its partitions' leaders
-        out: list[int] = []
-        for tp in tps:
-            node = client.cluster.leader_for_partition(TopicPartition(topic, tp.partition))
-            req = FetchRequest(max_wait_time=0, min_bytes=1, max_bytes=FETCH_MAX,
-                               isolation_level=0,
-                               topics=[(topic, [(tp.partition, 0, FETCH_MAX)])])
-            resp = await client.send(node, req)
-            for _, partitions in resp.topics:
-                for _, error, _, *part in partitions:
-                    assert error == 0
-                    batches = MemoryRecords(part[-1])
-                    while (batch := batches.next_batch()) is not None:
-                        out.append(batch.compression_type)
-        return out
-    finally:
-        await client.close()
