@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import email.charset
+import email.generator
 import email.policy
 import email.utils
+import io
 import re
 from collections.abc import Sequence
 from email.header import Header
@@ -35,7 +37,6 @@ _DATA_FIELD = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 # \x0b \x0c \x1c-\x1e \x85 \u2028 \u2029 ends a line for str.splitlines() and so for parts of the
 # email package and for some readers: left in, they make header lines the input never named.
 _BAD_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
-_LINES = re.compile(r"\r\n|\r|\n")  # what the generator turns into CRLF
 _WORDS = re.compile(r"(?=[ \t]+[^ \t])")  # before white space that a word follows
 
 
@@ -93,8 +94,20 @@ def compose(msg: OutboxMessage, msg_id: str, id_domain: str, now: float,
     body["MIME-Version"] = "1.0"
     # values come folded from _header: as_string's folding (maxheaderlen=None) would cost
     # ~0.2 ms a header for the few values that need it
-    text = body.as_string(policy=_POLICY)
-    return trace + text
+    out = io.StringIO()
+    _Generator(out, mangle_from_=False, maxheaderlen=0, policy=_POLICY).flatten(body)
+    return trace + out.getvalue()
+
+
+class _Generator(email.generator.Generator):
+    """``Message.as_string``'s generator, writing a part's text with three ``str.replace``
+    instead of a regex split and two writes per line: the same output, and 100 KB of text
+    in ~0.1 ms instead of ~1.2 ms (a unit test compares it with the stock generator)."""
+
+    def _write_lines(self, lines: str) -> None:
+        if lines:  # CRLF, CR and LF (the stock generator's NLCRE) each become the line end
+            nl = self.policy.linesep if self.policy is not None else "\n"
+            self.write(lines.replace("\r\n", "\n").replace("\r", "\n").replace("\n", nl))
 
 
 def _part(text: str, subtype: str) -> MIMENonMultipart:
@@ -116,8 +129,11 @@ def _part(text: str, subtype: str) -> MIMENonMultipart:
 
 def _lines_fit(text: str) -> bool:
     """Every line at most 998 octets in UTF-8 (characters take 1-4 octets)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if max(map(len, lines)) <= MAX_LINE // 4:  # the common case, without encoding a line
+        return True
     return all(len(line) <= MAX_LINE // 4 or len(line.encode("utf-8")) <= MAX_LINE
-               for line in _LINES.split(text))
+               for line in lines)
 
 
 class _Folded:
