@@ -27,7 +27,7 @@ _SET = 0  # IncrementalAlterConfigs operation: SET (1 DELETE, 2 APPEND, 3 SUBTRA
 KEY = "max.message.bytes"
 
 
-class IncrementalAlterConfigsResponse_v0(Response):
+class IncrementalAlterConfigsResponse_v0(Response):  # aiokafka's names
     API_KEY = 44
     API_VERSION = 0
     SCHEMA = Schema(
@@ -91,7 +91,7 @@ async def raise_max_message_bytes(admin: AIOKafkaAdminClient, wanted: Mapping[st
     req = IncrementalAlterConfigsRequest(
         [(_TOPIC, t, [(KEY, _SET, str(n))]) for t, n in sorted(low.items())])
     try:
-        resp = await admin._send_request(req)
+        resp = await admin._send_request(req)  # its own requests go this way too
     except Exception as e:  # noqa: BLE001 - an old or locked-down broker: say so, go on
         log.warning("could not raise %s of %s: %s", KEY, sorted(low), e)
         return {}
