@@ -12,7 +12,8 @@ One run, on this machine, everything on loopback:
    the same sink; ``smtp-source`` injects the same number of messages of the same bytes.
 
 Printed: produce (inject) rate, end-to-end rate, steady delivery rate (10 %..90 % of the
-messages, counted at the sink for both), peak RSS (VmHWM) per process, and kmta/Postfix ratios.
+messages, counted at the sink for both), CPU per message by process (also above each process's
+idle rate, ``--idle``), peak RSS (VmHWM) per process, and kmta/Postfix ratios.
 ``--compare LABEL=PATH`` adds kmta runs from other checkouts (e.g. the code before a change) to
 the same run, for before/after ratios on a noisy machine. ``--profile DIR`` runs the worker and
 senders under cProfile (``KMTA_PROFILE``) and prints their hot spots.

@@ -16,6 +16,21 @@ from tests.kafka_batches import LZ4, NONE, read_values, stored_codecs
 pytestmark = pytest.mark.integration
 
 
+async def _settings(config: Config, topic: str) -> dict[str, str]:
+    """The topic's settings as the broker applies them."""
+    admin = AIOKafkaAdminClient(**client_options(config))
+    await admin.start()
+    try:
+        resp = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        return {e[0]: e[1] for r in resp for res in r.resources for e in res[4]}
+    finally:
+        await admin.close()
+
+
+async def _limits(config: Config, topics: list[str]) -> dict[str, int]:
+    return {t: int((await _settings(config, t))["max.message.bytes"]) for t in topics}
+
+
 async def test_a_message_of_the_maximum_size_fits_every_topic(kafka_bootstrap: str) -> None:
     config = Config.model_validate({
         "kafka": {"bootstrap_servers": kafka_bootstrap,
@@ -24,14 +39,7 @@ async def test_a_message_of_the_maximum_size_fits_every_topic(kafka_bootstrap: s
         "delivery": {"max_message_bytes": 2 * 1024 * 1024}})
     await ensure_topics(config)
     limit = record_limit(config)
-    admin = AIOKafkaAdminClient(**client_options(config))
-    await admin.start()
-    try:
-        resp = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, config.topic("queue"))])
-        entries = {e[0]: e[1] for r in resp for res in r.resources for e in res[4]}
-    finally:
-        await admin.close()
+    entries = await _settings(config, config.topic("queue"))
     assert int(entries["max.message.bytes"]) == limit
 
     # an envelope-like record near the limit: short lines, CRLF escaped in JSON
@@ -51,18 +59,6 @@ async def test_a_message_of_the_maximum_size_fits_every_topic(kafka_bootstrap: s
     finally:
         await consumer.stop()
     assert got.value == value
-
-
-async def _limits(config: Config, topics: list[str]) -> dict[str, int]:
-    admin = AIOKafkaAdminClient(**client_options(config))
-    await admin.start()
-    try:
-        resp = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, t) for t in topics])
-        return {res[3]: int(e[1]) for r in resp for res in r.resources for e in res[4]
-                if e[0] == "max.message.bytes"}
-    finally:
-        await admin.close()
 
 
 async def test_existing_topics_with_a_lower_limit_are_raised_at_start(
@@ -92,15 +88,7 @@ async def test_existing_topics_with_a_lower_limit_are_raised_at_start(
     assert after == {config.topic("queue"): limit, config.topic("delay.1s"): limit,
                      config.topic("outbox"): limit * 2}  # a larger one is kept
     # the other settings are left as they were (an incremental change)
-    admin = AIOKafkaAdminClient(**client_options(config))
-    await admin.start()
-    try:
-        resp = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, config.topic("delay.1s"))])
-        entries = {e[0]: e[1] for r in resp for res in r.resources for e in res[4]}
-    finally:
-        await admin.close()
-    assert entries["retention.ms"] == "7200000"
+    assert (await _settings(config, config.topic("delay.1s")))["retention.ms"] == "7200000"
     await ensure_topics(config)  # nothing left to raise: idempotent
     assert await _limits(config, [config.topic("queue")]) == {config.topic("queue"): limit}
 
