@@ -22,6 +22,8 @@ RUN pip install . \
 
 # SMTP delivery and the dashboard need no privileges
 USER kmta
+# the dashboard; every process's /metrics, /healthz, /readyz ([metrics] listen, as in compose)
+EXPOSE 8050 9108
 WORKDIR /var/lib/kmta
 ENTRYPOINT ["kmta"]
 CMD ["--help"]

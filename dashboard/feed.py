@@ -20,7 +20,9 @@ from pydantic import ValidationError
 from dashboard.model import Board
 from kmta.config import Config
 from kmta.pipeline.control import ControlError
+from kmta.pipeline.health import Health, KafkaProbe, watch
 from kmta.pipeline.kafkaio import client_options, topic_partitions
+from kmta.pipeline.lag import Lag
 from schemas.control import ControlCommand, ControlRecord
 from schemas.events import DeliveryEvent
 from schemas.nodes import NodeStats
@@ -189,8 +191,10 @@ class Feed:
         *,
         refresh_every: float = 10.0,
         on_error: Callable[[BaseException], None] | None = None,
+        health: Health | None = None,
     ) -> None:
         self.config = config
+        self.health = health or Health("dashboard")
         self.board = board
         self.refresh_every = refresh_every
         self.on_error = on_error
@@ -260,6 +264,7 @@ class Feed:
             acks="all",
         )
         reader = _Reader(self.config, "kmta-dashboard")
+        watching = asyncio.create_task(self._watch(reader))
         await producer.start()
         self._producer = producer
         try:
@@ -277,5 +282,24 @@ class Feed:
                     if await reader.refresh() and not self.caught_up.is_set():
                         ends = await reader.end_offsets()
         finally:
+            watching.cancel()
+            await asyncio.gather(watching, return_exceptions=True)
             await reader.stop()
             await producer.stop()
+
+    async def _watch(self, reader: _Reader) -> None:
+        """Metrics and readiness: Kafka reachable, the topics assigned and read to the end."""
+        probe = KafkaProbe.of(reader.consumer)
+        lag = Lag("dashboard", lambda: reader.consumer)
+
+        async def checks() -> dict[str, str]:
+            failing = await probe.failing()
+            if not reader.assigned:
+                failing["partitions"] = "the dashboard topics are not found yet"
+            if not self.caught_up.is_set():
+                failing["state"] = "the topics are not read to their end yet"
+            return failing
+        try:
+            await watch(self.health, checks, (lag.refresh,))
+        finally:
+            lag.clear()

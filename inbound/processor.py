@@ -70,6 +70,10 @@ class Processor:
                          v.reason)
         return outs
 
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        return self._consumer  # metrics and readiness read it
+
     async def start(self) -> None:
         c = AIOKafkaConsumer(self._c.topic("inbound"),
                              **client_options(self._c),

@@ -12,6 +12,7 @@ from typing import Any
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from kmta.config import Config
+from kmta.pipeline.metrics import INBOUND_RECEIVED
 from schemas import InboundMail
 
 log = logging.getLogger(__name__)
@@ -56,8 +57,10 @@ class InboundHandler:
             await self._producer.send_and_wait(self._topic, rec.to_json(), key=key)
         except Exception as e:  # noqa: BLE001 - any broker failure: the client retries later
             log.warning("inbound: could not write to %s: %s", self._topic, e)
+            INBOUND_RECEIVED.labels("tempfailed").inc()
             return "451 4.3.0 temporary failure, try again later"
         self.accepted += 1
+        INBOUND_RECEIVED.labels("accepted").inc()
         return "250 2.0.0 OK: queued"
 
 

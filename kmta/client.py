@@ -6,7 +6,7 @@ import json
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 
 from aiokafka import AIOKafkaConsumer
 
@@ -15,7 +15,7 @@ from kmta.errors import InputError
 from kmta.pipeline.kafkaio import client_options, make_producer, topic_partitions
 from kmta.pipeline.outputs import new_id
 
-__all__ = ["Progress", "ResultCollector", "produce", "send_file"]
+__all__ = ["Progress", "ResultCollector", "produce", "read_results", "send_file"]
 
 
 class Progress:
@@ -100,14 +100,18 @@ class ResultCollector:
                              enable_auto_commit=False, fetch_max_wait_ms=100,
                              isolation_level="read_committed")
         await c.start()
-        tps = await topic_partitions(self.config, [topic])
-        c.assign(tps)
-        if from_beginning:
-            await c.seek_to_beginning(*tps)
-        else:
-            await c.seek_to_end(*tps)
-            for tp in tps:  # resolve the lazy seek now, before anything is produced
-                await c.position(tp)
+        try:
+            tps = await topic_partitions(self.config, [topic])
+            c.assign(tps)
+            if from_beginning:
+                await c.seek_to_beginning(*tps)
+            else:
+                await c.seek_to_end(*tps)
+                for tp in tps:  # resolve the lazy seek now, before anything is produced
+                    await c.position(tp)
+        except BaseException:
+            await c.stop()
+            raise
         self._consumer = c
 
     async def poll(self, timeout_ms: int = 200) -> int:
@@ -166,3 +170,40 @@ def send_file(config: Config, path: str, wait: bool, timeout: float) -> int:
         return 0 if ok else 1
 
     return asyncio.run(go())
+
+
+async def read_results(config: Config, follow: bool = False,
+                       poll_ms: int = 200) -> AsyncIterator[dict]:
+    """Every committed result event from the beginning of the results topic, in partition
+    order; without ``follow`` it stops at the end offsets it found on starting.
+
+    Those ends are the last stable offsets (read_committed): a transaction still open when the
+    reader started is not waited for, so the read is bounded by what was committed then, never
+    by how busy the topic is. Reaching an end is judged by the consumer's position, not by the
+    last record seen: a transaction's commit marker takes an offset too, and it is often the
+    last one of a partition."""
+    topic = config.topic("results")
+    c = AIOKafkaConsumer(**client_options(config), enable_auto_commit=False,
+                         fetch_max_wait_ms=100, isolation_level="read_committed")
+    await c.start()
+    try:
+        tps = await topic_partitions(config, [topic])
+        c.assign(tps)
+        await c.seek_to_beginning(*tps)
+        ends = await c.end_offsets(tps)
+        left = {tp for tp in tps if ends.get(tp, 0) > 0}
+        while follow or left:
+            batch = await c.getmany(timeout_ms=poll_ms, max_records=5000)
+            for records in batch.values():
+                for r in records:
+                    try:
+                        ev = json.loads(r.value)
+                    except (TypeError, ValueError):
+                        continue  # not a result event: never stop a reader for it
+                    if isinstance(ev, dict):
+                        yield ev
+            for tp in list(left):
+                if await c.position(tp) >= ends[tp]:
+                    left.discard(tp)
+    finally:
+        await c.stop()

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 import uuid
 from collections.abc import Iterable
 from pathlib import Path
@@ -89,8 +90,11 @@ class Pipeline:
 
     def __init__(self, bootstrap: str, tmp: Path, scenario: str = FAST_SCENARIO,
                  rules: dict | None = None, extra: dict | None = None,
-                 pools: list[dict] | None = None) -> None:
+                 pools: list[dict] | None = None, metrics: bool = False) -> None:
         self.tmp = tmp
+        # metrics: each process gets a config of its own with a [metrics] listen port of its
+        # own (``metrics_url(name)``); the rest of the config is the same
+        self.metrics_ports: dict[str, int] | None = {} if metrics else None
         self.prefix = f"t{uuid.uuid4().hex[:8]}."
         sim_ips = ["127.0.1.1", "127.0.1.2", "127.0.1.3", "127.0.1.4", "127.0.1.10",
                    "127.0.1.11"]
@@ -125,12 +129,29 @@ class Pipeline:
     # -- processes ---------------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        if self.metrics_ports is not None:
+            mine = self._config_of(name)
+            args = [mine if a == str(self.config_path) else a for a in args]
         with open(self.tmp / f"{name}.log", "ab") as log:  # the child keeps its own copy
             p = subprocess.Popen([sys.executable, "-m", "kmta.cli", *args], stdout=log,
                                  stderr=subprocess.STDOUT, cwd=self.tmp, env=env,
                                  start_new_session=True)
         self.procs[name] = p
         return p
+
+    def _config_of(self, name: str) -> str:
+        assert self.metrics_ports is not None
+        port = self.metrics_ports.setdefault(name, free_port())
+        doc = tomllib.loads(self.config_path.read_text())
+        doc["metrics"] = {"listen": f"127.0.0.1:{port}"}
+        path = self.tmp / f"{name}.toml"
+        path.write_text(tomli_w.dumps(doc))
+        return str(path)
+
+    def metrics_url(self, name: str) -> str:
+        """The base URL of a process's metrics port (``/metrics``, ``/healthz``, ``/readyz``)."""
+        assert self.metrics_ports is not None, "Pipeline(metrics=True) serves them"
+        return f"http://127.0.0.1:{self.metrics_ports[name]}"
 
     def log(self, name: str) -> str:
         path = self.tmp / f"{name}.log"

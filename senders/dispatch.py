@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from aiokafka import TopicPartition
 
-from kmta.pipeline.metrics import UNEXPECTED_ERRORS
+from kmta.pipeline.metrics import SMTP_REPLY_SECONDS, UNEXPECTED_ERRORS, isp_label
 from kmta.policy.classify import Classifier
 from kmta.policy.speed import Signal
 from kmta.policy.verdict import Disposition, Verdict, judge
@@ -182,6 +182,7 @@ class Dispatcher:
             t0 = time.monotonic()
             outcome = await conn.deliver(item.env, lane.rule.sending.timeout)
             lane.observe_latency(time.monotonic() - t0)
+            SMTP_REPLY_SECONDS.labels(isp_label(lane.isp)).observe(time.monotonic() - t0)
             if (not outcome.accepted and outcome.connection_lost and not item.requeued
                     and ((outcome.stage == "mail" and conn.delivered > 0)
                          or outcome.stage == "tls")):

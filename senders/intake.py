@@ -13,7 +13,7 @@ from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
 from kmta.config import Config
-from kmta.pipeline.metrics import DEAD_LETTERS, UNEXPECTED_ERRORS
+from kmta.pipeline.metrics import UNEXPECTED_ERRORS
 from kmta.pipeline.outputs import CLEARED, Ending
 from kmta.policy.parking import held_until, must_flow, park_until
 from kmta.policy.partitions import PartitionMap
@@ -82,7 +82,6 @@ class Intake:
         except Exception as e:
             self.errors += 1
             UNEXPECTED_ERRORS.labels("sender", "intake").inc()
-            DEAD_LETTERS.labels("sender").inc()
             log.exception("taking %s offset %s failed; dead-lettered", tp, r.offset)
             self.checkpoint.write(tp, r.offset, [self.records.dead_letter(
                 tp.topic, tp.partition, r.offset,

@@ -23,6 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from kmta.config import Config
+from kmta.pipeline.health import Health
 from kmta.pipeline.kafkaio import CompactedView, Rebalance, client_options, make_producer
 from kmta.policy.classify import Classifier
 from kmta.policy.kb import KnowledgeBase
@@ -32,6 +33,7 @@ from senders.checkpoint import Checkpoint
 from senders.dispatch import Dispatcher
 from senders.intake import Intake
 from senders.lanes import Lanes
+from senders.observe import Observer
 from senders.records import Records
 from senders.suspension import Suspension
 from senders.transport import SmtpTransport, Transport
@@ -48,7 +50,8 @@ DRAIN_TIMEOUT = 30.0  # seconds a stop waits for in-flight deliveries to be writ
 
 class SenderNode:
     def __init__(self, config: Config, kb: KnowledgeBase, pmap: PartitionMap,
-                 transport: Transport | None = None, node: str | None = None) -> None:
+                 transport: Transport | None = None, node: str | None = None,
+                 health: Health | None = None) -> None:
         self.c = config
         self.node = node or config.sender.node or f"{socket.gethostname()}-{os.getpid()}"
         transport = transport or SmtpTransport(
@@ -70,6 +73,7 @@ class SenderNode:
         self.intake = Intake(config, pmap, self.lanes, self.checkpoint, records,
                              self.dispatch.kick, self.busy, suspension=self.suspension)
         self.started_at = time.time()
+        self.observer = Observer(self, health or Health("sender"))  # metrics, /readyz
 
     def _txn_producer(self) -> Any:
         return make_producer(
@@ -85,6 +89,7 @@ class SenderNode:
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> None:
+        observer = asyncio.create_task(self.observer.run())  # reports from the start on
         # outcomes and queue offsets are written together in Kafka transactions (a longer
         # linger batches outcomes into fewer produce requests: less broker and worker CPU per
         # message); node heartbeats go on a plain producer, outside them
@@ -121,7 +126,8 @@ class SenderNode:
             await self._drain(DRAIN_TIMEOUT)
             for t in bg:
                 t.cancel()
-            await asyncio.gather(*bg, return_exceptions=True)
+            observer.cancel()
+            await asyncio.gather(*bg, observer, return_exceptions=True)
             await self.checkpoint.flush()
             await self._publish_stats(stats_producer, stopping=True)
             await self.consumer.stop()

@@ -6,6 +6,7 @@ import random
 
 from kmta.config import Config
 from kmta.pipeline.deferral import defer, park
+from kmta.pipeline.metrics import DEAD_LETTERS
 from kmta.pipeline.outputs import Ending, Out, ended, event_out, internal_event
 from kmta.policy.verdict import Disposition, Verdict
 from schemas import DeadLetter, DeliveryEvent, Envelope, RetryRule, Status, envelope_codec
@@ -67,4 +68,5 @@ class Records:
         original, encoding = envelope_codec.readable(raw or b"")
         dl = DeadLetter(reason=reason[:1000], topic=topic, partition=partition, offset=offset,
                         timestamp=now, original=original, original_encoding=encoding)
+        DEAD_LETTERS.labels("sender").inc()
         return Out(self._c.topic("dlq"), dl.to_json())

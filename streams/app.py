@@ -20,6 +20,7 @@ from faust.types.auth import CredentialsT
 from kmta.config import Config
 from kmta.errors import ConfigError, KmtaError
 from kmta.pipeline.control import check_fresh, parse_command, remember
+from kmta.pipeline.health import Health
 from kmta.pipeline.kafkaio import (
     CompactedView,
     TopicSpec,
@@ -40,6 +41,7 @@ from schemas.control import HoldChange
 from streams.brain import Row, apply_command, apply_event, apply_reputation, states_of
 from streams.delay import DelayScheduler
 from streams.ingest import OutboxRoute
+from streams.observe import Observer
 from streams.resolver import Resolver
 from streams.router import Router
 
@@ -113,8 +115,10 @@ async def _create_changelog(config: Config) -> None:
         await admin.close()
 
 
-def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
-    """Create the faust app with its topics, table and agents (no module-level singletons)."""
+def build(config: Config, kb: KnowledgeBase | None = None,
+          health: Health | None = None) -> faust.App:
+    """Create the faust app with its topics, table and agents (no module-level singletons);
+    ``health`` gets the worker's reports (``streams/observe.py``)."""
     kb = kb or load_kb(config)
     pmap = partition_map(config, kb)
     ensure_changelog(config)
@@ -168,6 +172,9 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
                     dedup_window=config.worker.dedup_window, hold=delay.hold)
     delay.router = router
     route = OutboxRoute(config, router, config.worker.router_concurrency)
+    observer = Observer(health or Health("worker"), kb, config.kafka.topic_prefix, app, route,
+                        delay, states, {"ids": ids, "state": states, "suppression": suppressed})
+    watching: list[asyncio.Task] = []
 
     async def send_all(outs: list[Out]) -> None:
         futs = [await app.producer.send(o.topic, o.key, o.value, o.partition, None, None)
@@ -182,6 +189,7 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
         SIGTERM lets the route loop finish and commit its batch."""
 
         async def on_start(self) -> None:
+            watching.append(asyncio.create_task(observer.run()))  # reports from the start on
             await suppressed.start()
             await states.start()
             await ids.start()
@@ -193,6 +201,8 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
             await route.start()
 
         async def on_stop(self) -> None:
+            for task in watching:
+                task.cancel()
             await route.stop()
             await delay.stop()
             await ids.stop()

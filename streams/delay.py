@@ -33,6 +33,7 @@ from kmta.pipeline.kafkaio import (
     delay_topic,
     make_producer,
 )
+from kmta.pipeline.metrics import DELAY_MOVED
 from kmta.pipeline.outputs import CLEARED, Ending, Out, ended, event_out, internal_event, write
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
@@ -120,6 +121,10 @@ class DelayScheduler:
     def _live_rules(self, isp: str) -> dict | None:
         st = self._states.values.get(isp)
         return st.get("rules") if isinstance(st, dict) else None
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        return self._consumer  # the worker's metrics and readiness read it
 
     async def start(self) -> None:
         self._producer = make_producer(self._c)
@@ -216,6 +221,7 @@ class DelayScheduler:
                 held.popleft()
                 del self._heads[tp]
                 done[tp] = r.offset
+                DELAY_MOVED.labels(f"{self._tiers[tp.topic]:g}").inc()
             if tp in fetched or not held:
                 self._settle(tp, held)
         if outs:

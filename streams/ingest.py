@@ -18,6 +18,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from kmta.config import Config
 from kmta.pipeline.kafkaio import client_options, make_producer
+from kmta.pipeline.metrics import ROUTED
 from kmta.pipeline.outputs import RECORD_ERRORS, Out, write_each
 from streams.router import Router
 
@@ -39,6 +40,10 @@ class OutboxRoute:
         self._task: asyncio.Task | None = None
         self._stopping = False
         self.routed = 0
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer | None:
+        return self._consumer  # the worker's metrics and readiness read it
 
     async def start(self) -> None:
         self._producer = make_producer(self._c)
@@ -93,6 +98,7 @@ class OutboxRoute:
                 if offsets:
                     await c.commit(offsets)
                 self.routed += len(records)
+                ROUTED.inc(len(records))
             except asyncio.CancelledError:
                 raise
             except Exception:

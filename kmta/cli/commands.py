@@ -15,6 +15,7 @@ from kmta.cli import control as control_cli
 from kmta.cli import dashboard as dashboard_cli
 from kmta.cli import dkim as dkim_cli
 from kmta.cli import inbound as inbound_cli
+from kmta.cli import results as results_cli
 from kmta.cli import rules as rules_cli
 from kmta.config import load_config
 from kmta.errors import KmtaError
@@ -61,8 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     kafka_cli.add_parser(sub)
     _add_pipeline_parsers(sub)
-    for mod in (sim_cli, rules_cli, classify_cli, control_cli, dkim_cli, dashboard_cli,
-                inbound_cli):
+    for mod in (sim_cli, rules_cli, classify_cli, control_cli, results_cli, dkim_cli,
+                dashboard_cli, inbound_cli):
         mod.add_parser(sub)
     _config_everywhere(parser)
     return parser

@@ -8,9 +8,13 @@ import logging
 import secrets
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 from kmta.config import Config
 from kmta.errors import KmtaError
+
+if TYPE_CHECKING:
+    from kmta.pipeline.health import Health
 
 __all__ = ["add_parser", "run"]
 
@@ -30,10 +34,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from dashboard.app import create_app, resolve_password
-    from dashboard.feed import Feed
-    from dashboard.model import Board
-    from dashboard.server import WebServer
+    from dashboard.app import resolve_password
+    from kmta.pipeline.health import Health, serving
 
     config: Config = args.config_obj
     host = args.host or config.dashboard.host
@@ -46,8 +48,20 @@ def run(args: argparse.Namespace) -> int:
     except KmtaError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
+    health = Health("dashboard")
+    with serving(config.metrics.listen, health):
+        return _serve(args, config, host, port, password, health)
+
+
+def _serve(args: argparse.Namespace, config: Config, host: str, port: int, password: str,
+           health: Health) -> int:
+    from dashboard.app import create_app
+    from dashboard.feed import Feed
+    from dashboard.model import Board
+    from dashboard.server import WebServer
+
     board = Board()
-    feed = Feed(config, board)
+    feed = Feed(config, board, health=health)
     app = create_app(config, board, feed, password=password, user=args.user)
     feed.start()
     if config.dashboard.password is None:

@@ -69,6 +69,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run_inbound(args: argparse.Namespace) -> int:
     from inbound.service import node_name
     from inbound.service import run_inbound as run
+    from kmta.pipeline.health import Health, serving
+    from kmta.pipeline.metrics import known_isps
+    from kmta.pipeline.rules import load_kb
     config: Config = args.config_obj
     if args.listen:
         config = config.model_copy(update={"inbound": config.inbound.model_copy(
@@ -77,14 +80,20 @@ def run_inbound(args: argparse.Namespace) -> int:
         raise KmtaError("no return_path in [[domains]] and no [inbound] domains: nothing to "
                         "receive mail for")
     node = node_name(config, args.node, "inbound")
-    _run_until_signal(lambda stop: run(config, node, stop, receive=not args.process_only,
-                                   process=not args.no_process))
+    health = Health("inbound")
+    known_isps(load_kb(config).isp_names())
+    with serving(config.metrics.listen, health):
+        _run_until_signal(lambda stop: run(config, node, stop, receive=not args.process_only,
+                                       process=not args.no_process, health=health))
     return 0
 
 
 def run_unsubscribe(args: argparse.Namespace) -> int:
     from inbound.service import node_name
     from inbound.service import run_unsubscribe as run
+    from kmta.pipeline.health import Health, serving
+    from kmta.pipeline.metrics import known_isps
+    from kmta.pipeline.rules import load_kb
     config: Config = args.config_obj
     if config.unsubscribe.secret is None:
         raise KmtaError("[unsubscribe] secret is not set")
@@ -92,8 +101,12 @@ def run_unsubscribe(args: argparse.Namespace) -> int:
         config = config.model_copy(update={"unsubscribe": config.unsubscribe.model_copy(
             update={"listen": args.listen})})
     node = node_name(config, args.node, "unsubscribe")
-    _run_until_signal(lambda stop: run(config, node, stop))
+    health = Health("unsubscribe")
+    known_isps(load_kb(config).isp_names())
+    with serving(config.metrics.listen, health):
+        _run_until_signal(lambda stop: run(config, node, stop, health=health))
     return 0
+
 
 
 def run_suppression(args: argparse.Namespace) -> int:

@@ -7,8 +7,9 @@ import signal
 from collections.abc import Awaitable, Callable
 
 from kmta.config import Config
+from kmta.pipeline.health import Health, serving
 from kmta.pipeline.kafkaio import ensure_topics
-from kmta.pipeline.metrics import serve
+from kmta.pipeline.metrics import known_isps
 from kmta.pipeline.rules import load_kb, partition_map
 from senders.node import SenderNode
 
@@ -17,14 +18,16 @@ __all__ = ["run"]
 
 def run(args: argparse.Namespace) -> int:
     config: Config = args.config_obj
-    asyncio.run(ensure_topics(config))
-    serve(config.metrics.listen)
-    kb = load_kb(config)
-    node = SenderNode(config, kb, partition_map(config, kb), node=args.node)
-    print(f"sender {node.node} delivering (allowed networks: "
-          f"{', '.join(config.delivery.allowed_networks)}; special-use ranges opened: "
-          f"{', '.join(config.delivery.allow_special) or 'none'})", flush=True)
-    _run_until_signal(node.run)
+    health = Health("sender")
+    with serving(config.metrics.listen, health):  # /healthz answers while topics are made
+        asyncio.run(ensure_topics(config))
+        kb = load_kb(config)
+        known_isps(kb.isp_names())
+        node = SenderNode(config, kb, partition_map(config, kb), node=args.node, health=health)
+        print(f"sender {node.node} delivering (allowed networks: "
+              f"{', '.join(config.delivery.allowed_networks)}; special-use ranges opened: "
+              f"{', '.join(config.delivery.allow_special) or 'none'})", flush=True)
+        _run_until_signal(node.run)
     return 0
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 import base64
 
 from kmta.config import Config
-from kmta.pipeline.outputs import Out
+from kmta.pipeline.metrics import DEAD_LETTERS
+from kmta.pipeline.outputs import Out, event_out
 from kmta.policy.inbound import Feedback
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.suppression import record_for
@@ -30,7 +31,7 @@ def feedback_outs(config: Config, kb: KnowledgeBase, fb: Feedback, now: float,
                        code=fb.code, enhanced_code=fb.enhanced_code, response=fb.response,
                        category=fb.category, node=node, timestamp=now, campaign=fb.campaign,
                        sender=fb.sender, feedback=info)
-    outs = [Out(config.topic("results"), ev.to_json(), isp.encode())]
+    outs = [event_out(config, ev)]
     if fb.hard:
         scope, value = "global", None
         if status is Status.UNSUBSCRIBE:
@@ -52,4 +53,5 @@ def dead_letter(config: Config, reason: str, raw: bytes, topic: str, partition: 
         original, enc = base64.b64encode(raw).decode(), "base64"
     dl = DeadLetter(reason=reason, topic=topic, partition=partition, offset=offset,
                     timestamp=now, original=original, original_encoding=enc, id=msg_id)
+    DEAD_LETTERS.labels("inbound").inc()
     return Out(config.topic("dlq"), dl.to_json(), None)

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 from aiokafka.helpers import create_ssl_context
 
 from kmta.config import Config, KafkaConfig
@@ -241,9 +241,15 @@ async def described(admin: AIOKafkaAdminClient, topics: list[str], timeout: floa
     created takes a moment); TimeoutError after ``timeout`` seconds."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
-        desc: list[dict[str, Any]] = await admin.describe_topics(topics)
-        if all(d.get("error_code", 0) == 0 and d.get("partitions") for d in desc):
-            return desc
+        try:
+            desc: list[dict[str, Any]] = await admin.describe_topics(topics)
+        except KafkaError as e:  # e.g. the broker asked has just died: ask again (another)
+            if not e.retriable or asyncio.get_running_loop().time() > deadline:
+                raise
+            log.info("describing %s failed (%r); retrying", topics, e)
+        else:
+            if all(d.get("error_code", 0) == 0 and d.get("partitions") for d in desc):
+                return desc
         if asyncio.get_running_loop().time() > deadline:
             raise TimeoutError(f"topics {topics} not found")
         await asyncio.sleep(0.2)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from kmta.config import Config, DomainConfig
 from kmta.errors import InputError
 from kmta.pipeline.dkim import DkimKey, load_keys, sign
+from kmta.pipeline.metrics import DKIM_SIGN_SECONDS
 from kmta.policy.listheaders import LIST_HEADERS, feedback_id, unsubscribe_headers
 from kmta.policy.signing import active_keys, selector_summary, signing_domain
 from kmta.policy.unsubscribe import links
@@ -108,7 +109,8 @@ class Outgoing:
             keys = keys + active_keys(self._keys[self._platform], now)
         raw = data.encode("utf-8")
         if keys:
-            raw = sign(raw, keys)
+            with DKIM_SIGN_SECONDS.time():
+                raw = sign(raw, keys)
         mail_from = from_addr
         if dom is not None and dom.return_path and self._verp_secret is not None:
             mail_from = envelope_sender(msg_id, dom.return_path, self._verp_secret)

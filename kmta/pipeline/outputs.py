@@ -13,6 +13,7 @@ from typing import Any
 from aiokafka.errors import MessageSizeTooLargeError, RecordListTooLargeError, RecordTooLargeError
 
 from kmta.config import Config
+from kmta.pipeline.metrics import count_event
 from schemas import DeliveryEvent, Envelope, Status
 
 __all__ = [
@@ -79,6 +80,7 @@ def new_id() -> str:
 
 
 def event_out(config: Config, ev: DeliveryEvent) -> Out:
+    count_event(ev)  # kmta_messages_total: every result event is made here
     key = (ev.isp or ev.domain or "").encode()
     return Out(config.topic("results"), ev.to_json(), key)
 

@@ -2,11 +2,18 @@
 
 Every kmta command in the compose file must parse with the real ``kmta`` argument parser, the
 embedded config must load as a kmta Config and point at the compose broker, and the sender must
-stay scalable (no fixed name, no host ports).
+stay scalable (no fixed name, no host ports). Every healthcheck probes a path the metrics port
+serves, on the port the config gives (and its command, run here against a real server, fails
+when the process is not ready); Prometheus scrapes the services that serve metrics, and Grafana
+gets the dashboard and the datasource it names.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import re
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -16,10 +23,14 @@ import yaml
 
 from kmta.cli import build_parser
 from kmta.config import Config
+from kmta.pipeline.health import PATHS, Health, serving
+from ops.kit import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 KMTA_SERVICES = {"topics": "topics", "worker": "worker", "sender": "sender",
                  "dashboard": "dashboard"}
+LONG_RUNNING = ("worker", "sender", "dashboard")  # topics is one-shot
+PROBE = re.compile(r"http://127\.0\.0\.1:(\d+)(/[a-z]+)")
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +57,10 @@ def config_of(compose: dict[str, Any], service: dict[str, Any], path: str) -> Co
 
 
 def test_services(services: dict[str, dict[str, Any]]) -> None:
-    assert set(services) == {"kafka", *KMTA_SERVICES}
+    assert set(services) == {"kafka", *KMTA_SERVICES, "prometheus", "grafana"}
+    # every service of the kmta image is one whose command is checked below
+    assert {n for n, s in services.items() if s.get("image") == "kmta:local"
+            or "build" in s} == set(KMTA_SERVICES)
 
 
 def test_kafka_is_a_single_kraft_node(services: dict[str, dict[str, Any]]) -> None:
@@ -123,3 +137,88 @@ def test_dockerfile() -> None:
     assert packages | {"pyproject.toml"} <= copied
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert all(f"!{p}/" in ignore for p in packages)
+
+
+def test_the_image_exposes_the_metrics_port(compose: dict[str, Any],
+                                            services: dict[str, dict[str, Any]]) -> None:
+    exposed = {int(p) for ln in (ROOT / "Dockerfile").read_text().splitlines()
+               if ln.startswith("EXPOSE ") for p in ln.split()[1:]}
+    assert {metrics_port(compose, services[n]) for n in LONG_RUNNING} <= exposed
+
+
+def metrics_port(compose: dict[str, Any], service: dict[str, Any]) -> int:
+    config = config_of(compose, service, parse(service["command"]).config)
+    assert config.metrics.listen is not None
+    host, _, port = config.metrics.listen.rpartition(":")
+    assert host == "0.0.0.0"  # reachable by Prometheus in the compose network
+    return int(port)
+
+
+@pytest.mark.parametrize("name", LONG_RUNNING)
+def test_healthchecks_probe_the_metrics_port(compose: dict[str, Any],
+                                             services: dict[str, dict[str, Any]],
+                                             name: str) -> None:
+    svc = services[name]
+    test = svc["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]  # the image has no curl; it has python
+    (probe,) = PROBE.findall(test[3])
+    port, path = int(probe[0]), probe[1]
+    assert port == metrics_port(compose, svc)
+    assert path in PATHS and path != "/metrics"
+    assert "ports" not in svc or all(str(port) not in p for p in svc["ports"])
+
+
+@pytest.mark.parametrize("name", LONG_RUNNING)
+def test_healthcheck_commands_fail_until_ready(services: dict[str, dict[str, Any]],
+                                               name: str) -> None:
+    """The healthcheck's own command, pointed at a real metrics port here."""
+    code = services[name]["healthcheck"]["test"][3]
+    path = PROBE.search(code)[2]  # type: ignore[index]
+    health = Health(name)
+    with serving(f"127.0.0.1:{free_port()}", health) as server:
+        assert server is not None
+        mine = PROBE.sub(f"http://127.0.0.1:{server.port}\\2", code)
+
+        def probe() -> int:
+            return subprocess.run([sys.executable, "-c", mine], capture_output=True,
+                                  timeout=30).returncode
+        if path == "/readyz":
+            assert probe() != 0  # starting: not ready
+        health.report({})
+        assert probe() == 0
+
+
+def test_prometheus_scrapes_every_metrics_port(compose: dict[str, Any],
+                                               services: dict[str, dict[str, Any]]) -> None:
+    prom = services["prometheus"]
+    assert prom["image"].startswith("prom/prometheus:")
+    mounts = dict(v.split(":")[:2] for v in prom["volumes"] if v.startswith("./"))
+    (src,) = [s for s, target in mounts.items() if target == "/etc/prometheus/prometheus.yml"]
+    assert f"--config.file={mounts[src]}" in prom["command"]
+    scrape = yaml.safe_load((ROOT / src).read_text())["scrape_configs"]
+    targets = {(name, sd["port"]) for job in scrape for sd in job.get("dns_sd_configs", [])
+               for name in sd["names"]}
+    assert targets == {(n, metrics_port(compose, services[n])) for n in LONG_RUNNING}
+
+
+def test_grafana_gets_the_dashboard_and_its_datasource(services: dict[str, dict[str, Any]]
+                                                       ) -> None:
+    graf = services["grafana"]
+    assert graf["image"].startswith("grafana/grafana:")
+    assert graf["depends_on"] == {"prometheus": {"condition": "service_healthy"}}
+    mounts = {target: ROOT / src for src, target, *_ in
+              (v.split(":") for v in graf["volumes"] if v.startswith("./"))}
+    prov = mounts["/etc/grafana/provisioning"]
+    (provider,) = yaml.safe_load((prov / "dashboards" / "kmta.yml").read_text())["providers"]
+    folder = provider["options"]["path"]
+    dashboards = mounts[folder]
+    home = graf["environment"]["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home.startswith(folder + "/") and (dashboards / home[len(folder) + 1:]).is_file()
+    (source,) = yaml.safe_load((prov / "datasources" / "prometheus.yml").read_text())[
+        "datasources"]
+    assert source["type"] == "prometheus"
+    assert source["url"] == f"http://prometheus:{services['prometheus']['ports'][0].split(':')[-1]}"
+    for path in dashboards.glob("*.json"):
+        used = {p["datasource"]["uid"] for p in json.loads(path.read_text())["panels"]
+                if "datasource" in p}
+        assert used == {source["uid"]}, path

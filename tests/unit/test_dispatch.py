@@ -10,8 +10,10 @@ from collections.abc import Callable
 
 import pytest
 from aiokafka import TopicPartition
+from prometheus_client import REGISTRY
 
 from kmta.config import Config
+from kmta.pipeline.metrics import known_isps
 from kmta.pipeline.outputs import Out
 from kmta.policy.classify import Classifier
 from kmta.policy.kb import KnowledgeBase
@@ -77,8 +79,12 @@ async def test_every_message_gets_its_outcome() -> None:
                "m2": refused(451, "try again later", "4.3.0")}
     transport = FakeTransport(reply=lambda env: replies.get(env.id, accepted()))
     d, lane, written = setup(transport, 3)
+    known_isps(["gmail"])
+    replied = REGISTRY.get_sample_value("kmta_smtp_reply_seconds_count", {"isp": "gmail"}) or 0
     d.kick(lane)
     await until(lambda: len(written.outs) == 3)
+    assert REGISTRY.get_sample_value("kmta_smtp_reply_seconds_count",
+                                     {"isp": "gmail"}) == replied + 3  # one reply each
     ev = written.events()
     assert ev[0].status is Status.DELIVERED and ev[1].status is Status.BOUNCED
     assert ev[2].status is Status.DEFERRED  # and its envelope in a delay topic:

@@ -272,3 +272,21 @@ def test_a_message_dkimpy_cannot_read_is_an_input_error(keydir: Path) -> None:
     data = "From: a@mail.shop.example\r\nnot a header line\r\nTo: b@gmail.com\r\n\r\nbody\r\n"
     with pytest.raises(InputError, match="cannot DKIM-sign"):
         Outgoing(cfg).stamp(data, "m", "a@mail.shop.example", "mail.shop.example", NOW)
+
+
+def test_signing_time_is_observed_once_per_signed_message(keydir: Path) -> None:
+    from prometheus_client import REGISTRY
+    cfg = config(keydir, [{"selector": "r1", "key_file": "rsa-pkcs8.pem"},
+                          {"selector": "e1", "key_file": "ed.pem",
+                           "algorithm": "ed25519-sha256"}])
+    out = Outgoing(cfg)
+
+    def count() -> float:
+        return REGISTRY.get_sample_value("kmta_dkim_sign_seconds_count") or 0.0
+    before = count()
+    stamp(out, message())
+    stamp(out, message(), msg_id="m2")
+    assert count() == before + 2  # two messages, two signatures each
+    allow = Outgoing(Config.model_validate({"delivery": {"unsigned": "allow"}}))
+    allow.stamp("From: a@x.test\r\n\r\nb", "m", "a@x.test", "x.test", NOW)  # no key
+    assert count() == before + 2
