@@ -26,6 +26,9 @@ class KafkaConfig(Model):
     partitions: int = Field(default=8, ge=1, description="partitions of the other topics")
     replication_factor: int = Field(default=1, ge=1)
     delay_tiers: list[float] = Field(default=[1, 5, 30, 120, 600, 3600])
+    compression: Literal["lz4", "zstd", "snappy", "gzip", "none"] = Field(
+        default="lz4", description="producer batch compression of every kmta producer (the "
+        "brokers store batches as written: topics are created with compression.type=producer)")
     # Security: every Kafka client of kmta (faust, aiokafka, admin) gets these through
     # kmta.pipeline.kafkaio.client_options / faust_credentials, built once per process.
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"

@@ -27,6 +27,7 @@ from kmta.config import Config, load_config
 from kmta.pipeline.control import make_command
 from kmta.pipeline.kafkaio import client_options, ensure_topics, make_producer, topic_partitions
 from ops.kit import free_port, wait_for
+from schemas import envelope_codec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -256,7 +257,15 @@ class Pipeline:
         run(go())
 
     def read_topic(self, topic: str) -> list[dict]:
-        """Every record of a topic, decoded as JSON (from the beginning to the current end)."""
+        """Every record of a topic, decoded as JSON (from the beginning to the current end);
+        the queue and delay topics' records as their envelopes' JSON (the body as text)."""
+        internal = topic == "queue" or topic.startswith("delay.")
+
+        def decode(value: bytes) -> dict:
+            if internal:
+                return json.loads(envelope_codec.readable(value)[0])
+            return json.loads(value)
+
         from aiokafka import AIOKafkaConsumer
 
         async def go() -> list[dict]:
@@ -275,7 +284,7 @@ class Pipeline:
                         return out
                     batch = await c.getmany(timeout_ms=500)
                     for recs in batch.values():
-                        out.extend(json.loads(r.value) for r in recs if r.value is not None)
+                        out.extend(decode(r.value) for r in recs if r.value is not None)
             finally:
                 await c.stop()
         return run(go())

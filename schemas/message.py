@@ -103,14 +103,16 @@ class TlsPolicy(Model):
 
 
 class Envelope(Model):
-    """A routed message on the queue and delay topics (internal, but plain JSON)."""
+    """A routed message on the queue and delay topics (internal). ``data`` is the message as it
+    goes over SMTP, composed, signed and encoded once by the router; the records carry it as
+    bytes, beside a JSON head of the other fields (``schemas.envelope_codec``)."""
 
     id: str
     sender: str
     rcpt: str
     domain: str
     isp: str
-    data: str
+    data: bytes = Field(description="the RFC 5322 message, CRLF line ends, as sent")
     pool: str | None = None
     campaign: str | None = None
     meta: dict[str, Any] | None = None

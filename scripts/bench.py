@@ -12,7 +12,8 @@ One run, on this machine, everything on loopback:
    the same sink; ``smtp-source`` injects the same number of messages of the same bytes.
 
 Printed: produce (inject) rate, end-to-end rate, steady delivery rate (10 %..90 % of the
-messages, counted at the sink for both), peak RSS (VmHWM) per process, and kmta/Postfix ratios.
+messages, counted at the sink for both), CPU per message by process (also above each process's
+idle rate, ``--idle``), peak RSS (VmHWM) per process, and kmta/Postfix ratios.
 ``--compare LABEL=PATH`` adds kmta runs from other checkouts (e.g. the code before a change) to
 the same run, for before/after ratios on a noisy machine. ``--profile DIR`` runs the worker and
 senders under cProfile (``KMTA_PROFILE``) and prints their hot spots.
@@ -198,15 +199,28 @@ class KmtaRun:
 
 
 async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: float,
-                       others: dict[str, list[int]], quiet: bool = False) -> dict[str, Any]:
-    """Produce ``docs``, wait for every final event; rates counted at the client and the sink."""
+                       others: dict[str, list[int]], quiet: bool = False,
+                       idle: float = 0.0) -> dict[str, Any]:
+    """Produce ``docs``, wait for every final event; rates counted at the client and the sink.
+    With ``idle`` seconds, first the CPU every process spends with nothing to do (polls,
+    heartbeats, timers: of every deployment on the broker) is measured, and also reported
+    per message above that rate (what the messages themselves cost, whatever the rate the
+    machine allows today)."""
     n = len(docs)
     collector = ResultCollector(run.config)
     await collector.start()
+    pids = {**{k: [p] for k, p in run.pids().items()}, **others, "bench client": [os.getpid()]}
+    idle_rate: dict[str, float] = {}
+    if idle > 0:
+        meter = CpuMeter(pids)
+        meter.start()
+        t_idle = time.monotonic()
+        await asyncio.sleep(idle)
+        spent = meter.stop()
+        idle_rate = {k: v / (time.monotonic() - t_idle) for k, v in spent.items()}
     sess0, base = sink.counts()
     samples: list[tuple[float, int]] = []
-    cpu = CpuMeter({**{k: [p] for k, p in run.pids().items()}, **others,
-                    "bench client": [os.getpid()]})
+    cpu = CpuMeter(pids)
     cpu.start()
     t0 = time.monotonic()
 
@@ -247,7 +261,11 @@ async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: floa
     return {"messages": n, "produce_s": t_produced, "produce_rate": n / t_produced,
             "e2e_s": t_end, "e2e_rate": n / t_end, "steady_rate": steady_rate(samples, n),
             "statuses": dict(statuses), "smtp_sessions": sess1 - sess0,
-            "cpu_ms_per_msg": {k: v * 1000 / n for k, v in cpu_s.items()}}
+            "cpu_ms_per_msg": {k: v * 1000 / n for k, v in cpu_s.items()},
+            "idle_cpu_per_s": idle_rate,
+            "cpu_ms_per_msg_above_idle": {
+                k: (v - idle_rate[k] * t_end) * 1000 / n for k, v in cpu_s.items()
+                if k in idle_rate}}
 
 
 # -- Postfix -------------------------------------------------------------------------------------
@@ -408,6 +426,9 @@ def measure_postfix(pf: Postfix, procs: Procs, sink: Sink, n: int, sessions: int
 
 
 # -- report ----------------------------------------------------------------------------------------
+_NOT_KMTA = ("smtp-sink", "bench client")  # the load's two ends, not the system measured
+
+
 def fmt(v: float | None, unit: str = "") -> str:
     return "-" if v is None else f"{v:,.0f}{unit}"
 
@@ -438,11 +459,25 @@ def report(results: dict[str, dict[str, Any]], rss: dict[str, dict[str, float | 
     for x in others:
         line += f"{cpu[x] / cpu[ref]:>{max(w, len(x) + len(ref) + 3)}.2f}" if cpu[ref] else ""
     lines.append(line)
+    above = {x: results[x].get("cpu_ms_per_msg_above_idle") for x in labels}
+    if all(above.values()):
+        busy = {x: sum(v for k, v in (above[x] or {}).items() if k not in _NOT_KMTA)
+                for x in labels}
+        line = f"{'CPU ms/msg kmta+broker':<24}" + "".join(
+            f"{busy[x]:>{w}.2f}" for x in labels)
+        lines.append(line + "   (above idle, without sink and client)")
     lines.append("")
     lines.append("CPU ms per message by process")
     for x in labels:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in results[x]["cpu_ms_per_msg"].items())
         lines.append(f"  {x}: {parts}")
+    if all(above.values()):
+        lines.append("above the idle rate (CPU per second with nothing to do, x elapsed):")
+        for x in labels:
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in (above[x] or {}).items())
+            idle = ", ".join(f"{k} {v * 100:.1f} %"
+                             for k, v in results[x]["idle_cpu_per_s"].items())
+            lines.append(f"  {x}: {parts}  (idle: {idle})")
     lines.append("")
     lines.append("peak RSS (VmHWM), MB")
     for label, procs in rss.items():
@@ -502,6 +537,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="run worker and senders under cProfile; pstats and reports in DIR")
     p.add_argument("--profile-top", type=int, default=25)
     p.add_argument("--timeout", type=float, default=1200, help="seconds per measured run")
+    p.add_argument("--idle", type=float, default=5.0, metavar="S",
+                   help="seconds of idle CPU measured before each kmta run (0: off): CPU per "
+                        "message is also printed above that rate")
     p.add_argument("--dkim", choices=["none", "rsa-sha256", "ed25519-sha256", "dual"],
                    default="none", help="sign every message at routing with this (default none)")
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
@@ -578,7 +616,8 @@ def main(argv: list[str] | None = None) -> int:
                 log(f"{run.label}: round {rnd + 1}: {args.messages} messages of ~{args.size} B")
                 docs = make_docs(args.messages, args.size, f"b{uuid.uuid4().hex[:6]}", domains)
                 t_a = time.monotonic()
-                r = asyncio.run(measure_kmta(run, docs, sink, args.timeout, others))
+                r = asyncio.run(measure_kmta(run, docs, sink, args.timeout, others,
+                                             idle=args.idle))
                 if proxy is not None:
                     r["rtt"] = rtt_figures(proxy, t_a, time.monotonic(), args.messages)
                 log(f"{run.label}: {r['e2e_rate']:.0f} msg/s end to end "

@@ -17,7 +17,7 @@ from kmta.pipeline.metrics import UNEXPECTED_ERRORS
 from kmta.pipeline.outputs import CLEARED, Ending
 from kmta.policy.parking import held_until, must_flow, park_until
 from kmta.policy.partitions import PartitionMap
-from schemas import Envelope
+from schemas import envelope_codec
 from senders.checkpoint import Checkpoint
 from senders.lane import Item, Lane
 from senders.lanes import LaneKey, Lanes
@@ -94,7 +94,7 @@ class Intake:
             return
         now = time.time()
         try:
-            env = Envelope.model_validate_json(r.value or b"")
+            env = envelope_codec.decode(r.value or b"")
         except ValueError as e:
             self.checkpoint.write(tp, r.offset, [self.records.dead_letter(
                 tp.topic, tp.partition, r.offset, f"undecodable queue record: {e}", r.value,

@@ -9,7 +9,7 @@ from kmta.pipeline.deferral import defer, park
 from kmta.pipeline.metrics import DEAD_LETTERS
 from kmta.pipeline.outputs import Ending, Out, ended, event_out, internal_event
 from kmta.policy.verdict import Disposition, Verdict
-from schemas import DeadLetter, DeliveryEvent, Envelope, RetryRule, Status
+from schemas import DeadLetter, DeliveryEvent, Envelope, RetryRule, Status, envelope_codec
 from senders.transport import Outcome
 
 __all__ = ["Records"]
@@ -58,11 +58,15 @@ class Records:
                                 now, node=self.node)
             return defer(self._c, retry, env, ev, now, self._rng)
         except Exception:  # noqa: BLE001 - not even that: the envelope to the dead-letter topic
-            return [self.dead_letter(topic, partition, offset, text, env.to_json(), now)]
+            return [self.dead_letter(topic, partition, offset, text, envelope_codec.encode(env),
+                                     now)]
 
     def dead_letter(self, topic: str, partition: int, offset: int, reason: str,
                     raw: bytes | None, now: float) -> Out:
+        """A queue record that cannot be taken: its envelope as JSON with the body as text
+        where it can (``schemas.envelope_codec.readable``), else its bytes in base64."""
+        original, encoding = envelope_codec.readable(raw or b"")
         dl = DeadLetter(reason=reason[:1000], topic=topic, partition=partition, offset=offset,
-                        timestamp=now, original=(raw or b"").decode("utf-8", "replace"))
+                        timestamp=now, original=original, original_encoding=encoding)
         DEAD_LETTERS.labels("sender").inc()
         return Out(self._c.topic("dlq"), dl.to_json())

@@ -38,7 +38,7 @@ from kmta.pipeline.outputs import CLEARED, Ending, Out, ended, event_out, intern
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
 from kmta.policy.reputation import hold_keys
-from schemas import Envelope, Status
+from schemas import Envelope, Status, envelope_codec
 from streams.resolver import MxStatus, Resolver
 
 log = logging.getLogger(__name__)
@@ -193,7 +193,7 @@ class DelayScheduler:
         if head is None:
             hop = r.timestamp / 1000.0 + self._tiers[tp.topic]
             try:
-                env = Envelope.model_validate_json(r.value)
+                env = envelope_codec.decode(r.value or b"")
             except ValueError:
                 log.error("undecodable record on %s at %s dropped", tp, r.offset)
                 head = (None, 0.0)

@@ -28,7 +28,15 @@ from kmta.policy.dedup import IdVerdict, Seen, encode_seen, judge
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
 from kmta.policy.suppression import is_suppressed
-from schemas import DeadLetter, DeliveryEvent, Envelope, OutboxMessage, Status, explain
+from schemas import (
+    DeadLetter,
+    DeliveryEvent,
+    Envelope,
+    OutboxMessage,
+    Status,
+    envelope_codec,
+    explain,
+)
 from schemas.message import ID_PATTERN, TlsPolicy
 from streams.mtasts import MtaSts
 from streams.resolver import MxStatus, Resolver
@@ -108,8 +116,8 @@ class Router:
             bind(message_id=msg_id)
             data = compose(msg, msg_id, sdomain, now, self._out.headers(msg, sdomain, msg_id))
             stamped = self._out.stamp(data, msg_id, msg.from_, sdomain, now)  # DKIM, VERP
-            if len(stamped.data.encode()) > self._c.delivery.max_message_bytes:
-                raise InputError(f"message is {len(stamped.data.encode())} bytes; the limit is "
+            if len(stamped.data) > self._c.delivery.max_message_bytes:
+                raise InputError(f"message is {len(stamped.data)} bytes; the limit is "
                                  f"{self._c.delivery.max_message_bytes}")
             pool = self._c.pool(msg.pool)
             if msg.pool is not None and pool is None:
@@ -232,7 +240,7 @@ class Router:
         if log.isEnabledFor(logging.DEBUG):  # the hot path builds no extra dict otherwise
             log.debug("to queue partition %s", part,
                       extra={"isp": env.isp, "message_id": env.id})
-        outs = [Out(self._c.topic("queue"), env.to_json(), env.isp.encode(), part)]
+        outs = [Out(self._c.topic("queue"), envelope_codec.encode(env), env.isp.encode(), part)]
         if first:
             ev = DeliveryEvent(id=env.id, to=env.rcpt, isp=env.isp, domain=env.domain,
                                status=Status.QUEUED, final=False, timestamp=now,

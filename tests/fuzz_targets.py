@@ -33,9 +33,9 @@ from schemas import (
     ControlRecord,
     DeadLetter,
     DeliveryEvent,
-    Envelope,
     OutboxMessage,
     Status,
+    envelope_codec,
 )
 from schemas.message import ID_PATTERN
 
@@ -374,9 +374,8 @@ def outbox_target(raw: bytes | None) -> str:
             if ev.status is not Status.QUEUED:
                 labels.append(ev.status.value)
         elif kind in ("queue", "delay.5s"):
-            env = Envelope.model_validate_json(o.value)
-            check_message(env.data, None)
-            env.data.encode("utf-8")
+            env = envelope_codec.decode(o.value)
+            check_message(env.data.decode("utf-8"), None)  # UTF-8, as sent
             labels.append("queued" if kind == "queue" else "retry")
     return "+".join(sorted(labels)) or "other"
 

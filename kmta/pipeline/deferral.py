@@ -13,7 +13,7 @@ from kmta.config import Config
 from kmta.pipeline.kafkaio import delay_topic
 from kmta.pipeline.outputs import Out, event_out
 from kmta.policy.retry import next_attempt_at
-from schemas import DeliveryEvent, Envelope, RetryRule, Status
+from schemas import DeliveryEvent, Envelope, RetryRule, Status, envelope_codec
 
 __all__ = ["choose_tier", "defer", "park"]
 
@@ -32,7 +32,7 @@ def park(config: Config, env: Envelope, due_at: float, now: float) -> Out:
     """Put the envelope in the delay topics until ``due_at`` (no attempt is counted)."""
     env.due_at = due_at
     tier = choose_tier(config.kafka.delay_tiers, due_at - now)
-    return Out(delay_topic(config, tier), env.to_json(), env.isp.encode())
+    return Out(delay_topic(config, tier), envelope_codec.encode(env), env.isp.encode())
 
 
 def defer(config: Config, rule: RetryRule, env: Envelope, event: DeliveryEvent, now: float,

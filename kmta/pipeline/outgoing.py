@@ -31,7 +31,7 @@ class UnsignedRefused(InputError):
 
 @dataclass(frozen=True)
 class Stamped:
-    data: str
+    data: bytes  # the message as it is sent: UTF-8, CRLF line ends (encoded here, once)
     mail_from: str
     selectors: tuple[str, ...]  # "selector._domainkey.domain" of each signature added
 
@@ -107,13 +107,14 @@ class Outgoing:
                                   f"(delivery.unsigned = \"refuse\")")
         if self._platform and (dom is None or dom.name != self._platform):
             keys = keys + active_keys(self._keys[self._platform], now)
+        raw = data.encode("utf-8")
         if keys:
             with DKIM_SIGN_SECONDS.time():
-                data = sign(data.encode("utf-8"), keys).decode("utf-8")
+                raw = sign(raw, keys)
         mail_from = from_addr
         if dom is not None and dom.return_path and self._verp_secret is not None:
             mail_from = envelope_sender(msg_id, dom.return_path, self._verp_secret)
-        return Stamped(data, mail_from,
+        return Stamped(raw, mail_from,
                        tuple(f"{k.selector}._domainkey.{k.domain}" for k in keys))
 
     def summary(self, now: float) -> list[dict[str, object]]:

@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import email.charset
+import email.generator
 import email.policy
 import email.utils
+import io
 import re
 from collections.abc import Sequence
 from email.header import Header
 from email.message import Message
 from email.mime.multipart import MIMEMultipart
+from email.mime.nonmultipart import MIMENonMultipart
 from email.mime.text import MIMEText
 
 from kmta.errors import InputError
@@ -34,7 +37,6 @@ _DATA_FIELD = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 # \x0b \x0c \x1c-\x1e \x85 \u2028 \u2029 ends a line for str.splitlines() and so for parts of the
 # email package and for some readers: left in, they make header lines the input never named.
 _BAD_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
-_LINES = re.compile(r"\r\n|\r|\n")  # what the generator turns into CRLF
 _WORDS = re.compile(r"(?=[ \t]+[^ \t])")  # before white space that a word follows
 
 
@@ -92,17 +94,46 @@ def compose(msg: OutboxMessage, msg_id: str, id_domain: str, now: float,
     body["MIME-Version"] = "1.0"
     # values come folded from _header: as_string's folding (maxheaderlen=None) would cost
     # ~0.2 ms a header for the few values that need it
-    text = body.as_string(policy=_POLICY)
-    return trace + text
+    out = io.StringIO()
+    _Generator(out, mangle_from_=False, maxheaderlen=0, policy=_POLICY).flatten(body)
+    return trace + out.getvalue()
 
 
-def _part(text: str, subtype: str) -> MIMEText:
-    if text.isascii() and "\x00" not in text and max(map(len, _LINES.split(text))) <= MAX_LINE:
-        return MIMEText(text, subtype, "us-ascii")
-    # quoted-printable keeps mostly-ASCII UTF-8 text readable; text with many non-ASCII
-    # characters goes as base64, which grows it by 4/3 instead of up to 3x
+class _Generator(email.generator.Generator):
+    """``Message.as_string``'s generator, writing a part's text with three ``str.replace``
+    instead of a regex split and two writes per line: the same output, and 100 KB of text
+    in ~0.1 ms instead of ~1.2 ms (a unit test compares it with the stock generator)."""
+
+    def _write_lines(self, lines: str) -> None:
+        if lines:  # CRLF, CR and LF (the stock generator's NLCRE) each become the line end
+            nl = self.policy.linesep if self.policy is not None else "\n"
+            self.write(lines.replace("\r\n", "\n").replace("\r", "\n").replace("\n", nl))
+
+
+def _part(text: str, subtype: str) -> MIMENonMultipart:
+    """The text as a MIME part, encoded only where SMTP needs it: never re-encoded when its
+    lines fit (7bit when ASCII, else 8bit UTF-8 sent with BODY=8BITMIME: ``smtpext``)."""
+    if "\x00" not in text and _lines_fit(text):
+        if text.isascii():
+            return MIMEText(text, subtype, "us-ascii")
+        part = MIMENonMultipart("text", subtype, charset="utf-8")
+        part["Content-Transfer-Encoding"] = "8bit"
+        part.set_payload(text)  # as text: the generator writes it as it is, with CRLF
+        return part
+    # a line over 998 octets must be encoded: quoted-printable keeps mostly-ASCII text
+    # readable; text with many non-ASCII characters goes as base64, which grows it by 4/3
+    # instead of up to 3x
     extra = len(text.encode("utf-8")) - len(text)
     return MIMEText(text, subtype, _B64_UTF8 if extra * 6 > len(text) else _QP_UTF8)
+
+
+def _lines_fit(text: str) -> bool:
+    """Every line at most 998 octets in UTF-8 (characters take 1-4 octets)."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    if max(map(len, lines)) <= MAX_LINE // 4:  # the common case, without encoding a line
+        return True
+    return all(len(line) <= MAX_LINE // 4 or len(line.encode("utf-8")) <= MAX_LINE
+               for line in lines)
 
 
 class _Folded:

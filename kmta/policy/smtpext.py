@@ -5,11 +5,14 @@ parameters that follow from what the server offers.
   server does not offer it the message is bounced (5.6.7): downgrading an address is not
   defined (RFC 6530 section 8 leaves it to the sender), and delivering to an ASCII
   approximation would deliver to someone else.
-- 8-bit content (raw ``data`` with UTF-8 in its body; messages kmta composes are always 7-bit,
-  quoted-printable or base64) goes with ``BODY=8BITMIME`` (RFC 6152). When the server does not
-  offer it the message is bounced (5.6.3) rather than re-encoded: re-encoding a user's raw MIME
-  means re-parsing and rewriting its parts and would break a DKIM signature it carries; servers
-  without 8BITMIME are rare today, and the bounce says what to do (send it 7-bit encoded).
+- 8-bit content (raw ``data`` with UTF-8 in its body, and the text parts kmta composes from
+  non-ASCII text: ``Content-Transfer-Encoding: 8bit``, never re-encoded while their lines fit
+  in 998 octets) goes with ``BODY=8BITMIME`` (RFC 6152). When the server does not offer it the
+  message is bounced (5.6.3) rather than re-encoded: the body was encoded once, at routing, and
+  signed there (DKIM); re-encoding it at the sender would re-parse and rewrite its parts, break
+  that signature and cost a copy per attempt. Servers without 8BITMIME are rare today (the
+  large providers and Postfix offer it), and the bounce says what to do (send it 7-bit
+  encoded).
 """
 from __future__ import annotations
 

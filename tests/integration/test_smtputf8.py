@@ -102,13 +102,17 @@ async def test_utf8_address_bounced_without_smtputf8(server: tuple[Recorder, int
 @pytest.mark.parametrize("server", [(True, ())], indirect=True)
 async def test_8bit_body_goes_with_8bitmime(server: tuple[Recorder, int]) -> None:
     rec, port = server
-    ascii_msg = envelope("news@shop.example", "ann@shop.example")
+    ascii_msg = envelope("news@shop.example", "ann@shop.example",
+                         "Subject: hi\r\n\r\nHello\r\n")
+    composed = envelope("news@shop.example", "ann@shop.example")  # text "Hällo": 8bit
     eight = envelope("news@shop.example", "ann@shop.example", EIGHT_BIT)
-    outs = await deliver(port, ascii_msg, eight)
+    outs = await deliver(port, ascii_msg, composed, eight)
     assert all(o.accepted for o in outs)
-    assert rec.got[0][2] == []  # composed messages are 7-bit: no parameter
-    assert rec.got[1][2] == ["BODY=8BITMIME"]
-    assert rec.got[1][3].endswith("Grüße\r\n".encode())
+    assert rec.got[0][2] == []  # 7-bit: no parameter
+    assert rec.got[1][2] == ["BODY=8BITMIME"]  # composed non-ASCII text is not re-encoded
+    assert rec.got[1][3].endswith("Hällo\r\n".encode())
+    assert rec.got[2][2] == ["BODY=8BITMIME"]
+    assert rec.got[2][3].endswith("Grüße\r\n".encode())
 
 
 @pytest.mark.parametrize("server", [(True, ("8BITMIME",))], indirect=True)

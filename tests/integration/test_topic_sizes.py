@@ -6,13 +6,29 @@ import uuid
 
 import pytest
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from kmta.config import Config
 from kmta.pipeline.kafkaio import client_options, ensure_topics, make_producer, record_limit
+from tests.kafka_batches import LZ4, NONE, read_values, stored_codecs
 
 pytestmark = pytest.mark.integration
+
+
+async def _settings(config: Config, topic: str) -> dict[str, str]:
+    """The topic's settings as the broker applies them."""
+    admin = AIOKafkaAdminClient(**client_options(config))
+    await admin.start()
+    try:
+        resp = await admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)])
+        return {e[0]: e[1] for r in resp for res in r.resources for e in res[4]}
+    finally:
+        await admin.close()
+
+
+async def _limits(config: Config, topics: list[str]) -> dict[str, int]:
+    return {t: int((await _settings(config, t))["max.message.bytes"]) for t in topics}
 
 
 async def test_a_message_of_the_maximum_size_fits_every_topic(kafka_bootstrap: str) -> None:
@@ -23,14 +39,7 @@ async def test_a_message_of_the_maximum_size_fits_every_topic(kafka_bootstrap: s
         "delivery": {"max_message_bytes": 2 * 1024 * 1024}})
     await ensure_topics(config)
     limit = record_limit(config)
-    admin = AIOKafkaAdminClient(**client_options(config))
-    await admin.start()
-    try:
-        resp = await admin.describe_configs(
-            [ConfigResource(ConfigResourceType.TOPIC, config.topic("queue"))])
-        entries = {e[0]: e[1] for r in resp for res in r.resources for e in res[4]}
-    finally:
-        await admin.close()
+    entries = await _settings(config, config.topic("queue"))
     assert int(entries["max.message.bytes"]) == limit
 
     # an envelope-like record near the limit: short lines, CRLF escaped in JSON
@@ -50,3 +59,55 @@ async def test_a_message_of_the_maximum_size_fits_every_topic(kafka_bootstrap: s
     finally:
         await consumer.stop()
     assert got.value == value
+
+
+async def test_existing_topics_with_a_lower_limit_are_raised_at_start(
+        kafka_bootstrap: str) -> None:
+    config = Config.model_validate({
+        "kafka": {"bootstrap_servers": kafka_bootstrap,
+                  "topic_prefix": f"sz{uuid.uuid4().hex[:8]}.",
+                  "partitions": 1, "queue_partitions": 1, "delay_tiers": [1]},
+        "delivery": {"max_message_bytes": 2 * 1024 * 1024}})
+    limit = record_limit(config)
+    # made by hand (or by an older kmta): the broker's default, and one larger than kmta's
+    admin = AIOKafkaAdminClient(**client_options(config))
+    await admin.start()
+    try:
+        await admin.create_topics([
+            NewTopic(config.topic("queue"), 1, 1),
+            NewTopic(config.topic("delay.1s"), 1, 1,
+                     topic_configs={"max.message.bytes": "1000", "retention.ms": "7200000"}),
+            NewTopic(config.topic("outbox"), 1, 1,
+                     topic_configs={"max.message.bytes": str(limit * 2)})])
+    finally:
+        await admin.close()
+    before = await _limits(config, [config.topic("queue")])
+    assert before[config.topic("queue")] < limit
+    await ensure_topics(config)
+    after = await _limits(config, [config.topic(t) for t in ("queue", "delay.1s", "outbox")])
+    assert after == {config.topic("queue"): limit, config.topic("delay.1s"): limit,
+                     config.topic("outbox"): limit * 2}  # a larger one is kept
+    # the other settings are left as they were (an incremental change)
+    assert (await _settings(config, config.topic("delay.1s")))["retention.ms"] == "7200000"
+    await ensure_topics(config)  # nothing left to raise: idempotent
+    assert await _limits(config, [config.topic("queue")]) == {config.topic("queue"): limit}
+
+
+async def test_batches_are_stored_as_the_producer_compressed_them(kafka_bootstrap: str) -> None:
+    config = Config.model_validate({
+        "kafka": {"bootstrap_servers": kafka_bootstrap,
+                  "topic_prefix": f"sz{uuid.uuid4().hex[:8]}.",
+                  "partitions": 1, "queue_partitions": 1, "delay_tiers": [1]}})
+    await ensure_topics(config)
+    topic = config.topic("queue")
+    value = b"Subject: x\r\n\r\n" + b"The quick brown fox jumps over the lazy dog.\r\n" * 2000
+    for codec in ("lz4", "none"):
+        producer = make_producer(config.model_copy(update={"kafka": config.kafka.model_copy(
+            update={"compression": codec})}))
+        await producer.start()
+        try:
+            await producer.send_and_wait(topic, value, key=b"k")
+        finally:
+            await producer.stop()
+    assert await stored_codecs(config, topic) == [LZ4, NONE]
+    assert await read_values(config, topic) == [value, value]

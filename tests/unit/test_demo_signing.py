@@ -33,7 +33,7 @@ def test_demo_messages_verify_against_the_demo_dns(tmp_path: Path) -> None:
     st = out.stamp(data, "m1", msg.from_, "sender.kmta.test", 1.8e9)
     assert st.selectors == ("demo-rsa._domainkey.sender.kmta.test",
                             "demo-ed._domainkey.sender.kmta.test")
-    d = dkim.DKIM(st.data.encode())
+    d = dkim.DKIM(st.data)
     assert d.verify(idx=0, dnsfunc=dnsfunc) and d.verify(idx=1, dnsfunc=dnsfunc)
-    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in st.data
+    assert b"List-Unsubscribe-Post: List-Unsubscribe=One-Click" in st.data
     assert st.mail_from.startswith("b+") and st.mail_from.endswith("@bounce.sender.kmta.test")

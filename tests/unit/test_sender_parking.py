@@ -11,7 +11,7 @@ from kmta.config import Config
 from kmta.pipeline.rules import partition_map
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.parking import PARK_HELD_AFTER
-from schemas import Envelope, IspState
+from schemas import Envelope, IspState, envelope_codec
 from senders.lane import Item
 from senders.node import SenderNode
 from tests.fakes import FakeTransport
@@ -40,7 +40,7 @@ def hold(node: SenderNode, isp: str, pool: str, n: int) -> list[Item]:
 
 
 def parked(node: SenderNode) -> list[Envelope]:
-    return [Envelope.model_validate_json(o.value) for _, _, outs in node.checkpoint.pending for o in outs]
+    return [envelope_codec.decode(o.value) for _, _, outs in node.checkpoint.pending for o in outs]
 
 
 def test_a_locked_pool_parks_what_it_holds_and_other_pools_keep_the_partition() -> None:
