@@ -13,6 +13,24 @@ from pydantic import Field
 from schemas.base import Model
 
 
+class WarmupStatus(Model):
+    """A new source IP's warm-up at one ISP, as the brain counted it (``kmta.policy.warmup``):
+    its schedule day, the caps of today and of this UTC hour, and what it sent in them."""
+
+    day: int = Field(description="warm-up day, 1-based; past `days`: warm")
+    days: int = Field(description="days in the ISP's schedule")
+    daily_cap: int | None = Field(default=None, description="None: warm-up complete")
+    hourly_cap: int | None = None
+    sent_today: int = 0
+    sent_hour: int = 0
+    throttles_today: int = 0
+    today: int = Field(default=0, description="the UTC day counted (epoch // 86400)")
+    hour: int = Field(default=0, description="the UTC hour counted (epoch // 3600)")
+    clean_days: int = 0
+    step_backs: int = 0
+    counted_at: float = Field(default=0.0, description="time of the latest attempt counted")
+
+
 class IspState(Model):
     isp: str
     source_ip: str | None = None
@@ -35,6 +53,8 @@ class IspState(Model):
     holds: dict[str, str] | None = Field(
         default=None, description="reputation holds at this ISP: 'campaign:<c>' or "
         "'domain:<d>' -> why (complaint rate over the limit); their mail waits")
+    warmup: WarmupStatus | None = Field(default=None, description="source IP records: its "
+                                        "warm-up at this ISP (a new IP)")
     updated_at: float = 0.0
 
     @property

@@ -10,9 +10,11 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 
 from kmta.config import Config
+from kmta.pipeline.rules import load_warmup, warm_ips
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
-from schemas import Envelope, IspState
+from kmta.policy.warmup import begin, status
+from schemas import Envelope, IspState, WarmupStatus
 from senders.lane import Lane
 
 __all__ = ["LaneKey", "Lanes"]
@@ -32,6 +34,8 @@ class Lanes:
         self._states = states
         self._owned = owned
         self.by_key: dict[LaneKey, Lane] = {}
+        self._new_ips = warm_ips(config)  # IP warm-up: the new source IPs, their schedules
+        self._schedules = load_warmup(config) if self._new_ips else None
 
     def __iter__(self) -> Iterator[Lane]:
         return iter(list(self.by_key.values()))
@@ -54,10 +58,20 @@ class Lanes:
             whole, ip_states, pool_st = self.states_for(env.isp, name)
             rule = self.kb.effective(env.isp, whole.rules if whole else None, name)
             lane = Lane(env.isp, env.pool, rule, ips, state=whole, ip_states=ip_states,
-                        pool_name=name, pool_state=pool_st)
+                        pool_name=name, pool_state=pool_st,
+                        warm_start=self.warm_start(env.isp, ips))
             self.by_key[key] = lane
             self._slot(lane, self._owned())
         return lane
+
+    def warm_start(self, isp: str, ips: list[str | None]) -> dict[str, WarmupStatus]:
+        """The warm-up of the lane's new IPs before the brain published any (nothing sent)."""
+        if self._schedules is None:
+            return {}
+        sched = self._schedules.for_isp(isp)
+        now = time.time()
+        return {ip: status(begin(self._new_ips[ip], now, sched), sched)
+                for ip in ips if ip is not None and ip in self._new_ips}
 
     def states_for(self, isp: str, pool: str | None
                    ) -> tuple[IspState | None, dict[str, IspState], IspState | None]:

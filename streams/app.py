@@ -29,12 +29,13 @@ from kmta.pipeline.kafkaio import (
     security_options,
 )
 from kmta.pipeline.outputs import Out
-from kmta.pipeline.rules import load_kb, partition_map
+from kmta.pipeline.rules import load_kb, load_warmup, partition_map, warm_ips
 from kmta.pipeline.suppression import SuppressionView
 from kmta.policy.classify import suppresses
 from kmta.policy.dedup import decode_seen
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.suppression import record_for
+from kmta.policy.warmup import WarmPlan
 from schemas import ControlRecord, DeliveryEvent, Status
 from schemas.control import HoldChange
 from streams.brain import Row, apply_command, apply_event, apply_reputation, states_of
@@ -117,6 +118,8 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
     """Create the faust app with its topics, table and agents (no module-level singletons)."""
     kb = kb or load_kb(config)
     pmap = partition_map(config, kb)
+    new_ips = warm_ips(config)
+    warmup = WarmPlan(new_ips, load_warmup(config)) if new_ips else None
     ensure_changelog(config)
     node = config.worker.name or f"{socket.gethostname()}-{os.getpid()}"
     secret = config.control.secret.get_secret_value() if config.control.secret else None
@@ -228,7 +231,7 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
             if not row.first_time(ev.message.partition, ev.message.offset):
                 continue  # applied before a restart (faust delivers at least once)
             held = apply_reputation(row, event, config.reputation, now)
-            if apply_event(row, event, kb, now) or not known or held:
+            if apply_event(row, event, kb, now, warmup) or not known or held:
                 outs += publish(row, now)
             for hkey, why in held:
                 log.warning("reputation hold at %s on %s: %s", key, hkey, why)
