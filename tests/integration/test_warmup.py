@@ -1,0 +1,42 @@
+"""IP warm-up on the real pipeline against isp-sim: a pool of two source IPs, one of them new.
+
+127.0.0.3 is marked new (warm-up started today) with a schedule of 10 messages on day 1 at
+gmail; 127.0.0.2 is warm. Of 60 messages to gmail the new IP delivers its cap and the warm IP
+the rest: none waits, none is lost, and the brain publishes the new IP's count."""
+from __future__ import annotations
+
+import datetime as dt
+from collections import Counter
+
+from tests.harness import messages, wait_for
+
+WARM, NEW = "127.0.0.2", "127.0.0.3"
+CAP = 10
+
+
+def test_a_new_ip_sends_its_cap_and_the_rest_overflows_to_the_warm_ip(pipeline_factory) -> None:
+    today = dt.datetime.now(dt.UTC).date()
+    p = pipeline_factory(
+        pools=[{"name": "default", "source_ips": [WARM, NEW], "warmup": {NEW: today}}],
+        extra={"warmup": {"schedules": {"gmail": {"daily": [CAP, 2 * CAP], "hourly": 1.0}}}})
+    p.start(senders=1)
+    ids = p.produce(messages(60, ["gmail.com"], prefix="w"))
+    finals = p.wait_finals(ids, 120)
+    assert len(finals) == 60 and {f["status"] for f in finals.values()} == {"delivered"}
+    by_ip = Counter(f["source_ip"] for f in finals.values())
+    assert by_ip[NEW] == CAP, by_ip  # up to its cap, not past it
+    assert by_ip[WARM] == 60 - CAP
+    # every attempt of the new IP counts, deferrals included: none beyond the cap either
+    attempts = [e for e in p.results() if e.get("source_ip") == NEW and e.get("code")]
+    assert len(attempts) == CAP
+
+    def published() -> dict | None:
+        states = [s for s in p.read_topic("state")
+                  if s.get("isp") == "gmail" and s.get("source_ip") == NEW and s.get("warmup")]
+        last = states[-1]["warmup"] if states else None
+        return last if last and last["sent_today"] == CAP else None
+
+    snap = wait_for(published, 30, "the brain's count of the new IP")
+    assert (snap["day"], snap["daily_cap"], snap["hourly_cap"]) == (1, CAP, CAP)
+    assert not any(s.get("warmup") for s in p.read_topic("state")
+                   if s.get("source_ip") == WARM)
