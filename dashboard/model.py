@@ -351,6 +351,27 @@ class Board:
             rows.append(row)
         return rows
 
+    def warmup_rows(self, now: float) -> list[dict[str, Any]]:
+        """Each new source IP at each ISP: its warm-up day and today's (and this hour's) use
+        against the caps, as the brain last published them (kmta/policy/warmup.py)."""
+        rows = []
+        for st in sorted(self._states.values(), key=lambda s: (s.source_ip or "", s.isp)):
+            w = st.warmup
+            if w is None or not st.source_ip:
+                continue
+            day_sent = w.sent_today if int(now // 86400) <= w.today else 0
+            hour_sent = w.sent_hour if int(now // 3600) <= w.hour else 0
+            warm = w.daily_cap is None
+            rows.append({
+                "source_ip": st.source_ip, "isp": st.isp,
+                "day": "warm" if warm else f"{w.day} of {w.days}",
+                "today": f"{day_sent:,}" if warm else f"{day_sent:,} / {w.daily_cap:,}",
+                "hour": "" if warm else f"{hour_sent:,} / {w.hourly_cap or 0:,}",
+                "used_pct": None if warm else round(100 * day_sent / max(1, w.daily_cap or 1), 1),
+                "throttles_today": w.throttles_today if day_sent else 0,
+                "clean_days": w.clean_days, "step_backs": w.step_backs})
+        return rows
+
     def suppression(self, key: str) -> Suppression | None:
         return self._suppressions.get(key)
 
