@@ -1,7 +1,8 @@
 """The brain's decisions per ISP, published on the compacted ``<prefix>state`` topic.
 
 Key: ``"<isp>"`` for the whole ISP, ``"<isp>|<source_ip>"`` for one source IP, or ``"<isp>@<pool>"``
-for the source IPs of one pool. Senders read the topic from the beginning and enforce the latest
+for the source IPs of one pool; ``"*|<source_ip>"`` is an operator's warm-up mark of a source IP
+(every ISP). Senders read the topic from the beginning and enforce the latest
 value of each key.
 """
 from __future__ import annotations
@@ -53,6 +54,10 @@ class IspState(Model):
     holds: dict[str, str] | None = Field(
         default=None, description="reputation holds at this ISP: 'campaign:<c>' or "
         "'domain:<d>' -> why (complaint rate over the limit); their mail waits")
+    warmup_since: int | None = Field(
+        default=None, description="isp '*' (key '*|<source_ip>'): an operator's warm-up mark "
+        "(kmta ip warmup): the UTC day (epoch // 86400) the IP's warm-up started; None: "
+        "stopped. Overrides the config's [[pools]] warmup")
     warmup: WarmupStatus | None = Field(default=None, description="source IP records: its "
                                         "warm-up at this ISP (a new IP)")
     updated_at: float = 0.0

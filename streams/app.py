@@ -35,10 +35,17 @@ from kmta.policy.classify import suppresses
 from kmta.policy.dedup import decode_seen
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.suppression import record_for
-from kmta.policy.warmup import WarmPlan
+from kmta.policy.warmup import WarmPlan, new_ips
 from schemas import ControlRecord, DeliveryEvent, Status
-from schemas.control import HoldChange
-from streams.brain import Row, apply_command, apply_event, apply_reputation, states_of
+from schemas.control import ALL_ISPS, WARMUP_ACTIONS, HoldChange
+from streams.brain import (
+    Row,
+    apply_command,
+    apply_event,
+    apply_reputation,
+    states_of,
+    warmup_mark,
+)
 from streams.delay import DelayScheduler
 from streams.ingest import OutboxRoute
 from streams.resolver import Resolver
@@ -118,8 +125,19 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
     """Create the faust app with its topics, table and agents (no module-level singletons)."""
     kb = kb or load_kb(config)
     pmap = partition_map(config, kb)
-    new_ips = warm_ips(config)
-    warmup = WarmPlan(new_ips, load_warmup(config)) if new_ips else None
+    # IP warm-up: the config's new source IPs and the operators' marks (state key '*|<ip>',
+    # read by the states view below); None while no IP is new
+    configured, schedules = warm_ips(config), load_warmup(config)
+    marks: dict[str, int | None] = {}
+    plan: list[WarmPlan | None] = [WarmPlan(configured, schedules) if configured else None]
+
+    def on_state(key: str, value: object | None) -> None:
+        if not key.startswith(f"{ALL_ISPS}|"):
+            return
+        marks[key.split("|", 1)[1]] = value.get("warmup_since") if isinstance(value,
+                                                                             dict) else None
+        ips = new_ips(configured, marks)
+        plan[0] = WarmPlan(ips, schedules) if ips else None
     ensure_changelog(config)
     node = config.worker.name or f"{socket.gethostname()}-{os.getpid()}"
     secret = config.control.secret.get_secret_value() if config.control.secret else None
@@ -162,7 +180,7 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
     # a stable file name (not host-pid): a restart reuses the index and reads only what is new
     suppressed = SuppressionView(config, config.worker.name or socket.gethostname())
     ids = CompactedView(config, t("ids"), decode_seen)
-    states = CompactedView(config, t("state"), json.loads)
+    states = CompactedView(config, t("state"), json.loads, on_state)
     resolver = Resolver(config.dns)
     rng = random.Random()
     delay = DelayScheduler(config, kb, pmap, resolver, states, rng)
@@ -231,7 +249,7 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
             if not row.first_time(ev.message.partition, ev.message.offset):
                 continue  # applied before a restart (faust delivers at least once)
             held = apply_reputation(row, event, config.reputation, now)
-            if apply_event(row, event, kb, now, warmup) or not known or held:
+            if apply_event(row, event, kb, now, plan[0]) or not known or held:
                 outs += publish(row, now)
             for hkey, why in held:
                 log.warning("reputation hold at %s on %s: %s", key, hkey, why)
@@ -255,7 +273,11 @@ def build(config: Config, kb: KnowledgeBase | None = None) -> faust.App:
                 row.commands_floor = remember(row.commands, cmd, now, max_age,
                                               row.commands_floor)
                 table[cmd.isp] = row.model_dump(mode="json")
-                outs = publish(row, now)
+                if cmd.action in WARMUP_ACTIONS:
+                    mark = warmup_mark(cmd, now)
+                    outs = [Out(t("state"), mark.to_json(), mark.key.encode())]
+                else:
+                    outs = publish(row, now)
                 rec = ControlRecord(command=cmd, applied=True, worker=node, timestamp=now)
             except Exception as e:
                 error = str(e)

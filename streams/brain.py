@@ -17,12 +17,14 @@ from kmta.policy.reply import Reply
 from kmta.policy.reply_rules import match_reply
 from kmta.policy.reputation import RateBook, hold_keys, new_holds
 from kmta.policy.speed import Signal, SpeedState, initial, observe, signal_for
-from kmta.policy.warmup import WarmPlan, WarmState, begin, publish_due, status
+from kmta.policy.warmup import WarmPlan, WarmState, begin, publish_due, status, utc_day
 from kmta.policy.warmup import observe as warm_observe
 from schemas import ControlAction, ControlCommand, DeliveryEvent, IspState, Status, WarmupStatus
 from schemas.base import Model
+from schemas.control import ALL_ISPS
 
-__all__ = ["Row", "apply_command", "apply_event", "apply_reputation", "states_of"]
+__all__ = ["Row", "apply_command", "apply_event", "apply_reputation", "states_of",
+           "warmup_mark"]
 
 
 class ScopeRow(Model):
@@ -229,6 +231,13 @@ def apply_command(row: Row, cmd: ControlCommand, kb: KnowledgeBase, now: float) 
         row.rules = None
         row.rules_version += 1
     row.updated_at = now
+
+
+def warmup_mark(cmd: ControlCommand, now: float) -> IspState:
+    """The state record of a warm-up command (``kmta ip warmup start|stop IP``): a mark every
+    worker and sender reads, key ``*|<ip>``; a start counts from today (UTC)."""
+    since = utc_day(now) if cmd.action is ControlAction.WARMUP_START else None
+    return IspState(isp=ALL_ISPS, source_ip=cmd.source_ip, warmup_since=since, updated_at=now)
 
 
 def states_of(row: Row, rule: EffectiveRule, now: float) -> list[IspState]:

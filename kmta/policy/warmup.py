@@ -49,6 +49,7 @@ __all__ = [
     "caps",
     "free_at",
     "load_schedules",
+    "new_ips",
     "observe",
     "publish_due",
     "remaining",
@@ -154,6 +155,18 @@ class WarmState:
     clean_days: int = 0
     step_backs: int = 0
     counted_at: float = 0.0  # the latest attempt counted (its result's time)
+
+
+def new_ips(configured: Mapping[str, int], marks: Mapping[str, int | None]) -> dict[str, int]:
+    """The source IPs in warm-up: the config's, with the operator's marks over them (a mark
+    of None ends an IP's warm-up, also one the config lists)."""
+    out = dict(configured)
+    for ip, since in marks.items():
+        if since is None:
+            out.pop(ip, None)
+        else:
+            out[ip] = since
+    return out
 
 
 def utc_day(epoch: float) -> int:

@@ -9,6 +9,7 @@ import datetime as dt
 from collections import Counter
 
 from tests.harness import messages, wait_for
+from tests.integration.test_control_cli import kmta
 
 WARM, NEW = "127.0.0.2", "127.0.0.3"
 CAP = 10
@@ -40,3 +41,36 @@ def test_a_new_ip_sends_its_cap_and_the_rest_overflows_to_the_warm_ip(pipeline_f
     assert (snap["day"], snap["daily_cap"], snap["hourly_cap"]) == (1, CAP, CAP)
     assert not any(s.get("warmup") for s in p.read_topic("state")
                    if s.get("source_ip") == WARM)
+
+
+def test_an_operator_starts_and_stops_a_warm_up_from_the_cli(pipeline_factory) -> None:
+    p = pipeline_factory(
+        pools=[{"name": "default", "source_ips": [WARM, NEW]}],
+        extra={"warmup": {"schedules": {"gmail": {"daily": [5, 10], "hourly": 1.0}}}})
+    p.start(senders=1)
+    typo = kmta(p, "ip", "warmup", "start", "127.0.0.9")
+    assert typo.returncode != 0 and "in no [[pools]] source_ips" in typo.stderr
+    done = kmta(p, "ip", "warmup", "start", NEW)
+    assert done.returncode == 0 and "applied warmup_start" in done.stdout, done
+
+    # the mark reaches the sender through the state topic before the messages
+    wait_for(lambda: any(s.get("isp") == "*" and s.get("source_ip") == NEW
+                         and s.get("warmup_since") for s in p.read_topic("state")),
+             30, "the warm-up mark")
+    ids = p.produce(messages(30, ["gmail.com"], prefix="a"))
+    finals = p.wait_finals(ids, 120)
+    by_ip = Counter(f["source_ip"] for f in finals.values())
+    assert len(finals) == 30 and by_ip[NEW] == 5 and by_ip[WARM] == 25, by_ip
+    shown = wait_for(lambda: (lambda r: r if "5 / 5" in r.stdout else None)(
+        kmta(p, "ip", "warmup", "status", NEW)), 60, "kmta ip warmup status")
+    assert f"{NEW}  gmail" in shown.stdout and "1 of 2" in shown.stdout, shown.stdout
+
+    stop = kmta(p, "ip", "warmup", "stop", NEW)
+    assert stop.returncode == 0 and "applied warmup_stop" in stop.stdout, stop
+    wait_for(lambda: any(s.get("isp") == "*" and s.get("source_ip") == NEW
+                         and s.get("warmup_since") is None for s in p.read_topic("state")),
+             30, "the stop mark")
+    ids = p.produce(messages(30, ["gmail.com"], prefix="b"))
+    finals = p.wait_finals(ids, 120)
+    assert {f["status"] for f in finals.values()} == {"delivered"}
+    assert Counter(f["source_ip"] for f in finals.values())[NEW] > 0  # no cap any more
