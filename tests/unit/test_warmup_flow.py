@@ -7,14 +7,30 @@ from __future__ import annotations
 import json
 import time
 
+import pytest
+
+from dashboard.model import Board
 from kmta.config import Config
-from kmta.pipeline.rules import load_warmup, warm_ips
+from kmta.pipeline.control import ControlError, make_command
+from kmta.pipeline.rules import load_warmup, partition_map, warm_ips
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.speed import Signal
-from kmta.policy.warmup import DAY, HOUR, Schedule, Schedules, WarmPlan, begin, observe, status
-from schemas import DeliveryEvent, IspState, Status
+from kmta.policy.warmup import (
+    DAY,
+    HOUR,
+    Schedule,
+    Schedules,
+    WarmPlan,
+    begin,
+    new_ips,
+    observe,
+    status,
+)
+from schemas import ControlAction, DeliveryEvent, Envelope, IspState, Status
+from schemas.control import ALL_ISPS
 from senders.lane import Lane
-from streams.brain import Row, apply_event, states_of
+from senders.lanes import Lanes
+from streams.brain import Row, apply_event, states_of, warmup_mark
 
 KB = KnowledgeBase.load()
 NEW, WARM = "127.0.0.3", "127.0.0.2"
@@ -115,3 +131,38 @@ def test_a_pool_of_only_new_ips_waits_for_the_next_window() -> None:
     assert lane.pick_ip(now) is None
     until = lane.blocked_until(now)
     assert until == max(now + 5.0, (now // HOUR + 1) * HOUR)
+
+
+def test_operator_marks_start_and_stop_a_warm_up_over_the_config() -> None:
+    assert new_ips({NEW: 5}, {NEW: None, WARM: 7}) == {WARM: 7}  # a stop beats the config
+    t = 20788 * DAY + 10.0
+    start = make_command(ControlAction.WARMUP_START, ALL_ISPS, "op", source_ip=NEW, now=t)
+    mark = warmup_mark(start, t)
+    assert (mark.key, mark.warmup_since) == (f"*|{NEW}", 20788)
+    for isp, ip in (("gmail", NEW), (ALL_ISPS, None)):
+        with pytest.raises(ControlError, match="one source IP at every ISP"):
+            make_command(ControlAction.WARMUP_STOP, isp, "op", source_ip=ip, now=t)
+
+    config = Config.model_validate({"pools": [{"name": "default", "source_ips": [WARM, NEW]}]})
+    lanes = Lanes(config, KB, partition_map(config, KB), {}, set)
+    now = time.time()
+    lane = lanes.for_envelope(Envelope(id="m", sender="s@kmta.test", rcpt="u@gmail.com",
+                                       domain="gmail.com", isp="gmail", data="x",
+                                       accepted_at=now, routed_at=now))
+    assert lane.warm_start == {}
+    touched = lanes.apply(warmup_mark(start, now), now)
+    assert [x for x, _ in touched] == [lane] and set(lane.warm_start) == {NEW}
+    assert lane.warm_start[NEW].daily_cap == 200  # gmail's day 1
+    stop = make_command(ControlAction.WARMUP_STOP, ALL_ISPS, "op", source_ip=NEW, now=now)
+    lanes.apply(warmup_mark(stop, now), now)
+    assert lane.warm_start == {} and not lane.warm_capped(NEW, now)
+
+
+def test_the_panel_lists_a_marked_ip_before_it_sent_and_no_isp_named_star() -> None:
+    b = Board()
+    b.apply_state(IspState(isp="*", source_ip=NEW, warmup_since=20788, updated_at=1.0))
+    assert b.isps() == []
+    assert [(r["source_ip"], r["isp"], r["day"]) for r in b.warmup_rows(time.time())] == [
+        (NEW, "(every ISP)", "from 2026-12-01")]
+    b.apply_state(IspState(isp="*", source_ip=NEW, warmup_since=None, updated_at=2.0))
+    assert b.warmup_rows(time.time()) == []
