@@ -223,7 +223,8 @@ class Lane:
     def warm_note(self, ip: str | None, now: float) -> None:
         """An attempt of ``ip`` the provider answered; its result event carries ``now``, and
         the brain's snapshots say up to which time they counted."""
-        if ip in self.warm_start:
+        snap = self.warm_snapshot(ip)
+        if snap is not None and snap.daily_cap is not None:  # (a warm IP has no caps)
             self.warm_sent.setdefault(ip, deque()).append(now)
 
     def cleared(self, env: Envelope) -> bool:

@@ -166,3 +166,12 @@ def test_the_panel_lists_a_marked_ip_before_it_sent_and_no_isp_named_star() -> N
         (NEW, "(every ISP)", "from 2026-12-01")]
     b.apply_state(IspState(isp="*", source_ip=NEW, warmup_since=None, updated_at=2.0))
     assert b.warmup_rows(time.time()) == []
+
+
+def test_a_warm_ip_keeps_no_attempt_times() -> None:
+    now = time.time()
+    done = status(begin(int(now // 86400) - 30, now, TINY), TINY)  # past the last day
+    lane = lane_with({NEW: done}, [NEW, WARM])
+    for i in range(100):
+        lane.warm_note(NEW, now + i)
+    assert not lane.warm_capped(NEW, now) and not lane.warm_sent.get(NEW)
