@@ -103,7 +103,9 @@ def _count_warmup(row: Row, ev: DeliveryEvent, plan: WarmPlan, outcome: Signal,
         return
     sched = plan.schedules.for_isp(row.isp)
     known = row.warm.get(ip)
-    ws = WarmState(**known) if known else begin(plan.ips[ip], now, sched)
+    ws = WarmState(**known) if known else None
+    if ws is None or ws.started != plan.ips[ip]:  # new, or started again (kmta ip warmup)
+        ws = begin(plan.ips[ip], now, sched)
     ws = warm_observe(ws, sched, outcome, at)
     row.warm[ip] = dataclasses.asdict(ws)
     snap = status(ws, sched)

@@ -155,6 +155,7 @@ class WarmState:
     clean_days: int = 0
     step_backs: int = 0
     counted_at: float = 0.0  # the latest attempt counted (its result's time)
+    started: int = 0  # the UTC day the warm-up started (a new start begins again)
 
 
 def new_ips(configured: Mapping[str, int], marks: Mapping[str, int | None]) -> dict[str, int]:
@@ -178,7 +179,7 @@ def begin(started_day: int, now: float, schedule: Schedule) -> WarmState:
     recorded since: its day is the days elapsed (an operator's start date is trusted)."""
     today = utc_day(now)
     day = min(1 + max(0, today - started_day), len(schedule.daily) + 1)
-    return WarmState(day=day, today=today, hour=int(now // HOUR))
+    return WarmState(day=day, today=today, hour=int(now // HOUR), started=started_day)
 
 
 def caps(state: WarmState, schedule: Schedule) -> tuple[int, int] | None:

@@ -72,6 +72,10 @@ def test_the_brain_counts_only_new_ips_and_publishes_in_steps() -> None:
     assert snap is not None and (snap.day, snap.daily_cap, snap.hourly_cap) == (1, 200, 50)
     # published every 2 attempts (5 % of the hourly cap): at 1, 3 ... 19, not at 20
     assert snap.sent_today == 19 and snap.counted_at == t + 18
+    # started again (a new mark): day 1 with nothing counted
+    restarted = WarmPlan({NEW: 20789}, plan.schedules)
+    apply_event(row, event(98, NEW, t + 86400), KB, t + 86400, restarted)
+    assert (row.warm[NEW]["day"], row.warm[NEW]["sent"], row.warm[NEW]["started"]) == (1, 1, 20789)
     # the IP's warm-up ended (removed from the config): its row and snapshot go
     apply_event(row, event(99, WARM, t + 30), KB, t + 30, WarmPlan({}, plan.schedules))
     assert row.warm == {} and all(s.warmup is None for s in
