@@ -424,6 +424,11 @@ def create_app(
     def _rules(_n: int, isp: str | None, text: str | None) -> tuple[Any, str]:
         return handlers.rules(dash.ctx.triggered_id, isp, text, actor())
 
+    @app.callback(Output("warmup-table", "data"), Input("refresh", "n_intervals"))
+    def _warmup(_n: int) -> list[dict[str, Any]]:
+        with board.lock:
+            return board.warmup_rows(clock())
+
     @app.callback(Output("reputation-table", "data"), Input("refresh", "n_intervals"))
     def _reputation(_n: int) -> list[dict[str, Any]]:
         with board.lock:

@@ -97,6 +97,18 @@ REPUTATION_COLUMNS = [{"id": "key", "name": "ISP / sending domain / campaign"}] 
                  ("hard_bounce", "Hard bounces"), ("unsubscribe", "Unsubscribes"))
 ] + [{"id": "over", "name": "Over the complaint limit"}]
 
+WARMUP_COLUMNS = [
+    {"id": "source_ip", "name": "Source IP"},
+    {"id": "isp", "name": "ISP"},
+    {"id": "day", "name": "Warm-up day"},
+    {"id": "today", "name": "Today (sent / cap)"},
+    {"id": "used_pct", "name": "Today used %", "type": "numeric"},
+    {"id": "hour", "name": "This hour (sent / cap)"},
+    {"id": "throttles_today", "name": "Throttles today", "type": "numeric"},
+    {"id": "clean_days", "name": "Clean days", "type": "numeric"},
+    {"id": "step_backs", "name": "Step-backs", "type": "numeric"},
+]
+
 SUPPRESSION_COLUMNS = [
     {"id": "address", "name": "Address"},
     {"id": "scope", "name": "Scope"},
@@ -380,6 +392,16 @@ def build_layout(user: str) -> html.Div:
                 [
                     html.H4("Campaigns", style={"marginTop": 0}),
                     _table("campaigns-table", CAMPAIGN_COLUMNS),
+                ],
+                style=_SECTION,
+            ),
+            html.Div(
+                [
+                    html.H4("IP warm-up (new source IPs, per ISP, UTC days)",
+                            style={"marginTop": 0}),
+                    _table("warmup-table", WARMUP_COLUMNS, page_size=15,
+                           style_data_conditional=[
+                               {"if": {"filter_query": "{used_pct} >= 100"}, "color": "#b06000"}]),
                 ],
                 style=_SECTION,
             ),

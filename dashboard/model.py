@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from kmta.policy.classify import suppresses
 from kmta.policy.reputation import DAY, WEEK, RateBook, keys_of, over_threshold
-from schemas.control import ControlRecord
+from schemas.control import ALL_ISPS, ControlRecord
 from schemas.events import FEEDBACK_STATUSES, FINAL_STATUSES, DeliveryEvent, Status
 from schemas.nodes import NodeStats
 from schemas.state import IspState
@@ -113,6 +114,7 @@ class Board:
         self._reply: dict[str, _Reply] = {}
         self._buckets: dict[str, dict[int, _Bucket]] = defaultdict(dict)
         self._states: dict[str, IspState] = {}
+        self._warm_marks: dict[str, int | None] = {}  # source IP -> warm-up start day / None
         self._speed: dict[str, deque[tuple[float, float]]] = defaultdict(
             lambda: deque(maxlen=max_speed_points)
         )
@@ -274,6 +276,9 @@ class Board:
 
     def apply_state(self, st: IspState) -> None:
         """Fold one brain decision (state topic): lock, pause, speed, live rules."""
+        if st.isp == ALL_ISPS:  # an operator's warm-up mark of a source IP, not an ISP
+            self._warm_marks[st.source_ip or ""] = st.warmup_since
+            return
         prev = self._states.get(st.key)
         self._states[st.key] = st
         self._intern_isp(st.isp)
@@ -349,6 +354,35 @@ class Board:
             row["over"] = over_threshold(self._rates, key, now, isp, thresholds,
                                          min_delivered) if isp else None
             rows.append(row)
+        return rows
+
+    def warmup_rows(self, now: float) -> list[dict[str, Any]]:
+        """Each new source IP at each ISP: its warm-up day and today's (and this hour's) use
+        against the caps, as the brain last published them (kmta/policy/warmup.py)."""
+        rows = []
+        for st in sorted(self._states.values(), key=lambda s: (s.source_ip or "", s.isp)):
+            w = st.warmup
+            if w is None or not st.source_ip:
+                continue
+            day_sent = w.sent_today if int(now // 86400) <= w.today else 0
+            hour_sent = w.sent_hour if int(now // 3600) <= w.hour else 0
+            warm = w.daily_cap is None
+            rows.append({
+                "source_ip": st.source_ip, "isp": st.isp,
+                "day": "warm" if warm else f"{w.day} of {w.days}",
+                "today": f"{day_sent:,}" if warm else f"{day_sent:,} / {w.daily_cap:,}",
+                "hour": "" if warm else f"{hour_sent:,} / {w.hourly_cap or 0:,}",
+                "used_pct": None if warm else round(100 * day_sent / max(1, w.daily_cap or 1), 1),
+                "throttles_today": w.throttles_today if day_sent else 0,
+                "clean_days": w.clean_days, "step_backs": w.step_backs})
+        shown = {r["source_ip"] for r in rows}
+        for ip, since in sorted(self._warm_marks.items()):
+            if since is not None and ip not in shown:  # marked new, nothing sent over it yet
+                started = time.strftime("%Y-%m-%d", time.gmtime(since * 86400))
+                rows.append({"source_ip": ip, "isp": "(every ISP)",
+                             "day": f"from {started}", "today": "0", "hour": "",
+                             "used_pct": None, "throttles_today": 0, "clean_days": 0,
+                             "step_backs": 0})
         return rows
 
     def suppression(self, key: str) -> Suppression | None:

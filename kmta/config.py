@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import ipaddress
 import tomllib
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 
@@ -171,6 +171,10 @@ class DomainConfig(Model):
 class PoolConfig(Model):
     name: str
     source_ips: list[str] = Field(min_length=1)
+    warmup: dict[str, date] = Field(
+        default_factory=dict, description="new source IPs of this pool -> the UTC day their "
+        "warm-up started: each follows the warm-up schedule of every ISP (kmta/data/"
+        "warmup.toml); remove an IP to end its warm-up")
 
     @field_validator("source_ips")
     @classmethod
@@ -178,6 +182,20 @@ class PoolConfig(Model):
         for ip in v:
             ipaddress.ip_address(ip)
         return v
+
+    @model_validator(mode="after")
+    def _warm_ips(self) -> PoolConfig:
+        stray = set(self.warmup) - set(self.source_ips)
+        if stray:
+            raise ValueError(f"pool {self.name}: warmup lists IPs not in source_ips: "
+                             f"{sorted(stray)}")
+        return self
+
+
+class WarmupConfig(Model):
+    schedules: dict[str, dict[str, Any]] = Field(
+        default_factory=dict, description="schedule tables replacing the shipped ones by ISP "
+        "name ('default' for the others): {daily = [caps of day 1, 2, ...], hourly = share}")
 
 
 class RulesConfig(Model):
@@ -328,6 +346,7 @@ class Config(Model):
     inbound: InboundConfig = InboundConfig()
     unsubscribe: UnsubscribeConfig = UnsubscribeConfig()
     reputation: ReputationConfig = ReputationConfig()
+    warmup: WarmupConfig = WarmupConfig()
     data_dir: str = ".kmta"
 
     @model_validator(mode="after")

@@ -29,7 +29,7 @@ from schemas.rules import (
                             SendingRule,
                             SpeedRule,
 )
-from schemas.state import IspState
+from schemas.state import IspState, WarmupStatus
 from schemas.suppression import Reason, Suppression
 
 __all__ = [
@@ -60,5 +60,6 @@ __all__ = [
                             "Suppression",
                             "TlsInfo",
                             "TlsPolicy",
+                            "WarmupStatus",
                             "explain",
 ]

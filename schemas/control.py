@@ -18,6 +18,13 @@ class ControlAction(str, Enum):
     UNLOCK = "unlock"
     SET_RULES = "set_rules"
     RESET_RULES = "reset_rules"
+    WARMUP_START = "warmup_start"  # a source IP is new from today: it follows the warm-up
+    WARMUP_STOP = "warmup_stop"  # ... or no longer (also over the config's [[pools]] warmup)
+
+
+# the ``isp`` of the warm-up commands: a source IP is new at every ISP
+ALL_ISPS = "*"
+WARMUP_ACTIONS = frozenset({ControlAction.WARMUP_START, ControlAction.WARMUP_STOP})
 
 
 # ``ControlCommand._rules`` for JSON Schema users (kept equal by a unit test)
@@ -65,6 +72,10 @@ class ControlCommand(Model):
             raise ValueError("set_rules needs rules")
         if self.action is not ControlAction.SET_RULES and self.rules is not None:
             raise ValueError(f"{self.action.value} takes no rules")
+        if self.action in WARMUP_ACTIONS and (self.isp != ALL_ISPS or not self.source_ip
+                                              or self.pool):
+            raise ValueError(f"{self.action.value} is for one source IP at every ISP "
+                             f"(isp {ALL_ISPS!r}, source_ip set, no pool)")
         return self
 
 

@@ -1,7 +1,8 @@
 """The brain's decisions per ISP, published on the compacted ``<prefix>state`` topic.
 
 Key: ``"<isp>"`` for the whole ISP, ``"<isp>|<source_ip>"`` for one source IP, or ``"<isp>@<pool>"``
-for the source IPs of one pool. Senders read the topic from the beginning and enforce the latest
+for the source IPs of one pool; ``"*|<source_ip>"`` is an operator's warm-up mark of a source IP
+(every ISP). Senders read the topic from the beginning and enforce the latest
 value of each key.
 """
 from __future__ import annotations
@@ -11,6 +12,24 @@ from typing import Any
 from pydantic import Field
 
 from schemas.base import Model
+
+
+class WarmupStatus(Model):
+    """A new source IP's warm-up at one ISP, as the brain counted it (``kmta.policy.warmup``):
+    its schedule day, the caps of today and of this UTC hour, and what it sent in them."""
+
+    day: int = Field(description="warm-up day, 1-based; past `days`: warm")
+    days: int = Field(description="days in the ISP's schedule")
+    daily_cap: int | None = Field(default=None, description="None: warm-up complete")
+    hourly_cap: int | None = None
+    sent_today: int = 0
+    sent_hour: int = 0
+    throttles_today: int = 0
+    today: int = Field(default=0, description="the UTC day counted (epoch // 86400)")
+    hour: int = Field(default=0, description="the UTC hour counted (epoch // 3600)")
+    clean_days: int = 0
+    step_backs: int = 0
+    counted_at: float = Field(default=0.0, description="time of the latest attempt counted")
 
 
 class IspState(Model):
@@ -35,6 +54,12 @@ class IspState(Model):
     holds: dict[str, str] | None = Field(
         default=None, description="reputation holds at this ISP: 'campaign:<c>' or "
         "'domain:<d>' -> why (complaint rate over the limit); their mail waits")
+    warmup_since: int | None = Field(
+        default=None, description="isp '*' (key '*|<source_ip>'): an operator's warm-up mark "
+        "(kmta ip warmup): the UTC day (epoch // 86400) the IP's warm-up started; None: "
+        "stopped. Overrides the config's [[pools]] warmup")
+    warmup: WarmupStatus | None = Field(default=None, description="source IP records: its "
+                                        "warm-up at this ISP (a new IP)")
     updated_at: float = 0.0
 
     @property

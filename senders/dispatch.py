@@ -178,6 +178,7 @@ class Dispatcher:
         item = lane.queue.popleft()
         self.delivering += 1
         lane.delivering += 1
+        lane.warm_begin(ip)  # a new IP's warm-up cap counts it from now
         try:
             t0 = time.monotonic()
             outcome = await conn.deliver(item.env, lane.rule.sending.timeout)
@@ -195,6 +196,7 @@ class Dispatcher:
         finally:
             self.delivering -= 1
             lane.delivering -= 1
+            lane.warm_end(ip)
 
     async def outcome_or_fallback(self, lane: Lane, item: Item, outcome: Outcome,
                                   ip: str | None) -> None:
@@ -232,6 +234,8 @@ class Dispatcher:
             lane.note_lock_reply(v.reply_rule, ip, now)
         if v.speed == Signal.THROTTLE:
             lane.note_throttle(ip, now)
+        if not outcome.reply.internal:  # the provider saw it: the brain counts it at ``now``
+            lane.warm_note(ip, now)
         if v.verdict == Disposition.DELIVERED:
             lane.delivered += 1
             self.delivered += 1

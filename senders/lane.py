@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from kmta.policy.kb import EffectiveRule
 from kmta.policy.locks import Hits, lock_until, record
 from kmta.policy.reply import Reply
-from schemas import Envelope, IspState
+from kmta.policy.warmup import free_at, remaining
+from schemas import Envelope, IspState, WarmupStatus
 from schemas.rules import ReplyRule
 from senders.pacing import Pacer, TactCounter
 
@@ -97,6 +98,11 @@ class Lane:
     local_hits: dict[tuple[str, str | None], Hits] = field(default_factory=dict)
     # source IP -> (when a throttle reply slowed it, the whole-ISP speed then)
     local_slow: dict[str | None, tuple[float, float]] = field(default_factory=dict)
+    # IP warm-up: the new source IPs (config) -> their snapshot before the brain's first one;
+    # per IP, the times of this node's attempts since, and its messages in flight
+    warm_start: dict[str, WarmupStatus] = field(default_factory=dict)
+    warm_sent: dict[str | None, deque[float]] = field(default_factory=dict)
+    warm_inflight: dict[str | None, int] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.pacers: dict[str | None, Pacer] = {}
@@ -168,7 +174,9 @@ class Lane:
             if st is not None and st.locked(now):
                 until = max(until or 0.0, st.locked_until or 0.0)
         if not whole_only and all(self.ip_blocked(ip, now) for ip in self.source_ips):
-            until = max(until or 0.0, now + 5.0)
+            # every IP locked, paused or (new) out of its warm-up caps: look again in 5 s, or
+            # when the first warm-up window opens
+            until = max(until or 0.0, min(self._warm_free_at(ip, now) for ip in self.source_ips))
         return until
 
     def ip_blocked(self, ip: str | None, now: float) -> bool:
@@ -176,7 +184,48 @@ class Lane:
         if local is not None and local.until > now:
             return True
         st = self.ip_states.get(ip or "")
-        return st is not None and (st.paused or st.locked(now))
+        return (st is not None and (st.paused or st.locked(now))) or self.warm_capped(ip, now)
+
+    # -- IP warm-up (kmta/policy/warmup.py) -------------------------------------------------
+    def warm_snapshot(self, ip: str | None) -> WarmupStatus | None:
+        """A new IP's warm-up as the brain last published it (None: not a new IP)."""
+        if ip is None or ip not in self.warm_start:
+            return None
+        st = self.ip_states.get(ip)
+        return st.warmup if st is not None and st.warmup is not None else self.warm_start[ip]
+
+    def _warm_pending(self, ip: str | None, snap: WarmupStatus) -> int:
+        sent = self.warm_sent.get(ip)
+        while sent and sent[0] <= snap.counted_at:  # counted by the brain by now
+            sent.popleft()
+        return len(sent or ()) + self.warm_inflight.get(ip, 0)
+
+    def warm_capped(self, ip: str | None, now: float) -> bool:
+        """A new IP that used up today's or this hour's cap at this ISP: the pool's other
+        IPs take its traffic."""
+        snap = self.warm_snapshot(ip)
+        return snap is not None and remaining(snap, now, self._warm_pending(ip, snap)) == 0
+
+    def _warm_free_at(self, ip: str | None, now: float) -> float:
+        snap = self.warm_snapshot(ip)
+        if snap is None or not self.warm_capped(ip, now):
+            return now + 5.0
+        return max(now + 5.0, free_at(snap, now, self._warm_pending(ip, snap)))
+
+    def warm_begin(self, ip: str | None) -> None:
+        """A message of ``ip`` was handed to a connection."""
+        self.warm_inflight[ip] = self.warm_inflight.get(ip, 0) + 1
+
+    def warm_end(self, ip: str | None) -> None:
+        """... and its outcome is decided."""
+        self.warm_inflight[ip] = max(0, self.warm_inflight.get(ip, 0) - 1)
+
+    def warm_note(self, ip: str | None, now: float) -> None:
+        """An attempt of ``ip`` the provider answered; its result event carries ``now``, and
+        the brain's snapshots say up to which time they counted."""
+        snap = self.warm_snapshot(ip)
+        if snap is not None and snap.daily_cap is not None:  # (a warm IP has no caps)
+            self.warm_sent.setdefault(ip, deque()).append(now)
 
     def cleared(self, env: Envelope) -> bool:
         cb = self.state.clear_before if self.state is not None else None

@@ -10,9 +10,12 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 
 from kmta.config import Config
+from kmta.pipeline.rules import load_warmup, warm_ips
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
-from schemas import Envelope, IspState
+from kmta.policy.warmup import begin, new_ips, status
+from schemas import Envelope, IspState, WarmupStatus
+from schemas.control import ALL_ISPS
 from senders.lane import Lane
 
 __all__ = ["LaneKey", "Lanes"]
@@ -32,6 +35,11 @@ class Lanes:
         self._states = states
         self._owned = owned
         self.by_key: dict[LaneKey, Lane] = {}
+        # IP warm-up: the config's new source IPs, the operators' marks (state '*|<ip>')
+        self._configured = warm_ips(config)
+        self._marks: dict[str, int | None] = {}
+        self._new_ips = dict(self._configured)
+        self._schedules = load_warmup(config)
 
     def __iter__(self) -> Iterator[Lane]:
         return iter(list(self.by_key.values()))
@@ -54,10 +62,20 @@ class Lanes:
             whole, ip_states, pool_st = self.states_for(env.isp, name)
             rule = self.kb.effective(env.isp, whole.rules if whole else None, name)
             lane = Lane(env.isp, env.pool, rule, ips, state=whole, ip_states=ip_states,
-                        pool_name=name, pool_state=pool_st)
+                        pool_name=name, pool_state=pool_st,
+                        warm_start=self.warm_start(env.isp, ips))
             self.by_key[key] = lane
             self._slot(lane, self._owned())
         return lane
+
+    def warm_start(self, isp: str, ips: list[str | None]) -> dict[str, WarmupStatus]:
+        """The warm-up of the lane's new IPs before the brain published any (nothing sent)."""
+        if not self._new_ips:
+            return {}
+        sched = self._schedules.for_isp(isp)
+        now = time.time()
+        return {ip: status(begin(self._new_ips[ip], now, sched), sched)
+                for ip in ips if ip is not None and ip in self._new_ips}
 
     def states_for(self, isp: str, pool: str | None
                    ) -> tuple[IspState | None, dict[str, IspState], IspState | None]:
@@ -69,6 +87,18 @@ class Lanes:
         pool_st = values.get(f"{isp}@{pool}") if pool else None
         return (whole if isinstance(whole, IspState) else None, ips,
                 pool_st if isinstance(pool_st, IspState) else None)
+
+    def _mark(self, st: IspState) -> list[tuple[Lane, bool]]:
+        if not st.source_ip:
+            return []
+        self._marks[st.source_ip] = st.warmup_since
+        self._new_ips = new_ips(self._configured, self._marks)
+        touched = []
+        for lane in self.by_key.values():
+            if st.source_ip in lane.source_ips:
+                lane.warm_start = self.warm_start(lane.isp, lane.source_ips)
+                touched.append((lane, False))
+        return touched
 
     def reslot(self) -> None:
         """The partitions this node owns changed: every lane's connection slots follow."""
@@ -85,6 +115,8 @@ class Lanes:
         """Take a state from the brain into the lanes it concerns; return them, each with
         whether the state clears the lane's queue (its held messages end cancelled)."""
         now = time.time() if now is None else now
+        if st.isp == ALL_ISPS:  # a warm-up mark: every lane with that source IP
+            return self._mark(st)
         touched = []
         for lane in self.by_key.values():
             if lane.isp != st.isp or (st.pool and st.pool != lane.pool_name):

@@ -30,15 +30,23 @@ from kmta.pipeline.kafkaio import (
     security_options,
 )
 from kmta.pipeline.outputs import Out
-from kmta.pipeline.rules import load_kb, partition_map
+from kmta.pipeline.rules import load_kb, load_warmup, partition_map, warm_ips
 from kmta.pipeline.suppression import SuppressionView
 from kmta.policy.classify import suppresses
 from kmta.policy.dedup import decode_seen
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.suppression import record_for
+from kmta.policy.warmup import WarmPlan, new_ips
 from schemas import ControlRecord, DeliveryEvent, Status
-from schemas.control import HoldChange
-from streams.brain import Row, apply_command, apply_event, apply_reputation, states_of
+from schemas.control import ALL_ISPS, WARMUP_ACTIONS, HoldChange
+from streams.brain import (
+    Row,
+    apply_command,
+    apply_event,
+    apply_reputation,
+    states_of,
+    warmup_mark,
+)
 from streams.delay import DelayScheduler
 from streams.ingest import OutboxRoute
 from streams.observe import Observer
@@ -121,6 +129,19 @@ def build(config: Config, kb: KnowledgeBase | None = None,
     ``health`` gets the worker's reports (``streams/observe.py``)."""
     kb = kb or load_kb(config)
     pmap = partition_map(config, kb)
+    # IP warm-up: the config's new source IPs and the operators' marks (state key '*|<ip>',
+    # read by the states view below); None while no IP is new
+    configured, schedules = warm_ips(config), load_warmup(config)
+    marks: dict[str, int | None] = {}
+    plan: list[WarmPlan | None] = [WarmPlan(configured, schedules) if configured else None]
+
+    def on_state(key: str, value: object | None) -> None:
+        if not key.startswith(f"{ALL_ISPS}|"):
+            return
+        marks[key.split("|", 1)[1]] = value.get("warmup_since") if isinstance(value,
+                                                                             dict) else None
+        ips = new_ips(configured, marks)
+        plan[0] = WarmPlan(ips, schedules) if ips else None
     ensure_changelog(config)
     node = config.worker.name or f"{socket.gethostname()}-{os.getpid()}"
     secret = config.control.secret.get_secret_value() if config.control.secret else None
@@ -163,7 +184,7 @@ def build(config: Config, kb: KnowledgeBase | None = None,
     # a stable file name (not host-pid): a restart reuses the index and reads only what is new
     suppressed = SuppressionView(config, config.worker.name or socket.gethostname())
     ids = CompactedView(config, t("ids"), decode_seen)
-    states = CompactedView(config, t("state"), json.loads)
+    states = CompactedView(config, t("state"), json.loads, on_state)
     resolver = Resolver(config.dns)
     rng = random.Random()
     delay = DelayScheduler(config, kb, pmap, resolver, states, rng)
@@ -238,7 +259,7 @@ def build(config: Config, kb: KnowledgeBase | None = None,
             if not row.first_time(ev.message.partition, ev.message.offset):
                 continue  # applied before a restart (faust delivers at least once)
             held = apply_reputation(row, event, config.reputation, now)
-            if apply_event(row, event, kb, now) or not known or held:
+            if apply_event(row, event, kb, now, plan[0]) or not known or held:
                 outs += publish(row, now)
             for hkey, why in held:
                 log.warning("reputation hold at %s on %s: %s", key, hkey, why,
@@ -263,7 +284,11 @@ def build(config: Config, kb: KnowledgeBase | None = None,
                 row.commands_floor = remember(row.commands, cmd, now, max_age,
                                               row.commands_floor)
                 table[cmd.isp] = row.model_dump(mode="json")
-                outs = publish(row, now)
+                if cmd.action in WARMUP_ACTIONS:
+                    mark = warmup_mark(cmd, now)
+                    outs = [Out(t("state"), mark.to_json(), mark.key.encode())]
+                else:
+                    outs = publish(row, now)
                 rec = ControlRecord(command=cmd, applied=True, worker=node, timestamp=now)
             except Exception as e:
                 error = str(e)

@@ -17,10 +17,14 @@ from kmta.policy.reply import Reply
 from kmta.policy.reply_rules import match_reply
 from kmta.policy.reputation import RateBook, hold_keys, new_holds
 from kmta.policy.speed import Signal, SpeedState, initial, observe, signal_for
-from schemas import ControlAction, ControlCommand, DeliveryEvent, IspState, Status
+from kmta.policy.warmup import WarmPlan, WarmState, begin, publish_due, status, utc_day
+from kmta.policy.warmup import observe as warm_observe
+from schemas import ControlAction, ControlCommand, DeliveryEvent, IspState, Status, WarmupStatus
 from schemas.base import Model
+from schemas.control import ALL_ISPS
 
-__all__ = ["Row", "apply_command", "apply_event", "apply_reputation", "states_of"]
+__all__ = ["Row", "apply_command", "apply_event", "apply_reputation", "states_of",
+           "warmup_mark"]
 
 
 class ScopeRow(Model):
@@ -55,6 +59,9 @@ class Row(Model):
     # control command ids applied within control.max_age (replay refusal, kmta.control.remember)
     commands: dict[str, float] = Field(default_factory=dict)
     commands_floor: float = 0.0
+    # IP warm-up: new source IP -> its WarmState at this ISP, and the snapshot last published
+    warm: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    warm_pub: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     def first_time(self, partition: int, offset: int) -> bool:
         """True (and noted) unless this results record was applied already: after a crash
@@ -85,8 +92,32 @@ def _store_speed(row: Row, s: SpeedState) -> None:
     row.speed = dataclasses.asdict(s)
 
 
-def apply_event(row: Row, ev: DeliveryEvent, kb: KnowledgeBase, now: float) -> bool:
-    """Update the row from one delivery event; True when the published state changed."""
+def _count_warmup(row: Row, ev: DeliveryEvent, plan: WarmPlan, outcome: Signal,
+                  at: float, now: float) -> None:
+    """Count an attempt of a new source IP in its warm-up; publish a snapshot when due."""
+    for ip in [ip for ip in row.warm if ip not in plan.ips]:  # its warm-up was ended
+        row.warm.pop(ip)
+        row.warm_pub.pop(ip, None)
+    ip = ev.source_ip
+    if not ip or ip not in plan.ips or ev.internal:
+        return
+    sched = plan.schedules.for_isp(row.isp)
+    known = row.warm.get(ip)
+    ws = WarmState(**known) if known else None
+    if ws is None or ws.started != plan.ips[ip]:  # new, or started again (kmta ip warmup)
+        ws = begin(plan.ips[ip], now, sched)
+    ws = warm_observe(ws, sched, outcome, at)
+    row.warm[ip] = dataclasses.asdict(ws)
+    snap = status(ws, sched)
+    old = row.warm_pub.get(ip)
+    if publish_due(WarmupStatus.model_validate(old) if old else None, snap):
+        row.warm_pub[ip] = snap.model_dump(mode="json")
+
+
+def apply_event(row: Row, ev: DeliveryEvent, kb: KnowledgeBase, now: float,
+                warmup: WarmPlan | None = None) -> bool:
+    """Update the row from one delivery event; True when the published state changed.
+    ``warmup``: the new source IPs, whose attempts count in their warm-up."""
     if ev.status not in (Status.DELIVERED, Status.DEFERRED, Status.BOUNCED, Status.EXPIRED):
         return False
     if ev.code is None and not ev.internal:
@@ -126,10 +157,12 @@ def apply_event(row: Row, ev: DeliveryEvent, kb: KnowledgeBase, now: float) -> b
     outcome = signal_for(ev.category or "", action,
                           temporary=ev.code is not None and 400 <= ev.code < 500)
     s = _speed(row, rule, now)
+    # the time the provider answered (not when the event reached us) puts an outcome in the
+    # decision period its message was sent in
+    at = min(ev.timestamp, now) if ev.timestamp > 0 else now
+    if warmup is not None:
+        _count_warmup(row, ev, warmup, outcome, at, now)
     if outcome is not Signal.NEUTRAL:
-        # the time the provider answered (not when the event reached us) puts an outcome in
-        # the decision period its message was sent in
-        at = min(ev.timestamp, now) if ev.timestamp > 0 else now
         s = observe(s, outcome, rule.speed, rule.sending.tact, at, ev.source_ip, ev.node)
     _store_speed(row, s)
     row.updated_at = now
@@ -202,6 +235,13 @@ def apply_command(row: Row, cmd: ControlCommand, kb: KnowledgeBase, now: float) 
     row.updated_at = now
 
 
+def warmup_mark(cmd: ControlCommand, now: float) -> IspState:
+    """The state record of a warm-up command (``kmta ip warmup start|stop IP``): a mark every
+    worker and sender reads, key ``*|<ip>``; a start counts from today (UTC)."""
+    since = utc_day(now) if cmd.action is ControlAction.WARMUP_START else None
+    return IspState(isp=ALL_ISPS, source_ip=cmd.source_ip, warmup_since=since, updated_at=now)
+
+
 def states_of(row: Row, rule: EffectiveRule, now: float) -> list[IspState]:
     """The IspState records to publish for this row: the whole ISP, then each source IP and
     each pool that has a scope of its own."""
@@ -222,10 +262,13 @@ def states_of(row: Row, rule: EffectiveRule, now: float) -> list[IspState]:
         max_connections=row.max_connections if throttled else None,
         clear_before=row.clear_before, rules=row.rules, rules_version=row.rules_version,
         holds=dict(row.holds) or None, updated_at=0.0)]
-    for ip, sc in sorted(row.ips.items()):
+    for ip in sorted(set(row.ips) | set(row.warm_pub)):
+        sc = row.ips.get(ip) or ScopeRow()
+        warm = row.warm_pub.get(ip)
         out.append(IspState(isp=row.isp, source_ip=ip, paused=sc.paused,
                             locked_until=sc.locked_until, lock_reason=sc.lock_reason,
-                            lock_reply=sc.lock_reply, updated_at=0.0))
+                            lock_reply=sc.lock_reply, updated_at=0.0,
+                            warmup=WarmupStatus.model_validate(warm) if warm else None))
     for pool, sc in sorted(row.pools.items()):
         out.append(IspState(isp=row.isp, pool=pool, paused=sc.paused,
                             locked_until=sc.locked_until, lock_reason=sc.lock_reason,

@@ -93,6 +93,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("isp")
     p.set_defaults(func=run_rules_reset)
 
+    p = subparsers.add_parser("ip", help="source IP commands (warm-up)",
+                              description="Commands about one source IP.")
+    ipsub = p.add_subparsers(dest="ip_command", required=True, metavar="COMMAND")
+    help_ = "start, stop or show the warm-up of a new source IP (every ISP)"
+    w = ipsub.add_parser(
+        "warmup", parents=[common], help=help_,
+        description="start: the IP is new from today (UTC) and follows each ISP's warm-up "
+        "schedule (kmta/data/warmup.toml: daily and hourly caps growing while its replies stay "
+        "clean; what it may not send goes over its pool's other IPs). stop: no caps any more "
+        "(also for an IP the config's [[pools]] warmup lists). status: each new IP's day and "
+        "today's use per ISP, from Kafka.")
+    w.add_argument("op", choices=("start", "stop", "status"))
+    w.add_argument("source_ip", nargs="?", help="the source IP (any for status: all)")
+    w.add_argument("--timeout", type=float, default=60.0,
+                   help="status: seconds allowed to read the topics")
+    w.set_defaults(func=run_warmup)
+
     p = subparsers.add_parser(
         "status",
         help="show per-ISP counts, locks and speeds from Kafka",
@@ -256,6 +273,56 @@ def run_rules_set(args: argparse.Namespace) -> int:
 def run_rules_reset(args: argparse.Namespace) -> int:
     """``kmta rules-reset ISP``."""
     return _send(args, ControlAction.RESET_RULES)
+
+
+def run_warmup(args: argparse.Namespace) -> int:
+    """``kmta ip warmup start|stop|status [IP]``."""
+    import ipaddress
+
+    from schemas.control import ALL_ISPS
+
+    config: Config = args.config_obj
+    ip = args.source_ip
+    if args.op == "status":
+        return _warmup_status(config, ip, args.timeout)
+    try:
+        ip = str(ipaddress.ip_address(ip or ""))
+    except ValueError:
+        print(f"error: {args.op} needs a source IP, not {ip!r}", file=sys.stderr)
+        return EXIT_FAILED
+    if not any(ip in p.source_ips for p in config.pools):
+        # a typo must not mark an address that no sender uses
+        known = ", ".join(i for p in config.pools for i in p.source_ips) or "none configured"
+        print(f"error: {ip} is in no [[pools]] source_ips (source IPs: {known})",
+              file=sys.stderr)
+        return EXIT_FAILED
+    args.isp = ALL_ISPS
+    action = ControlAction.WARMUP_START if args.op == "start" else ControlAction.WARMUP_STOP
+    return _send(args, action, source_ip=ip)
+
+
+def _warmup_status(config: Config, ip: str | None, timeout: float) -> int:
+    from dashboard.feed import catch_up
+    from dashboard.model import Board
+
+    board = Board()
+    try:
+        asyncio.run(catch_up(config, board, timeout=timeout))
+    except (KmtaError, TimeoutError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    rows = [r for r in board.warmup_rows(time.time()) if ip is None or r["source_ip"] == ip]
+    if not rows:
+        print("no source IP in warm-up has sent yet" + (f" ({ip})" if ip else ""))
+        return EXIT_OK
+    cols = [("source_ip", "SOURCE IP"), ("isp", "ISP"), ("day", "DAY"), ("today", "TODAY"),
+            ("hour", "HOUR"), ("throttles_today", "THROTTLES"), ("clean_days", "CLEAN"),
+            ("step_backs", "BACK")]
+    table = [[h for _, h in cols]] + [[str(r[k]) for k, _ in cols] for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return EXIT_OK
 
 
 # ---------------------------------------------------------------------- status

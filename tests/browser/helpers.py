@@ -26,7 +26,7 @@ from ops.kit import wait_for as kit_wait_for
 from schemas.control import ControlAction, ControlCommand, ControlRecord
 from schemas.events import DeliveryEvent
 from schemas.nodes import IspLoad, NodeStats
-from schemas.state import IspState
+from schemas.state import IspState, WarmupStatus
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -35,6 +35,7 @@ TIMEOUT = 20.0
 __all__ = [
     "CHROMEDRIVER",
     "CHROMIUM",
+    "WARMUP_IP",
     "RecordingController",
     "apply_rule",
     "chrome",
@@ -292,6 +293,9 @@ def fresh_heartbeats(board: Board, now: float) -> None:
             )
 
 
+WARMUP_IP = "192.0.2.20"
+
+
 def synthetic_board(now: float) -> Board:
     """A Board with an hour of plausible traffic for four ISPs, a lock, nodes and audit. Its
     node heartbeats stay fresh for 10 minutes: a loaded machine may take longer than the
@@ -385,6 +389,11 @@ def synthetic_board(now: float) -> Board:
             updated_at=now - 600,
         )
     )
+    # a new source IP on its third warm-up day at gmail (kmta/policy/warmup.py)
+    b.apply_state(IspState(isp="gmail", source_ip=WARMUP_IP, updated_at=now, warmup=WarmupStatus(
+        day=3, days=22, daily_cap=450, hourly_cap=113, sent_today=120, sent_hour=40,
+        throttles_today=1, today=int(now // 86400), hour=int(now // 3600), clean_days=2,
+        counted_at=now)))
     b.apply_event(
         DeliveryEvent(
             id="mail.ru-x",

@@ -86,6 +86,13 @@ def test_dashboard_in_browser(dashboard) -> None:
         driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#chart-categories .barlayer .trace")
     )
     assert {r["node"] for r in h.read_table(driver, "nodes-table")} == {"node-a", "node-b"}
+    # the new source IP's warm-up day and today's use against its cap
+    warm = h.wait_for(driver, lambda d: h.read_table(d, "warmup-table"))
+    assert [(r["source_ip"], r["isp"], r["day"]) for r in warm] == [
+        (h.WARMUP_IP, "gmail", "3 of 22")]
+    # (a UTC hour, or day, that turned since the board was made starts from zero)
+    assert warm[0]["today"] in ("120 / 450", "0 / 450")
+    assert warm[0]["hour"] in ("40 / 113", "0 / 113")
     audit = h.wait_for(driver, lambda d: h.read_table(d, "audit-table"))
     assert {r["applied"] for r in audit} == {"yes", "NO"}
 
