@@ -20,10 +20,13 @@ REASON_OF = {Status.ASYNC_BOUNCE: Reason.ASYNC_BOUNCE, Status.COMPLAINT: Reason.
 
 def keys_for(address: str, domains: Iterable[str | None], campaign: str | None) -> list[str]:
     """The record keys that would suppress this message, global first."""
-    keys = [key_of(address)]
-    keys += [key_of(address, "domain", d) for d in dict.fromkeys(domains) if d]
+    a = key_of(address)  # what key_of spells, built once (this runs for every message)
+    keys = [a]
+    for d in domains:
+        if d and (k := f"domain:{d.lower()}|{a}") not in keys:
+            keys.append(k)
     if campaign:
-        keys.append(key_of(address, "campaign", campaign))
+        keys.append(f"campaign:{campaign}|{a}")
     return keys
 
 
