@@ -12,7 +12,7 @@ from collections.abc import Container, Iterable
 from schemas.events import Status
 from schemas.suppression import Reason, Suppression, key_of
 
-__all__ = ["REASON_OF", "is_suppressed", "keys_for", "record_for"]
+__all__ = ["REASON_OF", "is_suppressed", "keys_for", "record_for", "unsubscribe_scope"]
 
 REASON_OF = {Status.ASYNC_BOUNCE: Reason.ASYNC_BOUNCE, Status.COMPLAINT: Reason.COMPLAINT,
              Status.UNSUBSCRIBE: Reason.UNSUBSCRIBE, Status.BOUNCED: Reason.HARD_BOUNCE}
@@ -50,3 +50,15 @@ def record_for(status: Status, address: str, now: float, *, msg_id: str | None =
     return Suppression(address=address, scope=scope, value=value,
                        reason=REASON_OF[status], category=category, detail=detail[:300] or None,
                        id=msg_id, by=by, at=now)
+
+
+def unsubscribe_scope(configured: str, campaign: str | None,
+                      domain: str | None) -> tuple[str, str | None]:
+    """The scope and value of an unsubscribe's record (``[unsubscribe] scope``): the message's
+    campaign, its sending domain, or the address everywhere. A token that lacks the campaign
+    or domain asked for (mail without a campaign, links made before tokens carried the domain)
+    suppresses globally: the safe side for a request to stop mail."""
+    value = {"campaign": campaign, "domain": domain}.get(configured)
+    if value is None:
+        return "global", None
+    return configured, value.lower() if configured == "domain" else value

@@ -139,3 +139,30 @@ def test_index_lookups_follow_applied_changes_after_load(tmp_path) -> None:
     idx.apply([("a@x", False), ("c@x", True), ("c@x", True)], {("t", 0): 5})
     assert ["b@x" in idx, "a@x" in idx, "c@x" in idx, len(idx)] == [True, False, True, 2]
     idx.close()
+
+
+def test_mailto_unsubscribe_takes_the_configured_domain_scope() -> None:
+    from kmta.pipeline.feedback import feedback_outs
+    from kmta.pipeline.rules import load_kb
+    from kmta.policy.classify import Classifier
+    from kmta.policy.inbound import Feedback, read
+    from kmta.policy.unsubscribe import make_token
+    from schemas.suppression import Suppression
+
+    cfg = Config.model_validate({"unsubscribe": {"secret": "u", "scope": "domain"}})
+    tok = make_token(b"u", "m1", "Ann@Gmail.com", "spring", "shop.example")
+    raw = (f"From: ann@gmail.com\r\nTo: unsubscribe@bounces.shop.example\r\n"
+           f"Subject: unsubscribe {tok}\r\n\r\n\r\n").encode()
+    fb = read(raw, "unsubscribe@bounces.shop.example", Classifier.load(), None, b"u")
+    assert isinstance(fb, Feedback) and fb.domain == "shop.example"
+    outs = feedback_outs(cfg, load_kb(cfg), fb, 10.0, "n1")
+    sup = [o for o in outs if o.topic == "kmta.suppression"]
+    assert [o.key for o in sup] == [b"domain:shop.example|ann@gmail.com"]
+    rec = Suppression.model_validate_json(sup[0].value)
+    assert (rec.scope, rec.value, rec.reason.value, rec.id) == (
+        "domain", "shop.example", "unsubscribe", "m1")
+    # the same mail under the default scope: the campaign
+    outs = feedback_outs(Config.model_validate({"unsubscribe": {"secret": "u"}}),
+                         load_kb(cfg), fb, 10.0, "n1")
+    assert [o.key for o in outs if o.topic == "kmta.suppression"] == [
+        b"campaign:spring|ann@gmail.com"]
