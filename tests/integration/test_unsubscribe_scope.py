@@ -11,9 +11,9 @@ from email import message_from_bytes
 import httpx
 
 from schemas.suppression import key_of
-from sim.dns import DnsServerThread, Zone
+from sim.dns import DnsServerThread
 from tests.harness import free_port, wait_for
-from tests.integration.test_feedback_loop import in_index
+from tests.integration.test_feedback_loop import in_index, rcpt_zone
 from tests.receiving import start_receiver
 
 
@@ -25,9 +25,7 @@ def test_domain_scoped_unsubscribe(pipeline_factory) -> None:
         "delivery": {"verp_secret": "scope-verp-secret"},
         "unsubscribe": {"listen": f"127.0.0.1:{web_port}", "secret": "scope-unsub-secret",
                         "base_url": "https://unsub.shop.test", "scope": "domain"}})
-    zone = Zone(records={"rcpt.test": {"mx": [(10, "mx.rcpt.test")]},
-                         "mx.rcpt.test": {"a": ["127.0.0.1"]}})
-    with DnsServerThread(zone, port=p.dns_port):
+    with DnsServerThread(rcpt_zone(), port=p.dns_port):
         ctrl, rec = start_receiver(p.smtp_port)
         try:
             p.start_worker()
