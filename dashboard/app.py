@@ -20,9 +20,10 @@ from dash import Input, Output, State, html
 from dashboard import charts
 from dashboard import rules as rules_mod
 from dashboard.auth import current_user, install_login
-from dashboard.layout import TOTAL_KEYS, build_layout
+from dashboard.layout import SUPPRESSION_PAGE, TOTAL_KEYS, build_layout
 from dashboard.model import Board
 from dashboard.replies import explain_text
+from dashboard.suppressions import COUNT_CAP
 from kmta.config import Config
 from kmta.errors import ConfigError, KmtaError
 from kmta.pipeline.control import make_command
@@ -184,17 +185,24 @@ class Handlers:
         return json.dumps(eff, indent=2, default=str)  # field order: sending, speed, retry...
 
     # ------------------------------------------------------------------ suppression
-    def suppression_view(self, query: str | None) -> tuple[list[Any], list[dict[str, Any]]]:
-        """Counts per reason (as small stat boxes) and the matching records."""
+    def suppression_view(self, query: str | None, page: int | None = 0,
+                         page_size: int = SUPPRESSION_PAGE) -> tuple[
+                             list[Any], list[dict[str, Any]], int, int, str]:
+        """Counts per reason (as small stat boxes), one page of the matching records, the
+        page count, the page shown (clamped to the last) and how many match."""
         with self.board.lock:
             counts = self.board.suppression_counts()
-            rows = self.board.suppression_rows(query)
+            found = self.board.suppression_matches(query)
+            pages = max(1, -(-found // page_size))
+            page = min(max(0, page or 0), pages - 1)
+            rows = self.board.suppression_rows(query, page_size, page * page_size)
         for r in rows:
             r["at_text"] = _when(r["at"])
         boxes = [html.Div([html.Div(k.replace("_", " "), style={"fontSize": 11, "color": "#667"}),
                            html.Div(f"{v:,}", style={"fontSize": 18, "fontWeight": 600})],
                           style={"marginRight": 24}) for k, v in counts.items()]
-        return boxes, rows
+        more = "+" if found >= COUNT_CAP else ""
+        return boxes, rows, pages, page, f"{found:,}{more} match" + ("" if found == 1 else "es")
 
     def remove_suppression(self, key: str | None, reason: str | None, actor: str) -> html.Div:
         """Lift one suppression: a tombstone under its key and an audit record with the
@@ -437,11 +445,17 @@ def create_app(
     @app.callback(
         Output("supp-counts", "children"),
         Output("supp-table", "data"),
+        Output("supp-table", "page_count"),
+        Output("supp-table", "page_current"),
+        Output("supp-matches", "children"),
         Input("refresh", "n_intervals"),
         Input("supp-search", "value"),
+        Input("supp-table", "page_current"),
     )
-    def _suppression(_n: int, query: str | None) -> tuple[list[Any], list[dict[str, Any]]]:
-        return handlers.suppression_view(query)
+    def _suppression(_n: int, query: str | None, page: int | None) -> tuple[Any, ...]:
+        # a new search starts at its first page
+        first = dash.ctx.triggered_id == "supp-search"
+        return handlers.suppression_view(query, 0 if first else page)
 
     @app.callback(
         Output("supp-status", "children"),

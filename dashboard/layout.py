@@ -108,6 +108,7 @@ WARMUP_COLUMNS = [
     {"id": "clean_days", "name": "Clean days", "type": "numeric"},
     {"id": "step_backs", "name": "Step-backs", "type": "numeric"},
 ]
+SUPPRESSION_PAGE = 20  # records a page of the suppression table
 
 SUPPRESSION_COLUMNS = [
     {"id": "address", "name": "Address"},
@@ -166,8 +167,8 @@ def _new_table(id_: str, columns: list[dict], **kw: object) -> dash_table.DataTa
         id=id_,
         columns=columns,
         data=[],
-        sort_action="native",
-        filter_action="native",
+        sort_action=kw.pop("sort_action", "native"),
+        filter_action=kw.pop("filter_action", "native"),
         page_size=kw.pop("page_size", 50),
         style_cell=_CELL,
         style_header=_HEADER,
@@ -423,7 +424,7 @@ def build_layout(user: str) -> html.Div:
                     html.Div(
                         [
                             dcc.Input(id="supp-search", type="search", debounce=True,
-                                      placeholder="search an address",
+                                      placeholder="address prefix, or @domain",
                                       style={"marginRight": 8, "width": 280}),
                             dcc.Input(id="supp-reason", type="text",
                                       placeholder="why remove (kept in the audit log)",
@@ -433,8 +434,11 @@ def build_layout(user: str) -> html.Div:
                         style={"marginBottom": 8},
                     ),
                     html.Div(id="supp-status"),
-                    _table("supp-table", SUPPRESSION_COLUMNS, page_size=20,
-                           row_selectable="single"),
+                    html.Div(id="supp-matches", style={"fontSize": 12, "color": "#667"}),
+                    # pages come from the board's store (10 M records are never all sent)
+                    _table("supp-table", SUPPRESSION_COLUMNS, page_size=SUPPRESSION_PAGE,
+                           row_selectable="single", page_action="custom", page_current=0,
+                           page_count=1, sort_action="none", filter_action="none"),
                 ],
                 style=_SECTION,
             ),

@@ -23,13 +23,14 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from dashboard.suppressions import SuppressionRecords
 from kmta.policy.classify import suppresses
 from kmta.policy.reputation import DAY, WEEK, RateBook, keys_of, over_threshold
 from schemas.control import ALL_ISPS, ControlRecord
 from schemas.events import FEEDBACK_STATUSES, FINAL_STATUSES, DeliveryEvent, Status
 from schemas.nodes import NodeStats
 from schemas.state import IspState
-from schemas.suppression import Reason, Suppression
+from schemas.suppression import Suppression
 
 __all__ = ["NO_ISP", "STATUS_CODES", "Board"]
 
@@ -124,7 +125,7 @@ class Board:
         self._audit: deque[ControlRecord] = deque(maxlen=max_audit)
         # sending domain -> [signed, unsigned, {selector: count}] from the queued events
         self._signing: dict[str, list[Any]] = {}
-        self._suppressions: dict[str, Suppression] = {}
+        self._suppressions: SuppressionRecords | None = None  # on disk, bounded
         self._rates = RateBook()
 
     # ------------------------------------------------------------------ packing
@@ -308,30 +309,30 @@ class Board:
     def apply_audit(self, rec: ControlRecord) -> None:
         self._audit.append(rec)
 
+    @property
+    def _supp(self) -> SuppressionRecords:
+        # made on first use: most boards (kmta status, tests) never see a suppression record
+        if self._suppressions is None:
+            self._suppressions = SuppressionRecords()
+        return self._suppressions
+
     def apply_suppression(self, key: str, rec: Suppression | None) -> None:
         """A suppression record (None: removed by a tombstone)."""
-        if rec is None:
-            self._suppressions.pop(key, None)
-        else:
-            self._suppressions[key] = rec
+        self._supp.apply(key, rec)
 
     def suppression_counts(self) -> dict[str, int]:
         """Records per reason (every reason, zeros included) and the total."""
-        out = {r.value: 0 for r in Reason}
-        for rec in self._suppressions.values():
-            out[rec.reason.value] += 1
-        out["total"] = len(self._suppressions)
-        return out
+        return self._supp.counts()
 
-    def suppression_rows(self, query: str | None, limit: int = 200) -> list[dict[str, Any]]:
-        """Records whose address contains ``query`` (all when empty), newest first."""
-        q = (query or "").strip().lower()
-        hits = [(k, r) for k, r in self._suppressions.items() if q in r.address]
-        hits.sort(key=lambda kr: -kr[1].at)
-        return [{"id": k, "address": r.address,
-                 "scope": r.scope if r.value is None else f"{r.scope}:{r.value}",
-                 "reason": r.reason.value, "category": r.category, "detail": r.detail,
-                 "message": r.id, "by": r.by, "at": r.at} for k, r in hits[:limit]]
+    def suppression_rows(self, query: str | None, limit: int = 200,
+                         offset: int = 0) -> list[dict[str, Any]]:
+        """A page of the records a search finds (``dashboard/suppressions.py``: a domain's
+        or all newest first, else addresses starting with ``query``)."""
+        return self._supp.rows(query, limit, offset)
+
+    def suppression_matches(self, query: str | None) -> int:
+        """How many records the search finds (at most ``suppressions.COUNT_CAP``)."""
+        return self._supp.matches(query)
 
     def reputation_rows(self, now: float, thresholds: dict[str, float] | None = None,
                         min_delivered: int = 1000) -> list[dict[str, Any]]:
@@ -386,7 +387,7 @@ class Board:
         return rows
 
     def suppression(self, key: str) -> Suppression | None:
-        return self._suppressions.get(key)
+        return self._supp.get(key)
 
     def apply_node(self, ns: NodeStats) -> None:
         prev = self._node_rate.get(ns.node)

@@ -25,6 +25,7 @@ from kmta.pipeline.feedback import feedback_outs
 from kmta.pipeline.outputs import write
 from kmta.policy.inbound import UNSUBSCRIBE, Feedback
 from kmta.policy.kb import KnowledgeBase
+from kmta.policy.suppression import unsubscribe_scope
 from kmta.policy.unsubscribe import Unsubscribe, read_token
 
 log = logging.getLogger(__name__)
@@ -59,13 +60,16 @@ def make_app(config: Config, kb: KnowledgeBase, producer: Any, node: str) -> web
         return u
 
     def what(u: Unsubscribe) -> str:
-        lst = f" from <b>{html.escape(u.list)}</b>" if u.list else ""
-        return f"<b>{html.escape(u.address)}</b>{lst}"
+        scope, value = unsubscribe_scope(config.unsubscribe.scope, u.list, u.domain)
+        whence = {"campaign": f" from <b>{html.escape(value or '')}</b>",
+                  "domain": f" from all mail of <b>{html.escape(value or '')}</b>",
+                  "global": " from all our mail"}[scope]
+        return f"<b>{html.escape(u.address)}</b>{whence}"
 
     async def unsubscribe(u: Unsubscribe, method: str) -> None:
         fb = Feedback(UNSUBSCRIBE, u.id, u.address, "token", hard=True,
                       response=f"unsubscribed ({method})", category="unsubscribe",
-                      campaign=u.list,
+                      campaign=u.list, domain=u.domain,
                       detail={"method": method, **({"list": u.list} if u.list else {})})
         now = time.time()
         await write(producer, feedback_outs(config, kb, fb, now, node, now))

@@ -305,9 +305,11 @@ class UnsubscribeConfig(Model):
     secret: SecretStr | None = Field(default=None, description="HMAC key of the tokens")
     mailto: bool = Field(default=True, description="also a mailto: unsubscribe address on the "
                          "sending domain's return_path (handled by kmta inbound)")
-    scope: Literal["campaign", "global"] = Field(
+    scope: Literal["campaign", "domain", "global"] = Field(
         default="campaign", description="what an unsubscribe suppresses: the list (campaign) "
-        "of the message, or all mail to the address")
+        "of the message, all mail from its sending domain (the [[domains]] entry of its From "
+        "domain), or all mail to the address; a token without that list or domain (older "
+        "links) suppresses globally")
 
     def address(self) -> tuple[str, int]:
         host, _, port = self.listen.rpartition(":")

@@ -11,7 +11,7 @@ from kmta.pipeline.metrics import DEAD_LETTERS
 from kmta.pipeline.outputs import Out, event_out
 from kmta.policy.inbound import Feedback
 from kmta.policy.kb import KnowledgeBase
-from kmta.policy.suppression import record_for
+from kmta.policy.suppression import record_for, unsubscribe_scope
 from schemas import DeadLetter, DeliveryEvent, FeedbackInfo, Status
 
 __all__ = ["dead_letter", "feedback_outs"]
@@ -35,10 +35,7 @@ def feedback_outs(config: Config, kb: KnowledgeBase, fb: Feedback, now: float,
     if fb.hard:
         scope, value = "global", None
         if status is Status.UNSUBSCRIBE:
-            scope = config.unsubscribe.scope
-            value = fb.campaign if scope == "campaign" else None
-            if value is None:
-                scope = "global"  # no list to scope it to: the address then
+            scope, value = unsubscribe_scope(config.unsubscribe.scope, fb.campaign, fb.domain)
         rec = record_for(status, fb.to, now, msg_id=fb.id, category=fb.category,
                          detail=fb.response, by=node, scope=scope, value=value)
         outs.append(Out(config.topic("suppression"), rec.to_json(), rec.key().encode()))

@@ -79,7 +79,7 @@ class Outgoing:
             box = (f"{self._unsub_local}@{dom.return_path}"
                    if dom and dom.return_path and self._unsub_mailto else None)
             url, mailto = links(self._unsub[1], self._unsub[0], msg_id, msg.to, msg.campaign,
-                                box)
+                                box, dom.name if dom else from_domain)
         out = unsubscribe_headers(url, mailto)
         sender_id = (dom.feedback_sender or dom.name) if dom else from_domain
         fb = feedback_id(msg.campaign, from_domain, msg.pool, sender_id)

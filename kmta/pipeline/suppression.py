@@ -1,16 +1,18 @@
-"""The suppression list as the route loop reads it: a set of 64-bit key hashes in an sqlite
-table on local disk, tailed from the compacted ``suppression`` topic.
+"""The suppression list as the route loop reads it: a set of 64-bit key hashes, kept in an
+sqlite table on local disk (tailed from the compacted ``suppression`` topic) and looked up in
+memory (``kmta/pipeline/hashset.py``).
 
-Why sqlite and hashes (issue 11's target: 10 M addresses, worker RSS < 500 MB, lookup < 50 us):
+Why (issue 11's target: 10 M addresses, worker RSS < 500 MB, lookup < 50 us):
 
 * a dict of 10 M addresses with their records costs 2-3 GB; a Python set of 10 M hashes ~1 GB;
-* an sqlite rowid table of the hashes is ~200 MB on disk, its cache is bounded (``cache_kib``)
-  and the OS page cache holds the rest, so the worker's RSS does not grow with the list; a
-  lookup is one rowid B-tree search (a few microseconds from Python,
-  ``scripts/bench_suppression.py``);
-* the table survives a restart together with the topic offsets it has applied (one
-  transaction per batch), so a restarted worker reads only what is new instead of 10 M
-  records; a lost or corrupt file is rebuilt from the topic (delete it).
+  a sorted array of them 80 MB, searched by ``bisect`` in about 1 us;
+* the sqlite table (137 MB at 10 M keys) survives a restart together with the topic offsets
+  it has applied (one transaction per batch), so a restarted worker reads only what is new
+  instead of 10 M records, and loads the array from the file (2-4 s at 10 M); a lost or
+  corrupt file is rebuilt from the topic (delete it);
+* lookups used to query the file: 7-10 us a query from Python and the file's pages resident
+  through a memory map (p99 61-93 us per message on this loaded machine); the array halves the
+  memory and does one search in C per key (``scripts/bench_suppression.py`` prints both).
 
 A false positive needs a 64-bit BLAKE2b collision with one of the listed keys: about 5e-13 per
 lookup at 10 M keys. The records themselves (reason, detail) are read from the topic by the
@@ -26,11 +28,14 @@ import json
 import logging
 import os
 import sqlite3
-from collections.abc import Iterable
+import struct
+from array import array
+from collections.abc import Iterable, Iterator
 
 from aiokafka import AIOKafkaConsumer
 
 from kmta.config import Config
+from kmta.pipeline.hashset import SortedHashes
 from kmta.pipeline.kafkaio import client_options, stop_loop, topic_partitions
 from kmta.pipeline.outputs import Out
 from schemas import ControlRecord
@@ -41,16 +46,23 @@ log = logging.getLogger(__name__)
 __all__ = ["SuppressionIndex", "SuppressionView", "change_outs", "key_hash", "read_all"]
 
 
+_BLAKE2B_8 = hashlib.blake2b(digest_size=8)
+_SIGNED_64 = struct.Struct(">q").unpack
+
+
 def key_hash(key: str) -> int:
-    """Signed 64-bit BLAKE2b of a record key (sqlite integers are signed)."""
-    return int.from_bytes(hashlib.blake2b(key.encode("utf-8"), digest_size=8).digest(), "big",
-                          signed=True)
+    """Signed 64-bit BLAKE2b of a record key (sqlite integers are signed). Copying a prepared
+    hash object is about 3x faster than building one with its parameters each time."""
+    h = _BLAKE2B_8.copy()
+    h.update(key.encode("utf-8"))
+    return int(_SIGNED_64(h.digest())[0])
 
 
 class SuppressionIndex:
-    """The hashes of the suppression keys present, and the topic offsets applied."""
+    """The hashes of the suppression keys present (in memory, ``SortedHashes``), and the file
+    they and the topic offsets applied are kept in (sqlite, written only)."""
 
-    def __init__(self, path: str, cache_kib: int = 16384, mmap_mib: int = 256) -> None:
+    def __init__(self, path: str, cache_kib: int = 8192, load: bool = True) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
@@ -58,58 +70,86 @@ class SuppressionIndex:
         # rebuildable from the topic: a crash may lose the last batch, whose offsets are lost
         # with it (same transaction), so it is read again
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # lookups never read the file: a small cache serves the writes
         self._db.execute(f"PRAGMA cache_size=-{int(cache_kib)}")
-        # reads through a memory map: no read() call per page; the mapped pages are the OS's
-        # page cache (counted in RSS once touched, at most the file size: 137 MB at 10 M keys)
-        self._db.execute(f"PRAGMA mmap_size={int(mmap_mib) << 20}")
         self._db.execute("CREATE TABLE IF NOT EXISTS s (h INTEGER PRIMARY KEY) WITHOUT ROWID")
         self._db.execute("CREATE TABLE IF NOT EXISTS offsets (topic TEXT, part INTEGER, "
                          "next INTEGER, PRIMARY KEY (topic, part))")
-        self._lookup = "SELECT 1 FROM s WHERE h=?"
-        self._any: dict[int, str] = {}
+        self._set: SortedHashes | None = None
+        if load:
+            for _ in self.loading():
+                pass
+
+    def loading(self, chunk: int = 262144) -> Iterator[int]:
+        """Read the hashes into memory (in key order, so the array is sorted as read),
+        yielding the count so far after each chunk: a caller on an event loop gives it a
+        turn in between (10 M hashes take 2-4 s)."""
+        members = array("q")
+        cur = self._db.execute("SELECT h FROM s")
+        while rows := cur.fetchmany(chunk):
+            members.extend([r[0] for r in rows])
+            yield len(members)
+        self._set = SortedHashes(members)
+
+    def _front(self) -> SortedHashes:
+        if self._set is None:
+            raise RuntimeError("suppression index not loaded yet")
+        return self._set
 
     def __contains__(self, key: object) -> bool:
-        if not isinstance(key, str):
-            return False
-        return self._db.execute(self._lookup, (key_hash(key),)).fetchone() is not None
+        return isinstance(key, str) and key_hash(key) in self._front()
 
     def contains_any(self, keys: list[str]) -> bool:
-        """Whether any of the keys is present: one statement for the route loop's 1-3 keys."""
-        if len(keys) == 1:
-            return keys[0] in self
-        q = self._any.get(len(keys))
-        if q is None:
-            q = self._any[len(keys)] = (
-                f"SELECT 1 FROM s WHERE h IN ({','.join('?' * len(keys))}) LIMIT 1")
-        return self._db.execute(q, [key_hash(k) for k in keys]).fetchone() is not None
+        """Whether any of the keys is present (the route loop's 1-3 keys a message)."""
+        s = self._front()
+        return any(key_hash(k) in s for k in keys)
 
     def __len__(self) -> int:
-        return self._db.execute("SELECT count(*) FROM s").fetchone()[0]
+        if self._set is not None:
+            return len(self._set)
+        return int(self._db.execute("SELECT count(*) FROM s").fetchone()[0])
 
     def apply(self, changes: Iterable[tuple[str, bool]],
               offsets: dict[tuple[str, int], int] | None = None) -> None:
         """Add (True) or remove (False) keys, in order, and record the next offsets to read,
-        in one transaction."""
+        in one transaction; the set in memory follows once the file has them."""
         db = self._db
+        done: list[tuple[int, bool]] = []
         db.execute("BEGIN")
         try:
             for key, present in changes:
+                h = key_hash(key)
                 if present:
-                    db.execute("INSERT OR IGNORE INTO s VALUES (?)", (key_hash(key),))
+                    db.execute("INSERT OR IGNORE INTO s VALUES (?)", (h,))
                 else:
-                    db.execute("DELETE FROM s WHERE h=?", (key_hash(key),))
+                    db.execute("DELETE FROM s WHERE h=?", (h,))
+                done.append((h, present))
             for (topic, part), nxt in (offsets or {}).items():
                 db.execute("INSERT OR REPLACE INTO offsets VALUES (?, ?, ?)", (topic, part, nxt))
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        if self._set is not None:
+            for h, present in done:
+                if present:
+                    self._set.add(h)
+                else:
+                    self._set.discard(h)
 
     def add_hashes(self, hashes: Iterable[int]) -> None:
-        """Bulk load (benchmark, rebuild): hashes already computed."""
+        """Bulk load into the file (benchmark, rebuild): hashes already computed. A loaded
+        set reads them again."""
         self._db.execute("BEGIN")
         self._db.executemany("INSERT OR IGNORE INTO s VALUES (?)", ((h,) for h in hashes))
         self._db.execute("COMMIT")
+        if self._set is not None:
+            for _ in self.loading():
+                pass
+
+    def nbytes(self) -> int:
+        """Memory held by the set of hashes."""
+        return self._set.nbytes() if self._set is not None else 0
 
     def offsets(self, topic: str) -> dict[int, int]:
         rows = self._db.execute("SELECT part, next FROM offsets WHERE topic=?", (topic,))
@@ -160,7 +200,7 @@ class SuppressionView:
         self._config = config
         self.topic = config.topic("suppression")
         self._lock_fd, path = _claim(os.path.join(config.data_dir, "suppression"), name)
-        self.index = SuppressionIndex(path)
+        self.index = SuppressionIndex(path, load=False)
         self.ready = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task | None = None
@@ -168,6 +208,8 @@ class SuppressionView:
         self._next: dict[int, int] = {}
 
     async def start(self) -> None:
+        for _ in self.index.loading():
+            await asyncio.sleep(0)  # the brain's agents share this loop
         c = AIOKafkaConsumer(**client_options(self._config),
                              enable_auto_commit=False, auto_offset_reset="earliest",
                              fetch_max_wait_ms=100, max_partition_fetch_bytes=4 << 20)

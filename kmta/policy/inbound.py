@@ -57,6 +57,7 @@ class Feedback:
     campaign: str | None = None
     detail: dict[str, str] = field(default_factory=dict)
     sender: str | None = None  # the envelope sender the message went out with (VERP)
+    domain: str | None = None  # the sending domain (an unsubscribe token's)
 
 
 @dataclass(frozen=True)
@@ -211,7 +212,7 @@ def _unsubscribe_mail(msg: Message, text: str, secret: bytes | None) -> Verdict:
         if u is not None:
             return Feedback(UNSUBSCRIBE, u.id, u.address, "token", hard=True,
                             response="unsubscribed by mail (RFC 2369 mailto)",
-                            category="unsubscribe", campaign=u.list,
+                            category="unsubscribe", campaign=u.list, domain=u.domain,
                             detail={"method": "mailto", **({"list": u.list} if u.list else {})})
     why = "forged or garbled token" if SUBJECT_PREFIX.strip() in subject.lower() else "no token"
     return Ignored(f"unsubscribe mail refused: {why}")

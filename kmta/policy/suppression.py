@@ -12,7 +12,7 @@ from collections.abc import Container, Iterable
 from schemas.events import Status
 from schemas.suppression import Reason, Suppression, key_of
 
-__all__ = ["REASON_OF", "is_suppressed", "keys_for", "record_for"]
+__all__ = ["REASON_OF", "is_suppressed", "keys_for", "record_for", "unsubscribe_scope"]
 
 REASON_OF = {Status.ASYNC_BOUNCE: Reason.ASYNC_BOUNCE, Status.COMPLAINT: Reason.COMPLAINT,
              Status.UNSUBSCRIBE: Reason.UNSUBSCRIBE, Status.BOUNCED: Reason.HARD_BOUNCE}
@@ -20,10 +20,13 @@ REASON_OF = {Status.ASYNC_BOUNCE: Reason.ASYNC_BOUNCE, Status.COMPLAINT: Reason.
 
 def keys_for(address: str, domains: Iterable[str | None], campaign: str | None) -> list[str]:
     """The record keys that would suppress this message, global first."""
-    keys = [key_of(address)]
-    keys += [key_of(address, "domain", d) for d in dict.fromkeys(domains) if d]
+    a = key_of(address)  # what key_of spells, built once (this runs for every message)
+    keys = [a]
+    for d in domains:
+        if d and (k := f"domain:{d.lower()}|{a}") not in keys:
+            keys.append(k)
     if campaign:
-        keys.append(key_of(address, "campaign", campaign))
+        keys.append(f"campaign:{campaign}|{a}")
     return keys
 
 
@@ -47,3 +50,15 @@ def record_for(status: Status, address: str, now: float, *, msg_id: str | None =
     return Suppression(address=address, scope=scope, value=value,
                        reason=REASON_OF[status], category=category, detail=detail[:300] or None,
                        id=msg_id, by=by, at=now)
+
+
+def unsubscribe_scope(configured: str, campaign: str | None,
+                      domain: str | None) -> tuple[str, str | None]:
+    """The scope and value of an unsubscribe's record (``[unsubscribe] scope``): the message's
+    campaign, its sending domain, or the address everywhere. A token that lacks the campaign
+    or domain asked for (mail without a campaign, links made before tokens carried the domain)
+    suppresses globally: the safe side for a request to stop mail."""
+    value = {"campaign": campaign, "domain": domain}.get(configured)
+    if value is None:
+        return "global", None
+    return configured, value.lower() if configured == "domain" else value

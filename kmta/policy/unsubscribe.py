@@ -1,10 +1,12 @@
 """Signed unsubscribe tokens (RFC 8058 one-click URLs and RFC 2369 mailto subjects).
 
-``TOKEN = base64url(id 0x1f address 0x1f list) "." base64url(HMAC-SHA256(secret, "u1" ||
-payload)[:16])`` without padding: the server needs no table to know whom to unsubscribe from
-what, and nobody can unsubscribe an address they did not receive a message for (RFC 8058 §3.2
-asks that the URI identify the recipient and list and be hard to forge). ``list`` is the
-message's campaign ("" for none). URL- and subject-safe characters only. Pure: stdlib only.
+``TOKEN = base64url(id 0x1f address 0x1f list [0x1f domain]) "." base64url(HMAC-SHA256(secret,
+"u1" || payload)[:16])`` without padding: the server needs no table to know whom to unsubscribe
+from what, and nobody can unsubscribe an address they did not receive a message for (RFC 8058
+§3.2 asks that the URI identify the recipient and list and be hard to forge). ``list`` is the
+message's campaign ("" for none), ``domain`` its sending domain (the ``[[domains]]`` entry of
+its From domain; tokens made before it was added have three fields and no domain). URL- and
+subject-safe characters only. Pure: stdlib only.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ class Unsubscribe:
     id: str
     address: str
     list: str | None
+    domain: str | None = None  # the sending domain
 
 
 def _b64(b: bytes) -> str:
@@ -41,11 +44,13 @@ def _mac(secret: bytes, payload: bytes) -> bytes:
     return hmac.new(secret, _VERSION + payload, hashlib.sha256).digest()[:_MAC]
 
 
-def make_token(secret: bytes, msg_id: str, address: str, list_name: str | None) -> str:
-    """The token of one recipient of one message; the address is lower-cased."""
-    if _SEP in msg_id + address + (list_name or ""):
+def make_token(secret: bytes, msg_id: str, address: str, list_name: str | None,
+               domain: str | None = None) -> str:
+    """The token of one recipient of one message; the address and domain are lower-cased."""
+    fields = [msg_id, address.lower(), list_name or ""] + ([domain.lower()] if domain else [])
+    if any(_SEP in f for f in fields):
         raise ValueError("unsubscribe token fields may not contain 0x1f")
-    payload = _SEP.join((msg_id, address.lower(), list_name or "")).encode("utf-8")
+    payload = _SEP.join(fields).encode("utf-8")
     return f"{_b64(payload)}.{_b64(_mac(secret, payload))}"
 
 
@@ -65,16 +70,17 @@ def read_token(secret: bytes, token: str) -> Unsubscribe | None:
         parts = payload.decode("utf-8").split(_SEP)
     except UnicodeDecodeError:
         return None
-    if len(parts) != 3 or not parts[0] or "@" not in parts[1]:
+    if len(parts) not in (3, 4) or not parts[0] or "@" not in parts[1]:
         return None
-    return Unsubscribe(parts[0], parts[1], parts[2] or None)
+    return Unsubscribe(parts[0], parts[1], parts[2] or None,
+                       parts[3] or None if len(parts) == 4 else None)
 
 
 def links(secret: bytes, base_url: str, msg_id: str, address: str, list_name: str | None,
-          mailbox: str | None) -> tuple[str, str | None]:
+          mailbox: str | None, domain: str | None = None) -> tuple[str, str | None]:
     """The one-click URL ``<base_url>/u/<token>`` and, with ``mailbox`` (``unsubscribe@<return
     path>``), the mailto URI whose subject carries the same token."""
-    token = make_token(secret, msg_id, address, list_name)
+    token = make_token(secret, msg_id, address, list_name, domain)
     url = f"{base_url.rstrip('/')}/u/{token}"
     mailto = f"mailto:{mailbox}?subject=unsubscribe%20{token}" if mailbox else None
     return url, mailto

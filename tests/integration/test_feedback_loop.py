@@ -84,6 +84,12 @@ Content-Type: text/rfc822-headers
 """.replace("\n", "\r\n").encode()
 
 
+def rcpt_zone() -> Zone:
+    """The mailbox provider's domain rcpt.test, its MX on loopback."""
+    return Zone(records={"rcpt.test": {"mx": [(10, "mx.rcpt.test")]},
+                         "mx.rcpt.test": {"a": ["127.0.0.1"]}})
+
+
 def in_index(p, key: str) -> bool:
     db = sqlite3.connect(f"file:{p.config.data_dir}/suppression/worker.sqlite?mode=ro", uri=True)
     try:
@@ -100,9 +106,7 @@ def test_bounce_complaint_unsubscribe_close_the_loop(pipeline_factory, tmp_path:
         "inbound": {"listen": f"127.0.0.1:{inbound_port}"},
         "unsubscribe": {"listen": f"127.0.0.1:{web_port}", "secret": UNSUB_SECRET,
                         "base_url": "https://unsub.shop.test/lists"}})
-    zone = Zone(records={"rcpt.test": {"mx": [(10, "mx.rcpt.test")]},
-                         "mx.rcpt.test": {"a": ["127.0.0.1"]}})
-    with DnsServerThread(zone, port=p.dns_port):
+    with DnsServerThread(rcpt_zone(), port=p.dns_port):
         ctrl, rec = start_receiver(p.smtp_port)
         try:
             p.start_worker()

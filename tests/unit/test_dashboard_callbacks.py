@@ -395,9 +395,14 @@ def test_suppression_search_counts_and_audited_removal() -> None:
     app = create_app(Config(dashboard=DashboardConfig(password=SecretStr("pw"))), b, ctl,
                      clock=lambda: NOW)
     h = app.kmta
-    boxes, rows = h.suppression_view("A@GMAIL")
+    boxes, rows, pages, page, found = h.suppression_view("A@GMAIL")
     assert [r["id"] for r in rows] == ["campaign:c1|a@gmail.com", "a@gmail.com"]
+    assert (pages, page, found) == (1, 0, "2 matches")
     assert rows[0]["scope"] == "campaign:c1"
+    # a page past the last shows the last (one record a page: the oldest of the domain's 3)
+    _, page_rows, pages, page, found = h.suppression_view("@gmail.com", 7, page_size=1)
+    assert ([r["id"] for r in page_rows], pages, page, found) == (
+        ["a@gmail.com"], 3, 2, "3 matches")
     counts = b.suppression_counts()
     assert (counts["complaint"], counts["async_bounce"], counts["unsubscribe"],
             counts["hard_bounce"], counts["manual"], counts["total"]) == (1, 1, 1, 1, 0, 4)

@@ -178,3 +178,22 @@ def test_unsubscribe_token_round_trip_and_forgery():
     assert read_token(USECRET, body[:-2] + "AA." + mac) is None
     assert read_token(USECRET, "garbage") is None
     assert read_token(USECRET, "a.b") is None
+
+
+def test_unsubscribe_token_carries_the_sending_domain():
+    from kmta.policy.suppression import unsubscribe_scope
+    from kmta.policy.unsubscribe import links
+    t = make_token(USECRET, ID1, "r@x.example", "spring", "Shop.Example")
+    u = read_token(USECRET, t)
+    assert (u.list, u.domain) == ("spring", "shop.example")
+    old = read_token(USECRET, make_token(USECRET, ID1, "r@x.example", "spring"))
+    assert old.domain is None  # a link made before tokens carried the domain still works
+    url, mailto = links(USECRET, "https://u.example/x", ID1, "r@x.example", None,
+                        "unsubscribe@b.example", "shop.example")
+    tok = url.rsplit("/", 1)[1]
+    assert read_token(USECRET, tok).domain == "shop.example" and mailto.endswith(tok)
+    assert unsubscribe_scope("domain", "spring", "Shop.Example") == ("domain", "shop.example")
+    assert unsubscribe_scope("campaign", "spring", "shop.example") == ("campaign", "spring")
+    assert unsubscribe_scope("domain", "spring", None) == ("global", None)
+    assert unsubscribe_scope("campaign", None, "shop.example") == ("global", None)
+    assert unsubscribe_scope("global", "spring", "shop.example") == ("global", None)

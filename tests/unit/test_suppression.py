@@ -93,3 +93,76 @@ def test_index_file_is_stable_per_name_and_never_shared(tmp_path) -> None:
     assert p3 == p1
     os.close(fd2)
     os.close(fd3)
+
+
+def test_sorted_hashes_follow_a_set_through_adds_removals_and_merges() -> None:
+    import random
+    from array import array
+
+    from kmta.pipeline.hashset import SortedHashes
+    rng = random.Random(11)
+    start = sorted({rng.randrange(-500, 500) for _ in range(300)})
+    s, ref = SortedHashes(array("q", start), compact_at=16), set(start)
+    for step in range(3000):
+        h = rng.randrange(-600, 600)
+        if rng.random() < 0.5:
+            s.add(h)
+            ref.add(h)
+        else:
+            s.discard(h)
+            ref.discard(h)
+        if step % 97 == 0:
+            assert all((x in s) == (x in ref) for x in range(-600, 600))
+            assert len(s) == len(ref)
+    s.compact()
+    assert list(s._a) == sorted(ref) and "x" not in s
+
+
+def test_keys_are_spelled_as_the_records_key_them() -> None:
+    from schemas.suppression import Suppression
+    keys = keys_for(" Ann@X.Example ", ["Shop.Example", "shop.example", None, "b.example"], "Spring")
+    recs = [Suppression(address="ann@x.example", reason="manual", at=0),
+            Suppression(address="ann@x.example", scope="domain", value="shop.example",
+                        reason="manual", at=0),
+            Suppression(address="ann@x.example", scope="domain", value="b.example",
+                        reason="manual", at=0),
+            Suppression(address="ann@x.example", scope="campaign", value="Spring",
+                        reason="manual", at=0)]
+    assert keys == [r.key() for r in recs]
+
+
+def test_index_lookups_follow_applied_changes_after_load(tmp_path) -> None:
+    path = str(tmp_path / "w.sqlite")
+    idx = SuppressionIndex(path, load=False)
+    idx.apply([("a@x", True), ("b@x", True)], {("t", 0): 2})
+    assert list(idx.loading(chunk=1)) == [1, 2]  # yields after each chunk read
+    idx.apply([("a@x", False), ("c@x", True), ("c@x", True)], {("t", 0): 5})
+    assert ["b@x" in idx, "a@x" in idx, "c@x" in idx, len(idx)] == [True, False, True, 2]
+    idx.close()
+
+
+def test_mailto_unsubscribe_takes_the_configured_domain_scope() -> None:
+    from kmta.pipeline.feedback import feedback_outs
+    from kmta.pipeline.rules import load_kb
+    from kmta.policy.classify import Classifier
+    from kmta.policy.inbound import Feedback, read
+    from kmta.policy.unsubscribe import make_token
+    from schemas.suppression import Suppression
+
+    cfg = Config.model_validate({"unsubscribe": {"secret": "u", "scope": "domain"}})
+    tok = make_token(b"u", "m1", "Ann@Gmail.com", "spring", "shop.example")
+    raw = (f"From: ann@gmail.com\r\nTo: unsubscribe@bounces.shop.example\r\n"
+           f"Subject: unsubscribe {tok}\r\n\r\n\r\n").encode()
+    fb = read(raw, "unsubscribe@bounces.shop.example", Classifier.load(), None, b"u")
+    assert isinstance(fb, Feedback) and fb.domain == "shop.example"
+    outs = feedback_outs(cfg, load_kb(cfg), fb, 10.0, "n1")
+    sup = [o for o in outs if o.topic == "kmta.suppression"]
+    assert [o.key for o in sup] == [b"domain:shop.example|ann@gmail.com"]
+    rec = Suppression.model_validate_json(sup[0].value)
+    assert (rec.scope, rec.value, rec.reason.value, rec.id) == (
+        "domain", "shop.example", "unsubscribe", "m1")
+    # the same mail under the default scope: the campaign
+    outs = feedback_outs(Config.model_validate({"unsubscribe": {"secret": "u"}}),
+                         load_kb(cfg), fb, 10.0, "n1")
+    assert [o.key for o in outs if o.topic == "kmta.suppression"] == [
+        b"campaign:spring|ann@gmail.com"]
