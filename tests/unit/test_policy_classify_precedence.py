@@ -174,3 +174,25 @@ def test_seznam_unknown_user() -> None:
     v = judge(reply, CLASSIFIER, KB.effective("seznam"))
     assert (v.category, v.verdict, v.suppress, v.rule) == (
         "bad_mailbox", "bounce", True, "seznam_user_unknown")
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "expected"),
+    [
+        (550, "Server does not accept mail from bounce@example.org", "bad_sender"),
+        (550, "5.1.0 Null sender is not allowed", "bad_sender"),
+        (550, "Bad sender IP address 192.0.2.1", "spam_block"),
+        (554, "5.7.1 Your host looks like a spammer", "spam_block"),
+        (554, "Blocked - see https://blocklist.example.net/lookup", "spam_block"),
+        (554, "5.7.1 Sending is refused: authentication is required", "auth_failure"),
+        (550, "5.2.1 recipient suspended the service", "inactive_mailbox"),
+        (550, "5.7.1 Client rejected: IP name lookup failed", "reverse_dns"),
+        (550, "5.7.1 This system is not configured to relay mail", "relay_denied"),
+        (421, "4.7.0 Per-IP connection limit reached, please send slower", "rate_limit"),
+    ],
+)
+def test_who_is_meant_sender_ip_or_recipient(code: int, text: str, expected: str) -> None:
+    # "does not accept mail from <sender>" is about us, not a domain that takes no mail
+    v = judge(Reply.parse(code, text), CLASSIFIER, None)
+    assert v.category == expected
+    assert not v.suppress
