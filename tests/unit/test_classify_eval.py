@@ -17,11 +17,13 @@ from ops.classify_eval import CORPUS, load_corpus, main, score
 TUNED = load_corpus(CORPUS / "tuned.jsonl")
 HELDOUT = load_corpus(CORPUS / "heldout.jsonl")
 HELDOUT2 = load_corpus(CORPUS / "heldout2.jsonl")
+HELDOUT3 = load_corpus(CORPUS / "heldout3.jsonl")
 
 
 def test_corpus_is_big_labelled_and_attributed() -> None:
     assert len(TUNED) + len(HELDOUT) >= 500 and len(HELDOUT) >= 150 and len(HELDOUT2) >= 100
-    for r in TUNED + HELDOUT + HELDOUT2:
+    assert len(HELDOUT3) >= 50
+    for r in TUNED + HELDOUT + HELDOUT2 + HELDOUT3:
         assert r["label"] in CATEGORIES, r
         assert r["provider"] and r["source"] and r["text"], r
         assert isinstance(r["temporary"], bool) and isinstance(r["suppress"], bool)
@@ -31,8 +33,9 @@ def test_corpus_is_big_labelled_and_attributed() -> None:
 
 def test_parts_do_not_overlap() -> None:
     key = lambda r: (r["code"], " ".join(r["text"].lower().split()))  # noqa: E731
-    parts = [{key(r) for r in part} for part in (TUNED, HELDOUT, HELDOUT2)]
-    assert len(parts[2]) == len(HELDOUT2)  # no reply twice in the second held-out part either
+    parts = [{key(r) for r in part} for part in (TUNED, HELDOUT, HELDOUT2, HELDOUT3)]
+    # no reply twice within the later held-out parts either
+    assert (len(parts[2]), len(parts[3])) == (len(HELDOUT2), len(HELDOUT3))
     for i, a in enumerate(parts):
         for b in parts[i + 1 :]:
             assert not a & b
@@ -87,6 +90,7 @@ def test_main_prints_both_parts() -> None:
         "tuned.jsonl",
         "heldout.jsonl",
         "heldout2.jsonl",
+        "heldout3.jsonl",
         "category accuracy",
         "temporary bounced",
         "soft suppressed",
@@ -97,7 +101,7 @@ def test_main_prints_both_parts() -> None:
         assert needle in text
 
 
-@pytest.mark.parametrize("part", [TUNED, HELDOUT, HELDOUT2])
+@pytest.mark.parametrize("part", [TUNED, HELDOUT, HELDOUT2, HELDOUT3])
 def test_records_are_json_round_trippable(part: list[dict]) -> None:
     for r in part[:20]:
         assert json.loads(json.dumps(r)) == r
@@ -111,7 +115,7 @@ def test_steps_chained_by_hand_agree_with_judge() -> None:
     from kmta.policy.verdict import explain
 
     classifier, kb = Classifier.load(), KnowledgeBase.load()
-    for r in TUNED + HELDOUT + HELDOUT2:
+    for r in TUNED + HELDOUT + HELDOUT2 + HELDOUT3:
         reply = Reply.parse(r.get("code"), r["text"])
         isp, v = explain(reply, classifier, kb, r.get("isp"), r.get("domain"))
         matched = match_reply(reply, kb.effective(isp))
