@@ -298,7 +298,21 @@ class Classifier:
                         None)
             if said is not None:
                 later = said
+        if later and _definitely_gone(reply, category, enhanced):
+            later = False
         return Classification(category, later, winner.name if winner else None)
+
+
+# RFC 3463 5.1.1 (bad destination mailbox), 5.1.2 (bad destination system), 5.1.10 (null MX)
+_GONE = ("5.1.1", "5.1.2", "5.1.10")
+
+
+def _definitely_gone(reply: Reply, category: str, enhanced: str | None) -> bool:
+    """A permanent reply that names an address or domain that does not exist, by its words and
+    its enhanced code both, bounces even if it also says "try again" (a hint for a person, as in
+    "check the address and try again"): the recipient will not come into existence."""
+    return (category in _SUPPRESSING and enhanced in _GONE and reply.code is not None
+            and reply.code >= 500)
 
 
 def _fallback(reply: Reply) -> str:

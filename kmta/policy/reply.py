@@ -66,4 +66,19 @@ class Reply:
                     text = text[m.end() :]
             if text:
                 lines.append(" ".join(text.split()))
-        return cls(code=code, enhanced_code=enhanced, text=" ".join(lines), internal=internal)
+        joined = " ".join(lines)
+        if code is not None and message.lstrip().startswith(f"{code}-"):
+            # a multi-line reply that reached us folded into one line (a DSN's Diagnostic-Code:
+            # "550-5.7.1 The user ... 550-5.7.1 headers. 550 5.7.1 ...") keeps its line prefixes
+            # inside the text: drop them, as the line breaks above are dropped
+            joined = " ".join(_folded_prefixes(code, enhanced).sub(" ", joined).split())
+        return cls(code=code, enhanced_code=enhanced, text=joined, internal=internal)
+
+
+def _folded_prefixes(code: int, enhanced: str | None) -> re.Pattern[str]:
+    """A folded line's prefix: ``<code>-`` (with the enhanced code if the reply has one), and
+    the last line's ``<code> <enhanced>``."""
+    if enhanced is None:
+        return re.compile(rf"(?<!\S){code}-")
+    e = re.escape(enhanced)
+    return re.compile(rf"(?<!\S){code}-(?:{e}(?!\S))?|(?<!\S){code} {e}(?!\S)")

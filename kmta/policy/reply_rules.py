@@ -32,14 +32,16 @@ def disposition(reply: Reply, reply_rule: ReplyRule | None, *, later: bool | Non
     """What happens to the message itself: ``"delivered"``, ``"bounce"`` or ``"defer"``.
 
     A matched lock, throttle or defer rule makes the reply temporary even when the provider sent
-    a 5xx (QQ and 163 send rate limits as 550/554); a bounce rule makes it final even for a 4xx.
+    a 5xx (QQ and 163 send rate limits as 550/554); a bounce rule makes a 5xx final, never a 4xx
+    or one of kmta's own replies: a provider that says "later" is believed, so a pattern written
+    for a permanent text cannot bounce a message whose reply was temporary.
     ``later`` (the classifier read "try later": a rate, a quota, greylisting, RFC 5321's 552 too
     many recipients) defers a 5xx too; when not given, the matched rule's category and the
     shipped classifier decide it. Otherwise the code decides: 2xx delivered, 5xx bounce, anything
     else (4xx, internal) defer.
     """
     action = reply_rule.action if reply_rule is not None else None
-    if action == "bounce":
+    if action == "bounce" and _permanent(reply):
         return "bounce"
     if action in ("lock", "throttle", "defer"):
         return "defer"
@@ -50,6 +52,10 @@ def disposition(reply: Reply, reply_rule: ReplyRule | None, *, later: bool | Non
         return "defer"
     if reply.code is not None and 200 <= reply.code < 300 and not reply.internal:
         return "delivered"
-    if reply.code is not None and reply.code >= 500 and not reply.internal:
+    if _permanent(reply):
         return "bounce"
     return "defer"
+
+
+def _permanent(reply: Reply) -> bool:
+    return reply.code is not None and reply.code >= 500 and not reply.internal

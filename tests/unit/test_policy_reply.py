@@ -76,3 +76,13 @@ def test_line_leaves_out_missing_parts() -> None:
 def test_a_different_enhanced_code_in_a_later_line_stays_in_the_text() -> None:
     reply = Reply.parse(550, "5.7.1 blocked\n5.7.1 see below\n4.4.4 routing note")
     assert reply.enhanced_code == "5.7.1" and reply.text == "blocked see below 4.4.4 routing note"
+
+
+def test_a_multi_line_reply_folded_into_one_line_loses_its_line_prefixes() -> None:
+    # a DSN's Diagnostic-Code carries the reply's lines joined by spaces, prefixes and all
+    folded = "550-5.7.1 Message not compliant. There are multiple 550-5.7.1 headers. 550 5.7.1 Bye"
+    r = Reply.parse(550, folded)
+    assert (r.enhanced_code, r.text) == ("5.7.1", "Message not compliant. There are multiple headers. Bye")
+    assert Reply.parse(None, "421-4.7.0 Try later 421 4.7.0 please").text == "Try later please"
+    # a one-line reply keeps a code it quotes: only folded replies (starting "<code>-") change
+    assert Reply.parse(550, "5.7.1 error 550-limit 550 5.7.1 seen").text == "error 550-limit 550 5.7.1 seen"

@@ -398,6 +398,7 @@ TOP_PROVIDERS = [
     "centrum",
     "virginmedia",
     "cox",
+    "seznam",
 ]
 
 
