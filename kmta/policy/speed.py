@@ -48,6 +48,7 @@ __all__ = [
     "BUSY",
     "DROP",
     "HOLDOFF",
+    "PROBE_MAX",
     "PROBE_MIN",
     "STARTUP_DOUBLING",
     "STARTUP_EXIT",
@@ -64,6 +65,23 @@ __all__ = [
 STARTUP_DOUBLING = 5.0
 """Seconds of busy, clean sending per doubling in startup (from 0.5 to 100 msg/s in ~38 s)."""
 
+STARTUP_STEP_MAX = 1.25
+"""At most this factor per decision period in startup: at low rates a period is long (two
+messages per source IP: 4 s at 0.5 msg/s, a factor of 1.74 at the doubling rate), and a coarse
+step overshoots a provider whose burst allowance is a single message (the sim's at <= 4 msg/s):
+the first throttle comes at the first level above its limit, up to a whole step above it."""
+
+LAG = 0.6
+"""Seconds from a raise decided by the brain to the senders sending at it (results and state
+topic delays, the senders' raise delay): a throttle this soon after a raise was sent at the
+speed before it, and the knee is taken from that speed."""
+
+IN_FLIGHT = 0.1
+"""Throttles from one source IP and node within ``HOLDOFF`` of a decrease count only (messages
+sent before the cut reached the node) unless one comes more than this after that pair's
+previous one: the node had already slowed that IP on its own (``LOCAL_SLOW``) or received the
+brain's lower speed, and still got a throttle, so the lower level is too high too."""
+
 STARTUP_EXIT = 0.7
 """The knee: the first throttle of a startup sets the speed to this share of the speed that got
 it. The throttle arrives once the provider's burst allowance is drained, at ~1.3 x its capacity
@@ -75,6 +93,13 @@ the replying IP locally, so the brain's cut costs no second round of throttles."
 
 PROBE_MIN = 0.03
 """The smallest probe step (share of the floor)."""
+
+PROBE_MAX = 0.25
+"""The largest probe step. A probe that passed while above the capacity (its excess over the
+capacity smaller than its step, so the burst allowance outlasted the hold) makes the next,
+doubled step land far above it: at a few hundred messages per second a step of 1.0 put several
+replies in flight into one round of throttles and earned a block. +25 % still finds a doubled
+capacity within a minute (3, 6, 12, 24, 25, 25 %: x 2.4)."""
 
 PROBE_BURST = 0.4
 """A probe of step ``e`` is held ``max(PROBE_HOLD_MIN, PROBE_BURST / e)`` seconds: an excess of
@@ -176,6 +201,9 @@ class SpeedState:
     cut_ips: tuple[str, ...] = ()  # ... and the source IPs (and nodes) they came from
     last_cut: str = ""  # what the last decrease was: knee, probe, false, again or drop
     sources: tuple[str, ...] = ()  # source IPs seen in the current period
+    prior: float | None = None  # the speed before the last raise ...
+    raised_at: float | None = None  # ... and when it was raised
+    cut_last: tuple[tuple[str, float], ...] = ()  # (source@node, time) of its last throttle
 
 
 def _cap(rule: SpeedRule) -> float:
@@ -211,7 +239,7 @@ def _probe_hold(floor: float, target: float) -> float:
 
 def _target(state: SpeedState, rule: SpeedRule) -> float:
     floor = state.floor if state.floor is not None else state.speed
-    t = floor * (1.0 + state.step)
+    t = floor * (1.0 + min(state.step, PROBE_MAX))
     if state.ceiling is not None and state.ceiling > floor:
         t = min(t, math.sqrt(floor * state.ceiling))
     return min(max(t, floor * (1.0 + PROBE_MIN)), _cap(rule))
@@ -241,17 +269,18 @@ def _close_period(s: SpeedState, rule: SpeedRule, tact: float, period: float) ->
         # a light period verifies nothing: the level is verified again from here
         return replace(nxt, since=end, next_probe_at=max(s.next_probe_at, end))
     if s.mode == STARTUP:
-        grown = _clamp(s.speed * 2.0 ** (period / STARTUP_DOUBLING), rule)
-        return replace(nxt, speed=grown, since=end)
+        factor = min(2.0 ** (period / STARTUP_DOUBLING), STARTUP_STEP_MAX)
+        grown = _clamp(s.speed * factor, rule)
+        return _raised(replace(nxt, speed=grown, since=end), s.speed, end)
     held = end - s.since
     if s.mode == PROBE:
         if held >= _probe_hold(s.floor or s.speed, s.speed):
             if s.ceiling is not None and s.ceiling > s.speed:
                 # below the ceiling: escalate, the geometric middle caps the step
-                ceiling, step = s.ceiling, min(s.step * 2, 1.0)
+                ceiling, step = s.ceiling, min(s.step * 2, PROBE_MAX)
             else:  # above every level throttled so far: escalate from a small step
                 ceiling = None
-                step = min(s.step * 2, 1.0) if s.ceiling is None else 2 * PROBE_MIN
+                step = min(s.step * 2, PROBE_MAX) if s.ceiling is None else 2 * PROBE_MIN
             passed = replace(nxt, floor=s.speed, ceiling=ceiling, step=step, since=end,
                              prev_floor=s.floor, floor_at=end)
             return _start_probe(passed, rule, end)
@@ -266,11 +295,22 @@ def _close_period(s: SpeedState, rule: SpeedRule, tact: float, period: float) ->
     return nxt
 
 
+def _raised(s: SpeedState, before: float, now: float) -> SpeedState:
+    return replace(s, prior=before, raised_at=now) if s.speed > before else s
+
+
 def _start_probe(s: SpeedState, rule: SpeedRule, now: float) -> SpeedState:
     target = _target(s, rule)
     if target <= s.speed:
         return replace(s, mode=HOLD)
-    return replace(s, mode=PROBE, speed=target, since=now)
+    return _raised(replace(s, mode=PROBE, speed=target, since=now), s.speed, now)
+
+
+def _in_effect(s: SpeedState, now: float) -> float:
+    """The speed a throttle answered at ``now`` was most likely sent at."""
+    if s.prior is not None and s.raised_at is not None and now - s.raised_at < LAG:
+        return min(s.prior, s.speed)
+    return s.speed
 
 
 def advance(state: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedState:
@@ -314,7 +354,9 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
     else:
         kind = "false" if false_pass else "trim"
     if kind == "knee":
-        s = replace(s, ceiling=s.speed, floor=None, speed=_clamp(s.speed * STARTUP_EXIT, rule))
+        # the ceiling is the speed the throttled message was sent at, not a raise after it
+        sent = _in_effect(s, now)
+        s = replace(s, ceiling=sent, floor=None, speed=_clamp(sent * STARTUP_EXIT, rule))
     elif kind == "probe":
         # back to the floor; the floor before it is kept in case this floor was a false pass
         s = replace(s, ceiling=s.speed, speed=_clamp(s.floor or s.speed, rule))
@@ -334,7 +376,8 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
         s = replace(s, ceiling=s.speed, floor=None, speed=_clamp(s.speed * cut, rule))
     step = 2 * PROBE_MIN if kind in ("drop", "again") else 1.0  # 1.0: bisect to the ceiling
     s = replace(s, mode=HOLD, step=step, decreased_at=now, since=now, prev_floor=prev,
-                floor_at=at, last_cut=kind, cut_throttles=0, cut_ips=())
+                floor_at=at, last_cut=kind, cut_throttles=0, cut_ips=(), prior=None,
+                raised_at=None)
     return replace(s, next_probe_at=now + _wait(s, tact))
 
 
@@ -367,11 +410,16 @@ def observe(
             ips = (*ips, who)
         recent = (*((ip, t) for ip, t in state.recent if t > now - BUDGET_WINDOW),
                   (source or "", now))
+        last = dict(state.cut_last)
+        repeated = who in last and now - last[who] > IN_FLIGHT
+        last[who] = now
         state = replace(state, throttled=state.throttled + 1,
-                        cut_throttles=state.cut_throttles + 1, cut_ips=ips, recent=recent)
-        if state.decreased_at is not None and now - state.decreased_at < HOLDOFF:
+                        cut_throttles=state.cut_throttles + 1, cut_ips=ips, recent=recent,
+                        cut_last=tuple(sorted(last.items())))
+        if (state.decreased_at is not None and now - state.decreased_at < HOLDOFF
+                and not repeated):
             return state
-        return _decrease(state, rule, tact, now)
+        return replace(_decrease(state, rule, tact, now), cut_last=((who, now),))
     if outcome is Signal.CLEAN:
         return replace(state, clean=state.clean + 1)
     return state
