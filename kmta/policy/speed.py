@@ -271,7 +271,7 @@ def _close_period(s: SpeedState, rule: SpeedRule, tact: float, period: float) ->
     if s.mode == STARTUP:
         factor = min(2.0 ** (period / STARTUP_DOUBLING), STARTUP_STEP_MAX)
         grown = _clamp(s.speed * factor, rule)
-        return _raised(replace(nxt, speed=grown, since=end), s.speed, end)
+        return replace(nxt, speed=grown, since=end)
     held = end - s.since
     if s.mode == PROBE:
         if held >= _probe_hold(s.floor or s.speed, s.speed):
@@ -295,21 +295,20 @@ def _close_period(s: SpeedState, rule: SpeedRule, tact: float, period: float) ->
     return nxt
 
 
-def _raised(s: SpeedState, before: float, now: float) -> SpeedState:
-    return replace(s, prior=before, raised_at=now) if s.speed > before else s
-
-
 def _start_probe(s: SpeedState, rule: SpeedRule, now: float) -> SpeedState:
     target = _target(s, rule)
     if target <= s.speed:
         return replace(s, mode=HOLD)
-    return _raised(replace(s, mode=PROBE, speed=target, since=now), s.speed, now)
+    return replace(s, mode=PROBE, speed=target, since=now)
 
 
-def _in_effect(s: SpeedState, now: float) -> float:
-    """The speed a throttle answered at ``now`` was most likely sent at."""
-    if s.prior is not None and s.raised_at is not None and now - s.raised_at < LAG:
-        return min(s.prior, s.speed)
+def _in_effect(s: SpeedState, tact: float, now: float) -> float:
+    """The speed a throttle answered at ``now`` was most likely sent at: the speed before the
+    last raise until the senders had it (``LAG``) and sent two messages per source IP at it
+    (a token bucket refuses the second of two messages too close together)."""
+    if s.prior is not None and s.raised_at is not None:
+        if now - s.raised_at < LAG + min(2.0 * tact / max(s.speed, 1e-9), 60.0):
+            return min(s.prior, s.speed)
     return s.speed
 
 
@@ -325,7 +324,10 @@ def advance(state: SpeedState, rule: SpeedRule, tact: float, now: float) -> Spee
         s = replace(s, speed=speed, floor=None if s.floor is None else min(s.floor, speed))
     if now < s.period_start + period:
         return s
+    before = s.speed
     s = _close_period(s, rule, tact, period)
+    if s.speed > before:  # decided now (results arrive after their period ended)
+        s = replace(s, prior=before, raised_at=now)
     if now >= s.period_start + period:  # idle periods: nothing was sent, nothing verified
         skipped = math.floor((now - s.period_start) / period)
         start = s.period_start + skipped * period
@@ -355,7 +357,7 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
         kind = "false" if false_pass else "trim"
     if kind == "knee":
         # the ceiling is the speed the throttled message was sent at, not a raise after it
-        sent = _in_effect(s, now)
+        sent = _in_effect(s, tact, now)
         s = replace(s, ceiling=sent, floor=None, speed=_clamp(sent * STARTUP_EXIT, rule))
     elif kind == "probe":
         # back to the floor; the floor before it is kept in case this floor was a false pass
