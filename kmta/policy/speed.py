@@ -82,7 +82,7 @@ sent before the cut reached the node) unless one comes more than this after that
 previous one: the node had already slowed that IP on its own (``LOCAL_SLOW``) or received the
 brain's lower speed, and still got a throttle, so the lower level is too high too."""
 
-STARTUP_EXIT = 0.7
+STARTUP_EXIT = 0.75
 """The knee: the first throttle of a startup sets the speed to this share of the speed that got
 it. The throttle arrives once the provider's burst allowance is drained, at ~1.3 x its capacity
 with the sim's burst of capacity/4 and the doubling above: 0.7 lands at ~0.9 of the capacity."""
@@ -134,6 +134,10 @@ BUDGET_WINDOW = 60.0
 last ``BUDGET_WINDOW`` seconds (a failed probe costs about one per source IP and node). A
 provider that
 blocks after K throttles within a minute sees at most about 2 x nodes of them."""
+
+HIDING_MESSAGES = 10
+"""Messages per source IP within ``VERIFY`` below which a probe is not suspected of having
+passed on a burst allowance."""
 
 HOLDOFF = 0.6
 AGAIN = 5.0
@@ -352,7 +356,15 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
     elif s.mode == STARTUP:
         kind = "knee"
     elif s.mode == PROBE and s.floor is not None:
-        kind = "probe"
+        # a bisection probe refused within VERIFY of its floor passing: that floor likely
+        # passed only on the burst allowance (its excess over the capacity smaller than its
+        # step), so back to the floor before it rather than to a level that throttles next
+        # (only where VERIFY holds enough messages per IP for a burst allowance to hide an
+        # excess: at a few per second the first message too many is refused at once)
+        recent_pass = (s.ceiling is not None and s.prev_floor is not None
+                       and s.floor_at is not None and now - s.floor_at < VERIFY
+                       and s.speed / tact * VERIFY >= HIDING_MESSAGES)
+        kind = "false" if recent_pass else "probe"
     else:
         kind = "false" if false_pass else "trim"
     if kind == "knee":
