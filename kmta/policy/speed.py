@@ -351,8 +351,10 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
     false_pass = (s.prev_floor is not None and s.floor_at is not None
                   and now - s.floor_at < FALSE_PASS and s.prev_floor < s.speed)
     if again:
-        kind = ("false" if s.last_cut in ("probe", "trim") and false_pass
-                else "again" if s.last_cut in ("knee", "again") else "drop")
+        # a second round of throttles within AGAIN: the capacity fell (or the floor passed
+        # falsely: the same pattern). A third round could reach a provider's "K in a minute"
+        # with two nodes per IP, so this cut must hold: a drop, never the floor before
+        kind = "again" if s.last_cut in ("knee", "again") else "drop"
     elif s.mode == STARTUP:
         kind = "knee"
     elif s.mode == PROBE and s.floor is not None:
