@@ -279,7 +279,7 @@ def _close_period(s: SpeedState, rule: SpeedRule, tact: float, period: float) ->
     held = end - s.since
     if s.mode == PROBE:
         if held >= _probe_hold(s.floor or s.speed, s.speed):
-            if s.ceiling is not None and s.ceiling > s.speed:
+            if s.ceiling is not None and s.ceiling > s.speed * (1 + PROBE_MIN):
                 # below the ceiling: escalate, the geometric middle caps the step
                 ceiling, step = s.ceiling, min(s.step * 2, PROBE_MAX)
             else:  # above every level throttled so far: escalate from a small step
@@ -310,9 +310,9 @@ def _in_effect(s: SpeedState, tact: float, now: float) -> float:
     """The speed a throttle answered at ``now`` was most likely sent at: the speed before the
     last raise until the senders had it (``LAG``) and sent two messages per source IP at it
     (a token bucket refuses the second of two messages too close together)."""
-    if s.prior is not None and s.raised_at is not None:
-        if now - s.raised_at < LAG + min(2.0 * tact / max(s.speed, 1e-9), 60.0):
-            return min(s.prior, s.speed)
+    if (s.prior is not None and s.raised_at is not None
+            and now - s.raised_at < LAG + min(2.0 * tact / max(s.speed, 1e-9), 60.0)):
+        return min(s.prior, s.speed)
     return s.speed
 
 

@@ -4,6 +4,7 @@ providers whose capacity it is not told."""
 
 from __future__ import annotations
 
+import itertools
 import random
 
 import pytest
@@ -50,28 +51,45 @@ def run_events(state: SpeedState, rule: SpeedRule, events: list) -> SpeedState:
     return state
 
 
-def test_startup_doubles_every_five_busy_seconds_then_the_knee_cuts_to_70_percent() -> None:
-    rule = SpeedRule(min=1, start=4)
-    # sending at the speed allowed (busy), clean, for 10 s; the provider throttles at 10.2
-    events = []
-    t, speed = 0.0, 4.0
-    state = initial(rule, 0)
-    out = []
-    while t < 10.2:
+def _startup(rule: SpeedRule, until: float) -> tuple[SpeedState, list[tuple[float, float]]]:
+    """Busy, clean sending at the speed allowed from 0 to ``until``."""
+    t, state, out = 0.0, initial(rule, 0), []
+    while t < until:
         state = observe(state, C, rule, TACT, t)
         out.append((t, state.speed))
-        t += 1 / (state.speed * 1.0)
-    state = observe(state, T, rule, TACT, 10.2)
-    out.append((10.2, state.speed))
-    del events, speed
+        t += 1 / state.speed
+    return state, out
+
+
+def test_startup_doubles_every_five_busy_seconds_then_the_knee_cuts_to_75_percent() -> None:
+    rule = SpeedRule(min=1, start=4)
+    state, out = _startup(rule, 10.2)
     # every 1 s period raised it by 2 ** (1/5): doubled after 5 s, x4 after 10 s
     at5 = next(s for tt, s in out if tt >= 5.0)
     assert at5 == pytest.approx(8.0, rel=0.02)
-    before = out[-2][1]
-    assert before == pytest.approx(16.0, rel=0.02)
-    assert state.mode == sp.HOLD and state.ceiling == before
-    assert state.speed == pytest.approx(0.7 * before)
-    assert state.floor is None  # not verified yet
+    assert state.speed == pytest.approx(16.0, rel=0.02)
+    # the provider throttles at 10.2: 0.2 s after the raise to 16 (at 10.0), before the
+    # senders had it (LAG): the message was sent at the level before, 16 / 2 ** 0.2
+    knee = observe(state, T, rule, TACT, 10.2)
+    sent = 16.0 / 2 ** 0.2
+    assert knee.mode == sp.HOLD and knee.ceiling == pytest.approx(sent, rel=0.02)
+    assert knee.speed == pytest.approx(sp.STARTUP_EXIT * sent, rel=0.02)
+    assert knee.floor is None  # not verified yet
+    # the same throttle once the senders had sent at 16 for a while is charged to 16
+    late = observe(state, T, rule, TACT, 10.0 + sp.LAG + 2 / 16 + 0.05)
+    assert late.ceiling == pytest.approx(16.0, rel=0.02)
+    assert late.speed == pytest.approx(sp.STARTUP_EXIT * 16.0, rel=0.02)
+
+
+def test_startup_grows_at_most_25_percent_per_period_at_low_rates() -> None:
+    # at 0.5 msg/s a period holds two messages per IP (4 s): 2 ** (4/5) = 1.74 would overshoot
+    # a provider whose burst is one message by up to 74 %
+    rule = SpeedRule(min=0.1, start=0.5)
+    _, out = _startup(rule, 30.0)
+    levels = [s for _, s in changes(out)]
+    assert levels[0] == 0.5 and len(levels) > 4
+    assert all(b / a <= sp.STARTUP_STEP_MAX * 1.005 for a, b in itertools.pairwise(levels))
+    assert levels[1] == pytest.approx(0.5 * sp.STARTUP_STEP_MAX, rel=0.01)
 
 
 def test_a_held_level_becomes_the_floor_then_probes_pass_and_escalate() -> None:
@@ -110,8 +128,15 @@ def test_throttles_right_after_a_decrease_only_count() -> None:
     rule = SpeedRule(min=1)
     state = run_events(initial(rule, 0, learned=10), rule, steady(0, 3.5, 20))
     state = observe(state, T, rule, TACT, 5.0)
+    # another source IP's reply, or this one's within IN_FLIGHT: sent before the cut
+    other = observe(state, T, rule, TACT, 5.0 + sp.HOLDOFF / 2, "127.0.0.9")
+    assert other.speed == state.speed and other.throttled == state.throttled + 1
+    inflight = observe(state, T, rule, TACT, 5.0 + sp.IN_FLIGHT / 2)
+    assert inflight.speed == state.speed
+    # the same source IP and node again after IN_FLIGHT: it had slowed on its own and still
+    # got a throttle, so the floor is too high too (the capacity fell): a drop
     again = observe(state, T, rule, TACT, 5.0 + sp.HOLDOFF / 2)
-    assert again.speed == state.speed and again.throttled == state.throttled + 1
+    assert again.speed == pytest.approx(state.speed * sp.DROP) and again.last_cut == "drop"
 
 
 def test_a_throttle_at_the_held_floor_trims_and_one_more_drops_by_half() -> None:
@@ -146,7 +171,7 @@ def test_an_explicit_max_holds_and_no_max_does_not_cap() -> None:
     tr = trace(capped, TACT, steady(0, 60, 50), start=0, learned=10)
     assert max(s for _, s in tr) == 12
     free = SpeedRule(min=1)
-    tr = trace(free, TACT, steady(0, 45, 800), start=0, learned=10)
+    tr = trace(free, TACT, steady(0, 70, 800), start=0, learned=10)
     assert max(s for _, s in tr) > 100  # clean and busy: keeps rising, no estimated cap
 
 
