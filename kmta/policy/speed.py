@@ -71,6 +71,11 @@ messages per source IP: 4 s at 0.5 msg/s, a factor of 1.74 at the doubling rate)
 step overshoots a provider whose burst allowance is a single message (the sim's at <= 4 msg/s):
 the first throttle comes at the first level above its limit, up to a whole step above it."""
 
+STARTUP_FREE = 1.0
+"""Messages per second per source IP below which startup grows at the doubling rate alone (a
+low ``start`` stays cheap: 4/min holds a period of 30 s, and x64 after it lands here rather
+than x1.25); a step never goes past this by more than ``STARTUP_STEP_MAX``."""
+
 LAG = 0.6
 """Seconds from a raise decided by the brain to the senders sending at it (results and state
 topic delays, the senders' raise delay): a throttle this soon after a raise was sent at the
@@ -117,7 +122,9 @@ PROBE_WAIT = 20.0
 PROBE_WAIT_FAR = 6.0
 """The same, while the ceiling is far above the floor (a search still converging)."""
 
-NEAR = 0.12
+NEAR = 2 * PROBE_MIN
+"""Within this of the ceiling the floor is near it (the long wait applies): above, a bisection
+step still gains more than ``PROBE_MIN`` and the next probe comes after ``PROBE_WAIT_FAR``."""
 PROBE_MESSAGES = 100
 """A probe that fails costs about one deferral per source IP: no probe before this many
 messages per source IP at the floor (< 2 % deferrals at 1 msg/s)."""
@@ -273,8 +280,10 @@ def _close_period(s: SpeedState, rule: SpeedRule, tact: float, period: float) ->
         # a light period verifies nothing: the level is verified again from here
         return replace(nxt, since=end, next_probe_at=max(s.next_probe_at, end))
     if s.mode == STARTUP:
-        factor = min(2.0 ** (period / STARTUP_DOUBLING), STARTUP_STEP_MAX)
-        grown = _clamp(s.speed * factor, rule)
+        grown = s.speed * 2.0 ** (period / STARTUP_DOUBLING)
+        if grown > STARTUP_FREE * tact:  # near the range of real limits: fine steps
+            grown = min(grown, max(STARTUP_FREE * tact, s.speed * STARTUP_STEP_MAX))
+        grown = _clamp(grown, rule)
         return replace(nxt, speed=grown, since=end)
     held = end - s.since
     if s.mode == PROBE:
@@ -358,21 +367,23 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
     elif s.mode == STARTUP:
         kind = "knee"
     elif s.mode == PROBE and s.floor is not None:
-        # a bisection probe refused within VERIFY of its floor passing: that floor likely
+        # a probe refused within VERIFY of its floor passing: that floor likely
         # passed only on the burst allowance (its excess over the capacity smaller than its
         # step), so back to the floor before it rather than to a level that throttles next
         # (only where VERIFY holds enough messages per IP for a burst allowance to hide an
         # excess: at a few per second the first message too many is refused at once)
-        recent_pass = (s.ceiling is not None and s.prev_floor is not None
+        recent_pass = (s.prev_floor is not None
                        and s.floor_at is not None and now - s.floor_at < VERIFY
                        and s.speed / tact * VERIFY >= HIDING_MESSAGES)
         kind = "false" if recent_pass else "probe"
     else:
         kind = "false" if false_pass else "trim"
     if kind == "knee":
-        # the ceiling is the speed the throttled message was sent at, not a raise after it
+        # cut from the speed the throttled message was most likely sent at, not a raise after
+        # it; the ceiling stays the speed now, an upper bound (at low rates the attribution is
+        # a guess, and a ceiling below the capacity would make every probe a small, slow one)
         sent = _in_effect(s, tact, now)
-        s = replace(s, ceiling=sent, floor=None, speed=_clamp(sent * STARTUP_EXIT, rule))
+        s = replace(s, ceiling=s.speed, floor=None, speed=_clamp(sent * STARTUP_EXIT, rule))
     elif kind == "probe":
         # back to the floor; the floor before it is kept in case this floor was a false pass
         s = replace(s, ceiling=s.speed, speed=_clamp(s.floor or s.speed, rule))
