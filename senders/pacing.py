@@ -81,12 +81,18 @@ class Pacer:
         interval = self._interval()
         if self.grid is None or not self.grid[0] or self.grid[1] <= 1:
             return max(self._slot + interval, now - interval * self.LATENESS)
+        owned, k = self.grid
+        grid_rate = max(self.grid_rate or 0.0, self.rate)
+        if self.rate >= grid_rate:
+            # the grid alone spaces this node's slots (a node owning two of four slots has two
+            # adjacent points, then a gap: spacing them by its own interval halved its rate)
+            interval = len(owned) / (grid_rate * k)
+        # else: a locally slowed pacer keeps the shared grid and skips points of it by its
+        # own, slower interval
         earliest = max(self._slot + interval * (1 - self.LATENESS),
                        now - interval * self.LATENESS)
-        # a locally slowed pacer keeps the shared grid and only skips points of it
         earliest = max(earliest, self.anchor + 1e-6) - self.anchor
-        return self.anchor + grid_slot(earliest, max(self.grid_rate or 0.0, self.rate),
-                                       *self.grid)
+        return self.anchor + grid_slot(earliest, grid_rate, owned, k)
 
     def delay(self) -> float:
         """Seconds until the next slot (0 when one is free now); does not take it."""

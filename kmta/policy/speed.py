@@ -48,6 +48,7 @@ __all__ = [
     "BUSY",
     "DROP",
     "HOLDOFF",
+    "PROBE_MAX",
     "PROBE_MIN",
     "STARTUP_DOUBLING",
     "STARTUP_EXIT",
@@ -64,7 +65,29 @@ __all__ = [
 STARTUP_DOUBLING = 5.0
 """Seconds of busy, clean sending per doubling in startup (from 0.5 to 100 msg/s in ~38 s)."""
 
-STARTUP_EXIT = 0.7
+STARTUP_STEP_MAX = 1.25
+"""At most this factor per decision period in startup: at low rates a period is long (two
+messages per source IP: 4 s at 0.5 msg/s, a factor of 1.74 at the doubling rate), and a coarse
+step overshoots a provider whose burst allowance is a single message (the sim's at <= 4 msg/s):
+the first throttle comes at the first level above its limit, up to a whole step above it."""
+
+STARTUP_FREE = 1.0
+"""Messages per second per source IP below which startup grows at the doubling rate alone (a
+low ``start`` stays cheap: 4/min holds a period of 30 s, and x64 after it lands here rather
+than x1.25); a step never goes past this by more than ``STARTUP_STEP_MAX``."""
+
+LAG = 0.6
+"""Seconds from a raise decided by the brain to the senders sending at it (results and state
+topic delays, the senders' raise delay): a throttle this soon after a raise was sent at the
+speed before it, and the knee is taken from that speed."""
+
+IN_FLIGHT = 0.1
+"""Throttles from one source IP and node within ``HOLDOFF`` of a decrease count only (messages
+sent before the cut reached the node) unless one comes more than this after that pair's
+previous one: the node had already slowed that IP on its own (``LOCAL_SLOW``) or received the
+brain's lower speed, and still got a throttle, so the lower level is too high too."""
+
+STARTUP_EXIT = 0.75
 """The knee: the first throttle of a startup sets the speed to this share of the speed that got
 it. The throttle arrives once the provider's burst allowance is drained, at ~1.3 x its capacity
 with the sim's burst of capacity/4 and the doubling above: 0.7 lands at ~0.9 of the capacity."""
@@ -75,6 +98,13 @@ the replying IP locally, so the brain's cut costs no second round of throttles."
 
 PROBE_MIN = 0.03
 """The smallest probe step (share of the floor)."""
+
+PROBE_MAX = 0.25
+"""The largest probe step. A probe that passed while above the capacity (its excess over the
+capacity smaller than its step, so the burst allowance outlasted the hold) makes the next,
+doubled step land far above it: at a few hundred messages per second a step of 1.0 put several
+replies in flight into one round of throttles and earned a block. +25 % still finds a doubled
+capacity within a minute (3, 6, 12, 24, 25, 25 %: x 2.4)."""
 
 PROBE_BURST = 0.4
 """A probe of step ``e`` is held ``max(PROBE_HOLD_MIN, PROBE_BURST / e)`` seconds: an excess of
@@ -92,7 +122,9 @@ PROBE_WAIT = 20.0
 PROBE_WAIT_FAR = 6.0
 """The same, while the ceiling is far above the floor (a search still converging)."""
 
-NEAR = 0.12
+NEAR = 2 * PROBE_MIN
+"""Within this of the ceiling the floor is near it (the long wait applies): above, a bisection
+step still gains more than ``PROBE_MIN`` and the next probe comes after ``PROBE_WAIT_FAR``."""
 PROBE_MESSAGES = 100
 """A probe that fails costs about one deferral per source IP: no probe before this many
 messages per source IP at the floor (< 2 % deferrals at 1 msg/s)."""
@@ -109,6 +141,10 @@ BUDGET_WINDOW = 60.0
 last ``BUDGET_WINDOW`` seconds (a failed probe costs about one per source IP and node). A
 provider that
 blocks after K throttles within a minute sees at most about 2 x nodes of them."""
+
+HIDING_MESSAGES = 10
+"""Messages per source IP within ``VERIFY`` below which a probe is not suspected of having
+passed on a burst allowance."""
 
 HOLDOFF = 0.6
 AGAIN = 5.0
@@ -176,6 +212,9 @@ class SpeedState:
     cut_ips: tuple[str, ...] = ()  # ... and the source IPs (and nodes) they came from
     last_cut: str = ""  # what the last decrease was: knee, probe, false, again or drop
     sources: tuple[str, ...] = ()  # source IPs seen in the current period
+    prior: float | None = None  # the speed before the last raise ...
+    raised_at: float | None = None  # ... and when it was raised
+    cut_last: tuple[tuple[str, float], ...] = ()  # (source@node, time) of its last throttle
 
 
 def _cap(rule: SpeedRule) -> float:
@@ -211,7 +250,7 @@ def _probe_hold(floor: float, target: float) -> float:
 
 def _target(state: SpeedState, rule: SpeedRule) -> float:
     floor = state.floor if state.floor is not None else state.speed
-    t = floor * (1.0 + state.step)
+    t = floor * (1.0 + min(state.step, PROBE_MAX))
     if state.ceiling is not None and state.ceiling > floor:
         t = min(t, math.sqrt(floor * state.ceiling))
     return min(max(t, floor * (1.0 + PROBE_MIN)), _cap(rule))
@@ -241,17 +280,20 @@ def _close_period(s: SpeedState, rule: SpeedRule, tact: float, period: float) ->
         # a light period verifies nothing: the level is verified again from here
         return replace(nxt, since=end, next_probe_at=max(s.next_probe_at, end))
     if s.mode == STARTUP:
-        grown = _clamp(s.speed * 2.0 ** (period / STARTUP_DOUBLING), rule)
+        grown = s.speed * 2.0 ** (period / STARTUP_DOUBLING)
+        if grown > STARTUP_FREE * tact:  # near the range of real limits: fine steps
+            grown = min(grown, max(STARTUP_FREE * tact, s.speed * STARTUP_STEP_MAX))
+        grown = _clamp(grown, rule)
         return replace(nxt, speed=grown, since=end)
     held = end - s.since
     if s.mode == PROBE:
         if held >= _probe_hold(s.floor or s.speed, s.speed):
-            if s.ceiling is not None and s.ceiling > s.speed:
+            if s.ceiling is not None and s.ceiling > s.speed * (1 + PROBE_MIN):
                 # below the ceiling: escalate, the geometric middle caps the step
-                ceiling, step = s.ceiling, min(s.step * 2, 1.0)
+                ceiling, step = s.ceiling, min(s.step * 2, PROBE_MAX)
             else:  # above every level throttled so far: escalate from a small step
                 ceiling = None
-                step = min(s.step * 2, 1.0) if s.ceiling is None else 2 * PROBE_MIN
+                step = min(s.step * 2, PROBE_MAX) if s.ceiling is None else 2 * PROBE_MIN
             passed = replace(nxt, floor=s.speed, ceiling=ceiling, step=step, since=end,
                              prev_floor=s.floor, floor_at=end)
             return _start_probe(passed, rule, end)
@@ -273,6 +315,16 @@ def _start_probe(s: SpeedState, rule: SpeedRule, now: float) -> SpeedState:
     return replace(s, mode=PROBE, speed=target, since=now)
 
 
+def _in_effect(s: SpeedState, tact: float, now: float) -> float:
+    """The speed a throttle answered at ``now`` was most likely sent at: the speed before the
+    last raise until the senders had it (``LAG``) and sent two messages per source IP at it
+    (a token bucket refuses the second of two messages too close together)."""
+    if (s.prior is not None and s.raised_at is not None
+            and now - s.raised_at < LAG + min(2.0 * tact / max(s.speed, 1e-9), 60.0)):
+        return min(s.prior, s.speed)
+    return s.speed
+
+
 def advance(state: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedState:
     """Close the decision period(s) that ended before ``now`` (a busy, clean period grows a
     startup, verifies a held level, passes a probe or starts one; empty periods, when time
@@ -285,7 +337,10 @@ def advance(state: SpeedState, rule: SpeedRule, tact: float, now: float) -> Spee
         s = replace(s, speed=speed, floor=None if s.floor is None else min(s.floor, speed))
     if now < s.period_start + period:
         return s
+    before = s.speed
     s = _close_period(s, rule, tact, period)
+    if s.speed > before:  # decided now (results arrive after their period ended)
+        s = replace(s, prior=before, raised_at=now)
     if now >= s.period_start + period:  # idle periods: nothing was sent, nothing verified
         skipped = math.floor((now - s.period_start) / period)
         start = s.period_start + skipped * period
@@ -305,16 +360,30 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
     false_pass = (s.prev_floor is not None and s.floor_at is not None
                   and now - s.floor_at < FALSE_PASS and s.prev_floor < s.speed)
     if again:
-        kind = ("false" if s.last_cut in ("probe", "trim") and false_pass
-                else "again" if s.last_cut in ("knee", "again") else "drop")
+        # a second round of throttles within AGAIN: the capacity fell (or the floor passed
+        # falsely: the same pattern). A third round could reach a provider's "K in a minute"
+        # with two nodes per IP, so this cut must hold: a drop, never the floor before
+        kind = "again" if s.last_cut in ("knee", "again") else "drop"
     elif s.mode == STARTUP:
         kind = "knee"
     elif s.mode == PROBE and s.floor is not None:
-        kind = "probe"
+        # a probe refused within VERIFY of its floor passing: that floor likely
+        # passed only on the burst allowance (its excess over the capacity smaller than its
+        # step), so back to the floor before it rather than to a level that throttles next
+        # (only where VERIFY holds enough messages per IP for a burst allowance to hide an
+        # excess: at a few per second the first message too many is refused at once)
+        recent_pass = (s.prev_floor is not None
+                       and s.floor_at is not None and now - s.floor_at < VERIFY
+                       and s.speed / tact * VERIFY >= HIDING_MESSAGES)
+        kind = "false" if recent_pass else "probe"
     else:
         kind = "false" if false_pass else "trim"
     if kind == "knee":
-        s = replace(s, ceiling=s.speed, floor=None, speed=_clamp(s.speed * STARTUP_EXIT, rule))
+        # cut from the speed the throttled message was most likely sent at, not a raise after
+        # it; the ceiling stays the speed now, an upper bound (at low rates the attribution is
+        # a guess, and a ceiling below the capacity would make every probe a small, slow one)
+        sent = _in_effect(s, tact, now)
+        s = replace(s, ceiling=s.speed, floor=None, speed=_clamp(sent * STARTUP_EXIT, rule))
     elif kind == "probe":
         # back to the floor; the floor before it is kept in case this floor was a false pass
         s = replace(s, ceiling=s.speed, speed=_clamp(s.floor or s.speed, rule))
@@ -334,7 +403,8 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
         s = replace(s, ceiling=s.speed, floor=None, speed=_clamp(s.speed * cut, rule))
     step = 2 * PROBE_MIN if kind in ("drop", "again") else 1.0  # 1.0: bisect to the ceiling
     s = replace(s, mode=HOLD, step=step, decreased_at=now, since=now, prev_floor=prev,
-                floor_at=at, last_cut=kind, cut_throttles=0, cut_ips=())
+                floor_at=at, last_cut=kind, cut_throttles=0, cut_ips=(), prior=None,
+                raised_at=None)
     return replace(s, next_probe_at=now + _wait(s, tact))
 
 
@@ -367,11 +437,16 @@ def observe(
             ips = (*ips, who)
         recent = (*((ip, t) for ip, t in state.recent if t > now - BUDGET_WINDOW),
                   (source or "", now))
+        last = dict(state.cut_last)
+        repeated = who in last and now - last[who] > IN_FLIGHT
+        last[who] = now
         state = replace(state, throttled=state.throttled + 1,
-                        cut_throttles=state.cut_throttles + 1, cut_ips=ips, recent=recent)
-        if state.decreased_at is not None and now - state.decreased_at < HOLDOFF:
+                        cut_throttles=state.cut_throttles + 1, cut_ips=ips, recent=recent,
+                        cut_last=tuple(sorted(last.items())))
+        if (state.decreased_at is not None and now - state.decreased_at < HOLDOFF
+                and not repeated):
             return state
-        return _decrease(state, rule, tact, now)
+        return replace(_decrease(state, rule, tact, now), cut_last=((who, now),))
     if outcome is Signal.CLEAN:
         return replace(state, clean=state.clean + 1)
     return state

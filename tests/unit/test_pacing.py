@@ -74,3 +74,18 @@ def test_a_local_slow_down_skips_grid_points_and_applies_at_once() -> None:
     # points of the shared 2 msg/s grid (0.5 s apart), at least 1/0.3 s apart
     assert all(g >= 1 / 0.3 * 0.75 - 0.002 for g in gaps)
     assert all(abs(t * 2 - round(t * 2)) < 0.01 for t, _ in out)
+
+
+def test_a_node_owning_several_slots_sends_at_its_whole_rate() -> None:
+    # two nodes share a source IP at 4 msg/s over k=4 slots: node 0 owns slots 0 and 1 (two
+    # adjacent points, then a gap), node 1 owns 2 and 3; spacing node 0's slots by its own
+    # interval (0.5 s) skipped one point of each pair and halved its rate
+    clock = Clock()
+    nodes = [Pacer(2.0, clock, grid=(frozenset({2 * i, 2 * i + 1}), 4)) for i in range(2)]
+    for p in nodes:
+        p.grid_rate = 2.0
+    out = slots(nodes, clock, 10.0)
+    for i in range(2):
+        assert len([t for t, who in out if who == i and t >= 2.0]) == pytest.approx(16, abs=1)
+    times = sorted(t for t, _ in out)
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 0.25 - 0.002
