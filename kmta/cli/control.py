@@ -108,6 +108,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     w.add_argument("source_ip", nargs="?", help="the source IP (any for status: all)")
     w.add_argument("--timeout", type=float, default=60.0,
                    help="status: seconds allowed to read the topics")
+    w.add_argument("--json", action="store_true", help="status: the rows as a JSON list")
     w.set_defaults(func=run_warmup)
 
     p = subparsers.add_parser(
@@ -284,7 +285,7 @@ def run_warmup(args: argparse.Namespace) -> int:
     config: Config = args.config_obj
     ip = args.source_ip
     if args.op == "status":
-        return _warmup_status(config, ip, args.timeout)
+        return _warmup_status(config, ip, args.timeout, args.json)
     try:
         ip = str(ipaddress.ip_address(ip or ""))
     except ValueError:
@@ -301,7 +302,8 @@ def run_warmup(args: argparse.Namespace) -> int:
     return _send(args, action, source_ip=ip)
 
 
-def _warmup_status(config: Config, ip: str | None, timeout: float) -> int:
+def _warmup_status(config: Config, ip: str | None, timeout: float, as_json: bool = False
+                   ) -> int:
     from dashboard.feed import catch_up
     from dashboard.model import Board
 
@@ -312,6 +314,9 @@ def _warmup_status(config: Config, ip: str | None, timeout: float) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
     rows = [r for r in board.warmup_rows(time.time()) if ip is None or r["source_ip"] == ip]
+    if as_json:
+        print(json.dumps(rows, indent=2, default=str))
+        return EXIT_OK
     if not rows:
         print("no source IP in warm-up has sent yet" + (f" ({ip})" if ip else ""))
         return EXIT_OK

@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # commands whose output is a table (or a list of records): each takes --json
 TABLES = {"status", "rules show", "classify", "dkim check", "suppression list", "kafka status",
-          "send", "results"}
+          "send", "results", "ip warmup"}
 # the rest print a line or two, a file's content, or run a process until stopped
 NO_TABLE = {"kafka start", "kafka stop", "worker", "sender", "topics", "demo", "isp-sim",
             "rules check", "pause", "resume", "unlock", "clear", "rules-set", "rules-reset",
