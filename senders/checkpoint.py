@@ -102,7 +102,10 @@ class Checkpoint:
 
     def track(self, tp: TopicPartition, offset: int) -> bool:
         """A queue record was read; True when a previous owner finished it (skip it)."""
-        if self.trackers.setdefault(tp, OffsetTracker()).add(offset):
+        tracker = self.trackers.setdefault(tp, OffsetTracker())
+        if tracker.committed is not None and offset < tracker.committed:
+            return True  # below the commit point: finished (a position older than the commit)
+        if tracker.add(offset):
             self._wanted.set()  # the commit point may move past it
             return True
         return False

@@ -21,6 +21,7 @@ from schemas import envelope_codec
 from senders.checkpoint import Checkpoint
 from senders.lane import Item, Lane
 from senders.lanes import LaneKey, Lanes
+from senders.offsetfetch import fetch_stable
 from senders.records import Records
 from senders.suspension import Suspension, suspended
 
@@ -180,6 +181,10 @@ class Intake:
         committed = await self.committed(new)
         for tp in new:
             self.checkpoint.adopt(tp, committed.get(tp))
+            om = committed.get(tp)
+            if om is not None and om.offset >= 0 and self.consumer is not None:
+                # read from the stable commit point, not from what aiokafka fetched itself
+                self.consumer.seek(tp, om.offset)
         self.lanes.reslot()
         log.info("%s assigned %s", self.records.node, sorted(tp.partition for tp in tps))
 
@@ -190,13 +195,11 @@ class Intake:
         the next owner may deliver again what the last one finished past its commit point."""
         if not tps or self.consumer is None:
             return {}
-        coordinator = getattr(self.consumer, "_coordinator", None)
-        if coordinator is None:
+        if getattr(self.consumer, "_coordinator", None) is None:
             return {}
         try:
-            result: dict[TopicPartition, OffsetAndMetadata] = await asyncio.wait_for(
-                coordinator.fetch_committed_offsets(tps), COMMITTED_TIMEOUT)
-            return result
+            return await asyncio.wait_for(
+                fetch_stable(self.consumer, self.checkpoint.group, tps), COMMITTED_TIMEOUT)
         except Exception as e:  # noqa: BLE001 - best effort, see above
             log.warning("committed offsets of %s not read: %s", tps, e)
             return {}
