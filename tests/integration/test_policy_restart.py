@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 
+from kmta.policy.speed import STARTUP_EXIT
 from tests.harness import FAST_RULES, generic_scenario, held_on_sender, messages, wait_for
 
 SCENARIO = generic_scenario(("lockprov", "127.0.1.10", ["shop-example.test"]),
@@ -22,7 +23,7 @@ def rules() -> dict:
     return {"default": FAST_RULES["default"], "isp": {
         LOCK_ISP: {
             "domains": [LOCK_DOMAIN], "partitions": 1, "sending": sending,
-            # startup from 40; the lock is its knee (70 % of the speed): 28 is "learned"
+            # startup from 40; the lock is its knee (STARTUP_EXIT of the speed): 30 is "learned"
             "speed": {"min": 1, "max": 1000, "start": 40},
             "retry": {"mode": "fixed", "interval": "1s", "max_attempts": 1, "max_age": "1h"},
             "replies": [{"name": "test_policy_lock", "match": "rejected for policy reasons",
@@ -58,7 +59,7 @@ def test_worker_kill_keeps_locks_speeds_and_retries(pipeline_factory) -> None:
                     30, "the lock on the state topic")[-1]
     until = lock["locked_until"]
     learned = lock["speed"]
-    assert learned == 28.0  # 40, cut to 70 % by the lock (the knee): not the rule's start
+    assert learned == 40 * STARTUP_EXIT  # cut by the lock (the knee): not the rule's start
     deferred = wait_for(lambda: d if len(d := [e for e in p.results() if e["id"] in retried
                                                and e["status"] == "deferred"]) == 3 else None,
                         30, "three deferred retries")
