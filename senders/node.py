@@ -190,7 +190,8 @@ class SenderNode:
             cur.connections += sum(lane.conns.values())
             cur.delivered += lane.delivered
             cur.attempts += lane.attempts
-            cur.rate = round(cur.rate + lane.messages_per_tact(), 3)
+            if lane.slots:  # a lane of no owned partition sends nothing from this node
+                cur.rate = round(cur.rate + lane.messages_per_tact(), 3)
             cur.paused = lane.blocked_until(now) is not None
         return NodeStats(node=self.node, partitions=sorted(self.checkpoint.owned()), isps=isps,
                          delivered_total=self.dispatch.delivered,

@@ -40,7 +40,8 @@ class Observer:
         backlog: dict[tuple[str, ...], float] = defaultdict(float)
         for lane in self.node.lanes:
             isp = isp_label(lane.isp)
-            rate[(isp,)] += lane.rate_per_second() if lane.blocked_until(now) is None else 0.0
+            sends = lane.slots and lane.blocked_until(now) is None  # owns a partition, not held
+            rate[(isp,)] += lane.rate_per_second() if sends else 0.0
             backlog[(isp,)] += len(lane.queue)
             for ip, n in lane.conns.items():
                 conns[(isp, ip or "")] += n

@@ -26,8 +26,7 @@ from schemas.events import TlsInfo
 from senders.smtpclient import ReplyError, SmtpClient, SmtpError
 from senders.tls import StartTls, TlsRefused, satisfies
 
-__all__ = ["ConnectFailed", "Connection", "Outcome", "SmtpTransport", "Transport",
-           "message_bytes"]
+__all__ = ["ConnectFailed", "Connection", "Outcome", "SmtpTransport", "Transport"]
 
 
 @dataclass(frozen=True)
@@ -70,14 +69,6 @@ def _internal(code: int, enhanced: str, text: str) -> Reply:
     return Reply(code=code, enhanced_code=enhanced, text=text, internal=True)
 
 
-def message_bytes(env: Envelope) -> bytes:
-    """The message as it goes on the wire: the one place that knows the type of
-    ``Envelope.data`` (text today, encoded as UTF-8; bytes pass through). UnicodeError for
-    text that is no valid Unicode (a lone surrogate)."""
-    data: str | bytes = env.data
-    return data if isinstance(data, bytes) else data.encode("utf-8")
-
-
 class SmtpConnection:
     def __init__(self, client: SmtpClient, mx: str, tls: TlsInfo | None = None,
                  how: Plan | None = None) -> None:
@@ -103,11 +94,7 @@ class SmtpConnection:
             return Outcome(_internal(451, "4.7.5", f"MTA-STS policy of {env.domain} needs a "
                                      f"verified TLS connection to a listed MX"),
                            False, self.mx, "tls", True, self.tls)
-        try:
-            data = message_bytes(env)
-        except UnicodeError:  # a lone surrogate: the router refuses it, never sendable anyway
-            return Outcome(_internal(554, "5.6.0", "message text is not valid Unicode"), False,
-                           self.mx, "data", tls=self.tls)
+        data = env.data  # bytes, as the router composed them
         sender, rcpt = smtp_address(env.sender), smtp_address(env.rcpt)
         opts, refused = mail_options(needs(sender, rcpt, data), self._client.supports, self.mx)
         if refused is not None:  # nothing was sent: the connection stays usable
