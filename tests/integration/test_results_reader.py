@@ -1,6 +1,7 @@
 """``kmta results`` reads the results topic to its end while a transaction is still open on
 it, and stops there: a read-committed reader is bounded by what was committed when it
-started, not held by a writer (issue 14, "Readers").
+started, not held by a writer (issue 14, "Readers"). Records that are no result event are
+skipped.
 """
 from __future__ import annotations
 
@@ -19,6 +20,11 @@ def event(i: int, isp: str, final: bool) -> bytes:
     return json.dumps({"id": f"m{i}", "to": f"u{i}@{isp}.test", "isp": isp,
                        "status": "delivered" if final else "deferred", "final": final,
                        "attempt": 0, "timestamp": 1.0e9 + i}).encode()
+
+
+# records another writer could leave on the topic: not JSON, a JSON value that is no event
+# object, an empty value, a tombstone
+JUNK = [b"\xff\xfe not json", b"[1, 2]", b"null", b"", None]
 
 
 async def kmta_results(config_path: str, *args: str) -> tuple[int, list[dict], str]:
@@ -46,6 +52,8 @@ def test_results_stop_at_committed_end_while_a_transaction_is_open(pipeline_fact
                         isp = ("gmail", "yahoo")[i % 2]
                         await done.send(topic, event(i, isp, final=i % 4 < 3),
                                         key=isp.encode(), partition=i % 8)
+                    for k, junk in enumerate(JUNK):  # not result events: skipped, never fatal
+                        await done.send(topic, junk, key=b"junk", partition=(batch + k) % 8)
             await held.begin_transaction()
             for i in range(100, 116):  # open on every partition while the readers run
                 await held.send_and_wait(topic, event(i, "gmail", True), partition=i % 8)
