@@ -224,6 +224,8 @@ def test_live_edit_of_max_reclamps_on_the_next_event() -> None:
         ("delivered", None, False, C),
         ("bad_mailbox", "bounce", False, C),
         ("mailbox_full", None, False, C),
+        ("greylist", None, True, C),
+        ("greylist", "throttle", True, T),
         ("policy", None, False, N),
         ("other_temporary", None, False, N),
     ],
