@@ -398,7 +398,10 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
         # throttles go on and the next one drops (AGAIN)
         s = replace(s, ceiling=s.speed, floor=None, speed=_clamp(s.speed * TRIM, rule))
     elif kind == "false":
-        s = replace(s, ceiling=s.speed, floor=s.prev_floor,
+        # the floor that passed falsely is above the capacity: it is the ceiling (the refused
+        # level above it only bounds it), else the next bisection lands between the two and
+        # passes falsely again (a probe's excess over the capacity is smaller than its step)
+        s = replace(s, ceiling=min(s.speed, s.floor or s.speed), floor=s.prev_floor,
                     speed=_clamp(s.prev_floor or s.speed, rule))
     else:
         # the capacity fell, by how much is unknown: cut, then probe back up in growing steps
