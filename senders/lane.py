@@ -204,7 +204,8 @@ class Lane:
         """A new IP that used up today's or this hour's cap at this ISP: the pool's other
         IPs take its traffic."""
         snap = self.warm_snapshot(ip)
-        return snap is not None and remaining(snap, now, self._warm_pending(ip, snap)) == 0
+        return snap is not None and remaining(snap, now, self._warm_pending(ip, snap),
+                                              self.share()) == 0
 
     def _warm_free_at(self, ip: str | None, now: float) -> float:
         snap = self.warm_snapshot(ip)

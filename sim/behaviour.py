@@ -42,6 +42,10 @@ class ProviderBehaviour:
     unknown_users: tuple[str, ...] = ("unknown",)  # local-part prefixes answered 550 5.1.1
     full_mailboxes: tuple[str, ...] = ("full",)  # local-part prefixes answered 452 4.2.2
     greylist_seconds: float | None = None
+    # what a greylist triplet keys the client by: "subnet", its /24 (postgrey's default,
+    # --lookup-by-subnet: a sender's retry from a neighbouring address of its pool passes), or
+    # "ip" (postgrey --lookup-by-host: every source IP waits out the delay on its own)
+    greylist_by: str = "subnet"
     tempfail_prefix: str = "tempfail"  # first attempt per recipient gets 451 4.3.0
     reject_prefix: str = "reject"  # message refused 554 5.7.1 after DATA
     slow_prefix: str = "slow"  # DATA reply delayed by slow_seconds
@@ -64,6 +68,8 @@ class ProviderBehaviour:
             raise ConfigError(f"throttle_at must be 'rcpt' or 'data', not {self.throttle_at!r}")
         if self.block_at not in ("connect", "rcpt"):
             raise ConfigError(f"block_at must be 'connect' or 'rcpt', not {self.block_at!r}")
+        if self.greylist_by not in ("subnet", "ip"):
+            raise ConfigError(f"greylist_by must be 'subnet' or 'ip', not {self.greylist_by!r}")
         if self.capacity is not None and self.capacity <= 0:
             raise ConfigError("capacity must be positive")
         changes = tuple(sorted((float(a), float(c)) for a, c in self.capacity_changes))
@@ -248,7 +254,8 @@ class ProviderRules:
         if any(local.startswith(p) for p in b.full_mailboxes):
             return self._verdict(src, "full_mailbox_reply", "deferred", ip, rcpt)
         if b.greylist_seconds is not None:
-            key = (ip, sender.lower(), rcpt.lower())
+            client = ip if b.greylist_by == "ip" else ip.rsplit(".", 1)[0]
+            key = (client, sender.lower(), rcpt.lower())
             first = self._greylist.setdefault(key, now)
             if now - first < b.greylist_seconds:
                 return self._verdict(src, "greylist_reply", "deferred", ip, rcpt)

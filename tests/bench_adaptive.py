@@ -35,10 +35,12 @@ TARGETS = "targets: t90 <= 60 s, util >= 95 %, deferred <= 2 %, blocks 0, follow
           "(halving) / <= 60 s (doubling), restart <= 5 s"
 
 
-def matrix(quick: bool, block_after: int, duration: float) -> list[LoopCase]:
+def matrix(quick: bool, block_after: int, duration: float, seed: int = 1,
+           capacities: tuple[float, ...] | None = None) -> list[LoopCase]:
     rule = KnowledgeBase.load().effective("unknown.example").speed  # the shipped default
-    base = LoopCase(capacity=1, duration=duration, block_after=block_after, rule=rule)
-    caps = (1, 10, 100) if not quick else (1, 40)
+    base = LoopCase(capacity=1, duration=duration, block_after=block_after, rule=rule,
+                    seed=seed)
+    caps = capacities or ((1, 10, 100) if not quick else (1, 40))
     ips = (1, 10) if not quick else (2,)
     nodes = (1, 4) if not quick else (1, 2)
     cases = [replace(base, capacity=c, ips=i, nodes=n) for c in caps for i in ips for n in nodes]
@@ -113,9 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--block-after", type=int, default=5,
                     help="the provider blocks after this many throttles within 60 s (5)")
     ap.add_argument("--duration", type=float, default=240.0, help="seconds per case (240)")
+    ap.add_argument("--seed", type=int, default=1, help="the simulation's random seed (1)")
+    ap.add_argument("--capacities", type=float, nargs="+", default=None,
+                    help="capacities per source IP (msg/s) instead of the matrix's 1, 10, 100")
     ap.add_argument("--out", default=str(ROOT / "artifacts" / "bench_adaptive.png"))
     args = ap.parse_args(argv)
-    cases = matrix(args.quick, args.block_after, args.duration)
+    cases = matrix(args.quick, args.block_after, args.duration, args.seed,
+                   tuple(args.capacities) if args.capacities else None)
     t0 = time.monotonic()
     results = []
     head = f"{'case':<58}{'t90 s':>7}{'util %':>8}{'defer %':>9}{'blocks':>8}{'thr':>7}  after"

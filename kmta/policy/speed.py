@@ -41,7 +41,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
-from kmta.policy.classify import DELIVERED, is_recipient_problem, is_throttle
+from kmta.policy.classify import DELIVERED, GREYLIST, is_recipient_problem, is_throttle
 from schemas.rules import SpeedRule
 
 __all__ = [
@@ -180,12 +180,16 @@ def signal_for(
 ) -> Signal:
     """Map a classified reply (and the action of the reply rule it matched, if any) to an
     outcome. Lock beats throttle beats clean. ``temporary`` (a 4xx) makes a spam block count as
-    a throttle (see ``classify.is_throttle``)."""
+    a throttle (see ``classify.is_throttle``). Greylisting is clean for the speed: it concerns
+    one (source IP, sender, recipient) triplet seen for the first time, not the rate (a domain
+    that greylists every first attempt would otherwise never prove a busy period, and its
+    first attempts, whose retries all wait out the greylisting delay, would trickle out at the
+    start speed)."""
     if reply_rule_action == "lock":
         return Signal.LOCK
     if reply_rule_action == "throttle" or is_throttle(category, temporary=temporary):
         return Signal.THROTTLE
-    if category == DELIVERED or is_recipient_problem(category):
+    if category in (DELIVERED, GREYLIST) or is_recipient_problem(category):
         return Signal.CLEAN
     return Signal.NEUTRAL
 
@@ -394,7 +398,10 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
         # throttles go on and the next one drops (AGAIN)
         s = replace(s, ceiling=s.speed, floor=None, speed=_clamp(s.speed * TRIM, rule))
     elif kind == "false":
-        s = replace(s, ceiling=s.speed, floor=s.prev_floor,
+        # the floor that passed falsely is above the capacity: it is the ceiling (the refused
+        # level above it only bounds it), else the next bisection lands between the two and
+        # passes falsely again (a probe's excess over the capacity is smaller than its step)
+        s = replace(s, ceiling=min(s.speed, s.floor or s.speed), floor=s.prev_floor,
                     speed=_clamp(s.prev_floor or s.speed, rule))
     else:
         # the capacity fell, by how much is unknown: cut, then probe back up in growing steps

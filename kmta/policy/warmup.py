@@ -246,15 +246,25 @@ def publish_due(old: WarmupStatus | None, new: WarmupStatus) -> bool:
     return new.sent_today - old.sent_today >= step
 
 
-def remaining(snap: WarmupStatus, now: float, pending: int = 0) -> int | None:
-    """Attempts the IP may still make now, given the brain's snapshot and ``pending``
-    attempts made (or in flight) since it was counted; None: no cap. A window that ended
-    since the snapshot starts from zero, with the snapshot's caps (the brain judges the day)."""
+def remaining(snap: WarmupStatus, now: float, pending: int = 0,
+              share: float = 1.0) -> int | None:
+    """Attempts this node may still make over the IP now, given the brain's snapshot and
+    ``pending`` attempts it made (or has in flight) since the snapshot was counted; None: no
+    cap. A window that ended since the snapshot starts from zero, with the snapshot's caps
+    (the brain judges the day).
+
+    With several sender nodes on one IP, a node sees the others' attempts only in the next
+    snapshot, so each takes ``share`` (its share of the ISP's partitions; the shares add up to
+    1) of what the snapshot left, rounded down: together they never pass the cap. What a
+    node's share leaves unused goes to the others at the next snapshot, which counts it."""
     if snap.daily_cap is None or snap.hourly_cap is None:
         return None
     day_sent = snap.sent_today if utc_day(now) <= snap.today else 0
     hour_sent = snap.sent_hour if int(now // HOUR) <= snap.hour else 0
-    return max(0, min(snap.daily_cap - day_sent, snap.hourly_cap - hour_sent) - pending)
+    left = max(0, min(snap.daily_cap - day_sent, snap.hourly_cap - hour_sent))
+    if share < 1.0:
+        left = math.floor(left * share + 1e-9)
+    return max(0, left - pending)
 
 
 def free_at(snap: WarmupStatus, now: float, pending: int = 0) -> float:

@@ -5,7 +5,9 @@ providers whose capacity it is not told."""
 from __future__ import annotations
 
 import itertools
+import math
 import random
+from dataclasses import replace
 
 import pytest
 
@@ -224,6 +226,8 @@ def test_live_edit_of_max_reclamps_on_the_next_event() -> None:
         ("delivered", None, False, C),
         ("bad_mailbox", "bounce", False, C),
         ("mailbox_full", None, False, C),
+        ("greylist", None, True, C),
+        ("greylist", "throttle", True, T),
         ("policy", None, False, N),
         ("other_temporary", None, False, N),
     ],
@@ -264,3 +268,24 @@ def test_closed_loop_follows_a_halving_within_10_s_and_keeps_a_learned_speed() -
     assert up.time_to(0.9, 100) <= 60
     back = run(LoopCase(capacity=40, ips=2, duration=180, restart_at=150, rule=shipped_rule()))
     assert back.time_to(0.8, 152, 1) <= 5
+
+
+def test_a_probe_refused_just_after_a_false_pass_makes_that_floor_the_ceiling() -> None:
+    # a provider at 11/s with a burst allowance: the probe to 12 passed on the allowance
+    # (floor 12 at 30 s, from 10), the escalation to 13.4 is refused 1 s later
+    rule = SpeedRule(min=1)
+    state = replace(initial(rule, 0, learned=10), mode=sp.PROBE, speed=13.4, floor=12.0,
+                    prev_floor=10.0, floor_at=30.0, since=30.0, period_start=30.0, step=0.24)
+    state = observe(state, T, rule, TACT, 31.0, "ip1")
+    assert (state.mode, state.speed, state.floor, state.last_cut) == (sp.HOLD, 10, 10, "false")
+    assert state.ceiling == 12.0  # the false floor, not the refused 13.4
+    # held clean: the next probe bisects below the false floor (sqrt(10 x 12) = 10.95), not
+    # between it and 13.4 (11.58, over the capacity again: the seed-2 matrix miss)
+    probes = []
+    for now, outcome in steady(31.0, 45.0, 10):
+        state = observe(state, outcome, rule, TACT, now)
+        if state.mode == sp.PROBE and (not probes or probes[-1][1] != state.speed):
+            probes.append((round(now, 2), state.speed))
+    # after PROBE_WAIT_FAR (the ceiling is far: 12 > 10 x 1.06)
+    assert probes[0][1] == pytest.approx(math.sqrt(10 * 12.0))
+    assert probes[0][0] == pytest.approx(31.0 + sp.PROBE_WAIT_FAR, abs=1.0)

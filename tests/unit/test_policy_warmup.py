@@ -22,6 +22,7 @@ from kmta.policy.warmup import (
     roll,
     status,
 )
+from schemas.state import WarmupStatus
 
 SCHEDULES = load_schedules()
 GMAIL = SCHEDULES.for_isp("gmail")
@@ -173,3 +174,51 @@ def test_snapshots_are_published_in_steps_not_per_message() -> None:
     assert not publish_due(last, status(s, GMAIL))
     s = roll(s, GMAIL, T0 + HOUR)
     assert publish_due(last, status(s, GMAIL))  # a new hour
+
+
+def _shared_hour(shares: tuple[float, ...], lag: int, split: bool = True) -> int:
+    """Nodes sharing a new IP send as fast as ``remaining`` lets them, round-robin; the brain
+    counts every attempt and publishes in steps (``publish_due``), and each snapshot reaches
+    the nodes ``lag`` attempts later. The attempts made within the first hour."""
+    s, last = begin(20788, T0, GMAIL), None
+    seen: list[WarmupStatus | None] = [None] * len(shares)  # the snapshot each node has
+    own: list[list[float]] = [[] for _ in shares]  # each node's attempt times
+    queue: list[tuple[int, WarmupStatus]] = []  # snapshots on their way: (due at, snap)
+    sent, now = 0, T0
+    for _ in range(2000):
+        progress = False
+        for n, share in enumerate(shares):
+            now += 0.1
+            while queue and queue[0][0] <= sent:
+                snap = queue.pop(0)[1]
+                seen = [snap] * len(shares)
+            snap = seen[n] or status(begin(20788, T0, GMAIL), GMAIL)
+            pending = sum(1 for t in own[n] if t > snap.counted_at)
+            left = remaining(snap, now, pending, share if split else 1.0)
+            if not left:
+                continue
+            own[n].append(now)
+            s = observe(s, GMAIL, Signal.CLEAN, now)
+            sent, progress = sent + 1, True
+            if publish_due(last, status(s, GMAIL)):
+                last = status(s, GMAIL)
+                queue.append((sent + lag, last))
+        if not progress and not queue:
+            break
+    return sent
+
+
+@pytest.mark.parametrize("shares", [(0.5, 0.5), (0.25, 0.75), (1 / 3, 1 / 3, 1 / 3),
+                                    (0.125,) * 8])
+@pytest.mark.parametrize("lag", [0, 3, 20])
+def test_nodes_sharing_a_new_ip_never_pass_its_cap_together(shares, lag) -> None:
+    cap = caps(begin(20788, T0, GMAIL), GMAIL)
+    assert cap == (200, 50)
+    sent = _shared_hour(shares, lag)
+    assert sent <= 50  # exact: each node takes its share of what the snapshot left
+    assert sent >= 50 - len(shares)  # what the shares' rounding leaves, at most one each
+
+
+def test_nodes_sharing_a_new_ip_without_the_split_pass_its_cap() -> None:
+    # the same nodes each taking all that a snapshot left (the lanes before the split)
+    assert _shared_hour((0.5, 0.5), 3, split=False) > 50

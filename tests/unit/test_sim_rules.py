@@ -122,12 +122,20 @@ def test_unknown_full_reject_tempfail_slow():
 
 
 def test_greylisting_per_ip_sender_recipient():
-    r = rules(greylist_seconds=30)
+    r = rules(greylist_seconds=30, greylist_by="ip")
     assert r.on_rcpt(A, "s@x", "u@g.test", 0).reply.startswith("451 4.7.1")
     assert r.on_rcpt(A, "s@x", "u@g.test", 10).event == "deferred"  # still too early
     assert r.on_rcpt(B, "s@x", "u@g.test", 31).event == "deferred"  # new triplet
     assert r.on_rcpt(A, "s@x", "u@g.test", 31) is None
     assert r.on_rcpt(A, "s@x", "u@g.test", 32) is None
+
+
+def test_greylisting_per_subnet_by_default():
+    r = rules(greylist_seconds=30)
+    assert r.on_rcpt(A, "s@x", "u@g.test", 0).event == "deferred"
+    assert r.on_rcpt(B, "s@x", "u@g.test", 10).event == "deferred"  # same /24: still early
+    assert r.on_rcpt(B, "s@x", "u@g.test", 31) is None  # the /24 waited out the delay
+    assert r.on_rcpt("127.0.1.2", "s@x", "u@g.test", 31).event == "deferred"  # other /24
 
 
 def test_reply_overrides_and_unknown_keys():
