@@ -83,6 +83,7 @@ def test_recipient_words_do_not_suppress_against_a_sender_side_code(text: str) -
         (451, "Internal error during content check", "other_temporary"),
         (421, "Too many connection attempts from your IP", "rate_limit"),
         (454, "Too many login attempts", "auth_failure"),
+        (451, "Out of allowed RCPT numbers", "rate_limit"),
     ],
 )
 def test_keyword_families(code: int, text: str, expected: str) -> None:
@@ -138,4 +139,18 @@ def test_keyword_families(code: int, text: str, expected: str) -> None:
     ],
 )
 def test_families_in_other_languages(code: int, text: str, expected: str) -> None:
+    assert category(code, text) == expected
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "expected"),
+    [
+        (550, "Le compte du destinataire est bloqué", "inactive_mailbox"),
+        (550, "The recipient's account is blocked", "inactive_mailbox"),
+        (550, "Boîte du destinataire archivée", "inactive_mailbox"),
+        (552, "Taille limite du message dépassée", "message_too_large"),
+        (535, "Code d'authentification invalide", "auth_failure"),
+    ],
+)
+def test_french_variants(code: int, text: str, expected: str) -> None:
     assert category(code, text) == expected
