@@ -84,6 +84,18 @@ def test_recipient_words_do_not_suppress_against_a_sender_side_code(text: str) -
         (421, "Too many connection attempts from your IP", "rate_limit"),
         (454, "Too many login attempts", "auth_failure"),
         (451, "Out of allowed RCPT numbers", "rate_limit"),
+        (451, "Maximum number of messages per day reached", "rate_limit"),
+        (550, "5.1.3 Malformed recipient address", "bad_mailbox"),
+        (550, "The MAIL FROM domain is not configured for mail", "bad_sender"),
+        (550, "5.7.1 The From address must belong to the authenticated user", "bad_sender"),
+        (550, "Sender domain has no MX records", "bad_sender"),
+        (550, "5.7.1 Sending domain publishes a null MX", "bad_sender"),
+        (556, "5.1.10 Recipient domain has a null MX", "bad_domain"),
+        (550, "Your login credentials are no longer valid", "auth_failure"),
+        (504, "Authentication is not enabled", "auth_failure"),
+        (530, "Must issue STARTTLS first", "policy"),
+        (550, "5.5.0 Your HELO name does not resolve", "reverse_dns"),
+        (421, "Excessive amounts of data", "rate_limit"),
     ],
 )
 def test_keyword_families(code: int, text: str, expected: str) -> None:
