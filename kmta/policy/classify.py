@@ -8,6 +8,12 @@ its enhanced status code (``enhanced``, RFC 3463 semantics such as ``"x.1.1"``),
 Besides the category, a classification says whether the reply means "later" (a rate, a quota,
 greylisting, an explicit "try again later"), which defers the message even when the provider sent
 a 5xx, as RFC 5321 4.5.3.1.10 asks for its 552 "too many recipients".
+
+The enhanced status code is a prior (RFC 3463: its subject and detail say what the reply is
+about): wording rules marked ``weak`` (generic words such as "busy", "limit exceeded", "denied",
+"spam") give way to the meaning of a specific enhanced code, and no wording may suppress a
+recipient against an enhanced code that names the sender's side (``x.1.7`` sender syntax,
+``x.7.25`` reverse DNS, ...).
 """
 
 from __future__ import annotations
@@ -115,10 +121,16 @@ _RECIPIENT = frozenset(
 # change (a full or disabled mailbox): suppressing would lose a good recipient for good.
 _SUPPRESSING = frozenset({BAD_MAILBOX, BAD_DOMAIN})
 _LATER = frozenset({RATE_LIMIT, GREYLIST})
+# enhanced-code meanings about our side or the message: wording that reads as an unknown
+# recipient does not suppress against them ("553 5.1.7 The sender address ... is not valid")
+_SENDER_SIDE = frozenset(
+    {BAD_SENDER, AUTH_FAILURE, REVERSE_DNS, SPAM_BLOCK, RATE_LIMIT, MESSAGE_TOO_LARGE}
+)
 _CODE_PATTERN = re.compile(r"^[2-5][0-9x]{2}$")
 _ENHANCED_PATTERN = re.compile(r"^[245x]\.(x|[\dx]{1,3})\.(x|[\dx]{1,3})$")
 _RULE_KEYS = frozenset(
-    {"category", "match", "codes", "enhanced", "internal", "later", "name", "comment", "source"}
+    {"category", "match", "codes", "enhanced", "internal", "later", "name", "comment", "source",
+     "weak"}
 )
 # An enhanced code quoted inside the text ("(#5.1.1)", "[#4.16.1]") when none leads it.
 _INNER_ENHANCED = re.compile(r"(?<![\d.])([245]\.\d{1,3}\.\d{1,3})(?![\d.]*\d)")
@@ -161,7 +173,8 @@ class BounceRule:
     ``codes`` like ``[550, "4xx", "55x"]`` restrict the basic code; ``enhanced`` like
     ``["x.1.1", "5.7.x"]`` restrict the enhanced code; ``internal`` chooses between kmta's own
     replies (True) and the provider's (False); ``later`` marks wording that means "try later"
-    (a rule with category ``None`` only sets that flag)."""
+    (a rule with category ``None`` only sets that flag); ``weak`` marks generic wording that
+    gives way to a specific enhanced code's meaning."""
 
     category: str | None
     pattern: re.Pattern[str] | None
@@ -170,6 +183,12 @@ class BounceRule:
     internal: bool = False
     later: bool = False
     name: str | None = None
+    weak: bool = False
+
+    @property
+    def is_prior(self) -> bool:
+        """A rule that goes by the enhanced code alone (its RFC 3463 meaning)."""
+        return bool(self.enhanced) and self.pattern is None and not self.codes
 
     def matches(self, reply: Reply, enhanced: str | None = None, line: str | None = None) -> bool:
         """Whether this rule applies to ``reply`` (``enhanced``: its effective enhanced code;
@@ -239,6 +258,9 @@ class Classifier:
 
     def __init__(self, rules: list[BounceRule]) -> None:
         self.rules = tuple(r for r in rules if r.category is not None)
+        # the enhanced code's meaning: rules that go by it alone, minus the catch-all x.7.x
+        # (providers send 5.7.1 for anything from "user unknown" to "spam")
+        self.priors = tuple(r for r in self.rules if r.is_prior and r.enhanced != ("x.7.x",))
         # rules without a category only say whether wording means "later" (or vetoes it)
         self.later_rules = tuple(r for r in rules if r.category is None)
 
@@ -289,6 +311,8 @@ class Classifier:
         enhanced = effective_enhanced(reply)
         line = wording(reply)
         winner = next((r for r in self.rules if r.matches(reply, enhanced, line)), None)
+        if winner is not None and enhanced is not None and not winner.is_prior:
+            winner = self._weigh(winner, reply, enhanced, line)
         category = winner.category if winner is not None and winner.category else _fallback(reply)
         later = means_later(category) or (winner is not None and winner.later)
         if not reply.internal:
@@ -301,6 +325,16 @@ class Classifier:
         if later and _definitely_gone(reply, category, enhanced):
             later = False
         return Classification(category, later, winner.name if winner else None)
+
+    def _weigh(self, winner: BounceRule, reply: Reply, enhanced: str, line: str) -> BounceRule:
+        """The wording's rule, or the enhanced code's when the wording is weak or would
+        suppress a recipient against a code that names the sender's side."""
+        prior = next((r for r in self.priors if r.matches(reply, enhanced, line)), None)
+        if prior is None or prior.category == winner.category or prior.category in _SUPPRESSING:
+            return winner
+        if winner.weak or (winner.category in _SUPPRESSING and prior.category in _SENDER_SIDE):
+            return prior
+        return winner
 
 
 # RFC 3463 5.1.1 (bad destination mailbox), 5.1.2 (bad destination system), 5.1.10 (null MX)
@@ -359,6 +393,10 @@ def _rule(entry: dict[str, Any], where: str, problems: list[str]) -> BounceRule 
     internal = entry.get("internal", False)
     if not isinstance(internal, bool):
         problems.append(f"{where}.internal: must be true or false")
+    weak = entry.get("weak", False)
+    if not isinstance(weak, bool):
+        problems.append(f"{where}.weak: must be true or false")
     name = entry.get("name")
     return BounceRule(None if category is None else str(category), pattern, codes, enhanced,
-                      bool(internal), bool(later), None if name is None else str(name))
+                      bool(internal), bool(later), None if name is None else str(name),
+                      bool(weak))
