@@ -23,12 +23,12 @@ from dashboard.auth import current_user, install_login
 from dashboard.layout import SUPPRESSION_PAGE, TOTAL_KEYS, build_layout
 from dashboard.model import Board
 from dashboard.replies import explain_text
-from dashboard.suppressions import COUNT_CAP
 from kmta.config import Config
 from kmta.errors import ConfigError, KmtaError
 from kmta.pipeline.control import make_command
 from kmta.pipeline.rules import load_kb
 from kmta.pipeline.suppression import change_outs
+from kmta.pipeline.suppressionstore import COUNT_CAP
 from kmta.policy.signing import selector_summary
 from schemas.control import ControlAction, ControlCommand
 

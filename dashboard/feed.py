@@ -2,13 +2,15 @@
 
 The consumer uses no group: it assigns every partition of results, state, audit and nodes and
 reads them from the beginning, so a restarted dashboard rebuilds the same truth from Kafka.
+The suppression topic is the exception: its records go to the board's suppression store, a
+file that keeps the offsets it has applied, so a restarted panel reads only what changed while
+it was down (``kmta/pipeline/suppressionstore.py``; 10 M records take ~15 min to read whole).
 Records that do not decode are skipped and counted (``board.skipped``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import threading
 from collections.abc import Callable
@@ -23,11 +25,11 @@ from kmta.pipeline.control import ControlError
 from kmta.pipeline.health import Health, KafkaProbe, watch
 from kmta.pipeline.kafkaio import client_options, topic_partitions
 from kmta.pipeline.lag import Lag
+from kmta.pipeline.suppressionstore import apply_value, positions
 from schemas.control import ControlCommand, ControlRecord
 from schemas.events import DeliveryEvent
 from schemas.nodes import NodeStats
 from schemas.state import IspState
-from schemas.suppression import Reason, Suppression
 
 __all__ = ["TOPICS", "Feed", "apply_record", "catch_up"]
 
@@ -39,7 +41,6 @@ _DECODERS: dict[str, tuple[type, str]] = {
     "state": (IspState, "apply_state"),
     "audit": (ControlRecord, "apply_audit"),
     "nodes": (NodeStats, "apply_node"),
-    "suppression": (Suppression, "apply_suppression"),
 }
 
 
@@ -62,32 +63,21 @@ def apply_record(board: Board, kind: str, value: bytes | None, key: bytes | None
 
 
 def _apply_suppression(board: Board, value: bytes | None, key: bytes | None) -> bool:
-    k = (key or b"").decode("utf-8", "replace")
-    if value is None:
-        board.apply_suppression(k, None)
-        return True
-    try:
-        rec = Suppression.model_validate_json(value)
-    except (ValidationError, ValueError):
-        try:  # a record of before scopes: {"address", "reason", "category", "at"}
-            doc = json.loads(value)
-            rec = Suppression(address=doc["address"], reason=Reason.HARD_BOUNCE,
-                              category=doc.get("category"),
-                              detail=str(doc.get("reason") or "")[:300] or None,
-                              at=float(doc.get("at") or 0))
-        except (ValueError, KeyError, TypeError):
-            board.skipped += 1
-            return False
-    board.apply_suppression(k or rec.key(), rec)
+    if not apply_value(board.suppression_store, key, value):
+        board.skipped += 1
+        return False
     return True
 
 
 class _Reader:
     """Owns one consumer assigned to every partition of the dashboard topics."""
 
-    def __init__(self, config: Config, client_id: str) -> None:
+    def __init__(self, config: Config, client_id: str, board: Board,
+                 topics: tuple[str, ...] = TOPICS) -> None:
         self.config = config
-        self.kinds = {config.topic(k): k for k in TOPICS}
+        self.board = board
+        self.kinds = {config.topic(k): k for k in topics}
+        self._marked: dict[TopicPartition, int] = {}
         self.consumer = AIOKafkaConsumer(
             **client_options(config),
             client_id=client_id,
@@ -114,14 +104,21 @@ class _Reader:
             return False
         if tps <= self.assigned:
             return False
-        positions = {}
+        kept = {}
         for tp in self.assigned:
-            positions[tp] = await self.consumer.position(tp)
+            kept[tp] = await self.consumer.position(tp)
         self.consumer.assign(sorted(tps))
-        for tp, pos in positions.items():
+        for tp, pos in kept.items():
             self.consumer.seek(tp, pos)
         new = sorted(tps - self.assigned)
-        await self.consumer.seek_to_beginning(*new)
+        if any(self.kinds[tp.topic] == "suppression" for tp in new):
+            # from where the store resumes; all partitions at once: a partition count that
+            # changed rebuilds the store
+            with self.board.lock:
+                await positions(self.consumer, self.board.suppression_store,
+                                [tp for tp in sorted(tps) if self.kinds[tp.topic] == "suppression"])
+        if rest := [tp for tp in new if self.kinds[tp.topic] != "suppression"]:
+            await self.consumer.seek_to_beginning(*rest)
         self.assigned = tps
         return True
 
@@ -148,15 +145,35 @@ class _Reader:
                 for rec in records:
                     apply_record(board, kind, rec.value, rec.key)
                     n += 1
+        await self._mark(board)
         return n
+
+    async def _mark(self, board: Board) -> None:
+        """Commit the suppression store with the positions it has read to (past transaction
+        markers and compacted gaps too), when they moved."""
+        moved = {}
+        for tp in self.assigned:
+            if self.kinds[tp.topic] == "suppression":
+                pos = await self.consumer.position(tp)
+                if self._marked.get(tp) != pos:
+                    moved[tp] = pos
+        if moved:
+            with board.lock:
+                store = board.suppression_store
+                for tp, pos in moved.items():
+                    store.mark(tp.topic, tp.partition, pos)
+                store.flush()
+            self._marked.update(moved)
 
     async def stop(self) -> None:
         await self.consumer.stop()
 
 
 async def catch_up(config: Config, board: Board, *, timeout: float = 60.0) -> None:
-    """Read the topics from the beginning up to their end offsets as of now (``kmta status``)."""
-    reader = _Reader(config, "kmta-status")
+    """Read the topics from the beginning up to their end offsets as of now (``kmta status``,
+    which shows no suppression record: that topic, 10 M records at scale, is left out)."""
+    reader = _Reader(config, "kmta-status", board,
+                     tuple(t for t in TOPICS if t != "suppression"))
     try:
         await asyncio.wait_for(reader.start(), timeout)
         if not reader.assigned:
@@ -263,7 +280,7 @@ class Feed:
             client_id="kmta-dashboard",
             acks="all",
         )
-        reader = _Reader(self.config, "kmta-dashboard")
+        reader = _Reader(self.config, "kmta-dashboard", self.board)
         watching = asyncio.create_task(self._watch(reader))
         await producer.start()
         self._producer = producer

@@ -23,7 +23,7 @@ from collections import defaultdict, deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from dashboard.suppressions import SuppressionRecords
+from kmta.pipeline.suppressionstore import SuppressionStore
 from kmta.policy.classify import suppresses
 from kmta.policy.reputation import DAY, WEEK, RateBook, keys_of, over_threshold
 from schemas.control import ALL_ISPS, ControlRecord
@@ -94,7 +94,10 @@ class Board:
         stale_after: float = 10.0,
         max_audit: int = 2000,
         max_speed_points: int = 20000,
+        suppression_path: str | None = None,
     ) -> None:
+        """``suppression_path``: the panel's suppression store, kept across restarts
+        (``kmta/pipeline/suppressionstore.py``); None: a temporary one."""
         self.lock = threading.RLock()
         self.resolution = resolution
         self.retention = retention
@@ -125,7 +128,8 @@ class Board:
         self._audit: deque[ControlRecord] = deque(maxlen=max_audit)
         # sending domain -> [signed, unsigned, {selector: count}] from the queued events
         self._signing: dict[str, list[Any]] = {}
-        self._suppressions: SuppressionRecords | None = None  # on disk, bounded
+        self._suppression_path = suppression_path
+        self._suppressions: SuppressionStore | None = None  # on disk, bounded
         self._rates = RateBook()
 
     # ------------------------------------------------------------------ packing
@@ -310,11 +314,20 @@ class Board:
         self._audit.append(rec)
 
     @property
-    def _supp(self) -> SuppressionRecords:
+    def suppression_store(self) -> SuppressionStore:
         # made on first use: most boards (kmta status, tests) never see a suppression record
         if self._suppressions is None:
-            self._suppressions = SuppressionRecords()
+            self._suppressions = SuppressionStore(self._suppression_path)
         return self._suppressions
+
+    _supp = suppression_store
+
+    def close(self) -> None:
+        """Commit and close the suppression store (the panel at exit)."""
+        with self.lock:
+            if self._suppressions is not None:
+                self._suppressions.close()
+                self._suppressions = None
 
     def apply_suppression(self, key: str, rec: Suppression | None) -> None:
         """A suppression record (None: removed by a tombstone)."""
@@ -326,12 +339,12 @@ class Board:
 
     def suppression_rows(self, query: str | None, limit: int = 200,
                          offset: int = 0) -> list[dict[str, Any]]:
-        """A page of the records a search finds (``dashboard/suppressions.py``: a domain's
+        """A page of the records a search finds (``kmta/pipeline/suppressionstore.py``: a domain's
         or all newest first, else addresses starting with ``query``)."""
         return self._supp.rows(query, limit, offset)
 
     def suppression_matches(self, query: str | None) -> int:
-        """How many records the search finds (at most ``suppressions.COUNT_CAP``)."""
+        """How many records the search finds (at most ``suppressionstore.COUNT_CAP``)."""
         return self._supp.matches(query)
 
     def reputation_rows(self, now: float, thresholds: dict[str, float] | None = None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import secrets
 import signal
 import sys
@@ -14,6 +15,7 @@ from kmta.config import Config
 from kmta.errors import KmtaError
 
 if TYPE_CHECKING:
+    from dashboard.model import Board
     from kmta.pipeline.health import Health
 
 __all__ = ["add_parser", "run"]
@@ -57,12 +59,25 @@ def run(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace, config: Config, host: str, port: int, password: str,
            health: Health) -> int:
+    from dashboard.model import Board
+    from kmta.pipeline.suppression import claim
+
+    # the panel's suppression store, kept across restarts in data_dir
+    lock_fd, path = claim(os.path.join(config.data_dir, "suppression-records"), "panel")
+    board = Board(suppression_path=path)
+    try:
+        return _serve_board(args, config, host, port, password, health, board)
+    finally:
+        board.close()
+        os.close(lock_fd)
+
+
+def _serve_board(args: argparse.Namespace, config: Config, host: str, port: int,
+                 password: str, health: Health, board: Board) -> int:
     from dashboard.app import create_app
     from dashboard.feed import Feed
-    from dashboard.model import Board
     from dashboard.server import WebServer
 
-    board = Board()
     feed = Feed(config, board, health=health)
     app = create_app(config, board, feed, password=password, user=args.user)
     feed.start()

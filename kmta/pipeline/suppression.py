@@ -39,11 +39,11 @@ from kmta.pipeline.hashset import SortedHashes
 from kmta.pipeline.kafkaio import client_options, stop_loop, topic_partitions
 from kmta.pipeline.outputs import Out
 from schemas import ControlRecord
-from schemas.suppression import Reason, Suppression, SuppressionChange
+from schemas.suppression import Suppression, SuppressionChange
 
 log = logging.getLogger(__name__)
 
-__all__ = ["SuppressionIndex", "SuppressionView", "change_outs", "key_hash", "read_all"]
+__all__ = ["SuppressionIndex", "SuppressionView", "change_outs", "claim", "key_hash"]
 
 
 _BLAKE2B_8 = hashlib.blake2b(digest_size=8)
@@ -171,11 +171,11 @@ def _present(value: bytes | None) -> bool:
     return doc is not None
 
 
-def _claim(directory: str, name: str) -> tuple[int, str]:
-    """The index file for a worker called ``name``: ``<name>.sqlite``, or ``<name>-2`` ... when
-    another process on this data_dir holds it (an exclusive flock on ``<file>.lock`` for as
-    long as the process runs). A stable name means a restarted worker reuses its file and
-    reads only what is new."""
+def claim(directory: str, name: str) -> tuple[int, str]:
+    """The file for a process called ``name`` (a worker's index, the panel's store):
+    ``<name>.sqlite``, or ``<name>-2`` ... when another process on this data_dir holds it (an
+    exclusive flock on ``<file>.lock`` for as long as the process runs). A stable name means a
+    restarted process reuses its file and reads only what is new."""
     os.makedirs(directory, exist_ok=True)
     for i in range(1, 1000):
         stem = name if i == 1 else f"{name}-{i}"
@@ -199,7 +199,7 @@ class SuppressionView:
     def __init__(self, config: Config, name: str) -> None:
         self._config = config
         self.topic = config.topic("suppression")
-        self._lock_fd, path = _claim(os.path.join(config.data_dir, "suppression"), name)
+        self._lock_fd, path = claim(os.path.join(config.data_dir, "suppression"), name)
         self.index = SuppressionIndex(path, load=False)
         self.ready = asyncio.Event()
         self._consumer: AIOKafkaConsumer | None = None
@@ -274,50 +274,3 @@ def change_outs(config: Config, op: str, key: str, record: Suppression | None, a
     value = record.to_json() if op == "add" and record is not None else None
     return [Out(config.topic("suppression"), value, key.encode()),
             Out(config.topic("audit"), audit.to_json(), None)]
-
-
-async def read_all(config: Config, timeout: float = 120.0) -> dict[str, Suppression]:
-    """Every suppression record now on the topic (latest per key; tombstones drop it)."""
-    topic = config.topic("suppression")
-    c = AIOKafkaConsumer(**client_options(config),
-                         enable_auto_commit=False, auto_offset_reset="earliest",
-                         fetch_max_wait_ms=100, max_partition_fetch_bytes=4 << 20)
-    await c.start()
-    out: dict[str, Suppression] = {}
-    try:
-        tps = await topic_partitions(config, [topic])
-        c.assign(tps)
-        await c.seek_to_beginning(*tps)
-        end = await c.end_offsets(tps)
-        deadline = asyncio.get_running_loop().time() + timeout
-        async def behind() -> bool:
-            for tp in tps:
-                if await c.position(tp) < end[tp]:
-                    return True
-            return False
-        while await behind():
-            if asyncio.get_running_loop().time() > deadline:
-                raise TimeoutError(f"{topic}: not read to its end in {timeout:.0f} s")
-            batch = await c.getmany(timeout_ms=500, max_records=20000)
-            for records in batch.values():
-                for r in records:
-                    key = r.key.decode("utf-8", "replace") if r.key else ""
-                    if r.value is None:
-                        out.pop(key, None)
-                        continue
-                    try:
-                        out[key] = Suppression.model_validate_json(r.value)
-                    except ValueError:
-                        # an older record (address, reason, category, at): a global one
-                        try:
-                            doc = json.loads(r.value)
-                            out[key] = Suppression(
-                                address=doc.get("address") or key, reason=Reason.HARD_BOUNCE,
-                                category=doc.get("category"),
-                                detail=str(doc.get("reason") or "")[:300] or None,
-                                at=float(doc.get("at") or 0))
-                        except (ValueError, TypeError, AttributeError):
-                            log.warning("suppression record %s unreadable", key)
-    finally:
-        await c.stop()
-    return out

@@ -84,12 +84,12 @@ def test_receiver_answers_250_only_once_kafka_has_it() -> None:
 def test_index_file_is_stable_per_name_and_never_shared(tmp_path) -> None:
     import os
 
-    from kmta.pipeline.suppression import _claim
-    fd1, p1 = _claim(str(tmp_path), "host-a")
-    fd2, p2 = _claim(str(tmp_path), "host-a")  # a second worker on the same data_dir
+    from kmta.pipeline.suppression import claim
+    fd1, p1 = claim(str(tmp_path), "host-a")
+    fd2, p2 = claim(str(tmp_path), "host-a")  # a second worker on the same data_dir
     assert p1.endswith("host-a.sqlite") and p2.endswith("host-a-2.sqlite")
     os.close(fd1)  # the first one stopped: its restart takes its own file again
-    fd3, p3 = _claim(str(tmp_path), "host-a")
+    fd3, p3 = claim(str(tmp_path), "host-a")
     assert p3 == p1
     os.close(fd2)
     os.close(fd3)

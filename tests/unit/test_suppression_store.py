@@ -1,8 +1,8 @@
-"""The panel's suppression store (``dashboard/suppressions.py``): counts that follow
+"""The suppression store (``kmta/pipeline/suppressionstore.py``): counts that follow
 replacements and removals, searches by domain and address prefix, pages, capped counts."""
 from __future__ import annotations
 
-from dashboard.suppressions import SuppressionRecords
+from kmta.pipeline.suppressionstore import SuppressionStore
 from schemas.suppression import Reason, Suppression
 
 
@@ -11,7 +11,7 @@ def rec(address: str, reason: Reason, at: float, **kw) -> Suppression:
 
 
 def test_counts_follow_replacements_and_removals() -> None:
-    s = SuppressionRecords()
+    s = SuppressionStore()
     s.apply("a@x.example", rec("a@x.example", Reason.COMPLAINT, 1))
     s.apply("a@x.example", rec("a@x.example", Reason.MANUAL, 2))  # the same key again
     s.apply("b@x.example", rec("b@x.example", Reason.HARD_BOUNCE, 3))
@@ -25,7 +25,7 @@ def test_counts_follow_replacements_and_removals() -> None:
 
 
 def test_search_by_domain_and_prefix_with_pages() -> None:
-    s = SuppressionRecords()
+    s = SuppressionStore()
     for i in range(30):
         dom = "gmail.com" if i % 3 else "yahoo.com"
         s.apply(f"user{i}@{dom}", rec(f"user{i}@{dom}", Reason.ASYNC_BOUNCE, float(i)))
