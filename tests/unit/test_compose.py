@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import email
+import email.generator
 import email.policy
 import email.utils
 import io
@@ -303,3 +304,54 @@ def test_the_fast_generator_writes_what_the_stock_one_writes(text: str, html: st
     composed = build(subject="s", text=text)
     assert_crlf_only(composed)
     assert body(parse(composed)) == text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def test_a_boundary_found_in_the_text_is_not_used() -> None:
+    """compose's generator picks the multipart boundary as the stock one does (random) but
+    tests it with a substring search: one that occurs in the parts' text is drawn again."""
+    import random
+
+    from kmta.policy.compose import _Generator
+
+    random.seed(13)
+    first = _Generator._make_boundary()
+    random.seed(13)
+    assert _Generator._make_boundary(f"<p>\r\n--{first}\r\n</p>") != first
+    random.seed(13)
+    assert _Generator._make_boundary("no boundary here") == first
+    html = "<p>x</p>\n" * 3
+    composed = build(subject="s", text="t", html=html)
+    boundary = parse(composed).get_boundary()
+    assert composed.count(f"--{boundary}") == 3  # two parts and the close delimiter
+
+
+@pytest.mark.parametrize(("value", "lone"), [
+    ("plain ascii", False), ("caf\u00e9 \u20ac \u2019 \U0001f600", False), ("a\ud800b", True),
+    ("\udfff", True), ("\ud83d\ude00", True),  # two surrogate code points are no character
+])
+def test_has_surrogate(value: str, lone: bool) -> None:
+    from schemas.text import has_surrogate
+
+    assert has_surrogate(value) is lone
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(["Content-Type", "X-A", "Message-ID", "Date"]),
+       st.lists(st.sampled_from(["a", "bc", "=", ";", " ", "  ", "\t", "\u00e9", '"', "x" * 40,
+                                 "=?utf-8?q?x?="]), max_size=12).map("".join))
+def test_the_fast_header_writer_writes_what_compat32_folds(name: str, value: str) -> None:
+    """compose's ``_Generator`` writes short plain header values itself; every value must come
+    out as compat32's folding writes it."""
+    from email.message import Message
+
+    from kmta.policy.compose import _POLICY, _Generator
+
+    msg = Message()
+    msg[name] = value
+    msg.set_payload("x")
+    out = io.StringIO()
+    _Generator(out, mangle_from_=False, maxheaderlen=0, policy=_POLICY).flatten(msg)
+    stock = io.StringIO()
+    email.generator.Generator(stock, mangle_from_=False, maxheaderlen=0,
+                              policy=_POLICY).flatten(msg)
+    assert out.getvalue() == stock.getvalue()
