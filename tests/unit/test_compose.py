@@ -307,22 +307,61 @@ def test_the_fast_generator_writes_what_the_stock_one_writes(text: str, html: st
 
 
 def test_a_boundary_found_in_the_text_is_not_used() -> None:
-    """compose's generator picks the multipart boundary as the stock one does (random) but
-    tests it with a substring search: one that occurs in the parts' text is drawn again."""
+    """compose picks the multipart boundary as the stock generator does (random) but tests
+    it with a substring search: one that occurs in a part's text is drawn again."""
     import random
 
-    from kmta.policy.compose import _Generator
+    from kmta.policy.compose import _boundary
 
     random.seed(13)
-    first = _Generator._make_boundary()
+    first = _boundary(())
     random.seed(13)
-    assert _Generator._make_boundary(f"<p>\r\n--{first}\r\n</p>") != first
+    assert _boundary(("plain", f"<p>\r\n--{first}\r\n</p>")) != first
     random.seed(13)
-    assert _Generator._make_boundary("no boundary here") == first
-    html = "<p>x</p>\n" * 3
-    composed = build(subject="s", text="t", html=html)
+    assert _boundary(("no boundary here",)) == first
+    composed = build(subject="s", text="t", html="<p>x</p>\n" * 3)
     boundary = parse(composed).get_boundary()
     assert composed.count(f"--{boundary}") == 3  # two parts and the close delimiter
+
+
+@settings(max_examples=300, deadline=None)
+@given(_LINE_ENDS, _LINE_ENDS, st.sampled_from(["both", "text", "html"]))
+def test_compose_writes_the_body_the_stock_generator_writes(text: str, html: str,
+                                                           shape: str) -> None:
+    """compose writes placeholder payloads through the email package and puts the texts in
+    afterwards: the body must be what the stock generator writes for the same parts."""
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.nonmultipart import MIMENonMultipart
+    from email.mime.text import MIMEText
+
+    from kmta.policy.compose import _POLICY
+
+    def part(t: str, sub: str) -> email.message.Message:
+        if t.isascii():
+            p: email.message.Message = MIMEText(t, sub, "us-ascii")
+        else:
+            p = MIMENonMultipart("text", sub, charset="utf-8")
+            p["Content-Transfer-Encoding"] = "8bit"
+            p.set_payload(t)
+        del p["MIME-Version"]
+        return p
+
+    given_parts = {"both": {"text": text, "html": html}, "text": {"text": text},
+                   "html": {"html": html}}[shape]
+    composed = build(subject="s", **given_parts)
+    if shape == "both":
+        ref: email.message.Message = MIMEMultipart(
+            "alternative", boundary=parse(composed).get_boundary())
+        ref.attach(part(text, "plain"))
+        ref.attach(part(html, "html"))
+    else:
+        ref = part(text if shape == "text" else html, "plain" if shape == "text" else "html")
+    out = io.StringIO()
+    email.generator.Generator(out, mangle_from_=False, maxheaderlen=0,
+                              policy=_POLICY).flatten(ref)
+    assert composed.split("\r\n\r\n", 1)[1] == out.getvalue().split("\r\n\r\n", 1)[1]
+    head = composed.split("\r\n\r\n", 1)[0].split("\r\n")
+    assert all(f"{k}: {v}" in head for k, v in ref.items())
 
 
 @pytest.mark.parametrize(("value", "lone"), [
