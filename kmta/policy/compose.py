@@ -145,7 +145,7 @@ class _Generator(email.generator.Generator):
                 self.write(f"{name}: {value}{policy.linesep}")
             else:
                 self.write(policy.fold(name, value))
-        self.write(self._NL)
+        self.write(policy.linesep)  # the blank line after the header (the stock one: self._NL)
 
     def _write_lines(self, lines: str) -> None:
         if lines:  # CRLF, CR and LF (the stock generator's NLCRE) each become the line end
