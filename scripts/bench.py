@@ -41,6 +41,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 import time
 import uuid
 from collections import Counter
@@ -103,12 +104,103 @@ def bench_rules(max_connections: int = 8) -> dict[str, Any]:
 
 
 # -- message content ---------------------------------------------------------------------------
-def make_docs(n: int, size: int, tag: str, domains: list[str] = DOMAINS) -> list[dict]:
-    """``n`` messages over the bench domains whose composed RFC 5322 text is ~``size`` bytes."""
-    body = _body(size)
-    return [{"id": f"{tag}-{i}", "from": "bench@sender.kmta.test",
-             "to": f"user{i}@{domains[i % len(domains)]}", "subject": f"bench message {i}",
-             "text": body, "campaign": "bench"} for i in range(n)]
+BODIES = ("newsletter", "text")
+
+
+def make_docs(n: int, size: int, tag: str, domains: list[str] = DOMAINS,
+              body: str = "newsletter") -> list[dict]:
+    """``n`` messages over the bench domains whose composed RFC 5322 text is ~``size`` bytes:
+    a newsletter (``text`` and ``html`` alternatives, personalised per recipient: greeting,
+    tracking links, unsubscribe link) or one plain-text sentence repeated (``text``)."""
+    if body == "text":
+        text = _body(size)
+        return [{"id": f"{tag}-{i}", "from": "bench@sender.kmta.test",
+                 "to": f"user{i}@{domains[i % len(domains)]}", "subject": f"bench message {i}",
+                 "text": text, "campaign": "bench"} for i in range(n)]
+    text, html = newsletter(size)
+    docs = []
+    for i in range(n):
+        who, mid = f"Reader {i}", f"{tag}-{i}"
+        docs.append({"id": mid, "from": "bench@sender.kmta.test",
+                     "to": f"user{i}@{domains[i % len(domains)]}",
+                     "subject": f"Your weekly picks, {who}: autumn deals inside",
+                     "text": text.replace("{{name}}", who).replace("{{id}}", mid),
+                     "html": html.replace("{{name}}", who).replace("{{id}}", mid),
+                     "campaign": "bench"})
+    return docs
+
+
+_VOCABULARY = (
+    "offer season collection member shipping order account update weekly guide style home "
+    "garden kitchen travel city weekend event ticket price discount limited new arrivals "
+    "favourite choice quality design team story customer review rating local fresh market "
+    "delivery return easy simple today tomorrow month exclusive access early sale stock "
+    "colour size fit comfort classic modern winter autumn spring summer gift card save "
+    "points reward program partner service support help question answer recipe coffee tea "
+    "wine cheese bread book film music concert museum park beach mountain lake river"
+)
+
+
+def newsletter(size: int) -> tuple[str, str]:
+    """A bulk-mail newsletter of about ``size`` composed bytes, as ESPs send them: an HTML
+    part (table layout, inline styles, tracking links and images, lines of at most ~120
+    characters, a few typographic characters outside ASCII) and its plain-text alternative.
+    ``{{name}}`` and ``{{id}}`` are per-recipient placeholders. Deterministic."""
+    import random
+
+    rng = random.Random(size)
+    overhead = len(composed_sample("x", "<p>x</p>").encode()) + 64  # headers, boundaries
+    want = max(size - overhead, 600)
+
+    def sentence() -> str:
+        words = rng.choices(_VOCABULARY.split(), k=rng.randint(8, 16))
+        return words[0].capitalize() + " " + " ".join(words[1:]) + rng.choice(".!.?")
+
+    def para(k: int) -> str:
+        return " ".join(sentence() for _ in range(k))
+
+    head = ('<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
+            '<title>Weekly picks</title>\n<style>body{margin:0;padding:0;background:#f4f4f4}'
+            ' .btn{background:#e4572e;color:#ffffff;padding:12px 24px;border-radius:4px;'
+            'text-decoration:none}</style>\n</head>\n<body>\n'
+            '<table role="presentation" width="100%" cellpadding="0" cellspacing="0" '
+            'style="background:#f4f4f4">\n<tr><td align="center">\n'
+            '<table role="presentation" width="600" cellpadding="0" cellspacing="0" '
+            'style="background:#ffffff;font-family:Arial,Helvetica,sans-serif;color:#333333">\n'
+            '<tr><td style="padding:24px"><img src="https://img.news-example.test/logo.png" '
+            'width="160" height="40" alt="News Example"></td></tr>\n'
+            '<tr><td style="padding:0 24px;font-size:16px">Hello {{name}} \u2014 here is '
+            'what\u2019s new this week.</td></tr>\n')
+    foot = ('<tr><td style="padding:24px;font-size:12px;color:#888888">You receive this '
+            'because you subscribed at news-example.test.<br>\n<a href="https://news-example'
+            '.test/u?m={{id}}" style="color:#888888">Unsubscribe</a> \u00b7 <a href="https://'
+            'news-example.test/prefs?m={{id}}" style="color:#888888">Preferences</a><br>\n'
+            'News Example Ltd, 1 Market Street, Example City</td></tr>\n</table>\n'
+            '</td></tr>\n</table>\n<img src="https://t.news-example.test/o.gif?m={{id}}" '
+            'width="1" height="1" alt="">\n</body>\n</html>\n')
+    text_head = "Hello {{name}} \u2014 here is what\u2019s new this week.\n\n"
+    text_foot = ("Unsubscribe: https://news-example.test/u?m={{id}}\n"
+                 "News Example Ltd, 1 Market Street, Example City\n")
+    blocks: list[str] = []
+    texts: list[str] = []
+    k = 0
+    while len(head) + len(foot) + len(text_head) + len(text_foot) + sum(map(len, blocks)) \
+            + sum(map(len, texts)) < want:
+        k += 1
+        title, body = sentence().rstrip(".!?"), para(rng.randint(3, 6))
+        price = f"\u20ac{rng.randint(5, 400)},{rng.randint(0, 99):02d}"
+        link = f"https://t.news-example.test/c?m={{{{id}}}}&amp;l={k}"
+        lines = textwrap.wrap(body, 110)
+        blocks.append(
+            f'<tr><td style="padding:16px 24px"><img src="https://img.news-example.test/p{k}'
+            f'.jpg" width="552" height="276" alt="{title}" style="display:block">\n'
+            f'<h2 style="font-size:20px;margin:12px 0">{title}</h2>\n<p style="font-size:'
+            f'15px;line-height:22px">' + "\n".join(lines) + f'</p>\n<p>From {price} \u2013 '
+            f'<a class="btn" href="{link}">Shop now</a></p></td></tr>\n')
+        texts.append(f"{title}\n{'-' * len(title)}\n" + "\n".join(textwrap.wrap(body, 76))
+                     + f"\nFrom {price}: {link.replace('&amp;', '&')}\n\n")
+    return (text_head + "".join(texts) + text_foot, head + "".join(blocks) + foot)
 
 
 def _body(size: int) -> str:
@@ -119,13 +211,13 @@ def _body(size: int) -> str:
     return text
 
 
-def composed_sample(text: str) -> str:
+def composed_sample(text: str, html: str | None = None) -> str:
     from kmta.policy.compose import compose
     from schemas import OutboxMessage
 
     msg = OutboxMessage.model_validate({"from": "bench@sender.kmta.test",
                                         "to": "user1@gmail.com", "subject": "bench message 1",
-                                        "text": text})
+                                        "text": text, "html": html})
     return compose(msg, "bench-00000000-1", "bench.kmta.test", time.time())
 
 
@@ -165,18 +257,28 @@ class KmtaRun:
                              "algorithm": alg})
             cfg["domains"] = [{"name": "sender.kmta.test", "dkim": keys}]
             cfg["delivery"]["unsigned"] = "refuse"
+        self.python = tree_python(root)
         self.config_path = self.dir / "kmta.toml"
+        # the bench client reads the full config; the tree's processes what their tree knows
         self.config_path.write_text(tomli_w.dumps(cfg))
         self.config: Config = load_config(self.config_path)
+        if root != ROOT:
+            self.config_path.write_text(tomli_w.dumps(prune_config(self.python, root, cfg)))
         self.names = ["worker"] + [f"sender-{i + 1}" for i in range(senders)]
         self.names = [f"{label}.{n}" for n in self.names]
 
     def start(self) -> None:
-        asyncio.run(ensure_topics(self.config))
         env = {**os.environ, "PYTHONPATH": str(self.root)}
+        base = [self.python, "-m", "kmta.cli", "--config", str(self.config_path)]
+        if self.root == ROOT:
+            asyncio.run(ensure_topics(self.config))
+        else:  # the tree's own topic settings
+            r = subprocess.run([*base, "topics"], env=env, cwd=self.dir, capture_output=True,
+                               text=True, timeout=120, check=False)
+            if r.returncode != 0:
+                raise RuntimeError(f"{self.label}: kmta topics failed: {r.stderr[-2000:]}")
         if self.profile is not None:
             env["KMTA_PROFILE"] = str(self.profile / self.label)
-        base = [sys.executable, "-m", "kmta.cli", "--config", str(self.config_path)]
         worker, *senders = self.names
         self.procs.spawn(worker, [*base, "worker", "--name", "brain-1"], env, self.dir)
         for i, name in enumerate(senders):
@@ -196,6 +298,35 @@ class KmtaRun:
     def stop(self) -> None:
         for name in self.names:
             self.procs.stop(name)
+
+
+def tree_python(root: Path) -> str:
+    """The interpreter for a source tree: its own ``.venv`` (scripts/bootstrap.sh) when it has
+    one, so an older checkout runs with the dependencies it declared; else this one."""
+    own = root / ".venv" / "bin" / "python"
+    return str(own) if root != ROOT and own.exists() else sys.executable
+
+
+def prune_config(python: str, root: Path, cfg: dict[str, Any]) -> dict[str, Any]:
+    """``cfg`` without the keys an older tree's config models do not know (they forbid
+    unknown keys): asks that tree's interpreter for each section's fields."""
+    probe = ("import json, sys; from kmta import config as c; "
+             "m = {n: list(getattr(c, t).model_fields) for n, t in "
+             "[('kafka', 'KafkaConfig'), ('dns', 'DnsConfig'), ('delivery', 'DeliveryConfig')] "
+             "if hasattr(c, t)}; m[''] = list(c.Config.model_fields); print(json.dumps(m))")
+    out = subprocess.run([python, "-c", probe], env={**os.environ, "PYTHONPATH": str(root)},
+                         cwd=root,
+                         capture_output=True, text=True, check=True, timeout=60).stdout
+    known = json.loads(out.strip().splitlines()[-1])
+    pruned = {k: v for k, v in cfg.items() if k in known[""]}
+    for section, fields in known.items():
+        if section and isinstance(pruned.get(section), dict):
+            dropped = set(pruned[section]) - set(fields)
+            if dropped:
+                log(f"{root.name}: config keys it does not know, left out: "
+                    f"{section}.{', '.join(sorted(dropped))}")
+            pruned[section] = {k: v for k, v in pruned[section].items() if k in fields}
+    return pruned
 
 
 async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: float,
@@ -266,6 +397,89 @@ async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: floa
             "cpu_ms_per_msg_above_idle": {
                 k: (v - idle_rate[k] * t_end) * 1000 / n for k, v in cpu_s.items()
                 if k in idle_rate}}
+
+
+async def measure_latency(run: KmtaRun, docs: list[dict], rate: float,
+                          timeout: float) -> dict[str, Any]:
+    """Produce ``docs`` paced at ``rate`` messages a second and take, per delivered message,
+    the time from its hand-over to the outbox producer (wall clock, just before ``send``) to
+    its delivered event: by the event's own ``timestamp`` (the sender's clock when the sink's
+    final reply came; same machine, same clock) and by the moment the bench's result reader
+    had it (receipt). ``accepted_at`` (the router's) splits the first into routing and
+    sending. Percentiles over all delivered messages."""
+    from kmta.pipeline.kafkaio import make_producer
+
+    collector = ResultCollector(run.config)
+    await collector.start()
+    sent: dict[str, float] = {}
+    seen: dict[str, float] = {}
+    done = asyncio.Event()
+
+    async def read() -> None:
+        deadline = time.monotonic() + timeout
+        while len(seen) < len(docs):
+            await collector.poll(50)
+            now = time.time()
+            for i in list(collector.finals)[len(seen):]:
+                seen[i] = now
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{run.label}: latency run: {len(docs) - len(seen)} of "
+                                   f"{len(docs)} without a final event after {timeout:.0f} s")
+        done.set()
+
+    reader = asyncio.create_task(read())
+    producer = make_producer(run.config, linger_ms=5)
+    await producer.start()
+    t0 = time.monotonic()
+    try:
+        futs = []
+        for k, doc in enumerate(docs):
+            ahead = t0 + k / rate - time.monotonic()
+            if ahead > 0:
+                await asyncio.sleep(ahead)
+            sent[doc["id"]] = time.time()
+            futs.append(await producer.send(run.config.topic("outbox"),
+                                            json.dumps(doc).encode(), key=doc["id"].encode()))
+        t_sent = time.monotonic() - t0
+        await asyncio.gather(*futs)
+        await reader
+    finally:
+        reader.cancel()
+        await producer.stop()
+        await collector.stop()
+    finals = collector.finals
+    ok = [i for i in sent if finals[i]["status"] == "delivered"]
+
+    def pct(values: list[float]) -> dict[str, float]:
+        v = sorted(values)
+        return {"p50": v[len(v) // 2] * 1000, "p99": v[min(len(v) - 1, int(len(v) * 0.99))] * 1000,
+                "max": v[-1] * 1000} if v else {}
+
+    return {"messages": len(docs), "rate": rate, "produced_rate": len(docs) / t_sent,
+            "delivered": len(ok),
+            "event_ms": pct([finals[i]["timestamp"] - sent[i] for i in ok]),
+            "receipt_ms": pct([seen[i] - sent[i] for i in ok]),
+            "routed_ms": pct([finals[i]["accepted_at"] - sent[i] for i in ok
+                              if finals[i].get("accepted_at")]),
+            "sending_ms": pct([finals[i]["timestamp"] - finals[i]["accepted_at"] for i in ok
+                               if finals[i].get("accepted_at")])}
+
+
+def latency_report(lat: dict[str, dict[str, Any]]) -> str:
+    lines = ["latency, produce -> delivered, at half of each variant's best end-to-end rate, ms:",
+             f"  {'':<10}{'rate/s':>8}{'msgs':>7}  {'event p50':>10}{'p99':>8}{'max':>8}"
+             f"  {'receipt p50':>12}{'p99':>8}  {'routed p50':>11}{'p99':>8}"
+             f"  {'sending p50':>12}{'p99':>8}"]
+    for label, r in lat.items():
+        e, c, a, b = r["event_ms"], r["receipt_ms"], r["routed_ms"], r["sending_ms"]
+        lines.append(f"  {label:<10}{r['rate']:>8.0f}{r['delivered']:>7}  {e['p50']:>10.0f}"
+                     f"{e['p99']:>8.0f}{e['max']:>8.0f}  {c['p50']:>12.0f}{c['p99']:>8.0f}"
+                     f"  {a.get('p50', 0):>11.0f}{a.get('p99', 0):>8.0f}"
+                     f"  {b.get('p50', 0):>12.0f}{b.get('p99', 0):>8.0f}")
+    lines.append("  event: the delivered event's timestamp (sender, after the final reply); "
+                 "receipt: when the bench read it;")
+    lines.append("  routed: the router's accepted_at; sending: accepted_at -> event")
+    return "\n".join(lines)
 
 
 # -- Postfix -------------------------------------------------------------------------------------
@@ -459,21 +673,27 @@ def report(results: dict[str, dict[str, Any]], rss: dict[str, dict[str, float | 
     for x in others:
         line += f"{cpu[x] / cpu[ref]:>{max(w, len(x) + len(ref) + 3)}.2f}" if cpu[ref] else ""
     lines.append(line)
+    own = {x: sum(v for k, v in results[x]["cpu_ms_per_msg"].items()
+                  if k not in _NOT_KMTA and k != "kafka JVM") for x in labels if x != "postfix"}
+    if own:
+        lines.append(f"{'CPU ms/msg, kmta procs':<24}" + "".join(
+            f"{own[x]:>{w}.2f}" if x in own else f"{'':>{w}}" for x in labels)
+            + "   (worker + senders)")
     above = {x: results[x].get("cpu_ms_per_msg_above_idle") for x in labels}
-    if all(above.values()):
+    if any(above.values()):
         busy = {x: sum(v for k, v in (above[x] or {}).items() if k not in _NOT_KMTA)
-                for x in labels}
+                for x in labels if above[x]}
         line = f"{'CPU ms/msg kmta+broker':<24}" + "".join(
-            f"{busy[x]:>{w}.2f}" for x in labels)
+            f"{busy[x]:>{w}.2f}" if x in busy else f"{'':>{w}}" for x in labels)
         lines.append(line + "   (above idle, without sink and client)")
     lines.append("")
     lines.append("CPU ms per message by process")
     for x in labels:
         parts = ", ".join(f"{k} {v:.2f}" for k, v in results[x]["cpu_ms_per_msg"].items())
         lines.append(f"  {x}: {parts}")
-    if all(above.values()):
+    if any(above.values()):
         lines.append("above the idle rate (CPU per second with nothing to do, x elapsed):")
-        for x in labels:
+        for x in [x for x in labels if above[x]]:
             parts = ", ".join(f"{k} {v:.2f}" for k, v in (above[x] or {}).items())
             idle = ", ".join(f"{k} {v * 100:.1f} %"
                              for k, v in results[x]["idle_cpu_per_s"].items())
@@ -521,6 +741,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--messages", type=int, default=20_000, help="messages per measured run")
     p.add_argument("--size", type=int, default=2048, help="bytes per composed message")
+    p.add_argument("--body", choices=BODIES, default="newsletter",
+                   help="newsletter: HTML with a text alternative, personalised (default); "
+                        "text: one plain sentence repeated (the bench's body before)")
     p.add_argument("--senders", type=int, default=2, help="kmta sender processes")
     p.add_argument("--warmup", type=int, default=500, help="warm-up messages before measuring")
     p.add_argument("--max-connections", type=int, default=8,
@@ -542,6 +765,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "message is also printed above that rate")
     p.add_argument("--dkim", choices=["none", "rsa-sha256", "ed25519-sha256", "dual"],
                    default="none", help="sign every message at routing with this (default none)")
+    p.add_argument("--latency", type=float, default=20.0, metavar="S",
+                   help="after the rounds, S seconds of messages paced at half of each kmta "
+                        "variant's best end-to-end rate: produce -> delivered p50/p99 (0: off)")
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
     p.add_argument("--rtt", type=float, metavar="MS",
@@ -607,14 +833,16 @@ def main(argv: list[str] | None = None) -> int:
         # every variant stays up; only the one being measured gets messages
         for run in runs:
             log(f"{run.label}: warm-up with {args.warmup} messages ...")
-            warm = make_docs(args.warmup, args.size, f"w{uuid.uuid4().hex[:6]}", domains)
+            warm = make_docs(args.warmup, args.size, f"w{uuid.uuid4().hex[:6]}", domains,
+                             args.body)
             asyncio.run(measure_kmta(run, warm, sink, 300, others, quiet=True))
         results: dict[str, dict[str, Any]] = {}
         all_rounds: dict[str, list[dict[str, Any]]] = {}
         for rnd in range(args.rounds):
             for run in runs:
                 log(f"{run.label}: round {rnd + 1}: {args.messages} messages of ~{args.size} B")
-                docs = make_docs(args.messages, args.size, f"b{uuid.uuid4().hex[:6]}", domains)
+                docs = make_docs(args.messages, args.size, f"b{uuid.uuid4().hex[:6]}", domains,
+                                 args.body)
                 t_a = time.monotonic()
                 r = asyncio.run(measure_kmta(run, docs, sink, args.timeout, others,
                                              idle=args.idle))
@@ -625,6 +853,13 @@ def main(argv: list[str] | None = None) -> int:
                 all_rounds.setdefault(run.label, []).append(r)
         for label, rs in all_rounds.items():
             results[label] = max(rs, key=lambda r: r["e2e_rate"])
+        latency: dict[str, dict[str, Any]] = {}
+        for run in runs if args.latency > 0 else []:
+            rate = results[run.label]["e2e_rate"] / 2
+            n = max(50, int(rate * args.latency))
+            log(f"{run.label}: latency: {n} messages paced at {rate:.0f}/s ...")
+            docs = make_docs(n, args.size, f"l{uuid.uuid4().hex[:6]}", domains, args.body)
+            latency[run.label] = asyncio.run(measure_latency(run, docs, rate, args.timeout))
         rss: dict[str, dict[str, float | None]] = {}
         for run in runs:
             rss[run.label] = {k: peak_rss_mb(p) for k, p in run.pids().items()}
@@ -643,7 +878,9 @@ def main(argv: list[str] | None = None) -> int:
             pf = Postfix(base, SINK_IP, smtp_port)
             pf.start()
             msg_file = base / "message.eml"
-            msg_file.write_text(composed_sample(_body(args.size)).replace("\r\n", "\n"))
+            one = make_docs(1, args.size, "postfix", body=args.body)[0]
+            msg_file.write_text(composed_sample(one["text"], one.get("html"))
+                                .replace("\r\n", "\n"))
             measure_postfix(pf, procs, sink, min(args.warmup, 1000), args.postfix_sessions,
                             msg_file, 300)
             pf_rounds = []
@@ -676,12 +913,16 @@ def main(argv: list[str] | None = None) -> int:
         if args.rtt is not None:
             print(rtt_report(results, args.rtt, args.sink))
             print()
+        if latency:
+            print(latency_report(latency))
+            print()
         signing = signing_cost.measure(1.0)  # the worker's per-message signing cost
         print(signing_cost.render(signing))
         if args.json:
             args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                              "results": results, "rss_mb": rss,
-                                             "rounds": all_rounds, "dkim_signing": signing},
+                                             "rounds": all_rounds, "latency": latency,
+                                             "dkim_signing": signing},
                                             indent=2))
         if args.profile:
             print()

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import email
+import email.generator
 import email.policy
 import email.utils
 import io
@@ -303,3 +304,93 @@ def test_the_fast_generator_writes_what_the_stock_one_writes(text: str, html: st
     composed = build(subject="s", text=text)
     assert_crlf_only(composed)
     assert body(parse(composed)) == text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def test_a_boundary_found_in_the_text_is_not_used() -> None:
+    """compose picks the multipart boundary as the stock generator does (random) but tests
+    it with a substring search: one that occurs in a part's text is drawn again."""
+    import random
+
+    from kmta.policy.compose import _boundary
+
+    random.seed(13)
+    first = _boundary(())
+    random.seed(13)
+    assert _boundary(("plain", f"<p>\r\n--{first}\r\n</p>")) != first
+    random.seed(13)
+    assert _boundary(("no boundary here",)) == first
+    composed = build(subject="s", text="t", html="<p>x</p>\n" * 3)
+    boundary = parse(composed).get_boundary()
+    assert composed.count(f"--{boundary}") == 3  # two parts and the close delimiter
+
+
+@settings(max_examples=300, deadline=None)
+@given(_LINE_ENDS, _LINE_ENDS, st.sampled_from(["both", "text", "html"]))
+def test_compose_writes_the_body_the_stock_generator_writes(text: str, html: str,
+                                                           shape: str) -> None:
+    """compose writes placeholder payloads through the email package and puts the texts in
+    afterwards: the body must be what the stock generator writes for the same parts."""
+    from email.mime.multipart import MIMEMultipart
+    from email.mime.nonmultipart import MIMENonMultipart
+    from email.mime.text import MIMEText
+
+    from kmta.policy.compose import _POLICY
+
+    def part(t: str, sub: str) -> email.message.Message:
+        if t.isascii():
+            p: email.message.Message = MIMEText(t, sub, "us-ascii")
+        else:
+            p = MIMENonMultipart("text", sub, charset="utf-8")
+            p["Content-Transfer-Encoding"] = "8bit"
+            p.set_payload(t)
+        del p["MIME-Version"]
+        return p
+
+    given_parts = {"both": {"text": text, "html": html}, "text": {"text": text},
+                   "html": {"html": html}}[shape]
+    composed = build(subject="s", **given_parts)
+    if shape == "both":
+        ref: email.message.Message = MIMEMultipart(
+            "alternative", boundary=parse(composed).get_boundary())
+        ref.attach(part(text, "plain"))
+        ref.attach(part(html, "html"))
+    else:
+        ref = part(text if shape == "text" else html, "plain" if shape == "text" else "html")
+    out = io.StringIO()
+    email.generator.Generator(out, mangle_from_=False, maxheaderlen=0,
+                              policy=_POLICY).flatten(ref)
+    assert composed.split("\r\n\r\n", 1)[1] == out.getvalue().split("\r\n\r\n", 1)[1]
+    head = composed.split("\r\n\r\n", 1)[0].split("\r\n")
+    assert all(f"{k}: {v}" in head for k, v in ref.items())
+
+
+@pytest.mark.parametrize(("value", "lone"), [
+    ("plain ascii", False), ("caf\u00e9 \u20ac \u2019 \U0001f600", False), ("a\ud800b", True),
+    ("\udfff", True), ("\ud83d\ude00", True),  # two surrogate code points are no character
+])
+def test_has_surrogate(value: str, lone: bool) -> None:
+    from schemas.text import has_surrogate
+
+    assert has_surrogate(value) is lone
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from(["Content-Type", "X-A", "Message-ID", "Date"]),
+       st.lists(st.sampled_from(["a", "bc", "=", ";", " ", "  ", "\t", "\u00e9", '"', "x" * 40,
+                                 "=?utf-8?q?x?="]), max_size=12).map("".join))
+def test_the_fast_header_writer_writes_what_compat32_folds(name: str, value: str) -> None:
+    """compose's ``_Generator`` writes short plain header values itself; every value must come
+    out as compat32's folding writes it."""
+    from email.message import Message
+
+    from kmta.policy.compose import _POLICY, _Generator
+
+    msg = Message()
+    msg[name] = value
+    msg.set_payload("x")
+    out = io.StringIO()
+    _Generator(out, mangle_from_=False, maxheaderlen=0, policy=_POLICY).flatten(msg)
+    stock = io.StringIO()
+    email.generator.Generator(stock, mangle_from_=False, maxheaderlen=0,
+                              policy=_POLICY).flatten(msg)
+    assert out.getvalue() == stock.getvalue()

@@ -3,7 +3,11 @@
 body encoding."""
 from __future__ import annotations
 
+import re
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kmta.policy.flight import Plan, Settled, plan, settle, steps
 from kmta.policy.reply import Reply
@@ -110,3 +114,15 @@ def test_body_line_ends_and_dot_stuffing() -> None:
     assert wire_body(b"a\nb\rc\r\nd") == b"a\r\nb\r\nc\r\nd\r\n"
     assert wire_body(b"a\r\n") == b"a\r\n"
     assert _dotted(wire_body(b".x\n..y\nz.\n.")) == b"..x\r\n...y\r\nz.\r\n..\r\n.\r\n"
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b"..", b" ", b"\xc3\xa9"]),
+                max_size=60).map(b"".join))
+def test_body_conversion_matches_the_regex_it_replaced(data: bytes) -> None:
+    """wire_body and _dotted use bytes methods; the output must be what the regular
+    expressions they replaced gave (line ends to CRLF, a dot more at each line start)."""
+    want = re.sub(rb"\r\n|\n|\r(?!\n)", b"\r\n", data)
+    want = want if want.endswith(b"\r\n") else want + b"\r\n"
+    assert wire_body(data) == want
+    assert _dotted(wire_body(data)) == re.sub(rb"(?m)^\.", b"..", want) + b".\r\n"
