@@ -2,9 +2,11 @@
 
 Keys are PEM files as openssl writes them (RSA: PKCS#1 or PKCS#8; ed25519: PKCS#8). They are
 all read and checked when the worker starts (``load_keys``), future and past selectors too, so
-a wrong file is a config error at start, never a failure at send time. dkimpy does the
-canonicalisation (relaxed/relaxed), hashing and signing; the choices (which domain, which
-selectors now, which header fields) are ``kmta/policy/signing.py``'s.
+a wrong file is a config error at start, never a failure at send time. dkimpy canonicalises
+and hashes the header fields and builds the signature (relaxed/relaxed); the body hash is
+``relaxed_body`` + SHA-256 here (the same bytes, faster), the RSA operation OpenSSL's; the
+choices (which domain, which selectors now, which header fields) are
+``kmta/policy/signing.py``'s.
 """
 from __future__ import annotations
 
