@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -192,6 +193,34 @@ class _Dkim(dkim.DKIM):
 
     rsa_key: rsa.RSAPrivateKey | None = None
     body_hash: bytes | None = None  # bh= of the real body (dkimpy was given the header alone)
+
+    def sign(self, selector, domain, privkey, signature_algorithm=None, identity=None,
+             canonicalize=_CANON, include_headers=None, length=False):
+        """With the OpenSSL key and the body hash at hand: dkimpy 1.1's ``sign`` without
+        its parse of the PEM key (pure-Python ASN.1, 2 of the 30 ms per message of a
+        profiled 100 KB run) and its body canonicalisation; the fields in its order."""
+        if (self.rsa_key is None or self.body_hash is None or signature_algorithm
+                not in (None, b"rsa-sha256") or identity is not None or length
+                or include_headers is None or canonicalize != _CANON):
+            return super().sign(selector, domain, privkey, signature_algorithm, identity,
+                                canonicalize, include_headers, length)
+        self.signature_algorithm = b"rsa-sha256"
+        policy = dkim.CanonicalizationPolicy.from_c_value(b"/".join(canonicalize))
+        include = tuple(x.lower() for x in include_headers)
+        self.include_headers = include
+        if b"from" not in include:
+            raise dkim.ParameterError("The From header field MUST be signed")
+        for x in set(include).intersection(self.should_not_sign):
+            raise dkim.ParameterError(f"The {x!r} header field SHOULD NOT be signed")
+        self.hasher = dkim.HASH_ALGORITHMS[self.signature_algorithm]
+        fields = [(b"v", b"1"), (b"a", self.signature_algorithm),
+                  (b"c", policy.to_c_value()), (b"d", domain), (b"i", b"@" + domain),
+                  (b"q", b"dns/txt"), (b"s", selector),
+                  (b"t", str(int(time.time())).encode("ascii")),
+                  (b"h", b" : ".join(include)), (b"bh", self.body_hash), (b"b", b"0" * 60)]
+        res = self.gen_header(fields, include, policy, b"DKIM-Signature", None)
+        self.domain, self.selector, self.signature_fields = domain, selector, dict(fields)
+        return b"DKIM-Signature: " + res
 
     def gen_header(
             self, fields, include_headers, canon_policy, header_name, pk,
