@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test unit fuzz bench bench-adaptive bench-adaptive-live bench-retries eval-classify lint clean
+.PHONY: demo test unit fuzz bench bench-soak bench-adaptive bench-adaptive-live bench-retries eval-classify lint clean
 
 demo:
 	scripts/bootstrap.sh demo
@@ -29,9 +29,16 @@ fuzz:
 	scripts/bootstrap.sh test
 	$(PY) -m tests.fuzz $(FUZZ_ARGS)
 
+# BENCH_ARGS="--dkim rsa-sha256 --size 102400" signs on both sides (Postfix through OpenDKIM)
 bench:
 	scripts/bootstrap.sh bench
 	$(PY) scripts/bench.py $(BENCH_ARGS)
+
+# 10 k then 1 M x 2 KB queued while the ISPs are paused, then drained: drain rate, RSS of
+# worker and senders (flat?), broker disk bytes per message (scripts/bench_soak.py)
+bench-soak:
+	scripts/bootstrap.sh bench
+	$(PY) scripts/bench_soak.py $(BENCH_ARGS)
 
 bench-adaptive:
 	scripts/bootstrap.sh demo

@@ -1,5 +1,5 @@
 """DKIM signing cost per message: CPU time of kmta's signing step (``Outgoing.stamp``: the
-header list, dkimpy's relaxed/relaxed canonicalisation, hashing, the signature) for RSA-2048
+header list, relaxed/relaxed canonicalisation, hashing, the signature) for RSA-2048
 and ed25519, on composed messages of 2 KB and 100 KB (``scripts/bench_dkim.py``, ``make bench``).
 
 Each figure is the median of 5 rounds of process CPU time (``time.process_time``) per message;
@@ -61,7 +61,7 @@ def measure(seconds: float) -> list[dict]:
 
 
 def render(rows: list[dict]) -> str:
-    out = ["DKIM signing CPU per message (worker, at routing: dkimpy relaxed/relaxed)"]
+    out = ["DKIM signing CPU per message (worker, at routing: relaxed/relaxed)"]
     for r in rows:
         out.append(f"  {r['algorithm']:<28} {r['bytes'] / 1024:>6.0f} KB  {r['cpu_ms']:7.2f} ms"
                    f"  ({1e3 / r['cpu_ms']:6.0f} msg/s per core)")

@@ -26,6 +26,11 @@ busy time) and the client's turns per message. ``--sink chunking`` replaces smtp
 (PIPELINING only) by sim/chunking.py's sink, which offers CHUNKING too (BDAT). Short runs:
 e.g. ``--rtt 30 --messages 2000 --warmup 50 --senders 1 --max-connections 1 --no-postfix``.
 
+``--dkim ALG`` signs on both sides with the same key: kmta's worker at routing, Postfix through
+Debian's OpenDKIM as a milter (ops/opendkim.py; relaxed/relaxed over kmta's header list; its
+CPU and RSS count as Postfix's). One message from each goes to a sink that keeps it
+(127.0.1.51, domain verify.kmta.test) and its signature is checked with dkimpy.
+
 Every process started here is stopped at the end, also on Ctrl-C or SIGTERM.
 """
 from __future__ import annotations
@@ -72,6 +77,7 @@ from ops.kit import (
     pss_mb,
     start_dns,
 )
+from ops.opendkim import KeepSink, OpenDkim, dkim_verdict
 from ops.postfix import MASTER_CF
 from ops.rttproxy import DelayProxy
 from sim.dns import DnsServerThread
@@ -87,6 +93,8 @@ KNOWN_ISPS = ("gmail", "yahoo", "outlook", "mailru")
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 SMTP_SOURCE = shutil.which("smtp-source") or "/usr/sbin/smtp-source"
 POSTFIX = shutil.which("postfix") or "/usr/sbin/postfix"
+KEEP_IP = "127.0.1.51"  # --dkim: a sink that keeps messages, for checking their signatures
+VERIFY_DOMAIN = "verify.kmta.test"
 
 
 def bench_rules(max_connections: int = 8) -> dict[str, Any]:
@@ -512,7 +520,11 @@ smtp_destination_concurrency_limit = 20
 class Postfix:
     """A throwaway Postfix instance (config, queue and log under ``dir``), relaying to the sink."""
 
-    def __init__(self, base: Path, relay_ip: str, relay_port: int) -> None:
+    def __init__(self, base: Path, relay_ip: str, relay_port: int, milter: str | None = None,
+                 transport: dict[str, str] | None = None) -> None:
+        """``milter``: e.g. OpenDKIM's ``inet:127.0.0.1:PORT``, for every message received
+        (a failing milter tempfails it, so an unsigned message never counts); ``transport``:
+        domain -> next hop (``smtp:[IP]:PORT``) instead of the relay host (a keeping sink)."""
         self.dir = base / "postfix"
         self.conf = self.dir / "conf"
         self.port = free_port()
@@ -520,8 +532,16 @@ class Postfix:
             (self.dir / d).mkdir(parents=True, exist_ok=True)
         self.conf.joinpath("master.cf").write_text(MASTER_CF.format(
             listen=f"127.0.0.1:{self.port}"))
-        self.conf.joinpath("main.cf").write_text(MAIN_CF.format(
-            dir=self.dir, relay_ip=relay_ip, relay_port=relay_port))
+        main_cf = MAIN_CF.format(dir=self.dir, relay_ip=relay_ip, relay_port=relay_port)
+        if milter:
+            main_cf += (f"smtpd_milters = {milter}\nmilter_default_action = tempfail\n"
+                        f"milter_protocol = 6\n")
+        if transport:
+            self.conf.joinpath("transport").write_text(
+                "".join(f"{d} {hop}\n" for d, hop in transport.items()))
+            main_cf += f"transport_maps = texthash:{self.conf}/transport\n"
+        self.conf.joinpath("main.cf").write_text(main_cf)
+        self.milter_pid: int | None = None  # its CPU and RSS count as Postfix's
         owner = pwd.getpwnam("postfix")
         os.chown(self.dir / "data", owner.pw_uid, owner.pw_gid)
         self.started = False
@@ -600,6 +620,7 @@ def measure_postfix(pf: Postfix, procs: Procs, sink: Sink, n: int, sessions: int
     def pids() -> dict[str, list[int]]:
         master = pf.master_pid()
         return {"postfix": [master, *children_of(master)] if master else [],
+                **({"opendkim": [pf.milter_pid]} if pf.milter_pid else {}),
                 "smtp-sink": [sink.pid]}
 
     cpu = CpuMeter(pids())
@@ -637,6 +658,53 @@ def measure_postfix(pf: Postfix, procs: Procs, sink: Sink, n: int, sessions: int
             "e2e_s": t_end, "e2e_rate": n / t_end, "steady_rate": steady_rate(samples, n),
             "statuses": {"delivered": got}, "smtp_sessions": sess1 - sess0,
             "cpu_ms_per_msg": {k: v * 1000 / n for k, v in cpu_s.items()}}
+
+
+def postfix_dkim(base: Path, procs: Procs, key: Path, algorithm: str, smtp_port: int,
+                 keep: KeepSink) -> Postfix:
+    """Postfix with OpenDKIM as its milter, signing with kmta's key; mail to VERIFY_DOMAIN
+    goes to the keeping sink."""
+    od = OpenDkim(procs, base / "opendkim", "sender.kmta.test", algorithm.split("-")[0], key,
+                  algorithm)
+    pf = Postfix(base, SINK_IP, smtp_port, milter=od.milter,
+                 transport={VERIFY_DOMAIN: f"smtp:[{KEEP_IP}]:{keep.port}"})
+    pf.milter_pid = od.pid
+    return pf
+
+
+def verify_kmta(run: KmtaRun, keep: KeepSink, key: Path, algorithm: str) -> str:
+    """One message through kmta to the keeping sink; is its signature good?"""
+    async def one() -> None:
+        collector = ResultCollector(run.config)
+        await collector.start()
+        try:
+            doc = make_docs(1, 2048, f"v{uuid.uuid4().hex[:6]}", [VERIFY_DOMAIN])
+            if not await collector.wait_final(await produce(run.config, doc), 120):
+                raise RuntimeError(f"{run.label}: no final event for the DKIM check message")
+        finally:
+            await collector.stop()
+
+    asyncio.run(one())
+    return _verdict(keep, key, algorithm)
+
+
+def verify_postfix(pf: Postfix, procs: Procs, keep: KeepSink, message: Path, key: Path,
+                   algorithm: str) -> str:
+    before = keep.total
+    procs.spawn("smtp-source-verify", [SMTP_SOURCE, "-d", "-s", "1", "-m", "1", "-f",
+                                       "bench@sender.kmta.test", "-t", f"user@{VERIFY_DOMAIN}",
+                                       "-N", "-F", str(message), f"127.0.0.1:{pf.port}"])
+    deadline = time.monotonic() + 60
+    while keep.total == before:
+        if time.monotonic() > deadline:
+            return f"NOTHING ARRIVED at the keeping sink\n{pf.maillog()[-1500:]}"
+        time.sleep(0.1)
+    return _verdict(keep, key, algorithm)
+
+
+def _verdict(keep: KeepSink, key: Path, algorithm: str) -> str:
+    return dkim_verdict(keep.messages[-1], key.read_bytes(), "sender.kmta.test",
+                        algorithm.split("-")[0])
 
 
 # -- report ----------------------------------------------------------------------------------------
@@ -764,7 +832,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="seconds of idle CPU measured before each kmta run (0: off): CPU per "
                         "message is also printed above that rate")
     p.add_argument("--dkim", choices=["none", "rsa-sha256", "ed25519-sha256", "dual"],
-                   default="none", help="sign every message at routing with this (default none)")
+                   default="none", help="sign every message with this (default none): kmta "
+                                        "at routing, Postfix through OpenDKIM (same key; "
+                                        "dual: Postfix signs rsa-sha256 only)")
     p.add_argument("--latency", type=float, default=20.0, metavar="S",
                    help="after the rounds, S seconds of messages paced at half of each kmta "
                         "variant's best end-to-end rate: produce -> delivered p50/p99 (0: off)")
@@ -799,6 +869,9 @@ def main(argv: list[str] | None = None) -> int:
     pf: Postfix | None = None
     runs: list[KmtaRun] = []
     proxy: DelayProxy | None = None
+    keep: KeepSink | None = None
+    signed: dict[str, str] = {}  # --dkim: label -> the check of one message at the keeping sink
+    key_alg = "rsa-sha256" if args.dkim == "dual" else args.dkim  # what Postfix signs with
     try:
         bootstrap, broker_data = kafka_for(args.bootstrap, base)
         sink_port = free_port(SINK_IP)
@@ -809,8 +882,11 @@ def main(argv: list[str] | None = None) -> int:
             smtp_port = proxy.port
             log(f"rtt proxy {SINK_IP}:{proxy.port} -> {sink_port}, {args.rtt:g} ms round trip")
         domains = RTT_DOMAINS if proxy else DOMAINS
-        dns = start_dns(mx_zone({d: f"mx.{d}" for d in DOMAINS},
-                                {f"mx.{d}": SINK_IP for d in DOMAINS}, ttl=3600))
+        mx_ips = {f"mx.{d}": SINK_IP for d in DOMAINS}
+        if args.dkim != "none":
+            keep = KeepSink(KEEP_IP, smtp_port).start()
+            mx_ips[f"mx.{VERIFY_DOMAIN}"] = KEEP_IP
+        dns = start_dns(mx_zone({h[3:]: h for h in mx_ips}, mx_ips, ttl=3600))
         log(f"broker {bootstrap}, {args.sink} {SINK_IP}:{sink_port}, dns 127.0.0.1:{dns.port}, "
             f"dir {base}")
         variants: list[tuple[str, Path, dict[str, Any]]] = [("kmta", ROOT, {})]
@@ -836,6 +912,9 @@ def main(argv: list[str] | None = None) -> int:
             warm = make_docs(args.warmup, args.size, f"w{uuid.uuid4().hex[:6]}", domains,
                              args.body)
             asyncio.run(measure_kmta(run, warm, sink, 300, others, quiet=True))
+            if keep is not None:
+                signed[run.label] = verify_kmta(run, keep, run.dir / f"{key_alg}.pem", key_alg)
+                log(f"{run.label}: DKIM at the keeping sink: {signed[run.label]}")
         results: dict[str, dict[str, Any]] = {}
         all_rounds: dict[str, list[dict[str, Any]]] = {}
         for rnd in range(args.rounds):
@@ -875,7 +954,13 @@ def main(argv: list[str] | None = None) -> int:
         why = "--no-postfix" if args.no_postfix else Postfix.available()
         if why is None:
             log("postfix: starting a throwaway instance ...")
-            pf = Postfix(base, SINK_IP, smtp_port)
+            key = runs[0].dir / f"{key_alg}.pem"
+            if keep is not None and OpenDkim.available() is None:
+                pf = postfix_dkim(base, procs, key, key_alg, smtp_port, keep)
+            else:
+                pf = Postfix(base, SINK_IP, smtp_port)
+                if keep is not None:
+                    signed["postfix"] = f"UNSIGNED: {OpenDkim.available()}"
             pf.start()
             msg_file = base / "message.eml"
             one = make_docs(1, args.size, "postfix", body=args.body)[0]
@@ -883,6 +968,9 @@ def main(argv: list[str] | None = None) -> int:
                                 .replace("\r\n", "\n"))
             measure_postfix(pf, procs, sink, min(args.warmup, 1000), args.postfix_sessions,
                             msg_file, 300)
+            if keep is not None and pf.milter_pid:
+                signed["postfix"] = verify_postfix(pf, procs, keep, msg_file, key, key_alg)
+                log(f"postfix: DKIM at the keeping sink: {signed['postfix']}")
             pf_rounds = []
             for rnd in range(args.rounds):
                 log(f"postfix: round {rnd + 1}: {args.messages} messages, "
@@ -899,6 +987,8 @@ def main(argv: list[str] | None = None) -> int:
             total, pss, count = pf.rss_mb()
             rss["postfix"] = {f"sum of VmHWM over {count} processes": total,
                               "sum of PSS": pss}
+            if pf.milter_pid:
+                rss["postfix"]["opendkim VmHWM"] = peak_rss_mb(pf.milter_pid)
             ref = "postfix"
         else:
             log(f"postfix comparison skipped: {why}")
@@ -910,6 +1000,10 @@ def main(argv: list[str] | None = None) -> int:
               f"DKIM {args.dkim}")
         print(report(results, rss, ref))
         print()
+        if signed:
+            print(f"DKIM ({key_alg}, one message each at a sink that keeps it, dkimpy verify):")
+            print("\n".join(f"  {label}: {v}" for label, v in signed.items()))
+            print()
         if args.rtt is not None:
             print(rtt_report(results, args.rtt, args.sink))
             print()
@@ -922,7 +1016,7 @@ def main(argv: list[str] | None = None) -> int:
             args.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()},
                                              "results": results, "rss_mb": rss,
                                              "rounds": all_rounds, "latency": latency,
-                                             "dkim_signing": signing},
+                                             "dkim_signing": signing, "dkim_check": signed},
                                             indent=2))
         if args.profile:
             print()
@@ -938,6 +1032,8 @@ def main(argv: list[str] | None = None) -> int:
             pf.stop()
         if proxy is not None:
             proxy.stop()
+        if keep is not None:
+            keep.stop()
         clean_up(procs, dns, broker_data, base, keep=args.keep)
 
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """DKIM signing cost per message: CPU time of kmta's signing step (``Outgoing.stamp``: the
-header list, dkimpy's relaxed/relaxed canonicalisation, hashing, the signature) for RSA-2048
+header list, relaxed/relaxed canonicalisation, hashing, the signature) for RSA-2048
 and ed25519, on composed messages of 2 KB and 100 KB. ``make bench`` prints it too.
 
     python scripts/bench_dkim.py [--seconds 1.0] [--json PATH]

@@ -19,6 +19,8 @@ if [ "$what" = test ] || [ "$what" = bench ]; then
 fi
 if [ "$what" = bench ]; then
   have smtp-sink || [ -x /usr/sbin/smtp-sink ] || need_pkgs+=(postfix)
+  # --dkim: Postfix signs through OpenDKIM as a milter (scripts/bench.py, ops/opendkim.py)
+  [ -x /usr/sbin/opendkim ] || need_pkgs+=(opendkim)
 fi
 have java || need_pkgs+=(openjdk-17-jre-headless)
 have mvn || [ -n "${KAFKA_HOME:-}" ] || need_pkgs+=(maven)

@@ -31,6 +31,7 @@ from kmta.pipeline.kafkaio import (
 )
 from kmta.pipeline.outputs import Out
 from kmta.pipeline.rules import load_kb, load_warmup, partition_map, warm_ips
+from kmta.pipeline.seenids import SeenIds
 from kmta.pipeline.suppression import SuppressionView
 from kmta.policy.classify import suppresses
 from kmta.policy.dedup import decode_seen
@@ -183,7 +184,7 @@ def build(config: Config, kb: KnowledgeBase | None = None,
 
     # a stable file name (not host-pid): a restart reuses the index and reads only what is new
     suppressed = SuppressionView(config, config.worker.name or socket.gethostname())
-    ids = CompactedView(config, t("ids"), decode_seen)
+    ids = CompactedView(config, t("ids"), decode_seen, values=SeenIds())
     states = CompactedView(config, t("state"), json.loads, on_state)
     resolver = Resolver(config.dns)
     rng = random.Random()

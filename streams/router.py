@@ -11,7 +11,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable, Container, MutableMapping
+from collections.abc import Callable, Container
 from datetime import UTC, datetime
 
 from pydantic import ValidationError
@@ -22,6 +22,7 @@ from kmta.pipeline.logs import bind, log_context
 from kmta.pipeline.metrics import DEAD_LETTERS, UNEXPECTED_ERRORS
 from kmta.pipeline.outgoing import Outgoing, Stamped, UnsignedRefused
 from kmta.pipeline.outputs import Ending, Out, ended, event_out, internal_event, new_id
+from kmta.pipeline.seenids import SeenIds
 from kmta.policy.addresses import split_address
 from kmta.policy.compose import compose
 from kmta.policy.dedup import IdVerdict, Seen, encode_seen, judge
@@ -57,7 +58,7 @@ class Router:
                  resolver: Resolver, suppressed: Container[str],
                  retry_first: Callable[[Envelope, float], list[Out]],
                  clock: Callable[[], float] = time.time,
-                 seen: MutableMapping[str, object] | None = None,
+                 seen: SeenIds | None = None,
                  dedup_window: float = DEDUP_WINDOW,
                  outgoing: Outgoing | None = None, mta_sts: MtaSts | None = None,
                  hold: Callable[[Envelope, float], list[Out] | None] | None = None) -> None:
@@ -74,7 +75,7 @@ class Router:
         self._id_domain = config.delivery.helo_name
         self._isps: dict[tuple[str, tuple[str, ...]], str] = {}
         # ids accepted within the window (the ids topic's view, shared with the other workers)
-        self._seen: MutableMapping[str, Seen] = seen if seen is not None else {}  # type: ignore[assignment]
+        self._seen = seen if seen is not None else SeenIds()
         self._window = dedup_window
         self._pruned_at = 0.0
         self.errors = 0  # records whose routing failed unexpectedly (each went to the DLQ)
@@ -174,9 +175,7 @@ class Router:
         if now < self._pruned_at + 300:
             return
         self._pruned_at = now
-        old = now - self._window
-        for k in [k for k, s in self._seen.items() if not isinstance(s, Seen) or s.at <= old]:
-            self._seen.pop(k, None)
+        self._seen.prune(now - self._window)
 
     async def _accepted(self, msg: OutboxMessage, msg_id: str, local: str, domain: str,
                         stamped: Stamped, pool: PoolConfig | None, now: float) -> list[Out]:

@@ -336,12 +336,15 @@ class CompactedView:
 
     def __init__(self, config: Config, topic: str,
                  decode: Callable[[bytes], object],
-                 on_change: Callable[[str, object | None], None] | None = None) -> None:
+                 on_change: Callable[[str, object | None], None] | None = None,
+                 values: Any = None) -> None:
+        """``values``: where the latest values are kept (a dict unless given: e.g. the ids'
+        compact ``SeenIds``); it needs ``[key] = value`` and ``pop(key, None)``."""
         self._config = config
         self.topic = topic
         self._decode = decode
         self._on_change = on_change
-        self.values: dict[str, object] = {}
+        self.values: Any = {} if values is None else values
         self.ready = asyncio.Event()
         self.bad_records = 0
         self._task: asyncio.Task | None = None
