@@ -139,7 +139,7 @@ async def test_gmail_profile_multiline_unknown_user(make_sim):
 
 
 async def test_greylisting_accepts_after_the_delay(make_sim):
-    sim = await make_sim(name="test", greylist_seconds=0.3)
+    sim = await make_sim(name="test", greylist_seconds=0.3, greylist_by="ip")
     started = time.monotonic()
     first = await send_one(sim.host, sim.port, "grey@shop.test", SRC_A, sender="s@sender.test")
     assert (first.code, first.stage) == (451, "rcpt") and "greylisted" in first.message
@@ -150,9 +150,24 @@ async def test_greylisting_accepts_after_the_delay(make_sim):
 
     await until(retry_accepted, timeout=5, interval=0.05)
     assert time.monotonic() - started >= 0.3
-    # A different source IP starts its own greylist entry.
+    # Greylisted per address: a different source IP starts its own greylist entry.
     other = await send_one(sim.host, sim.port, "grey@shop.test", SRC_B, sender="s@sender.test")
     assert other.code == 451
+
+
+async def test_greylisting_per_subnet_by_default(make_sim):
+    sim = await make_sim(name="test", greylist_seconds=0.3)
+    first = await send_one(sim.host, sim.port, "grey@shop.test", SRC_A, sender="s@sender.test")
+    assert first.code == 451
+
+    async def retry_accepted():
+        r = await send_one(sim.host, sim.port, "grey@shop.test", SRC_A, sender="s@sender.test")
+        return r.accepted
+
+    await until(retry_accepted, timeout=5, interval=0.05)
+    # postgrey's default: another address of the same /24 shares the passed entry
+    other = await send_one(sim.host, sim.port, "grey@shop.test", SRC_B, sender="s@sender.test")
+    assert other.accepted
 
 
 async def test_tempfail_once_then_accept(make_sim):
