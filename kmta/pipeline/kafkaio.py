@@ -384,13 +384,13 @@ class CompactedView:
                         self.values.pop(key, None)
                         value = None
                     else:
-                        try:
+                        try:  # the store may refuse a decoded value too (SeenIds' bounds)
                             value = self._decode(r.value)
+                            self.values[key] = value
                         except Exception:  # noqa: BLE001 - a bad record must not stop the view
                             self.bad_records += 1
                             log.warning("undecodable record on %s at %s", tp, r.offset)
                             continue
-                        self.values[key] = value
                     if self._on_change:
                         self._on_change(key, value)
             self._check_ready()

@@ -1,0 +1,47 @@
+"""A compacted topic's view goes on past records it cannot keep: one its decoder refuses and
+one whose decoded value its store refuses (the worker's ids view keeps partitions below 2^16
+and offsets >= 0 only), each counted; the records after them are read."""
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+from aiokafka import AIOKafkaProducer
+
+from kmta.config import Config
+from kmta.pipeline.kafkaio import CompactedView, client_options, ensure_topics
+from kmta.pipeline.seenids import SeenIds
+from kmta.policy.dedup import decode_seen
+
+
+def seen(at: float, partition: int, offset: int) -> bytes:
+    return json.dumps({"at": at, "partition": partition, "offset": offset}).encode()
+
+
+def test_the_ids_view_skips_what_it_cannot_keep_and_reads_on(kafka_bootstrap: str) -> None:
+    cfg = Config.model_validate({"kafka": {"bootstrap_servers": kafka_bootstrap,
+                                           "topic_prefix": f"cv{uuid.uuid4().hex[:8]}."}})
+
+    async def go() -> None:
+        await ensure_topics(cfg, timeout=60)
+        topic = cfg.topic("ids")
+        p = AIOKafkaProducer(**client_options(cfg))
+        await p.start()
+        try:
+            for key, value in [(b"not-json", b"\xff{"), (b"far", seen(1.0, 70_000, 5)),
+                               (b"back", seen(1.0, 3, -1)), (b"good", seen(2.0, 3, 7))]:
+                await p.send_and_wait(topic, value, key=key, partition=0)
+        finally:
+            await p.stop()
+        view = CompactedView(cfg, topic, decode_seen, values=SeenIds())
+        await view.start()
+        try:
+            await asyncio.wait_for(view.ready.wait(), 30)
+            assert view.bad_records == 3
+            assert view.values.get("good") is not None and view.values.get("far") is None
+            assert view._task is not None and not view._task.done()
+        finally:
+            await view.stop()
+
+    asyncio.run(go())
