@@ -379,7 +379,12 @@ class CompactedView:
             for tp, records in batch.items():
                 for r in records:
                     self._last[tp] = r.offset
-                    key = r.key.decode() if r.key else ""
+                    try:
+                        key = r.key.decode() if r.key else ""
+                    except UnicodeDecodeError:  # no writer of kmta's makes such a key
+                        self.bad_records += 1
+                        log.warning("undecodable key on %s at %s", tp, r.offset)
+                        continue
                     if r.value is None:
                         self.values.pop(key, None)
                         value = None

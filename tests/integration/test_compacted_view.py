@@ -1,6 +1,6 @@
 """A compacted topic's view goes on past records it cannot keep: one its decoder refuses and
 one whose decoded value its store refuses (the worker's ids view keeps partitions below 2^16
-and offsets >= 0 only), each counted; the records after them are read."""
+and offsets >= 0 only), one whose key is not UTF-8, each counted; the records after them are read."""
 from __future__ import annotations
 
 import asyncio
@@ -30,7 +30,8 @@ def test_the_ids_view_skips_what_it_cannot_keep_and_reads_on(kafka_bootstrap: st
         await p.start()
         try:
             for key, value in [(b"not-json", b"\xff{"), (b"far", seen(1.0, 70_000, 5)),
-                               (b"back", seen(1.0, 3, -1)), (b"good", seen(2.0, 3, 7))]:
+                               (b"back", seen(1.0, 3, -1)),
+                               (b"\xff\xfe", seen(1.0, 3, 6)), (b"good", seen(2.0, 3, 7))]:
                 await p.send_and_wait(topic, value, key=key, partition=0)
         finally:
             await p.stop()
@@ -38,7 +39,7 @@ def test_the_ids_view_skips_what_it_cannot_keep_and_reads_on(kafka_bootstrap: st
         await view.start()
         try:
             await asyncio.wait_for(view.ready.wait(), 30)
-            assert view.bad_records == 3
+            assert view.bad_records == 4
             assert view.values.get("good") is not None and view.values.get("far") is None
             assert view._task is not None and not view._task.done()
         finally:
