@@ -7,6 +7,11 @@ was not committed (a sender killed in between) is never seen: the next owner of 
 delivers the message again and its outcome is the only one (exactly one final event per id; the
 SMTP side may still see that message twice). The offsets finished past a partition's commit
 point go with the commit as its metadata (``senders.tracker``); the next owner skips them.
+
+A message gets one outcome written, from the tracker that read it: a delivery still running when
+its partition was revoked (past ``senders.intake.REVOKE_GRACE``) finishes after the last commit
+of that partition, and its next owner (maybe this node again) reads and delivers it again; the
+late outcome is dropped, or it would be a second final event.
 """
 from __future__ import annotations
 
@@ -76,6 +81,7 @@ class Checkpoint:
         self.trackers: dict[TopicPartition, OffsetTracker] = {}
         self._pending: list[Pending] = []
         self._writing = 0  # outcomes of the transaction in progress
+        self.late = 0  # outcomes dropped: their partition was revoked before they came
         self._lock = asyncio.Lock()
         self._wanted = asyncio.Event()
 
@@ -124,7 +130,14 @@ class Checkpoint:
 
     def write(self, tp: TopicPartition, offset: int, outs: list[Out]) -> None:
         """Queue a message's outcome (its result event, its envelope in a delay topic) for the
-        next transaction, which also commits its queue offset."""
+        next transaction, which also commits its queue offset; dropped unless it is the first
+        outcome of an offset read since the partition was (last) assigned."""
+        tracker = self.trackers.get(tp)
+        if tracker is None or not tracker.claim(offset):
+            self.late += 1
+            log.warning("late outcome of %s offset %d dropped: the partition was revoked while "
+                        "it was delivered, its next owner delivers it again", tp, offset)
+            return
         self._pending.append((tp, offset, outs))
         self._wanted.set()
 
@@ -219,5 +232,6 @@ class Checkpoint:
                 await self.flush()
             except asyncio.CancelledError:
                 raise
-            except Exception:  # noqa: BLE001 - fenced (flush retries everything else)
+            except Exception:  # fenced (flush retries everything else)
+                log.exception("outcomes cannot be written any more: stopping")
                 self._on_fenced()

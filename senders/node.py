@@ -76,13 +76,14 @@ class SenderNode:
         self.observer = Observer(self, health or Health("sender"))  # metrics, /readyz
 
     def _txn_producer(self) -> Any:
-        # uncompressed: with lz4 here test_sender_killed_mid_run_loses_nothing saw 20-26 ids
-        # with a second final event in 4 of 5 runs while commit points were read unstable;
-        # read stable (senders/offsetfetch.py) it passed 4 runs alone but saw 8 in a full
-        # run. Cause not closed; its records are small (events, delay envelopes)
+        # compressed as every producer ([kafka] compression): results and envelopes of
+        # retries and parks (100 KB bodies) go through it. The second final events once blamed
+        # on lz4 here came from outcomes written after their partition was revoked (a
+        # delivery outliving REVOKE_GRACE: slower on a loaded machine), now dropped
+        # (Checkpoint.write)
         return make_producer(
             self.c, linger_ms=20, transactional_id=f"{self.c.kafka.topic_prefix}sender.{self.node}",
-            transaction_timeout_ms=TXN_TIMEOUT_MS, compression_type=None)
+            transaction_timeout_ms=TXN_TIMEOUT_MS)
 
     def busy(self) -> int:
         """Messages taken and not finished: being delivered, or waiting for their write."""

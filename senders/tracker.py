@@ -22,6 +22,7 @@ class OffsetTracker:
     def __init__(self, known_done: set[int] | None = None) -> None:
         self._order: deque[int] = deque()
         self._done: set[int] = set()
+        self._open: set[int] = set()  # read here, no outcome yet (``claim``)
         self._known = set(known_done or ())  # finished by a previous owner, not read yet
         self.committable: int | None = None
         self.committed: int | None = None
@@ -34,7 +35,17 @@ class OffsetTracker:
             self._known.discard(offset)
             self.done(offset)
             return True
+        self._open.add(offset)
         return False
+
+    def claim(self, offset: int) -> bool:
+        """An outcome for ``offset``: True for the first one of an offset read by this tracker;
+        False for any other (a second one, or one of an offset it never read: a delivery that
+        began before the partition was given up, which the next owner makes again)."""
+        if offset not in self._open:
+            return False
+        self._open.discard(offset)
+        return True
 
     def done(self, offset: int) -> None:
         self._done.add(offset)

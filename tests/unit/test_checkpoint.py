@@ -114,3 +114,25 @@ def test_a_takeover_skips_what_the_previous_owner_committed_past_its_point() -> 
     assert cp.owned() == {0}
     cp.release(TP)
     assert cp.owned() == set()
+
+
+def test_an_outcome_that_comes_after_its_partition_was_revoked_is_dropped() -> None:
+    # a delivery outlived the revoke's grace: the partition was committed without it and
+    # given up, and the next owner reads and delivers it again: one outcome, the next owner's
+    cp, _, _ = checkpoint(TP)
+    cp.track(TP, 7)
+    cp.release(TP)
+    cp.write(TP, 7, out(7))
+    assert cp.pending == [] and cp.late == 1
+
+
+def test_an_offset_taken_again_by_the_same_node_gets_one_outcome() -> None:
+    cp, _, _ = checkpoint(TP)
+    cp.track(TP, 7)
+    cp.release(TP)  # the rebalance gave the partition back to this node
+    cp.adopt(TP, OffsetAndMetadata(7, ""))
+    assert not cp.track(TP, 7)  # read again, to be delivered again
+    cp.write(TP, 7, out(7))  # the first delivery's late outcome: the one written
+    cp.write(TP, 7, out(70))  # the second delivery's
+    cp.write(TP, 8, out(8))  # never read by this tracker
+    assert cp.pending == [(TP, 7, out(7))] and cp.late == 2

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import time
 
+from aiokafka import TopicPartition
+
 from kmta.config import Config
 from kmta.pipeline.rules import partition_map
 from kmta.policy.kb import KnowledgeBase
@@ -34,6 +36,9 @@ def hold(node: SenderNode, isp: str, pool: str, n: int) -> list[Item]:
         part = node.lanes.pmap.partition_for(isp, env.id)
         lane = node.lanes.for_envelope(env)
         item = Item(env, part, 100 + i)
+        # read from its partition as intake reads it: the checkpoint writes an outcome only
+        # for an offset it saw read since the partition was assigned
+        assert not node.checkpoint.track(TopicPartition(node.intake.topic, part), item.offset)
         lane.queue.append(item)
         items.append(item)
     return items

@@ -63,3 +63,9 @@ def test_foreign_or_broken_metadata_means_nothing_known() -> None:
 def test_encode_decode_round_trip(point: int, rel: set[int]) -> None:
     done = {point + r for r in rel}
     assert decode_done(point, encode_done(point, done)) == done
+
+
+def test_an_offset_is_claimed_once_and_only_when_read() -> None:
+    t = OffsetTracker(known_done={3})
+    assert not t.add(1) and t.add(3)
+    assert [t.claim(1), t.claim(1), t.claim(2), t.claim(3)] == [True, False, False, False]
