@@ -12,15 +12,24 @@ from inbound.processor import Processor
 from inbound.receiver import Receiver
 from inbound.web import make_app
 from kmta.config import Config
+from kmta.pipeline.feedbackisp import FeedbackIsps
 from kmta.pipeline.health import Health, KafkaProbe, watch
 from kmta.pipeline.kafkaio import ensure_topics, make_producer
 from kmta.pipeline.lag import Lag
+from kmta.pipeline.resolver import Resolver
 from kmta.pipeline.rules import load_kb
 from kmta.policy.classify import Classifier
+from kmta.policy.kb import KnowledgeBase
 
 log = logging.getLogger(__name__)
 
-__all__ = ["node_name", "run_inbound", "run_unsubscribe"]
+__all__ = ["feedback_isps", "node_name", "run_inbound", "run_unsubscribe"]
+
+
+def feedback_isps(config: Config, kb: KnowledgeBase) -> FeedbackIsps:
+    """Feedback recipients' ISPs by MX through the configured nameservers, each batch's
+    lookups within ``[dns] timeout`` together."""
+    return FeedbackIsps(kb, Resolver(config.dns), config.dns.timeout)
 
 
 def node_name(config: Config, given: str | None, kind: str) -> str:
@@ -38,8 +47,11 @@ async def run_inbound(config: Config, node: str, stop: asyncio.Event, *, receive
     producer = make_producer(config)
     await producer.start()
     receiver = Receiver(config, producer, node) if receive else None
-    processor = (Processor(config, load_kb(config), Classifier.load(), producer, node)
-                 if process else None)
+    processor = None
+    if process:
+        kb = load_kb(config)
+        processor = Processor(config, kb, Classifier.load(), producer, node,
+                              feedback_isps(config, kb))
     probe = KafkaProbe.of(producer)
     prefix = config.kafka.topic_prefix
     lag = Lag(f"{prefix}inbound", lambda: processor.consumer if processor else None)
@@ -89,7 +101,8 @@ async def run_unsubscribe(config: Config, node: str, stop: asyncio.Event,
             failing["listen"] = "the HTTP server is not listening yet"
         return failing
     watching = asyncio.create_task(watch(health, checks))
-    runner = web.AppRunner(make_app(config, load_kb(config), producer, node),
+    kb = load_kb(config)
+    runner = web.AppRunner(make_app(config, kb, producer, node, feedback_isps(config, kb)),
                            access_log=None)
     await runner.setup()
     host, port = config.unsubscribe.address()

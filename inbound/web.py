@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 from aiohttp import web
 
 from kmta.config import Config
-from kmta.pipeline.feedback import feedback_outs
+from kmta.pipeline.feedback import feedback_outs, recipient_domain
+from kmta.pipeline.feedbackisp import FeedbackIsps
 from kmta.pipeline.outputs import write
 from kmta.policy.inbound import UNSUBSCRIBE, Feedback
 from kmta.policy.kb import KnowledgeBase
@@ -45,7 +46,10 @@ def _page(title: str, body: str, status: int = 200) -> web.Response:
                                                            "X-Robots-Tag": "noindex"})
 
 
-def make_app(config: Config, kb: KnowledgeBase, producer: Any, node: str) -> web.Application:
+def make_app(config: Config, kb: KnowledgeBase, producer: Any, node: str,
+             isps: FeedbackIsps | None = None) -> web.Application:
+    """``isps``: the recipient domain's ISP by MX for the ``unsubscribe`` event (without it,
+    a member domain's ISP or the domain itself)."""
     secret = config.unsubscribe.secret
     if secret is None:
         raise ValueError("[unsubscribe] secret is not set")
@@ -71,8 +75,10 @@ def make_app(config: Config, kb: KnowledgeBase, producer: Any, node: str) -> web
                       response=f"unsubscribed ({method})", category="unsubscribe",
                       campaign=u.list, domain=u.domain,
                       detail={"method": method, **({"list": u.list} if u.list else {})})
+        domain = recipient_domain(fb)
+        isp = (await isps.resolve([domain])).get(domain) if isps else None
         now = time.time()
-        await write(producer, feedback_outs(config, kb, fb, now, node, now))
+        await write(producer, feedback_outs(config, kb, fb, now, node, now, isp))
         stats["unsubscribed"] += 1
 
     async def get(request: web.Request) -> web.Response:

@@ -30,6 +30,7 @@ from kmta.pipeline.kafkaio import (
     security_options,
 )
 from kmta.pipeline.outputs import Out
+from kmta.pipeline.resolver import Resolver
 from kmta.pipeline.rules import load_kb, load_warmup, partition_map, warm_ips
 from kmta.pipeline.seenids import SeenIds
 from kmta.pipeline.suppression import SuppressionView
@@ -51,7 +52,6 @@ from streams.brain import (
 from streams.delay import DelayScheduler
 from streams.ingest import OutboxRoute
 from streams.observe import Observer
-from streams.resolver import Resolver
 from streams.router import Router
 
 log = logging.getLogger(__name__)

@@ -35,11 +35,11 @@ from kmta.pipeline.kafkaio import (
 )
 from kmta.pipeline.metrics import DELAY_MOVED
 from kmta.pipeline.outputs import CLEARED, Ending, Out, ended, event_out, internal_event, write
+from kmta.pipeline.resolver import MxStatus, Resolver
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
 from kmta.policy.reputation import hold_keys
 from schemas import Envelope, Status, envelope_codec
-from streams.resolver import MxStatus, Resolver
 
 log = logging.getLogger(__name__)
 

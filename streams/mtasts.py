@@ -22,10 +22,10 @@ from dataclasses import dataclass
 import httpx
 
 from kmta.config import Config
+from kmta.pipeline.resolver import Resolver
 from kmta.policy.destinations import refusal
 from kmta.policy.tls import StsPolicy, parse_sts_policy, sts_txt_id
 from schemas.message import TlsPolicy
-from streams.resolver import Resolver
 
 __all__ = ["MAX_POLICY_BYTES", "TXT_RECHECK", "MtaSts"]
 

@@ -22,6 +22,7 @@ from kmta.pipeline.logs import bind, log_context
 from kmta.pipeline.metrics import DEAD_LETTERS, UNEXPECTED_ERRORS
 from kmta.pipeline.outgoing import Outgoing, Stamped, UnsignedRefused
 from kmta.pipeline.outputs import Ending, Out, ended, event_out, internal_event, new_id
+from kmta.pipeline.resolver import MxStatus, Resolver
 from kmta.pipeline.seenids import SeenIds
 from kmta.policy.addresses import split_address
 from kmta.policy.compose import compose
@@ -40,7 +41,6 @@ from schemas import (
 )
 from schemas.message import ID_PATTERN, TlsPolicy
 from streams.mtasts import MtaSts
-from streams.resolver import MxStatus, Resolver
 
 __all__ = ["DEDUP_WINDOW", "Router"]
 

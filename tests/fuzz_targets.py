@@ -309,9 +309,9 @@ class _Router:
 
     def __init__(self) -> None:
         from kmta.pipeline.outputs import Out
+        from kmta.pipeline.resolver import MxResult, MxStatus
         from kmta.pipeline.rules import partition_map
         from schemas import MxHost
-        from streams.resolver import MxResult, MxStatus
         from streams.router import Router
 
         class Resolver:

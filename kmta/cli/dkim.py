@@ -78,7 +78,7 @@ def _tags(record: str) -> dict[str, str]:
 async def check(config: Config, now: float) -> list[tuple[str, str, str]]:
     """``(selector name, verdict, detail)`` per configured selector; verdict is ok, mismatch,
     missing, revoked, dns-error or key-error."""
-    from streams.resolver import Resolver
+    from kmta.pipeline.resolver import Resolver
     resolver = Resolver(config.dns)
     rows = []
     for d in config.domains:

@@ -14,17 +14,26 @@ from kmta.policy.kb import KnowledgeBase
 from kmta.policy.suppression import record_for, unsubscribe_scope
 from schemas import DeadLetter, DeliveryEvent, FeedbackInfo, Status
 
-__all__ = ["dead_letter", "feedback_outs"]
+__all__ = ["dead_letter", "feedback_outs", "recipient_domain"]
 
 _DETAIL_KEYS = frozenset(FeedbackInfo.model_fields) - {"tied_by", "hard", "received_at"}
 
 
+def recipient_domain(fb: Feedback) -> str:
+    """The domain of the address the feedback is about, lowercased."""
+    return fb.to.rpartition("@")[2].lower()
+
+
 def feedback_outs(config: Config, kb: KnowledgeBase, fb: Feedback, now: float,
-                  node: str | None, received_at: float | None = None) -> list[Out]:
-    """The results event and, when ``fb.hard``, the suppression record (plus its audit)."""
+                  node: str | None, received_at: float | None = None,
+                  isp: str | None = None) -> list[Out]:
+    """The results event and, when ``fb.hard``, the suppression record (plus its audit).
+    ``isp``: the recipient domain's, by MX (``kmta/pipeline/feedbackisp.py``); without it,
+    a member domain's ISP or the domain itself."""
     status = Status(fb.kind)
-    domain = fb.to.rpartition("@")[2].lower()
-    isp = kb.isp_for(domain, ())  # member domains known without DNS; else "default"
+    domain = recipient_domain(fb)
+    if isp is None:
+        isp = kb.isp_for(domain, ())
     info = FeedbackInfo(tied_by=fb.tied_by, hard=fb.hard, received_at=received_at,
                         **{k: v for k, v in fb.detail.items() if k in _DETAIL_KEYS})
     ev = DeliveryEvent(id=fb.id, to=fb.to, isp=isp, domain=domain, status=status, final=False,

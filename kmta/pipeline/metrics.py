@@ -27,6 +27,7 @@ __all__ = [
     "DEFERRALS",
     "DELAY_MOVED",
     "DKIM_SIGN_SECONDS",
+    "FEEDBACK_ISP",
     "INBOUND_RECEIVED",
     "ISP_LOCKED",
     "ISP_PAUSED",
@@ -82,6 +83,12 @@ INBOUND_RECEIVED = Counter(
     "kmta_inbound_received_total", "Mails kmta inbound answered at DATA: accepted (written to "
     "the inbound topic before the 250) or tempfailed (451: the topic could not be written)",
     ["outcome"])
+FEEDBACK_ISP = Counter(
+    "kmta_feedback_isp_total", "Recipient domains of feedback (async bounces, complaints, "
+    "unsubscribes) placed in an ISP, once per batch, by how: member (a domain of the "
+    "knowledge base), mx (its MX hosts), no_mx (NXDOMAIN, null MX, no host), failed (the "
+    "lookup failed or timed out), invalid (not a domain name); the last three count the domain "
+    "as its own ISP", ["how"])
 ROUTED = Counter(
     "kmta_route_records_total", "Outbox records the route loop routed (written and committed)")
 DELAY_MOVED = Counter(

@@ -469,6 +469,11 @@ class KnowledgeBase:
         """Known ISP names, in file order (shipped first, then ISPs only the override adds)."""
         return list(self._names)
 
+    def member_isp(self, domain: str) -> str | None:
+        """The ISP that lists ``domain`` in its ``domains`` (case-insensitive, a trailing dot
+        ignored); None for any other domain, which only its MX hosts can place."""
+        return self._domains.get(domain.lower().rstrip("."))
+
     def isp_for(self, domain: str, mx_hosts: Sequence[str]) -> str:
         """MX rollup: the ISP that ``domain`` belongs to.
 

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from kmta.config import Config
+from kmta.pipeline.resolver import Resolver
 from schemas import MxHost
 from senders.transport import ConnectFailed, SmtpTransport
 from sim.dns import DnsServerThread, Zone
 from streams.mtasts import TXT_RECHECK, MtaSts
-from streams.resolver import Resolver
 from tests.harness import free_port
 from tests.receiving import make_ca, make_cert, server_context, start_receiver
 

@@ -14,11 +14,11 @@ import pytest
 
 from kmta.config import Config
 from kmta.pipeline.outputs import Out
+from kmta.pipeline.resolver import MxResult, MxStatus
 from kmta.pipeline.rules import partition_map
 from kmta.policy.compose import TRACE_HEADER
 from kmta.policy.kb import KnowledgeBase
 from schemas import DeadLetter, DeliveryEvent, Envelope, MxHost, Status, envelope_codec
-from streams.resolver import MxResult, MxStatus
 from streams.router import Router
 
 NOW = 1_790_000_000.0
