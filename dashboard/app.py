@@ -255,10 +255,11 @@ class Handlers:
         with self.board.lock:
             rows = self.board.reputation_rows(now, rc.complaint_limits, rc.min_delivered)
             keys = [r["key"] for r in charts.reputation_shown(rows, window, scope, _MAX_HISTORY)]
-            history = self.board.reputation_history(
-                keys, now, span=_REPUTATION_SPAN[window])
+            span = _REPUTATION_SPAN[window]
+            history = self.board.reputation_history(keys, now, span=span)
         return (rows, charts.reputation_figure(rows, window, scope),
-                charts.reputation_history_figure(rows, history, window, scope, _MAX_HISTORY))
+                charts.reputation_history_figure(rows, history, window, scope, _MAX_HISTORY,
+                                                 (now - span, now)))
 
     def tables(self) -> dict[str, Any]:
         now = self.clock()

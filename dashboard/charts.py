@@ -136,7 +136,7 @@ _RATE_TRACES = (
     ("hard_bounce", "Hard bounces", "#ff7f0e"),
     ("unsubscribe", "Unsubscribes", "#1f77b4"),
 )
-HELD_MARK = "\u23f8 "  # the pause sign before a held scope's name
+HELD_MARK = "HELD "  # before a held scope's name (a pause sign is missing from common fonts)
 _MAX_HOLD_NOTES = 5
 
 
@@ -203,8 +203,8 @@ def reputation_figure(rows: list[dict[str, Any]], window: str = "24h", scope: st
     fig.update_layout(barmode="group")
     if top_y:
         fig.update_yaxes(range=[0, top_y * 1.6])
-    title = (f"Reputation per {REPUTATION_SCOPES.get(scope, scope)}, last "
-             f"{REPUTATION_WINDOWS.get(window, window)} (% of delivered)")
+    title = (f"Per {REPUTATION_SCOPES.get(scope, scope)}, last "
+             f"{REPUTATION_WINDOWS.get(window, window)}")
     if len(mine) > len(shown):
         title += f": {len(shown)} of {len(mine)}"
     return _layout(fig, title, "% of delivered", not shown,
@@ -213,11 +213,13 @@ def reputation_figure(rows: list[dict[str, Any]], window: str = "24h", scope: st
 
 def reputation_history_figure(rows: list[dict[str, Any]],
                               history: dict[str, list[dict[str, Any]]], window: str = "24h",
-                              scope: str = "isp", top: int = 8) -> go.Figure:
+                              scope: str = "isp", top: int = 8,
+                              span: tuple[float, float] | None = None) -> go.Figure:
     """Hour by hour, the complaint rate over the previous 24 h (what the rule judges) of the
     first ``top`` scopes ``reputation_figure`` shows (held ones first), over the last
-    ``window``; ``history``: ``Board.reputation_history`` of their keys. Each ISP's limit is
-    a dashed line; a held scope's line is red and dashed, its name marked."""
+    ``window``; ``history``: ``Board.reputation_history`` of their keys; ``span``: the time
+    axis (start, end). Each ISP's limit is a dotted line; a held scope's line is red and
+    dashed, its name marked."""
     fig = go.Figure()
     limits: dict[float, list[str]] = {}
     for r in reputation_shown(rows, window, scope, top):
@@ -238,7 +240,8 @@ def reputation_history_figure(rows: list[dict[str, Any]],
         fig.add_hline(y=_pct(limit), line_dash="dot", line_color="#b00020", line_width=1,
                       annotation_text=f"limit {100 * limit:.2f} % ({', '.join(sorted(set(isps)))})",
                       annotation_position="top left", annotation_font_size=10)
-    title = (f"Complaint rate over the previous 24 h, hour by hour, last "
-             f"{REPUTATION_WINDOWS.get(window, window)}")
+    if span is not None:
+        fig.update_xaxes(range=[_t(span[0]), _t(span[1])])
+    title = f"Complaints per delivered, 24 h rolling, last {REPUTATION_WINDOWS.get(window, window)}"
     return _layout(fig, title, "% of delivered", not fig.data,
                    "no feedback yet" if not rows else "nothing at this scope yet")

@@ -434,8 +434,8 @@ def build_layout(user: str) -> html.Div:
                     ),
                     _table("reputation-table", REPUTATION_COLUMNS, page_size=15,
                            style_data_conditional=[
-                               {"if": {"filter_query": '{over} != ""'}, "color": "#b00020"},
-                               {"if": {"filter_query": '{held} != ""', "column_id": "held"},
+                               {"if": {"filter_query": "!({over} is blank)"}, "color": "#b00020"},
+                               {"if": {"filter_query": "!({held} is blank)", "column_id": "held"},
                                 "color": "#b00020", "fontWeight": "bold"}]),
                 ],
                 style=_SECTION,

@@ -441,4 +441,4 @@ def test_reputation_table_and_charts_share_rows_and_the_configured_limits() -> N
     assert list(bars.data[3].y) == [20.0]  # the configured limit, not the shipped 0.3 %
     assert history.data[0].name == "gmail" and history.data[0].y[-1] == 100 * g["complaint_7d"]
     rows2, bars2, _ = app.kmta.reputation("bogus", "bogus")  # a stale page's value: defaults
-    assert rows2 == rows and "per ISP, last 24 h" in bars2.layout.title.text
+    assert rows2 == rows and "Per ISP, last 24 h" in bars2.layout.title.text

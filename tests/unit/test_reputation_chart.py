@@ -3,6 +3,7 @@ Board.reputation_rows, the same rows the table shows; its bars, limit marks and 
 checked against those rows."""
 from __future__ import annotations
 
+from itertools import pairwise
 from typing import Any
 
 from dashboard.charts import HELD_MARK, reputation_figure, reputation_history_figure
@@ -136,7 +137,7 @@ def test_history_is_the_24h_complaint_rate_at_each_hour() -> None:
     assert list(hist) == ["isp:gmail|campaign:c1"]
     pts = hist["isp:gmail|campaign:c1"]
     assert len(pts) == int(now // 3600) - int((T0 - 60 * 3600) // 3600) + 1  # from its first
-    assert pts[-1]["t"] == now and all(b_["t"] - a["t"] <= 3600 for a, b_ in zip(pts, pts[1:]))
+    assert pts[-1]["t"] == now and all(b["t"] - a["t"] <= 3600 for a, b in pairwise(pts))
     for p in pts:  # counted again from the events: the 24 h of whole hours up to p["t"]
         end = (int((p["t"] - 1e-6) // 3600) + 1) * 3600
         inside = [e for e in evs if end - 86400 <= e.timestamp < end]
@@ -156,14 +157,15 @@ def test_history_figure_draws_the_points_limits_and_holds() -> None:
     rows = b.reputation_rows(T0, {"gmail": 0.004}, 1)
     keys = [r["key"] for r in rows if r["scope"] == "isp_campaign"]
     hist = b.reputation_history(keys, T0)
-    fig = reputation_history_figure(
-        rows, hist, "7d", "isp_campaign")
+    fig = reputation_history_figure(rows, hist, "7d", "isp_campaign",
+                                    span=(T0 - 7 * 86400, T0))
     (line,) = fig.data
     assert line.name == HELD_MARK + "gmail \u00b7 c1" and line.line.dash == "dash"
     pts = hist["isp:gmail|campaign:c1"]
     assert list(line.y) == [None if p["complaint"] is None else round(100 * p["complaint"], 4)
                             for p in pts]
     assert [s.y0 for s in fig.layout.shapes] == [0.4]  # gmail's limit
+    assert [x.timestamp() for x in fig.layout.xaxis.range] == [T0 - 7 * 86400, T0]
     assert "limit 0.40 % (gmail)" in [a.text for a in fig.layout.annotations]
     empty = reputation_history_figure([], {}, "24h", "isp")
     assert [a.text for a in empty.layout.annotations] == ["no feedback yet"] and not empty.data
