@@ -41,6 +41,8 @@ _TRIGGERS = {
     "confirm-clear": ControlAction.CLEAR,
 }
 _MAX_CHART_ISPS = 8
+_MAX_HISTORY = 8  # scopes in the reputation history chart
+_REPUTATION_SPAN = {"24h": 86400.0, "7d": 7 * 86400.0}
 
 
 class Controller(Protocol):
@@ -241,6 +243,24 @@ class Handlers:
         return explain_text(str(text), isp, self.kb, live=st.rules if st else None,
                             internal=internal)
 
+    def reputation(self, window: str | None, scope: str | None
+                   ) -> tuple[list[dict[str, Any]], Any, Any]:
+        """The Reputation table's rows, and the charts drawn from those same rows (the bars)
+        and the same hourly counts (the history), judged with the brain's ``[reputation]``
+        limits."""
+        rc = self._config.reputation
+        window = window if window in charts.REPUTATION_WINDOWS else "24h"
+        scope = scope if scope in charts.REPUTATION_SCOPES else "isp"
+        now = self.clock()
+        with self.board.lock:
+            rows = self.board.reputation_rows(now, rc.complaint_limits, rc.min_delivered)
+            keys = [r["key"] for r in charts.reputation_shown(rows, window, scope, _MAX_HISTORY)]
+            span = _REPUTATION_SPAN[window]
+            history = self.board.reputation_history(keys, now, span=span)
+        return (rows, charts.reputation_figure(rows, window, scope),
+                charts.reputation_history_figure(rows, history, window, scope, _MAX_HISTORY,
+                                                 (now - span, now)))
+
     def tables(self) -> dict[str, Any]:
         now = self.clock()
         with self.board.lock:
@@ -437,10 +457,16 @@ def create_app(
         with board.lock:
             return board.warmup_rows(clock())
 
-    @app.callback(Output("reputation-table", "data"), Input("refresh", "n_intervals"))
-    def _reputation(_n: int) -> list[dict[str, Any]]:
-        with board.lock:
-            return board.reputation_rows(clock())
+    @app.callback(
+        Output("reputation-table", "data"),
+        Output("chart-reputation", "figure"),
+        Output("chart-reputation-history", "figure"),
+        Input("refresh", "n_intervals"),
+        Input("rep-window", "value"),
+        Input("rep-scope", "value"),
+    )
+    def _reputation(_n: int, window: str | None, scope: str | None) -> tuple[Any, ...]:
+        return handlers.reputation(window, scope)
 
     @app.callback(
         Output("supp-counts", "children"),

@@ -8,6 +8,8 @@ from typing import Any
 from dash import dash_table, dcc, html
 from dash.dash_table.Format import Format, Scheme
 
+from dashboard.charts import REPUTATION_SCOPES, REPUTATION_WINDOWS
+
 __all__ = ["ISP_COLUMNS", "TOTAL_KEYS", "build_layout"]
 
 TOTAL_KEYS = (
@@ -95,7 +97,8 @@ REPUTATION_COLUMNS = [{"id": "key", "name": "ISP / sending domain / campaign"}] 
     for w in ("24h", "7d")
     for k, n in (("delivered", "Delivered"), ("complaint", "Complaints"),
                  ("hard_bounce", "Hard bounces"), ("unsubscribe", "Unsubscribes"))
-] + [{"id": "over", "name": "Over the complaint limit"}]
+] + [{"id": "over", "name": "Over the complaint limit"},
+      {"id": "held", "name": "Held by the brain (complaint rule)"}]
 
 WARMUP_COLUMNS = [
     {"id": "source_ip", "name": "Source IP"},
@@ -408,11 +411,32 @@ def build_layout(user: str) -> html.Div:
             ),
             html.Div(
                 [
-                    html.H4("Reputation (rolling rates per delivered message)",
-                            style={"marginTop": 0}),
+                    html.Div(
+                        [
+                            html.H4("Reputation (rolling rates per delivered message)",
+                                    style={"margin": "0 16px 0 0"}),
+                            dcc.RadioItems(id="rep-window", value="24h", inline=True,
+                                           options=[{"label": f" {v} ", "value": k}
+                                                    for k, v in REPUTATION_WINDOWS.items()],
+                                           style={"marginRight": 16}),
+                            dcc.RadioItems(id="rep-scope", value="isp", inline=True,
+                                           options=[{"label": f" {v} ", "value": k}
+                                                    for k, v in REPUTATION_SCOPES.items()]),
+                        ],
+                        style={"display": "flex", "alignItems": "center", "flexWrap": "wrap"},
+                    ),
+                    # the same rows as the table below (Board.reputation_rows), one callback;
+                    # the history from the same hourly counts (Board.reputation_history)
+                    html.Div(
+                        [dcc.Graph(id="chart-reputation"),
+                         dcc.Graph(id="chart-reputation-history")],
+                        style={"display": "grid", "gridTemplateColumns": "1fr 1fr", "gap": 8},
+                    ),
                     _table("reputation-table", REPUTATION_COLUMNS, page_size=15,
                            style_data_conditional=[
-                               {"if": {"filter_query": '{over} != ""'}, "color": "#b00020"}]),
+                               {"if": {"filter_query": "!({over} is blank)"}, "color": "#b00020"},
+                               {"if": {"filter_query": "!({held} is blank)", "column_id": "held"},
+                                "color": "#b00020", "fontWeight": "bold"}]),
                 ],
                 style=_SECTION,
             ),

@@ -25,7 +25,15 @@ from typing import Any
 
 from kmta.pipeline.suppressionstore import SuppressionStore
 from kmta.policy.classify import suppresses
-from kmta.policy.reputation import DAY, WEEK, RateBook, keys_of, over_threshold
+from kmta.policy.reputation import (
+    DAY,
+    DEFAULT_THRESHOLDS,
+    KINDS,
+    WEEK,
+    RateBook,
+    keys_of,
+    over_threshold,
+)
 from schemas.control import ALL_ISPS, ControlRecord
 from schemas.events import FEEDBACK_STATUSES, FINAL_STATUSES, DeliveryEvent, Status
 from schemas.nodes import NodeStats
@@ -43,6 +51,8 @@ _STATUS_BITS = 4
 _ISP_BITS = 20
 _ISP_MASK = (1 << _ISP_BITS) - 1
 _COLUMNS = [s.value for s in Status]
+_HOUR = 3600  # the rate book's bucket
+_DELIVERED, _COMPLAINT = KINDS.index("delivered"), KINDS.index("complaint")
 _REPLY_STATUSES = frozenset({Status.BOUNCED, Status.DEFERRED, Status.EXPIRED})
 _RATE_KIND = {Status.ASYNC_BOUNCE: "hard_bounce", Status.COMPLAINT: "complaint",
               Status.UNSUBSCRIBE: "unsubscribe"}
@@ -351,24 +361,71 @@ class Board:
                         min_delivered: int = 1000) -> list[dict[str, Any]]:
         """Per ISP, sending domain, campaign and ISP x domain / campaign: complaint, hard
         bounce and unsubscribe rates over 24 h and 7 d; ``over`` names a complaint rate past
-        the ISP's limit (for ISP-scoped keys)."""
+        the ISP's limit (for ISP-scoped keys). What the Reputation table and its charts show.
+
+        Each row also has ``scope`` (``isp``, ``domain``, ``campaign``, ``isp_domain``,
+        ``isp_campaign``), ``isp`` and ``name`` (the domain or campaign; the ISP for ``isp``),
+        ``limit`` (the ISP's complaint limit; None outside an ISP) and ``held``: the brain's
+        reason for holding that scope (state topic, ``IspState.holds``), or for the rows that
+        contain a held scope, which one (``at gmail: ...``, ``campaign:c1: ...``); else None.
+        A held scope is listed even when no rate is counted for it."""
+        limits = thresholds or DEFAULT_THRESHOLDS
+        holds = self._holds()
         rows = []
-        for key in sorted(self._rates.buckets):
+        for key in sorted(set(self._rates.buckets) | {f"isp:{i}|{k}" for i, k in holds}):
             d = self._rates.rates(key, now, DAY)
             w = self._rates.rates(key, now, WEEK)
-            if not (d.delivered or w.delivered or w.complaint or w.unsubscribe):
+            scope, isp, name = _rate_scope(key)
+            held = _held(scope, isp, name, holds)
+            if not (d.delivered or w.delivered or w.complaint or w.unsubscribe or held):
                 continue
-            isp = key[4:].split("|", 1)[0] if key.startswith("isp:") else None
-            row: dict[str, Any] = {"key": key, "delivered_24h": d.delivered,
-                                   "delivered_7d": w.delivered}
+            row: dict[str, Any] = {"key": key, "scope": scope, "isp": isp, "name": name,
+                                   "delivered_24h": d.delivered, "delivered_7d": w.delivered}
             for kind in ("complaint", "hard_bounce", "unsubscribe"):
-                for name, r in (("24h", d), ("7d", w)):
+                for label, r in (("24h", d), ("7d", w)):
                     rate = r.rate(kind)
-                    row[f"{kind}_{name}"] = round(rate, 5) if rate is not None else None
+                    row[f"{kind}_{label}"] = round(rate, 5) if rate is not None else None
             row["over"] = over_threshold(self._rates, key, now, isp, thresholds,
                                          min_delivered) if isp else None
+            row["limit"] = limits.get(isp, limits.get("default")) if isp else None
+            row["held"] = held
             rows.append(row)
         return rows
+
+    def reputation_history(self, keys: list[str], now: float, span: float = WEEK,
+                           window: float = DAY) -> dict[str, list[dict[str, Any]]]:
+        """Hour by hour over the last ``span``, each key's complaint rate over the ``window``
+        (24 h: the rule's) ending at that hour: ``t`` (the hour's end, at most ``now``),
+        ``delivered``, ``complaints`` and ``complaint`` (None with nothing delivered). From the
+        same hourly counts as ``reputation_rows``; a key starts at its first counted hour."""
+        last = int(now // _HOUR)
+        first = int((now - span) // _HOUR) + 1
+        width = int(window // _HOUR)
+        out: dict[str, list[dict[str, Any]]] = {}
+        for key in keys:
+            hours = self._rates.buckets.get(key, {})
+            seen = [h for h in hours if h <= last]
+            if not seen:
+                continue
+            start = max(first, min(seen))
+            pts = []
+            for h in range(start, last + 1):
+                delivered = complaints = 0
+                for k in range(h - width + 1, h + 1):
+                    c = hours.get(k)
+                    if c is not None:
+                        delivered += c[_DELIVERED]
+                        complaints += c[_COMPLAINT]
+                pts.append({"t": min(float((h + 1) * _HOUR), now), "delivered": delivered,
+                            "complaints": complaints,
+                            "complaint": round(complaints / delivered, 5) if delivered else None})
+            out[key] = pts
+        return out
+
+    def _holds(self) -> dict[tuple[str, str], str]:
+        """(ISP, ``campaign:<c>`` / ``domain:<d>``) -> why, as the brain last published."""
+        return {(st.isp, k): why for st in self._states.values()
+                if not st.source_ip and not st.pool for k, why in (st.holds or {}).items()}
 
     def warmup_rows(self, now: float) -> list[dict[str, Any]]:
         """Each new source IP at each ISP: its warm-up day and today's (and this hour's) use
@@ -659,6 +716,31 @@ class Board:
     def status_of(self, msg_id: str) -> Status | None:
         v = self._last.get(msg_id)
         return _STATUS_BY_CODE[self._unpack(v)[0]] if v is not None else None
+
+
+def _rate_scope(key: str) -> tuple[str, str | None, str]:
+    """A rate key's (scope, ISP, name): ``isp:gmail|campaign:c1`` -> (isp_campaign, gmail, c1)."""
+    isp = None
+    if key.startswith("isp:"):
+        isp, _, key = key[4:].partition("|")
+        if not key:
+            return "isp", isp, isp
+    kind, _, name = key.partition(":")
+    return (f"isp_{kind}" if isp else kind), isp, name
+
+
+def _held(scope: str, isp: str | None, name: str,
+          holds: dict[tuple[str, str], str]) -> str | None:
+    """The brain's hold on this scope (its reason), or the holds this scope contains."""
+    if scope == "isp":
+        found = [f"{k}: {why}" for (i, k), why in sorted(holds.items()) if i == isp]
+    elif scope.startswith("isp_"):
+        why = holds.get((isp or "", f"{scope[4:]}:{name}"))
+        found = [why] if why else []
+    else:
+        found = [f"at {i}: {why}" for (i, k), why in sorted(holds.items())
+                 if k == f"{scope}:{name}"]
+    return "; ".join(found) or None
 
 
 def _scope(st: IspState) -> str:

@@ -422,3 +422,23 @@ def test_suppression_search_counts_and_audited_removal() -> None:
     apply_record(b, "audit", v2)
     assert [r["id"] for r in b.suppression_rows("a@gmail")] == ["campaign:c1|a@gmail.com"]
     assert b.audit_rows()[0]["action"] == "suppression remove"
+
+
+def test_reputation_table_and_charts_share_rows_and_the_configured_limits() -> None:
+    from kmta.config import ReputationConfig
+    from schemas.events import FeedbackInfo, Status
+    cfg = Config(reputation=ReputationConfig(complaint_limits={"default": 0.2}, min_delivered=1))
+    app, _ = make(config=cfg)
+    b = app.kmta.board
+    b.apply_event(DeliveryEvent(id="m0", to="a@gmail.com", isp="gmail", status=Status.COMPLAINT,
+                                final=False, timestamp=NOW - 5, campaign="c",
+                                feedback=FeedbackInfo(tied_by="verp", hard=True)))
+    rows, bars, history = app.kmta.reputation("7d", "isp")
+    g = next(r for r in rows if r["key"] == "isp:gmail")
+    assert g["limit"] == 0.2 and g["complaint_7d"] > 0.2 and "over 20.00%" in g["over"]
+    assert list(bars.data[0].x) == ["gmail"]
+    assert list(bars.data[0].y) == [100 * g["complaint_7d"]]
+    assert list(bars.data[3].y) == [20.0]  # the configured limit, not the shipped 0.3 %
+    assert history.data[0].name == "gmail" and history.data[0].y[-1] == 100 * g["complaint_7d"]
+    rows2, bars2, _ = app.kmta.reputation("bogus", "bogus")  # a stale page's value: defaults
+    assert rows2 == rows and "Per ISP, last 24 h" in bars2.layout.title.text

@@ -422,3 +422,36 @@ def test_reputation_rows_per_isp_domain_campaign() -> None:
     assert rows["domain:bounces.shop.example"]["over"] is None  # not ISP-scoped
     assert rows["campaign:spring"]["complaint_7d"] == 0.004
     assert b.status_of("r1") is Status.DELIVERED
+
+
+def test_reputation_rows_name_their_scope_limit_and_the_brains_holds() -> None:
+    from schemas.events import FeedbackInfo
+    b = Board()
+    for i in range(10):
+        b.apply_event(ev(f"h{i}", "delivered", 10, sender="b+x@bounces.shop.example",
+                         campaign="spring", code=250))
+    b.apply_event(DeliveryEvent(id="h0", to="x@gmail.com", isp="gmail", status=Status.COMPLAINT,
+                                final=False, timestamp=T0 + 20, campaign="spring",
+                                sender="b+x@bounces.shop.example",
+                                feedback=FeedbackInfo(tied_by="verp", hard=True)))
+    why = "complaint rate 10.00% over 0.30% (1 of 10 delivered in 24 h)"
+    b.apply_state(IspState(isp="gmail", holds={"campaign:spring": why,
+                                               "domain:old.example": "earlier"}))
+    b.apply_state(IspState(isp="gmail", source_ip="192.0.2.1", holds={"campaign:x": "no"}))
+    rows = {r["key"]: r for r in b.reputation_rows(T0 + 30, {"gmail": 0.05}, 10)}
+    sc = {k: (r["scope"], r["isp"], r["name"], r["limit"], r["held"]) for k, r in rows.items()}
+    assert sc == {
+        "isp:gmail": ("isp", "gmail", "gmail", 0.05,
+                      f"campaign:spring: {why}; domain:old.example: earlier"),
+        "domain:bounces.shop.example": ("domain", None, "bounces.shop.example", None, None),
+        "isp:gmail|domain:bounces.shop.example": (
+            "isp_domain", "gmail", "bounces.shop.example", 0.05, None),
+        "campaign:spring": ("campaign", None, "spring", None, f"at gmail: {why}"),
+        "isp:gmail|campaign:spring": ("isp_campaign", "gmail", "spring", 0.05, why),
+        # held by the brain, nothing counted here (e.g. before the panel's topics begin)
+        "isp:gmail|domain:old.example": ("isp_domain", "gmail", "old.example", 0.05,
+                                         "earlier"),
+    }
+    assert rows["isp:gmail|domain:old.example"]["complaint_24h"] is None
+    assert "10.00% over 5.00%" in rows["isp:gmail|campaign:spring"]["over"]  # limits given
+    assert rows["isp:gmail|campaign:spring"]["complaint_24h"] == 0.1
