@@ -141,6 +141,7 @@ class Board:
         self._suppression_path = suppression_path
         self._suppressions: SuppressionStore | None = None  # on disk, bounded
         self._rates = RateBook()
+        self._rates_pruned_hour = 0
 
     # ------------------------------------------------------------------ packing
     def _intern_isp(self, isp: str) -> int:
@@ -283,6 +284,10 @@ class Board:
             b.categories[ev.category] = b.categories.get(ev.category, 0) + 1
 
     def _prune(self) -> None:
+        hour = int(self.latest // 3600)
+        if hour != self._rates_pruned_hour:  # hourly counts past the week go (once an hour)
+            self._rates_pruned_hour = hour
+            self._rates.prune(self.latest)
         floor = int((self.latest - self.retention) // self.resolution)
         for buckets in self._buckets.values():
             if buckets and min(buckets) < floor:

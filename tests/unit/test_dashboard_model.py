@@ -455,3 +455,13 @@ def test_reputation_rows_name_their_scope_limit_and_the_brains_holds() -> None:
     assert rows["isp:gmail|domain:old.example"]["complaint_24h"] is None
     assert "10.00% over 5.00%" in rows["isp:gmail|campaign:spring"]["over"]  # limits given
     assert rows["isp:gmail|campaign:spring"]["complaint_24h"] == 0.1
+
+
+def test_reputation_counts_older_than_a_week_are_dropped() -> None:
+    """The panel's hourly reputation counts stay bounded: a scope whose last event is more than
+    the longest window (7 d) old goes once newer events come."""
+    b = feed(Board(), [ev("old", "delivered", 0, campaign="spring", code=250)])
+    assert "campaign:spring" in {r["key"] for r in b.reputation_rows(T0 + 10)}
+    b.apply_event(ev("new", "delivered", 8 * 86400, campaign="autumn", code=250))
+    keys = {r["key"] for r in b.reputation_rows(T0 + 8 * 86400)}
+    assert "campaign:autumn" in keys and "campaign:spring" not in keys
