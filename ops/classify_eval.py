@@ -29,7 +29,10 @@ __all__ = ["CORPUS", "PARTS", "Score", "load_corpus", "main", "score"]
 
 CORPUS = Path(__file__).resolve().parent.parent / "tests" / "data" / "replies"
 #: the corpus parts, scored in this order by default
-PARTS = ("tuned", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6", "heldout7", "heldout8")
+PARTS = (
+    "tuned", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6", "heldout7",
+    "heldout8",
+)
 
 
 @dataclass

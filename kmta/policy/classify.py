@@ -272,8 +272,8 @@ def code_digits_enhanced(code: int | None) -> str | None:
     title), ``546 Routing loop detected`` (X.4.6's). Standard codes and subject 0 give None."""
     if code is None or code in _STANDARD_CODES or not 400 <= code < 600:
         return None
-    cls, subject, detail = str(code)
-    return None if subject == "0" else f"{cls}.{subject}.{detail}"
+    digits = str(code)
+    return None if digits[1] == "0" else f"{digits[0]}.{digits[1]}.{digits[2]}"
 
 
 class Classifier:
