@@ -6,7 +6,8 @@ label: the category, whether it is temporary (should be deferred, not bounced) a
 should suppress the recipient. ``tuned.jsonl`` is the part the rules were tuned on;
 ``heldout.jsonl`` was held out when it was made (its misses were read once since, to find general
 causes); ``heldout2.jsonl`` to ``heldout8.jsonl`` were each written from public
-sources the other parts do not use, after the rule changes before them, and are never tuned on.
+sources the other parts do not use, after the rule changes before them, and scored blind once
+(their misses were read afterwards for the next round, so none is blind now).
 """
 
 from __future__ import annotations
