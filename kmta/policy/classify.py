@@ -55,6 +55,7 @@ __all__ = [
     "BounceRule",
     "Classification",
     "Classifier",
+    "code_digits_enhanced",
     "effective_enhanced",
     "is_recipient_problem",
     "is_throttle",
@@ -253,6 +254,28 @@ def effective_enhanced(reply: Reply) -> str | None:
     return m.group(1) if m else None
 
 
+# Basic codes whose digits mean what an RFC says: RFC 5321 4.2.2/4.2.3, RFC 7504 (521, 556),
+# RFC 4954 6 (432, 454, 530, 534, 535, 538), the IANA registry's 525 (AUTH account disabled), and
+# RFC 1985's 458. Any other 4xx/5xx is a server's own code.
+_STANDARD_CODES = frozenset(
+    {421, 432, 450, 451, 452, 454, 455, 458,
+     500, 501, 502, 503, 504, 521, 525, 530, 534, 535, 538, 550, 551, 552, 553, 554, 555, 556}
+)
+
+
+def code_digits_enhanced(code: int | None) -> str | None:
+    """The enhanced code that a server's own basic code spells in its digits, or None.
+
+    Courier (``courier/submit.C``) answers with codes outside RFC 5321 whose second and third
+    digits are RFC 3463's subject and detail: ``517`` for its MAIL FROM checks (x.1.7, "Domain
+    does not exist: <sender>"), ``523 Message length exceeds administrative limit`` (X.2.3's own
+    title), ``546 Routing loop detected`` (X.4.6's). Standard codes and subject 0 give None."""
+    if code is None or code in _STANDARD_CODES or not 400 <= code < 600:
+        return None
+    digits = str(code)
+    return None if digits[1] == "0" else f"{digits[0]}.{digits[1]}.{digits[2]}"
+
+
 class Classifier:
     """Ordered bounce rules; the first match wins, then a fallback by code class."""
 
@@ -309,8 +332,13 @@ class Classifier:
     def explain(self, reply: Reply) -> Classification:
         """The category of ``reply``, whether it means "later", and the deciding rule's name."""
         enhanced = effective_enhanced(reply)
+        # a code spelled by the basic code's digits is a weaker prior: on its own it may only
+        # name our side or the message ("517" the sender, "523" the size), never the recipient's
+        # mailbox ("422 License Expired" is no full mailbox); against wording it weighs as usual
+        spelled = enhanced is None and (enhanced := code_digits_enhanced(reply.code)) is not None
         line = wording(reply)
-        winner = next((r for r in self.rules if r.matches(reply, enhanced, line)), None)
+        winner = next((r for r in self.rules if r.matches(reply, enhanced, line)
+                       and not (spelled and r.is_prior and r.category not in _SENDER_SIDE)), None)
         if winner is not None and enhanced is not None and not winner.is_prior:
             winner = self._weigh(winner, reply, enhanced, line)
         category = winner.category if winner is not None and winner.category else _fallback(reply)

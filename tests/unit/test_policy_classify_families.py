@@ -73,7 +73,9 @@ def test_recipient_words_do_not_suppress_against_a_sender_side_code(text: str) -
         (550, "Sorry, <a@b.example> does not have an account here", "bad_mailbox"),
         (553, "Address no longer exists", "bad_mailbox"),
         (553, "AUTH failed for this session", "auth_failure"),
-        (553, "Sender address rejected: not logged in", "bad_sender"),
+        # Postfix reject_sender_login_mismatch asks for SMTP AUTH: the guide's authentication family
+        # ("not logged in"), not the sender (round 4; heldout5 labels it so too)
+        (553, "Sender address rejected: not logged in", "auth_failure"),
         (554, "You are not welcome here", "spam_block"),
         (550, "Dynamic IP addresses may not send mail directly", "spam_block"),
         (550, "Content reject, id 12345", "spam_content"),
