@@ -30,7 +30,11 @@ log = logging.getLogger(__name__)
 __all__ = ["REVOKE_GRACE", "Consumer", "Intake"]
 
 REVOKE_GRACE = 10.0  # seconds a rebalance waits for in-flight deliveries to be written
-COMMITTED_TIMEOUT = 15.0  # seconds to read a partition's committed offset at assignment
+# seconds to read a partition's stable commit point at assignment: a killed owner's open
+# transaction holds it until the broker aborts it, up to TXN_TIMEOUT_MS (10 s) plus the broker's
+# check interval (transaction.abort.timed.out.transaction.cleanup.interval.ms, 10 s by default)
+# after the kill. Given up, the next owner repeats what was finished past the commit point
+COMMITTED_TIMEOUT = 30.0
 
 
 class Consumer(Protocol):

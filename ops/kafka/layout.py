@@ -119,6 +119,10 @@ def server_properties(
         "share.coordinator.state.topic.replication.factor": rf,
         "share.coordinator.state.topic.min.isr": min_isr,
         "group.initial.rebalance.delay.ms": 0,
+        # a killed sender's open transaction is aborted within a second of its timeout, not
+        # ten (Kafka's default check interval): its partitions' next owner reads their stable
+        # commit point sooner (senders/offsetfetch.py)
+        "transaction.abort.timed.out.transaction.cleanup.interval.ms": 1000,
         "log.retention.hours": 168,
         "log.segment.bytes": 128 * 1024 * 1024,
         "log.retention.check.interval.ms": 300_000,
