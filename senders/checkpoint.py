@@ -212,11 +212,12 @@ class Checkpoint:
         assigned = self._assignment()
         out = {}
         for tp, tr in self.trackers.items():
-            if tr.committable is None or tp not in assigned:
+            point = tr.point
+            if point is None or tp not in assigned:
                 continue
             meta = tr.metadata()
-            if (tr.committable, meta) != (tr.committed, tr.committed_metadata):
-                out[tp] = OffsetAndMetadata(tr.committable, meta)
+            if (point, meta) != (tr.committed, tr.committed_metadata):
+                out[tp] = OffsetAndMetadata(point, meta)
         return out
 
     async def run(self, linger: float = TXN_LINGER) -> None:

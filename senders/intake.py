@@ -205,7 +205,17 @@ class Intake:
             return await asyncio.wait_for(
                 fetch_stable(self.consumer, self.checkpoint.group, tps), COMMITTED_TIMEOUT)
         except Exception as e:  # noqa: BLE001 - best effort, see above
-            log.warning("committed offsets of %s not read: %s", tps, e)
+            log.warning("stable commit points of %s not read (%r): reading them unstable",
+                        tps, e)
+        try:
+            # with their metadata still: what the last owner finished past its commit point
+            # (only an outcome committed in the last instants may be repeated)
+            result: dict[TopicPartition, OffsetAndMetadata] = await asyncio.wait_for(
+                self.consumer._coordinator.fetch_committed_offsets(tps), COMMITTED_TIMEOUT)
+            return result
+        except Exception as e:  # noqa: BLE001 - best effort, see above
+            log.error("committed offsets of %s not read (%r): what their last owner finished "
+                      "past the commit point is delivered again", tps, e)
             return {}
 
     async def revoked(self, tps: list[TopicPartition]) -> None:

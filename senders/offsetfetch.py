@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from aiokafka import TopicPartition
+from aiokafka import errors as Errors
 from aiokafka.errors import IncompatibleBrokerVersion, UnsupportedVersionError
 from aiokafka.protocol.api import Request, RequestStruct, Response
 from aiokafka.protocol.types import (
@@ -38,6 +39,7 @@ __all__ = ["UNSTABLE_OFFSET_COMMIT", "fetch_stable", "offsets_of", "request"]
 
 UNSTABLE_OFFSET_COMMIT = 88  # a transactional offset commit is pending for the partition
 RETRY = 0.05  # seconds between asks while unstable
+RETRY_ERROR = 0.2  # seconds between asks after a retriable error
 
 
 class OffsetFetchResponse_v7(Response):
@@ -129,9 +131,24 @@ async def fetch_stable(consumer: Any, group: str, tps: list[TopicPartition]
             result: dict[TopicPartition, OffsetAndMetadata] = (
                 await coordinator.fetch_committed_offsets(tps))
             return result
+        except Errors.KafkaError as e:
+            if not e.retriable:
+                raise
+            log.info("OffsetFetch of %s: %r; asking again", tps, e)
+            coordinator.coordinator_dead()
+            await asyncio.sleep(RETRY_ERROR)
+            continue
         out, unstable, error = offsets_of(resp)
         if error:
-            raise RuntimeError(f"OffsetFetch failed: error code {error}")
+            kind = Errors.for_code(error)
+            if not kind.retriable:
+                raise kind(f"OffsetFetch failed: error code {error}")
+            # the group is loading or moving (a broker restarted, a rebalance): ask again
+            log.info("OffsetFetch of %s: %s; asking again", tps, kind.__name__)
+            if kind in (Errors.NotCoordinatorError, Errors.CoordinatorNotAvailableError):
+                coordinator.coordinator_dead()
+            await asyncio.sleep(RETRY_ERROR)
+            continue
         if not unstable:
             return out
         await asyncio.sleep(RETRY)

@@ -54,11 +54,19 @@ class OffsetTracker:
             self._done.discard(off)
             self.committable = off + 1
 
+    @property
+    def point(self) -> int | None:
+        """The offset to commit: past the last offset finished in order, else (nothing in order
+        finished yet) the first offset read, so that the offsets finished past it still go
+        with a commit (a partition never committed whose first message is slow to answer)."""
+        if self.committable is not None:
+            return self.committable
+        return self._order[0] if self._order else None
+
     def metadata(self) -> str:
         """The finished offsets past the commit point, for the commit's metadata."""
-        point = self.committable if self.committable is not None else (
-            self._order[0] if self._order else 0)
-        return encode_done(point, self._done | self._known)
+        point = self.point
+        return encode_done(0 if point is None else point, self._done | self._known)
 
 
 def encode_done(point: int, done: set[int]) -> str:

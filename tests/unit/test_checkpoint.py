@@ -51,6 +51,23 @@ async def test_outcomes_and_the_offsets_they_complete_go_in_one_transaction() ->
     assert len(producer.committed) == 2
 
 
+async def test_a_first_offset_still_open_commits_what_finished_past_it() -> None:
+    """A partition never committed whose first message is slow: the ones after it finish and
+    their outcomes are written; their offsets go with a commit at that first offset, or the
+    partition's next owner (a rebalance, a crash) would deliver them all again."""
+    cp, producer, _ = checkpoint(TP)
+    for off in (5, 6, 7):  # the log starts at 5 (older records deleted)
+        assert not cp.track(TP, off)
+    cp.write(TP, 6, out(6))
+    cp.write(TP, 7, out(7))
+    await cp.flush()
+    assert producer.committed[-1][1] == {TP: OffsetAndMetadata(5, encode_done(5, {6, 7}))}
+    # the next owner skips them
+    nxt, _, _ = checkpoint()
+    nxt.adopt(TP, producer.committed[-1][1][TP])
+    assert [nxt.track(TP, off) for off in (5, 6, 7)] == [False, True, True]
+
+
 async def test_a_partition_given_away_is_not_committed() -> None:
     cp, producer, consumer = checkpoint(TP, TP1)
     cp.track(TP, 0)
