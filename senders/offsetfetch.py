@@ -35,7 +35,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 log = logging.getLogger(__name__)
 
-__all__ = ["UNSTABLE_OFFSET_COMMIT", "fetch_stable", "offsets_of", "request"]
+__all__ = ["UNSTABLE_OFFSET_COMMIT", "fetch_stable", "offsets_of"]
 
 UNSTABLE_OFFSET_COMMIT = 88  # a transactional offset commit is pending for the partition
 RETRY = 0.05  # seconds between asks while unstable
@@ -95,10 +95,6 @@ class StableOffsetFetch(Request[OffsetFetchRequest_v7]):
         return request_struct_class(self._group, self._topics, True, {})
 
 
-def request(group: str, tps: Iterable[TopicPartition]) -> StableOffsetFetch:
-    return StableOffsetFetch(group, tps)
-
-
 def offsets_of(resp: Any) -> tuple[dict[TopicPartition, OffsetAndMetadata], bool, int]:
     """(committed offsets, whether any partition was unstable, the first other error code)."""
     out: dict[TopicPartition, OffsetAndMetadata] = {}
@@ -125,7 +121,8 @@ async def fetch_stable(consumer: Any, group: str, tps: list[TopicPartition]
     while True:
         await coordinator.ensure_coordinator_known()
         try:
-            resp = await consumer._client.send(coordinator.coordinator_id, request(group, tps))
+            resp = await consumer._client.send(coordinator.coordinator_id,
+                                               StableOffsetFetch(group, tps))
         except (UnsupportedVersionError, IncompatibleBrokerVersion, NotImplementedError):
             log.info("broker without OffsetFetch v7: committed offsets read unstable")
             result: dict[TopicPartition, OffsetAndMetadata] = (
