@@ -22,6 +22,7 @@ those of phase 1: nothing held per queued or per delivered message.
 
     python scripts/bench_soak.py                       # 10 k then 1 M x 2 KB (an hour or so)
     python scripts/bench_soak.py --small 2000 --messages 20000   # a short check
+    python scripts/bench_soak.py --phases 10000,100000,300000    # three phases
 
 The bench client keeps only a counter and the set of ids it has seen a final event for.
 """
@@ -289,6 +290,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--messages", type=int, default=1_000_000, help="messages of the big phase")
     p.add_argument("--small", type=int, default=10_000, help="messages of the first phase")
+    p.add_argument("--phases", help="messages per phase, comma-separated (instead of "
+                   "--small and --messages), e.g. 10000,100000,300000")
     p.add_argument("--size", type=int, default=2048, help="bytes per composed message")
     p.add_argument("--senders", type=int, default=2, help="kmta sender processes")
     p.add_argument("--max-connections", type=int, default=8)
@@ -296,7 +299,31 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=14_400, help="seconds per wait")
     p.add_argument("--json", type=Path, help="also write the figures as JSON here")
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, configs)")
+    p.add_argument("--tracemalloc", type=Path, metavar="DIR",
+                   help="worker and senders write tracemalloc summaries here every 30 s "
+                   "(ops/memtrace.py; slows them down)")
+    p.add_argument("--env", action="append", default=[], metavar="PROC:KEY=VALUE",
+                   help="an environment variable for one process only (worker, sender-1, "
+                   "...), to compare a setting across the senders of one run; repeatable")
     return p.parse_args(argv)
+
+
+def with_env(procs: Procs, extra: list[str]) -> None:
+    """``procs.spawn`` adds each ``PROC:KEY=VALUE`` of ``extra`` to that process's
+    environment."""
+    by_proc: dict[str, dict[str, str]] = {}
+    for item in extra:
+        proc, _, kv = item.partition(":")
+        key, _, value = kv.partition("=")
+        by_proc.setdefault(proc, {})[key] = value
+    spawn = procs.spawn
+
+    def spawn_with(name: str, cmd: list[str], env: dict[str, str] | None = None,
+                   cwd: Path | None = None) -> Any:
+        more = by_proc.get(name.split(".", 1)[-1], {})
+        return spawn(name, cmd, {**(env if env is not None else os.environ), **more}, cwd)
+
+    procs.spawn = spawn_with  # type: ignore[method-assign]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -310,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     base = Path(tempfile.mkdtemp(prefix="kmta-soak-"))
     (base / "logs").mkdir()
     procs = Procs(base / "logs")
+    with_env(procs, args.env)
     dns = None
     broker_data: Path | None = None
     run: KmtaRun | None = None
@@ -319,12 +347,16 @@ def main(argv: list[str] | None = None) -> int:
         sink = Sink(procs, SINK_IP, sink_port)
         dns = start_dns(mx_zone({d: f"mx.{d}" for d in SOAK_ISPS.values()},
                                 {f"mx.{d}": SINK_IP for d in SOAK_ISPS.values()}, ttl=3600))
+        if args.tracemalloc:  # the processes inherit the environment
+            os.environ["KMTA_TRACEMALLOC"] = str(args.tracemalloc.resolve())
         run = KmtaRun("soak", ROOT, bootstrap, base, procs, dns.port, sink_port, args.senders,
                       None, args.max_connections)
         log(f"starting worker + {args.senders} senders, dir {base} ...")
         run.start()
         phases = []
-        for n in (args.small, args.messages):
+        sizes = ([int(x) for x in args.phases.split(",")] if args.phases
+                 else [args.small, args.messages])
+        for n in sizes:
             log(f"phase: {n} messages of ~{args.size} B")
             phases.append(asyncio.run(phase(run, sink, broker_data, n, args.size,
                                             args.timeout)))

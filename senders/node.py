@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaConsumer
 
 from kmta.config import Config
 from kmta.pipeline.health import Health
-from kmta.pipeline.kafkaio import CompactedView, Rebalance, client_options, make_producer
+from kmta.pipeline.kafkaio import FETCH, CompactedView, Rebalance, client_options, make_producer
 from kmta.policy.classify import Classifier
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
@@ -110,8 +110,7 @@ class SenderNode:
             **client_options(self.c),
             group_id=self.checkpoint.group, client_id=self.node,
             enable_auto_commit=False, auto_offset_reset="earliest",
-            max_poll_records=500, fetch_max_wait_ms=100, fetch_min_bytes=64 * 1024,
-            max_partition_fetch_bytes=4 * 1024 * 1024,
+            max_poll_records=500, fetch_max_wait_ms=100, fetch_min_bytes=64 * 1024, **FETCH,
             session_timeout_ms=15000, heartbeat_interval_ms=3000,
             max_poll_interval_ms=300000)
         self.intake.consumer = self.consumer

@@ -22,6 +22,7 @@ from kmta.errors import ConfigError, KmtaError
 from kmta.pipeline.control import check_fresh, parse_command, remember
 from kmta.pipeline.health import Health
 from kmta.pipeline.kafkaio import (
+    FETCH_PARTITION_BYTES,
     CompactedView,
     TopicSpec,
     client_options,
@@ -172,6 +173,7 @@ def build(config: Config, kb: KnowledgeBase | None = None,
         # rows) until its session expires: 15 s like the senders, not faust's 60 s
         broker_session_timeout=15.0,
         stream_wait_empty=False,
+        consumer_max_fetch_size=FETCH_PARTITION_BYTES,  # faust's consumers: results, control, ...
     )
 
     def raw_topic(name: str, partitions: int) -> faust.TopicT:

@@ -27,6 +27,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 from kmta.config import Config
 from kmta.pipeline.deferral import defer, park
 from kmta.pipeline.kafkaio import (
+    FETCH_MAX_BYTES,
     CompactedView,
     Rebalance,
     client_options,
@@ -134,7 +135,8 @@ class DelayScheduler:
             group_id=f"{self._c.kafka.topic_prefix}delay", enable_auto_commit=False,
             # senders park envelopes here in their transactions: an aborted one must not wake
             isolation_level="read_committed", auto_offset_reset="earliest",
-            max_poll_records=2000, max_partition_fetch_bytes=AHEAD_BYTES, fetch_max_wait_ms=200)
+            max_poll_records=2000, max_partition_fetch_bytes=AHEAD_BYTES, fetch_max_wait_ms=200,
+            fetch_max_bytes=FETCH_MAX_BYTES)
         await c.start()
         # on assignment positions restart from the committed offsets: nothing to do then
         c.subscribe(list(self._tiers), listener=Rebalance(self._revoked))

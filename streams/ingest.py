@@ -17,7 +17,7 @@ from aiokafka.errors import IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
 from kmta.config import Config
-from kmta.pipeline.kafkaio import client_options, make_producer
+from kmta.pipeline.kafkaio import FETCH, client_options, make_producer
 from kmta.pipeline.metrics import ROUTED
 from kmta.pipeline.outputs import RECORD_ERRORS, Out, write_each
 from streams.router import Router
@@ -52,7 +52,7 @@ class OutboxRoute:
             self._c.topic("outbox"), **client_options(self._c),
             group_id=f"{self._c.kafka.topic_prefix}route", enable_auto_commit=False,
             auto_offset_reset="earliest", max_poll_records=max(100, 4 * self._concurrency),
-            fetch_max_wait_ms=100)
+            fetch_max_wait_ms=100, **FETCH)
         await c.start()
         self._consumer = c
         self._task = asyncio.create_task(self._run(), name="outbox-route")

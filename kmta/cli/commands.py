@@ -146,7 +146,12 @@ def process_node(args: argparse.Namespace, config: Config) -> str:
 
 def _call(args: argparse.Namespace) -> int | None:
     """Run the command; with ``KMTA_PROFILE=DIR`` under cProfile, dumping
-    ``DIR/<command>-<pid>.pstats`` when it ends (also on SIGTERM's orderly stop)."""
+    ``DIR/<command>-<pid>.pstats`` when it ends (also on SIGTERM's orderly stop); with
+    ``KMTA_TRACEMALLOC=DIR`` tracing allocations (``ops.memtrace``)."""
+    trace = os.environ.get("KMTA_TRACEMALLOC")
+    if trace:  # memory summaries for benchmarks (ops/memtrace.py)
+        from ops import memtrace
+        memtrace.start(trace, args.command)
     out = os.environ.get("KMTA_PROFILE")
     if not out:
         return args.func(args)

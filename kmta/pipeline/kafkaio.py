@@ -23,6 +23,8 @@ from kmta.pipeline.topicconfig import raise_max_message_bytes
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "FETCH",
+    "FETCH_PARTITION_BYTES",
     "CompactedView",
     "Rebalance",
     "TopicSpec",
@@ -39,6 +41,19 @@ __all__ = [
     "topic_specs",
     "why_unreachable",
 ]
+
+
+# What one fetch of a consumer brings in, at most: aiokafka holds a fetch response, and the
+# decompressed copies of its batches, until it has handed out every record of it, and its
+# defaults (1 MiB a partition, 50 MiB a response; the senders had 4 MiB a partition) let a long
+# backlog make each response as large as the limits allow: the senders' and the worker's RSS
+# grew with the messages queued (scripts/bench_soak.py: senders' peak 84 MB at 10,000 queued,
+# 133 MB at 100,000). 512 KiB holds two of the producers' 256 KiB batches; a larger record still
+# arrives (the broker returns a fetch's first batch whole, KIP-74). 2 MiB of lz4 batches is
+# ~3,000 2 KB messages or ~60 of 100 KB, ahead of what a process handles between two fetches.
+FETCH_PARTITION_BYTES = 512 * 1024
+FETCH_MAX_BYTES = 2 * 1024 * 1024
+FETCH = {"max_partition_fetch_bytes": FETCH_PARTITION_BYTES, "fetch_max_bytes": FETCH_MAX_BYTES}
 
 
 def record_limit(config: Config) -> int:
