@@ -2,6 +2,8 @@
 whose own default (message.max.bytes, 1 MiB) would refuse it."""
 from __future__ import annotations
 
+import asyncio
+import os
 import uuid
 
 import pytest
@@ -10,7 +12,14 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from kmta.config import Config
-from kmta.pipeline.kafkaio import client_options, ensure_topics, make_producer, record_limit
+from kmta.pipeline.kafkaio import (
+    FETCH,
+    FETCH_MAX_BYTES,
+    client_options,
+    ensure_topics,
+    make_producer,
+    record_limit,
+)
 from tests.kafka_batches import LZ4, NONE, read_values, stored_codecs
 
 pytestmark = pytest.mark.integration
@@ -59,6 +68,49 @@ async def test_a_message_of_the_maximum_size_fits_every_topic(kafka_bootstrap: s
     finally:
         await consumer.stop()
     assert got.value == value
+
+
+async def test_records_larger_than_the_fetch_bounds_still_arrive(kafka_bootstrap: str) -> None:
+    """The consumers' fetch bounds (``FETCH``) are smaller than the largest record: such a
+    record, behind and between small ones on other partitions, still arrives, and nothing is
+    skipped (aiokafka skips an offset it reads as too large for its fetch size)."""
+    config = Config.model_validate({
+        "kafka": {"bootstrap_servers": kafka_bootstrap,
+                  "topic_prefix": f"sz{uuid.uuid4().hex[:8]}.",
+                  "partitions": 1, "queue_partitions": 4, "delay_tiers": [1]},
+        "delivery": {"max_message_bytes": 2 * 1024 * 1024}})
+    await ensure_topics(config)
+    topic = config.topic("queue")
+    big = os.urandom(FETCH_MAX_BYTES + 512 * 1024)  # incompressible: larger than both bounds
+    sent: dict[int, list[bytes]] = {p: [] for p in range(4)}
+    producer = make_producer(config)
+    await producer.start()
+    try:
+        for i in range(600):
+            p = 1 + i % 3
+            sent[p].append(f"small-{i}-".encode() + os.urandom(2000))
+            await producer.send(topic, sent[p][-1], partition=p)
+        for p in (0, 2):
+            sent[p].append(big)
+            await producer.send(topic, big, partition=p)
+        sent[2].append(b"after the big one")
+        await producer.send_and_wait(topic, sent[2][-1], partition=2)
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(topic, **client_options(config), group_id=None,
+                                auto_offset_reset="earliest", **FETCH)
+    got: dict[int, list[bytes]] = {p: [] for p in range(4)}
+    await consumer.start()
+    try:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + 60
+        while sum(map(len, got.values())) < sum(map(len, sent.values())):
+            assert loop.time() < deadline, {p: len(v) for p, v in got.items()}
+            for tp, records in (await consumer.getmany(timeout_ms=500)).items():
+                got[tp.partition] += [r.value for r in records]
+    finally:
+        await consumer.stop()
+    assert got == sent
 
 
 async def test_existing_topics_with_a_lower_limit_are_raised_at_start(
