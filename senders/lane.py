@@ -25,6 +25,8 @@ from senders.pacing import Pacer, TactCounter
 
 __all__ = ["Item", "Lane", "LocalLock", "Pick", "connection_share"]
 
+WARM_SKEW = 2.0  # seconds: results of several nodes reach the brain at most this far apart
+
 # A provisional lock the brain has not confirmed is dropped once a state published this long
 # after it arrives without the lock (the brain saw the reply and decided otherwise, e.g. an
 # operator unlocked in the meantime).
@@ -196,7 +198,10 @@ class Lane:
 
     def _warm_pending(self, ip: str | None, snap: WarmupStatus) -> int:
         sent = self.warm_sent.get(ip)
-        while sent and sent[0] <= snap.counted_at:  # counted by the brain by now
+        # counted by the brain by now; ``counted_at`` is the latest attempt it counted of any
+        # node, and another node's later result may be counted before this node's earlier one
+        # (partitions are read in any order): only attempts WARM_SKEW older count as counted
+        while sent and sent[0] <= snap.counted_at - WARM_SKEW:
             sent.popleft()
         return len(sent or ()) + self.warm_inflight.get(ip, 0)
 
