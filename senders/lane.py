@@ -196,27 +196,30 @@ class Lane:
         st = self.ip_states.get(ip)
         return st.warmup if st is not None and st.warmup is not None else self.warm_start[ip]
 
-    def _warm_pending(self, ip: str | None, snap: WarmupStatus) -> int:
+    def _warm_pending(self, ip: str | None, snap: WarmupStatus, now: float) -> int:
         sent = self.warm_sent.get(ip)
         # counted by the brain by now; ``counted_at`` is the latest attempt it counted of any
         # node, and another node's later result may be counted before this node's earlier one
         # (partitions are read in any order): only attempts WARM_SKEW older count as counted
         while sent and sent[0] <= snap.counted_at - WARM_SKEW:
             sent.popleft()
+        if sent and int(now // 3600) > snap.hour:  # a new hour since the snapshot: the
+            hour_start = int(now // 3600) * 3600.0  # attempts of the last one do not count
+            sent = deque(t for t in sent if t >= hour_start)
         return len(sent or ()) + self.warm_inflight.get(ip, 0)
 
     def warm_capped(self, ip: str | None, now: float) -> bool:
         """A new IP that used up today's or this hour's cap at this ISP: the pool's other
         IPs take its traffic."""
         snap = self.warm_snapshot(ip)
-        return snap is not None and remaining(snap, now, self._warm_pending(ip, snap),
+        return snap is not None and remaining(snap, now, self._warm_pending(ip, snap, now),
                                               self.share()) == 0
 
     def _warm_free_at(self, ip: str | None, now: float) -> float:
         snap = self.warm_snapshot(ip)
         if snap is None or not self.warm_capped(ip, now):
             return now + 5.0
-        return max(now + 5.0, free_at(snap, now, self._warm_pending(ip, snap)))
+        return max(now + 5.0, free_at(snap, now, self._warm_pending(ip, snap, now)))
 
     def warm_begin(self, ip: str | None) -> None:
         """A message of ``ip`` was handed to a connection."""
