@@ -284,7 +284,7 @@ class Board:
             b.categories[ev.category] = b.categories.get(ev.category, 0) + 1
 
     def _prune(self) -> None:
-        hour = int(self.latest // 3600)
+        hour = int(self.latest // _HOUR)
         if hour != self._rates_pruned_hour:  # hourly counts past the week go (once an hour)
             self._rates_pruned_hour = hour
             self._rates.prune(self.latest)

@@ -135,8 +135,9 @@ class Checkpoint:
         tracker = self.trackers.get(tp)
         if tracker is None or not tracker.claim(offset):
             self.late += 1
-            log.warning("late outcome of %s offset %d dropped: the partition was revoked while "
-                        "it was delivered, its next owner delivers it again", tp, offset)
+            log.warning("outcome of %s offset %d dropped: not read since the partition was "
+                        "assigned (revoked while it was delivered: its next owner delivers it "
+                        "again) or already written", tp, offset)
             return
         self._pending.append((tp, offset, outs))
         self._wanted.set()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from kmta.policy.kb import EffectiveRule
 from kmta.policy.locks import Hits, lock_until, record
 from kmta.policy.reply import Reply
-from kmta.policy.warmup import free_at, remaining
+from kmta.policy.warmup import HOUR, free_at, remaining
 from schemas import Envelope, IspState, WarmupStatus
 from schemas.rules import ReplyRule
 from senders.pacing import Pacer, TactCounter
@@ -203,9 +203,9 @@ class Lane:
         # (partitions are read in any order): only attempts WARM_SKEW older count as counted
         while sent and sent[0] <= snap.counted_at - WARM_SKEW:
             sent.popleft()
-        if sent and int(now // 3600) > snap.hour:  # a new hour since the snapshot: the
-            hour_start = int(now // 3600) * 3600.0  # attempts of the last one do not count
-            sent = deque(t for t in sent if t >= hour_start)
+        hour = int(now // HOUR)
+        if sent and hour > snap.hour:  # a new hour since the snapshot: the last one's
+            sent = deque(t for t in sent if t >= hour * HOUR)  # attempts do not count
         return len(sent or ()) + self.warm_inflight.get(ip, 0)
 
     def warm_capped(self, ip: str | None, now: float) -> bool:
