@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from kmta.policy.kb import EffectiveRule
 from kmta.policy.locks import Hits, lock_until, record
 from kmta.policy.reply import Reply
-from kmta.policy.warmup import HOUR, free_at, remaining
+from kmta.policy.warmup import Pending, free_at, pending, remaining
 from schemas import Envelope, IspState, WarmupStatus
 from schemas.rules import ReplyRule
 from senders.pacing import Pacer, TactCounter
@@ -196,17 +196,14 @@ class Lane:
         st = self.ip_states.get(ip)
         return st.warmup if st is not None and st.warmup is not None else self.warm_start[ip]
 
-    def _warm_pending(self, ip: str | None, snap: WarmupStatus, now: float) -> int:
+    def _warm_pending(self, ip: str | None, snap: WarmupStatus, now: float) -> Pending:
         sent = self.warm_sent.get(ip)
         # counted by the brain by now; ``counted_at`` is the latest attempt it counted of any
         # node, and another node's later result may be counted before this node's earlier one
         # (partitions are read in any order): only attempts WARM_SKEW older count as counted
         while sent and sent[0] <= snap.counted_at - WARM_SKEW:
             sent.popleft()
-        hour = int(now // HOUR)
-        if sent and hour > snap.hour:  # a new hour since the snapshot: the last one's
-            sent = deque(t for t in sent if t >= hour * HOUR)  # attempts do not count
-        return len(sent or ()) + self.warm_inflight.get(ip, 0)
+        return pending(snap, now, sent or (), self.warm_inflight.get(ip, 0))
 
     def warm_capped(self, ip: str | None, now: float) -> bool:
         """A new IP that used up today's or this hour's cap at this ISP: the pool's other

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from itertools import pairwise
 from pathlib import Path
@@ -41,6 +41,7 @@ __all__ = [
     "SHIPPED_SCHEDULES",
     "STEP_MIN",
     "STEP_RATE",
+    "Pending",
     "Schedule",
     "Schedules",
     "WarmPlan",
@@ -51,6 +52,7 @@ __all__ = [
     "load_schedules",
     "new_ips",
     "observe",
+    "pending",
     "publish_due",
     "remaining",
     "roll",
@@ -246,12 +248,41 @@ def publish_due(old: WarmupStatus | None, new: WarmupStatus) -> bool:
     return new.sent_today - old.sent_today >= step
 
 
-def remaining(snap: WarmupStatus, now: float, pending: int = 0,
+@dataclass(frozen=True)
+class Pending:
+    """A node's own attempts over an IP that the brain's snapshot has not counted yet, and
+    those in flight, by the cap they count against: ``hour`` this UTC hour's, ``day``
+    today's. They differ after an hour turned: an attempt late in the last hour no longer
+    counts against this hour's cap, but still against the day's."""
+
+    hour: int = 0
+    day: int = 0
+
+
+def pending(snap: WarmupStatus, now: float, uncounted: Iterable[float],
+            inflight: int = 0) -> Pending:
+    """``uncounted``: the times of this node's attempts the snapshot may not have counted
+    (answered after its ``counted_at``, less the nodes' skew); ``inflight``: attempts not
+    answered yet (they count in the current windows). A window begun since the snapshot
+    holds only the attempts made in it: the earlier ones fall in a window the snapshot's
+    counts (the brain's) already account for, or that is over."""
+    times = list(uncounted)
+    hour, today = int(now // HOUR), utc_day(now)
+    in_hour = times if hour <= snap.hour else [t for t in times if t >= hour * HOUR]
+    in_day = times if today <= snap.today else [t for t in times if t >= today * DAY]
+    return Pending(len(in_hour) + inflight, len(in_day) + inflight)
+
+
+def _pending(p: int | Pending) -> Pending:
+    return p if isinstance(p, Pending) else Pending(p, p)
+
+
+def remaining(snap: WarmupStatus, now: float, pending: int | Pending = 0,
               share: float = 1.0) -> int | None:
-    """Attempts this node may still make over the IP now, given the brain's snapshot and
-    ``pending`` attempts it made (or has in flight) since the snapshot was counted; None: no
-    cap. A window that ended since the snapshot starts from zero, with the snapshot's caps
-    (the brain judges the day).
+    """Attempts this node may still make over the IP now, given the brain's snapshot and the
+    attempts it made (or has in flight) that the snapshot has not counted (``pending``; an
+    int counts against both caps); None: no cap. A window that ended since the snapshot
+    starts from zero, with the snapshot's caps (the brain judges the day).
 
     With several sender nodes on one IP, a node sees the others' attempts only in the next
     snapshot, so each takes ``share`` (its share of the ISP's partitions; the shares add up to
@@ -259,17 +290,20 @@ def remaining(snap: WarmupStatus, now: float, pending: int = 0,
     node's share leaves unused goes to the others at the next snapshot, which counts it."""
     if snap.daily_cap is None or snap.hourly_cap is None:
         return None
+    p = _pending(pending)
     day_sent = snap.sent_today if utc_day(now) <= snap.today else 0
     hour_sent = snap.sent_hour if int(now // HOUR) <= snap.hour else 0
-    left = max(0, min(snap.daily_cap - day_sent, snap.hourly_cap - hour_sent))
+    day_left = max(0, snap.daily_cap - day_sent)
+    hour_left = max(0, snap.hourly_cap - hour_sent)
     if share < 1.0:
-        left = math.floor(left * share + 1e-9)
-    return max(0, left - pending)
+        day_left = math.floor(day_left * share + 1e-9)
+        hour_left = math.floor(hour_left * share + 1e-9)
+    return max(0, min(day_left - p.day, hour_left - p.hour))
 
 
-def free_at(snap: WarmupStatus, now: float, pending: int = 0) -> float:
+def free_at(snap: WarmupStatus, now: float, pending: int | Pending = 0) -> float:
     """When an IP whose caps are used up may send again: the next UTC hour, or day."""
-    day_sent = (snap.sent_today if utc_day(now) <= snap.today else 0) + pending
+    day_sent = (snap.sent_today if utc_day(now) <= snap.today else 0) + _pending(pending).day
     if snap.daily_cap is not None and day_sent >= snap.daily_cap:
         return (utc_day(now) + 1) * DAY
     return (int(now // HOUR) + 1) * HOUR

@@ -10,6 +10,7 @@ from kmta.policy.speed import Signal
 from kmta.policy.warmup import (
     DAY,
     HOUR,
+    Pending,
     Schedule,
     WarmState,
     begin,
@@ -17,6 +18,7 @@ from kmta.policy.warmup import (
     free_at,
     load_schedules,
     observe,
+    pending,
     publish_due,
     remaining,
     roll,
@@ -158,6 +160,33 @@ def test_a_senders_view_counts_pending_and_turns_windows_without_judging() -> No
     for i in range(4):
         s = observe(s, TINY, Signal.CLEAN, T0 + HOUR + i)
     assert free_at(status(s, TINY), T0 + HOUR + 10) == T0 + DAY
+
+
+def test_attempts_late_in_the_last_hour_still_count_against_the_day() -> None:
+    """A snapshot of hour 0 with 3 sent today; this node made 2 more late in hour 0 that
+    the snapshot did not count, and hour 1 has begun: they no longer hold this hour's cap
+    (4) back, but the day (8) has only 8 - 3 - 2 = 3 left (4 before: 9 attempts in the day)."""
+    s = begin(20788, T0, TINY)
+    for i in range(3):
+        s = observe(s, TINY, Signal.CLEAN, T0 + HOUR - 300 + i)
+    snap = status(s, TINY)
+    late = [T0 + HOUR - 5, T0 + HOUR - 2]
+    now = T0 + HOUR + 1
+    p = pending(snap, now, late)
+    assert (p.hour, p.day) == (0, 2)
+    assert remaining(snap, now, p) == 3
+    assert remaining(snap, now, len(late)) == 2  # an int counts against both caps
+    assert remaining(snap, now, pending(snap, now, late, inflight=1)) == 2
+    # within the snapshot's hour both caps count them: min(8 - 3 - 2, 4 - 3 - 2)
+    assert pending(snap, T0 + HOUR - 1, late) == Pending(2, 2)
+    assert remaining(snap, T0 + HOUR - 1, Pending(2, 2)) == 0
+    # a new day: neither cap counts yesterday's attempts
+    assert pending(snap, T0 + DAY + 1, late) == Pending(0, 0)
+    assert remaining(snap, T0 + DAY + 1, pending(snap, T0 + DAY + 1, late)) == 4
+    # the day's cap reached with them: free at the next day, not the next hour
+    full = WarmupStatus(**{**snap.model_dump(), "sent_today": 6})
+    assert free_at(full, now) == T0 + 2 * HOUR
+    assert free_at(full, now, pending(snap, now, late)) == T0 + DAY
 
 
 def test_snapshots_are_published_in_steps_not_per_message() -> None:
