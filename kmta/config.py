@@ -73,6 +73,9 @@ class DnsConfig(Model):
     timeout: float = 3.0
     cache_size: int = 100_000
     negative_ttl: float = 300.0
+    # how long a failed lookup (timeout, SERVFAIL, no reachable nameserver) is remembered: the
+    # domain's next messages defer at once instead of each waiting `timeout` again
+    failure_ttl: float = 30.0
 
     @field_validator("nameservers")
     @classmethod

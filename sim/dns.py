@@ -1,7 +1,8 @@
 """Authoritative DNS for the simulated providers (UDP and TCP, asyncio, dnspython wire format).
 
 Answers MX, A, TXT and AAAA (always empty) for the names in a :class:`Zone`; NXDOMAIN for any other
-name; a null MX (RFC 7505, ``0 .``) for ``null_mx`` domains; SERVFAIL for ``servfail`` names. A
+name; a null MX (RFC 7505, ``0 .``) for ``null_mx`` domains; SERVFAIL for ``servfail`` names; no
+answer at all for ``silent`` names (a black-holed nameserver). A
 domain with A records and no MX answers MX queries with an empty NOERROR, so a resolver falls back
 to the implicit MX (RFC 5321 §5.1). A records must be loopback addresses: senders that trust this
 server connect only to 127.0.0.0/8.
@@ -19,6 +20,7 @@ import signal
 import struct
 import sys
 import threading
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -52,6 +54,9 @@ class Zone:
     null_mx: set[str] = field(default_factory=set)
     servfail: set[str] = field(default_factory=set)
     ttl: int = 300
+    # names whose queries get no answer at all (a black-holed or overloaded nameserver)
+    silent: set[str] = field(default_factory=set)
+    asked: Counter[str] = field(default_factory=Counter)  # questions received, per name
 
     def __post_init__(self) -> None:
         records: dict[str, dict[str, Any]] = {}
@@ -65,11 +70,13 @@ class Zone:
         self.records = records
         self.null_mx = {_norm(n) for n in self.null_mx}
         self.servfail = {_norm(n) for n in self.servfail}
+        self.silent = {_norm(n) for n in self.silent}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Zone:
-        """``{"records": {...}, "null_mx": [...], "servfail": [...], "ttl": N}``."""
-        unknown = set(data) - {"records", "null_mx", "servfail", "ttl"}
+        """``{"records": {...}, "null_mx": [...], "servfail": [...], "silent": [...],
+        "ttl": N}``."""
+        unknown = set(data) - {"records", "null_mx", "servfail", "silent", "ttl"}
         if unknown:
             raise ConfigError(f"unknown zone keys {sorted(unknown)}")
         return cls(
@@ -77,6 +84,7 @@ class Zone:
             null_mx=set(data.get("null_mx", ())),
             servfail=set(data.get("servfail", ())),
             ttl=int(data.get("ttl", 300)),
+            silent=set(data.get("silent", ())),
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -84,6 +92,7 @@ class Zone:
             "records": self.records,
             "null_mx": sorted(self.null_mx),
             "servfail": sorted(self.servfail),
+            "silent": sorted(self.silent),
             "ttl": self.ttl,
         }
 
@@ -124,6 +133,10 @@ def build_response(zone: Zone, wire: bytes, max_size: int | None) -> bytes | Non
         response.set_rcode(dns.rcode.FORMERR)
     else:
         question = query.question[0]
+        name = _norm(question.name.to_text())
+        zone.asked[name] += 1
+        if name in zone.silent:
+            return None
         rcode, texts = zone.answer(question.name.to_text(), question.rdtype)
         response.set_rcode(rcode)
         if texts:

@@ -1,10 +1,16 @@
 """MX resolution with dnspython against the configured nameservers, with a TTL-honouring cache.
 
+Answers are cached for their TTL, NXDOMAIN / null MX / no host for ``[dns] negative_ttl``
+(RFC 2308) and failed lookups (timeout, SERVFAIL) for ``[dns] failure_ttl``: a black-holed
+nameserver costs one ``timeout`` per domain and period, not one per message. Concurrent
+lookups of one domain share one query.
+
 RFC 5321 §5.1: MX records sorted by preference (equal ones shuffled); no MX → the domain's own
 address (implicit MX). RFC 7505: a single ``0 .`` MX means the domain accepts no mail.
 """
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections import OrderedDict
@@ -59,20 +65,41 @@ class Resolver:
         self._r = r
         self._cfg = config
         self._cache: OrderedDict[str, tuple[float, MxResult]] = OrderedDict()
+        self._asking: dict[str, asyncio.Task[MxResult]] = {}
         self._rng = rng or random.Random()
+        self.lookups = 0  # MX lookups sent (not answered from the cache or a shared query)
 
     async def mx(self, domain: str) -> MxResult:
-        now = time.monotonic()
         hit = self._cache.get(domain)
-        if hit and hit[0] > now:
+        if hit and hit[0] > time.monotonic():
             self._cache.move_to_end(domain)
             return hit[1]
+        task = self._asking.get(domain)
+        if task is None:  # one query per domain at a time, however many messages wait on it;
+            # its own task: a caller cancelled does not cancel it for the others
+            task = self._asking[domain] = asyncio.create_task(self._ask(domain))
+            task.add_done_callback(lambda t: self._done(domain, t))
+        return await asyncio.shield(task)
+
+    def _done(self, domain: str, task: asyncio.Task[MxResult]) -> None:
+        self._asking.pop(domain, None)
+        if not task.cancelled():
+            task.exception()  # retrieved: nobody may be waiting any more
+
+    async def _ask(self, domain: str) -> MxResult:
+        asked = time.monotonic()
+        self.lookups += 1
         res = await self._lookup(domain)
-        if res.status is not MxStatus.TEMPFAIL:
+        if res.status is MxStatus.TEMPFAIL:
+            if self._cfg.failure_ttl <= 0:
+                return res
+            until = time.monotonic() + self._cfg.failure_ttl  # from the failure, not the ask
+        else:
             ttl = res.ttl if res.status is MxStatus.OK else self._cfg.negative_ttl
-            self._cache[domain] = (now + max(ttl, 1.0), res)
-            if len(self._cache) > self._cfg.cache_size:
-                self._cache.popitem(last=False)
+            until = asked + max(ttl, 1.0)
+        self._cache[domain] = (until, res)
+        if len(self._cache) > self._cfg.cache_size:
+            self._cache.popitem(last=False)
         return res
 
     async def _lookup(self, domain: str) -> MxResult:
