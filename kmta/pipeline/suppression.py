@@ -32,12 +32,13 @@ import struct
 from array import array
 from collections.abc import Iterable, Iterator
 
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from kmta.config import Config
 from kmta.pipeline.hashset import SortedHashes
 from kmta.pipeline.kafkaio import client_options, stop_loop, topic_partitions
 from kmta.pipeline.outputs import Out
+from kmta.pipeline.suppressionstore import start_offsets
 from schemas import ControlRecord
 from schemas.suppression import Suppression, SuppressionChange
 
@@ -151,6 +152,15 @@ class SuppressionIndex:
         """Memory held by the set of hashes."""
         return self._set.nbytes() if self._set is not None else 0
 
+    def reset(self) -> None:
+        """Forget every key and offset (the topic was reset: it is read again from its start)."""
+        self._db.execute("BEGIN")
+        self._db.execute("DELETE FROM s")
+        self._db.execute("DELETE FROM offsets")
+        self._db.execute("COMMIT")
+        if self._set is not None:
+            self._set = SortedHashes(array("q"))
+
     def offsets(self, topic: str) -> dict[int, int]:
         rows = self._db.execute("SELECT part, next FROM offsets WHERE topic=?", (topic,))
         return {p: n for p, n in rows}
@@ -206,6 +216,7 @@ class SuppressionView:
         self._task: asyncio.Task | None = None
         self._end: dict[int, int] = {}
         self._next: dict[int, int] = {}
+        self.rebuilds = 0  # times the topic was found reset and the index read again
 
     async def start(self) -> None:
         for _ in self.index.loading():
@@ -216,21 +227,35 @@ class SuppressionView:
         await c.start()
         tps = await topic_partitions(self._config, [self.topic])
         c.assign(tps)
-        stored = self.index.offsets(self.topic)
-        begin = await c.beginning_offsets(tps)
-        for tp in tps:
-            nxt = stored.get(tp.partition)
-            # offsets below the log start were compacted or deleted away: read from the start
-            if nxt is None or nxt < begin[tp]:
-                c.seek(tp, begin[tp])
-                self._next[tp.partition] = begin[tp]
-            else:
-                c.seek(tp, nxt)
-                self._next[tp.partition] = nxt
-        self._end = {tp.partition: o for tp, o in (await c.end_offsets(tps)).items()}
         self._consumer = c
+        await self._position(tps)
+        self._end = {tp.partition: o for tp, o in (await c.end_offsets(tps)).items()}
         self._check_ready()
         self._task = asyncio.create_task(self._run(), name=f"view:{self.topic}")
+
+    async def _position(self, tps: list[TopicPartition]) -> None:
+        """Seek to the offsets the index has applied, or rebuild it from the beginning when
+        the topic was reset (deleted and made again, emptied, records deleted below what the
+        index applied, partitions changed): the panel's store decides alike
+        (``suppressionstore.start_offsets``)."""
+        c = self._consumer
+        assert c is not None
+        stored = self.index.offsets(self.topic)
+        begin = {tp.partition: o for tp, o in (await c.beginning_offsets(tps)).items()}
+        end = {tp.partition: o for tp, o in (await c.end_offsets(tps)).items()}
+        if stored and set(stored) <= set(end):  # a partition without records has no offset
+            stored = {p: stored.get(p, begin[p]) for p in end}
+        start = start_offsets(stored, begin, end)
+        if start is None:
+            log.warning("suppression topic %s was reset (index %s had offsets %s, the topic "
+                        "spans %s..%s): rebuilding the index", self.topic, self.index.path,
+                        stored, begin, end)
+            self.index.reset()
+            self.rebuilds += 1
+            start = begin
+        for tp in tps:
+            c.seek(tp, start[tp.partition])
+            self._next[tp.partition] = start[tp.partition]
 
     def _check_ready(self) -> None:
         if not self.ready.is_set() and all(self._next.get(p, 0) >= e
@@ -243,6 +268,12 @@ class SuppressionView:
             batch = await self._consumer.getmany(timeout_ms=200, max_records=20000)
             changes: list[tuple[str, bool]] = []
             offsets: dict[tuple[str, int], int] = {}
+            if any(records and records[0].offset < self._next.get(tp.partition, 0)
+                   for tp, records in batch.items()):
+                # offsets went back: the topic was made again under us (the consumer's
+                # auto_offset_reset moved to its start); its old keys must not stay
+                await self._position(list(self._consumer.assignment()))
+                continue
             for tp, records in batch.items():
                 for r in records:
                     if r.key:
