@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -120,15 +119,21 @@ def fake_store(config, path: str, m: int, changes: int) -> None:
 
 
 def export_rss(cfg_path: Path, out: Path) -> tuple[float, float]:
-    """``kmta suppression export``: seconds, and the peak RSS (MB) of that child."""
+    """``kmta suppression export``: seconds, and the peak RSS (MB) of that child alone."""
     t0 = time.perf_counter()
-    before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    subprocess.run([sys.executable, "-m", "kmta.cli", "--config", str(cfg_path), "suppression",
-                    "export", str(out)], check=True, capture_output=True,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)})
-    peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    # ru_maxrss of children is the largest child so far: valid when this child is the largest
-    return time.perf_counter() - t0, max(peak, before) / 1024
+    child = subprocess.Popen([sys.executable, "-m", "kmta.cli", "--config", str(cfg_path),
+                              "suppression", "export", str(out)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert child.stderr is not None
+    err = child.stderr.read()
+    # wait4 gives this child's own rusage (RUSAGE_CHILDREN is the largest child so far, which
+    # may be an earlier one)
+    _, status, usage = os.wait4(child.pid, 0)
+    child.returncode = os.waitstatus_to_exitcode(status)
+    if child.returncode:
+        raise SystemExit(f"export failed ({child.returncode}): {err.decode(errors='replace')}")
+    return time.perf_counter() - t0, usage.ru_maxrss / 1024
 
 
 def main() -> int:

@@ -9,7 +9,7 @@ import ssl
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar, overload
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -342,24 +342,46 @@ class Rebalance(ConsumerRebalanceListener):
                 await done
 
 
-class CompactedView:
-    """Tails a compacted topic from the beginning into a dict (latest value per key).
+class ViewValues(Protocol):
+    """Where a view keeps the latest value per key: a dict, or e.g. the ids' compact
+    ``SeenIds``."""
+
+    def __setitem__(self, key: str, value: Any, /) -> None: ...
+
+    def pop(self, key: str, default: None, /) -> object: ...
+
+
+VV = TypeVar("VV", bound=ViewValues)
+
+
+class CompactedView(Generic[VV]):
+    """Tails a compacted topic from the beginning into ``values`` (latest value per key).
 
     ``ready`` is set once the view has caught up with the end offsets seen at start.
     ``on_change(key, value)`` is called for each record after decoding (value None = tombstone).
     """
 
+    @overload
+    def __init__(self: CompactedView[dict[str, Any]], config: Config, topic: str,
+                 decode: Callable[[bytes], object],
+                 on_change: Callable[[str, object | None], None] | None = None) -> None: ...
+
+    @overload
+    def __init__(self, config: Config, topic: str, decode: Callable[[bytes], object],
+                 on_change: Callable[[str, object | None], None] | None = None, *,
+                 values: VV) -> None: ...
+
     def __init__(self, config: Config, topic: str,
                  decode: Callable[[bytes], object],
                  on_change: Callable[[str, object | None], None] | None = None,
                  values: Any = None) -> None:
-        """``values``: where the latest values are kept (a dict unless given: e.g. the ids'
-        compact ``SeenIds``); it needs ``[key] = value`` and ``pop(key, None)``."""
+        """``values``: where the latest values are kept (a dict unless given)."""
         self._config = config
         self.topic = topic
         self._decode = decode
         self._on_change = on_change
-        self.values: Any = {} if values is None else values
+        # the overloads tie VV to what is passed (a dict[str, Any] when nothing is)
+        self.values: VV = {} if values is None else values  # type: ignore[assignment]
         self.ready = asyncio.Event()
         self.bad_records = 0
         self._task: asyncio.Task | None = None
