@@ -24,23 +24,16 @@ from contextlib import AbstractAsyncContextManager
 from typing import Any, Protocol
 
 from aiokafka import TopicPartition
-from aiokafka.errors import (
-    OutOfOrderSequenceNumber,
-    ProducerFenced,
-    TransactionalIdAuthorizationFailed,
-)
 from aiokafka.structs import OffsetAndMetadata
 
+from kmta.pipeline.fencing import FENCED, Renewals
 from kmta.pipeline.outputs import Out, write
-from senders.fencing import Renewals
 from senders.tracker import OffsetTracker, decode_done
 
 log = logging.getLogger(__name__)
 
 __all__ = ["FENCED", "TXN_LINGER", "Checkpoint", "Pending", "TransactionalProducer"]
 
-# another producer with this node's transactional id took over: nothing more may be written
-FENCED = (ProducerFenced, OutOfOrderSequenceNumber, TransactionalIdAuthorizationFailed)
 TXN_LINGER = 0.1  # seconds outcomes gather before a transaction (fewer, larger transactions)
 RETRY_AFTER = 1.0  # seconds before an aborted transaction is written again
 
@@ -192,7 +185,7 @@ class Checkpoint:
         return offsets
 
     async def _renew_producer(self) -> None:
-        """See senders/fencing.py."""
+        """See kmta/pipeline/fencing.py."""
         assert self.new_producer is not None
         while True:
             old, self.producer = self.producer, self.new_producer()

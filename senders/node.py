@@ -23,6 +23,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer
 
 from kmta.config import Config
+from kmta.pipeline.fencing import TXN_TIMEOUT_MS
 from kmta.pipeline.health import Health
 from kmta.pipeline.kafkaio import FETCH, CompactedView, Rebalance, client_options, make_producer
 from kmta.policy.classify import Classifier
@@ -42,7 +43,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["SenderNode"]
 
-TXN_TIMEOUT_MS = 10_000  # a killed node's open transaction blocks read-committed readers this long
 TICK = 0.2  # seconds between re-checks of blocked lanes and paused partitions
 STATS_EVERY = 2.0  # seconds between heartbeats on the nodes topic
 DRAIN_TIMEOUT = 30.0  # seconds a stop waits for in-flight deliveries to be written
@@ -110,6 +110,8 @@ class SenderNode:
             **client_options(self.c),
             group_id=self.checkpoint.group, client_id=self.node,
             enable_auto_commit=False, auto_offset_reset="earliest",
+            # workers route in transactions (streams/ingest.py): an aborted batch is never sent
+            isolation_level="read_committed",
             max_poll_records=500, fetch_max_wait_ms=100, fetch_min_bytes=64 * 1024, **FETCH,
             session_timeout_ms=15000, heartbeat_interval_ms=3000,
             max_poll_interval_ms=300000)

@@ -190,12 +190,12 @@ def build(config: Config, kb: KnowledgeBase | None = None,
     states = CompactedView(config, t("state"), json.loads, on_state)
     resolver = Resolver(config.dns)
     rng = random.Random()
-    delay = DelayScheduler(config, kb, pmap, resolver, states, rng)
+    delay = DelayScheduler(config, kb, pmap, resolver, states, rng, node)
     router = Router(config, kb, pmap, resolver, suppressed.index,
                     retry_first=delay.dns_retry, seen=ids.values,
                     dedup_window=config.worker.dedup_window, hold=delay.hold)
     delay.router = router
-    route = OutboxRoute(config, router, config.worker.router_concurrency)
+    route = OutboxRoute(config, router, config.worker.router_concurrency, node)
     observer = Observer(health or Health("worker"), kb, config.kafka.topic_prefix, app, route,
                         delay, states, {"ids": ids, "state": states, "suppression": suppressed})
     watching: list[asyncio.Task] = []

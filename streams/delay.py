@@ -9,23 +9,28 @@ the next one takes its place: memory is bounded by partitions x ``AHEAD_BYTES`` 
 retries are pending (docs/benchmark.md, "Retries: a million pending"). At its hop a message
 either moves to a shorter tier or, when due, goes back to its ISP's queue partition (after a
 fresh MX lookup when the old answer's TTL has run out). Cleared or expired messages end here
-with a final event. What comes due together is written at once and committed in one request.
+with a final event. What comes due together is written in one Kafka transaction with the delay
+offsets it moves (``<prefix>delay.<node>``): a worker killed mid-move leaves nothing that
+read-committed readers see, and the next owner moves it once (at least once before).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import math
+import os
 import random
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from kmta.config import Config
 from kmta.pipeline.deferral import defer, park
+from kmta.pipeline.fencing import FENCED, TXN_TIMEOUT_MS, Renewals, renewed
 from kmta.pipeline.kafkaio import (
     FETCH_MAX_BYTES,
     CompactedView,
@@ -71,8 +76,13 @@ def held_by(env: Envelope, states: Mapping[str, object]) -> str | None:
 
 class DelayScheduler:
     def __init__(self, config: Config, kb: KnowledgeBase, pmap: PartitionMap,
-                 resolver: Resolver, states: CompactedView, rng: random.Random) -> None:
+                 resolver: Resolver, states: CompactedView, rng: random.Random,
+                 node: str = "delay", on_fenced: Callable[[], None] | None = None) -> None:
         self._c = config
+        self._group = f"{config.kafka.topic_prefix}delay"
+        self._txn_id = f"{config.kafka.topic_prefix}delay.{node}"
+        self._renewals = Renewals()
+        self._on_fenced = on_fenced or (lambda: os._exit(3))
         self._kb = kb
         self._pmap = pmap
         self._resolver = resolver
@@ -127,12 +137,16 @@ class DelayScheduler:
     def consumer(self) -> AIOKafkaConsumer | None:
         return self._consumer  # the worker's metrics and readiness read it
 
+    def _new_producer(self) -> Any:
+        return make_producer(self._c, transactional_id=self._txn_id,
+                             transaction_timeout_ms=TXN_TIMEOUT_MS)
+
     async def start(self) -> None:
-        self._producer = make_producer(self._c)
+        self._producer = self._new_producer()
         await self._producer.start()
         c = AIOKafkaConsumer(
             **client_options(self._c),
-            group_id=f"{self._c.kafka.topic_prefix}delay", enable_auto_commit=False,
+            group_id=self._group, enable_auto_commit=False,
             # senders park envelopes here in their transactions: an aborted one must not wake
             isolation_level="read_committed", auto_offset_reset="earliest",
             max_poll_records=2000, max_partition_fetch_bytes=AHEAD_BYTES, fetch_max_wait_ms=200,
@@ -178,6 +192,15 @@ class DelayScheduler:
                     await self._move_due(set(batch))
             except asyncio.CancelledError:
                 raise
+            except FENCED as e:
+                if not self._renewals.allow(time.monotonic()):
+                    log.critical("this worker's transactional id %s was taken over (is another "
+                                 "worker named so?): stopping", self._txn_id)
+                    self._on_fenced()
+                    raise
+                log.warning("delay transaction fenced (%r): a new producer moves it again", e)
+                self._rewind()
+                self._producer = await renewed(self._producer, self._new_producer)
             except Exception:
                 log.exception("delay scheduler error; reading again from the last commit")
                 self._rewind()
@@ -226,11 +249,13 @@ class DelayScheduler:
                 DELAY_MOVED.labels(f"{self._tiers[tp.topic]:g}").inc()
             if tp in fetched or not held:
                 self._settle(tp, held)
-        if outs:
-            assert self._producer is not None
-            await write(self._producer, outs)
         if done:
-            await c.commit({tp: OffsetAndMetadata(off + 1, "") for tp, off in done.items()})
+            assert self._producer is not None
+            async with self._producer.transaction():
+                await write(self._producer, outs)
+                await self._producer.send_offsets_to_transaction(
+                    {tp: OffsetAndMetadata(off + 1, "") for tp, off in done.items()},
+                    self._group)
             for tp, off in done.items():
                 if tp in self._next:
                     self._next[tp] = off + 1
@@ -257,7 +282,7 @@ class DelayScheduler:
 
     def _rewind(self) -> None:
         """After an error: forget the read-ahead and read again from the first record not
-        committed (what was written and not committed is moved again: at least once)."""
+        committed (what the aborted transaction wrote is never seen: moved again, once)."""
         c = self._consumer
         assignment = c.assignment() if c is not None else set()
         for tp, off in self._next.items():

@@ -390,7 +390,9 @@ class CompactedView(Generic[VV]):
         self._end: dict[TopicPartition, int] = {}
 
     async def start(self) -> None:
+        # read committed: an aborted routing transaction's ids never count as accepted
         c = AIOKafkaConsumer(**client_options(self._config), enable_auto_commit=False,
+                             isolation_level="read_committed",
                              auto_offset_reset="earliest", fetch_max_wait_ms=100)
         await c.start()
         tps = await topic_partitions(self._config, [self.topic])
@@ -435,7 +437,13 @@ class CompactedView(Generic[VV]):
                             continue
                     if self._on_change:
                         self._on_change(key, value)
-            self._check_ready()
+            if not self.ready.is_set():
+                # the position, not the last record: transaction markers take offsets too (a
+                # topic that ends in one is never caught up by its records)
+                for tp in self._end:
+                    self._last[tp] = max(self._last.get(tp, -1),
+                                         await self._consumer.position(tp) - 1)
+                self._check_ready()
 
     async def stop(self) -> None:
         await stop_loop(self._task, self._consumer)

@@ -46,3 +46,38 @@ def test_the_ids_view_skips_what_it_cannot_keep_and_reads_on(kafka_bootstrap: st
             await view.stop()
 
     asyncio.run(go())
+
+
+def test_a_view_of_a_topic_written_in_transactions_is_ready_and_skips_aborted(
+        kafka_bootstrap: str) -> None:
+    """The workers route in transactions: the ids topic ends in a commit marker, which takes
+    an offset no record has (a view waiting for its last record's offset was never ready,
+    and the restarted worker never routed); an aborted transaction's ids are not kept."""
+    cfg = Config.model_validate({"kafka": {"bootstrap_servers": kafka_bootstrap,
+                                           "topic_prefix": f"cv{uuid.uuid4().hex[:8]}."}})
+
+    async def go() -> None:
+        await ensure_topics(cfg, timeout=60)
+        topic = cfg.topic("ids")
+        p = AIOKafkaProducer(**client_options(cfg), transactional_id=f"{topic}.t")
+        await p.start()
+        try:
+            async with p.transaction():
+                await p.send_and_wait(topic, seen(1.0, 0, 1), key=b"kept", partition=0)
+            try:
+                async with p.transaction():
+                    await p.send_and_wait(topic, seen(1.0, 0, 2), key=b"aborted", partition=0)
+                    raise RuntimeError("abort it")
+            except RuntimeError:
+                pass
+        finally:
+            await p.stop()
+        view = CompactedView(cfg, topic, decode_seen, values=SeenIds())
+        await view.start()
+        try:
+            await asyncio.wait_for(view.ready.wait(), 30)
+            assert view.values.get("kept") is not None and view.values.get("aborted") is None
+        finally:
+            await view.stop()
+
+    asyncio.run(go())

@@ -1,8 +1,10 @@
-"""The route loop's write step: a record the broker refuses for itself is dead-lettered, a
-cluster error is retried for the records it hit only (nothing written twice by the retry)."""
+"""The route loop's write step, one transaction per batch: a record the broker refuses for
+itself is dead-lettered, a cluster error aborts the transaction and it is written again (what
+an aborted transaction wrote is never seen: nothing twice), the outbox offsets go with it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from types import SimpleNamespace
 
@@ -15,14 +17,40 @@ from tests.unit.test_router import Harness
 
 
 class FlakyProducer:
-    """Acknowledges records, except: values in ``too_big`` always fail as too large; values in
-    ``flaky`` fail once with a connection error."""
+    """A transactional producer: what a transaction sent is ``written`` (with its offsets in
+    ``offsets``) when it commits and dropped when it aborts. Values in ``too_big`` always fail
+    as too large; values in ``flaky`` fail once with a connection error."""
 
     def __init__(self, too_big: set[bytes], flaky: set[bytes]) -> None:
         self.too_big, self.flaky = too_big, set(flaky)
         self.written: list[Out] = []
+        self.offsets: list[dict] = []
+        self.aborted = 0
+        self._staged: list[Out] | None = None
+        self._staged_offsets: dict = {}
+
+    @contextlib.asynccontextmanager
+    async def transaction(self):
+        assert self._staged is None, "one transaction at a time"
+        self._staged, self._staged_offsets = [], {}
+        try:
+            yield
+        except BaseException:
+            self.aborted += 1
+            raise
+        else:
+            self.written += self._staged
+            if self._staged_offsets:
+                self.offsets.append(self._staged_offsets)
+        finally:
+            self._staged = None
+
+    async def send_offsets_to_transaction(self, offsets, group_id):
+        assert self._staged is not None
+        self._staged_offsets = dict(offsets)
 
     async def send(self, topic, value, key=None, partition=None):
+        assert self._staged is not None, "sent outside a transaction"
         fut = asyncio.get_running_loop().create_future()
         if value in self.too_big:
             raise MessageSizeTooLargeError("too large")
@@ -30,7 +58,7 @@ class FlakyProducer:
             self.flaky.discard(value)
             fut.set_exception(KafkaConnectionError("broker went away"))
         else:
-            self.written.append(Out(topic, value, key, partition))
+            self._staged.append(Out(topic, value, key, partition))
             fut.set_result(None)
         return fut
 
@@ -43,9 +71,12 @@ def test_too_large_is_dead_lettered_and_a_cluster_error_retried() -> None:
     recs = [SimpleNamespace(topic="u.outbox", partition=0, offset=i, value=b'{"x": %d}' % i)
             for i in range(3)]
     routed = [[Out("u.queue", b"ok")], [Out("u.queue", b"BIG")], [Out("u.queue", b"flaky")]]
-    assert asyncio.run(route._write(recs, routed))
+    offsets = {"tp": 3}
+    assert asyncio.run(route._write(recs, routed, offsets))
     values = [o.value for o in prod.written]
     assert values.count(b"ok") == 1 and values.count(b"flaky") == 1  # no second copy
+    assert prod.aborted == 1  # both errors in the first transaction: aborted, written again
+    assert prod.offsets == [offsets]  # committed once, with the batch that was written
     (dl,) = [DeadLetter.model_validate_json(o.value) for o in prod.written if o.topic == "u.dlq"]
     assert dl.offset == 1 and "MessageSizeTooLargeError" in dl.reason
     assert json.loads(dl.original) == {"x": 1}
@@ -63,7 +94,7 @@ def test_a_dead_letter_too_large_itself_goes_without_its_original() -> None:
     prod = Refuses(too_big={b"BIG"}, flaky=set())
     route._producer = prod
     rec = SimpleNamespace(topic="u.outbox", partition=0, offset=5, value=b"x" * 10_000)
-    assert asyncio.run(route._write([rec], [[Out("u.queue", b"BIG")]]))
+    assert asyncio.run(route._write([rec], [[Out("u.queue", b"BIG")]], {}))
     (dl,) = [DeadLetter.model_validate_json(o.value) for o in prod.written]
     assert dl.original == "" and dl.offset == 5
 
@@ -78,7 +109,8 @@ def test_stopping_while_the_cluster_is_down_gives_the_batch_back() -> None:
             raise KafkaConnectionError("down")
     route._producer = Down(set(), set())
     rec = SimpleNamespace(topic="u.outbox", partition=0, offset=5, value=b"{}")
-    assert not asyncio.run(route._write([rec], [[Out("u.queue", b"a")]]))
+    assert not asyncio.run(route._write([rec], [[Out("u.queue", b"a")]], {"tp": 6}))
+    assert route._producer.written == [] and route._producer.offsets == []
 
 
 def test_a_batch_of_a_partition_taken_away_does_not_end_the_route_loop() -> None:

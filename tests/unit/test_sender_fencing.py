@@ -11,9 +11,9 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import ProducerFenced
 
+from kmta.pipeline.fencing import Renewals
 from kmta.pipeline.outputs import Out
 from senders.checkpoint import Checkpoint
-from senders.fencing import Renewals
 
 
 class FakeProducer:
