@@ -109,6 +109,16 @@ class Checkpoint:
             return True
         return False
 
+    def idle(self) -> list[TopicPartition]:
+        """Partitions whose every offset read is finished and written (``skip_to`` may move
+        their commit points)."""
+        return [tp for tp, tr in self.trackers.items() if tr.idle]
+
+    def skip_to(self, tp: TopicPartition, position: int) -> None:
+        tracker = self.trackers.get(tp)
+        if tracker is not None and tracker.skip_to(position):
+            self._wanted.set()
+
     # -- outcomes ----------------------------------------------------------------------------
     @property
     def unwritten(self) -> int:

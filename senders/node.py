@@ -171,6 +171,23 @@ class SenderNode:
                 if lane.queue and lane.workers == 0:
                     self.dispatch.kick(lane)
             self.intake.flow_control()
+            await self._skip_markers()
+
+    async def _skip_markers(self) -> None:
+        """Commit points of drained partitions move past the transaction markers behind
+        their last record (``OffsetTracker.skip_to``)."""
+        c = self.consumer
+        if c is None:
+            return
+        owned = c.assignment()
+        for tp in self.checkpoint.idle():
+            if tp not in owned:
+                continue
+            try:  # known at once once read from; never wait for a position here
+                position = await asyncio.wait_for(c.position(tp), 0.05)
+            except Exception:  # noqa: BLE001 - given away meanwhile, or no position yet
+                continue
+            self.checkpoint.skip_to(tp, position)
 
     # -- heartbeats --------------------------------------------------------------------------
     async def _stats_loop(self, producer) -> None:

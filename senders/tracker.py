@@ -55,6 +55,21 @@ class OffsetTracker:
             self.committable = off + 1
 
     @property
+    def idle(self) -> bool:
+        return not self._order
+
+    def skip_to(self, position: int) -> bool:
+        """Nothing read is unfinished: the commit point may move on to the consumer's
+        ``position``, past offsets no record has (the commit markers of the workers' routing
+        transactions: else a drained partition's committed offset stays one short of its end
+        and its lag never reaches 0). True when it moved."""
+        if self._order or position <= (self.committable if self.committable is not None
+                                        else -1):
+            return False
+        self.committable = position
+        return True
+
+    @property
     def point(self) -> int | None:
         """The offset to commit: past the last offset finished in order, else (nothing in order
         finished yet) the first offset read, so that the offsets finished past it still go

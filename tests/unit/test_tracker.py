@@ -22,6 +22,22 @@ def test_the_commit_point_waits_for_the_first_unfinished_offset() -> None:
     assert t.committable == 13 and decode_done(13, t.metadata()) == {14}
 
 
+def test_a_drained_partition_commits_past_the_markers_behind_its_last_record() -> None:
+    """Records 10 and 11, then a commit marker at 12: the consumer's position is 13. The
+    commit point moves there only once every offset read is finished."""
+    t = OffsetTracker()
+    t.add(10)
+    t.add(11)
+    t.done(10)
+    assert not t.skip_to(13) and t.point == 11  # 11 is still being delivered
+    t.done(11)
+    assert t.point == 12
+    assert t.skip_to(13) and t.point == 13
+    assert not t.skip_to(13) and not t.skip_to(12)  # never back, nor twice
+    t.add(14)
+    assert not t.idle and not t.skip_to(20)
+
+
 def test_a_new_owner_skips_what_the_last_one_finished() -> None:
     old = OffsetTracker()
     for off in range(100, 110):
