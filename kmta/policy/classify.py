@@ -213,9 +213,24 @@ class BounceRule:
 _ADDRESS = re.compile(r"""<?[^\s<>()\[\]"',;:]+@[^\s<>()\[\]"',;:]+>?""")
 
 
+# Exchange / Office 365 name a cause by an identifier of three or more capitalised words
+# ("STOREDRV.Submission.Exception:SubmissionQuotaExceededException",
+# "RESOLVER.ADR.RecipientNotFound"; learn.microsoft.com, "Email non-delivery reports and SMTP
+# errors in Exchange Online"): its words are read as words, whatever the wording rules' language.
+# Two-word tokens ("DisabledUser", "OverQuota") are left whole, as the rules name them.
+_CAMEL = re.compile(r"\b[A-Z][a-z]+(?:[A-Z][a-z]+){2,}\b")
+_HUMP = re.compile(r"(?<=[a-z])(?=[A-Z])")
+
+
+def _split_camel(m: re.Match[str]) -> str:
+    return _HUMP.sub(" ", m.group(0))
+
+
 def wording(reply: Reply) -> str:
-    """The reply line the rules are matched against: lowercased, addresses masked."""
-    return _ADDRESS.sub("<address>", reply.line().lower())
+    """The reply line the rules are matched against: lowercased, addresses masked, identifiers
+    of three or more capitalised words split into words."""
+    line = _CAMEL.sub(_split_camel, _ADDRESS.sub("<address>", reply.line()))
+    return line.lower()
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
@@ -358,8 +373,14 @@ class Classifier:
         """The wording's rule, or the enhanced code's when the wording is weak or would
         suppress a recipient against a code that names the sender's side."""
         prior = next((r for r in self.priors if r.matches(reply, enhanced, line)), None)
-        if prior is None or prior.category == winner.category or prior.category in _SUPPRESSING:
+        if prior is None or prior.category == winner.category:
             return winner
+        if prior.category in _SUPPRESSING:
+            # a prior never makes a reply suppress; between the two suppressing classes it
+            # chooses when weak wording already says the recipient is gone ("5.1.1 Unrouteable
+            # address" is the mailbox, "5.1.2 Unrouteable address" the domain)
+            weak_gone = winner.weak and winner.category in _SUPPRESSING
+            return prior if weak_gone else winner
         if winner.weak or (winner.category in _SUPPRESSING and prior.category in _SENDER_SIDE):
             return prior
         return winner

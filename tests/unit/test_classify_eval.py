@@ -25,13 +25,15 @@ HELDOUT7 = load_corpus(CORPUS / "heldout7.jsonl")
 HELDOUT8 = load_corpus(CORPUS / "heldout8.jsonl")
 HELDOUT9 = load_corpus(CORPUS / "heldout9.jsonl")
 HELDOUT10 = load_corpus(CORPUS / "heldout10.jsonl")
-LATER = HELDOUT2 + HELDOUT3 + HELDOUT4 + HELDOUT5 + HELDOUT6 + HELDOUT7 + HELDOUT8 + HELDOUT9 + HELDOUT10
+HELDOUT11 = load_corpus(CORPUS / "heldout11.jsonl")
+LATER = HELDOUT2 + HELDOUT3 + HELDOUT4 + HELDOUT5 + HELDOUT6 + HELDOUT7 + HELDOUT8 + HELDOUT9 + HELDOUT10 + HELDOUT11
 
 
 def test_corpus_is_big_labelled_and_attributed() -> None:
     assert len(TUNED) + len(HELDOUT) >= 500 and len(HELDOUT) >= 150 and len(HELDOUT2) >= 100
     assert len(HELDOUT3) >= 50 and len(HELDOUT4) >= 100 and len(HELDOUT5) >= 150 and len(HELDOUT6) >= 80 and len(HELDOUT7) >= 40
     assert len(HELDOUT8) >= 120 and len(HELDOUT9) >= 120 and len(HELDOUT10) >= 120
+    assert len(HELDOUT11) >= 120
     for r in TUNED + HELDOUT + LATER:
         assert r["label"] in CATEGORIES, r
         assert r["provider"] and r["source"] and r["text"], r
@@ -42,7 +44,7 @@ def test_corpus_is_big_labelled_and_attributed() -> None:
 
 def test_parts_do_not_overlap() -> None:
     key = lambda r: (r["code"], " ".join(r["text"].lower().split()))  # noqa: E731
-    later = (HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6, HELDOUT7, HELDOUT8, HELDOUT9, HELDOUT10)
+    later = (HELDOUT2, HELDOUT3, HELDOUT4, HELDOUT5, HELDOUT6, HELDOUT7, HELDOUT8, HELDOUT9, HELDOUT10, HELDOUT11)
     parts = [{key(r) for r in part} for part in (TUNED, HELDOUT, *later)]
     # no reply twice within the later held-out parts either
     assert [len(p) for p in parts[2:]] == [len(p) for p in later]
