@@ -23,7 +23,7 @@ import asyncio
 import logging
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -34,12 +34,15 @@ from kmta.config import Config
 from kmta.pipeline.fencing import FENCED, TXN_TIMEOUT_MS, Renewals, renewed
 from kmta.pipeline.kafkaio import FETCH, Rebalance, client_options, make_producer
 from kmta.pipeline.metrics import ROUTED
-from kmta.pipeline.outputs import RECORD_ERRORS, Out, write_each
+from kmta.pipeline.outputs import RECORD_ERRORS, Out, acked, send_each
 from streams.router import Router
 
 log = logging.getLogger(__name__)
 
-__all__ = ["OutboxRoute"]
+__all__ = ["TXN_RECORDS", "TXN_SPAN", "OutboxRoute"]
+
+TXN_RECORDS = 2000  # outbox records a routing transaction takes at most
+TXN_SPAN = 0.2  # seconds a transaction goes on taking batches fetched already
 
 
 class _Unwritten(Exception):
@@ -48,6 +51,26 @@ class _Unwritten(Exception):
     def __init__(self, errors: list[BaseException | None]) -> None:
         super().__init__(f"{sum(e is not None for e in errors)} records not written")
         self.errors = errors
+
+
+class _Txn:
+    """The batches one routing transaction writes: the records, what each became, and per
+    partition the first and last offset."""
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.records: list[Any] = []
+        self.routed: list[list[Out]] = []
+        self.first: dict[TopicPartition, int] = {}
+        self.last: dict[TopicPartition, int] = {}
+
+    def add(self, batch: dict, records: list[Any], routed: list[list[Out]]) -> None:
+        self.records += records
+        self.routed += routed
+        for tp, recs in batch.items():
+            if recs:
+                self.first.setdefault(tp, recs[0].offset)
+                self.last[tp] = recs[-1].offset
 
 
 class OutboxRoute:
@@ -125,22 +148,35 @@ class OutboxRoute:
             async with gate:
                 return await self._router.route(r.value, r.topic, r.partition, r.offset)
 
+        async def take(txn: _Txn, batch: dict) -> None:
+            records = [r for recs in batch.values() for r in recs]
+            txn.add(batch, records, list(await asyncio.gather(*(one(r) for r in records))))
+
         while not self._stopping:
             batch = await c.getmany(timeout_ms=200)
             if not batch:
                 continue
-            records = [r for recs in batch.values() for r in recs]
             async with self._lock:
+                txn = _Txn(time.monotonic())
                 try:
-                    routed = await asyncio.gather(*(one(r) for r in records))
-                    # a partition the group moved away meanwhile is its new owner's to route
-                    owned = c.assignment()
-                    offsets = {tp: OffsetAndMetadata(recs[-1].offset + 1, "")
-                               for tp, recs in batch.items() if tp in owned}
-                    if not await self._write(records, list(routed), offsets):
+                    await take(txn, batch)
+
+                    async def more(txn: _Txn = txn) -> bool:
+                        """Route what is fetched already into this transaction while its
+                        records are being acknowledged (the router idled 55-65 % of the time
+                        at 2 KB waiting for each batch's writes, h13g's measurement)."""
+                        if (self._stopping or len(txn.records) >= TXN_RECORDS
+                                or time.monotonic() - txn.started >= TXN_SPAN):
+                            return False
+                        nxt = await c.getmany(timeout_ms=0)
+                        if not nxt:
+                            return False
+                        await take(txn, nxt)
+                        return True
+                    if not await self._write(txn, more):
                         raise ConnectionError("stopping before the batch was written")
-                    self.routed += len(records)
-                    ROUTED.inc(len(records))
+                    self.routed += len(txn.records)
+                    ROUTED.inc(len(txn.records))
                 except asyncio.CancelledError:
                     raise
                 except FENCED:
@@ -150,41 +186,56 @@ class OutboxRoute:
                     raise
                 except Exception:
                     log.exception("routing a batch failed; reading it again")
-                    self._reread(batch)
+                    self._reread(txn.first)
                     await asyncio.sleep(1.0)
 
-    def _reread(self, batch: dict) -> None:
-        """Read the batch again from its first records, where this consumer still owns the
-        partition (seeking a partition a rebalance took away raises, and the route loop would
-        end: measured, a worker that stopped routing for good after a rebalance)."""
+    def _reread(self, first: dict[TopicPartition, int]) -> None:
+        """Read a transaction's batches again from their first offsets, where this consumer
+        still owns the partition (seeking a partition a rebalance took away raises, and the
+        route loop would end: measured, a worker that stopped routing for good after a
+        rebalance)."""
         c = self._consumer
         assert c is not None
         owned = c.assignment()
-        for tp, recs in batch.items():
+        for tp, offset in first.items():
             if tp not in owned:
                 continue
             try:
-                c.seek(tp, recs[0].offset)
+                c.seek(tp, offset)
             except IllegalStateError:
                 pass  # taken away since: the new owner reads it from the committed offset
 
-    async def _write(self, records: list, routed: list[list[Out]],
-                     offsets: dict[TopicPartition, OffsetAndMetadata]) -> bool:
-        """Write what each record became, with ``offsets``, in one transaction. A record whose
-        outputs the broker refuses for themselves (too large, not encodable) goes to the
-        dead-letter topic instead and the transaction is written again; errors of the cluster
-        (unreachable, leader moving) abort it and it is written again, until written or
-        stopping (False: the caller reads the batch again). Fenced by a new producer of the
-        same id after a broker failure (see kmta/pipeline/fencing.py), a new producer writes it
-        again; fenced again and again, FENCED is raised."""
+    async def _write(self, txn: _Txn,
+                     more: Callable[[], Awaitable[bool]] | None = None) -> bool:
+        """Write what each record of ``txn`` became, with the outbox offsets it moves, in one
+        transaction; ``more()`` adds batches to it while its records are acknowledged (first
+        attempt only). A record whose outputs the broker refuses for themselves (too large,
+        not encodable) goes to the dead-letter topic instead and the transaction is written
+        again; errors of the cluster (unreachable, leader moving) abort it and it is written
+        again, until written or stopping (False: the caller reads it again). Fenced by a new
+        producer of the same id after a broker failure (see kmta/pipeline/fencing.py), a new
+        producer writes it again; fenced again and again, FENCED is raised."""
+        c = self._consumer
+        records, routed = txn.records, txn.routed
         refused: set[int] = set()
         delay = 0.5
         while True:
             try:
                 async with self._producer.transaction():
-                    errors = await write_each(self._producer, routed)
+                    sent = [await send_each(self._producer, routed)]
+                    while more is not None:
+                        n = len(routed)
+                        if not await more():
+                            break
+                        sent.append(await send_each(self._producer, routed[n:]))
+                    more = None
+                    errors = [e for s in sent for e in await acked(s)]
                     if any(e is not None for e in errors):
                         raise _Unwritten(errors)
+                    # a partition the group moved away meanwhile is its new owner's to route
+                    owned = c.assignment() if c is not None else set(txn.last)
+                    offsets = {tp: OffsetAndMetadata(last + 1, "")
+                               for tp, last in txn.last.items() if tp in owned}
                     if offsets:
                         await self._producer.send_offsets_to_transaction(offsets, self._group)
                 return True

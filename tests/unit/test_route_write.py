@@ -8,11 +8,13 @@ import contextlib
 import json
 from types import SimpleNamespace
 
+from aiokafka import TopicPartition
 from aiokafka.errors import KafkaConnectionError, MessageSizeTooLargeError
+from aiokafka.structs import OffsetAndMetadata
 
 from kmta.pipeline.outputs import Out
 from schemas import DeadLetter
-from streams.ingest import OutboxRoute
+from streams.ingest import OutboxRoute, _Txn
 from tests.unit.test_router import Harness
 
 
@@ -63,6 +65,16 @@ class FlakyProducer:
         return fut
 
 
+def txn_of(records: list, routed: list[list[Out]]) -> _Txn:
+    """One transaction of these records (SimpleNamespaces), one batch per partition."""
+    txn = _Txn(0.0)
+    batch: dict = {}
+    for r in records:
+        batch.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
+    txn.add(batch, records, routed)
+    return txn
+
+
 def test_too_large_is_dead_lettered_and_a_cluster_error_retried() -> None:
     h = Harness()
     route = OutboxRoute(h.config, h.router, 4)
@@ -71,12 +83,12 @@ def test_too_large_is_dead_lettered_and_a_cluster_error_retried() -> None:
     recs = [SimpleNamespace(topic="u.outbox", partition=0, offset=i, value=b'{"x": %d}' % i)
             for i in range(3)]
     routed = [[Out("u.queue", b"ok")], [Out("u.queue", b"BIG")], [Out("u.queue", b"flaky")]]
-    offsets = {"tp": 3}
-    assert asyncio.run(route._write(recs, routed, offsets))
+    assert asyncio.run(route._write(txn_of(recs, routed)))
     values = [o.value for o in prod.written]
     assert values.count(b"ok") == 1 and values.count(b"flaky") == 1  # no second copy
     assert prod.aborted == 1  # both errors in the first transaction: aborted, written again
-    assert prod.offsets == [offsets]  # committed once, with the batch that was written
+    # committed once, with the batch that was written: past its last record
+    assert prod.offsets == [{TopicPartition("u.outbox", 0): OffsetAndMetadata(3, "")}]
     (dl,) = [DeadLetter.model_validate_json(o.value) for o in prod.written if o.topic == "u.dlq"]
     assert dl.offset == 1 and "MessageSizeTooLargeError" in dl.reason
     assert json.loads(dl.original) == {"x": 1}
@@ -94,7 +106,7 @@ def test_a_dead_letter_too_large_itself_goes_without_its_original() -> None:
     prod = Refuses(too_big={b"BIG"}, flaky=set())
     route._producer = prod
     rec = SimpleNamespace(topic="u.outbox", partition=0, offset=5, value=b"x" * 10_000)
-    assert asyncio.run(route._write([rec], [[Out("u.queue", b"BIG")]], {}))
+    assert asyncio.run(route._write(txn_of([rec], [[Out("u.queue", b"BIG")]])))
     (dl,) = [DeadLetter.model_validate_json(o.value) for o in prod.written]
     assert dl.original == "" and dl.offset == 5
 
@@ -109,14 +121,13 @@ def test_stopping_while_the_cluster_is_down_gives_the_batch_back() -> None:
             raise KafkaConnectionError("down")
     route._producer = Down(set(), set())
     rec = SimpleNamespace(topic="u.outbox", partition=0, offset=5, value=b"{}")
-    assert not asyncio.run(route._write([rec], [[Out("u.queue", b"a")]], {"tp": 6}))
+    assert not asyncio.run(route._write(txn_of([rec], [[Out("u.queue", b"a")]])))
     assert route._producer.written == [] and route._producer.offsets == []
 
 
 def test_a_batch_of_a_partition_taken_away_does_not_end_the_route_loop() -> None:
     """A rebalance during a batch: commit only what is still owned, and read again only
     there (seeking a partition taken away raises, which ended the loop for good)."""
-    from aiokafka import TopicPartition
     from aiokafka.errors import IllegalStateError
 
     h = Harness()
@@ -136,6 +147,31 @@ def test_a_batch_of_a_partition_taken_away_does_not_end_the_route_loop() -> None
             self.seeks.append((tp, offset))
     c = Consumer()
     route._consumer = c  # type: ignore[assignment]
-    batch = {kept: [SimpleNamespace(offset=3)], gone: [SimpleNamespace(offset=9)]}
-    route._reread(batch)
+    route._reread({kept: 3, gone: 9})
     assert c.seeks == [(kept, 3)]
+
+
+def test_batches_fetched_meanwhile_join_the_transaction_and_its_retry() -> None:
+    """``more`` routes a second batch while the first one's records are acknowledged: both
+    are written in one transaction with both partitions' offsets; the first attempt fails, and
+    the retry writes both again without asking ``more`` for another."""
+    h = Harness()
+    route = OutboxRoute(h.config, h.router, 4)
+    prod = FlakyProducer(too_big=set(), flaky={b"b1"})
+    route._producer = prod
+    a = SimpleNamespace(topic="u.outbox", partition=0, offset=7, value=b"{}")
+    b = SimpleNamespace(topic="u.outbox", partition=1, offset=40, value=b"{}")
+    txn = txn_of([a], [[Out("u.queue", b"a1")]])
+    asked = []
+
+    async def more() -> bool:
+        asked.append(len(txn.records))
+        if len(txn.records) > 1:
+            return False
+        txn.add({TopicPartition("u.outbox", 1): [b]}, [b], [[Out("u.queue", b"b1")]])
+        return True
+    assert asyncio.run(route._write(txn, more))
+    assert asked == [1, 2]  # the first attempt only
+    assert [o.value for o in prod.written] == [b"a1", b"b1"] and prod.aborted == 1
+    assert prod.offsets == [{TopicPartition("u.outbox", 0): OffsetAndMetadata(8, ""),
+                             TopicPartition("u.outbox", 1): OffsetAndMetadata(41, "")}]
