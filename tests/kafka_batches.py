@@ -35,7 +35,8 @@ async def read_values(config: Config, topic: str) -> list[bytes]:
 
 async def stored_codecs(config: Config, topic: str) -> list[int]:
     """The compression attribute of every record batch of ``topic`` as the broker stores and
-    serves it (a fetch returns the log's batches unchanged)."""
+    serves it (a fetch returns the log's batches unchanged); transaction markers (control
+    batches, never compressed) are left out."""
     tps = await topic_partitions(config, [topic])
     client = AIOKafkaClient(**client_options(config))
     await client.bootstrap()
@@ -53,7 +54,8 @@ async def stored_codecs(config: Config, topic: str) -> list[int]:
                     assert error == 0
                     batches = MemoryRecords(part[-1])
                     while (batch := batches.next_batch()) is not None:
-                        out.append(batch.compression_type)
+                        if not batch.is_control_batch:  # a transaction's marker: no records
+                            out.append(batch.compression_type)
         return out
     finally:
         await client.close()
