@@ -21,10 +21,13 @@ __all__ = [
     "RECORD_ERRORS",
     "Ending",
     "Out",
+    "Sent",
+    "acked",
     "ended",
     "event_out",
     "internal_event",
     "new_id",
+    "send_each",
     "write",
     "write_each",
 ]
@@ -51,10 +54,23 @@ async def write(producer: Any, outs: Iterable[Out]) -> None:
     await asyncio.gather(*futs)
 
 
-async def write_each(producer: Any, groups: list[list[Out]]) -> list[BaseException | None]:
-    """Write groups of records (one group per input record) and say, per group, which error
-    kept it from being written (None: every record of the group acknowledged). The groups
-    batch together as with ``write``; a group that failed may be partly written."""
+@dataclass
+class Sent:
+    """Groups of records handed to a producer (``send_each``), not yet acknowledged: per
+    group, the futures of its records and the error that kept it from being sent."""
+
+    futures: list[list[Any]]
+    errors: list[BaseException | None]
+
+    def done(self) -> bool:
+        """Every record acknowledged or failed: ``acked`` returns at once."""
+        return all(f.done() for futs in self.futures for f in futs)
+
+
+async def send_each(producer: Any, groups: list[list[Out]]) -> Sent:
+    """Hand groups of records (one group per input record) to an aiokafka producer without
+    waiting for the broker: ``acked`` waits. A group refused before sending (e.g. too large)
+    has its error at once and the rest of it is not sent."""
     futs: list[list[Any]] = []
     errors: list[BaseException | None] = [None] * len(groups)
     for i, outs in enumerate(groups):
@@ -67,11 +83,25 @@ async def write_each(producer: Any, groups: list[list[Out]]) -> list[BaseExcepti
                 errors[i] = e
                 break
         futs.append(mine)
-    for i, mine in enumerate(futs):
+    return Sent(futs, errors)
+
+
+async def acked(sent: Sent) -> list[BaseException | None]:
+    """Per group of ``send_each``, which error kept it from being written (None: every record
+    of the group acknowledged); a group that failed may be partly written."""
+    errors = list(sent.errors)
+    for i, mine in enumerate(sent.futures):
         for r in await asyncio.gather(*mine, return_exceptions=True):
             if isinstance(r, BaseException) and errors[i] is None:
                 errors[i] = r
     return errors
+
+
+async def write_each(producer: Any, groups: list[list[Out]]) -> list[BaseException | None]:
+    """Write groups of records (one group per input record) and say, per group, which error
+    kept it from being written (None: every record of the group acknowledged). The groups
+    batch together as with ``write``; a group that failed may be partly written."""
+    return await acked(await send_each(producer, groups))
 
 
 def new_id() -> str:
