@@ -4,8 +4,10 @@ Routing runs beside the faust agents, not as one of them: faust feeds all of a w
 from one fetch loop, so a burst of outbox records waiting for the router held back the delivery
 events the brain must react to (measured: a throttle seen 17 s late behind a burst of 5,000
 messages, 60 s behind 7,000 while senders were busy). With its own consumer the burst only
-competes for CPU. Offsets are committed after everything a batch produced was acknowledged
-(at least once, like the delay scheduler); a failed batch is read again.
+competes for CPU. Up to ``DEPTH`` batches are in flight at once (the next one is routed while the
+broker acknowledges the last); offsets are committed after everything a batch and the batches
+before it produced was acknowledged (at least once, like the delay scheduler); a failed batch is
+read again with the ones behind it.
 """
 from __future__ import annotations
 
@@ -126,9 +128,9 @@ class OutboxRoute:
         # became, the next is fetched, routed and handed to the producer. Offsets are
         # committed once everything their batch (and every batch before it) produced is
         # acknowledged, in order. Waiting for each batch's acknowledgements and commit before
-        # routing the next left the router idle for 60-80 % of the time at 2 KB
-        # (docs/benchmark.md, "Where the 2 KB time went"); a failed batch is read again with
-        # the ones behind it.
+        # routing the next left the router idle for more than half of the time at 2 KB
+        # (docs/benchmark.md, "2 KB: where the time went (waits)"); a failed batch is read
+        # again with the ones behind it.
         flights: deque[_Flight] = deque()
         try:
             while not self._stopping:
