@@ -23,8 +23,8 @@ from sim.dns import DnsServerThread, Zone
 
 __all__ = ["SMTP_SINK", "CpuMeter", "Procs", "Sink", "broker_pid", "children_of", "clean_up",
            "cpu_seconds", "free_port", "kafka_for", "log", "mx_zone", "peak_rss_mb",
-           "port_free", "profile_report", "pss_mb", "start_broker", "start_dns", "stop_broker",
-           "wait_for"]
+           "port_free", "profile_report", "pss_mb", "run_delay_seconds", "start_broker",
+           "start_dns", "stop_broker", "wait_for"]
 
 SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 CONTROLLER_OFFSET = 100  # ops.kafka.manager's controller listens on the broker port + 100
@@ -268,6 +268,25 @@ def cpu_seconds(pid: int | None, children: bool = False) -> float:
     return ticks / _TICK
 
 
+def run_delay_seconds(pid: int | None) -> float:
+    """Seconds the threads of a process (alive now) spent runnable but waiting for a CPU
+    (``/proc/PID/task/*/schedstat``, second field): on a machine shared with other work, what
+    a process lost to others, as opposed to waiting for I/O or timers. 0 for a process gone."""
+    if pid is None:
+        return 0.0
+    total = 0
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return 0.0
+    for t in tasks:
+        try:
+            total += int((t / "schedstat").read_text().split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / 1e9
+
+
 class CpuMeter:
     """CPU seconds spent by named processes between ``start()`` and ``stop()``; processes
     that appear in between count from zero."""
@@ -275,12 +294,23 @@ class CpuMeter:
     def __init__(self, pids: dict[str, list[int]]) -> None:
         self.pids = pids
         self.t0: dict[int, float] = {}
+        self.d0: dict[int, float] = {}
 
     def _now(self) -> dict[int, float]:
         return {p: cpu_seconds(p, children=True) for ps in self.pids.values() for p in ps}
 
+    def _delays(self) -> dict[int, float]:
+        return {p: run_delay_seconds(p) for ps in self.pids.values() for p in ps}
+
     def start(self) -> None:
         self.t0 = self._now()
+        self.d0 = self._delays()
+
+    def run_delays(self) -> dict[str, float]:
+        """Per name, the seconds its processes waited for a CPU since ``start()``."""
+        now = self._delays()
+        return {name: sum(now[p] - self.d0.get(p, 0.0) for p in ps)
+                for name, ps in self.pids.items()}
 
     def stop(self, pids: dict[str, list[int]] | None = None) -> dict[str, float]:
         if pids is not None:

@@ -362,6 +362,8 @@ async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: floa
     cpu = CpuMeter(pids)
     cpu.start()
     t0 = time.monotonic()
+    wall0 = time.time()
+    read_at: dict[str, float] = {}
 
     async def sample() -> None:
         while True:
@@ -377,6 +379,9 @@ async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: floa
         deadline = time.monotonic() + timeout
         while True:
             await collector.poll(200)
+            seen_at = time.time()
+            for i in list(collector.finals)[len(read_at):]:
+                read_at[i] = seen_at
             done = len(want & collector.finals.keys())
             now = time.monotonic()
             if done == n:
@@ -390,6 +395,7 @@ async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: floa
                 log(f"{run.label}: {done}/{n} final, sink {sink.counts()[1] - base}, "
                     f"{now - t0:.0f} s")
         t_end = time.monotonic() - t0
+        waited = cpu.run_delays()
         cpu_s = cpu.stop()
         await asyncio.sleep(0.1)
     finally:
@@ -400,11 +406,56 @@ async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: floa
     return {"messages": n, "produce_s": t_produced, "produce_rate": n / t_produced,
             "e2e_s": t_end, "e2e_rate": n / t_end, "steady_rate": steady_rate(samples, n),
             "statuses": dict(statuses), "smtp_sessions": sess1 - sess0,
+            "stages": stages(collector, ids, read_at, wall0),
+            "cpu_s": cpu_s, "cpu_wait_s": waited,
             "cpu_ms_per_msg": {k: v * 1000 / n for k, v in cpu_s.items()},
             "idle_cpu_per_s": idle_rate,
             "cpu_ms_per_msg_above_idle": {
                 k: (v - idle_rate[k] * t_end) * 1000 / n for k, v in cpu_s.items()
                 if k in idle_rate}}
+
+
+def stages(collector: ResultCollector, ids: list[str], read_at: dict[str, float],
+           wall0: float) -> dict[str, Any]:
+    """When the messages of a run passed each stage, in seconds after the first produce:
+    routed (the router's ``queued`` event), delivered (the final event's timestamp: the sink's
+    reply at the sender) and read (the bench's result reader had the final event: after the
+    senders' transaction and the reader's poll). The stage that finishes last by much is
+    where the run waited; per message, routed -> delivered and delivered -> read."""
+    routed = {i: ev["timestamp"] for i in ids for ev in collector.events.get(i, ())
+              if ev.get("status") == "queued"}
+    final = {i: collector.finals[i]["timestamp"] for i in ids if i in collector.finals}
+
+    def marks(values: list[float]) -> dict[str, float]:
+        v = sorted(values)
+        return {f"p{q}": v[min(len(v) - 1, len(v) * q // 100)] for q in (10, 50, 90, 100)} \
+            if v else {}
+
+    return {"routed": marks([t - wall0 for t in routed.values()]),
+            "delivered": marks([t - wall0 for t in final.values()]),
+            "read": marks([t - wall0 for t in read_at.values()]),
+            "routed_to_delivered": marks([final[i] - routed[i] for i in final if i in routed]),
+            "delivered_to_read": marks([read_at[i] - final[i] for i in final if i in read_at])}
+
+
+def stages_report(results: dict[str, dict[str, Any]]) -> str:
+    lines = ["busy / waiting for a CPU, s of the run (on CPU; runnable but not running, "
+             "/proc/PID/task/*/schedstat)"]
+    for label, r in results.items():
+        if "cpu_wait_s" in r:
+            lines.append(f"  {label:<10}e2e {r['e2e_s']:.1f} s: " + ", ".join(
+                f"{k} {r['cpu_s'][k]:.1f} / {v:.1f}" for k, v in r["cpu_wait_s"].items()))
+    lines += ["stages, s after the first produce (share of the messages past it: 10/50/90/100 %)"]
+    for label, r in results.items():
+        st = r.get("stages")
+        if not st:
+            continue
+        for key in ("routed", "delivered", "read", "routed_to_delivered",
+                    "delivered_to_read"):
+            m = st[key]
+            lines.append(f"  {label:<10}{key:<22}" + "".join(
+                f"{m.get(q, 0):>9.3f}" for q in ("p10", "p50", "p90", "p100")))
+    return "\n".join(lines)
 
 
 async def measure_latency(run: KmtaRun, docs: list[dict], rate: float,
@@ -999,6 +1050,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{len(domains)} domains, {os.cpu_count()} CPUs; best of {args.rounds} round(s); "
               f"DKIM {args.dkim}")
         print(report(results, rss, ref))
+        print()
+        print(stages_report(results))
         print()
         if signed:
             print(f"DKIM ({key_alg}, one message each at a sink that keeps it, dkimpy verify):")
