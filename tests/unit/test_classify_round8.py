@@ -122,3 +122,10 @@ def test_client_host_name_is_ours(text: str) -> None:
 
 def test_not_a_valid_helo_name() -> None:
     assert verdict(550, "We refuse: mx.example is not a valid HELO name")[0] == "reverse_dns"
+
+
+# ---- "unknown or illegal alias": the address is not one the server knows ---------------------
+
+def test_unknown_or_illegal_alias_is_the_recipient() -> None:
+    assert verdict(550, "unknown or illegal alias: someone@mail.example.edu") == (
+        "bad_mailbox", "bounce", True)
