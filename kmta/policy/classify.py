@@ -188,8 +188,9 @@ class BounceRule:
 
     @property
     def is_prior(self) -> bool:
-        """A rule that goes by the enhanced code alone (its RFC 3463 meaning)."""
-        return bool(self.enhanced) and self.pattern is None and not self.codes
+        """A rule that goes by the enhanced code alone (its RFC 3463 meaning), perhaps for one
+        class of basic code ("4xx" x.2.1 is a receiving rate, a 5xx one a disabled mailbox)."""
+        return bool(self.enhanced) and self.pattern is None
 
     def matches(self, reply: Reply, enhanced: str | None = None, line: str | None = None) -> bool:
         """Whether this rule applies to ``reply`` (``enhanced``: its effective enhanced code;
