@@ -141,9 +141,15 @@ def run(case: LoopCase) -> LoopResult:
         seq += 1
         heapq.heappush(heap, (t, seq, kind, data))
 
+    # the state topic delivers a node its records in publish order (Kafka, per partition): a
+    # record never overtakes an earlier one, whatever its own delay
+    delivered_at = [0.0] * case.nodes
+
     def publish(t: float) -> None:
         for n in nodes:
-            push(t + rng.uniform(*case.state), "state", (n.index, brain.speed, t))
+            at = max(t + rng.uniform(*case.state), delivered_at[n.index])
+            delivered_at[n.index] = at
+            push(at, "state", (n.index, brain.speed, t))
 
     def wake(n: _Node, ip: str, t: float) -> None:
         n.version[ip] += 1
