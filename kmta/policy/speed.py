@@ -47,9 +47,12 @@ from schemas.rules import SpeedRule
 __all__ = [
     "BUSY",
     "DROP",
+    "HOLD",
     "HOLDOFF",
+    "PROBE",
     "PROBE_MAX",
     "PROBE_MIN",
+    "STARTUP",
     "STARTUP_DOUBLING",
     "STARTUP_EXIT",
     "Signal",
