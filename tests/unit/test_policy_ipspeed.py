@@ -1,13 +1,18 @@
 """Per-source-IP speed levels: where a new IP's level starts (``kmta.policy.ipspeed``). The
-levels of one row apart are in tests/unit/test_brain_ipspeed.py."""
+brain's levels of one row are in tests/unit/test_brain_ipspeed.py; here also the closed loop
+with two IPs of different capacities (tests/speedloop.py)."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import pytest
+
 from kmta.policy.ipspeed import for_new_ip, lowest
+from kmta.policy.kb import KnowledgeBase
 from kmta.policy.speed import HOLD, PROBE, STARTUP, Signal, SpeedState, initial, observe
 from schemas.rules import SpeedRule
+from tests.speedloop import LoopCase, run
 
 RULE = SpeedRule(min=1, start=4)
 TACT = 1.0
@@ -56,3 +61,24 @@ def test_the_shared_level_seeds_the_first_ip_of_a_row_from_before() -> None:
     s = for_new_ip({}, RULE, 3.0, shared=held(42.0))
     assert (s.mode, s.speed) == (HOLD, 42.0)
     assert lowest([]) is None and lowest([3.0, 1.5, 2.0]) == 1.5
+
+
+@pytest.mark.parametrize(("capacity", "nodes"), [(10.0, 2), (100.0, 4)])
+def test_closed_loop_each_ip_of_a_pool_finds_its_own_capacity(capacity: float,
+                                                              nodes: int) -> None:
+    """Two source IPs, the first accepted at half the capacity of the second (the shipped
+    rule, the simulator's provider): with a level per IP each IP is used near its own
+    capacity; with one shared level the slow IP's throttles hold the fast one near half."""
+    rule = KnowledgeBase.load().effective("unknown.example").speed
+    results = {}
+    for per_ip in (True, False):
+        case = LoopCase(capacity=capacity, ips=2, nodes=nodes, block_after=5, duration=180,
+                        ip_capacity=(capacity / 2,),
+                        rule=rule.model_copy(update={"per_ip": per_ip}))
+        r = run(case)
+        slow, fast = list(r.ip_accepted)
+        results[per_ip] = (r.ip_utilisation(slow, 60), r.ip_utilisation(fast, 60), r)
+    slow_u, fast_u, r = results[True]
+    assert slow_u >= 0.9 and fast_u >= 0.9, results
+    assert r.blocks == 0 and r.deferral_share() <= 0.02
+    assert results[False][1] < 0.6  # shared: the fast IP held near the slow one's rate
