@@ -4,8 +4,10 @@ A discrete-event model of the pipeline around ``kmta.policy.speed``: sender node
 source IP with ``senders.pacing.Pacer`` (on the shared grid, like ``senders.lane``), slow an IP
 locally on a throttle reply until the brain's lower speed arrives (``LOCAL_SLOW``), the
 provider decides with the simulator's own ``ProviderRules`` (token bucket, block rule,
-capacity changes), results reach the brain after a delay and the brain's speed reaches the
-nodes after another. No sockets and no sleeps: a case of minutes runs in about a second, so the
+capacity changes, optionally a capacity per source IP), results reach the brain after a delay
+and the brain's speed reaches the nodes after another, in publish order. With the rule's
+``per_ip`` (the default) the brain keeps a level per source IP and publishes each IP's record
+and the ISP's (the lowest), as ``streams/brain.py`` does; the nodes pace each IP at its own. No sockets and no sleeps: a case of minutes runs in about a second, so the
 benchmark matrix (``tests/bench_adaptive.py``) and the unit tests can run many of them. The
 live pipeline (Kafka, brain, sender, sim over SMTP) is ``scripts/bench_adaptive_live.py``. It
 lives with the tests: it joins the simulator, the policy core and the sender's pacer, which no
