@@ -49,6 +49,7 @@ ISP_COLUMNS = [
     {"id": "holds", "name": "Reputation holds (kmta resume ISP --hold KEY)"},
     dict(id="speed", name="Speed", **_num),
     {"id": "speed_bounds", "name": "Speed bounds"},
+    {"id": "ip_speeds", "name": "Speed per source IP"},
     dict(id="connections", name="Connections", **_num),
     {"id": "last_reply", "name": "Last reply"},
     dict(id="success_rate", name="Success", **_pct),

@@ -517,6 +517,9 @@ class Board:
             reply = self._reply.get(isp)
             locked_ips = sorted(_scope(s) for s in ip_states[isp] if s.locked(now))
             paused_ips = sorted(_scope(s) for s in ip_states[isp] if s.paused)
+            # each source IP's own level (speed.per_ip; the ISP's speed is the lowest)
+            ip_speeds = sorted((s.source_ip, s.speed) for s in ip_states[isp]
+                               if s.source_ip and s.speed is not None)
             cats = dict(sorted(self._bounce_cats.get(isp, {}).items()))
             rows.append(
                 {
@@ -553,6 +556,7 @@ class Board:
                     "speed": st.speed if st else None,
                     "speed_min": st.speed_min if st else None,
                     "speed_max": st.speed_max if st else None,
+                    "ip_speeds": ", ".join(f"{ip} {sp:g}" for ip, sp in ip_speeds),
                     "throttled": bool(st and st.throttle_until and st.throttle_until > now),
                     "live_rules": bool(st and st.rules),
                     "connections": conns,

@@ -63,6 +63,11 @@ class SpeedRule(Model):
                             "probe-and-hold controller (kept so that older rule files load)")
     adapt_every: Duration = Field(default=0.0, ge=0, description="decision period in "
                                   "seconds; 0 = 1 s (never the tact)")
+    per_ip: bool = Field(default=True, description="a speed level per source IP (a throttle "
+                         "on one IP lowers that IP only); false: one level shared by the IPs")
+    ip_initial: float | None = Field(default=None, gt=0, description="the first speed of a "
+                                     "source IP the ISP has no level for yet, held and probed "
+                                     "from; default: the ISP's lowest IP level, else start")
 
     @model_validator(mode="after")
     def _bounds(self) -> SpeedRule:
@@ -71,6 +76,9 @@ class SpeedRule(Model):
         if self.start is not None and not (
                 self.min <= self.start <= (self.max if self.max is not None else self.start)):
             raise ValueError(f"speed.start ({self.start}) is outside [min, max]")
+        if self.ip_initial is not None and not (self.min <= self.ip_initial <= (
+                self.max if self.max is not None else self.ip_initial)):
+            raise ValueError(f"speed.ip_initial ({self.ip_initial}) is outside [min, max]")
         return self
 
 

@@ -3,7 +3,8 @@
 Key: ``"<isp>"`` for the whole ISP, ``"<isp>|<source_ip>"`` for one source IP, or ``"<isp>@<pool>"``
 for the source IPs of one pool; ``"*|<source_ip>"`` is an operator's warm-up mark of a source IP
 (every ISP). Senders read the topic from the beginning and enforce the latest
-value of each key.
+value of each key. A source IP's record carries that IP's own speed level; the ISP's record
+carries the lowest of them.
 """
 from __future__ import annotations
 
@@ -40,7 +41,12 @@ class IspState(Model):
     locked_until: float | None = Field(default=None, description="epoch seconds")
     lock_reason: str | None = None
     lock_reply: str | None = None
-    speed: float | None = Field(default=None, description="messages per tact, whole ISP")
+    speed: float | None = Field(
+        default=None, description="messages per tact per source IP, all sender nodes "
+        "together. A source IP's record ('<isp>|<ip>'): that IP's own level (speed.per_ip); "
+        "None: the IP paces at the ISP's speed. The ISP's record: the lowest of its IPs' "
+        "levels (with speed.per_ip off: the level all its IPs share), the speed of an IP "
+        "without a level of its own")
     speed_min: float | None = None
     speed_max: float | None = None
     throttle_until: float | None = None

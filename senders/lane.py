@@ -3,7 +3,8 @@
 The lane enforces what the brain decided (pause, lock, speed, temporary connection caps) and the
 ISP's sending rule, for this node's share of the ISP's partitions. Limits count per source IP,
 as providers count them: each source IP has its own pacer at ``speed * share / tact`` messages
-per second, so two source IPs send twice as much as one, each within the learned speed.
+per second, so two source IPs send twice as much as one, each within the learned speed. The
+speed is the IP's own level (its ``<isp>|<ip>`` state record, speed.per_ip), else the ISP's.
 
 Between a provider's reply and the brain's answer on the state topic some hundreds of
 milliseconds pass; for the replies that must stop sending at once (a lock rule reaching its
@@ -119,24 +120,36 @@ class Lane:
         k = next(iter(self.slots.values()))[1]
         return min(1.0, len(self.slots) / k)
 
-    def speed(self) -> float:
-        """Messages per tact per source IP, for the whole ISP (all nodes together)."""
+    def speed(self, ip: str | None = None) -> float:
+        """Messages per tact per source IP, all nodes together: the level of source IP ``ip``
+        when the brain published one (speed.per_ip), else the whole ISP's."""
         sp = self.rule.speed
         speed = sp.start or sp.min
-        if self.state is not None and self.state.speed is not None:
+        own = self.ip_states.get(ip) if ip is not None else None
+        if own is not None and own.speed is not None:
+            speed = own.speed
+        elif self.state is not None and self.state.speed is not None:
             speed = self.state.speed
         # a live edit of max applies at once; no floor: a throttle rule's rate may be below min
         return speed if sp.max is None else min(speed, sp.max)
 
-    def ip_rate(self) -> float:
-        """Messages per second one source IP of this node may send."""
-        return self.speed() * self.share() / self.rule.sending.tact
+    def _speed_at(self, ip: str | None) -> float | None:
+        """When the brain published the speed ``ip`` paces at (None: nothing published)."""
+        own = self.ip_states.get(ip) if ip is not None else None
+        if own is not None and own.speed is not None:
+            return own.updated_at
+        return self.state.updated_at if self.state is not None else None
+
+    def ip_rate(self, ip: str | None = None) -> float:
+        """Messages per second source IP ``ip`` of this node may send."""
+        return self.speed(ip) * self.share() / self.rule.sending.tact
 
     def rate_per_second(self) -> float:
         """Messages per second of this node over every source IP that may send now."""
         now = time.time()
-        usable = sum(1 for ip in self.source_ips if not self.ip_blocked(ip, now)) or 1
-        return self.ip_rate() * usable
+        usable = [ip for ip in self.source_ips if not self.ip_blocked(ip, now)]
+        return sum(self.ip_rate(ip) for ip in usable) if usable else self.ip_rate(
+            self.source_ips[0] if self.source_ips else None)
 
     def messages_per_tact(self) -> float:
         return self.rate_per_second() * self.rule.sending.tact
@@ -180,6 +193,10 @@ class Lane:
             # when the first warm-up window opens
             until = max(until or 0.0, min(self._warm_free_at(ip, now) for ip in self.source_ips))
         return until
+
+    def _own_level(self, ip: str | None) -> bool:
+        own = self.ip_states.get(ip) if ip is not None else None
+        return own is not None and own.speed is not None
 
     def ip_blocked(self, ip: str | None, now: float) -> bool:
         local = self.local_locks.get(ip) if ip is not None else None
@@ -244,9 +261,9 @@ class Lane:
             del self.local_locks[key]
         for ip in [k for k, (at, _) in self.local_slow.items() if at + LOCAL_SLOW_GRACE <= now]:
             del self.local_slow[ip]
-        rate = self.ip_rate()
         grid = self.grid()
         for ip in self.source_ips:
+            rate = self.ip_rate(ip)
             ip_rate = rate * (LOCAL_SLOW if ip in self.local_slow else 1.0)
             pacer = self.pacers.get(ip)
             if pacer is None:
@@ -256,8 +273,8 @@ class Lane:
                 self.tact_conns[ip] = TactCounter(self.rule.sending.tact)
             else:
                 pacer.grid = grid
-                raise_at = (self.state.updated_at + RAISE_DELAY
-                            if grid is not None and self.state is not None else None)
+                at = self._speed_at(ip) if grid is not None else None
+                raise_at = at + RAISE_DELAY if at is not None else None
                 pacer.set_rate(ip_rate, raise_at, rate)
 
     def grid(self) -> tuple[frozenset[int], int] | None:
@@ -304,7 +321,7 @@ class Lane:
         grace passes); True when this reply slowed it."""
         if ip in self.local_slow:
             return False
-        self.local_slow[ip] = (now, self.speed())
+        self.local_slow[ip] = (now, self.speed(ip))
         self.refresh()
         return True
 
@@ -313,6 +330,9 @@ class Lane:
         scope = st.source_ip
         if scope:
             self.ip_states[scope] = st
+            slow = self.local_slow.get(scope)
+            if st.speed is not None and slow is not None and st.speed < slow[1]:
+                del self.local_slow[scope]  # the brain's decrease of this IP's level
         elif st.pool:
             if st.pool != self.pool_name:
                 return
@@ -322,7 +342,7 @@ class Lane:
             self.state = st
             if st.speed is not None:  # the brain's decrease replaces the local slow-down
                 self.local_slow = {ip: v for ip, v in self.local_slow.items()
-                                   if st.speed >= v[1]}
+                                   if st.speed >= v[1] or self._own_level(ip)}
         if st.locked(now):  # the brain's count restarted when it locked: so does ours
             self.local_hits = {k: v for k, v in self.local_hits.items() if k[1] != scope}
         local = self.local_locks.get(scope)

@@ -28,6 +28,9 @@ class ProviderBehaviour:
 
     profile: str = "generic"
     capacity: float | None = None  # accepted messages per second per source IP
+    # source IPs with a capacity of their own (a worse reputation, a provider rating per IP):
+    # {ip: msg/s}, or ((ip, msg/s), ...); capacity_changes scale them by the same factor
+    ip_capacity: tuple[tuple[str, float], ...] = ()
     burst: float | None = None  # token-bucket depth; default max(1, capacity / 4)
     throttle_at: str = "rcpt"  # "rcpt" or "data": where an over-capacity message is refused
     max_connections: int | None = None  # concurrent connections per source IP
@@ -76,6 +79,12 @@ class ProviderBehaviour:
         if any(c <= 0 for _, c in changes) or (changes and self.capacity is None):
             raise ConfigError("capacity_changes need a capacity and positive capacities")
         object.__setattr__(self, "capacity_changes", changes)
+        per_ip = self.ip_capacity
+        pairs = tuple(sorted((str(ip), float(c)) for ip, c in (
+            per_ip.items() if isinstance(per_ip, dict) else per_ip)))
+        if any(c <= 0 for _, c in pairs):
+            raise ConfigError("ip_capacity needs positive capacities")
+        object.__setattr__(self, "ip_capacity", pairs)
         for name in ("unknown_users", "full_mailboxes"):
             value = getattr(self, name)
             if isinstance(value, str):
@@ -172,19 +181,24 @@ class ProviderRules:
     def _is_blocked(self, src: _Source, now: float) -> bool:
         return now < src.blocked_until
 
-    def capacity(self, now: float) -> float | None:
-        """Accepted messages per second per source IP at ``now`` (capacity_changes applied)."""
-        cap = self.behaviour.capacity
+    def capacity(self, now: float, ip: str | None = None) -> float | None:
+        """Accepted messages per second per source IP at ``now`` (capacity_changes applied);
+        of ``ip`` when it has a capacity of its own (``ip_capacity``, scaled by the changes)."""
+        b = self.behaviour
+        cap = b.capacity
         if self._t0 is None:
             self._t0 = now
-        for after, new in self.behaviour.capacity_changes:
+        for after, new in b.capacity_changes:
             if now - self._t0 >= after:
                 cap = new
-        return cap
+        own = dict(b.ip_capacity).get(ip) if ip is not None and b.ip_capacity else None
+        if own is None:
+            return cap
+        return own if cap is None or b.capacity is None else own * cap / b.capacity
 
-    def _take_token(self, src: _Source, n: int, now: float) -> bool:
+    def _take_token(self, src: _Source, ip: str, n: int, now: float) -> bool:
         """Token bucket: refills at ``capacity``/s up to the burst depth."""
-        cap = self.capacity(now)
+        cap = self.capacity(now, ip)
         if cap is None:
             return True
         b = self.behaviour
@@ -263,7 +277,7 @@ class ProviderRules:
                 and rcpt.lower() not in self._tempfailed):
             self._tempfailed.add(rcpt.lower())
             return self._verdict(src, "tempfail_reply", "deferred", ip, rcpt)
-        if b.throttle_at == "rcpt" and not self._take_token(src, 1, now):
+        if b.throttle_at == "rcpt" and not self._take_token(src, ip, 1, now):
             return self._throttle(src, ip, rcpt, now)
         return None
 
@@ -274,7 +288,7 @@ class ProviderRules:
             return self._verdict(src, "reject_reply", "rejected", ip, rcpts[0])
         if self._is_blocked(src, now):
             return self._verdict(src, "block_reply", "blocked", ip, rcpts[0])
-        if b.throttle_at == "data" and not self._take_token(src, len(rcpts), now):
+        if b.throttle_at == "data" and not self._take_token(src, ip, len(rcpts), now):
             return self._throttle(src, ip, rcpts[0], now)
         return None
 

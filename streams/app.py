@@ -40,7 +40,7 @@ from kmta.policy.dedup import decode_seen
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.suppression import record_for
 from kmta.policy.warmup import WarmPlan, new_ips
-from schemas import ControlRecord, DeliveryEvent, Status
+from schemas import ControlRecord, DeliveryEvent, IspState, Status
 from schemas.control import ALL_ISPS, WARMUP_ACTIONS, HoldChange
 from streams.brain import (
     Row,
@@ -233,10 +233,11 @@ def build(config: Config, kb: KnowledgeBase | None = None,
             await states.stop()
             await suppressed.stop()
 
-    def publish(row: Row, now: float) -> list[Out]:
-        rule = kb.effective(row.isp, row.rules)
+    def publish(row: Row, now: float, changed: list[IspState] | None = None) -> list[Out]:
+        """The state records to send: ``changed`` (those an event changed), else all."""
         outs = []
-        for st in states_of(row, rule, now):
+        for st in changed if changed is not None else states_of(
+                row, kb.effective(row.isp, row.rules), now):
             st.updated_at = now
             outs.append(Out(t("state"), st.to_json(), st.key.encode()))
         return outs
@@ -262,8 +263,9 @@ def build(config: Config, kb: KnowledgeBase | None = None,
             if not row.first_time(ev.message.partition, ev.message.offset):
                 continue  # applied before a restart (faust delivers at least once)
             held = apply_reputation(row, event, config.reputation, now)
-            if apply_event(row, event, kb, now, plan[0]) or not known or held:
-                outs += publish(row, now)
+            changed = apply_event(row, event, kb, now, plan[0])
+            if changed or not known or held:
+                outs += publish(row, now, None if not known or held else changed)
             for hkey, why in held:
                 log.warning("reputation hold at %s on %s: %s", key, hkey, why,
                             extra={"isp": key})

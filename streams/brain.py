@@ -11,6 +11,7 @@ from pydantic import Field
 from kmta.config import ReputationConfig
 from kmta.errors import ConfigError
 from kmta.policy.classify import suppresses
+from kmta.policy.ipspeed import for_new_ip, lowest
 from kmta.policy.kb import EffectiveRule, KnowledgeBase
 from kmta.policy.locks import Hits, lock_until, record
 from kmta.policy.reply import Reply
@@ -42,7 +43,9 @@ class Row(Model):
     whole: ScopeRow = Field(default_factory=ScopeRow)
     ips: dict[str, ScopeRow] = Field(default_factory=dict)
     pools: dict[str, ScopeRow] = Field(default_factory=dict)
-    speed: dict[str, Any] | None = None
+    speed: dict[str, Any] | None = None  # the level shared by the IPs (speed.per_ip off)
+    # speed.per_ip: source IP -> its own level (SpeedState fields; defaults left out)
+    ip_speed: dict[str, dict[str, Any]] = Field(default_factory=dict)
     throttle_until: float | None = None
     throttle_rate: float | None = None
     max_connections: int | None = None
@@ -74,22 +77,48 @@ class Row(Model):
 
 
 _SPEED_FIELDS = frozenset(f.name for f in dataclasses.fields(SpeedState))
+# fields stored only when they differ from their default (a row holds one state per source IP)
+_SPEED_DEFAULTS = {f.name: f.default for f in dataclasses.fields(SpeedState)
+                   if f.default is not dataclasses.MISSING and f.name != "mode"}
 
 
-def _speed(row: Row, rule: EffectiveRule, now: float) -> SpeedState:
-    if row.speed is None:
-        return initial(rule.speed, now)
-    known = {k: v for k, v in row.speed.items() if k in _SPEED_FIELDS}
-    if "mode" not in known:  # a row of the older controller: its speed is learned
-        return initial(rule.speed, now, learned=float(known.get("speed", rule.speed.min)))
-    known["sources"] = tuple(known.get("sources", ()))
-    known["cut_ips"] = tuple(known.get("cut_ips", ()))
-    known["recent"] = tuple(tuple(x) for x in known.get("recent", ()))
+def _unpack(stored: dict[str, Any]) -> SpeedState:
+    known = {k: v for k, v in stored.items() if k in _SPEED_FIELDS}
+    for name in ("sources", "cut_ips"):
+        if name in known:
+            known[name] = tuple(known[name])
+    for name in ("recent", "cut_last"):
+        if name in known:
+            known[name] = tuple(tuple(x) for x in known[name])
     return SpeedState(**known)  # observe() re-clamps into the rule's bounds
 
 
-def _store_speed(row: Row, s: SpeedState) -> None:
-    row.speed = dataclasses.asdict(s)
+def _pack(s: SpeedState) -> dict[str, Any]:
+    out = {}
+    for name in _SPEED_FIELDS:
+        value = getattr(s, name)
+        if name not in _SPEED_DEFAULTS or value != _SPEED_DEFAULTS[name]:
+            out[name] = value
+    return out
+
+
+def _speed(row: Row, rule: EffectiveRule, now: float) -> SpeedState | None:
+    """The level the IPs share (None: none yet); a row of the older controller is learned."""
+    if row.speed is None:
+        return None
+    if "mode" not in row.speed:  # a row of the older controller: its speed is learned
+        return initial(rule.speed, now, learned=float(row.speed.get("speed", rule.speed.min)))
+    return _unpack(row.speed)
+
+
+def _ip_speed(row: Row, rule: EffectiveRule, ip: str, now: float) -> SpeedState:
+    """The level of source IP ``ip``; a new IP starts from what the ISP knows
+    (``kmta.policy.ipspeed.for_new_ip``)."""
+    stored = row.ip_speed.get(ip)
+    if stored is not None:
+        return _unpack(stored)
+    levels = {k: _unpack(v) for k, v in row.ip_speed.items()}
+    return for_new_ip(levels, rule.speed, now, _speed(row, rule, now))
 
 
 def _count_warmup(row: Row, ev: DeliveryEvent, plan: WarmPlan, outcome: Signal,
@@ -115,15 +144,21 @@ def _count_warmup(row: Row, ev: DeliveryEvent, plan: WarmPlan, outcome: Signal,
 
 
 def apply_event(row: Row, ev: DeliveryEvent, kb: KnowledgeBase, now: float,
-                warmup: WarmPlan | None = None) -> bool:
-    """Update the row from one delivery event; True when the published state changed.
-    ``warmup``: the new source IPs, whose attempts count in their warm-up."""
+                warmup: WarmPlan | None = None) -> list[IspState]:
+    """Update the row from one delivery event; the state records it changed (empty: none).
+    ``warmup``: the new source IPs, whose attempts count in their warm-up. Only the records
+    an event can change are built and compared: the ISP's, the event's source IP's and
+    pool's (and those of IPs whose warm-up ended)."""
     if ev.status not in (Status.DELIVERED, Status.DEFERRED, Status.BOUNCED, Status.EXPIRED):
-        return False
+        return []
     if ev.code is None and not ev.internal:
-        return False
+        return []
     rule = kb.effective(row.isp, row.rules)
-    before = states_of(row, rule, now)
+    ips = [ip for ip in row.warm if warmup is not None and ip not in warmup.ips]
+    if ev.source_ip and ev.source_ip not in ips:
+        ips.append(ev.source_ip)
+    pool = ev.pool or None
+    before = _states_for(row, rule, now, ips, pool)
     reply = Reply(code=ev.code, enhanced_code=ev.enhanced_code, text=ev.response,
                   internal=ev.internal)
     # replies are matched with the rules of the pool that sent (it may narrow them); the
@@ -156,17 +191,27 @@ def apply_event(row: Row, ev: DeliveryEvent, kb: KnowledgeBase, now: float,
     # sender judges it (senders/node.py)
     outcome = signal_for(ev.category or "", action,
                           temporary=ev.code is not None and 400 <= ev.code < 500)
-    s = _speed(row, rule, now)
     # the time the provider answered (not when the event reached us) puts an outcome in the
     # decision period its message was sent in
     at = min(ev.timestamp, now) if ev.timestamp > 0 else now
     if warmup is not None:
         _count_warmup(row, ev, warmup, outcome, at, now)
     if outcome is not Signal.NEUTRAL:
-        s = observe(s, outcome, rule.speed, rule.sending.tact, at, ev.source_ip, ev.node)
-    _store_speed(row, s)
+        if rule.speed.per_ip and ev.source_ip:
+            s = _ip_speed(row, rule, ev.source_ip, now)
+            s = observe(s, outcome, rule.speed, rule.sending.tact, at, ev.source_ip, ev.node)
+            row.ip_speed[ev.source_ip] = _pack(s)
+        else:
+            s = _speed(row, rule, now) or initial(rule.speed, now)
+            s = observe(s, outcome, rule.speed, rule.sending.tact, at, ev.source_ip, ev.node)
+            row.speed = _pack(s)
     row.updated_at = now
-    return states_of(row, rule, now) != before
+    after = _states_for(row, rule, now, ips, pool)
+    # a record with nothing left (an IP's warm-up ended) is published blank: the compacted
+    # topic would else keep its last warm-up snapshot
+    return [st if st is not None else IspState(isp=row.isp, source_ip=old.source_ip,
+                                               pool=old.pool, updated_at=0.0)
+            for st, old in zip(after, before, strict=True) if st != old and (st or old)]
 
 
 _REPUTATION_KIND = {Status.DELIVERED: "delivered", Status.COMPLAINT: "complaint",
@@ -242,35 +287,79 @@ def warmup_mark(cmd: ControlCommand, now: float) -> IspState:
     return IspState(isp=ALL_ISPS, source_ip=cmd.source_ip, warmup_since=since, updated_at=now)
 
 
-def states_of(row: Row, rule: EffectiveRule, now: float) -> list[IspState]:
-    """The IspState records to publish for this row: the whole ISP, then each source IP and
-    each pool that has a scope of its own."""
-    speed = row.speed["speed"] if row.speed else (rule.speed.start or rule.speed.min)
-    # a live edit narrows the bounds at once, not only at the next delivery event
+def _bounded(speed: float, row: Row, rule: EffectiveRule, now: float) -> float:
+    # a live edit narrows the bounds at once, not only at the next delivery event; a throttle
+    # rule's rate caps every IP
     speed = max(speed, rule.speed.min)
     if rule.speed.max is not None:
         speed = min(speed, rule.speed.max)
-    throttled = row.throttle_until is not None and row.throttle_until > now
-    if throttled and row.throttle_rate is not None:
+    if row.throttle_until is not None and row.throttle_until > now and row.throttle_rate:
         speed = min(speed, row.throttle_rate)
-    out = [IspState(
+    return round(speed, 3)
+
+
+def _isp_state(row: Row, rule: EffectiveRule, now: float) -> IspState:
+    """The whole ISP's record; its speed is the lowest IP level (per_ip), the speed of an IP
+    without a level of its own."""
+    raw = lowest(v["speed"] for v in row.ip_speed.values()) if rule.speed.per_ip else None
+    if raw is None:
+        raw = row.speed["speed"] if row.speed else (rule.speed.start or rule.speed.min)
+    throttled = row.throttle_until is not None and row.throttle_until > now
+    return IspState(
         isp=row.isp, paused=row.whole.paused, locked_until=row.whole.locked_until,
         lock_reason=row.whole.lock_reason, lock_reply=row.whole.lock_reply,
-        speed=round(speed, 3), speed_min=rule.speed.min, speed_max=rule.speed.max,
+        speed=_bounded(raw, row, rule, now), speed_min=rule.speed.min,
+        speed_max=rule.speed.max,
         throttle_until=row.throttle_until if throttled else None,
         throttle_rate=row.throttle_rate if throttled else None,
         max_connections=row.max_connections if throttled else None,
         clear_before=row.clear_before, rules=row.rules, rules_version=row.rules_version,
-        holds=dict(row.holds) or None, updated_at=0.0)]
-    for ip in sorted(set(row.ips) | set(row.warm_pub)):
-        sc = row.ips.get(ip) or ScopeRow()
-        warm = row.warm_pub.get(ip)
-        out.append(IspState(isp=row.isp, source_ip=ip, paused=sc.paused,
-                            locked_until=sc.locked_until, lock_reason=sc.lock_reason,
-                            lock_reply=sc.lock_reply, updated_at=0.0,
-                            warmup=WarmupStatus.model_validate(warm) if warm else None))
-    for pool, sc in sorted(row.pools.items()):
-        out.append(IspState(isp=row.isp, pool=pool, paused=sc.paused,
-                            locked_until=sc.locked_until, lock_reason=sc.lock_reason,
-                            lock_reply=sc.lock_reply, updated_at=0.0))
+        holds=dict(row.holds) or None, updated_at=0.0)
+
+
+def _ip_state(row: Row, rule: EffectiveRule, now: float, ip: str) -> IspState | None:
+    """Source IP ``ip``'s record (None: it has nothing of its own to publish)."""
+    sc = row.ips.get(ip)
+    warm = row.warm_pub.get(ip)
+    level = row.ip_speed.get(ip) if rule.speed.per_ip else None
+    if sc is None and warm is None and level is None:
+        return None
+    sc = sc or ScopeRow()
+    return IspState(isp=row.isp, source_ip=ip, paused=sc.paused,
+                    locked_until=sc.locked_until, lock_reason=sc.lock_reason,
+                    lock_reply=sc.lock_reply, updated_at=0.0,
+                    speed=None if level is None else _bounded(level["speed"], row, rule, now),
+                    warmup=WarmupStatus.model_validate(warm) if warm else None)
+
+
+def _pool_state(row: Row, pool: str) -> IspState | None:
+    sc = row.pools.get(pool)
+    if sc is None:
+        return None
+    return IspState(isp=row.isp, pool=pool, paused=sc.paused, locked_until=sc.locked_until,
+                    lock_reason=sc.lock_reason, lock_reply=sc.lock_reply, updated_at=0.0)
+
+
+def _states_for(row: Row, rule: EffectiveRule, now: float, ips: list[str],
+                pool: str | None) -> list[IspState | None]:
+    """The ISP's record, then those of ``ips`` and ``pool`` (None where there is none)."""
+    out: list[IspState | None] = [_isp_state(row, rule, now)]
+    out += [_ip_state(row, rule, now, ip) for ip in ips]
+    if pool:
+        out.append(_pool_state(row, pool))
+    return out
+
+
+def states_of(row: Row, rule: EffectiveRule, now: float) -> list[IspState]:
+    """The IspState records to publish for this row: the whole ISP, then each source IP that
+    has a level (speed.per_ip), a scope or a warm-up of its own, and each pool with a scope."""
+    out = [_isp_state(row, rule, now)]
+    for ip in sorted(set(row.ips) | set(row.warm_pub) | set(row.ip_speed)):
+        st = _ip_state(row, rule, now, ip)
+        if st is not None:
+            out.append(st)
+    for pool in sorted(row.pools):
+        st = _pool_state(row, pool)
+        if st is not None:
+            out.append(st)
     return out

@@ -12,6 +12,7 @@ from typing import Any
 from kmta.pipeline.health import Health, KafkaProbe, watch
 from kmta.pipeline.lag import Lag
 from kmta.pipeline.metrics import (
+    IP_SPEED,
     ISP_LOCKED,
     ISP_PAUSED,
     ISP_SPEED,
@@ -28,11 +29,12 @@ Samples = dict[tuple[str, ...], float]
 
 
 def state_gauges(states: Mapping[str, object], kb: KnowledgeBase, now: float
-                 ) -> tuple[Samples, Samples, Samples, Samples]:
-    """(speed, speed limit, locked, paused) from the brain's published states (key -> JSON
-    dict). Speeds are per second per source IP, for the ISPs of the knowledge base; locks and
-    pauses of other destinations add up under ``other``."""
+                 ) -> tuple[Samples, Samples, Samples, Samples, Samples]:
+    """(speed, speed limit, locked, paused, source IP speed) from the brain's published states
+    (key -> JSON dict). Speeds are per second per source IP, for the ISPs of the knowledge
+    base; locks and pauses of other destinations add up under ``other``."""
     speed: Samples = {}
+    ip_speed: Samples = {}
     limit: Samples = {}
     locked: Samples = defaultdict(float)
     paused: Samples = defaultdict(float)
@@ -45,7 +47,11 @@ def state_gauges(states: Mapping[str, object], kb: KnowledgeBase, now: float
         where = (isp, st.source_ip or "", st.pool or "")
         locked[where] += 1.0 if st.locked(now) else 0.0
         paused[where] += 1.0 if st.paused else 0.0
-        if isp == OTHER or st.source_ip or st.pool or st.speed is None:
+        if isp == OTHER or st.pool or st.speed is None:
+            continue
+        if st.source_ip:  # its own level (speed.per_ip)
+            tact = kb.effective(st.isp).sending.tact
+            ip_speed[(isp, st.source_ip)] = st.speed / tact
             continue
         tact = kb.effective(st.isp, st.rules).sending.tact
         speed[(isp,)] = st.speed / tact
@@ -53,7 +59,7 @@ def state_gauges(states: Mapping[str, object], kb: KnowledgeBase, now: float
                             st.throttle_until > now else None) if c is not None]
         if caps:
             limit[(isp,)] = min(caps) / tact
-    return speed, limit, dict(locked), dict(paused)
+    return speed, limit, dict(locked), dict(paused), ip_speed
 
 
 class Observer:
@@ -90,9 +96,10 @@ class Observer:
         return committed.get(tp)
 
     def gauges(self) -> None:
-        speed, limit, locked, paused = state_gauges(self._states.values, self._kb,
-                                                    self._clock())
+        speed, limit, locked, paused, ip_speed = state_gauges(self._states.values, self._kb,
+                                                              self._clock())
         ISP_SPEED.set_all(speed)
+        IP_SPEED.set_all(ip_speed)
         ISP_SPEED_LIMIT.set_all(limit)
         ISP_LOCKED.set_all(locked)
         ISP_PAUSED.set_all(paused)

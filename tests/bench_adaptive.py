@@ -36,8 +36,11 @@ TARGETS = "targets: t90 <= 60 s, util >= 95 %, deferred <= 2 %, blocks 0, follow
 
 
 def matrix(quick: bool, block_after: int, duration: float, seed: int = 1,
-           capacities: tuple[float, ...] | None = None) -> list[LoopCase]:
+           capacities: tuple[float, ...] | None = None, shared: bool = False,
+           ip_cases: bool = False) -> list[LoopCase]:
     rule = KnowledgeBase.load().effective("unknown.example").speed  # the shipped default
+    if shared:  # one level for all source IPs of the ISP (speed.per_ip = false)
+        rule = rule.model_copy(update={"per_ip": False})
     base = LoopCase(capacity=1, duration=duration, block_after=block_after, rule=rule,
                     seed=seed)
     caps = capacities or ((1, 10, 100) if not quick else (1, 40))
@@ -49,6 +52,9 @@ def matrix(quick: bool, block_after: int, duration: float, seed: int = 1,
         cases.append(replace(base, capacity=c, ips=i, nodes=n, change_at=mid, change_to=c / 2))
         cases.append(replace(base, capacity=c, ips=i, nodes=n, change_at=mid, change_to=c * 2))
         cases.append(replace(base, capacity=c, ips=i, nodes=n, restart_at=mid))
+    if ip_cases:  # source IPs of one pool with different capacities: the first at half
+        for c, i, n in ((1, 2, 1), (10, 2, 2), (100, 2, 4), (10, 10, 4)):
+            cases.append(replace(base, capacity=c, ips=i, nodes=n, ip_capacity=(c / 2,)))
     return cases
 
 
@@ -72,6 +78,11 @@ def figures(r: LoopResult) -> dict[str, str]:
             t = r.time_to(0.9, at)
             out["after"] = f"doubled: 90 % after {t:.0f} s" if t is not None \
                 else "doubled: 90 % never reached"
+    if c.ip_capacity:  # each IP against its own capacity: the slow one, then a full one
+        start = int(t90) if t90 is not None else 60
+        ips = list(r.ip_accepted)[:2]
+        out["after"] = "per IP (slow / full): " + " / ".join(
+            f"{r.ip_utilisation(ip, start) * 100:.1f} %" for ip in ips)
     if c.restart_at is not None:
         back = int(c.restart_at + c.restart_gap)
         t = r.time_to(0.8, back, 1)
@@ -118,10 +129,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=1, help="the simulation's random seed (1)")
     ap.add_argument("--capacities", type=float, nargs="+", default=None,
                     help="capacities per source IP (msg/s) instead of the matrix's 1, 10, 100")
+    ap.add_argument("--shared", action="store_true",
+                    help="one speed level shared by an ISP's source IPs (speed.per_ip off)")
+    ap.add_argument("--ip-cases", action="store_true",
+                    help="add cases whose first source IP has half the others' capacity")
     ap.add_argument("--out", default=str(ROOT / "artifacts" / "bench_adaptive.png"))
     args = ap.parse_args(argv)
     cases = matrix(args.quick, args.block_after, args.duration, args.seed,
-                   tuple(args.capacities) if args.capacities else None)
+                   tuple(args.capacities) if args.capacities else None, args.shared,
+                   args.ip_cases)
     t0 = time.monotonic()
     results = []
     head = f"{'case':<58}{'t90 s':>7}{'util %':>8}{'defer %':>9}{'blocks':>8}{'thr':>7}  after"

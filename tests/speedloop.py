@@ -4,8 +4,10 @@ A discrete-event model of the pipeline around ``kmta.policy.speed``: sender node
 source IP with ``senders.pacing.Pacer`` (on the shared grid, like ``senders.lane``), slow an IP
 locally on a throttle reply until the brain's lower speed arrives (``LOCAL_SLOW``), the
 provider decides with the simulator's own ``ProviderRules`` (token bucket, block rule,
-capacity changes), results reach the brain after a delay and the brain's speed reaches the
-nodes after another. No sockets and no sleeps: a case of minutes runs in about a second, so the
+capacity changes, optionally a capacity per source IP), results reach the brain after a delay
+and the brain's speed reaches the nodes after another, in publish order. With the rule's
+``per_ip`` (the default) the brain keeps a level per source IP and publishes each IP's record
+and the ISP's (the lowest), as ``streams/brain.py`` does; the nodes pace each IP at its own. No sockets and no sleeps: a case of minutes runs in about a second, so the
 benchmark matrix (``tests/bench_adaptive.py``) and the unit tests can run many of them. The
 live pipeline (Kafka, brain, sender, sim over SMTP) is ``scripts/bench_adaptive_live.py``. It
 lives with the tests: it joins the simulator, the policy core and the sender's pacer, which no
@@ -18,6 +20,7 @@ import heapq
 import random
 from dataclasses import dataclass, field
 
+from kmta.policy.ipspeed import for_new_ip, lowest
 from kmta.policy.speed import Signal, SpeedState, initial, observe
 from schemas.rules import SpeedRule
 from sim.behaviour import ProviderBehaviour, ProviderRules
@@ -35,6 +38,9 @@ class LoopCase:
 
     capacity: float
     ips: int = 1
+    # capacities of the first source IPs, msg/s (the others: ``capacity``); with
+    # ``rule.per_ip`` the brain keeps a level per source IP, as streams/brain.py
+    ip_capacity: tuple[float, ...] = ()
     nodes: int = 1
     duration: float = 180.0
     block_after: int | None = None  # the provider's block rule: K throttles ...
@@ -54,6 +60,10 @@ class LoopCase:
 
     def label(self) -> str:
         out = f"cap {self.capacity:g}/s x {self.ips} IP x {self.nodes} node"
+        if self.ip_capacity:
+            out += f" (IPs {'/'.join(f'{c:g}' for c in self.ip_capacity)}/s)"
+        if not self.rule.per_ip:
+            out += ", shared level"
         if self.block_after:
             out += f", block {self.block_after}/{self.block_window:g}s"
         if self.change_at is not None:
@@ -75,6 +85,8 @@ class LoopResult:
     attempts: int = 0
     blocks: int = 0
     blocked: int = 0  # attempts refused because a block was in force
+    ip_accepted: dict[str, list[int]] = field(default_factory=dict)  # per source IP, per s
+    ip_capacity: dict[str, list[float]] = field(default_factory=dict)
 
     def window(self, start: int, width: int = 5) -> float:
         """Accepted share of capacity over [start, start + width)."""
@@ -94,6 +106,12 @@ class LoopResult:
         cap = sum(self.capacity[start:end])
         return sum(self.accepted[start:end]) / cap if cap else 0.0
 
+    def ip_utilisation(self, ip: str, start: int, end: int | None = None) -> float:
+        """Accepted share of source IP ``ip``'s own capacity over [start, end)."""
+        end = len(self.accepted) if end is None else end
+        cap = sum(self.ip_capacity[ip][start:end])
+        return sum(self.ip_accepted[ip][start:end]) / cap if cap else 0.0
+
     def deferral_share(self) -> float:
         return (sum(self.throttled) + self.blocked) / self.attempts if self.attempts else 0.0
 
@@ -104,35 +122,56 @@ class _Node:
 
         self.index = index
         self.case = case
-        self.speed: float | None = None  # the brain's speed, once received
+        self.speed: float | None = None  # the brain's speed (the ISP's record), once received
         self.published = 0.0  # when the brain published it
+        self.own: dict[str, tuple[float, float]] = {}  # IP -> its own level, published at
         self.local_slow: dict[str, tuple[float, float]] = {}
         grid = (frozenset({index}), case.nodes) if case.nodes > 1 else None
         self.pacers = {ip: Pacer(0.0, clock=clock, grid=grid) for ip in ips}
         self.version = {ip: 0 for ip in ips}
 
+    def speed_of(self, ip: str) -> tuple[float | None, float]:
+        """The speed ``ip`` paces at and when the brain published it (as senders/lane.py)."""
+        return self.own.get(ip, (self.speed, self.published))
+
     def rate(self, ip: str, now: float) -> float:
-        if self.speed is None:
+        speed = self.speed_of(ip)[0]
+        if speed is None:
             return 0.0
         slow = self.local_slow.get(ip)
         if slow is not None and slow[0] + LOCAL_SLOW_GRACE <= now:
             del self.local_slow[ip]
             slow = None
-        r = self.speed / self.case.tact / self.case.nodes
+        r = speed / self.case.tact / self.case.nodes
         return r * (LOCAL_SLOW if slow is not None else 1.0)
 
 
 def run(case: LoopCase) -> LoopResult:
     """Run one case; the backlog never runs dry."""
     rng = random.Random(case.seed)
+    # the state topic's delays from a stream of their own: a level per IP publishes more
+    # records, which must not shift every other random draw of the run
+    state_rng = random.Random(f"{case.seed}/state")
     now = 0.0
     changes: tuple[tuple[float, float], ...] = ()
-    behaviour = ProviderBehaviour(capacity=case.capacity, block_after=case.block_after,
-                                  block_window=case.block_window, capacity_changes=changes)
-    provider = ProviderRules(behaviour)
     ips = [f"127.0.0.{i + 2}" for i in range(case.ips)]
+    own_capacity = tuple(zip(ips, case.ip_capacity, strict=False))
+    behaviour = ProviderBehaviour(capacity=case.capacity, block_after=case.block_after,
+                                  block_window=case.block_window, capacity_changes=changes,
+                                  ip_capacity=own_capacity)
+    provider = ProviderRules(behaviour)
     nodes = [_Node(i, case, ips, lambda: now) for i in range(case.nodes)]
+    # the shared level (per_ip off); as in streams/brain.py, a level starts with the first
+    # result (before it, the nodes send at the rule's start)
     brain: SpeedState = initial(case.rule, 0.0)
+    started = False
+    levels: dict[str, SpeedState] = {}  # per_ip: each source IP's level
+
+    def isp_speed() -> float:
+        if not case.rule.per_ip:
+            return brain.speed
+        low = lowest(s.speed for s in levels.values())
+        return brain.speed if low is None else low
     heap: list[tuple[float, int, str, tuple]] = []
     seq = 0
 
@@ -141,15 +180,26 @@ def run(case: LoopCase) -> LoopResult:
         seq += 1
         heapq.heappush(heap, (t, seq, kind, data))
 
-    def publish(t: float) -> None:
+    # the state topic delivers a node its records in publish order (Kafka, per partition): a
+    # record never overtakes an earlier one, whatever its own delay
+    delivered_at = [0.0] * case.nodes
+
+    def publish(t: float, keys: tuple[str | None, ...] = (None,)) -> None:
+        """Publish the records of ``keys`` in one batch (as the brain sends an event's
+        records): the ISP's (None) and source IPs' own levels."""
+        records = tuple((k, isp_speed() if k is None else levels[k].speed) for k in keys)
         for n in nodes:
-            push(t + rng.uniform(*case.state), "state", (n.index, brain.speed, t))
+            at = max(t + state_rng.uniform(*case.state), delivered_at[n.index])
+            delivered_at[n.index] = at
+            for key, speed in records:
+                push(at, "state", (n.index, speed, t, key))
 
     def wake(n: _Node, ip: str, t: float) -> None:
         n.version[ip] += 1
         p = n.pacers[ip]
-        p.set_rate(n.rate(ip, t), n.published + RAISE_DELAY if case.nodes > 1 else None,
-                   n.speed / case.tact / case.nodes if n.speed else None)
+        speed, published = n.speed_of(ip)
+        p.set_rate(n.rate(ip, t), published + RAISE_DELAY if case.nodes > 1 else None,
+                   speed / case.tact / case.nodes if speed else None)
         if p.rate > 0 or p.pending:
             push(t + p.delay(), "slot", (n.index, ip, n.version[ip]))
 
@@ -160,6 +210,8 @@ def run(case: LoopCase) -> LoopResult:
     throttled = [0] * seconds
     allowed = [0.0] * seconds
     capacity = [0.0] * seconds
+    ip_accepted = {ip: [0] * seconds for ip in ips}
+    ip_cap = {ip: [0.0] * seconds for ip in ips}
     attempts = blocked = 0
     down_until = -1.0
     restarted = False
@@ -172,12 +224,20 @@ def run(case: LoopCase) -> LoopResult:
             sec = int(now - first)
             while sampled < sec:
                 sampled += 1
-                allowed[sampled] = brain.speed / case.tact * case.ips
+                allowed[sampled] = (sum(levels[ip].speed if ip in levels else isp_speed()
+                                        for ip in ips) if case.rule.per_ip
+                                    else brain.speed * case.ips) / case.tact
         if kind == "state":
-            i, speed, published = data
+            i, speed, published, key = data
             n = nodes[i]
-            n.speed, n.published = speed, published
-            n.local_slow = {ip: v for ip, v in n.local_slow.items() if speed >= v[1]}
+            if key is None:
+                n.speed, n.published = speed, published
+                n.local_slow = {ip: v for ip, v in n.local_slow.items()
+                                if speed >= v[1] or ip in n.own}
+            else:
+                n.own[key] = (speed, published)
+                if key in n.local_slow and speed < n.local_slow[key][1]:
+                    del n.local_slow[key]
             for ip in ips:
                 wake(n, ip, now)
         elif kind == "slot":
@@ -215,6 +275,7 @@ def run(case: LoopCase) -> LoopResult:
                 if sec < seconds:
                     if verdict is None:
                         accepted[sec] += 1
+                        ip_accepted[ip][sec] += 1
                     elif verdict.event == "throttled":
                         throttled[sec] += 1
                     else:
@@ -223,16 +284,33 @@ def run(case: LoopCase) -> LoopResult:
         elif kind == "reply":
             i, ip, outcome = data
             n = nodes[i]
-            if outcome is not Signal.CLEAN and ip not in n.local_slow and n.speed:
-                n.local_slow[ip] = (now, n.speed)
+            speed = n.speed_of(ip)[0]
+            if outcome is not Signal.CLEAN and ip not in n.local_slow and speed:
+                n.local_slow[ip] = (now, speed)
                 wake(n, ip, now)
             push(now + rng.uniform(*case.results), "result", (ip, outcome, now, i))
         elif kind == "result":
             ip, outcome, at, i = data
-            before = brain.speed
-            brain = observe(brain, outcome, case.rule, case.tact, min(at, now), ip, str(i))
-            if brain.speed != before:
-                publish(now)
+            if case.rule.per_ip:
+                low = isp_speed()
+                old = levels.get(ip)
+                level = old if old is not None else for_new_ip(levels, case.rule, now)
+                levels[ip] = observe(level, outcome, case.rule, case.tact, min(at, now), ip,
+                                     str(i))
+                keys: tuple[str | None, ...] = ()
+                if old is None or levels[ip].speed != old.speed:
+                    keys = (ip,)
+                if isp_speed() != low:
+                    keys = (*keys, None)
+                if keys:
+                    publish(now, keys)
+            else:
+                if not started:
+                    brain, started = initial(case.rule, now), True
+                before = brain.speed
+                brain = observe(brain, outcome, case.rule, case.tact, min(at, now), ip, str(i))
+                if brain.speed != before:
+                    publish(now)
         if (case.restart_at is not None and not restarted and first is not None
                 and now - first >= case.restart_at):
             restarted = True
@@ -242,9 +320,13 @@ def run(case: LoopCase) -> LoopResult:
                 fresh = _Node(n.index, case, ips, lambda: now)  # noqa: B023 - the loop's clock
                 n.pacers, n.local_slow = fresh.pacers, {}
                 n.version = {ip: v + 1 for ip, v in n.version.items()}
-            publish(down_until - 0.5)  # the state topic is read before the first send
+            # the state topic is read before the first send
+            publish(down_until - 0.5, (None, *levels))
     for s in range(seconds):
         t = (first or 0.0) + s + 0.5
-        capacity[s] = (provider.capacity(t) or 0.0) * case.ips
+        for ip in ips:
+            ip_cap[ip][s] = provider.capacity(t, ip) or 0.0
+        capacity[s] = sum(ip_cap[ip][s] for ip in ips)
     blocks = sum(c["blocks"] for c in provider.stats().values())
-    return LoopResult(case, capacity, accepted, throttled, allowed, attempts, blocks, blocked)
+    return LoopResult(case, capacity, accepted, throttled, allowed, attempts, blocks, blocked,
+                      ip_accepted, ip_cap)

@@ -29,6 +29,7 @@ __all__ = [
     "DKIM_SIGN_SECONDS",
     "FEEDBACK_ISP",
     "INBOUND_RECEIVED",
+    "IP_SPEED",
     "ISP_LOCKED",
     "ISP_PAUSED",
     "ISP_SPEED",
@@ -165,6 +166,10 @@ CONSUMER_LAG = LiveGauge(
 ISP_SPEED = LiveGauge(
     "kmta_isp_speed_messages_per_second", "The brain's current speed of an ISP (all nodes "
     "together), per source IP", ["isp", "pool"])
+IP_SPEED = LiveGauge(
+    "kmta_source_ip_speed_messages_per_second", "The brain's own speed level of one source IP "
+    "at an ISP (speed.per_ip; all nodes together); the ISP's speed is the lowest",
+    ["isp", "source_ip"])
 ISP_SPEED_LIMIT = LiveGauge(
     "kmta_isp_speed_limit_messages_per_second", "The highest speed an ISP's rule allows (speed "
     "max, or a throttle's rate while it lasts), per source IP", ["isp", "pool"])

@@ -47,9 +47,12 @@ from schemas.rules import SpeedRule
 __all__ = [
     "BUSY",
     "DROP",
+    "HOLD",
     "HOLDOFF",
+    "PROBE",
     "PROBE_MAX",
     "PROBE_MIN",
+    "STARTUP",
     "STARTUP_DOUBLING",
     "STARTUP_EXIT",
     "Signal",
@@ -91,6 +94,9 @@ STARTUP_EXIT = 0.75
 """The knee: the first throttle of a startup sets the speed to this share of the speed that got
 it. The throttle arrives once the provider's burst allowance is drained, at ~1.3 x its capacity
 with the sim's burst of capacity/4 and the doubling above: 0.7 lands at ~0.9 of the capacity."""
+
+KNEE_SENT = 0.9
+"""The knee is at most this share of the rate the last busy startup period delivered."""
 
 DROP = 0.5
 """A throttle at a held level (the capacity fell): cut like TCP. The sender has already halved
@@ -219,6 +225,7 @@ class SpeedState:
     prior: float | None = None  # the speed before the last raise ...
     raised_at: float | None = None  # ... and when it was raised
     cut_last: tuple[tuple[str, float], ...] = ()  # (source@node, time) of its last throttle
+    sent: float | None = None  # startup: the rate the last busy period delivered (as speed)
 
 
 def _cap(rule: SpeedRule) -> float:
@@ -284,6 +291,7 @@ def _close_period(s: SpeedState, rule: SpeedRule, tact: float, period: float) ->
         # a light period verifies nothing: the level is verified again from here
         return replace(nxt, since=end, next_probe_at=max(s.next_probe_at, end))
     if s.mode == STARTUP:
+        nxt = replace(nxt, sent=s.clean * tact / period / max(1, len(s.sources)))
         grown = s.speed * 2.0 ** (period / STARTUP_DOUBLING)
         if grown > STARTUP_FREE * tact:  # near the range of real limits: fine steps
             grown = min(grown, max(STARTUP_FREE * tact, s.speed * STARTUP_STEP_MAX))
@@ -387,7 +395,13 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
         # it; the ceiling stays the speed now, an upper bound (at low rates the attribution is
         # a guess, and a ceiling below the capacity would make every probe a small, slow one)
         sent = _in_effect(s, tact, now)
-        s = replace(s, ceiling=s.speed, floor=None, speed=_clamp(sent * STARTUP_EXIT, rule))
+        knee = sent * STARTUP_EXIT
+        if s.sent is not None:
+            # never above what the senders actually delivered: with several nodes on a shared
+            # grid the sending can lag a fast-growing speed, and a knee from the speed alone
+            # lands above the capacity (three rounds of throttles at 1 msg/s x 4 nodes)
+            knee = min(knee, s.sent * KNEE_SENT)
+        s = replace(s, ceiling=s.speed, floor=None, speed=_clamp(knee, rule), sent=None)
     elif kind == "probe":
         # back to the floor; the floor before it is kept in case this floor was a false pass
         s = replace(s, ceiling=s.speed, speed=_clamp(s.floor or s.speed, rule))

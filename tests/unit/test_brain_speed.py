@@ -43,7 +43,7 @@ def test_a_rate_limit_reply_slows_at_once_and_is_no_cliff(isp: str, profile: str
     for i in range(300):  # clean and busy: startup
         apply_event(row, event(isp, i, t), KB, t)
         t += 0.02
-    before = row.speed["speed"]
+    before = states_of(row, KB.effective(isp), t)[0].speed
     throttle = profile_replies(profile)["throttle_reply"]
     for k in range(3):  # three throttle replies within a minute
         ev = event(isp, 1000 + k, t, throttle)
@@ -54,7 +54,8 @@ def test_a_rate_limit_reply_slows_at_once_and_is_no_cliff(isp: str, profile: str
         apply_event(row, ev, KB, t)
         row = Row.model_validate(json.loads(json.dumps(row.model_dump(mode="json"))))
         t += 20.0
-    assert row.speed["speed"] < before  # a signal: the speed fell
     states = states_of(row, KB.effective(isp), t)
+    assert states[0].speed < before  # a signal: the speed fell ...
+    assert states[1].source_ip == "127.0.0.2" and states[1].speed == states[0].speed  # its IP
     assert all(s.locked_until is None for s in states)  # no lock ...
     assert row.throttle_until is None  # ... and no capped period

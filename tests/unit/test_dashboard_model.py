@@ -182,6 +182,7 @@ def test_lock_pause_speed_from_state() -> None:
     assert g["lock_reply"] == "421 4.7.28 blocked" and g["lock_seconds_left"] == 3500
     assert g["paused"] and g["speed"] == 20 and (g["speed_min"], g["speed_max"]) == (1, 100)
     assert g["locked_ips"] == "192.0.2.1"
+    assert g["ip_speeds"] == ""  # the IP's record carries no level of its own
     assert row(b, "gmail", 4000)["locked"] is False
     assert row(b, "gmail", 4000)["locked_ips"] == ""
 
@@ -465,3 +466,18 @@ def test_reputation_counts_older_than_a_week_are_dropped() -> None:
     b.apply_event(ev("new", "delivered", 8 * 86400, campaign="autumn", code=250))
     assert "campaign:autumn" in b._rates.buckets and "campaign:spring" not in b._rates.buckets
     assert "campaign:spring" not in {r["key"] for r in b.reputation_rows(T0 + 8 * 86400)}
+
+
+def test_each_source_ips_own_speed_level_is_shown_with_its_isp() -> None:
+    b = Board()
+    b.apply_state(IspState(isp="gmail", speed=120, updated_at=T0))  # the lowest level
+    for ip, speed in (("192.0.2.2", 240.0), ("192.0.2.1", 120.0)):
+        b.apply_state(IspState(isp="gmail", source_ip=ip, speed=speed, updated_at=T0))
+    b.apply_state(IspState(isp="yahoo", source_ip="192.0.2.1", speed=30, updated_at=T0))
+    g = row(b, "gmail", 10)
+    assert g["speed"] == 120 and g["ip_speeds"] == "192.0.2.1 120, 192.0.2.2 240"
+    b.apply_state(IspState(isp="gmail", source_ip="192.0.2.2", speed=180.5, updated_at=T0 + 5))
+    assert row(b, "gmail", 10)["ip_speeds"] == "192.0.2.1 120, 192.0.2.2 180.5"
+    assert row(b, "yahoo", 10)["ip_speeds"] == "192.0.2.1 30"
+    # the speed chart stays the ISP's record (IP records do not add points to it)
+    assert b.speed_series("gmail", T0)["points"] == [(T0, 120)]

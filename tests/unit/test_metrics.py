@@ -221,17 +221,24 @@ def test_brain_states_as_gauges() -> None:
                           throttle_rate=300).model_dump(mode="json"),
         "gmail|127.0.0.2": IspState(isp="gmail", source_ip="127.0.0.2",
                                     locked_until=now + 10).model_dump(mode="json"),
+        "gmail|127.0.0.3": IspState(isp="gmail", source_ip="127.0.0.3",
+                                    speed=240).model_dump(mode="json"),
+        "a.test|127.0.0.3": IspState(isp="a.test", source_ip="127.0.0.3",
+                                     speed=30).model_dump(mode="json"),
         "a.test": IspState(isp="a.test", locked_until=now + 10).model_dump(mode="json"),
         "b.test": IspState(isp="b.test", locked_until=now - 1, paused=True).model_dump(
             mode="json"),
     }
-    speed, limit, locked, paused = state_gauges(states, kb, now)
+    speed, limit, locked, paused, ip_speed = state_gauges(states, kb, now)
     assert speed == {("gmail",): 2.0}  # 120 a minute
+    assert ip_speed == {("gmail", "127.0.0.3"): 4.0}  # its own level; other ISPs: none
     assert limit == {("gmail",): 5.0}  # the throttle's 300 a minute, below max 600
     assert locked == {("gmail", "", ""): 0.0, ("gmail", "127.0.0.2", ""): 1.0,
-                      (OTHER, "", ""): 1.0}
+                      ("gmail", "127.0.0.3", ""): 0.0, (OTHER, "", ""): 1.0,
+                      (OTHER, "127.0.0.3", ""): 0.0}
     assert paused == {("gmail", "", ""): 0.0, ("gmail", "127.0.0.2", ""): 0.0,
-                      (OTHER, "", ""): 1.0}
+                      ("gmail", "127.0.0.3", ""): 0.0, (OTHER, "", ""): 1.0,
+                      (OTHER, "127.0.0.3", ""): 0.0}
     ISP_LOCKED.set_all(locked)  # as the worker's observer does: the labels in that order
     assert REGISTRY.get_sample_value("kmta_isp_locked", {
         "isp": "gmail", "source_ip": "127.0.0.2", "pool": ""}) == 1

@@ -96,7 +96,8 @@ def test_a_pool_scope_reply_locks_only_that_pool() -> None:
     assert st["gmail@warm"].locked_until == NOW + 3600
     assert st["gmail@warm"].lock_reason == "warm_block"
     assert not st["gmail"].locked(NOW)
-    assert "gmail|192.0.2.1" not in st  # the pool, not the one source IP
+    ip = st["gmail|192.0.2.1"]  # the IP's record carries its speed level ...
+    assert ip.speed is not None and not ip.locked(NOW)  # ... the pool is locked, not the IP
     # the same reply from another pool matches none of the warm pool's rules
     other = Row(isp="gmail")
     apply_event(other, _event("main", "192.0.2.9", "554 5.7.1 warm-up limit hit"), KB, NOW)

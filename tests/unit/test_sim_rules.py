@@ -38,6 +38,32 @@ def test_capacity_is_a_token_bucket_per_source_ip():
     assert stats[A]["throttled"] == 3 and stats[B]["throttled"] == 0
 
 
+def accepted_in(r, ip: str, rate: float, seconds: float, start: float = 0.0) -> int:
+    """Messages of ``ip`` accepted when offered at ``rate`` per second for ``seconds``."""
+    n = int(rate * seconds)
+    return sum(r.on_rcpt(ip, "s@x", f"u{i}@x", start + i / rate) is None for i in range(n))
+
+
+def test_ip_capacity_gives_one_source_ip_its_own_rate():
+    r = rules(capacity=10, ip_capacity={B: 5})
+    # offered 10/s for 20 s: A takes all 200, B its 5/s (100) plus its burst
+    assert accepted_in(r, A, 10, 20) == 200
+    assert 100 <= accepted_in(r, B, 10, 20) <= 100 + 2
+    assert r.capacity(0.0, A) == 10 and r.capacity(0.0, B) == 5 and r.capacity(0.0) == 10
+
+
+def test_capacity_changes_scale_an_ip_capacity_by_the_same_factor():
+    r = rules(capacity=10, ip_capacity=((B, 4.0),), capacity_changes=((10, 5),))
+    r.capacity(0.0)  # the first command: changes count from here
+    assert (r.capacity(9.0, A), r.capacity(9.0, B)) == (10, 4)
+    assert (r.capacity(10.0, A), r.capacity(10.0, B)) == (5, 2)
+
+
+def test_ip_capacity_must_be_positive():
+    with pytest.raises(ConfigError):
+        ProviderBehaviour(capacity=1, ip_capacity={A: 0})
+
+
 def test_throttle_reply_is_the_profiles_multiline_text_with_ip():
     r = rules(profile="gmail", capacity=1, burst=1)
     r.on_rcpt(A, "s@x", "u@gmail.com", 0.0)
