@@ -9,17 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from kmta.policy.classify import Classifier, code_digits_enhanced, is_throttle
-from kmta.policy.reply import Reply
-from kmta.policy.verdict import judge
-
-CLASSIFIER = Classifier.load()
-
-
-def verdict(code: int, text: str) -> tuple[str, str, bool]:
-    v = judge(Reply.parse(code, text), CLASSIFIER, None)
-    return v.category, v.verdict, v.suppress
-
+from kmta.policy.classify import code_digits_enhanced, is_throttle
+from tests.unit.classify_rounds import verdict
 
 # ---- a server's own basic codes spell RFC 3463's subject and detail (Courier) -------------------
 

@@ -11,17 +11,7 @@ from __future__ import annotations
 
 import pytest
 
-from kmta.policy.classify import Classifier
-from kmta.policy.reply import Reply
-from kmta.policy.verdict import judge
-
-CLASSIFIER = Classifier.load()
-
-
-def verdict(code: int, text: str) -> tuple[str, str, bool]:
-    v = judge(Reply.parse(code, text), CLASSIFIER, None)
-    return v.category, v.verdict, v.suppress
-
+from tests.unit.classify_rounds import verdict
 
 # ---- Postfix's RBL reply template: "$rbl_class [$rbl_what] blocked using $rbl_domain" ------------
 # (postconf(5) default_rbl_reply). The class is our client host, sender domain or HELO name,

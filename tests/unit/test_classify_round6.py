@@ -10,17 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from kmta.policy.classify import Classifier
-from kmta.policy.reply import Reply
-from kmta.policy.verdict import judge
-
-CLASSIFIER = Classifier.load()
-
-
-def verdict(code: int, text: str) -> tuple[str, str, bool]:
-    v = judge(Reply.parse(code, text), CLASSIFIER, None)
-    return v.category, v.verdict, v.suppress
-
+from tests.unit.classify_rounds import verdict
 
 # ---- our IP named as the object of a refusal or deferral ("Your mail from <ip> was rejected",
 # ---- Apple's [AB01]; "Messages from <ip> permanently deferred", Yahoo), and our IP "filtered"

@@ -10,17 +10,9 @@ from __future__ import annotations
 
 import pytest
 
-from kmta.policy.classify import Classifier, wording
+from kmta.policy.classify import wording
 from kmta.policy.reply import Reply
-from kmta.policy.verdict import judge
-
-CLASSIFIER = Classifier.load()
-
-
-def verdict(code: int, text: str) -> tuple[str, str, bool]:
-    v = judge(Reply.parse(code, text), CLASSIFIER, None)
-    return v.category, v.verdict, v.suppress
-
+from tests.unit.classify_rounds import verdict
 
 # ---- identifiers of three or more capitalised words are read as words (Exchange / Office 365
 # ---- status names): a submission quota is a rate and defers, whatever the 5xx ----------------

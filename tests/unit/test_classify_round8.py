@@ -10,17 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from kmta.policy.classify import Classifier
-from kmta.policy.reply import Reply
-from kmta.policy.verdict import judge
-
-CLASSIFIER = Classifier.load()
-
-
-def verdict(code: int, text: str) -> tuple[str, str, bool]:
-    v = judge(Reply.parse(code, text), CLASSIFIER, None)
-    return v.category, v.verdict, v.suppress
-
+from tests.unit.classify_rounds import verdict
 
 # ---- a temporary x.2.1 is a per-recipient receiving rate, in any language; a mailbox disabled
 # ---- for now says so in words --------------------------------------------------------------
