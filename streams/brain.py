@@ -11,7 +11,7 @@ from pydantic import Field
 from kmta.config import ReputationConfig
 from kmta.errors import ConfigError
 from kmta.policy.classify import suppresses
-from kmta.policy.ipspeed import for_new_ip, lowest
+from kmta.policy.ipspeed import for_new_ip, idle, lowest
 from kmta.policy.kb import EffectiveRule, KnowledgeBase
 from kmta.policy.locks import Hits, lock_until, record
 from kmta.policy.reply import Reply
@@ -46,6 +46,7 @@ class Row(Model):
     speed: dict[str, Any] | None = None  # the level shared by the IPs (speed.per_ip off)
     # speed.per_ip: source IP -> its own level (SpeedState fields; defaults left out)
     ip_speed: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    ip_seen: dict[str, float] = Field(default_factory=dict)  # source IP -> its last event
     throttle_until: float | None = None
     throttle_rate: float | None = None
     max_connections: int | None = None
@@ -157,8 +158,17 @@ def apply_event(row: Row, ev: DeliveryEvent, kb: KnowledgeBase, now: float,
     ips = [ip for ip in row.warm if warmup is not None and ip not in warmup.ips]
     if ev.source_ip and ev.source_ip not in ips:
         ips.append(ev.source_ip)
+    # levels of IPs without an event for a day go (their records are published blank)
+    gone = [ip for ip in idle(row.ip_seen, set(row.ip_speed) | set(row.ip_seen), now)
+            if ip != ev.source_ip]
+    ips += [ip for ip in gone if ip not in ips]
     pool = ev.pool or None
     before = _states_for(row, rule, now, ips, pool)
+    for ip in gone:
+        row.ip_speed.pop(ip, None)
+        row.ip_seen.pop(ip, None)
+    if ev.source_ip:
+        row.ip_seen[ev.source_ip] = now
     reply = Reply(code=ev.code, enhanced_code=ev.enhanced_code, text=ev.response,
                   internal=ev.internal)
     # replies are matched with the rules of the pool that sent (it may narrow them); the

@@ -16,7 +16,12 @@ from dataclasses import replace
 from kmta.policy.speed import HOLD, PROBE, SpeedState, initial
 from schemas.rules import SpeedRule
 
-__all__ = ["for_new_ip", "lowest"]
+__all__ = ["IDLE", "for_new_ip", "idle", "lowest"]
+
+# seconds without an event after which a source IP's level is dropped (an IP taken out of the
+# pool, or idle for a day): else its level stays in the row and, the lowest, holds down the
+# ISP's record and the level new IPs start from
+IDLE = 24 * 3600.0
 
 
 def lowest(levels: Iterable[float]) -> float | None:
@@ -45,3 +50,10 @@ def for_new_ip(levels: Mapping[str, SpeedState], rule: SpeedRule, now: float,
                    next_probe_at=max(base.next_probe_at, now), recent=(), prev_floor=None,
                    floor_at=None, cut_throttles=0, cut_ips=(), last_cut="", sources=(),
                    prior=None, raised_at=None, cut_last=())
+
+
+def idle(seen: Mapping[str, float], levels: Iterable[str], now: float,
+         after: float = IDLE) -> list[str]:
+    """The IPs of ``levels`` not seen (``seen``: the time of each IP's last event) for
+    ``after`` seconds; an IP never seen is not idle (a row from before ``seen`` was kept)."""
+    return sorted(ip for ip in levels if seen.get(ip, now) <= now - after)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from kmta.policy.ipspeed import IDLE, idle
 from kmta.policy.kb import KnowledgeBase
 from schemas import DeliveryEvent, IspState, Status
 from streams.brain import Row, apply_event, states_of
@@ -118,3 +119,27 @@ def test_a_row_from_before_per_ip_levels_seeds_its_ips_with_the_shared_level() -
     apply_event(row, ev(B, t), KB, t)
     st = published(row, t)
     assert st[f"{ISP}|{A}"].speed == st[f"{ISP}|{B}"].speed == learned == st[ISP].speed
+
+
+def test_an_ip_without_events_for_a_day_leaves_the_row_and_its_record_goes_blank() -> None:
+    """An IP taken out of the pool: its low level no longer holds down the ISP's record (the
+    lowest) nor the level new IPs start from; its own record is published blank."""
+    row = Row(isp=ISP)
+    row, t = run_clean(row, (A, B), 1000.0, 20.0)
+    row, t = run_clean(row, (A, B), t, 20.0, {B: [t + 1.0, t + 8.0]})
+    assert published(row, t)[ISP].speed == published(row, t)[f"{ISP}|{B}"].speed
+    row, t = run_clean(row, (A,), t, 60.0)  # B is gone; A alone for a minute
+    assert B in row.ip_speed  # a minute is not a day
+    later = t + IDLE
+    out = apply_event(row, ev(A, later, n=99), KB, later)
+    assert B not in row.ip_speed and B not in row.ip_seen
+    (blank,) = [s for s in out if s.source_ip == B]
+    assert blank.speed is None and blank.updated_at == 0.0
+    st = published(row, later)
+    assert f"{ISP}|{B}" not in st and st[ISP].speed == st[f"{ISP}|{A}"].speed
+
+
+def test_idle_ips_are_those_not_seen_for_the_period() -> None:
+    seen = {A: 0.0, B: 100.0}
+    assert idle(seen, [A, B, "192.0.2.9"], now=IDLE + 50.0) == [A]  # never seen: not idle
+    assert idle(seen, [A, B], now=IDLE + 100.0) == [A, B]
