@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from kmta.pipeline.fencing import FENCED, Renewals
+from kmta.pipeline.fencing import FENCED, Renewals, broken
 from kmta.pipeline.outputs import Out, write
 from senders.tracker import OffsetTracker, decode_done
 
@@ -191,6 +191,8 @@ class Checkpoint:
                 raise
             except Exception:
                 log.exception("writing outcomes failed; retrying")
+                if self.new_producer is not None and broken(self.producer):
+                    await self._renew_producer()  # see kmta/pipeline/fencing.py
                 await asyncio.sleep(RETRY_AFTER)
         return offsets
 

@@ -30,7 +30,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from kmta.config import Config
 from kmta.pipeline.deferral import defer, park
-from kmta.pipeline.fencing import FENCED, TXN_TIMEOUT_MS, Renewals, renewed
+from kmta.pipeline.fencing import FENCED, TXN_TIMEOUT_MS, Renewals, broken, renewed
 from kmta.pipeline.kafkaio import (
     FETCH_MAX_BYTES,
     CompactedView,
@@ -203,6 +203,8 @@ class DelayScheduler:
                 self._producer = await renewed(self._producer, self._new_producer)
             except Exception:
                 log.exception("delay scheduler error; reading again from the last commit")
+                if broken(self._producer):  # see kmta/pipeline/fencing.py
+                    self._producer = await renewed(self._producer, self._new_producer)
                 self._rewind()
                 await asyncio.sleep(1.0)
 

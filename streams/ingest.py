@@ -31,7 +31,7 @@ from aiokafka.errors import IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
 from kmta.config import Config
-from kmta.pipeline.fencing import FENCED, TXN_TIMEOUT_MS, Renewals, renewed
+from kmta.pipeline.fencing import FENCED, TXN_TIMEOUT_MS, Renewals, broken, renewed
 from kmta.pipeline.kafkaio import FETCH, Rebalance, client_options, make_producer
 from kmta.pipeline.metrics import ROUTED
 from kmta.pipeline.outputs import RECORD_ERRORS, Out, acked, send_each
@@ -267,6 +267,14 @@ class OutboxRoute:
                 raise
             except Exception as e:  # noqa: BLE001 - the cluster: abort, write it again
                 log.warning("writing a routed batch failed (%r); retrying", e)
+                if broken(self._producer):
+                    log.warning("the routing producer can write no more transactions: a new "
+                                "one writes it")
+                    try:
+                        self._producer = await renewed(self._producer, self._new_producer,
+                                                       give_up=lambda: self._stopping)
+                    except Exception:  # noqa: BLE001 - stopping: the next owner routes it
+                        return False
             if self._stopping:
                 return False
             await asyncio.sleep(delay)

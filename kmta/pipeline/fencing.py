@@ -22,10 +22,11 @@ from aiokafka.errors import (
     ProducerFenced,
     TransactionalIdAuthorizationFailed,
 )
+from aiokafka.producer.transaction_manager import TransactionState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FENCED", "TXN_TIMEOUT_MS", "Renewals", "renewed"]
+__all__ = ["FENCED", "TXN_TIMEOUT_MS", "Renewals", "broken", "renewed"]
 
 # a killed process's open transaction holds read-committed readers of what it wrote this long
 # (the broker aborts it then; the repo's broker checks for that every second)
@@ -52,9 +53,24 @@ class Renewals:
         return True
 
 
-async def renewed(old: Any, new_producer: Callable[[], Any], retry_after: float = 1.0) -> Any:
-    """Close a fenced producer and start a new one of the same transactional id (its start
-    fences the old epoch and aborts what it left open), retrying while the cluster recovers."""
+def broken(producer: Any) -> bool:
+    """A transactional producer left unable to begin another transaction after a failure:
+    its transaction manager in a fatal state (measured: the coordinator answered an EndTxn
+    with an unknown error while one of three brokers was killed; every later begin then
+    failed, and routing stopped for good) or in any state but ready (a commit that failed
+    midway). A new producer of the
+    same id (``renewed``) goes on; the broker aborts what the old one left open."""
+    tm = getattr(producer, "_txn_manager", None)
+    if tm is None:  # not aiokafka's (a test's fake): nothing to judge by
+        return False
+    return bool(tm.state is not TransactionState.READY)
+
+
+async def renewed(old: Any, new_producer: Callable[[], Any], retry_after: float = 1.0,
+                  give_up: Callable[[], bool] = lambda: False) -> Any:
+    """Close a fenced (or ``broken``) producer and start a new one of the same transactional
+    id (its start fences the old epoch and aborts what it left open), retrying while the
+    cluster recovers, unless ``give_up()`` says to stop (then the error is raised)."""
     try:
         await old.stop()
     except Exception:
@@ -64,6 +80,8 @@ async def renewed(old: Any, new_producer: Callable[[], Any], retry_after: float 
         try:
             await producer.start()
             return producer
-        except Exception as e:  # noqa: BLE001 - the cluster is still recovering
+        except Exception as e:  # the cluster is still recovering
+            if give_up():
+                raise
             log.warning("starting a new producer failed (%s); retrying", e)
             await asyncio.sleep(retry_after)

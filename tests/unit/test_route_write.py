@@ -175,3 +175,59 @@ def test_batches_fetched_meanwhile_join_the_transaction_and_its_retry() -> None:
     assert [o.value for o in prod.written] == [b"a1", b"b1"] and prod.aborted == 1
     assert prod.offsets == [{TopicPartition("u.outbox", 0): OffsetAndMetadata(8, ""),
                              TopicPartition("u.outbox", 1): OffsetAndMetadata(41, "")}]
+
+
+def test_a_producer_left_in_a_fatal_state_is_renewed_and_the_batch_written() -> None:
+    """The coordinator answered a commit with an unknown error while a broker died: aiokafka's
+    transaction manager went FATAL_ERROR and every later begin failed, so routing stopped for
+    good (the 3-broker fault test). A new producer of the same id writes the batch."""
+    from aiokafka.producer.transaction_manager import TransactionState
+
+    h = Harness()
+    route = OutboxRoute(h.config, h.router, 4)
+
+    class Manager:
+        state = TransactionState.READY
+
+    class CommitFails(FlakyProducer):
+        def __init__(self) -> None:
+            super().__init__(set(), set())
+            self._txn_manager = Manager()
+            self.stopped = False
+
+        @contextlib.asynccontextmanager
+        async def transaction(self):
+            if self._txn_manager.state is not TransactionState.READY:
+                raise AssertionError("Invalid state transition FATAL_ERROR -> IN_TRANSACTION")
+            async with super().transaction():
+                yield
+            self._txn_manager.state = TransactionState.FATAL_ERROR
+            self.written.clear()  # the commit never happened
+            raise KafkaConnectionError("EndTxn: UnknownError")
+
+        async def stop(self) -> None:
+            self.stopped = True
+
+    class Fresh(FlakyProducer):
+        async def start(self) -> None:
+            pass
+    first, fresh = CommitFails(), Fresh(set(), set())
+    route._producer = first
+    route._new_producer = lambda: fresh  # type: ignore[method-assign]
+    rec = SimpleNamespace(topic="u.outbox", partition=0, offset=5, value=b"{}")
+    assert asyncio.run(route._write(txn_of([rec], [[Out("u.queue", b"a")]])))
+    assert first.stopped and route._producer is fresh
+    assert [o.value for o in fresh.written] == [b"a"] and fresh.offsets
+
+
+def test_broken_reads_the_transaction_manager() -> None:
+    from aiokafka.producer.transaction_manager import TransactionState
+
+    from kmta.pipeline.fencing import broken
+
+    class P:
+        def __init__(self, state) -> None:
+            self._txn_manager = SimpleNamespace(state=state)
+    assert not broken(P(TransactionState.READY))
+    assert broken(P(TransactionState.FATAL_ERROR)) and broken(P(TransactionState.IN_TRANSACTION))
+    assert not broken(object())
