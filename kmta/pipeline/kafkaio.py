@@ -229,25 +229,44 @@ async def ensure_topics(config: Config, timeout: float = 60.0) -> None:
         await admin.close()
         raise KafkaUnreachable(await why_unreachable(config)) from None
     try:
+        names = [s.name for s in topic_specs(config)]
         existing = set(await admin.list_topics())
-        new = []
-        for s in topic_specs(config):
-            if s.name in existing:
-                continue
-            new.append(new_topic(config, s))
         # made by an older kmta (or by hand): records of the largest message must fit
         await raise_max_message_bytes(admin, {s.name: record_limit(config)
                                               for s in topic_specs(config)
                                               if s.name in existing})
-        if new:
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            await create_missing(admin, config, existing)
             try:
-                await admin.create_topics(new)
-            except TopicAlreadyExistsError:
-                pass
-            log.info("created topics %s", [n.name for n in new])
-        await described(admin, [s.name for s in topic_specs(config)], timeout)
+                await described(admin, names, min(5.0, timeout))
+                return
+            except TimeoutError:
+                # a topic still being deleted refuses its creation (the broker answers per
+                # topic, aiokafka does not raise): list again and create what is missing
+                if asyncio.get_running_loop().time() > deadline:
+                    raise
+            existing = set(await admin.list_topics())
     finally:
         await admin.close()
+
+
+async def create_missing(admin: AIOKafkaAdminClient, config: Config, existing: set[str]
+                         ) -> None:
+    """Ask the broker to create the topics of ``config`` not in ``existing``; a topic it
+    refuses is logged (the caller waits for it to show)."""
+    new = [new_topic(config, s) for s in topic_specs(config) if s.name not in existing]
+    if not new:
+        return
+    try:
+        response = await admin.create_topics(new)
+    except TopicAlreadyExistsError:
+        return
+    refused = {t[0]: t[1] for t in getattr(response, "topic_errors", ())
+               if t[1] not in (0, TopicAlreadyExistsError.errno)}
+    if refused:
+        log.info("creating topics %s: broker refused (error codes) %s", sorted(refused), refused)
+    log.info("created topics %s", sorted(n.name for n in new if n.name not in refused))
 
 
 async def described(admin: AIOKafkaAdminClient, topics: list[str], timeout: float
