@@ -109,6 +109,10 @@ class Intake:
         if lane.cleared(env):
             self._finish(tp, r.offset, self.records.ended(env, Ending.CANCELLED, CLEARED, now))
             return
+        why = lane.held(env)
+        if why is not None:  # queued before the brain held its campaign or domain
+            self._finish(tp, r.offset, self.records.held(env, why, now))
+            return
         if env.expires_at is not None and env.expires_at <= now:
             self._finish(tp, r.offset, self.records.ended(
                 env, Ending.EXPIRED, "message expired in the queue", now))
@@ -169,6 +173,21 @@ class Intake:
             if lane.cleared(item.env):
                 self._finish(TopicPartition(self.topic, item.partition), item.offset,
                              self.records.ended(item.env, Ending.CANCELLED, CLEARED, now))
+            else:
+                keep.append(item)
+        lane.keep(keep)
+
+    def park_holds(self, lane: Lane, now: float) -> None:
+        """The brain held a campaign or a sending domain at the lane's ISP: what the lane holds
+        of it goes to the delay topics (routed before the hold, it was queued already)."""
+        if lane.state is None or not lane.state.holds:
+            return
+        keep = []
+        for item in lane.queue:
+            why = lane.held(item.env)
+            if why is not None:
+                self._finish(TopicPartition(self.topic, item.partition), item.offset,
+                             self.records.held(item.env, why, now))
             else:
                 keep.append(item)
         lane.keep(keep)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from kmta.policy.kb import EffectiveRule
 from kmta.policy.locks import Hits, lock_until, record
 from kmta.policy.reply import Reply
+from kmta.policy.reputation import held_by
 from kmta.policy.warmup import Pending, free_at, pending, remaining
 from schemas import Envelope, IspState, WarmupStatus
 from schemas.rules import ReplyRule
@@ -253,6 +254,12 @@ class Lane:
     def cleared(self, env: Envelope) -> bool:
         cb = self.state.clear_before if self.state is not None else None
         return cb is not None and env.accepted_at <= cb
+
+    def held(self, env: Envelope) -> str | None:
+        """Why a reputation hold of the brain's (its campaign or sending domain at this ISP)
+        stops ``env``, else None."""
+        return held_by(self.state.holds if self.state is not None else None, self.isp,
+                       env.campaign, env.sender)
 
     def refresh(self) -> None:
         """Apply the current speed to every source IP's pacer; forget ended local locks."""

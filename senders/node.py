@@ -158,6 +158,7 @@ class SenderNode:
         for lane, clears in self.lanes.apply(st, now):
             if clears:
                 self.intake.cancel_cleared(lane, now)
+            self.intake.park_holds(lane, now)
             self.dispatch.kick(lane)
 
     async def _tick_loop(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from kmta.config import Config
-from kmta.pipeline.deferral import defer, park
+from kmta.pipeline.deferral import defer, hold, park
 from kmta.pipeline.metrics import DEAD_LETTERS
 from kmta.pipeline.outputs import Ending, Out, ended, event_out, internal_event
 from kmta.policy.verdict import Disposition, Verdict
@@ -47,6 +47,11 @@ class Records:
     def parked(self, env: Envelope, until: float, now: float) -> list[Out]:
         """Not sendable now: back from a delay topic at ``until``, no attempt counted."""
         return [park(self._c, env, until, now)]
+
+    def held(self, env: Envelope, why: str, now: float) -> list[Out]:
+        """Stopped by a reputation hold (``why``): its deferred event, and back from a delay
+        topic after ``[reputation] recheck`` seconds, no attempt counted."""
+        return hold(self._c, env, why, now, node=self.node)
 
     def failed(self, env: Envelope, retry: RetryRule, error: BaseException, now: float,
                topic: str, partition: int, offset: int) -> list[Out]:

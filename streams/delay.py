@@ -29,7 +29,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from kmta.config import Config
-from kmta.pipeline.deferral import defer, park
+from kmta.pipeline.deferral import defer, hold, park
 from kmta.pipeline.fencing import FENCED, TXN_TIMEOUT_MS, Renewals, broken, renewed
 from kmta.pipeline.kafkaio import (
     FETCH_MAX_BYTES,
@@ -44,7 +44,7 @@ from kmta.pipeline.outputs import CLEARED, Ending, Out, ended, event_out, intern
 from kmta.pipeline.resolver import MxStatus, Resolver
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
-from kmta.policy.reputation import hold_keys
+from kmta.policy.reputation import held_by as reputation_hold
 from schemas import Envelope, Status, envelope_codec
 
 log = logging.getLogger(__name__)
@@ -66,12 +66,7 @@ def held_by(env: Envelope, states: Mapping[str, object]) -> str | None:
     is held: ``IspState.holds``), else None."""
     st = states.get(env.isp)
     holds = st.get("holds") if isinstance(st, dict) else None
-    if not holds:
-        return None
-    for key in hold_keys(env.campaign, env.sender):
-        if key in holds:
-            return f"{key} held at {env.isp}: {holds[key]}"
-    return None
+    return reputation_hold(holds, env.isp, env.campaign, env.sender)
 
 
 class DelayScheduler:
@@ -108,18 +103,7 @@ class DelayScheduler:
         attempt counted); the first time with a ``deferred`` event saying why. None: not
         held."""
         why = held_by(env, self._states.values)
-        if why is None:
-            return None
-        due = now + self._c.reputation.recheck
-        outs = [park(self._c, env, due, now)]
-        if first:
-            # no reply code: the brain must not read it as the provider's answer
-            ev = internal_event(env, Status.DEFERRED, 451, "4.7.1", why, "reputation_hold",
-                                now).model_copy(update={"code": None, "enhanced_code": None,
-                                                        "internal": False,
-                                                        "next_attempt_at": due})
-            outs.append(event_out(self._c, ev))
-        return outs
+        return None if why is None else hold(self._c, env, why, now, first)
 
     def dns_retry(self, env: Envelope, now: float) -> list[Out]:
         """Router hook: DNS failed temporarily -> count an attempt and retry per the ISP rule."""

@@ -11,11 +11,11 @@ from collections.abc import Sequence
 
 from kmta.config import Config
 from kmta.pipeline.kafkaio import delay_topic
-from kmta.pipeline.outputs import Out, event_out
+from kmta.pipeline.outputs import Out, event_out, internal_event
 from kmta.policy.retry import next_attempt_at
 from schemas import DeliveryEvent, Envelope, RetryRule, Status, envelope_codec
 
-__all__ = ["choose_tier", "defer", "park"]
+__all__ = ["choose_tier", "defer", "hold", "park"]
 
 
 def choose_tier(tiers: Sequence[float], remaining: float) -> float:
@@ -33,6 +33,22 @@ def park(config: Config, env: Envelope, due_at: float, now: float) -> Out:
     env.due_at = due_at
     tier = choose_tier(config.kafka.delay_tiers, due_at - now)
     return Out(delay_topic(config, tier), envelope_codec.encode(env), env.isp.encode())
+
+
+def hold(config: Config, env: Envelope, why: str, now: float, first: bool = True,
+         node: str | None = None) -> list[Out]:
+    """A message a reputation hold stops (``why``): it waits ``[reputation] recheck`` seconds
+    in the delay topics, no attempt counted; the ``first`` time with a ``deferred`` event
+    saying why (no reply code: the brain must not read it as the provider's answer)."""
+    due = now + config.reputation.recheck
+    outs = [park(config, env, due, now)]
+    if first:
+        ev = internal_event(env, Status.DEFERRED, 451, "4.7.1", why, "reputation_hold", now,
+                            node=node).model_copy(update={
+                                "code": None, "enhanced_code": None, "internal": False,
+                                "next_attempt_at": due})
+        outs.append(event_out(config, ev))
+    return outs
 
 
 def defer(config: Config, rule: RetryRule, env: Envelope, event: DeliveryEvent, now: float,

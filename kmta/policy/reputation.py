@@ -8,7 +8,7 @@ to the hour, bounded memory whatever the volume.
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "WEEK",
     "RateBook",
     "Rates",
+    "held_by",
     "hold_keys",
     "keys_of",
     "new_holds",
@@ -120,6 +121,18 @@ def hold_keys(campaign: str | None, sender: str | None) -> list[str]:
     if sender and "@" in sender:
         out.append(f"domain:{sender.rpartition('@')[2].lower()}")
     return out
+
+
+def held_by(holds: Mapping[str, str] | None, isp: str, campaign: str | None,
+            sender: str | None) -> str | None:
+    """Why a hold at ISP ``isp`` (``holds``: key -> reason, as the brain publishes them) stops
+    a message of ``campaign`` from envelope sender ``sender``; None when none does."""
+    if not holds:
+        return None
+    for key in hold_keys(campaign, sender):
+        if key in holds:
+            return f"{key} held at {isp}: {holds[key]}"
+    return None
 
 
 def new_holds(book: RateBook, holds: dict[str, str], released: dict[str, float], isp: str,

@@ -128,6 +128,35 @@ def test_cleared_and_expired_records_end_at_once() -> None:
         (Status.CANCELLED, 554, "cancelled"), (Status.EXPIRED, 554, "expired")]
 
 
+def test_a_held_campaign_waits_in_the_delay_topics_from_arrival_and_from_the_lane() -> None:
+    """A hold the brain placed after routing (the message was queued already) stops it at the
+    sender too: on arrival, and in the lane's queue when the hold comes later."""
+    r = Rooms()
+    tp = r.tp("gmail")
+    r.intake.accept(tp, Rec(0, env("gmail", 0, campaign="spring")))
+    r.intake.accept(tp, Rec(1, env("gmail", 1, campaign="autumn")))
+    lane = r.lanes.by_key[("gmail", None)]
+    assert [i.offset for i in lane.queue] == [0, 1]
+    held = IspState(isp="gmail", holds={"campaign:spring": "complaint rate 1.00% over 0.30%"})
+    r.lanes.apply(held)
+    now = time.time()
+    r.intake.park_holds(lane, now)
+    assert [i.offset for i in lane.queue] == [1]  # another campaign goes on
+    r.intake.accept(tp, Rec(2, env("gmail", 2, campaign="spring")))
+    assert [i.offset for i in lane.queue] == [1]
+    outs = r.outs()
+    assert [(off, topic.startswith("kmta.delay.")) for off, topic, _ in outs] == [
+        (0, True), (0, False), (2, True), (2, False)]
+    parked = envelope_codec.decode(outs[0][2] or b"")
+    assert parked.attempt == 0 and parked.due_at is not None
+    assert now + r.config.reputation.recheck - 1 <= parked.due_at
+    ev = DeliveryEvent.model_validate_json(outs[1][2] or b"")
+    assert (ev.status, ev.category, ev.code, ev.final) == (
+        Status.DEFERRED, "reputation_hold", None, False)
+    assert ev.response == "campaign:spring held at gmail: complaint rate 1.00% over 0.30%"
+    assert ev.node == "n1"
+
+
 def test_a_blocked_isp_on_a_shared_partition_is_parked_until_its_lock_ends() -> None:
     r = Rooms()
     tp = r.tp("example.org")  # an unknown ISP: a shared partition
