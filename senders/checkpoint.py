@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Callable, Collection
 from contextlib import AbstractAsyncContextManager
@@ -26,7 +25,7 @@ from typing import Any, Protocol
 from aiokafka import TopicPartition
 from aiokafka.structs import OffsetAndMetadata
 
-from kmta.pipeline.fencing import FENCED, Renewals, broken
+from kmta.pipeline.fencing import FENCED, Renewals, broken, exit_fenced, renewed
 from kmta.pipeline.outputs import Out, write
 from senders.tracker import OffsetTracker, decode_done
 
@@ -52,10 +51,6 @@ class TransactionalProducer(Protocol):
             self, offsets: dict[TopicPartition, OffsetAndMetadata], group_id: str) -> None: ...
 
 
-def _exit_fenced() -> None:
-    os._exit(3)
-
-
 class Checkpoint:
     """The outcomes waiting for the next transaction and the commit point of every partition
     this node owns. ``assignment`` says which partitions the consumer owns right now (a
@@ -64,7 +59,7 @@ class Checkpoint:
 
     def __init__(self, group: str, assignment: Callable[[], Collection[TopicPartition]],
                  producer: TransactionalProducer | None = None,
-                 on_fenced: Callable[[], None] = _exit_fenced) -> None:
+                 on_fenced: Callable[[], None] = exit_fenced) -> None:
         self.group = group
         self.producer = producer  # set before the first flush (aiokafka needs the running loop)
         self._assignment = assignment
@@ -199,19 +194,7 @@ class Checkpoint:
     async def _renew_producer(self) -> None:
         """See kmta/pipeline/fencing.py."""
         assert self.new_producer is not None
-        while True:
-            old, self.producer = self.producer, self.new_producer()
-            try:
-                if old is not None:
-                    await old.stop()
-            except Exception:
-                log.debug("closing the old producer failed", exc_info=True)
-            try:
-                await self.producer.start()
-                return
-            except Exception as e:  # noqa: BLE001 - the cluster is still recovering
-                log.warning("starting a new producer failed (%s); retrying", e)
-                await asyncio.sleep(RETRY_AFTER)
+        self.producer = await renewed(self.producer, self.new_producer, RETRY_AFTER)
 
     def committable(self) -> dict[TopicPartition, OffsetAndMetadata]:
         """Commit points that moved, of partitions this node still owns."""

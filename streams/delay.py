@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-import os
 import random
 import time
 from collections import deque
@@ -30,7 +29,7 @@ from aiokafka.structs import ConsumerRecord, OffsetAndMetadata
 
 from kmta.config import Config
 from kmta.pipeline.deferral import defer, hold, park
-from kmta.pipeline.fencing import FENCED, TXN_TIMEOUT_MS, Renewals, broken, renewed
+from kmta.pipeline.fencing import FENCED, TXN_TIMEOUT_MS, Renewals, broken, exit_fenced, renewed
 from kmta.pipeline.kafkaio import (
     FETCH_MAX_BYTES,
     CompactedView,
@@ -77,7 +76,7 @@ class DelayScheduler:
         self._group = f"{config.kafka.topic_prefix}delay"
         self._txn_id = f"{config.kafka.topic_prefix}delay.{node}"
         self._renewals = Renewals()
-        self._on_fenced = on_fenced or (lambda: os._exit(3))
+        self._on_fenced = on_fenced or exit_fenced
         self._kb = kb
         self._pmap = pmap
         self._resolver = resolver

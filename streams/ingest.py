@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -31,7 +30,7 @@ from aiokafka.errors import IllegalStateError
 from aiokafka.structs import OffsetAndMetadata
 
 from kmta.config import Config
-from kmta.pipeline.fencing import FENCED, TXN_TIMEOUT_MS, Renewals, broken, renewed
+from kmta.pipeline.fencing import FENCED, TXN_TIMEOUT_MS, Renewals, broken, exit_fenced, renewed
 from kmta.pipeline.kafkaio import FETCH, Rebalance, client_options, make_producer
 from kmta.pipeline.metrics import ROUTED
 from kmta.pipeline.outputs import RECORD_ERRORS, Out, acked, send_each
@@ -89,7 +88,7 @@ class OutboxRoute:
         self._producer: Any = None
         self._renewals = Renewals()
         # another live worker has this one's name: stop the process, as a sender node does
-        self._on_fenced = on_fenced or (lambda: os._exit(3))
+        self._on_fenced = on_fenced or exit_fenced
         self._task: asyncio.Task | None = None
         self._lock = asyncio.Lock()  # one batch at a time; a revoke waits for it
         self._stopping = False

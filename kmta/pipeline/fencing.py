@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -26,7 +27,7 @@ from aiokafka.producer.transaction_manager import TransactionState
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FENCED", "TXN_TIMEOUT_MS", "Renewals", "broken", "renewed"]
+__all__ = ["FENCED", "TXN_TIMEOUT_MS", "Renewals", "broken", "exit_fenced", "renewed"]
 
 # a killed process's open transaction holds read-committed readers of what it wrote this long
 # (the broker aborts it then; the repo's broker checks for that every second)
@@ -58,8 +59,8 @@ def broken(producer: Any) -> bool:
     its transaction manager in a fatal state (measured: the coordinator answered an EndTxn
     with an unknown error while one of three brokers was killed; every later begin then
     failed, and routing stopped for good) or in any state but ready (a commit that failed
-    midway). A new producer of the
-    same id (``renewed``) goes on; the broker aborts what the old one left open."""
+    midway). A new producer of the same id (``renewed``) goes on; the broker aborts what the
+    old one left open."""
     tm = getattr(producer, "_txn_manager", None)
     if tm is None:  # not aiokafka's (a test's fake): nothing to judge by
         return False
@@ -70,18 +71,29 @@ async def renewed(old: Any, new_producer: Callable[[], Any], retry_after: float 
                   give_up: Callable[[], bool] = lambda: False) -> Any:
     """Close a fenced (or ``broken``) producer and start a new one of the same transactional
     id (its start fences the old epoch and aborts what it left open), retrying while the
-    cluster recovers, unless ``give_up()`` says to stop (then the error is raised)."""
-    try:
-        await old.stop()
-    except Exception:
-        log.debug("closing the fenced producer failed", exc_info=True)
+    cluster recovers, unless ``give_up()`` says to stop (then the error is raised). A new
+    producer whose start failed is closed before the next try."""
     while True:
-        producer = new_producer()
+        try:
+            if old is not None:
+                await old.stop()
+        except Exception:
+            log.debug("closing the old producer failed", exc_info=True)
+        producer = old = new_producer()
         try:
             await producer.start()
             return producer
         except Exception as e:  # the cluster is still recovering
             if give_up():
+                try:
+                    await producer.stop()
+                except Exception:
+                    log.debug("closing the new producer failed", exc_info=True)
                 raise
             log.warning("starting a new producer failed (%s); retrying", e)
             await asyncio.sleep(retry_after)
+
+
+def exit_fenced() -> None:
+    """Another live process has this one's transactional id: nothing more may be written."""
+    os._exit(3)

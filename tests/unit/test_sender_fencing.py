@@ -83,3 +83,24 @@ def test_renewals_are_limited_per_window() -> None:
     r = Renewals()
     assert [r.allow(t) for t in (0, 1, 2, 3)] == [True, True, True, False]
     assert r.allow(Renewals.WINDOW + 0.5)  # the first one left the window
+
+
+async def test_renewed_closes_a_new_producer_whose_start_failed() -> None:
+    """While the cluster recovers a new producer's start fails: it is closed before the next
+    one is made (left open, its client would leak), and the fenced one is closed first."""
+    from kmta.pipeline.fencing import renewed
+
+    class P:
+        def __init__(self, fails: bool) -> None:
+            self.fails, self.stopped = fails, False
+
+        async def start(self) -> None:
+            if self.fails:
+                raise ConnectionError("cluster recovering")
+
+        async def stop(self) -> None:
+            self.stopped = True
+    fenced, made = P(False), [P(True), P(False)]
+    queue = list(made)
+    got = await renewed(fenced, lambda: queue.pop(0), retry_after=0.0)
+    assert got is made[1] and fenced.stopped and made[0].stopped and not made[1].stopped
