@@ -104,10 +104,10 @@ class Checkpoint:
             return True
         return False
 
-    def idle(self) -> list[TopicPartition]:
+    def idle(self) -> list[tuple[TopicPartition, int | None]]:
         """Partitions whose every offset read is finished and written (``skip_to`` may move
-        their commit points)."""
-        return [tp for tp, tr in self.trackers.items() if tr.idle]
+        their commit points), with their commit points."""
+        return [(tp, tr.point) for tp, tr in self.trackers.items() if tr.idle]
 
     def skip_to(self, tp: TopicPartition, position: int) -> None:
         tracker = self.trackers.get(tp)

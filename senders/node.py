@@ -181,9 +181,12 @@ class SenderNode:
         if c is None:
             return
         owned = c.assignment()
-        for tp in self.checkpoint.idle():
+        for tp, point in self.checkpoint.idle():
             if tp not in owned:
                 continue
+            stable = c.last_stable_offset(tp)  # of the last fetch; None before one
+            if point is not None and stable is not None and point >= stable:
+                continue  # nothing past the commit point: the usual case, no position asked
             try:  # known at once once read from; never wait for a position here
                 position = await asyncio.wait_for(c.position(tp), 0.05)
             except Exception:  # noqa: BLE001 - given away meanwhile, or no position yet
