@@ -5,7 +5,7 @@ the classifier -> the ISP's reply rules -> disposition -> suppression) and is co
 label: the category, whether it is temporary (should be deferred, not bounced) and whether it
 should suppress the recipient. ``tuned.jsonl`` is the part the rules were tuned on;
 ``heldout.jsonl`` was held out when it was made (its misses were read once since, to find general
-causes); ``heldout2.jsonl`` to ``heldout13.jsonl`` were each written from public
+causes); ``heldout2.jsonl`` to ``heldout14.jsonl`` were each written from public
 sources the other parts do not use, after the rule changes before them, and scored blind once
 (their misses were read afterwards for the next round, so none is blind now).
 """
