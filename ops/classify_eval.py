@@ -33,6 +33,7 @@ CORPUS = Path(__file__).resolve().parent.parent / "tests" / "data" / "replies"
 PARTS = (
     "tuned", "heldout", "heldout2", "heldout3", "heldout4", "heldout5", "heldout6", "heldout7",
     "heldout8", "heldout9", "heldout10", "heldout11", "heldout12", "heldout13",
+    "heldout14",
 )
 
 
