@@ -89,3 +89,35 @@ def test_a_node_owning_several_slots_sends_at_its_whole_rate() -> None:
         assert len([t for t, who in out if who == i and t >= 2.0]) == pytest.approx(16, abs=1)
     times = sorted(t for t, _ in out)
     assert min(b - a for a, b in itertools.pairwise(times)) >= 0.25 - 0.002
+
+
+@pytest.mark.parametrize("grid", [None, (frozenset({0, 1}), 2)])
+def test_after_idling_the_second_slot_is_a_whole_interval_after_the_first(grid) -> None:
+    # a provider whose bucket is one message deep refuses a message sent less than one of its
+    # intervals after the last: a first slot backdated a quarter interval (at the start, after
+    # a restart, after idling) put the second 3/4 of an interval after it
+    clock = Clock(100.0)
+    p = Pacer(2.73, clock, grid=grid)
+    p.grid_rate = 2.73 if grid else None
+    for _ in range(2):  # the start, then again after idling for 10 s
+        first = clock.t
+        out = [t for t, _ in slots([p], clock, first + 2.0)]
+        gaps = [b - a for a, b in itertools.pairwise(out)]
+        assert first - Pacer.LATE_MAX <= out[0] < first + 1 / 2.73  # (the grid's next point)
+        assert min(gaps) >= 1 / 2.73 - Pacer.LATE_MAX - 0.002
+        assert len(out) == pytest.approx(2.0 * 2.73, abs=1)
+        clock.t += 10.0
+
+
+def test_a_slot_taken_late_is_counted_back_by_at_most_late_max() -> None:
+    clock = Clock(0.0)
+    p = Pacer(1.0, clock)
+    p.take()  # idle before: counted from LATE_MAX earlier
+    clock.t = 1.0 - Pacer.LATE_MAX + 0.004  # the next was due 4 ms ago: counted from then
+    assert p.delay() == 0
+    p.take()
+    clock.t = 2.0 - Pacer.LATE_MAX - 0.001  # due at 1.99: a whole interval after it
+    assert p.delay() == pytest.approx(0.001)
+    clock.t = 2.5  # due 0.5 s ago: counted back 10 ms, not a quarter interval (0.25 s)
+    p.take()
+    assert p.delay() == pytest.approx(1.0 - Pacer.LATE_MAX)
