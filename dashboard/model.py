@@ -557,6 +557,7 @@ class Board:
                     "speed_min": st.speed_min if st else None,
                     "speed_max": st.speed_max if st else None,
                     "ip_speeds": ", ".join(f"{ip} {sp:g}" for ip, sp in ip_speeds),
+                    "ip_speed_levels": dict(ip_speeds),
                     "throttled": bool(st and st.throttle_until and st.throttle_until > now),
                     "live_rules": bool(st and st.rules),
                     "connections": conns,

@@ -347,6 +347,7 @@ _STATUS_COLUMNS = [
     ("speed", "SPEED"),
     ("connections", "CONNS"),
     ("success", "SUCCESS"),
+    ("ip_speeds", "PER-IP"),
 ]
 
 
@@ -365,6 +366,9 @@ def format_status(totals: dict[str, Any], rows: list[dict[str, Any]], now: float
         cells["success"] = (
             f"{100 * r['success_rate']:.1f}%" if r["success_rate"] is not None else "-"
         )
+        # each source IP's own level (speed.per_ip), one cell: "127.0.0.2=6.7,127.0.0.3=3.1"
+        cells["ip_speeds"] = ",".join(
+            f"{ip}={sp:g}" for ip, sp in (r.get("ip_speed_levels") or {}).items()) or "-"
         table.append([str(cells[k]) for k, _ in _STATUS_COLUMNS])
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
     lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from dashboard.model import NO_ISP, Board
+from kmta.cli.control import format_status
 from schemas.control import ControlAction, ControlCommand, ControlRecord
 from schemas.events import DeliveryEvent, Status
 from schemas.nodes import IspLoad, NodeStats
@@ -481,3 +482,11 @@ def test_each_source_ips_own_speed_level_is_shown_with_its_isp() -> None:
     assert row(b, "yahoo", 10)["ip_speeds"] == "192.0.2.1 30"
     # the speed chart stays the ISP's record (IP records do not add points to it)
     assert b.speed_series("gmail", T0)["points"] == [(T0, 120)]
+    # kmta status: the levels as data (--json) and as one last column of the text table
+    assert row(b, "gmail", 10)["ip_speed_levels"] == {"192.0.2.1": 120, "192.0.2.2": 180.5}
+    snap = b.snapshot(T0 + 10)
+    lines = format_status(snap["totals"], snap["isps"], T0 + 10).splitlines()
+    assert lines[1].split()[-1] == "PER-IP"
+    cells = {ln.split()[0]: ln.split()[-1] for ln in lines[2:]}
+    assert cells["gmail"] == "192.0.2.1=120,192.0.2.2=180.5"
+    assert cells["yahoo"] == "192.0.2.1=30"
