@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 from aiokafka import AIOKafkaProducer
 
@@ -17,6 +19,18 @@ from kmta.policy.dedup import decode_seen
 
 def seen(at: float, partition: int, offset: int) -> bytes:
     return json.dumps({"at": at, "partition": partition, "offset": offset}).encode()
+
+
+@asynccontextmanager
+async def ready_view(cfg: Config, topic: str) -> AsyncIterator[CompactedView[SeenIds]]:
+    """The worker's ids view of ``topic``, once it has caught up (30 s at most)."""
+    view = CompactedView(cfg, topic, decode_seen, values=SeenIds())
+    await view.start()
+    try:
+        await asyncio.wait_for(view.ready.wait(), 30)
+        yield view
+    finally:
+        await view.stop()
 
 
 def test_the_ids_view_skips_what_it_cannot_keep_and_reads_on(kafka_bootstrap: str) -> None:
@@ -35,15 +49,10 @@ def test_the_ids_view_skips_what_it_cannot_keep_and_reads_on(kafka_bootstrap: st
                 await p.send_and_wait(topic, value, key=key, partition=0)
         finally:
             await p.stop()
-        view = CompactedView(cfg, topic, decode_seen, values=SeenIds())
-        await view.start()
-        try:
-            await asyncio.wait_for(view.ready.wait(), 30)
+        async with ready_view(cfg, topic) as view:
             assert view.bad_records == 4
             assert view.values.get("good") is not None and view.values.get("far") is None
             assert view._task is not None and not view._task.done()
-        finally:
-            await view.stop()
 
     asyncio.run(go())
 
@@ -72,12 +81,7 @@ def test_a_view_of_a_topic_written_in_transactions_is_ready_and_skips_aborted(
                 pass
         finally:
             await p.stop()
-        view = CompactedView(cfg, topic, decode_seen, values=SeenIds())
-        await view.start()
-        try:
-            await asyncio.wait_for(view.ready.wait(), 30)
+        async with ready_view(cfg, topic) as view:
             assert view.values.get("kept") is not None and view.values.get("aborted") is None
-        finally:
-            await view.stop()
 
     asyncio.run(go())
