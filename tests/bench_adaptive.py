@@ -37,12 +37,12 @@ TARGETS = "targets: t90 <= 60 s, util >= 95 %, deferred <= 2 %, blocks 0, follow
 
 def matrix(quick: bool, block_after: int, duration: float, seed: int = 1,
            capacities: tuple[float, ...] | None = None, shared: bool = False,
-           ip_cases: bool = False) -> list[LoopCase]:
+           ip_cases: bool = False, burst_seconds: float | None = None) -> list[LoopCase]:
     rule = KnowledgeBase.load().effective("unknown.example").speed  # the shipped default
     if shared:  # one level for all source IPs of the ISP (speed.per_ip = false)
         rule = rule.model_copy(update={"per_ip": False})
     base = LoopCase(capacity=1, duration=duration, block_after=block_after, rule=rule,
-                    seed=seed)
+                    seed=seed, burst_seconds=burst_seconds)
     caps = capacities or ((1, 10, 100) if not quick else (1, 40))
     ips = (1, 10) if not quick else (2,)
     nodes = (1, 4) if not quick else (1, 2)
@@ -133,11 +133,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="one speed level shared by an ISP's source IPs (speed.per_ip off)")
     ap.add_argument("--ip-cases", action="store_true",
                     help="add cases whose first source IP has half the others' capacity")
+    ap.add_argument("--burst", type=float, default=None, metavar="S",
+                    help="the providers' bucket depth in seconds of capacity (default: the "
+                    "sim's, 1/4 s and at least one message)")
     ap.add_argument("--out", default=str(ROOT / "artifacts" / "bench_adaptive.png"))
     args = ap.parse_args(argv)
     cases = matrix(args.quick, args.block_after, args.duration, args.seed,
                    tuple(args.capacities) if args.capacities else None, args.shared,
-                   args.ip_cases)
+                   args.ip_cases, args.burst)
     t0 = time.monotonic()
     results = []
     head = f"{'case':<58}{'t90 s':>7}{'util %':>8}{'defer %':>9}{'blocks':>8}{'thr':>7}  after"

@@ -57,6 +57,9 @@ class LoopCase:
     results: tuple[float, float] = (0.05, 0.2)  # reply -> brain (results written in batches)
     state: tuple[float, float] = (0.02, 0.15)  # brain -> node (state topic)
     seed: int = 1
+    # the provider's token-bucket depth in seconds of its capacity (None: the sim's default,
+    # max(1 message, 1/4 s)); a deep bucket (a per-minute count) lets an excess pass for long
+    burst_seconds: float | None = None
 
     def label(self) -> str:
         out = f"cap {self.capacity:g}/s x {self.ips} IP x {self.nodes} node"
@@ -64,6 +67,8 @@ class LoopCase:
             out += f" (IPs {'/'.join(f'{c:g}' for c in self.ip_capacity)}/s)"
         if not self.rule.per_ip:
             out += ", shared level"
+        if self.burst_seconds is not None:
+            out += f", burst {self.burst_seconds:g}s"
         if self.block_after:
             out += f", block {self.block_after}/{self.block_window:g}s"
         if self.change_at is not None:
@@ -156,9 +161,11 @@ def run(case: LoopCase) -> LoopResult:
     changes: tuple[tuple[float, float], ...] = ()
     ips = [f"127.0.0.{i + 2}" for i in range(case.ips)]
     own_capacity = tuple(zip(ips, case.ip_capacity, strict=False))
+    burst = (max(1.0, case.capacity * case.burst_seconds)
+             if case.burst_seconds is not None else None)
     behaviour = ProviderBehaviour(capacity=case.capacity, block_after=case.block_after,
                                   block_window=case.block_window, capacity_changes=changes,
-                                  ip_capacity=own_capacity)
+                                  ip_capacity=own_capacity, burst=burst)
     provider = ProviderRules(behaviour)
     nodes = [_Node(i, case, ips, lambda: now) for i in range(case.nodes)]
     # the shared level (per_ip off); as in streams/brain.py, a level starts with the first
@@ -265,7 +272,7 @@ def run(case: LoopCase) -> LoopResult:
                     if case.change_at is not None and case.change_to is not None:
                         provider.behaviour = ProviderBehaviour(
                             capacity=case.capacity, block_after=case.block_after,
-                            block_window=case.block_window,
+                            block_window=case.block_window, burst=burst,
                             capacity_changes=((case.change_at + now - provider._t0,
                                                case.change_to),))
             outcome = (Signal.CLEAN if verdict is None else

@@ -270,6 +270,19 @@ def test_closed_loop_follows_a_halving_within_10_s_and_keeps_a_learned_speed() -
     assert back.time_to(0.8, 152, 1) <= 5
 
 
+def test_a_deep_bucket_hides_the_excess_until_far_above_the_capacity() -> None:
+    # the loop's provider with a bucket 30 s deep (a per-minute count, say): startup passes
+    # the capacity unrefused for longer and meets its first throttle far above it
+    # (docs/adaptive-speed.md, "Known limits": such providers still earn blocks)
+    def first_throttle(burst: float | None) -> tuple[int, float]:
+        r = run(LoopCase(capacity=10, duration=90, rule=shipped_rule(), burst_seconds=burst))
+        t = next(i for i, n in enumerate(r.throttled) if n)
+        return t, r.allowed[t]
+    shallow, deep = first_throttle(None), first_throttle(30.0)
+    assert shallow[1] < 2 * 10 < 4 * 10 < deep[1]
+    assert deep[0] > shallow[0]
+
+
 def test_a_probe_refused_just_after_a_false_pass_makes_that_floor_the_ceiling() -> None:
     # a provider at 11/s with a burst allowance: the probe to 12 passed on the allowance
     # (floor 12 at 30 s, from 10), the escalation to 13.4 is refused 1 s later
