@@ -88,3 +88,111 @@ def test_codeless_mailbox_size_reached_is_mailbox_full(text: str) -> None:
 def test_no_space_left_on_device_is_the_receivers_trouble() -> None:
     assert verdict(451, "4.3.0 write failed: No space left on device") == (
         "other_temporary", "defer", False)
+
+
+# ---- clear words over an enhanced-code prior: "accepts mail only over TLS" is the encryption
+# ---- policy even when sent as 4.2.2 (whose prior reads a full mailbox) ------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (451, "4.2.2 this host takes mail only over an encrypted channel"),
+        (450, "4.2.2 We accept messages only via TLS"),
+        (550, "5.2.2 TLS sessions only, sorry"),
+    ],
+)
+def test_tls_only_words_win_over_a_mailbox_code(code: int, text: str) -> None:
+    category, _, suppress = verdict(code, text)
+    assert (category, suppress) == ("policy", False)
+
+
+# ---- the message's format (NUL or 8-bit bytes, no header/body separator, too many MIME parts)
+# ---- is the guide's format class, policy, not spam content -------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "5.6.0 message contains NUL bytes in its body",
+        "5.6.0 Your mail contains raw 8bit characters in the Subject",
+        "5.6.0 message lacks a header/body separator",
+        "5.6.0 mail has no empty line after the headers",
+        "5.7.1 message contains too many body parts; rejected",
+    ],
+)
+def test_format_refusals_are_policy_not_content(text: str) -> None:
+    assert verdict(554, text) == ("policy", "bounce", False)
+
+
+# ---- our HELO name judged: "non-FQDN HELO", a "badhelo" list, "HELO domain must exist" -----
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "outcome"),
+    [
+        (451, "refusing a non-FQDN EHLO (#4.3.0)", "defer"),
+        (553, "your EHLO name is on our badhelo table (#5.7.1)", "bounce"),
+        (553, "the HELO hostname must resolve (#5.1.8)", "bounce"),
+    ],
+)
+def test_helo_wordings_are_reverse_dns(code: int, text: str, outcome: str) -> None:
+    assert verdict(code, text) == ("reverse_dns", outcome, False)
+
+
+# ---- our host or IP as the subject of "denied": a block of our side, not a local policy -------
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "outcome"),
+    [
+        (553, "sorry, your mail server has been denied (#5.7.1)", "bounce"),
+        (421, "your client IP 198.51.100.7 is denied for now (#4.7.1)", "defer"),
+        (550, "your host was permanently denied access", "bounce"),
+    ],
+)
+def test_our_host_denied_is_a_block(code: int, text: str, outcome: str) -> None:
+    assert verdict(code, text) == ("spam_block", outcome, False)
+
+
+# ---- temporary local failures named by their cause: a block-list lookup that failed is a DNS
+# ---- failure (nothing listed), a scanner that failed is the receiver's trouble (nothing judged)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["DNSBL query timed out, try again", "4.7.1 DNSBL check error, please retry"],
+)
+def test_failed_list_lookup_is_a_dns_failure(text: str) -> None:
+    assert verdict(451, text) == ("dns_failure", "defer", False)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4.3.0 error calling the anti-virus daemon",
+        "4.3.0 unable to contact spam filter, please retry",
+        "4.3.0 virus scanner not responding",
+    ],
+)
+def test_failed_scanner_is_the_receivers_trouble(text: str) -> None:
+    assert verdict(451, text) == ("other_temporary", "defer", False)
+
+
+# ---- sender wording wins over the "Recipient address rejected:" prefix of Postfix's RCPT stage:
+# ---- SMTP AUTH required, a null sender refused, any restriction about the sender never suppress
+
+
+@pytest.mark.parametrize(
+    ("text", "category"),
+    [
+        ("5.7.1 <a@example.org>: Recipient address rejected: SMTP auth needed for this domain",
+         "auth_failure"),
+        ("5.7.1 <a@example.org>: Recipient address rejected: refused by policy due to a "
+         "blank sender", "bad_sender"),
+        ("5.7.1 <a@example.org>: Recipient address rejected: not permitted for users of this "
+         "sender domain", "policy"),
+    ],
+)
+def test_sender_wording_wins_at_rcpt(text: str, category: str) -> None:
+    assert verdict(554, text) == (category, "bounce", False)
