@@ -196,3 +196,29 @@ def test_failed_scanner_is_the_receivers_trouble(text: str) -> None:
 )
 def test_sender_wording_wins_at_rcpt(text: str, category: str) -> None:
     assert verdict(554, text) == (category, "bounce", False)
+
+
+# ---- our side named as an open relay (as "open proxy" already was) is a block of our IP; "no DNS
+# ---- records for your host / MTA" is our host's names (reverse_dns), not the receiver's trouble
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (553, "mail refused: 203.0.113.9 appears to be an open relay"),
+        (550, "we take no mail from open relays such as 198.51.100.3"),
+    ],
+)
+def test_open_relay_named_is_a_block(code: int, text: str) -> None:
+    assert verdict(code, text) == ("spam_block", "bounce", False)
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "outcome"),
+    [
+        (450, "no DNS records found for your mail server, ask your admin", "defer"),
+        (550, "There are no DNS entries at all for your host 198.51.100.3", "bounce"),
+    ],
+)
+def test_no_dns_for_our_host_is_reverse_dns(code: int, text: str, outcome: str) -> None:
+    assert verdict(code, text) == ("reverse_dns", outcome, False)
