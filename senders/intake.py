@@ -149,6 +149,18 @@ class Intake:
                          len(self._c.pools), lane.isp_blocked_until(now) is not None)
 
     # -- what the lanes hold -----------------------------------------------------------------
+    def _finish_where(self, lane: Lane, outs_for: Callable[[Item], list[Any] | None]) -> None:
+        """Finish each message of the lane's queue that ``outs_for`` gives outcome records
+        for (written with its offset); the others stay queued, in order."""
+        keep = []
+        for item in lane.queue:
+            outs = outs_for(item)
+            if outs is None:
+                keep.append(item)
+            else:
+                self._finish(TopicPartition(self.topic, item.partition), item.offset, outs)
+        lane.keep(keep)
+
     def park_held(self, lane: Lane, now: float) -> None:
         """A lane blocked for long (a lock, a pause) parks the messages it holds from
         partitions that must keep flowing, in the delay topics: held, they would keep those
@@ -157,40 +169,24 @@ class Intake:
         until = held_until(blocked, now) if lane.queue else None
         if until is None:
             return
-        keep = []
-        for item in lane.queue:
-            if self._must_flow(lane, item.partition, blocked, now):
-                self._finish(TopicPartition(self.topic, item.partition), item.offset,
-                             self.records.parked(item.env, until, now))
-            else:
-                keep.append(item)
-        lane.keep(keep)
+        self._finish_where(lane, lambda item: self.records.parked(item.env, until, now)
+                           if self._must_flow(lane, item.partition, blocked, now) else None)
 
     def cancel_cleared(self, lane: Lane, now: float) -> None:
         """An operator cleared the ISP's queue: what the lane holds from before ends."""
-        keep = []
-        for item in lane.queue:
-            if lane.cleared(item.env):
-                self._finish(TopicPartition(self.topic, item.partition), item.offset,
-                             self.records.ended(item.env, Ending.CANCELLED, CLEARED, now))
-            else:
-                keep.append(item)
-        lane.keep(keep)
+        self._finish_where(lane, lambda item: self.records.ended(
+            item.env, Ending.CANCELLED, CLEARED, now) if lane.cleared(item.env) else None)
 
     def park_holds(self, lane: Lane, now: float) -> None:
         """The brain held a campaign or a sending domain at the lane's ISP: what the lane holds
         of it goes to the delay topics (routed before the hold, it was queued already)."""
         if lane.state is None or not lane.state.holds:
             return
-        keep = []
-        for item in lane.queue:
+
+        def held(item: Item) -> list[Any] | None:
             why = lane.held(item.env)
-            if why is not None:
-                self._finish(TopicPartition(self.topic, item.partition), item.offset,
-                             self.records.held(item.env, why, now))
-            else:
-                keep.append(item)
-        lane.keep(keep)
+            return None if why is None else self.records.held(item.env, why, now)
+        self._finish_where(lane, held)
 
     def drop(self, partitions: Collection[int]) -> None:
         """Forget the queued messages of partitions given away (not started: the next owner

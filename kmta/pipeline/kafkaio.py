@@ -229,15 +229,15 @@ async def ensure_topics(config: Config, timeout: float = 60.0) -> None:
         await admin.close()
         raise KafkaUnreachable(await why_unreachable(config)) from None
     try:
-        names = [s.name for s in topic_specs(config)]
+        specs = topic_specs(config)
+        names = [s.name for s in specs]
         existing = set(await admin.list_topics())
         # made by an older kmta (or by hand): records of the largest message must fit
-        await raise_max_message_bytes(admin, {s.name: record_limit(config)
-                                              for s in topic_specs(config)
-                                              if s.name in existing})
+        await raise_max_message_bytes(admin, {n: record_limit(config) for n in names
+                                              if n in existing})
         deadline = asyncio.get_running_loop().time() + timeout
         while True:
-            await create_missing(admin, config, existing)
+            await create_missing(admin, config, [s for s in specs if s.name not in existing])
             try:
                 await described(admin, names, min(5.0, timeout))
                 return
@@ -251,11 +251,11 @@ async def ensure_topics(config: Config, timeout: float = 60.0) -> None:
         await admin.close()
 
 
-async def create_missing(admin: AIOKafkaAdminClient, config: Config, existing: set[str]
-                         ) -> None:
-    """Ask the broker to create the topics of ``config`` not in ``existing``; a topic it
-    refuses is logged (the caller waits for it to show)."""
-    new = [new_topic(config, s) for s in topic_specs(config) if s.name not in existing]
+async def create_missing(admin: AIOKafkaAdminClient, config: Config,
+                         missing: list[TopicSpec]) -> None:
+    """Ask the broker to create the ``missing`` topics; a topic it refuses is logged (the
+    caller waits for it to show)."""
+    new = [new_topic(config, s) for s in missing]
     if not new:
         return
     try:
