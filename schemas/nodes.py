@@ -15,7 +15,8 @@ class IspLoad(Model):
     delivered: int = 0
     attempts: int = 0
     rate: float = Field(default=0.0, description="messages per tact allowed on this node")
-    paused: bool = False
+    paused: bool = Field(default=False, description="a lane of this ISP (its pool) is held "
+                         "back: locked, paused or every source IP blocked")
 
 
 class NodeStats(Model):

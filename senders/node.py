@@ -215,7 +215,9 @@ class SenderNode:
             cur.attempts += lane.attempts
             if lane.slots:  # a lane of no owned partition sends nothing from this node
                 cur.rate = round(cur.rate + lane.messages_per_tact(), 3)
-            cur.paused = lane.blocked_until(now) is not None
+            # any lane of the ISP held back (a lock or pause of the ISP, of one pool, of all
+            # a pool's IPs): its backlog waits. Not the last lane's word for all of them
+            cur.paused = cur.paused or lane.blocked_until(now) is not None
         return NodeStats(node=self.node, partitions=sorted(self.checkpoint.owned()), isps=isps,
                          delivered_total=self.dispatch.delivered,
                          attempts_total=self.dispatch.attempts, started_at=self.started_at,
