@@ -355,3 +355,14 @@ def held_on_sender(p: Pipeline, isp: str) -> int:
         latest[st["node"]] = st
     loads = [n["isps"].get(isp) for n in latest.values()]
     return sum(x["backlog"] for x in loads if x and x["paused"])
+
+
+def held_at_sender(p: Pipeline, isp: str, ids: Iterable[str]) -> bool:
+    """Every one of ``ids`` is queued (its ``queued`` event, written with its queue record) and
+    a sender node shows ``isp`` paused with a backlog. A blocked lane pauses its partition at
+    the first record that reaches it, so the rest of the held messages may wait in the queue
+    topic behind the paused partition rather than in the lane: how many the heartbeat counts
+    depends on how the router's transactions split them."""
+    want = set(ids)
+    queued = {e["id"] for e in p.results() if e.get("status") == "queued" and e["id"] in want}
+    return queued == want and held_on_sender(p, isp) > 0

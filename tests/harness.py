@@ -8,6 +8,7 @@ from ops.deployment import (
     ROOT,
     Pipeline,
     generic_scenario,
+    held_at_sender,
     held_on_sender,
     messages,
     run,
@@ -15,4 +16,4 @@ from ops.deployment import (
 from ops.kit import free_port, wait_for
 
 __all__ = ["FAST_RULES", "FAST_SCENARIO", "ROOT", "Pipeline", "free_port", "generic_scenario",
-           "held_on_sender", "messages", "run", "wait_for"]
+           "held_at_sender", "held_on_sender", "messages", "run", "wait_for"]

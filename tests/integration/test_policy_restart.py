@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from kmta.policy.speed import STARTUP_EXIT
-from tests.harness import FAST_RULES, generic_scenario, held_on_sender, messages, wait_for
+from tests.harness import FAST_RULES, generic_scenario, held_at_sender, messages, wait_for
 
 SCENARIO = generic_scenario(("lockprov", "127.0.1.10", ["shop-example.test"]),
                             ("retryprov", "127.0.1.11", ["news-example.test"]))
@@ -69,7 +69,7 @@ def test_worker_kill_keeps_locks_speeds_and_retries(pipeline_factory) -> None:
     # the learned level is the source IP's (speed.per_ip); the ISP's record, the lowest
     assert min(level["speed"] for level in row["ip_speed"].values()) == learned
     held = p.produce(messages(10, [LOCK_DOMAIN], prefix="held"))
-    wait_for(lambda: held_on_sender(p, LOCK_ISP) == len(held), 30, "held messages on the sender")
+    wait_for(lambda: held_at_sender(p, LOCK_ISP, held), 30, "held messages at the sender")
 
     killed_at = time.time()
     p.kill("worker")
