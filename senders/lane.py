@@ -37,8 +37,10 @@ CONFIRM_GRACE = 5.0
 # A throttle reply slows the replying source IP at once, to this share of its rate, until the
 # brain's lower speed arrives (or LOCAL_SLOW_GRACE passes): the brain answers within some
 # hundreds of milliseconds, and a provider counting throttled attempts (Yahoo's TSS04 ->
-# TS03 block) counts every one sent at the old speed meanwhile.
-LOCAL_SLOW = 0.3
+# TS03 block) counts every one sent at the old speed meanwhile. 0.1, not 0.3: a deep bucket
+# (a per-minute count) is first refused at 3-7 x its capacity, where 0.3 of the rate is still
+# above it and the node was refused again every ~0.1 s (docs/adaptive-speed.md, deep buckets).
+LOCAL_SLOW = 0.1
 LOCAL_SLOW_GRACE = 2.0
 
 # With several nodes on one source IP, a raised speed applies this long after the brain

@@ -23,13 +23,14 @@ from dataclasses import dataclass, field
 from kmta.policy.ipspeed import for_new_ip, lowest
 from kmta.policy.speed import Signal, SpeedState, initial, observe
 from schemas.rules import SpeedRule
+
+# the sender's own constants: a raise applies RAISE_DELAY after the brain published it; a
+# throttle reply slows the IP to LOCAL_SLOW of its rate until the brain's lower speed arrives
+from senders.lane import LOCAL_SLOW, LOCAL_SLOW_GRACE, RAISE_DELAY
 from sim.behaviour import ProviderBehaviour, ProviderRules
 
 __all__ = ["LoopCase", "LoopResult", "run"]
 
-LOCAL_SLOW = 0.3  # as senders/lane.py
-LOCAL_SLOW_GRACE = 2.0
-RAISE_DELAY = 0.3  # as senders/lane.py: a raise applies this long after the brain published
 
 
 @dataclass(frozen=True)

@@ -29,6 +29,13 @@ reached the senders. Only busy periods count as clean (attempts reaching ``BUSY`
 speed allowed for the source IPs seen: TCP's congestion window validation): a trickle proves
 nothing about a higher speed.
 
+A deep bucket (a per-minute count) hides an excess for long, so the knee comes at several times
+the capacity: a throttle again after the knee cuts to ``ACCEPTED_CUT`` of the rate accepted
+since the knee's first throttle (the bucket was empty then: that rate is its refill, the
+capacity); a knee round that goes on past ``DEEP_ROUND`` throttles cuts deeper at once; and once
+either fired (``deep``) probes are small and held ``DEEP_HOLD`` (the bucket refills under the
+capacity and would pass a probe above it on those tokens).
+
 ``rule.max`` (None by default) is an operator's explicit cap and always holds; ``rule.min`` is a
 floor that keeps probes going. A learned speed (``initial(..., learned=...)`` or a state kept
 across a restart) starts in ``hold`` with that speed as its floor.
@@ -117,6 +124,10 @@ PROBE_BURST = 0.4
 ``e`` drains a burst allowance of ``b`` seconds' worth of capacity in ``b / e`` seconds."""
 
 PROBE_HOLD_MIN = 2.0
+DEEP_HOLD = 20.0
+"""A probe's hold once a bucket showed it is deep (``SpeedState.deep``): it refills while the
+speed is under the capacity and passes a probe above it on those tokens for as long as they
+last; deep-bucket probes are also ``PROBE_MIN`` steps, never escalated."""
 VERIFY = 3.0
 """Seconds a level must stay clean and busy before it becomes the floor."""
 
@@ -160,6 +171,33 @@ TRIM = 0.97
 AGAIN_CUT = 0.8
 """A throttle soon after a startup's knee cuts by this (the knee overshot at a low rate, where a
 decision period is long)."""
+
+ACCEPTED_CUT = 0.85
+"""A throttle again after a knee (the knee's level was refused too) cuts to at most this share
+of the rate accepted since the knee's first throttle: the provider's bucket was empty then, so
+what it accepted since is its refill rate, the capacity (a bucket seconds deep hides an excess
+for long, and the first throttle comes at several times the capacity: a cut from the speed,
+x 0.75 then x 0.8, took four rounds of throttles to get under it and earned a block)."""
+
+ACCEPTED_WINDOW = 0.2
+"""Seconds since the knee's first throttle below which the rate accepted is not measured."""
+
+ACCEPTED_MIN = 3
+"""Clean replies since the knee below which the rate accepted is not measured: at about one
+message a second a window of a second or two holds one or two, and the nodes' own slow-down
+may have kept the sending under the capacity (the measure is then too low)."""
+
+DEEP_ROUND = 2
+"""Throttles after a knee's, within its hold-off, from which the round says the knee is far
+above the capacity (a bucket seconds deep drained: every node is refused at once, and a node
+slowed on its own is refused again); each further one cuts deeper at once (``_deepen``).
+A quarter-second bucket gives at most one more (seeds 1-5 of the matrix)."""
+
+DEEP_CUT = 0.4
+"""``_deepen``'s cut while the rate accepted since the knee cannot be measured yet."""
+
+DEEP_WINDOW = 0.2
+"""Seconds since the knee's first throttle from which ``_deepen`` measures the rate accepted."""
 """A throttle this soon after a decrease (but after ``HOLDOFF``): the cut was not enough."""
 """Seconds after a decrease during which further throttles only count."""
 
@@ -226,6 +264,9 @@ class SpeedState:
     raised_at: float | None = None  # ... and when it was raised
     cut_last: tuple[tuple[str, float], ...] = ()  # (source@node, time) of its last throttle
     sent: float | None = None  # startup: the rate the last busy period delivered (as speed)
+    refused_at: float | None = None  # the knee's first throttle (the bucket was empty) ...
+    refused_clean: int = 0  # ... and the clean replies since
+    deep: bool = False  # a knee's level was refused by far: a deep bucket (small, long probes)
 
 
 def _cap(rule: SpeedRule) -> float:
@@ -254,14 +295,14 @@ def _wait(state: SpeedState, tact: float) -> float:
     return max(PROBE_WAIT, PROBE_MESSAGES / max(state.speed / tact, 1e-9))
 
 
-def _probe_hold(floor: float, target: float) -> float:
+def _probe_hold(floor: float, target: float, deep: bool = False) -> float:
     step = max(target / floor - 1.0, 1e-6)
-    return max(PROBE_HOLD_MIN, PROBE_BURST / step)
+    return max(DEEP_HOLD if deep else PROBE_HOLD_MIN, PROBE_BURST / step)
 
 
 def _target(state: SpeedState, rule: SpeedRule) -> float:
     floor = state.floor if state.floor is not None else state.speed
-    t = floor * (1.0 + min(state.step, PROBE_MAX))
+    t = floor * (1.0 + min(state.step, PROBE_MIN if state.deep else PROBE_MAX))
     if state.ceiling is not None and state.ceiling > floor:
         t = min(t, math.sqrt(floor * state.ceiling))
     return min(max(t, floor * (1.0 + PROBE_MIN)), _cap(rule))
@@ -299,7 +340,7 @@ def _close_period(s: SpeedState, rule: SpeedRule, tact: float, period: float) ->
         return replace(nxt, speed=grown, since=end)
     held = end - s.since
     if s.mode == PROBE:
-        if held >= _probe_hold(s.floor or s.speed, s.speed):
+        if held >= _probe_hold(s.floor or s.speed, s.speed, s.deep):
             if s.ceiling is not None and s.ceiling > s.speed * (1 + PROBE_MIN):
                 # below the ceiling: escalate, the geometric middle caps the step
                 ceiling, step = s.ceiling, min(s.step * 2, PROBE_MAX)
@@ -421,12 +462,38 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
         # the capacity fell, by how much is unknown: cut, then probe back up in growing steps
         # rather than bisecting (a halving would otherwise cost a failed probe per bisection)
         cut = AGAIN_CUT if kind == "again" else DROP
-        s = replace(s, ceiling=s.speed, floor=None, speed=_clamp(s.speed * cut, rule))
+        speed, deep = s.speed * cut, s.deep
+        accepted = _accepted(s, tact, now) if kind == "again" else None
+        if accepted is not None and ACCEPTED_CUT * accepted < speed:
+            # the knee's level was refused by far: what the provider accepted meanwhile is
+            # its capacity, and a bucket that hid that excess is deep
+            speed, deep = ACCEPTED_CUT * accepted, True
+        s = replace(s, ceiling=s.speed, floor=None, speed=_clamp(speed, rule), deep=deep)
     step = 2 * PROBE_MIN if kind in ("drop", "again") else 1.0  # 1.0: bisect to the ceiling
+    if kind != "again":  # a new round of cuts: the bucket is empty now
+        s = replace(s, refused_at=now, refused_clean=0)
     s = replace(s, mode=HOLD, step=step, decreased_at=now, since=now, prev_floor=prev,
                 floor_at=at, last_cut=kind, cut_throttles=0, cut_ips=(), prior=None,
                 raised_at=None)
     return replace(s, next_probe_at=now + _wait(s, tact))
+
+
+def _deepen(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedState:
+    """A throttle in a knee's hold-off beyond ``DEEP_ROUND``: the knee's level is far above the
+    capacity; cut to ``ACCEPTED_CUT`` of the rate accepted since the knee, or by ``DEEP_CUT``
+    while that window is too short. The hold-off stays the knee's."""
+    accepted = _accepted(s, tact, now, DEEP_WINDOW)
+    speed = ACCEPTED_CUT * accepted if accepted is not None else s.speed * DEEP_CUT
+    return replace(s, speed=_clamp(min(s.speed, speed), rule), deep=True)
+
+
+def _accepted(s: SpeedState, tact: float, now: float,
+              window: float = ACCEPTED_WINDOW) -> float | None:
+    """The rate (as a speed) the provider accepted since the knee's first throttle, per source
+    IP; None when that window is too short to tell."""
+    if s.refused_at is None or now - s.refused_at < window or s.refused_clean < ACCEPTED_MIN:
+        return None
+    return s.refused_clean / (now - s.refused_at) / max(1, len(s.sources)) * tact
 
 
 def _budget_left(s: SpeedState, now: float) -> bool:
@@ -466,10 +533,16 @@ def observe(
                         cut_last=tuple(sorted(last.items())))
         if (state.decreased_at is not None and now - state.decreased_at < HOLDOFF
                 and not repeated):
+            if state.last_cut in ("knee", "again") and state.cut_throttles >= DEEP_ROUND:
+                return _deepen(state, rule, tact, now)
             return state
         return replace(_decrease(state, rule, tact, now), cut_last=((who, now),))
     if outcome is Signal.CLEAN:
-        return replace(state, clean=state.clean + 1)
+        # a reply counts for the rate accepted since the knee only if the provider gave it
+        # after the knee's first throttle (results arrive out of order, late by up to ~0.2 s)
+        since = state.refused_at is not None and now >= state.refused_at
+        return replace(state, clean=state.clean + 1,
+                       refused_clean=state.refused_clean + since)
     return state
 
 
