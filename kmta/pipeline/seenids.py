@@ -1,4 +1,4 @@
-"""The message ids a worker accepted within the dedup window, in 24 bytes each.
+"""The message ids a worker accepted within the dedup window, in about 24 bytes each.
 
 The worker keeps every id accepted in the last ``worker.dedup_window`` (24 h) to refuse a
 second message with the same id (``kmta.policy.dedup``), and reads them all from the ids topic
@@ -7,11 +7,18 @@ at start. In a dict of ``str -> Seen`` that took about 215 bytes an id (the id s
 memory for each million messages a day (``make bench-soak``).
 
 Here an id is the 64-bit BLAKE2b hash of its text, in a sorted ``array('q')`` searched by
-``bisect``, beside two more arrays for where (partition and offset, packed in one int64) and
-when (a double). New and removed ids wait in a small dict until there are ``merge_at`` of
-them; a merge copies the runs between them with slice copies (memcpy), so it costs a Python
-step per change, not per id. ``prune`` (every 5 minutes) drops the ids older than the window:
-one pass over the times.
+``bisect``, beside two more arrays for where (partition and offset, packed in one int64; -1
+for an id removed) and when (a double). Only ids not in the arrays yet wait in a small dict
+(an id already there is changed in place); at ``max(merge_at, ids / 256)`` of them a merge
+moves them in, in place: the arrays grow by the new ids and, from the back, the runs between
+them move up by slice copies (memmove), a Python step per new id, not per id.
+
+A pending id costs ~200 bytes (the dict slot, the int hash, the ``Seen`` and its numbers), so
+the pending dict is kept to a small share of the whole: before (up to 65,536 of them, and a
+merge that built new arrays beside the old) the worker's memory grew ~100 bytes per id
+routed, not 24 (docs/benchmark.md, "Memory while a queue builds"). ``prune`` (every 5
+minutes) drops the ids older than the window and the removed ones, in place: one pass over
+the times.
 
 Two different ids with the same hash would make the second a duplicate: with a million ids
 in the window the chance is about 3e-8.
@@ -27,6 +34,9 @@ from kmta.policy.dedup import Seen
 __all__ = ["SeenIds"]
 
 _PARTITION_BITS = 16
+_PARTITION_MASK = (1 << _PARTITION_BITS) - 1
+_GONE = -1  # ``where`` of an id removed (every packed place is >= 0)
+_PENDING_SHARE = 8  # the pending dict merges at 1/2**8 of the ids (and merge_at at least)
 
 
 def _hash(msg_id: str) -> int:
@@ -34,29 +44,37 @@ def _hash(msg_id: str) -> int:
                           signed=True)
 
 
+def _pack(seen: Seen) -> int:
+    return seen.offset << _PARTITION_BITS | seen.partition
+
+
 class SeenIds:
     """``get``, ``[id] = Seen``, ``pop``: the part of a mapping the router and the ids topic's
     view use (ids cannot be listed: only their hashes are kept)."""
 
-    def __init__(self, merge_at: int = 65536) -> None:
+    def __init__(self, merge_at: int = 4096) -> None:
         self._h = array("q")  # sorted hashes
-        self._where = array("q")  # offset << 16 | partition
+        self._where = array("q")  # offset << 16 | partition, or _GONE
         self._at = array("d")
-        self._changes: dict[int, Seen | None] = {}  # None: removed
-        self._merge_at = merge_at
+        self._gone = 0  # entries of the arrays that are _GONE
+        self._new: dict[int, Seen] = {}  # ids not in the arrays yet
+        self._merge_at = max(1, merge_at)
 
     def _index(self, h: int) -> int:
         i = bisect_left(self._h, h)
         return i if i < len(self._h) and self._h[i] == h else -1
 
     def _get(self, h: int) -> Seen | None:
-        if h in self._changes:
-            return self._changes[h]
+        seen = self._new.get(h)
+        if seen is not None:
+            return seen
         i = self._index(h)
         if i < 0:
             return None
         where = self._where[i]
-        return Seen(self._at[i], where & ((1 << _PARTITION_BITS) - 1), where >> _PARTITION_BITS)
+        if where == _GONE:
+            return None
+        return Seen(self._at[i], where & _PARTITION_MASK, where >> _PARTITION_BITS)
 
     def get(self, msg_id: str, default: Seen | None = None) -> Seen | None:
         seen = self._get(_hash(msg_id))
@@ -66,65 +84,87 @@ class SeenIds:
         return isinstance(msg_id, str) and self._get(_hash(msg_id)) is not None
 
     def __setitem__(self, msg_id: str, seen: Seen) -> None:
-        if not 0 <= seen.partition < 1 << _PARTITION_BITS or seen.offset < 0:
+        if not 0 <= seen.partition <= _PARTITION_MASK or seen.offset < 0:
             raise ValueError(f"cannot keep {seen}")
-        self._changes[_hash(msg_id)] = seen
-        self._maybe_merge()
+        h = _hash(msg_id)
+        i = self._index(h)
+        if i >= 0:  # in the arrays (the ids view reading back what the router set): in place
+            if self._where[i] == _GONE:
+                self._gone -= 1
+            self._where[i] = _pack(seen)
+            self._at[i] = seen.at
+            return
+        self._new[h] = seen
+        if len(self._new) >= max(self._merge_at, len(self._h) >> _PENDING_SHARE):
+            self.merge()
 
     def pop(self, msg_id: str, default: Seen | None = None) -> Seen | None:
         h = _hash(msg_id)
+        seen = self._new.pop(h, None)
+        if seen is not None:
+            return seen
         seen = self._get(h)
         if seen is None:
             return default
-        if self._index(h) < 0:
-            del self._changes[h]
-        else:
-            self._changes[h] = None
-            self._maybe_merge()
+        self._where[self._index(h)] = _GONE
+        self._gone += 1
+        if self._gone >= max(self._merge_at, len(self._h) >> 2):
+            self._compact(None)
         return seen
 
     def __len__(self) -> int:
-        self.merge()
-        return len(self._h)
-
-    def _maybe_merge(self) -> None:
-        if len(self._changes) >= max(self._merge_at, len(self._h) >> 6):
-            self.merge()
+        return len(self._h) - self._gone + len(self._new)
 
     def merge(self) -> None:
-        """Fold the changes into the arrays."""
-        if not self._changes:
+        """Move the pending ids into the arrays, in place (no second copy of the arrays)."""
+        if not self._new:
             return
-        h, where, at = array("q"), array("q"), array("d")
-        pos = 0
-        for key, seen in sorted(self._changes.items(), key=lambda kv: kv[0]):
-            i = bisect_left(self._h, key, pos)
-            h.extend(self._h[pos:i])
-            where.extend(self._where[pos:i])
-            at.extend(self._at[pos:i])
-            pos = i + 1 if i < len(self._h) and self._h[i] == key else i
-            if seen is not None:
-                h.append(key)
-                where.append(seen.offset << _PARTITION_BITS | seen.partition)
-                at.append(seen.at)
-        h.extend(self._h[pos:])
-        where.extend(self._where[pos:])
-        at.extend(self._at[pos:])
-        self._h, self._where, self._at = h, where, at
-        self._changes = {}
+        new = sorted(self._new.items(), key=lambda kv: kv[0])
+        h, where, at = self._h, self._where, self._at
+        end = len(h)  # the arrays' entries below ``end`` are not moved yet
+        h.frombytes(bytes(8 * len(new)))
+        where.frombytes(bytes(8 * len(new)))
+        at.frombytes(bytes(8 * len(new)))
+        dst = len(h)
+        for key, seen in reversed(new):
+            i = bisect_left(h, key, 0, end)
+            if i < end:  # the run above the new id moves up (memmove of a slice copy)
+                n = end - i
+                h[dst - n:dst] = h[i:end]
+                where[dst - n:dst] = where[i:end]
+                at[dst - n:dst] = at[i:end]
+                dst -= n
+            dst -= 1
+            h[dst] = key
+            where[dst] = _pack(seen)
+            at[dst] = seen.at
+            end = i
+        self._new = {}
 
     def prune(self, older_than: float) -> int:
         """Forget the ids accepted at or before ``older_than``; returns how many."""
         self.merge()
-        gone = [i for i, t in enumerate(self._at) if t <= older_than]
+        return self._compact(older_than)
+
+    def _compact(self, older_than: float | None) -> int:
+        """Drop, in place, the removed entries and (unless None) those at or before
+        ``older_than``; returns how many of the latter were live ids."""
+        h, where, at = self._h, self._where, self._at
+        cut = float("-inf") if older_than is None else older_than
+        gone = [i for i, (w, t) in enumerate(zip(where, at, strict=True))
+                if w == _GONE or t <= cut]
         if not gone:
             return 0
-        h, where, at = array("q"), array("q"), array("d")
-        pos = 0
-        for i in [*gone, len(self._h)]:
-            h.extend(self._h[pos:i])
-            where.extend(self._where[pos:i])
-            at.extend(self._at[pos:i])
-            pos = i + 1
-        self._h, self._where, self._at = h, where, at
-        return len(gone)
+        live = len(gone) - self._gone
+        dst = gone[0]
+        for j, i in enumerate(gone):
+            stop = gone[j + 1] if j + 1 < len(gone) else len(h)
+            n = stop - i - 1  # the run kept after entry i moves down
+            if n:
+                h[dst:dst + n] = h[i + 1:stop]
+                where[dst:dst + n] = where[i + 1:stop]
+                at[dst:dst + n] = at[i + 1:stop]
+                dst += n
+        del h[dst:], where[dst:], at[dst:]
+        self._gone = 0
+        return live
