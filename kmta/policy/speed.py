@@ -164,7 +164,9 @@ HIDING_MESSAGES = 10
 passed on a burst allowance."""
 
 HOLDOFF = 0.6
+"""Seconds after a decrease during which further throttles only count."""
 AGAIN = 5.0
+"""A throttle this soon after a decrease (but after ``HOLDOFF``): the cut was not enough."""
 TRIM = 0.97
 """The first throttle at a held level (not a probe): trim the speed by 3 %."""
 
@@ -180,7 +182,8 @@ for long, and the first throttle comes at several times the capacity: a cut from
 x 0.75 then x 0.8, took four rounds of throttles to get under it and earned a block)."""
 
 ACCEPTED_WINDOW = 0.2
-"""Seconds since the knee's first throttle below which the rate accepted is not measured."""
+"""Seconds since the knee's first throttle below which the rate accepted is not measured (by
+the cut of a throttle again and by ``_deepen``)."""
 
 ACCEPTED_MIN = 3
 """Clean replies since the knee below which the rate accepted is not measured: at about one
@@ -196,10 +199,6 @@ A quarter-second bucket gives at most one more (seeds 1-5 of the matrix)."""
 DEEP_CUT = 0.4
 """``_deepen``'s cut while the rate accepted since the knee cannot be measured yet."""
 
-DEEP_WINDOW = 0.2
-"""Seconds since the knee's first throttle from which ``_deepen`` measures the rate accepted."""
-"""A throttle this soon after a decrease (but after ``HOLDOFF``): the cut was not enough."""
-"""Seconds after a decrease during which further throttles only count."""
 
 PERIOD = 1.0
 """The decision period when ``rule.adapt_every`` is 0."""
@@ -482,16 +481,16 @@ def _deepen(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedSta
     """A throttle in a knee's hold-off beyond ``DEEP_ROUND``: the knee's level is far above the
     capacity; cut to ``ACCEPTED_CUT`` of the rate accepted since the knee, or by ``DEEP_CUT``
     while that window is too short. The hold-off stays the knee's."""
-    accepted = _accepted(s, tact, now, DEEP_WINDOW)
+    accepted = _accepted(s, tact, now)
     speed = ACCEPTED_CUT * accepted if accepted is not None else s.speed * DEEP_CUT
     return replace(s, speed=_clamp(min(s.speed, speed), rule), deep=True)
 
 
-def _accepted(s: SpeedState, tact: float, now: float,
-              window: float = ACCEPTED_WINDOW) -> float | None:
+def _accepted(s: SpeedState, tact: float, now: float) -> float | None:
     """The rate (as a speed) the provider accepted since the knee's first throttle, per source
     IP; None when that window is too short to tell."""
-    if s.refused_at is None or now - s.refused_at < window or s.refused_clean < ACCEPTED_MIN:
+    if (s.refused_at is None or now - s.refused_at < ACCEPTED_WINDOW
+            or s.refused_clean < ACCEPTED_MIN):
         return None
     return s.refused_clean / (now - s.refused_at) / max(1, len(s.sources)) * tact
 
