@@ -144,3 +144,23 @@ def test_steps_chained_by_hand_agree_with_judge() -> None:
             v.verdict,
             v.suppress,
         ), r
+
+
+def test_every_part_is_labelled_consistently_and_distinct() -> None:
+    # every part the eval reads (PARTS, through heldout20): labels that agree with themselves,
+    # each reply attributed, no reply (code and text) in two parts, none twice in a later part
+    # (the tuned part may repeat a reply that two of its sources both give)
+    from ops.classify_eval import PARTS
+
+    key = lambda r: (r["code"], " ".join(r["text"].lower().split()))  # noqa: E731
+    seen: dict[tuple[object, str], str] = {}
+    for part in PARTS:
+        mine: set[tuple[object, str]] = set()
+        for r in load_corpus(CORPUS / f"{part}.jsonl"):
+            assert r["label"] in CATEGORIES and r["provider"] and r["source"], (part, r)
+            assert r["suppress"] == (suppresses(r["label"]) and not r["temporary"]), (part, r)
+            assert seen.get(key(r), part) == part, (part, seen[key(r)], r)
+            assert part in ("tuned", "heldout") or key(r) not in mine, (part, r)
+            mine.add(key(r))
+            seen[key(r)] = part
+    assert len(PARTS) == 21 and "heldout20" in PARTS
