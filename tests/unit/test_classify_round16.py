@@ -134,3 +134,27 @@ def test_cox_other_aup_codes_stay_blocks() -> None:
 def test_server_busy_from_ip_is_a_throttled_rate() -> None:
     text = "4.7.500 Server busy. Please try again later from [203.0.113.5]. (S99999)"
     assert isp_verdict(None, 451, text) == ("rate_limit", "defer", False, "throttle")
+
+
+# ---- the recurring classes of earlier parts' misses (docs/operations/classify.md): TLS required
+# ---- in "requires <encryption>" words, read as other_permanent; a bare "Blocked" with an id or a
+# ---- link, and "access is denied from your IP", read as policy ---------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["This path requires encryption", "relay requires strong ciphers", "requires an encrypted connection"]
+)
+def test_requires_encryption_is_policy(text: str) -> None:
+    category, _, suppress = verdict(553, text)
+    assert (category, suppress) == ("policy", False)
+
+
+@pytest.mark.parametrize(
+    "text", ["Blocked (AB12CD). See https://filter.example/why", "blocked - see http://rbl.example/"]
+)
+def test_blocked_with_an_id_or_a_link_is_a_block(text: str) -> None:
+    assert verdict(550, text) == ("spam_block", "bounce", False)
+
+
+def test_access_denied_from_our_ip_is_a_block() -> None:
+    assert verdict(554, "Access is denied from your IP address 203.0.113.8") == ("spam_block", "bounce", False)
