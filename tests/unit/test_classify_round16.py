@@ -158,3 +158,41 @@ def test_blocked_with_an_id_or_a_link_is_a_block(text: str) -> None:
 
 def test_access_denied_from_our_ip_is_a_block() -> None:
     assert verdict(554, "Access is denied from your IP address 203.0.113.8") == ("spam_block", "bounce", False)
+
+
+# ---- heldout20's second batch (scored blind on the rules above): relaying refused in more
+# ---- languages, qmail's rcpthosts named, the recipient "not found" in Nordic languages and Dutch,
+# ---- a file extension judged dangerous ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (550, "relayen niet toegestaan voor <someone@example.org>"),
+        (550, "Retransmissão recusada para este destino"),
+        (550, "videresending nektet"),
+        (554, "vidarebefordran ej tillåten från din server"),
+        (553, "sorry, that domain is absent from my rcpthosts (#5.7.1)"),
+        (553, "beklager, domenet er ikke blant tillatte mottaksverter"),
+    ],
+)
+def test_relaying_refused_in_other_languages_is_relaying(code: int, text: str) -> None:
+    assert verdict(code, text) == ("relay_denied", "bounce", False)
+
+
+def test_refused_in_dutch_without_relaying_is_not_relaying() -> None:
+    assert verdict(550, "Bericht geweigerd")[0] != "relay_denied"
+
+
+@pytest.mark.parametrize(
+    "text", ["Mottakeren finnes ikke", "Modtageren blev ikke fundet", "adressaat niet gevonden", "Mottagaren finns inte."]
+)
+def test_recipient_not_found_in_nordic_languages_and_dutch_suppresses(text: str) -> None:
+    assert verdict(550, text) == ("bad_mailbox", "bounce", True)
+
+
+@pytest.mark.parametrize(
+    "text", ["Blacklisted file extension .scr in attachment", "unsafe extension .exe refused"]
+)
+def test_a_judged_file_extension_is_content(text: str) -> None:
+    assert verdict(550, text) == ("spam_content", "bounce", False)
