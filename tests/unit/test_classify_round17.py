@@ -198,3 +198,39 @@ def test_rcpt_rejected_with_a_cause_or_another_code_is_not_unknown() -> None:
 
 def test_a_size_filter_is_the_messages_size_not_a_rate() -> None:
     assert verdict(554, "5.5.3 Rejected by size filter") == ("message_too_large", "bounce", False)
+
+
+# ---- heldout21's second batch (scored blind on the rules above) ----------------------------------------
+# ---- the message stopped by a spam filter, or refused for its content: content -----------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (551, "5.7.1 Mail you sent blocked by our spam filter."),
+        (554, "message blocked by a content filter"),
+        (550, "5.7.1 refused: content restrictions apply"),
+        (550, "5.7.1 blocked because of message content"),
+    ],
+)
+def test_a_message_stopped_by_a_filter_or_for_its_content_is_content(code: int, text: str) -> None:
+    assert verdict(code, text) == ("spam_content", "bounce", False)
+
+
+# ---- account state after "Sender address rejected:": our sender's account, not the recipient's ---------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "5.7.1 <s@x.example>: Sender address rejected: account suspended",
+        "Sender address rejected: disabled",
+    ],
+)
+def test_account_state_after_the_sender_prefix_is_our_sender(text: str) -> None:
+    assert verdict(550, text) == ("bad_sender", "bounce", False)
+
+
+def test_account_state_after_the_recipient_prefix_stays_the_recipients() -> None:
+    assert verdict(550, "5.2.1 <r@x.example>: Recipient address rejected: mailbox disabled")[0] == (
+        "inactive_mailbox")
