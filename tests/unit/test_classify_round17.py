@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.classify_rounds import verdict
+from kmta.policy.kb import KnowledgeBase
+from kmta.policy.reply import Reply
+from kmta.policy.verdict import explain
+from tests.unit.classify_rounds import CLASSIFIER, verdict
 
 # ---- "busy" against a connection code x.4.1 / x.4.2: the server answered, the word decides ------
 
@@ -234,3 +237,15 @@ def test_account_state_after_the_sender_prefix_is_our_sender(text: str) -> None:
 def test_account_state_after_the_recipient_prefix_stays_the_recipients() -> None:
     assert verdict(550, "5.2.1 <r@x.example>: Recipient address rejected: mailbox disabled")[0] == (
         "inactive_mailbox")
+
+
+# ---- QQ's bare "Connection denied" is its frequency limit on our IP (when the ISP is known) -----------
+
+
+def test_qq_connection_denied_locks_the_ip_and_defers() -> None:
+    kb = KnowledgeBase.load()
+    _, v = explain(Reply.parse(550, "Connection denied"), CLASSIFIER, kb, "qq")
+    assert (v.category, v.verdict, v.suppress, v.action) == ("rate_limit", "defer", False, "lock")
+    # with a reason it is read by the reason, as before
+    _, v = explain(Reply.parse(550, "Connection denied by policy"), CLASSIFIER, kb, "qq")
+    assert v.category != "rate_limit"
