@@ -94,13 +94,12 @@ def _unpack(stored: dict[str, Any]) -> SpeedState:
     return SpeedState(**known)  # observe() re-clamps into the rule's bounds
 
 
+_NO_DEFAULT = object()
+
+
 def _pack(s: SpeedState) -> dict[str, Any]:
-    out = {}
-    for name in _SPEED_FIELDS:
-        value = getattr(s, name)
-        if name not in _SPEED_DEFAULTS or value != _SPEED_DEFAULTS[name]:
-            out[name] = value
-    return out
+    get = _SPEED_DEFAULTS.get
+    return {k: v for k, v in vars(s).items() if get(k, _NO_DEFAULT) != v}
 
 
 def _speed(row: Row, rule: EffectiveRule, now: float) -> SpeedState | None:
@@ -125,9 +124,9 @@ def _ip_speed(row: Row, rule: EffectiveRule, ip: str, now: float) -> SpeedState:
 def _count_warmup(row: Row, ev: DeliveryEvent, plan: WarmPlan, outcome: Signal,
                   at: float, now: float) -> None:
     """Count an attempt of a new source IP in its warm-up; publish a snapshot when due."""
-    for ip in [ip for ip in row.warm if ip not in plan.ips]:  # its warm-up was ended
-        row.warm.pop(ip)
-        row.warm_pub.pop(ip, None)
+    for ended in [ip for ip in row.warm if ip not in plan.ips]:  # its warm-up was ended
+        row.warm.pop(ended)
+        row.warm_pub.pop(ended, None)
     ip = ev.source_ip
     if not ip or ip not in plan.ips or ev.internal:
         return
@@ -216,12 +215,7 @@ def apply_event(row: Row, ev: DeliveryEvent, kb: KnowledgeBase, now: float,
             s = observe(s, outcome, rule.speed, rule.sending.tact, at, ev.source_ip, ev.node)
             row.speed = _pack(s)
     row.updated_at = now
-    after = _states_for(row, rule, now, ips, pool)
-    # a record with nothing left (an IP's warm-up ended) is published blank: the compacted
-    # topic would else keep its last warm-up snapshot
-    return [st if st is not None else IspState(isp=row.isp, source_ip=old.source_ip,
-                                               pool=old.pool, updated_at=0.0)
-            for st, old in zip(after, before, strict=True) if st != old and (st or old)]
+    return _changed(before, _states_for(row, rule, now, ips, pool))
 
 
 _REPUTATION_KIND = {Status.DELIVERED: "delivered", Status.COMPLAINT: "complaint",
@@ -308,14 +302,14 @@ def _bounded(speed: float, row: Row, rule: EffectiveRule, now: float) -> float:
     return round(speed, 3)
 
 
-def _isp_state(row: Row, rule: EffectiveRule, now: float) -> IspState:
-    """The whole ISP's record; its speed is the lowest IP level (per_ip), the speed of an IP
-    without a level of its own."""
+def _isp_fields(row: Row, rule: EffectiveRule, now: float) -> dict[str, Any]:
+    """The whole ISP's record as ``IspState`` fields; its speed is the lowest IP level (per_ip),
+    the speed of an IP without a level of its own."""
     raw = lowest(v["speed"] for v in row.ip_speed.values()) if rule.speed.per_ip else None
     if raw is None:
         raw = row.speed["speed"] if row.speed else (rule.speed.start or rule.speed.min)
     throttled = row.throttle_until is not None and row.throttle_until > now
-    return IspState(
+    return dict(
         isp=row.isp, paused=row.whole.paused, locked_until=row.whole.locked_until,
         lock_reason=row.whole.lock_reason, lock_reply=row.whole.lock_reply,
         speed=_bounded(raw, row, rule, now), speed_min=rule.speed.min,
@@ -327,36 +321,82 @@ def _isp_state(row: Row, rule: EffectiveRule, now: float) -> IspState:
         holds=dict(row.holds) or None, updated_at=0.0)
 
 
-def _ip_state(row: Row, rule: EffectiveRule, now: float, ip: str) -> IspState | None:
-    """Source IP ``ip``'s record (None: it has nothing of its own to publish)."""
+def _ip_fields(row: Row, rule: EffectiveRule, now: float, ip: str) -> dict[str, Any] | None:
+    """Source IP ``ip``'s record as fields (None: it has nothing of its own to publish); its
+    warm-up snapshot as stored (``_record`` validates it)."""
     sc = row.ips.get(ip)
     warm = row.warm_pub.get(ip)
     level = row.ip_speed.get(ip) if rule.speed.per_ip else None
     if sc is None and warm is None and level is None:
         return None
     sc = sc or ScopeRow()
-    return IspState(isp=row.isp, source_ip=ip, paused=sc.paused,
-                    locked_until=sc.locked_until, lock_reason=sc.lock_reason,
-                    lock_reply=sc.lock_reply, updated_at=0.0,
-                    speed=None if level is None else _bounded(level["speed"], row, rule, now),
-                    warmup=WarmupStatus.model_validate(warm) if warm else None)
+    return dict(isp=row.isp, source_ip=ip, paused=sc.paused,
+                locked_until=sc.locked_until, lock_reason=sc.lock_reason,
+                lock_reply=sc.lock_reply, updated_at=0.0,
+                speed=None if level is None else _bounded(level["speed"], row, rule, now),
+                warmup=warm or None)
 
 
-def _pool_state(row: Row, pool: str) -> IspState | None:
+def _pool_fields(row: Row, pool: str) -> dict[str, Any] | None:
     sc = row.pools.get(pool)
     if sc is None:
         return None
-    return IspState(isp=row.isp, pool=pool, paused=sc.paused, locked_until=sc.locked_until,
-                    lock_reason=sc.lock_reason, lock_reply=sc.lock_reply, updated_at=0.0)
+    return dict(isp=row.isp, pool=pool, paused=sc.paused, locked_until=sc.locked_until,
+                lock_reason=sc.lock_reason, lock_reply=sc.lock_reply, updated_at=0.0)
+
+
+def _record(fields: dict[str, Any] | None) -> IspState | None:
+    if fields is None:
+        return None
+    warm = fields.get("warmup")
+    if warm is not None:
+        fields = {**fields, "warmup": WarmupStatus.model_validate(warm)}
+    return IspState(**fields)
+
+
+def _isp_state(row: Row, rule: EffectiveRule, now: float) -> IspState:
+    st = _record(_isp_fields(row, rule, now))
+    assert st is not None
+    return st
+
+
+def _ip_state(row: Row, rule: EffectiveRule, now: float, ip: str) -> IspState | None:
+    return _record(_ip_fields(row, rule, now, ip))
+
+
+def _pool_state(row: Row, pool: str) -> IspState | None:
+    return _record(_pool_fields(row, pool))
 
 
 def _states_for(row: Row, rule: EffectiveRule, now: float, ips: list[str],
-                pool: str | None) -> list[IspState | None]:
-    """The ISP's record, then those of ``ips`` and ``pool`` (None where there is none)."""
-    out: list[IspState | None] = [_isp_state(row, rule, now)]
-    out += [_ip_state(row, rule, now, ip) for ip in ips]
+                pool: str | None) -> list[dict[str, Any] | None]:
+    """The fields of the ISP's record, then those of ``ips`` and ``pool`` (None where there is
+    none). Plain dicts: ``apply_event`` compares them before and after an event and validates
+    an ``IspState`` only for what changed (most events change nothing)."""
+    out: list[dict[str, Any] | None] = [_isp_fields(row, rule, now)]
+    out += [_ip_fields(row, rule, now, ip) for ip in ips]
     if pool:
-        out.append(_pool_state(row, pool))
+        out.append(_pool_fields(row, pool))
+    return out
+
+
+def _changed(before: list[dict[str, Any] | None],
+             after: list[dict[str, Any] | None]) -> list[IspState]:
+    """The records that changed, as ``IspState`` equality says (fields that differ as stored
+    are validated, then compared as records); one with nothing left is published blank."""
+    out = []
+    for a, b in zip(after, before, strict=True):
+        if a == b:
+            continue
+        st, old = _record(a), _record(b)
+        if st == old:
+            continue
+        # a record with nothing left (an IP's warm-up ended) is published blank: the compacted
+        # topic would else keep its last warm-up snapshot
+        if st is None:
+            assert old is not None
+            st = IspState(isp=old.isp, source_ip=old.source_ip, pool=old.pool, updated_at=0.0)
+        out.append(st)
     return out
 
 
