@@ -54,6 +54,7 @@ from streams.delay import DelayScheduler
 from streams.ingest import OutboxRoute
 from streams.observe import Observer
 from streams.router import Router
+from streams.rows import Rows
 
 log = logging.getLogger(__name__)
 
@@ -182,7 +183,10 @@ def build(config: Config, kb: KnowledgeBase | None = None,
 
     results = raw_topic("results", config.kafka.partitions)
     control = raw_topic("control", config.kafka.partitions)
-    table = app.Table("isp-state", default=None, partitions=config.kafka.partitions)
+    # values: a Row's JSON bytes (streams/rows.py), written and read as they are ("raw")
+    table = app.Table("isp-state", default=None, partitions=config.kafka.partitions,
+                      value_type=bytes)
+    rows = Rows()
 
     # a stable file name (not host-pid): a restart reuses the index and reads only what is new
     suppressed = SuppressionView(config, config.worker.name or socket.gethostname())
@@ -259,7 +263,7 @@ def build(config: Config, kb: KnowledgeBase | None = None,
                 outs.append(Out(t("suppression"), rec.to_json(), rec.key().encode()))
             key = event.isp
             known = table.get(key)
-            row = Row.model_validate(known) if known else Row(isp=key)
+            row = rows.take(key, known)
             if not row.first_time(ev.message.partition, ev.message.offset):
                 continue  # applied before a restart (faust delivers at least once)
             held = apply_reputation(row, event, config.reputation, now)
@@ -272,7 +276,7 @@ def build(config: Config, kb: KnowledgeBase | None = None,
                 outs.append(Out(t("audit"), ControlRecord(
                     applied=True, worker=node, timestamp=now,
                     hold=HoldChange(isp=key, key=hkey, reason=why)).to_json(), None))
-            table[key] = row.model_dump(mode="json")
+            table[key] = rows.put(key, row)
             await send_all(outs)
 
     @app.agent(control)
@@ -282,13 +286,12 @@ def build(config: Config, kb: KnowledgeBase | None = None,
             cmd = None
             try:
                 cmd = parse_command(ev.value, secret)
-                row = Row.model_validate(table[cmd.isp]) if table.get(cmd.isp) else Row(
-                    isp=cmd.isp)
+                row = rows.take(cmd.isp, table.get(cmd.isp))
                 check_fresh(cmd, now, max_age, row.commands, row.commands_floor)
                 apply_command(row, cmd, kb, now)
                 row.commands_floor = remember(row.commands, cmd, now, max_age,
                                               row.commands_floor)
-                table[cmd.isp] = row.model_dump(mode="json")
+                table[cmd.isp] = rows.put(cmd.isp, row)
                 if cmd.action in WARMUP_ACTIONS:
                     mark = warmup_mark(cmd, now)
                     outs = [Out(t("state"), mark.to_json(), mark.key.encode())]
