@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -100,9 +101,12 @@ print(json.dumps({"apply_us": apply_us, "agent_us": agent_us,
 
 def measure(tree: Path, ips: int, events: int, rules: dict, every: int) -> dict:
     code = f"import sys; sys.path.insert(0, {str(tree)!r})\n" + WORKLOAD
+    # without PYTHONPATH: streams/ is a namespace package, and another tree on the path would
+    # lend the measured one its modules (streams.rows in a checkout that has none)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", code, str(ips), str(events), json.dumps(rules),
                           str(every)],
-                         cwd=tree, capture_output=True, text=True, check=True)
+                         cwd=tree, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
