@@ -35,21 +35,16 @@ from kmta.pipeline.resolver import Resolver
 from kmta.pipeline.rules import load_kb, load_warmup, partition_map, warm_ips
 from kmta.pipeline.seenids import SeenIds
 from kmta.pipeline.suppression import SuppressionView
-from kmta.policy.classify import suppresses
 from kmta.policy.dedup import decode_seen
 from kmta.policy.kb import KnowledgeBase
-from kmta.policy.suppression import record_for
 from kmta.policy.warmup import WarmPlan, new_ips
-from schemas import ControlRecord, DeliveryEvent, IspState, Status
-from schemas.control import ALL_ISPS, WARMUP_ACTIONS, HoldChange
+from schemas import ControlRecord
+from schemas.control import ALL_ISPS, WARMUP_ACTIONS
 from streams.brain import (
-    Row,
     apply_command,
-    apply_event,
-    apply_reputation,
-    states_of,
     warmup_mark,
 )
+from streams.decide import BATCH, BATCH_WAIT, Decide, publish
 from streams.delay import DelayScheduler
 from streams.ingest import OutboxRoute
 from streams.observe import Observer
@@ -237,47 +232,15 @@ def build(config: Config, kb: KnowledgeBase | None = None,
             await states.stop()
             await suppressed.stop()
 
-    def publish(row: Row, now: float, changed: list[IspState] | None = None) -> list[Out]:
-        """The state records to send: ``changed`` (those an event changed), else all."""
-        outs = []
-        for st in changed if changed is not None else states_of(
-                row, kb.effective(row.isp, row.rules), now):
-            st.updated_at = now
-            outs.append(Out(t("state"), st.to_json(), st.key.encode()))
-        return outs
+    decider = Decide(table, kb, config.reputation, node, t, lambda: plan[0], time.time, rows)
 
     @app.agent(results)
     async def decide(stream):
-        async for ev in stream.events():
-            try:
-                event = DeliveryEvent.model_validate_json(ev.value)
-            except ValueError:
-                continue  # results are written by kmta; a foreign record is skipped
-            if not event.isp or event.status is Status.QUEUED:
-                continue
-            now = time.time()
-            outs: list[Out] = []
-            if event.status is Status.BOUNCED and suppresses(event.category or ""):
-                rec = record_for(Status.BOUNCED, event.to, now, msg_id=event.id,
-                                 category=event.category, detail=event.response, by=node)
-                outs.append(Out(t("suppression"), rec.to_json(), rec.key().encode()))
-            key = event.isp
-            known = table.get(key)
-            row = rows.take(key, known)
-            if not row.first_time(ev.message.partition, ev.message.offset):
-                continue  # applied before a restart (faust delivers at least once)
-            held = apply_reputation(row, event, config.reputation, now)
-            changed = apply_event(row, event, kb, now, plan[0])
-            if changed or not known or held:
-                outs += publish(row, now, None if not known or held else changed)
-            for hkey, why in held:
-                log.warning("reputation hold at %s on %s: %s", key, hkey, why,
-                            extra={"isp": key})
-                outs.append(Out(t("audit"), ControlRecord(
-                    applied=True, worker=node, timestamp=now,
-                    hold=HoldChange(isp=key, key=hkey, reason=why)).to_json(), None))
-            table[key] = rows.put(key, row)
-            await send_all(outs)
+        # take_events acks a batch's records when the next batch is asked for: after
+        # decider.batch handed the rows to the table (the changelog records to faust's
+        # producer, which faust flushes before it commits an offset) and the records were sent
+        async for batch in stream.take_events(BATCH, BATCH_WAIT):
+            await send_all(decider.batch(batch))
 
     @app.agent(control)
     async def obey(stream):
@@ -296,7 +259,7 @@ def build(config: Config, kb: KnowledgeBase | None = None,
                     mark = warmup_mark(cmd, now)
                     outs = [Out(t("state"), mark.to_json(), mark.key.encode())]
                 else:
-                    outs = publish(row, now)
+                    outs = publish(row, now, kb, t("state"))
                 rec = ControlRecord(command=cmd, applied=True, worker=node, timestamp=now)
             except Exception as e:
                 error = str(e)
