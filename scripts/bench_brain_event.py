@@ -8,7 +8,9 @@ subprocess whose ``sys.path`` starts at that tree; and against this tree with th
 switched off (``speed.per_ip = false``), unless ``--no-shared``. Not a test: figures depend on
 the machine. "agent us" is the decide agent's work per event in that tree (the event decoded,
 the row read from its table value, the event applied, the row encoded as the table value,
-which is also its changelog record: "row bytes"). Usage::
+which is also its changelog record; in batches of ``--batch`` where the tree's agent takes
+batches (streams/decide.py), one write per ISP and batch). "B/event": changelog bytes per
+event. Usage::
 
     python scripts/bench_brain_event.py [--ips 10] [--events 20000] [--other PATH]
 """
@@ -31,7 +33,7 @@ from schemas import DeliveryEvent, Status
 from streams.brain import Row, apply_event, states_of
 
 ips, events, rules = int(sys.argv[1]), int(sys.argv[2]), json.loads(sys.argv[3])
-every = int(sys.argv[4])
+every, batch = int(sys.argv[4]), int(sys.argv[5])
 kb = KnowledgeBase.load()
 addrs = [f"192.0.2.{i + 1}" for i in range(ips)]
 
@@ -67,12 +69,40 @@ apply_us = (time.perf_counter() - t0) / events * 1e6
 # applied, the row encoded as the table value (and changelog record); as each tree does it
 raws = [e.model_dump_json().encode() for e in evs[warm:warm + events // 4]]
 try:
+    from streams.decide import Decide
+    from streams.rows import encode
+except ImportError:  # before streams/decide.py: a table write per event
+    Decide = None
+try:
     from streams.rows import Rows
 except ImportError:  # before streams/rows.py: dicts in the table, faust's json codec
     Rows = None
     from faust.serializers import codecs
     codec = codecs.get_codec("json")
-if Rows is not None:
+if Decide is not None:  # batches of `batch` records, one table write per ISP and batch
+    from types import SimpleNamespace
+    from kmta.config import ReputationConfig
+
+    class Table:
+        def __init__(self):
+            self.data, self.bytes = {"gmail": encode(row)}, 0
+
+        def get(self, key):
+            return self.data.get(key)
+
+        def send_changelog(self, partition, key, value):
+            self.bytes += len(value)
+
+    table = Table()
+    clock = iter([e.timestamp for e in evs[warm:warm + events // 4]]).__next__
+    d = Decide(table, kb, ReputationConfig(), "n1", lambda name: name, lambda: None, clock)
+    recs = [SimpleNamespace(value=raw, message=SimpleNamespace(partition=0, offset=i))
+            for i, raw in enumerate(raws)]
+    t0 = time.perf_counter()
+    for i in range(0, len(recs), batch):
+        d.batch(recs[i:i + batch])
+    record = b"x" * round(table.bytes / len(recs))  # changelog bytes per event
+elif Rows is not None:
     rows = Rows()
     stored = rows.put("gmail", row)
     t0 = time.perf_counter()
@@ -99,13 +129,13 @@ print(json.dumps({"apply_us": apply_us, "agent_us": agent_us,
 """
 
 
-def measure(tree: Path, ips: int, events: int, rules: dict, every: int) -> dict:
+def measure(tree: Path, ips: int, events: int, rules: dict, every: int, batch: int) -> dict:
     code = f"import sys; sys.path.insert(0, {str(tree)!r})\n" + WORKLOAD
     # without PYTHONPATH: streams/ is a namespace package, and another tree on the path would
     # lend the measured one its modules (streams.rows in a checkout that has none)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     out = subprocess.run([sys.executable, "-c", code, str(ips), str(events), json.dumps(rules),
-                          str(every)],
+                          str(every), str(batch)],
                          cwd=tree, capture_output=True, text=True, check=True, env=env)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -116,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--events", type=int, default=20000, help="events measured (20000)")
     ap.add_argument("--other", help="another checkout to compare (default: main)")
     ap.add_argument("--no-shared", action="store_true", help="skip speed.per_ip = false")
+    ap.add_argument("--batch", type=int, default=20,
+                    help="results records per decide batch, where the tree has batches (20)")
     ap.add_argument("--rounds", type=int, default=3, help="runs per variant; the best (3)")
     ap.add_argument("--throttle-every", type=int, nargs="+", default=[0, 150],
                     help="workloads: a rate-limit reply every N events, 0 = none (0 150)")
@@ -133,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         for every in args.throttle_every:
             rows = []
             for _ in range(args.rounds):  # interleaved: a busy neighbour hits every variant
-                rows.append([measure(tree, args.ips, args.events, rules, every)
+                rows.append([measure(tree, args.ips, args.events, rules, every, args.batch)
                              for _, tree, rules in variants])
             report(rows, variants, args, every)
     return 0
@@ -145,7 +177,7 @@ def report(rows: list, variants: list, args: argparse.Namespace, every: int) -> 
     print(f"\n{args.ips} source IPs, {args.events} events at 200/s, {what}; best of "
           f"{args.rounds}")
     print(f"{'variant':<26}{'apply_event us':>15}{'x base':>8}{'agent us':>10}"
-          f"{'row bytes':>11}{'records':>9}")
+          f"{'B/event':>11}{'records':>9}")
     for i, (name, _, _) in enumerate(variants):
         best = min((r[i] for r in rows), key=lambda x: x["apply_us"])
         agent = min(r[i]["agent_us"] for r in rows)
