@@ -321,6 +321,9 @@ def _isp_fields(row: Row, rule: EffectiveRule, now: float) -> dict[str, Any]:
         holds=dict(row.holds) or None, updated_at=0.0)
 
 
+_NO_SCOPE = ScopeRow()  # read only: the fields of an IP without a scope of its own
+
+
 def _ip_fields(row: Row, rule: EffectiveRule, now: float, ip: str) -> dict[str, Any] | None:
     """Source IP ``ip``'s record as fields (None: it has nothing of its own to publish); its
     warm-up snapshot as stored (``_record`` validates it)."""
@@ -329,7 +332,7 @@ def _ip_fields(row: Row, rule: EffectiveRule, now: float, ip: str) -> dict[str, 
     level = row.ip_speed.get(ip) if rule.speed.per_ip else None
     if sc is None and warm is None and level is None:
         return None
-    sc = sc or ScopeRow()
+    sc = sc or _NO_SCOPE
     return dict(isp=row.isp, source_ip=ip, paused=sc.paused,
                 locked_until=sc.locked_until, lock_reason=sc.lock_reason,
                 lock_reply=sc.lock_reply, updated_at=0.0,
