@@ -101,6 +101,7 @@ if Decide is not None:  # batches of `batch` records, one table write per ISP an
     t0 = time.perf_counter()
     for i in range(0, len(recs), batch):
         d.batch(recs[i:i + batch])
+        d.write()
     record = b"x" * round(table.bytes / len(recs))  # changelog bytes per event
 elif Rows is not None:
     rows = Rows()

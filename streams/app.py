@@ -234,47 +234,61 @@ def build(config: Config, kb: KnowledgeBase | None = None,
 
     decider = Decide(table, kb, config.reputation, node, t, lambda: plan[0], time.time, rows)
 
+    # the table's rows: one agent at a time reads, changes and writes them (decide keeps its
+    # batch's rows until the batch's records are sent)
+    rows_lock = asyncio.Lock()
+
     @app.agent(results)
     async def decide(stream):
-        # take_events acks a batch's records when the next batch is asked for: after
-        # decider.batch handed the rows to the table (the changelog records to faust's
-        # producer, which faust flushes before it commits an offset) and the records were sent
+        # take_events acks a batch's records when the next batch is asked for: after the
+        # records were sent and decider.write handed the rows to the table (the changelog
+        # records to faust's producer, which faust flushes before it commits an offset)
         async for batch in stream.take_events(BATCH, BATCH_WAIT):
-            await send_all(decider.batch(batch))
+            async with rows_lock:
+                outs = decider.batch(batch)
+                try:
+                    await send_all(outs)
+                finally:
+                    decider.write()
 
     @app.agent(control)
     async def obey(stream):
         async for ev in stream.events():
-            now = time.time()
-            cmd = None
-            try:
-                cmd = parse_command(ev.value, secret)
-                row = rows.take(cmd.isp, table.get(cmd.isp))
-                check_fresh(cmd, now, max_age, row.commands, row.commands_floor)
-                apply_command(row, cmd, kb, now)
-                row.commands_floor = remember(row.commands, cmd, now, max_age,
-                                              row.commands_floor)
-                table[cmd.isp] = rows.put(cmd.isp, row)
-                if cmd.action in WARMUP_ACTIONS:
-                    mark = warmup_mark(cmd, now)
-                    outs = [Out(t("state"), mark.to_json(), mark.key.encode())]
-                else:
-                    outs = publish(row, now, kb, t("state"))
-                rec = ControlRecord(command=cmd, applied=True, worker=node, timestamp=now)
-            except Exception as e:
-                error = str(e)
-                if not isinstance(e, (KmtaError, ValueError)):
-                    log.exception("control record at offset %s failed", ev.message.offset)
-                    error = f"internal error: {type(e).__name__}: {e}"
-                outs = []
-                cmd = cmd or getattr(e, "command", None)  # decoded but not signed right
-                raw = None if cmd else (ev.value or b"").decode("utf-8", "replace")[:2000]
-                rec = ControlRecord(command=cmd, raw=raw, applied=False, error=error[:2000],
-                                    worker=node, timestamp=now)
-                log.warning("control command refused: %s", rec.error,
-                            extra={"isp": cmd.isp if cmd else None})
-            outs.append(Out(t("audit"), rec.to_json(), None))
-            await send_all(outs)
+            async with rows_lock:
+                await obey_one(ev)
+
+    async def obey_one(ev) -> None:
+        """One control record: applied to its ISP's row, published, audited."""
+        now = time.time()
+        cmd = None
+        try:
+            cmd = parse_command(ev.value, secret)
+            row = rows.take(cmd.isp, table.get(cmd.isp))
+            check_fresh(cmd, now, max_age, row.commands, row.commands_floor)
+            apply_command(row, cmd, kb, now)
+            row.commands_floor = remember(row.commands, cmd, now, max_age,
+                                          row.commands_floor)
+            table[cmd.isp] = rows.put(cmd.isp, row)
+            if cmd.action in WARMUP_ACTIONS:
+                mark = warmup_mark(cmd, now)
+                outs = [Out(t("state"), mark.to_json(), mark.key.encode())]
+            else:
+                outs = publish(row, now, kb, t("state"))
+            rec = ControlRecord(command=cmd, applied=True, worker=node, timestamp=now)
+        except Exception as e:
+            error = str(e)
+            if not isinstance(e, (KmtaError, ValueError)):
+                log.exception("control record at offset %s failed", ev.message.offset)
+                error = f"internal error: {type(e).__name__}: {e}"
+            outs = []
+            cmd = cmd or getattr(e, "command", None)  # decoded but not signed right
+            raw = None if cmd else (ev.value or b"").decode("utf-8", "replace")[:2000]
+            rec = ControlRecord(command=cmd, raw=raw, applied=False, error=error[:2000],
+                                worker=node, timestamp=now)
+            log.warning("control command refused: %s", rec.error,
+                        extra={"isp": cmd.isp if cmd else None})
+        outs.append(Out(t("audit"), rec.to_json(), None))
+        await send_all(outs)
 
     app.kmta_router = router  # type: ignore[attr-defined]
     app.kmta_route = route  # type: ignore[attr-defined]

@@ -2,13 +2,17 @@
 ISP's row (``streams/brain.py``), the records to publish, and each ISP's row written to the
 brain table once per batch, after its last event of the batch.
 
-Durability is the per-event agent's: the agent hands the rows to the table (the changelog
-records go to faust's producer) before it asks for the next batch, and only then are the
-batch's records acked (``Stream.take_events``); faust flushes its producer before it commits an
-offset. A worker killed at any moment restarts from the last committed offset with rows that
-hold at least every event up to it; events applied and written again after that are told by
-``Row.first_time``. What changes is the number of table writes: one changelog record per ISP
-and batch instead of one per delivery event."""
+Durability: the agent sends the batch's records (state, suppression, audit), then hands the
+rows to the table (``write``: the changelog records go to faust's producer), and only then
+asks for the next batch, which is when faust acks the batch's results records
+(``Stream.take_events``); faust flushes its producer before it commits an offset. So an
+offset is committed only after the row that holds its outcome is written. A worker killed
+before ``write`` applies the batch again after its restart, and publishes its records again;
+one killed after it finds the rows written and skips the events (``Row.first_time``), their
+records sent already. (With a write per event, before, the row was written before its records
+were sent: a kill between the two left records that were never sent.) What changes is the
+number of table writes: one changelog record per ISP and batch instead of one per delivery
+event."""
 from __future__ import annotations
 
 import logging
@@ -25,7 +29,7 @@ from kmta.policy.warmup import WarmPlan
 from schemas import ControlRecord, DeliveryEvent, IspState, Status
 from schemas.control import HoldChange
 from streams.brain import Row, apply_event, apply_reputation, states_of
-from streams.rows import Rows
+from streams.rows import Rows, decode, encode
 
 __all__ = ["BATCH", "BATCH_WAIT", "Decide", "Table", "publish"]
 
@@ -61,11 +65,13 @@ def publish(row: Row, now: float, kb: KnowledgeBase, topic: str,
 @dataclass
 class _Pending:
     """An ISP's row within a batch: the results partition its events came from, whether the
-    table had a row for it, and the events applied (with their clock) since it was read."""
+    table had a row for it, its table value when it was read (what a failed event goes back
+    to) and the events applied since, with their clock."""
 
     row: Row
     partition: int
     known: bool
+    base: bytes | None
     applied: list[tuple[DeliveryEvent, int, float]] = field(default_factory=list)
 
 
@@ -78,19 +84,28 @@ class Decide:
         self.table, self.kb, self.reputation, self.node = table, kb, reputation, node
         self.topic, self.plan, self.clock = topic, plan, clock
         self.rows = rows or Rows()
+        self._pending: dict[str, _Pending] = {}
+        self._moved: list[tuple[str, int, bytes]] = []  # rows of an earlier partition, encoded
 
     def batch(self, events: Sequence[Any]) -> list[Out]:
         """Apply ``events`` (faust events: ``.value``, ``.message.partition/.offset``) in order;
-        every row they changed is in the table when this returns. The records to send."""
+        the records to send. The rows they changed wait for ``write``."""
         outs: list[Out] = []
-        pending: dict[str, _Pending] = {}
         for ev in events:
-            self._one(ev, pending, outs)
-        for isp, p in pending.items():
-            self._write(isp, p)
+            self._one(ev, outs)
         return outs
 
-    def _one(self, ev: Any, pending: dict[str, _Pending], outs: list[Out]) -> None:
+    def write(self) -> None:
+        """Hand every row changed since the last write to the table (its changelog record to
+        faust's producer)."""
+        for key, partition, value in self._moved:
+            self._set(key, partition, value)
+        for key, p in self._pending.items():
+            if p.applied:
+                self._set(key, p.partition, self.rows.put(key, p.row))
+        self._pending, self._moved = {}, []
+
+    def _one(self, ev: Any, outs: list[Out]) -> None:
         try:
             event = DeliveryEvent.model_validate_json(ev.value)
         except ValueError:
@@ -103,14 +118,16 @@ class Decide:
                              category=event.category, detail=event.response, by=self.node)
             outs.append(Out(self.topic("suppression"), rec.to_json(), rec.key().encode()))
         key, partition, offset = event.isp, ev.message.partition, ev.message.offset
-        p = pending.get(key)
-        if p is not None and p.partition != partition:  # the ISP's results moved partition
-            self._write(key, pending.pop(key))
-            p = None
+        p = self._pending.get(key)
+        if p is not None and p.partition != partition:  # the ISP's results moved partition:
+            value = encode(p.row)  # its row so far goes to the old one's changelog too
+            if p.applied:
+                self._moved.append((key, p.partition, value))
+            p = self._pending[key] = _Pending(p.row, partition, p.known, value)
         if p is None:
             stored = self.table.get(key)
-            p = pending[key] = _Pending(self.rows.take(key, stored), partition,
-                                        stored is not None)
+            p = self._pending[key] = _Pending(self.rows.take(key, stored), partition,
+                                              stored is not None, stored)
         if not p.row.first_time(partition, offset):
             return  # applied before a restart (faust delivers at least once)
         try:
@@ -133,9 +150,10 @@ class Decide:
                 hold=HoldChange(isp=key, key=hkey, reason=why)).to_json(), None))
 
     def _replay(self, key: str, p: _Pending) -> Row:
-        """The row as it was before the failed event: read again, the batch's events before it
-        applied again with their clock (the policy is a function of row, event and time)."""
-        row = self.rows.take(key, self.table.get(key))
+        """The row as it was before the failed event: its value when read, the batch's events
+        before it applied again with their clock (the policy is a function of row, event and
+        time)."""
+        row = decode(p.base) if p.base is not None else Row(isp=key)
         plan = self.plan()
         for event, offset, now in p.applied:
             row.first_time(p.partition, offset)
@@ -143,11 +161,9 @@ class Decide:
             apply_event(row, event, self.kb, now, plan)
         return row
 
-    def _write(self, key: str, p: _Pending) -> None:
-        """``table[key] = row`` with the changelog record on the partition of the ISP's events,
-        as faust's ``Table.__setitem__`` does inside a stream (a batch has no current event)."""
-        if not p.applied:
-            return
-        value = self.rows.put(key, p.row)
-        self.table.send_changelog(p.partition, key, value)
+    def _set(self, key: str, partition: int, value: bytes) -> None:
+        """``table[key] = value`` with the changelog record on the partition of the ISP's
+        events, as faust's ``Table.__setitem__`` does inside a stream (a batch has no current
+        event)."""
+        self.table.send_changelog(partition, key, value)
         self.table.data[key] = value

@@ -105,8 +105,16 @@ def per_event(recs: list[Record], clock: Clock) -> tuple[dict[str, bytes], list[
     return {k: encode(Row.model_validate(v)) for k, v in table.items()}, sent
 
 
-def decider(table: FakeTable, clock: Clock) -> Decide:
-    return Decide(table, KB, ReputationConfig(), "n1", lambda name: name, lambda: None, clock)
+class Decider(Decide):
+    def run(self, recs: list[Record]) -> list[Any]:
+        """A batch as the agent runs it: applied, its records sent, its rows written."""
+        outs = self.batch(recs)
+        self.write()
+        return outs
+
+
+def decider(table: FakeTable, clock: Clock) -> Decider:
+    return Decider(table, KB, ReputationConfig(), "n1", lambda name: name, lambda: None, clock)
 
 
 def rows_of(data: dict[str, bytes]) -> dict[str, Any]:
@@ -120,7 +128,7 @@ def test_one_write_per_isp_and_batch_holds_what_a_write_per_event_held() -> None
     d = decider(table, Clock())
     sent: list[bytes] = []
     for i in range(0, len(recs), 100):  # batches of 100 records: 50 outcomes
-        sent += [o.value for o in d.batch(recs[i:i + 100]) if o.topic == "state"]
+        sent += [o.value for o in d.run(recs[i:i + 100]) if o.topic == "state"]
     assert rows_of(table.data) == rows_of(want)
     assert sent == want_sent and sent
     assert len(table.changelog) == 2 * 6  # two ISPs, six batches (600 results records)
@@ -132,9 +140,9 @@ def test_records_applied_before_a_restart_are_told() -> None:
     recs = records(40)
     table = FakeTable()
     d = decider(table, Clock())
-    d.batch(recs)
+    d.run(recs)
     written = dict(table.data)
-    assert d.batch(recs[10:]) == []  # faust delivers again what followed the last commit
+    assert d.run(recs[10:]) == []  # faust delivers again what followed the last commit
     assert table.data == written and len(table.changelog) == 2
 
 
@@ -151,13 +159,13 @@ def test_a_failing_event_leaves_its_row_as_before_it(monkeypatch: pytest.MonkeyP
         return real(row, ev, *a)
     monkeypatch.setattr(streams.decide, "apply_event", failing)
     table = FakeTable()
-    sent = decider(table, Clock()).batch(recs)
+    sent = decider(table, Clock()).run(recs)
     monkeypatch.setattr(streams.decide, "apply_event", real)
     ref, clock = FakeTable(), Clock()  # the same records without the failing one
     d = decider(ref, clock)
-    ref_sent = d.batch(recs[:33])
+    ref_sent = d.run(recs[:33])
     clock()  # the failed event took its clock reading
-    ref_sent += d.batch(recs[34:])
+    ref_sent += d.run(recs[34:])
     assert "203.0.113.9" not in decode(table.data["gmail"]).ip_seen
     assert rows_of(table.data) == rows_of(ref.data)
     assert [o.value for o in sent] == [o.value for o in ref_sent]
@@ -168,7 +176,28 @@ def test_an_isp_whose_results_move_partition_is_written_to_each() -> None:
     for r in recs[20:]:
         r.message.partition = 1
     table = FakeTable()
-    decider(table, Clock()).batch(recs)
-    parts = {(p, k) for p, k, _ in table.changelog}
-    assert parts == {(0, "gmail"), (0, "yahoo"), (1, "gmail"), (1, "yahoo")}
-    assert len(table.changelog) == 4
+    decider(table, Clock()).run(recs)
+    parts = [(p, k) for p, k, _ in table.changelog]
+    assert sorted(parts) == [(0, "gmail"), (0, "yahoo"), (1, "gmail"), (1, "yahoo")]
+    for partition, _key, value in table.changelog:  # each partition: its own events' row
+        applied = decode(value).applied
+        assert applied is not None and applied[0] == partition
+        assert (applied[1] < 20) == (partition == 0)
+    assert {k: decode(v).applied for k, v in table.data.items()} == {
+        "gmail": (1, 39), "yahoo": (1, 37)}
+
+
+def test_rows_wait_for_the_batchs_records() -> None:
+    """The agent sends a batch's records before it writes the rows: a worker killed in between
+    applies the batch again and sends them again (written first, they would be skipped)."""
+    recs = records(30)
+    table = FakeTable()
+    d = decider(table, Clock())
+    outs = d.batch(recs)
+    assert outs and table.data == {} and table.changelog == []
+    d.write()
+    assert set(table.data) == {"gmail", "yahoo"} and len(table.changelog) == 2
+    again = decider(FakeTable(), Clock()).batch(recs)  # nothing written: all applied again
+    assert [o.value for o in again] == [o.value for o in outs]
+    d.write()  # nothing changed since: nothing written
+    assert len(table.changelog) == 2
