@@ -159,6 +159,14 @@ last ``BUDGET_WINDOW`` seconds (a failed probe costs about one per source IP and
 provider that
 blocks after K throttles within a minute sees at most about 2 x nodes of them."""
 
+BUDGET_DEEP = 3
+"""``BUDGET`` once a bucket showed it is deep (``SpeedState.deep``): its probes are
+``PROBE_MIN`` steps, whose failure costs one throttle (an excess of 3 % is refused once, and
+the refused node slows down before a second), so a knee round of three leaves room for one
+(four within a minute, under a "5 in a minute" rule). Waiting out the knee round's minute at
+its cut (0.6-0.9 of the capacity) cost 5-10 points of utilisation with 5 s buckets; a knee
+round of four (one per node) still holds probes off."""
+
 HIDING_MESSAGES = 10
 """Messages per source IP within ``VERIFY`` below which a probe is not suspected of having
 passed on a burst allowance."""
@@ -511,12 +519,14 @@ def _accepted(s: SpeedState, tact: float, now: float) -> float | None:
 
 
 def _budget_left(s: SpeedState, now: float) -> bool:
-    """True when no source IP had more than ``BUDGET`` throttles in the window."""
+    """True when no source IP had more than ``BUDGET`` (``BUDGET_DEEP``) throttles in the
+    window."""
+    budget = BUDGET_DEEP if s.deep else BUDGET
     counts: dict[str, int] = {}
     for ip, t in s.recent:
         if t > now - BUDGET_WINDOW:
             counts[ip] = counts.get(ip, 0) + 1
-    return max(counts.values(), default=0) <= BUDGET
+    return max(counts.values(), default=0) <= budget
 
 
 def observe(

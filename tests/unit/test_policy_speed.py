@@ -390,3 +390,37 @@ def test_the_knee_is_never_above_the_rate_actually_delivered() -> None:
     t90 = r.time_to(0.9)
     assert t90 is not None and t90 <= 60
     assert r.utilisation(int(t90)) >= 0.95 and r.deferral_share() <= 0.02 and r.blocks == 0
+
+
+def _deep_round(nodes: int) -> SpeedState:
+    """A knee at 20/s refused by ``nodes`` nodes of one source IP within its hold-off: the
+    round past DEEP_ROUND says the bucket is deep and cuts by DEEP_CUT (to 6/s, and again for
+    each further one)."""
+    rule = SpeedRule(min=1)
+    state = _knee()
+    for i in range(2, nodes + 1):
+        state = observe(state, T, rule, TACT, 10.0 + 0.02 * i, "ip1", f"n{i}")
+    assert state.deep and state.speed == pytest.approx(15.0 * sp.DEEP_CUT ** (nodes - 2))
+    return state
+
+
+def _first_probe(state: SpeedState, until: float) -> float | None:
+    rule = SpeedRule(min=1)
+    for now, outcome in steady(10.5, until, state.speed):
+        state = observe(state, outcome, rule, TACT, now, "ip1", "n1")
+        if state.mode == sp.PROBE:
+            return now
+    return None
+
+
+def test_a_deep_bucket_probes_after_a_knee_round_of_three_without_waiting_a_minute() -> None:
+    # three throttles in the knee's round (the knee and two nodes refused within the
+    # hold-off): a deep bucket's probes are +3 %, whose failure costs one throttle, so the
+    # fourth within the minute is affordable under "5 in a minute": the first probe comes
+    # after the usual wait (PROBE_WAIT_FAR from the knee, the level verified), not after the
+    # minute at a cut that lands at 0.6-0.9 of the capacity
+    at = _first_probe(_deep_round(3), 80.0)
+    assert at is not None and at == pytest.approx(10.0 + sp.PROBE_WAIT_FAR, abs=1.0)
+    # a round of four (one per node) leaves no room: no probe until the minute is over
+    at = _first_probe(_deep_round(4), 80.0)
+    assert at is not None and at > 10.0 + sp.BUDGET_WINDOW
