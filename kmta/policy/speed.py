@@ -208,6 +208,12 @@ DEEP_CUT = 0.4
 """``_deepen``'s cut while the rate accepted since the knee cannot be measured yet."""
 
 
+CONFIRMED_WITHIN = 3.0
+"""Deep bucket: a level whose verification began within this many seconds of a cut (the bucket
+empty: a level above the capacity is refused at once) is ``SpeedState.confirmed``, a lower
+bound the bucket could not fake; floors reached by probes later may have passed on refilled
+tokens."""
+
 PERIOD = 1.0
 """The decision period when ``rule.adapt_every`` is 0."""
 
@@ -274,6 +280,7 @@ class SpeedState:
     refused_at: float | None = None  # the knee's first throttle (the bucket was empty) ...
     refused_clean: int = 0  # ... and the clean replies since
     deep: bool = False  # a knee's level was refused by far: a deep bucket (small, long probes)
+    confirmed: float | None = None  # deep: a level verified while the bucket was empty
 
 
 _FIELDS = frozenset(f.name for f in fields(SpeedState))
@@ -378,6 +385,10 @@ def _close_period(s: SpeedState, rule: SpeedRule, tact: float, period: float) ->
         if held < VERIFY:
             return nxt
         nxt = _replace(nxt, floor=s.speed)
+        if (s.deep and s.decreased_at is not None
+                and s.since - s.decreased_at <= CONFIRMED_WITHIN):
+            # verified right after a cut: the bucket was empty, it hid nothing
+            nxt = _replace(nxt, confirmed=s.speed)
     if end >= nxt.next_probe_at and s.speed < _cap(rule) and _budget_left(s, end):
         return _start_probe(nxt, rule, end)
     return nxt
@@ -453,7 +464,18 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
         kind = "false" if recent_pass else "probe"
     else:
         kind = "false" if false_pass else "trim"
-    if kind == "knee":
+    deep_back = (s.deep and kind in ("probe", "trim") and s.confirmed is not None
+                 and s.floor is not None and s.confirmed < s.floor)
+    if deep_back:
+        # a deep bucket hides a small excess for minutes: +3 % probes held 20 s passed one
+        # after another above the capacity (100 -> 113 % on a 5 s bucket), and going back to
+        # the last floor (above it too) drew a second round and a halving. Back to the level
+        # confirmed right after the last cut; the floor that may have passed falsely is the
+        # ceiling
+        s = _replace(s, ceiling=min(s.speed, s.floor or s.speed), floor=s.confirmed,
+                    speed=_clamp(s.confirmed or s.speed, rule))
+        kind = "confirmed"
+    elif kind == "knee":
         # cut from the speed the throttled message was most likely sent at, not a raise after
         # it; the ceiling stays the speed now, an upper bound (at low rates the attribution is
         # a guess, and a ceiling below the capacity would make every probe a small, slow one)

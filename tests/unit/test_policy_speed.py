@@ -424,3 +424,25 @@ def test_a_deep_bucket_probes_after_a_knee_round_of_three_without_waiting_a_minu
     # a round of four (one per node) leaves no room: no probe until the minute is over
     at = _first_probe(_deep_round(4), 80.0)
     assert at is not None and at > 10.0 + sp.BUDGET_WINDOW
+
+
+def test_a_deep_probe_refused_goes_back_to_the_level_confirmed_after_the_cut() -> None:
+    # a deep bucket's cut at 10 s to 6/s (the bucket empty): held clean, 6/s is confirmed (a
+    # level over the capacity would have been refused at once). +3 % probes held DEEP_HOLD
+    # then pass one after another, above the capacity too (the bucket refilled under it and
+    # hides a small excess for minutes); the probe refused at last goes back to 6/s, not to
+    # the last floor (over the capacity as well: refused again, a second round, a halving)
+    rule = SpeedRule(min=1)
+    state = _deep_round(3)
+    state = run_events(state, rule, steady(10.5, 16.0, state.speed))
+    assert state.confirmed == pytest.approx(6.0)
+    for now, outcome in steady(16.0, 75.0, 7.0):
+        state = observe(state, outcome, rule, TACT, now, "ip1", "n1")
+    assert state.mode == sp.PROBE and state.floor is not None and state.floor > 6.3
+    floor = state.floor
+    state = observe(state, T, rule, TACT, 75.5, "ip1", "n1")
+    assert (state.speed, state.floor, state.last_cut) == (6.0, 6.0, "confirmed")
+    assert state.ceiling == floor
+    # confirmed again after this cut; a throttle again within AGAIN still halves
+    again = observe(state, T, rule, TACT, 77.0, "ip1", "n1")
+    assert again.speed == pytest.approx(3.0) and again.last_cut == "drop"
