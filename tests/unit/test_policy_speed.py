@@ -320,17 +320,21 @@ def test_a_round_of_throttles_at_the_knee_cuts_deeper_at_once() -> None:
     assert state.deep and state.decreased_at == 10.0 and state.last_cut == "knee"
 
 
-def test_a_deep_bucket_is_probed_in_small_steps_held_long() -> None:
-    # once a bucket showed it is deep, it refills under the capacity and would pass a probe
-    # above it on those tokens: probes are PROBE_MIN steps held DEEP_HOLD, never escalated
+def test_a_deep_bucket_is_probed_in_steps_held_long_and_capped() -> None:
+    # once a bucket showed it is deep, it refills under the capacity and can pass a probe
+    # above it on those tokens: probes are held DEEP_HOLD; their steps escalate from
+    # PROBE_MIN as usual (3, 6, 12 %) but stop at DEEP_STEP_MAX (a shallow bucket's go on
+    # to 25 %). Before: +3 % per 20 s for good (x 1.09 in a minute, a doubling never found)
     rule = SpeedRule(min=1)
     state = replace(initial(rule, 0, learned=10), deep=True)
-    tr = changes(trace_from(state, rule, steady(0, 70, 30)))
+    tr = changes(trace_from(state, rule, steady(0, 110, 30)))
     levels = [s for _, s in tr]
-    assert levels[:4] == [10.0, 10.3, 10.609, 10.927]
+    expected = [10.0, 10.3, 10.3 * 1.06, 10.3 * 1.06 * 1.12, 10.3 * 1.06 * 1.12 ** 2,
+                10.3 * 1.06 * 1.12 ** 3]
+    assert levels[:6] == pytest.approx(expected, abs=1e-3)
     times = [t for t, _ in tr]
-    assert times[2] - times[1] == pytest.approx(sp.DEEP_HOLD, abs=1.05)
-    assert times[3] - times[2] == pytest.approx(sp.DEEP_HOLD, abs=1.05)
+    for a, b in itertools.pairwise(times[1:6]):
+        assert b - a == pytest.approx(sp.DEEP_HOLD, abs=1.05)
 
 
 def trace_from(state: SpeedState, rule: SpeedRule, events: list) -> list[tuple[float, float]]:
@@ -443,6 +447,6 @@ def test_a_deep_probe_refused_goes_back_to_the_level_confirmed_after_the_cut() -
     state = observe(state, T, rule, TACT, 75.5, "ip1", "n1")
     assert (state.speed, state.floor, state.last_cut) == (6.0, 6.0, "confirmed")
     assert state.ceiling == floor
-    # confirmed again after this cut; a throttle again within AGAIN still halves
+    # a throttle again within AGAIN (6/s refused too: the capacity fell) still halves
     again = observe(state, T, rule, TACT, 77.0, "ip1", "n1")
     assert again.speed == pytest.approx(3.0) and again.last_cut == "drop"
