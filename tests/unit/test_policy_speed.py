@@ -450,3 +450,21 @@ def test_a_deep_probe_refused_goes_back_to_the_level_confirmed_after_the_cut() -
     # a throttle again within AGAIN (6/s refused too: the capacity fell) still halves
     again = observe(state, T, rule, TACT, 77.0, "ip1", "n1")
     assert again.speed == pytest.approx(3.0) and again.last_cut == "drop"
+
+
+def test_a_deep_false_pass_goes_back_to_the_confirmed_level_not_the_floor_before() -> None:
+    # a deep bucket's probe refused 1 s after its floor (6.7/s) passed: that floor passed on
+    # the bucket's tokens, and so may the one before it (6.4/s, a probe 20 s earlier): back
+    # to the level confirmed after the last cut, the false floor is the ceiling
+    rule = SpeedRule(min=1)
+    state = replace(initial(rule, 0, learned=6), deep=True, confirmed=6.0, mode=sp.PROBE,
+                    speed=7.5, floor=6.7, prev_floor=6.4, floor_at=99.0, since=99.0,
+                    period_start=99.5, step=0.12)
+    state = observe(state, T, rule, TACT, 100.0, "ip1", "n1")
+    assert (state.speed, state.floor, state.ceiling, state.last_cut) == (
+        6.0, 6.0, 6.7, "confirmed")
+    # a shallow bucket (not deep): the floor before, as always
+    shallow = observe(replace(state, deep=False, mode=sp.PROBE, speed=7.5, floor=6.7,
+                              prev_floor=6.4, floor_at=99.0, decreased_at=None, last_cut=""),
+                      T, rule, TACT, 100.0, "ip1", "n1")
+    assert (shallow.speed, shallow.last_cut) == (6.4, "false")
