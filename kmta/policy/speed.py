@@ -215,7 +215,14 @@ slowed on its own is refused again); each further one cuts deeper at once (``_de
 A quarter-second bucket gives at most one more (seeds 1-5 of the matrix)."""
 
 DEEP_CUT = 0.4
-"""``_deepen``'s cut while the rate accepted since the knee cannot be measured yet."""
+"""``_deepen``'s cut while the rate accepted since the knee cannot be measured yet; also the
+cut of a third round within ``AGAIN_FAST`` of the knee without replies enough to measure."""
+
+AGAIN_FAST = 2.5
+"""Seconds from the knee's first throttle within which a third round says the knee was far
+above the capacity (1 msg/s, 30 s bucket: rounds 0.2-0.9 s apart from a knee at 6.9 x; a
+shallow bucket's knee at 1.3-2.3 x is refused again every 2-4 s at that rate, and its third
+round, 4.5 s after the knee at 1 msg/s x 10 IPs x 4 nodes, keeps the x 0.8)."""
 
 
 CONFIRMED_WITHIN = 3.0
@@ -522,6 +529,12 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
             # the knee's level was refused by far: what the provider accepted meanwhile is
             # its capacity, and a bucket that hid that excess is deep
             speed, deep = ACCEPTED_CUT * accepted, True
+        elif (accepted is None and kind == "again" and s.last_cut == "again"
+              and s.refused_at is not None and now - s.refused_at <= AGAIN_FAST):
+            # a third round soon after the knee, and too few replies to measure what the
+            # provider accepts (about one a second): the knee was far above the capacity; x 0.8
+            # a round took five rounds from a 30 s bucket's knee at 6.9 x and earned the block
+            speed, deep = s.speed * DEEP_CUT, True
         s = _replace(s, ceiling=s.speed, floor=None, speed=_clamp(speed, rule), deep=deep)
     step = 2 * PROBE_MIN if kind in ("drop", "again") else 1.0  # 1.0: bisect to the ceiling
     if kind != "again":  # a new round of cuts: the bucket is empty now

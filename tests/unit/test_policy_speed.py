@@ -468,3 +468,29 @@ def test_a_deep_false_pass_goes_back_to_the_confirmed_level_not_the_floor_before
                               prev_floor=6.4, floor_at=99.0, decreased_at=None, last_cut=""),
                       T, rule, TACT, 100.0, "ip1", "n1")
     assert (shallow.speed, shallow.last_cut) == (6.4, "false")
+
+
+def test_a_third_round_after_the_knee_without_replies_to_measure_cuts_deeper() -> None:
+    # 1 msg/s with a bucket 30 s deep: the knee came at 6.9 x the capacity and each cut is
+    # refused again within a second, with 0-1 clean replies (too few to measure the rate
+    # accepted). x 0.8 a round made five rounds and the block; the third round cuts by
+    # DEEP_CUT and marks the bucket deep
+    rule = SpeedRule(min=0.1)
+    knee = _knee()
+    assert knee.speed == 15.0
+    second = observe(knee, T, rule, TACT, 11.0, "ip1", "n1")
+    assert second.speed == pytest.approx(15.0 * sp.AGAIN_CUT) and not second.deep
+    third = observe(observe(second, C, rule, TACT, 11.5, "ip1", "n1"), T, rule, TACT, 12.0,
+                    "ip1", "n1")
+    assert third.speed == pytest.approx(15.0 * sp.AGAIN_CUT * sp.DEEP_CUT)
+    assert third.deep and third.last_cut == "again"
+    # a third round later than AGAIN_FAST after the knee (a shallow bucket's knee a little
+    # over the capacity, refused every 2-4 s at 1 msg/s): x 0.8 as before
+    slow = observe(knee, T, rule, TACT, 12.0, "ip1", "n1")
+    slow = observe(slow, T, rule, TACT, 10.0 + sp.AGAIN_FAST + 1.0, "ip1", "n1")
+    assert slow.speed == pytest.approx(15.0 * sp.AGAIN_CUT ** 2) and not slow.deep
+    # with replies enough to measure, the rate accepted decides, as before
+    measured = run_events(second, rule, [(11.1 + i / 10, C) for i in range(8)])
+    measured = observe(measured, T, rule, TACT, 12.0, "ip1", "n1")
+    assert measured.speed == pytest.approx(min(12.0 * sp.AGAIN_CUT,
+                                               sp.ACCEPTED_CUT * 8 / 2.0), rel=1e-3)
