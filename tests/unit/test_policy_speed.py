@@ -360,8 +360,10 @@ def test_a_deep_bucket_earns_no_block(capacity: float, ips: int, nodes: int,
     assert r.allowed[first] > 2 * capacity * ips  # the first throttle came far above it
     assert r.blocks == 0
     t90 = r.time_to(0.9)
-    # the price: the cut lands under the capacity and small probes climb slowly (84-99 %)
-    assert t90 is not None and r.utilisation(int(t90)) >= 0.8
+    # the cut lands under the capacity; probes from it (the first one without waiting out the
+    # knee round's minute, escalating to 12 %, back to the confirmed level after a false
+    # pass) bring it back: >= 95 % sustained (84.6-99.1 % with +3 % per 20 s after a minute)
+    assert t90 is not None and r.utilisation(int(t90)) >= 0.95
 
 
 def test_a_probe_refused_just_after_a_false_pass_makes_that_floor_the_ceiling() -> None:
