@@ -170,12 +170,12 @@ provider that
 blocks after K throttles within a minute sees at most about 2 x nodes of them."""
 
 BUDGET_DEEP = 3
-"""``BUDGET`` once a bucket showed it is deep (``SpeedState.deep``): its probes are
-``PROBE_MIN`` steps, whose failure costs one throttle (an excess of 3 % is refused once, and
-the refused node slows down before a second), so a knee round of three leaves room for one
-(four within a minute, under a "5 in a minute" rule). Waiting out the knee round's minute at
-its cut (0.6-0.9 of the capacity) cost 5-10 points of utilisation with 5 s buckets; a knee
-round of four (one per node) still holds probes off."""
+"""``BUDGET`` once a bucket showed it is deep (``SpeedState.deep``): its probes start at
+``PROBE_MIN`` and are capped at ``DEEP_STEP_MAX``, a small excess whose failure costs about one
+throttle (it is refused once, and the refused node slows down before a second), so a knee round
+of three leaves room for one (four within a minute, under a "5 in a minute" rule). Waiting out
+the knee round's minute at its cut (0.6-0.9 of the capacity) cost 5-10 points of utilisation
+with 5 s buckets; a knee round of four (one per node) still holds probes off."""
 
 HIDING_MESSAGES = 10
 """Messages per source IP within ``VERIFY`` below which a probe is not suspected of having
@@ -315,6 +315,7 @@ def _replace(s: SpeedState, **changes: object) -> SpeedState:
     new.__dict__.update(changes)
     return new
 
+
 def _cap(rule: SpeedRule) -> float:
     return rule.max if rule.max is not None else math.inf
 
@@ -394,7 +395,7 @@ def _close_period(s: SpeedState, rule: SpeedRule, tact: float, period: float) ->
                 ceiling = None
                 step = min(s.step * 2, PROBE_MAX) if s.ceiling is None else 2 * PROBE_MIN
             passed = _replace(nxt, floor=s.speed, ceiling=ceiling, step=step, since=end,
-                             prev_floor=s.floor, floor_at=end)
+                              prev_floor=s.floor, floor_at=end)
             return _start_probe(passed, rule, end)
         return nxt
     # hold
@@ -448,7 +449,7 @@ def advance(state: SpeedState, rule: SpeedRule, tact: float, now: float) -> Spee
         skipped = math.floor((now - s.period_start) / period)
         start = s.period_start + skipped * period
         s = _replace(s, period_start=start, since=start,
-                    next_probe_at=max(s.next_probe_at, start))
+                     next_probe_at=max(s.next_probe_at, start))
     return s
 
 
@@ -490,7 +491,7 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
         # confirmed right after the last cut; the floor that may have passed falsely is the
         # ceiling
         s = _replace(s, ceiling=min(s.speed, s.floor or s.speed), floor=s.confirmed,
-                    speed=_clamp(s.confirmed or s.speed, rule))
+                     speed=_clamp(s.confirmed or s.speed, rule))
         kind = "confirmed"
     elif kind == "knee":
         # cut from the speed the throttled message was most likely sent at, not a raise after
@@ -518,7 +519,7 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
         # level above it only bounds it), else the next bisection lands between the two and
         # passes falsely again (a probe's excess over the capacity is smaller than its step)
         s = _replace(s, ceiling=min(s.speed, s.floor or s.speed), floor=s.prev_floor,
-                    speed=_clamp(s.prev_floor or s.speed, rule))
+                     speed=_clamp(s.prev_floor or s.speed, rule))
     else:
         # the capacity fell, by how much is unknown: cut, then probe back up in growing steps
         # rather than bisecting (a halving would otherwise cost a failed probe per bisection)
@@ -540,8 +541,8 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
     if kind != "again":  # a new round of cuts: the bucket is empty now
         s = _replace(s, refused_at=now, refused_clean=0)
     s = _replace(s, mode=HOLD, step=step, decreased_at=now, since=now, prev_floor=prev,
-                floor_at=at, last_cut=kind, cut_throttles=0, cut_ips=(), prior=None,
-                raised_at=None)
+                 floor_at=at, last_cut=kind, cut_throttles=0, cut_ips=(), prior=None,
+                 raised_at=None)
     return _replace(s, next_probe_at=now + _wait(s, tact))
 
 
@@ -598,8 +599,8 @@ def observe(
         repeated = who in last and now - last[who] > IN_FLIGHT
         last[who] = now
         state = _replace(state, throttled=state.throttled + 1,
-                        cut_throttles=state.cut_throttles + 1, cut_ips=ips, recent=recent,
-                        cut_last=tuple(sorted(last.items())))
+                         cut_throttles=state.cut_throttles + 1, cut_ips=ips, recent=recent,
+                         cut_last=tuple(sorted(last.items())))
         if (state.decreased_at is not None and now - state.decreased_at < HOLDOFF
                 and not repeated):
             if state.last_cut in ("knee", "again") and state.cut_throttles >= DEEP_ROUND:
@@ -611,7 +612,7 @@ def observe(
         # after the knee's first throttle (results arrive out of order, late by up to ~0.2 s)
         since = state.refused_at is not None and now >= state.refused_at
         return _replace(state, clean=state.clean + 1,
-                       refused_clean=state.refused_clean + since)
+                        refused_clean=state.refused_clean + since)
     return state
 
 
