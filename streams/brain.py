@@ -357,20 +357,6 @@ def _record(fields: dict[str, Any] | None) -> IspState | None:
     return IspState(**fields)
 
 
-def _isp_state(row: Row, rule: EffectiveRule, now: float) -> IspState:
-    st = _record(_isp_fields(row, rule, now))
-    assert st is not None
-    return st
-
-
-def _ip_state(row: Row, rule: EffectiveRule, now: float, ip: str) -> IspState | None:
-    return _record(_ip_fields(row, rule, now, ip))
-
-
-def _pool_state(row: Row, pool: str) -> IspState | None:
-    return _record(_pool_fields(row, pool))
-
-
 def _states_for(row: Row, rule: EffectiveRule, now: float, ips: list[str],
                 pool: str | None) -> list[dict[str, Any] | None]:
     """The fields of the ISP's record, then those of ``ips`` and ``pool`` (None where there is
@@ -406,13 +392,8 @@ def _changed(before: list[dict[str, Any] | None],
 def states_of(row: Row, rule: EffectiveRule, now: float) -> list[IspState]:
     """The IspState records to publish for this row: the whole ISP, then each source IP that
     has a level (speed.per_ip), a scope or a warm-up of its own, and each pool with a scope."""
-    out = [_isp_state(row, rule, now)]
-    for ip in sorted(set(row.ips) | set(row.warm_pub) | set(row.ip_speed)):
-        st = _ip_state(row, rule, now, ip)
-        if st is not None:
-            out.append(st)
-    for pool in sorted(row.pools):
-        st = _pool_state(row, pool)
-        if st is not None:
-            out.append(st)
-    return out
+    fields = [_isp_fields(row, rule, now)]
+    fields += [_ip_fields(row, rule, now, ip)
+               for ip in sorted(set(row.ips) | set(row.warm_pub) | set(row.ip_speed))]
+    fields += [_pool_fields(row, pool) for pool in sorted(row.pools)]
+    return [st for f in fields if (st := _record(f)) is not None]

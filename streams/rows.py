@@ -38,7 +38,7 @@ class Rows:
         last = self._last.pop(isp, None)
         if stored is None:
             return Row(isp=isp)
-        if last is not None and (last[0] is stored or last[0] == stored):
+        if last is not None and last[0] == stored:
             return last[1]
         return decode(stored)
 
