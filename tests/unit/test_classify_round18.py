@@ -79,3 +79,45 @@ def test_send_as_denied_is_our_sender() -> None:
         "bounce",
         False,
     )
+
+
+# ---- heldout22's second batch (scored blind on the rules above) ----------------------------------
+
+# ---- the sender domain we may not use, a login that does not match our sender ------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (550, "Sorry, you are not allowed to use the domain mail.example as a sender domain"),
+        (554, "5.7.1 <r@example.org>: Recipient address rejected: Login bob and sender do not match"),
+    ],
+)
+def test_our_sender_refused_in_other_words(code: int, text: str) -> None:
+    assert verdict(code, text) == ("bad_sender", "bounce", False)
+
+
+# ---- "recipient quota" under a policy or recipient-count code is a rate; under x.2.2 the mailbox ----
+
+
+def test_recipient_quota_under_a_policy_code_defers_as_a_rate() -> None:
+    assert verdict(452, "4.7.1 recipient quota reached for this sender, later") == (
+        "rate_limit",
+        "defer",
+        False,
+    )
+
+
+def test_recipient_quota_under_a_mailbox_code_stays_the_mailbox() -> None:
+    assert verdict(552, "5.2.2 recipient quota exceeded")[0] == "mailbox_full"
+
+
+# ---- a recipient in a domain reserved for examples: the domain takes no mail --------------------
+
+
+def test_reserved_recipient_domain_suppresses() -> None:
+    assert verdict(501, "5.1.5 recipient address reserved for documentation") == (
+        "bad_domain",
+        "bounce",
+        True,
+    )
