@@ -49,7 +49,8 @@ def for_new_ip(levels: Mapping[str, SpeedState], rule: SpeedRule, now: float,
     return replace(base, period_start=now, clean=0, throttled=0, decreased_at=None, since=now,
                    next_probe_at=max(base.next_probe_at, now), recent=(), prev_floor=None,
                    floor_at=None, cut_throttles=0, cut_ips=(), last_cut="", sources=(),
-                   prior=None, raised_at=None, cut_last=(), refused_at=None, refused_clean=0)
+                   prior=None, raised_at=None, cut_last=(), refused_at=None, refused_clean=0,
+                   attempts=0, deferred=0)
 
 
 def idle(seen: Mapping[str, float], levels: Iterable[str], now: float,

@@ -177,6 +177,15 @@ of three leaves room for one (four within a minute, under a "5 in a minute" rule
 the knee round's minute at its cut (0.6-0.9 of the capacity) cost 5-10 points of utilisation
 with 5 s buckets; a knee round of four (one per node) still holds probes off."""
 
+DEFER_SHARE = 0.015
+"""A probe near the ceiling (within ``NEAR``: the search has converged, and it gains at most a
+few per cent) starts only while the source IP's level would keep its throttled share of
+attempts within this, counting that probe's failure (``SpeedState.attempts`` /
+``deferred``): the deferral target is 2 %, and at 1 msg/s each throttle is 0.4 % of four
+minutes' attempts (the knee and the search spend 3-4, a re-probe of a known ceiling every
+``PROBE_MESSAGES`` made five: 2.1-2.2 %). At 10 msg/s and up it never binds before
+``PROBE_WAIT``; a search probe (a ceiling far above the floor, or none) never waits for it."""
+
 HIDING_MESSAGES = 10
 """Messages per source IP within ``VERIFY`` below which a probe is not suspected of having
 passed on a burst allowance."""
@@ -298,6 +307,8 @@ class SpeedState:
     refused_clean: int = 0  # ... and the clean replies since
     deep: bool = False  # a knee's level was refused by far: a deep bucket (small, long probes)
     confirmed: float | None = None  # deep: a level verified while the bucket was empty
+    attempts: int = 0  # attempts answered clean or throttled at this level, ever ...
+    deferred: int = 0  # ... and of them, throttled or locked (DEFER_SHARE)
 
 
 _FIELDS = frozenset(f.name for f in fields(SpeedState))
@@ -407,7 +418,8 @@ def _close_period(s: SpeedState, rule: SpeedRule, tact: float, period: float) ->
                 and s.since - s.decreased_at <= CONFIRMED_WITHIN):
             # verified right after a cut: the bucket was empty, it hid nothing
             nxt = _replace(nxt, confirmed=s.speed)
-    if end >= nxt.next_probe_at and s.speed < _cap(rule) and _budget_left(s, end):
+    if (end >= nxt.next_probe_at and s.speed < _cap(rule) and _budget_left(s, end)
+            and _deferrals_left(nxt)):
         return _start_probe(nxt, rule, end)
     return nxt
 
@@ -575,6 +587,15 @@ def _budget_left(s: SpeedState, now: float) -> bool:
     return max(counts.values(), default=0) <= budget
 
 
+def _deferrals_left(s: SpeedState) -> bool:
+    """True unless a probe near the ceiling, failing, would put the level's throttled share of
+    attempts over ``DEFER_SHARE``."""
+    floor = s.floor if s.floor is not None else s.speed
+    if s.ceiling is None or s.ceiling > floor * (1 + NEAR):
+        return True  # a search: the probe may gain much
+    return s.deferred + 1 <= DEFER_SHARE * s.attempts
+
+
 def observe(
     state: SpeedState,
     outcome: Signal,
@@ -600,7 +621,8 @@ def observe(
         last[who] = now
         state = _replace(state, throttled=state.throttled + 1,
                          cut_throttles=state.cut_throttles + 1, cut_ips=ips, recent=recent,
-                         cut_last=tuple(sorted(last.items())))
+                         cut_last=tuple(sorted(last.items())), attempts=state.attempts + 1,
+                         deferred=state.deferred + 1)
         if (state.decreased_at is not None and now - state.decreased_at < HOLDOFF
                 and not repeated):
             if state.last_cut in ("knee", "again") and state.cut_throttles >= DEEP_ROUND:
@@ -612,7 +634,8 @@ def observe(
         # after the knee's first throttle (results arrive out of order, late by up to ~0.2 s)
         since = state.refused_at is not None and now >= state.refused_at
         return _replace(state, clean=state.clean + 1,
-                        refused_clean=state.refused_clean + since)
+                        refused_clean=state.refused_clean + since,
+                        attempts=state.attempts + 1)
     return state
 
 

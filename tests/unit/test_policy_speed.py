@@ -496,3 +496,37 @@ def test_a_third_round_after_the_knee_without_replies_to_measure_cuts_deeper() -
     measured = observe(measured, T, rule, TACT, 12.0, "ip1", "n1")
     assert measured.speed == pytest.approx(min(12.0 * sp.AGAIN_CUT,
                                                sp.ACCEPTED_CUT * 8 / 2.0), rel=1e-3)
+
+
+def _probe_starts(rate: float, until: float) -> list[float]:
+    """Clean replies at ``rate`` per second from a learned ``rate`` (tact 1 s); every probe is
+    refused 1 s after it starts (the capacity is the learned level). The probes' start times."""
+    rule = SpeedRule(min=0.1)
+    state, starts, t = initial(rule, 0, learned=rate), [], 0.0
+    while t < until:
+        state = observe(state, C, rule, TACT, t, "ip1", "n1")
+        if state.mode == sp.PROBE:
+            if not starts or starts[-1] < state.since:
+                starts.append(state.since)
+            if t >= state.since + 1.0:
+                state = observe(state, T, rule, TACT, t, "ip1", "n1")
+        t += 1 / rate
+    return starts
+
+
+def test_a_probe_near_the_ceiling_waits_until_the_deferrals_stay_under_the_share(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 1 msg/s: the first probe (no ceiling: a search) starts after VERIFY, refused 1 s later:
+    # 1 throttle in 5 attempts. The ceiling is near (+3 %), so the next probe would start
+    # PROBE_MESSAGES (100 s) after the refusal, and a re-probe of a known ceiling every 100
+    # messages is 1 % of the attempts on its own; it waits until that failure too stays
+    # within DEFER_SHARE: 2 throttles <= 1.5 % of 134 attempts. The third: PROBE_MESSAGES
+    # after the second (3 <= 1.5 % of 200 by then)
+    starts = _probe_starts(1.0, 400.0)
+    assert starts[:3] == pytest.approx([4.0, 2 / sp.DEFER_SHARE, 2 / sp.DEFER_SHARE + 102.0],
+                                       abs=1.0)
+    # 10 msg/s: the share never binds before PROBE_WAIT, the probes are those without it
+    fast = _probe_starts(10.0, 100.0)
+    monkeypatch.setattr(sp, "DEFER_SHARE", 1.0)
+    assert _probe_starts(1.0, 400.0)[:3] == pytest.approx([4.0, 106.0, 208.0], abs=1.0)
+    assert fast == _probe_starts(10.0, 100.0) and len(fast) == 5
