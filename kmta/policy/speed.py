@@ -494,16 +494,16 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
         kind = "false" if recent_pass else "probe"
     else:
         kind = "false" if false_pass else "trim"
-    deep_back = (s.deep and kind in ("probe", "trim", "false") and s.confirmed is not None
-                 and s.floor is not None and s.confirmed < s.floor)
-    if deep_back:
+    floor, confirmed = s.floor, s.confirmed
+    if (s.deep and kind in ("probe", "trim", "false") and confirmed is not None
+            and floor is not None and confirmed < floor):
         # a deep bucket hides a small excess for minutes: +3 % probes held 20 s passed one
         # after another above the capacity (100 -> 113 % on a 5 s bucket), and going back to
         # the last floor (above it too) drew a second round and a halving. Back to the level
         # confirmed right after the last cut; the floor that may have passed falsely is the
         # ceiling
-        s = _replace(s, ceiling=min(s.speed, s.floor or s.speed), floor=s.confirmed,
-                     speed=_clamp(s.confirmed or s.speed, rule))
+        s = _replace(s, ceiling=min(s.speed, floor), floor=confirmed,
+                     speed=_clamp(confirmed, rule))
         kind = "confirmed"
     elif kind == "knee":
         # cut from the speed the throttled message was most likely sent at, not a raise after
