@@ -10,6 +10,14 @@ message) in one write: one round trip per message. Replies are matched to the st
 the first one that is not what its step expects decides the outcome and its stage, exactly as
 the lock-step client decided before: MAIL refused is stage ``mail``, RCPT ``rcpt``, DATA, the
 final reply after the dot, or BDAT ``data``.
+
+Across transactions (RFC 2920 §3.1: DATA ends a group, but the end of data may be followed by
+the next transaction's commands): with DATA, a connection that has its next message at hand
+writes ``body . MAIL RCPT DATA`` in one write (``rides``), so each message costs one round trip
+with DATA too. The replies of such a write belong to two messages, in order: the final reply
+of the first, then the second's MAIL, RCPT and DATA replies (``settle_pair``). A message whose
+commands went behind a reply that ended the session (421, the connection closed) was never
+attempted: ``unsent``, it goes back to its lane.
 """
 from __future__ import annotations
 
@@ -18,7 +26,8 @@ from dataclasses import dataclass
 
 from kmta.policy.reply import Reply
 
-__all__ = ["EXPECT", "STAGE", "Settled", "plan", "settle", "steps"]
+__all__ = ["EXPECT", "STAGE", "Plan", "Settled", "plan", "rides", "settle", "settle_pair",
+           "steps"]
 
 # the codes each step's reply must have to go on (those aiosmtplib 5 checked, lock-step)
 EXPECT: dict[str, tuple[int, ...]] = {
@@ -52,16 +61,26 @@ def steps(p: Plan, reset: bool) -> list[str]:
     return (["rset"] if reset else []) + ["mail", "rcpt", "bdat" if p.chunking else "data"]
 
 
+def rides(p: Plan) -> bool:
+    """Whether the next message's ``MAIL RCPT DATA`` may follow this one's end of data in the
+    same write: pipelined DATA only. (With CHUNKING a message is one write already; without
+    PIPELINING nothing goes ahead of a reply.)"""
+    return p.pipelined and not p.chunking
+
+
 @dataclass(frozen=True)
 class Settled:
     """What the replies so far mean.
 
     ``state``: ``go`` (every reply as expected and the last step not final: send on; after a
-    354 that is the body), ``accepted`` or ``failed``. On ``failed``: ``reply`` and ``stage``
-    are the outcome's; ``lost`` means the session is over (421 or the connection closed: no
-    further message on it); ``reset`` that a transaction may still be open on the server, so
-    the next message starts with RSET; ``lone_dot`` that the server answered DATA with 354
-    although MAIL or RCPT failed, so a lone "." must end that empty message (RFC 2920 §3.1).
+    354 that is the body), ``accepted``, ``failed``, or ``unsent`` (commands written behind
+    another message's end of data, and the session ended before a reply of their own: no
+    attempt, the message goes back to its lane; ``settle_pair``). On ``failed``: ``reply``
+    and ``stage`` are the outcome's; ``lost`` means the session is over (421 or the
+    connection closed: no further message on it); ``reset`` that a transaction may still be
+    open on the server, so the next message starts with RSET; ``lone_dot`` that the server
+    answered DATA with 354 although MAIL or RCPT failed, so a lone "." must end that empty
+    message (RFC 2920 §3.1).
     """
 
     state: str
@@ -99,3 +118,23 @@ def settle(sent: Sequence[str], got: Sequence[Reply], mx: str,
                                        text=f"connection to {mx} lost: {closed}"),
                        "data", True)
     return Settled("go")
+
+
+def settle_pair(first: Sequence[str], second: Sequence[str], got: Sequence[Reply], mx: str,
+                closed: str | None = None) -> tuple[Settled, Settled]:
+    """Two messages of one flight: ``first``'s steps end with ``dot``, and ``second``'s were
+    written in the same write behind that dot (``rides``). ``got``: the replies of both in
+    arrival order, ``first``'s before ``second``'s. ``second`` is ``go`` while ``first``'s
+    final reply has not come; ``unsent`` when ``first``'s reply ended the session (421 or
+    the connection lost: whatever else the server said after it does not count) or the
+    connection closed before ``second`` had a reply of its own; else as ``settle`` says."""
+    n = len(first)
+    a = settle(first, got[:n], mx, closed)
+    if a.state == "go":
+        return a, Settled("go")
+    if a.lost:
+        return a, Settled("unsent", lost=True)
+    rest = got[n:]
+    if not rest and closed is not None:
+        return a, Settled("unsent", lost=True)
+    return a, settle(second, rest, mx, closed)

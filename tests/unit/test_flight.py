@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kmta.policy.flight import Plan, Settled, plan, settle, steps
+from kmta.policy.flight import Plan, Settled, plan, rides, settle, settle_pair, steps
 from kmta.policy.reply import Reply
 from senders.smtpclient import SmtpError, _dotted, parse_replies, wire_body
 
@@ -86,6 +86,71 @@ def test_a_closed_connection_before_all_replies() -> None:
     # every reply in: the close after it changes nothing
     s = settle([*DATA, "dot"], [r(250), r(250), r(354), r(250)], "mx.test", "closed")
     assert s.state == "accepted"
+
+
+def test_only_pipelined_data_takes_the_next_message_behind_its_dot() -> None:
+    assert rides(Plan(True, False))
+    assert not rides(Plan(True, True))  # BDAT: a message is one write already
+    assert not rides(Plan(False, False)) and not rides(Plan(False, True))
+
+
+FIRST = [*DATA, "dot"]  # its MAIL, RCPT and DATA replies came before the body was written
+OK3 = [250, 250, 354]
+
+
+@pytest.mark.parametrize(("codes", "closed", "want_first", "want_second"), [
+    # the final reply of the first message, then the second's MAIL, RCPT and DATA replies
+    ([250], None, ("accepted", 250, "data", False), ("go", None, "data", False)),
+    ([250, 250, 250, 354], None, ("accepted", 250, "data", False),
+     ("go", None, "data", False)),  # 354: the second's body (and maybe a third behind it)
+    ([250, 250], None, ("accepted", 250, "data", False), ("go", None, "data", False)),
+    # the second refused while the first went through; the refusal keeps its stage
+    ([250, 550, 503, 503], None, ("accepted", 250, "data", False),
+     ("failed", 550, "mail", False)),
+    ([250, 250, 550, 503], None, ("accepted", 250, "data", False),
+     ("failed", 550, "rcpt", False)),
+    ([250, 250, 450], None, ("accepted", 250, "data", False), ("failed", 450, "rcpt", False)),
+    ([250, 250, 250, 451], None, ("accepted", 250, "data", False),
+     ("failed", 451, "data", False)),
+    # the first refused at its end of data: the transaction is over, the second goes on
+    ([554, 250, 250, 354], None, ("failed", 554, "data", False), ("go", None, "data", False)),
+    # 421 after the first's dot: the session is over and the second was never attempted,
+    # whatever the server said after the 421
+    ([421], None, ("failed", 421, "data", True), ("unsent", None, "data", True)),
+    ([421, 503, 503, 503], None, ("failed", 421, "data", True),
+     ("unsent", None, "data", True)),
+    # 421 to the second's MAIL (e.g. "idle too long" said unasked): as it is on its own
+    ([250, 421], None, ("accepted", 250, "data", False), ("failed", 421, "mail", True)),
+    ([250, 250, 421], None, ("accepted", 250, "data", False), ("failed", 421, "rcpt", True)),
+    # the connection closed: before the first's reply, and between the two
+    ([], "closed", ("failed", 451, "data", True), ("unsent", None, "data", True)),
+    ([250], "closed", ("accepted", 250, "data", False), ("unsent", None, "data", True)),
+    ([554], "closed", ("failed", 554, "data", True), ("unsent", None, "data", True)),
+    # ... and after the second had replies of its own: a lost connection, as on its own
+    ([250, 250], "reset by peer", ("accepted", 250, "data", False),
+     ("failed", 451, "data", True)),
+    ([250, 250, 550], "closed", ("accepted", 250, "data", False),
+     ("failed", 550, "rcpt", True)),
+])
+def test_settle_pair(codes: list[int], closed: str | None, want_first: tuple,
+                     want_second: tuple) -> None:
+    a, b = settle_pair(FIRST, DATA, [r(c) for c in OK3 + codes], "mx.test", closed)
+    assert (a.state, a.reply.code if a.reply else None, a.stage, a.lost) == want_first
+    assert (b.state, b.reply.code if b.reply else None, b.stage, b.lost) == want_second
+    # the first message's outcome is the one it has on its own
+    assert a == settle(FIRST, [r(c) for c in OK3 + codes[:1]], "mx.test", closed)
+
+
+def test_settle_pair_second_replies_as_on_their_own() -> None:
+    """With the first's 250 in, the second's replies mean what they mean alone (lone dot,
+    RSET next included)."""
+    got = [r(c) for c in [*OK3, 250, 250, 550, 354]]
+    _, b = settle_pair(FIRST, DATA, got, "mx.test")
+    assert b == settle(DATA, got[4:], "mx.test")
+    assert (b.state, b.stage, b.reset, b.lone_dot) == ("failed", "rcpt", True, True)
+    # with RSET in front (not the case behind a dot, but the table holds for any steps)
+    _, b = settle_pair(FIRST, ["rset", *DATA], [*got[:4], r(500)], "mx.test")
+    assert (b.state, b.lost) == ("failed", True)
 
 
 def test_parse_replies_takes_every_complete_reply_and_keeps_the_rest() -> None:
