@@ -15,7 +15,7 @@ from kmta.pipeline.metrics import SMTP_REPLY_SECONDS, UNEXPECTED_ERRORS, isp_lab
 from kmta.policy.classify import Classifier
 from kmta.policy.speed import Signal
 from kmta.policy.verdict import Disposition, Verdict, judge
-from schemas import RetryRule
+from schemas import Envelope, RetryRule
 from senders.lane import Item, Lane
 from senders.records import Records
 from senders.suspension import Suspension, suspended
@@ -166,22 +166,58 @@ class Dispatcher:
 
     async def _send_one(self, lane: Lane, ip: str | None, conn: Connection) -> None:
         """Deliver the lane's next message when the source IP's pacer has a slot (else wait
-        for the slot, at most ``PACE_NAP``)."""
-        pacer = lane.pacer(ip)  # this source IP's slots (limits count per IP)
-        d = pacer.delay()
+        for the slot, at most ``PACE_NAP``); then each message the connection wrote behind
+        the previous one's end of data (``_Next``)."""
+        d = lane.pacer(ip).delay()  # this source IP's slots (limits count per IP)
         if d > 0:
             await asyncio.sleep(min(d, PACE_NAP))
             return
         if not lane.queue:
             return
-        pacer.take()
+        item: Item | None = self._take(lane, ip)
+        while item is not None:
+            item = await self._deliver(lane, ip, conn, item)
+
+    def _take(self, lane: Lane, ip: str | None) -> Item:
+        """The lane's head message goes now: its send slot taken, counted in flight."""
+        lane.pacer(ip).take()
         item = lane.queue.popleft()
         self.delivering += 1
         lane.delivering += 1
         lane.warm_begin(ip)  # a new IP's warm-up cap counts it from now
+        return item
+
+    def _landed(self, lane: Lane, ip: str | None) -> None:
+        """... and its outcome is decided (or it is back in the lane)."""
+        self.delivering -= 1
+        lane.delivering -= 1
+        lane.warm_end(ip)
+
+    def may_follow(self, lane: Lane, ip: str | None, conn: Connection) -> bool:
+        """Whether the lane's next message may go on ``conn`` now, behind the one in flight:
+        what the worker loop checks before a message (not stopping, no lock or pause, the
+        connection cap, ``messages_per_connection`` counting the one in flight as delivered)
+        and a free pacing slot: only a message pacing has released goes ahead."""
+        now = time.time()
+        return (not self.stopping and bool(lane.queue) and lane.blocked_until(now) is None
+                and not lane.ip_blocked(ip, now)
+                and lane.conns.get(ip, 0) <= lane.max_connections_per_ip()
+                and conn.delivered + 1 < lane.rule.sending.messages_per_connection
+                and lane.pacer(ip).delay() == 0)
+
+    async def _deliver(self, lane: Lane, ip: str | None, conn: Connection,
+                       item: Item) -> Item | None:
+        """One message on ``conn`` and its outcome; the message the connection wrote behind
+        it, if any (it was taken off the lane: the next ``deliver`` must be for it)."""
+        nxt = _Next(self, lane, ip, conn)
         try:
             t0 = time.monotonic()
-            outcome = await conn.deliver(item.env, lane.rule.sending.timeout)
+            outcome = await conn.deliver(item.env, lane.rule.sending.timeout, nxt)
+            if not outcome.attempted:
+                # the connection ended before the message had a reply of its own (its
+                # commands went behind the previous message's dot): back to the lane as it was
+                lane.queue.appendleft(item)
+                return nxt.item
             lane.observe_latency(time.monotonic() - t0)
             SMTP_REPLY_SECONDS.labels(isp_label(lane.isp)).observe(time.monotonic() - t0)
             if (not outcome.accepted and outcome.connection_lost and not item.requeued
@@ -191,12 +227,16 @@ class Dispatcher:
                 # connection (MTA-STS): no attempt, a new connection
                 item.requeued = True
                 lane.queue.appendleft(item)
-                return
+                return nxt.item
             await self.outcome_or_fallback(lane, item, outcome, ip)
+        except BaseException:
+            if nxt.item is not None:  # written ahead, never delivered: back to the lane
+                lane.queue.appendleft(nxt.item)
+                self._landed(lane, ip)
+            raise
         finally:
-            self.delivering -= 1
-            lane.delivering -= 1
-            lane.warm_end(ip)
+            self._landed(lane, ip)
+        return nxt.item
 
     async def outcome_or_fallback(self, lane: Lane, item: Item, outcome: Outcome,
                                   ip: str | None) -> None:
@@ -241,3 +281,21 @@ class Dispatcher:
             self.delivered += 1
         outs = self.records.result(env, outcome, v, lane.rule.retry, ip, lane.pool_name, now)
         self._write(TopicPartition(self._topic, item.partition), item.offset, outs)
+
+
+class _Next:
+    """The lane's next message for a connection to write behind the current one's end of
+    data (``senders.transport.Ahead``): offered only when ``Dispatcher.may_follow``; once
+    taken it is in flight (``item``) and its ``deliver`` comes next."""
+
+    def __init__(self, d: Dispatcher, lane: Lane, ip: str | None, conn: Connection) -> None:
+        self._d, self._lane, self._ip, self._conn = d, lane, ip, conn
+        self.item: Item | None = None
+
+    def peek(self) -> Envelope | None:
+        if self.item is not None or not self._d.may_follow(self._lane, self._ip, self._conn):
+            return None
+        return self._lane.queue[0].env
+
+    def take(self) -> None:
+        self.item = self._d._take(self._lane, self._ip)

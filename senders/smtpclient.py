@@ -14,27 +14,30 @@ arrive. It keeps aiosmtplib's public helpers for what they did before: the EHLO 
 
 Which commands go together and what the replies mean is decided in ``kmta.policy.flight``;
 this module only writes and reads. Per message: ``[RSET] MAIL RCPT DATA`` in one write and the
-body after the 354 (two round trips), or with CHUNKING ``[RSET] MAIL RCPT BDAT`` and the message
-in one write (one round trip); lock-step (no PIPELINING offered, or ``[delivery] pipelining =
-false``) sends one command per round trip, as before. The RSET after a failed transaction goes
-in front of the next message's commands instead of costing a round trip of its own.
+body after the 354, or with CHUNKING ``[RSET] MAIL RCPT BDAT`` and the message in one write (one
+round trip). With DATA, when the caller has the next message at hand as the body goes
+(``follow``), the next ``MAIL RCPT DATA`` go in the same write behind the dot: one round trip
+per message too, two for a message that goes alone. Lock-step (no PIPELINING offered, or
+``[delivery] pipelining = false``) sends one command per round trip, as before. The RSET after
+a failed transaction goes in front of the next message's commands instead of costing a round
+trip of its own.
 """
 from __future__ import annotations
 
 import asyncio
 import ssl
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiosmtplib.email import quote_address
 from aiosmtplib.esmtp import parse_esmtp_extensions
 
-from kmta.policy.flight import Plan, Settled, settle, steps
+from kmta.policy.flight import Plan, Settled, rides, settle, settle_pair, steps
 from kmta.policy.reply import Reply
 
-__all__ = ["Disconnected", "ReplyError", "Response", "SmtpClient", "SmtpError", "parse_replies",
-           "wire_body"]
+__all__ = ["Disconnected", "Message", "ReplyError", "Response", "SmtpClient", "SmtpError",
+           "message", "parse_replies", "wire_body"]
 
 MAX_LINE = 8192
 MAX_REPLY = 4 * MAX_LINE  # a reply (continuations included) longer than this is refused
@@ -106,6 +109,43 @@ def _dotted(body: bytes) -> bytes:
     of data: a dot at the start of a line gets another in front."""
     body = body.replace(b"\n.", b"\n..")  # ~50 us for 100 KB, the regex ~0.6 ms
     return (b"." + body if body.startswith(b".") else body) + b".\r\n"
+
+
+@dataclass(frozen=True)
+class Message:
+    """One message as its command lines and its canonical body (``message``)."""
+
+    mail: bytes  # "MAIL FROM:<...> [options]" and CRLF
+    rcpt: bytes
+    body: bytes  # wire_body(data)
+
+    def commands(self, todo: Sequence[str]) -> bytes:
+        """The bytes of ``todo``'s steps (``kmta.policy.flight.steps``); BDAT with the body."""
+        fixed = {"rset": b"RSET\r\n", "mail": self.mail, "rcpt": self.rcpt, "data": b"DATA\r\n"}
+        return b"".join(b"BDAT %d LAST\r\n" % len(self.body) + self.body if x == "bdat"
+                        else fixed[x] for x in todo)
+
+
+def message(sender: str, rcpt: str, options: Sequence[str], data: bytes) -> Message:
+    """Raises ValueError for an address that cannot go on a command line (aiosmtplib's
+    ``quote_address`` check), UnicodeEncodeError for one that needs SMTPUTF8 without it."""
+    enc = "utf-8" if "SMTPUTF8" in options else "ascii"
+    mail = b" ".join([b"MAIL FROM:" + quote_address(sender).encode(enc),
+                      *(o.encode("ascii") for o in options)])
+    return Message(mail + b"\r\n", b"RCPT TO:" + quote_address(rcpt).encode(enc) + b"\r\n",
+                   wire_body(data))
+
+
+@dataclass
+class _Flight:
+    """A write that carried one message's end of data and the next message's commands:
+    ``first``'s steps (ending with ``dot``), ``second``'s, the next message, and the replies of
+    both in arrival order (``kmta.policy.flight.settle_pair``)."""
+
+    first: list[str]
+    second: list[str]
+    msg: Message
+    got: list[Reply]
 
 
 class _Wire(asyncio.Protocol):
@@ -192,6 +232,7 @@ class SmtpClient:
         self.timeout = timeout
         self.extensions: dict[str, str] = {}
         self.reset_needed = False  # a failed transaction may be open: RSET before the next
+        self._flight: _Flight | None = None  # commands written behind the last end of data
 
     @classmethod
     async def connect(cls, host: str, port: int, *, helo: str, source_address: str | None,
@@ -256,40 +297,42 @@ class SmtpClient:
         wire.transport = tls
         self.extensions = {}
 
-    async def send(self, sender: str, rcpt: str, options: Sequence[str], data: bytes,
-                   plan: Plan, mx: str) -> Settled:
+    async def send(self, msg: Message, plan: Plan, mx: str,
+                   follow: Callable[[], Message | None] | None = None) -> Settled:
         """One message: the commands as ``plan`` groups them, every reply matched in order
-        (``kmta.policy.flight.settle``). Raises ValueError for an address that cannot go on
-        a command line (nothing was sent then); the caller bounds the time."""
-        enc = "utf-8" if "SMTPUTF8" in options else "ascii"
-        body = wire_body(data)
-        mail = b" ".join([b"MAIL FROM:" + quote_address(sender).encode(enc),
-                          *(o.encode("ascii") for o in options)])
-        cmds = {"rset": b"RSET\r\n", "mail": mail + b"\r\n",
-                "rcpt": b"RCPT TO:" + quote_address(rcpt).encode(enc) + b"\r\n",
-                "data": b"DATA\r\n"}
-        if plan.chunking:
-            cmds["bdat"] = b"BDAT %d LAST\r\n" % len(body) + body
-        stale = [x.reply() for x in self._wire.replies]  # said while nobody asked
-        self._wire.replies.clear()
-        closing = next((x for x in stale if x.code == 421), None)
-        if closing is not None:  # "421 idle too long" before it hung up: this session is over
+        (``kmta.policy.flight``). ``follow``: asked once, when this message's body is about to
+        go (``rides``), for the next message to write behind its dot (None: none); that
+        message must be the next ``send``, which then only reads its replies. ``unsent``:
+        nothing of ``msg`` was answered, the session ended first. The caller bounds the time."""
+        flight, self._flight = self._flight, None
+        if flight is not None and flight.msg is not msg:  # out of step with the server
             self.close()
-            return Settled("failed", closing, "mail", lost=True)
-        todo = steps(plan, self.reset_needed)
-        groups = [todo] if plan.pipelined else [[s] for s in todo]
-        sent: list[str] = []
-        got: list[Reply] = []
-        s = Settled("go")
-        try:
-            for group in groups:
-                s = await self._exchange(group, b"".join(cmds[x] for x in group), sent, got, mx)
-                if s.state != "go":
-                    break
-            if s.state == "go":  # 354: the body
-                s = await self._exchange(["dot"], _dotted(body), sent, got, mx)
-        except Disconnected as e:
-            s = settle(sent, got, mx, str(e))
+            flight = None
+        if flight is not None:  # its commands went behind the previous message's dot
+            s = await self._answers(flight, mx)
+            sent, got = list(flight.second), flight.got[len(flight.first):]
+        else:
+            if not self.is_connected:
+                return Settled("unsent", lost=True)
+            stale = [x.reply() for x in self._wire.replies]  # said while nobody asked
+            self._wire.replies.clear()
+            closing = next((x for x in stale if x.code == 421), None)
+            if closing is not None:  # "421 idle too long" before it hung up: the session is over
+                self.close()
+                return Settled("failed", closing, "mail", lost=True)
+            todo = steps(plan, self.reset_needed)
+            groups = [todo] if plan.pipelined else [[x] for x in todo]
+            sent, got = [], []
+            s = Settled("go")
+            try:
+                for group in groups:
+                    s = await self._exchange(group, msg.commands(group), sent, got, mx)
+                    if s.state != "go":
+                        break
+            except Disconnected as e:
+                s = settle(sent, got, mx, str(e))
+        if s.state == "go":  # 354: the body
+            s = await self._body(msg, plan, sent, got, mx, follow)
         if s.state == "failed" and s.lone_dot:
             try:
                 self._wire.write(b".\r\n")
@@ -300,6 +343,35 @@ class SmtpClient:
         if s.lost:
             self.close()
         return s
+
+    async def _body(self, msg: Message, plan: Plan, sent: list[str], got: list[Reply],
+                    mx: str, follow: Callable[[], Message | None] | None) -> Settled:
+        """The dot-stuffed body and its end of data, with the next message's commands behind
+        it when ``follow`` has one (``rides``); reads this message's final reply only."""
+        payload = _dotted(msg.body)
+        nxt = follow() if follow is not None and rides(plan) else None
+        if nxt is not None:
+            second = steps(plan, False)  # this transaction ends with its final reply: no RSET
+            payload += nxt.commands(second)
+            # ``got`` is shared: this message's final reply, then the next one's, go into it
+            self._flight = _Flight([*sent, "dot"], second, nxt, got)
+        try:
+            return await self._exchange(["dot"], payload, sent, got, mx)
+        except Disconnected as e:
+            return settle(sent, got, mx, str(e))
+
+    async def _answers(self, f: _Flight, mx: str) -> Settled:
+        """The replies to commands written behind the previous message's dot."""
+        n = len(f.first) + len(f.second)
+        try:
+            while len(f.got) < n:
+                f.got.append((await self._wire.reply()).reply())
+                s = settle_pair(f.first, f.second, f.got, mx)[1]
+                if s.state == "failed" and s.lost:
+                    return s  # 421: the server is gone, the rest will not come
+        except Disconnected as e:
+            return settle_pair(f.first, f.second, f.got, mx, str(e))[1]
+        return settle_pair(f.first, f.second, f.got, mx)[1]
 
     async def _exchange(self, group: list[str], payload: bytes, sent: list[str],
                         got: list[Reply], mx: str) -> Settled:
@@ -315,12 +387,15 @@ class SmtpClient:
 
     async def quit(self) -> None:
         try:
-            if self.is_connected:
+            # (with commands written ahead the server may be reading a message: no QUIT then,
+            # closing drops that transaction)
+            if self.is_connected and self._flight is None:
                 await self.command("QUIT")
         finally:
             self.close()
 
     def close(self) -> None:
+        self._flight = None  # what was written ahead is not read any more: ``unsent``
         t = self._wire.transport
         if t is not None and not t.is_closing():
             t.close()

@@ -2,7 +2,9 @@
 
 The SMTP client is ``senders/smtpclient.py`` (PIPELINING and CHUNKING where the server offers
 them and ``[delivery] pipelining`` allows; why it is not aiosmtplib is said there); what its
-replies mean is ``kmta.policy.flight``. Client errors are translated into outcomes right here;
+replies mean is ``kmta.policy.flight``. ``deliver`` may be handed the lane's next message
+(``Ahead``): with pipelined DATA its commands then go behind this message's dot, and the
+connection's next ``deliver`` is for it. Client errors are translated into outcomes right here;
 nothing above this module sees one. Replies kmta makes up itself (timeouts, refused
 connections, destinations outside the allowed networks) are marked ``internal`` so provider
 patterns never match them.
@@ -12,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -23,10 +25,10 @@ from kmta.policy.smtpext import mail_options, needs, smtp_address
 from kmta.policy.tls import TlsRequirement, requirement
 from schemas import Envelope, MxHost, TlsPolicy
 from schemas.events import TlsInfo
-from senders.smtpclient import ReplyError, SmtpClient, SmtpError
+from senders.smtpclient import Message, ReplyError, SmtpClient, SmtpError, message
 from senders.tls import StartTls, TlsRefused, satisfies
 
-__all__ = ["ConnectFailed", "Connection", "Outcome", "SmtpTransport", "Transport"]
+__all__ = ["Ahead", "ConnectFailed", "Connection", "Outcome", "SmtpTransport", "Transport"]
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,10 @@ class Outcome:
     stage: str = "data"
     connection_lost: bool = False
     tls: TlsInfo | None = None
+    # False: nothing of the message was answered, the connection ended first (its commands
+    # may have gone behind the previous message's dot, kmta.policy.flight "unsent"): no
+    # attempt, it goes back to its lane as it was
+    attempted: bool = True
 
 
 class ConnectFailed(Exception):
@@ -47,6 +53,19 @@ class ConnectFailed(Exception):
         self.outcome = outcome
 
 
+class Ahead(Protocol):
+    """The lane's next message, offered to a connection that could write its commands behind
+    the current message's end of data (RFC 2920; ``kmta.policy.flight.rides``)."""
+
+    def peek(self) -> Envelope | None:
+        """The next message if it may be sent now (released by pacing, within the limits),
+        else None; it stays in the lane."""
+
+    def take(self) -> None:
+        """The peeked message goes now: off the lane, its send slot taken. The next
+        ``deliver`` call of the connection must be for it."""
+
+
 class Connection(Protocol):
     mx: str
     delivered: int
@@ -54,7 +73,8 @@ class Connection(Protocol):
     @property
     def usable(self) -> bool: ...
 
-    async def deliver(self, env: Envelope, timeout: float) -> Outcome: ...
+    async def deliver(self, env: Envelope, timeout: float,
+                      ahead: Ahead | None = None) -> Outcome: ...
 
     async def close(self) -> None: ...
 
@@ -78,6 +98,8 @@ class SmtpConnection:
         self.plan = how or Plan(pipelined=False, chunking=False)
         self.delivered = 0
         self._closed = False
+        # the message whose commands went behind the last one's dot, and its command lines
+        self._ahead: tuple[Envelope, Message] | None = None
 
     @property
     def usable(self) -> bool:
@@ -88,20 +110,56 @@ class SmtpConnection:
         self._client.close()
         return Outcome(reply, False, self.mx, stage, True, self.tls)
 
-    async def deliver(self, env: Envelope, timeout: float) -> Outcome:
+    def _message(self, env: Envelope) -> tuple[Message | None, Outcome | None]:
+        """``env`` as command lines, or the outcome that stops it before anything is sent
+        (MTA-STS, an option the server lacks). Raises for an address that cannot be sent."""
         if not satisfies(self.tls, self.mx, env):  # MTA-STS: on a connection of its own
-            self._closed = True
-            return Outcome(_internal(451, "4.7.5", f"MTA-STS policy of {env.domain} needs a "
-                                     f"verified TLS connection to a listed MX"),
-                           False, self.mx, "tls", True, self.tls)
+            return None, Outcome(_internal(451, "4.7.5", f"MTA-STS policy of {env.domain} needs "
+                                           f"a verified TLS connection to a listed MX"),
+                                 False, self.mx, "tls", True, self.tls)
         data = env.data  # bytes, as the router composed them
         sender, rcpt = smtp_address(env.sender), smtp_address(env.rcpt)
         opts, refused = mail_options(needs(sender, rcpt, data), self._client.supports, self.mx)
         if refused is not None:  # nothing was sent: the connection stays usable
-            return Outcome(refused, False, self.mx, "mail", tls=self.tls)
+            return None, Outcome(refused, False, self.mx, "mail", tls=self.tls)
+        return message(sender, rcpt, opts, data), None
+
+    def _follow(self, ahead: Ahead) -> Callable[[], Message | None]:
+        """For the client: the lane's next message to write behind this one's dot, taken off
+        the lane only when it can go (else it stays there, for a ``deliver`` of its own)."""
+        def follow() -> Message | None:
+            env = ahead.peek()
+            if env is None or not self.usable:
+                return None
+            try:
+                msg, _ = self._message(env)
+            except Exception:  # noqa: BLE001 - its own deliver() reports it
+                return None
+            if msg is None:
+                return None
+            ahead.take()
+            self._ahead = (env, msg)
+            return msg
+        return follow
+
+    async def deliver(self, env: Envelope, timeout: float,
+                      ahead: Ahead | None = None) -> Outcome:
+        pre, self._ahead = self._ahead, None
+        follow = self._follow(ahead) if ahead is not None else None
         try:
-            s = await asyncio.wait_for(
-                self._client.send(sender, rcpt, opts, data, self.plan, self.mx), timeout)
+            if pre is not None and pre[0] is env:  # its commands are out: read their replies
+                msg: Message | None = pre[1]
+            elif not self.usable:
+                return self._unsent()
+            else:
+                msg, stop = self._message(env)
+                if stop is not None:
+                    if stop.connection_lost:
+                        self._closed = True
+                    return stop
+            assert msg is not None
+            s = await asyncio.wait_for(self._client.send(msg, self.plan, self.mx, follow),
+                                       timeout)
         except TimeoutError:
             return self._lost(_internal(451, "4.4.2", f"timed out talking to {self.mx}"), "data")
         except (SmtpError, OSError) as e:
@@ -111,6 +169,8 @@ class SmtpConnection:
             # line or cannot be encoded: this message only; the session state is unknown
             return self._lost(_internal(451, "4.3.0", f"not sent: {type(e).__name__}: {e}"),
                               "mail")
+        if s.state == "unsent":
+            return self._unsent()
         assert s.reply is not None
         if s.state == "accepted":
             self.delivered += 1
@@ -119,6 +179,13 @@ class SmtpConnection:
         if lost:
             self._closed = True
         return Outcome(s.reply, False, self.mx, s.stage, lost, self.tls)
+
+    def _unsent(self) -> Outcome:
+        self._closed = True
+        self._client.close()
+        return Outcome(_internal(451, "4.4.2", f"connection to {self.mx} ended before the "
+                                 f"message"), False, self.mx, "mail", True, self.tls,
+                       attempted=False)
 
     async def close(self) -> None:
         self._closed = True

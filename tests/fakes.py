@@ -14,7 +14,7 @@ from aiokafka.structs import OffsetAndMetadata
 
 from kmta.policy.reply import Reply
 from schemas import Envelope, MxHost, TlsPolicy
-from senders.transport import ConnectFailed, Outcome
+from senders.transport import Ahead, ConnectFailed, Outcome
 
 __all__ = ["FakeConsumer", "FakeProducer", "FakeTransport", "accepted", "refused"]
 
@@ -35,14 +35,29 @@ class FakeConnection:
         self.closed = False
         self._t = transport
         self.source_ip = source_ip
+        self.ahead: Envelope | None = None  # taken behind the last message's end of data
 
     @property
     def usable(self) -> bool:
         return not self.closed
 
-    async def deliver(self, env: Envelope, timeout: float) -> Outcome:
+    async def deliver(self, env: Envelope, timeout: float,
+                      ahead: Ahead | None = None) -> Outcome:
+        pre, self.ahead = self.ahead, None
+        assert pre is None or pre is env, "the message written ahead must be delivered next"
+        if self.closed:  # the session ended before this message had a reply of its own
+            assert pre is env, "no deliver on a closed connection but for one written ahead"
+            return Outcome(Reply(451, "4.4.2", "ended", True), False, self.mx, "mail", True,
+                           attempted=False)
         outcome = self._t.reply(env)
         self._t.sent.append((env.id, self.source_ip))
+        # like SmtpConnection with pipelined DATA: the next message rides with the body
+        if self._t.pipelining and ahead is not None and outcome.stage == "data":
+            nxt = ahead.peek()
+            if nxt is not None:
+                ahead.take()
+                self.ahead = nxt
+                self._t.rode.append((env.id, nxt.id))
         if outcome.accepted:
             self.delivered += 1
         if outcome.connection_lost:
@@ -50,18 +65,22 @@ class FakeConnection:
         return outcome
 
     async def close(self) -> None:
+        assert self.ahead is None, "closed with a message written ahead"
         self.closed = True
 
 
 @dataclass
 class FakeTransport:
     """``reply(env)`` scripts each delivery's outcome (default: accepted); ``refuse_connect``
-    makes every connection attempt fail with that outcome."""
+    makes every connection attempt fail with that outcome; ``pipelining``: a message whose
+    body goes (stage ``data``) takes the lane's next one behind it (``rode``: the pairs)."""
 
     reply: Callable[[Envelope], Outcome] = field(default=lambda env: accepted())
     refuse_connect: Outcome | None = None
     sent: list[tuple[str, str | None]] = field(default_factory=list)
     connects: int = 0
+    pipelining: bool = False
+    rode: list[tuple[str, str]] = field(default_factory=list)
 
     async def connect(self, mx: Sequence[MxHost], source_ip: str | None,
                       connect_timeout: float, tls: str | None = None,

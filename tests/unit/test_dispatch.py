@@ -5,6 +5,7 @@ attempt and back the lane off; a server closing a used channel costs no attempt.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import Callable
 
@@ -163,3 +164,87 @@ async def test_a_failure_deciding_an_outcome_still_gives_the_message_one() -> No
     assert ev.status is Status.DEFERRED and ev.category == "internal_error"
     assert "boom" in ev.response and d.errors == 1
     await stop(d, lane)
+
+
+# -- the next message behind the current one's end of data (pipelined DATA, RFC 2920) ---------
+def pipelined(n: int, reply: Callable[[Envelope], Outcome] | None = None,
+              ) -> tuple[FakeTransport, Dispatcher, Lane, Written]:
+    transport = FakeTransport(pipelining=True)
+    if reply is not None:
+        transport.reply = reply
+    d, lane, written = setup(transport, n, single=True)
+    now = time.time()  # a pacer that has the next slot free by the time the body goes
+    lane.brain_state(IspState(isp="gmail", speed=1e9 * lane.rule.sending.tact,
+                              max_connections=1, updated_at=now), now)
+    lane.refresh()
+    return transport, d, lane, written
+
+
+async def test_each_message_takes_the_next_one_behind_it_on_one_connection() -> None:
+    transport, d, lane, written = pipelined(5)
+    d.kick(lane)
+    await until(lambda: len(written.outs) == 5)
+    assert transport.rode == [("m0", "m1"), ("m1", "m2"), ("m2", "m3"), ("m3", "m4")]
+    assert [s for s, _ in transport.sent] == ["m0", "m1", "m2", "m3", "m4"]
+    assert transport.connects == 1 and (d.attempts, d.delivered) == (5, 5)
+    assert all(e.status is Status.DELIVERED and e.attempt == 1
+               for e in written.events().values())
+    await stop(d, lane)
+    assert d.delivering == 0 and lane.delivering == 0
+
+
+async def test_nothing_rides_past_messages_per_connection() -> None:
+    transport, d, lane, written = pipelined(5)
+    lane.rule = dataclasses.replace(lane.rule, sending=lane.rule.sending.model_copy(
+        update={"messages_per_connection": 2}))
+    d.kick(lane)
+    await until(lambda: len(written.outs) == 5)
+    assert transport.rode == [("m0", "m1"), ("m2", "m3")]
+    assert transport.connects == 3
+    await stop(d, lane)
+
+
+async def test_only_a_message_pacing_has_released_rides() -> None:
+    transport, d, lane, written = pipelined(3)
+    now = time.time()
+    tact = lane.rule.sending.tact
+    lane.brain_state(IspState(isp="gmail", speed=5 * tact, max_connections=1, updated_at=now),
+                     now)  # 5 msg/s: the next slot is 0.2 s after the last
+    lane.refresh()
+    d.kick(lane)
+    await until(lambda: len(written.outs) == 3)
+    assert transport.rode == [] and transport.connects == 1
+    await stop(d, lane)
+
+
+@pytest.mark.parametrize("where", ["dot", "mail"])
+async def test_a_421_ends_the_session_without_losing_or_double_counting_the_next(
+        where: str) -> None:
+    """421 to m0's end of data: m1, written behind it, had no reply of its own: back to the
+    lane, not attempted. 421 to m1's MAIL ("idle too long" said before it hung up): no
+    attempt on a used channel, as before. Each message gets one outcome (``Written``)."""
+    seen: list[str] = []
+
+    def reply(env: Envelope) -> Outcome:
+        seen.append(env.id)
+        if seen.count(env.id) == 1 and (env.id, where) in (("m0", "dot"), ("m1", "mail")):
+            return Outcome(refused(421, "4.7.0 closing").reply, False, "mx.test",
+                           "data" if where == "dot" else "mail", True)
+        return accepted()
+
+    transport, d, lane, written = pipelined(3, reply)
+    d.kick(lane)
+    await until(lambda: len(written.outs) == 3)
+    ev = written.events()
+    assert ("m0", "m1") in transport.rode and transport.connects == 2
+    if where == "dot":
+        assert ev[0].status is Status.DEFERRED and ev[0].attempt == 1
+        assert seen == ["m0", "m1", "m2"]  # m1 came back without a reply of its own
+    else:
+        assert ev[0].status is Status.DELIVERED
+        assert seen == ["m0", "m1", "m1", "m2"]
+    assert ev[1].status is Status.DELIVERED and ev[1].attempt == 1
+    assert ev[2].status is Status.DELIVERED and ev[2].attempt == 1
+    assert d.attempts == 3 and lane.attempts == 3
+    await stop(d, lane)
+    assert d.delivering == 0 and lane.delivering == 0 and not lane.queue
