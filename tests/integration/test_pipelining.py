@@ -3,21 +3,35 @@ servers on loopback: aiosmtpd (it takes pipelined commands; a handler hook makes
 PIPELINING), Postfix's smtp-sink (PIPELINING, ``-Q`` for a 421 and hang-up) and a throwaway
 Postfix (PIPELINING and CHUNKING). ops/rttproxy.DelayProxy sits in between and counts the
 client's turns (writes after the server spoke): 4 per message lock-step, 2 pipelined with DATA,
-1 with BDAT. Refusals keep the outcomes (stage, code, connection kept or lost) of before."""
+1 with BDAT. Refusals keep the outcomes (stage, code, connection kept or lost) of before.
+
+Through the senders' dispatcher (a lane's messages queued back to back): with DATA each body
+takes the next message's MAIL RCPT DATA behind its dot, one turn per message; a 421 or a
+hang-up after the dot leaves the message behind it unattempted, and every message gets one
+outcome."""
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
-from collections.abc import Iterator
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 from aiosmtpd.controller import Controller
 
-from ops.rttproxy import DelayProxy
-from schemas import Envelope, MxHost
+from kmta.config import Config
+from kmta.policy.classify import Classifier
+from kmta.policy.kb import KnowledgeBase
+from ops.rttproxy import ConnStats, DelayProxy
+from schemas import DeliveryEvent, Envelope, IspState, MxHost
+from senders.dispatch import Dispatcher
+from senders.lane import Item, Lane
+from senders.records import Records
 from senders.smtpclient import wire_body
 from senders.transport import Outcome, SmtpTransport
 from sim.chunking import ChunkingSMTP, announce
@@ -184,13 +198,26 @@ SMTP_SINK = shutil.which("smtp-sink") or "/usr/sbin/smtp-sink"
 
 
 @pytest.fixture
-def sink(request: pytest.FixtureRequest) -> Iterator[int]:
+def sink_dump() -> Iterator[Path]:
+    """Where ``-D {dump}`` makes smtp-sink append every message it took (its user may be
+    nobody, who cannot enter pytest's temporary directories: a directory open to all)."""
+    d = Path(tempfile.mkdtemp(prefix="kmta-sink-"))
+    d.chmod(0o777)
+    try:
+        yield d / "all"
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+@pytest.fixture
+def sink(request: pytest.FixtureRequest, sink_dump: Path) -> Iterator[int]:
     """smtp-sink with ``request.param`` options, e.g. ``-Q RCPT``: 421 and hang up after RCPT;
-    ``-q DATA``: hang up without a word after DATA."""
+    ``-q DATA``: hang up without a word after DATA; ``-D {dump}``: keep the messages."""
     if not os.path.exists(SMTP_SINK):
         pytest.skip("smtp-sink missing (scripts/bootstrap.sh test installs postfix)")
     port = free_port()
-    cmd = [SMTP_SINK, *request.param] + (["-u", "nobody"] if os.geteuid() == 0 else [])
+    opts = [str(sink_dump) if o == "{dump}" else o for o in request.param]
+    cmd = [SMTP_SINK, *opts] + (["-u", "nobody"] if os.geteuid() == 0 else [])
     proc = subprocess.Popen([*cmd, f"127.0.0.1:{port}", "10"], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
@@ -283,13 +310,18 @@ async def test_421_in_a_bdat_pipeline(postfix) -> None:
 
 # -- a scripted server: replies cut into single bytes, and a 421 said while nobody asked -------
 class Scripted:
-    """A minimal SMTP server on loopback that answers each command line as ``answer`` says,
-    writing every reply one byte at a time; after ``idle_421`` messages it says 421 at once,
-    unasked, and keeps the connection open."""
+    """A minimal SMTP server on loopback that answers each command line in turn, writing every
+    reply one byte at a time; after ``idle_421`` messages it says 421 at once, unasked, and
+    keeps the connection open; ``dot_421``: 421 to the end of data and close; ``hang_up``:
+    close without a word after that many messages of a connection."""
 
-    def __init__(self, idle_421: int | None = None) -> None:
+    def __init__(self, idle_421: int | None = None, dot_421: bool = False,
+                 hang_up: int | None = None) -> None:
         self.idle_421 = idle_421
+        self.dot_421 = dot_421  # 421 to every end of data, then close
+        self.hang_up = hang_up  # after this many messages of a connection: close, no word
         self.messages = 0
+        self.commands: list[str] = []  # every command line read, across connections
 
     async def handle(self, r, w) -> None:
         async def say(text: str) -> None:
@@ -298,19 +330,27 @@ class Scripted:
                 await w.drain()
 
         await say("220 scripted ESMTP\r\n")
+        here = 0  # messages of this connection
         try:
             while line := await r.readline():
                 cmd = line.decode().strip().upper()
+                self.commands.append(cmd)
                 if cmd.startswith("EHLO"):
                     await say("250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
                 elif cmd == "DATA":
                     await say("354 go ahead\r\n")
                     while (await r.readline()) != b".\r\n":
                         pass
+                    if self.dot_421:
+                        await say("421 4.3.2 scripted: shutting down\r\n")
+                        break
                     self.messages += 1
+                    here += 1
                     await say("250 2.0.0 Ok: queued as X\r\n")
                     if self.messages == self.idle_421:
                         await say("421 4.4.2 scripted: idle too long\r\n")
+                    if here == self.hang_up:
+                        break
                 elif cmd == "QUIT":
                     await say("221 bye\r\n")
                     break
@@ -352,3 +392,194 @@ async def test_a_421_said_unasked_ends_the_session_before_the_next_message() -> 
     o = outs[1]  # stage mail, lost, on a used connection: the dispatcher retries it elsewhere
     assert (o.accepted, o.stage, o.reply.code, o.connection_lost) == (False, "mail", 421, True)
     assert "idle too long" in o.reply.text and not usable and s.messages == 1
+
+
+# -- through the dispatcher: the next message behind the body's dot ---------------------------
+KB = KnowledgeBase.load()
+RESULTS = Config().topic("results")
+
+
+@dataclass
+class Dispatched:
+    """What a lane's messages came to: per message (queue offset) its one result event and
+    the outcomes of its attempts, in order; the connections seen by the proxy."""
+
+    events: dict[int, DeliveryEvent]
+    outcomes: dict[str, list[Outcome]]
+    conns: list[ConnStats]
+    connects: int
+
+
+async def dispatch(port: int, envs: list[Envelope], pipelining: bool = True,
+                   rate: float = 1e9) -> Dispatched:
+    """The senders' dispatcher over one connection at a time (the rule's cap set to 1 by a
+    brain state), messages queued back to back, ``rate`` messages per second allowed (the
+    default never makes a message wait), through the counting proxy to ``port``."""
+    with DelayProxy("127.0.0.1", "127.0.0.1", port) as proxy:
+        transport = SmtpTransport(proxy.port, "kmta.test", ["127.0.0.0/8"],
+                                  allow_special=["127.0.0.0/8"], pipelining=pipelining)
+        written: dict[int, list] = {}
+
+        def write(tp: object, offset: int, outs: list) -> None:
+            assert offset not in written, "one outcome per message"
+            written[offset] = outs
+
+        d = Dispatcher(transport, Classifier.load(), Records(Config(), "n1"), write,
+                       "kmta.queue", lambda isp: KB.effective(isp).retry)
+        outcomes: dict[str, list[Outcome]] = {}
+        decide = d.outcome
+
+        async def record(lane: Lane, item: Item, outcome: Outcome, ip: str | None) -> None:
+            outcomes.setdefault(item.env.id, []).append(outcome)
+            await decide(lane, item, outcome, ip)
+
+        d.outcome = record  # type: ignore[method-assign]
+        lane = Lane("rcpt.test", None, KB.effective("rcpt.test"), [None])
+        now = time.time()
+        lane.brain_state(IspState(isp="rcpt.test", speed=rate * lane.rule.sending.tact,
+                                  max_connections=1, updated_at=now), now)
+        lane.refresh()
+        mx = [MxHost(host="mx.rcpt.test", ips=["127.0.0.1"])]
+        for i, e in enumerate(envs):
+            lane.queue.append(Item(e.model_copy(update={"mx": mx, "accepted_at": now}), 0, i))
+        d.kick(lane)
+        await until(lambda: len(written) == len(envs), "every message's outcome")
+        await d.stop()
+        await until(lambda: lane.workers == 0, "the connection to close")
+        assert d.delivering == 0 and lane.delivering == 0 and not lane.queue
+        events = {off: DeliveryEvent.model_validate_json(o.value or b"")
+                  for off, outs in written.items() for o in outs if o.topic == RESULTS}
+        conns = list(proxy.conns)
+    return Dispatched(events, outcomes, conns, len(conns))
+
+
+async def until(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def summary(r: Dispatched) -> list[tuple[str, int | None, bool]]:
+    """Per message in queue order: (status, code, internal) of its one event."""
+    return [(r.events[i].status.value, r.events[i].code, r.events[i].internal)
+            for i in sorted(r.events)]
+
+
+N = 20
+
+
+@pytest.mark.parametrize(("pipelining", "turns"), [(True, 3 + N), (False, 2 + 4 * N)])
+@pytest.mark.parametrize("sink", [["-D", "{dump}"]], indirect=True)
+async def test_back_to_back_one_turn_per_message_with_smtp_sink(
+        sink: int, sink_dump: Path, pipelining: bool, turns: int) -> None:
+    """smtp-sink offers PIPELINING, not CHUNKING. Messages queued back to back: each body
+    goes with its dot and the next message's MAIL RCPT DATA in one write, one turn per
+    message, plus EHLO, the first MAIL RCPT DATA and QUIT (lock-step: EHLO, four turns a
+    message, QUIT)."""
+    envs = [env(i, rcpt=f"u{i}@rcpt.test") for i in range(N)]
+    r = await dispatch(sink, envs, pipelining)
+    assert summary(r) == [("delivered", 250, False)] * N
+    assert [c.turns for c in r.conns] == [turns]
+    wait_for(lambda: sink_dump.exists() and sink_dump.read_bytes().count(b"X-Rcpt-Args") == N,
+             10, "smtp-sink to dump every message")
+    dump = sink_dump.read_bytes()
+    assert [dump.count(b"X-Rcpt-Args: <u%d@rcpt.test>\n" % i) for i in range(N)] == [1] * N
+    assert dump.count(b"\n..two dots\n") == N  # (smtp-sink dumps the data dot-stuffed)
+
+
+async def test_back_to_back_aiosmtpd_bytes_and_refusals_behind_a_250(box) -> None:
+    """aiosmtpd with PIPELINING: refusals of the message behind an accepted one (RCPT,
+    MAIL, content at its end of data) keep their stages; the connection goes on; what
+    arrived is exactly the accepted messages' bytes."""
+    b, port = box
+    eight_bit = BODY.replace("end", "Grüße")
+    envs = [env(0), env(1, rcpt="nobody@rcpt.test"), env(2, data=eight_bit),
+            env(3, sender="refused@shop.test"), env(4), env(5, data=BODY + "REFUSE-ME\r\n"),
+            env(6), env(7)]
+    r = await dispatch(port, envs)
+    got = [[(o.accepted, o.stage, o.reply.code, o.connection_lost) for o in r.outcomes[f"m{i}"]]
+           for i in range(8)]
+    assert got == [[(True, "data", 250, False)], [(False, "rcpt", 550, False)],
+                   [(True, "data", 250, False)], [(False, "mail", 550, False)],
+                   [(True, "data", 250, False)], [(False, "data", 554, False)],
+                   [(True, "data", 250, False)], [(True, "data", 250, False)]]
+    assert [e.status.value for e in (r.events[1], r.events[3])] == ["bounced", "bounced"]
+    assert r.connects == 1
+    # m0 -> m1 rode; m1 refused: m2 with RSET, MAIL, RCPT, DATA (a turn), its body with m3's
+    # commands; m3 refused: m4 the same; m4's body with m5's commands, m5's (refused at its
+    # dot) with m6's, m6's with m7's: EHLO + 2 + 2 + 2 + 1 + 1 + 1 + QUIT
+    assert [c.turns for c in r.conns] == [11]
+    want = [wire_body(BODY.encode()), wire_body(eight_bit.encode())] + [
+        wire_body(BODY.encode())] * 3
+    assert [g[2] for g in b.got] == want
+    assert [g[1] for g in b.got] == ["b@rcpt.test"] * 5
+
+
+async def test_only_a_message_pacing_released_rides() -> None:
+    """At 5 messages a second the next message is not released when the body goes (the
+    round trip is far below 0.2 s): each message alone, two turns as before."""
+    s = Scripted()
+    port, close = await serve(s)
+    try:
+        r = await dispatch(port, [env(i) for i in range(4)], rate=5)
+    finally:
+        await close()
+    assert summary(r) == [("delivered", 250, False)] * 4
+    assert [c.turns for c in r.conns] == [2 + 2 * 4] and s.messages == 4
+
+
+async def test_a_421_after_the_dot_leaves_the_message_behind_it_unattempted() -> None:
+    """421 to every end of data: each connection's first message is deferred by the 421 (one
+    attempt), the one written behind it comes back without an attempt and is the next
+    connection's first: three messages, three connections, three attempts, nothing lost."""
+    s = Scripted(dot_421=True)
+    port, close = await serve(s)
+    try:
+        r = await dispatch(port, [env(i) for i in range(3)])
+    finally:
+        await close()
+    assert summary(r) == [("deferred", 421, False)] * 3
+    assert [r.events[i].attempt for i in range(3)] == [1, 1, 1]
+    assert [[(o.stage, o.connection_lost) for o in r.outcomes[f"m{i}"]] for i in range(3)] == [
+        [("data", True)]] * 3
+    assert r.connects == 3 and s.messages == 0
+    # the first two connections carried the next message's MAIL behind the dot
+    assert sum(c.startswith("MAIL FROM") for c in s.commands) >= 3
+
+
+async def test_the_connection_closing_mid_flight() -> None:
+    """The server hangs up after each connection's first message (250 said): the message
+    written behind it had no reply and goes to the next connection, unattempted; each
+    message delivered once."""
+    s = Scripted(hang_up=1)
+    port, close = await serve(s)
+    try:
+        r = await dispatch(port, [env(i) for i in range(3)])
+    finally:
+        await close()
+    assert summary(r) == [("delivered", 250, False)] * 3
+    assert [r.events[i].attempt for i in range(3)] == [1, 1, 1]
+    assert r.connects == 3 and s.messages == 3
+
+
+@pytest.mark.parametrize("sink", [["-q", "."]], indirect=True)
+async def test_a_hang_up_after_the_dot_without_a_word(sink: int) -> None:
+    """smtp-sink hangs up at the end of data without a reply: the message is deferred as a
+    lost connection (kmta's own 451), the one behind it is not attempted on that one."""
+    r = await dispatch(sink, [env(i) for i in range(2)])
+    assert summary(r) == [("deferred", 451, True)] * 2
+    assert [r.events[i].attempt for i in range(2)] == [1, 1]
+    assert [[(o.stage, o.connection_lost) for o in r.outcomes[f"m{i}"]] for i in range(2)] == [
+        [("data", True)]] * 2
+    assert r.connects == 2
+
+
+async def serve(server: Scripted) -> tuple[int, Callable[[], Awaitable[None]]]:
+    srv = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+
+    async def close() -> None:
+        srv.close()
+        await srv.wait_closed()
+
+    return srv.sockets[0].getsockname()[1], close
