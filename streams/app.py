@@ -10,6 +10,7 @@ import random
 import socket
 import threading
 import time
+from typing import Any
 
 import faust
 import mode
@@ -52,6 +53,15 @@ from streams.router import Router
 from streams.rows import Rows
 
 log = logging.getLogger(__name__)
+
+# Records of faust's consumers (results, control) alive as Python objects at most: one fetch
+# turned into records (POLL_RECORDS; faust's default, None, made each poll return all it had
+# fetched: 8 results partitions x 512 KiB, 12,000-20,000 records and ~1 KB of objects each
+# while the brain lagged behind a drain or a routing burst) plus the agent's buffer
+# (STREAM_BUFFER; faust pauses a partition's fetching while it is full). What is fetched and
+# not polled yet stays as the batches' bytes (FETCH_PARTITION_BYTES a partition).
+POLL_RECORDS = 2 * BATCH
+STREAM_BUFFER = 4 * BATCH
 
 
 def faust_credentials(config: Config) -> CredentialsT | None:
@@ -121,6 +131,33 @@ async def _create_changelog(config: Config) -> None:
         await admin.close()
 
 
+def app_options(config: Config, datadir: str) -> dict[str, Any]:
+    """faust.App's settings for the brain (besides its id)."""
+    return {
+        "broker": brokers(config),
+        "broker_credentials": faust_credentials(config),
+        "store": config.worker.store,
+        "topic_partitions": config.kafka.partitions,
+        "topic_replication_factor": config.kafka.replication_factor,
+        "producer_acks": -1,
+        "consumer_auto_offset_reset": "earliest",
+        "web_enabled": False,
+        "datadir": datadir,
+        "table_standby_replicas": 0,
+        "broker_commit_every": 500,
+        "broker_commit_interval": 1.0,
+        # a worker killed without leaving the group holds its partitions (and the brain's
+        # rows) until its session expires: 15 s like the senders, not faust's 60 s
+        "broker_session_timeout": 15.0,
+        "stream_wait_empty": False,
+        # faust's consumers (results, control, ...): bytes fetched, records polled, events
+        # buffered at most (POLL_RECORDS above)
+        "consumer_max_fetch_size": FETCH_PARTITION_BYTES,
+        "broker_max_poll_records": POLL_RECORDS,
+        "stream_buffer_maxsize": STREAM_BUFFER,
+    }
+
+
 def build(config: Config, kb: KnowledgeBase | None = None,
           health: Health | None = None) -> faust.App:
     """Create the faust app with its topics, table and agents (no module-level singletons);
@@ -151,26 +188,7 @@ def build(config: Config, kb: KnowledgeBase | None = None,
     t = config.topic
     datadir = os.path.join(config.data_dir, "faust", node)
     os.makedirs(datadir, exist_ok=True)
-    app = faust.App(
-        f"{config.kafka.topic_prefix}brain",
-        broker=brokers(config),
-        broker_credentials=faust_credentials(config),
-        store=config.worker.store,
-        topic_partitions=config.kafka.partitions,
-        topic_replication_factor=config.kafka.replication_factor,
-        producer_acks=-1,
-        consumer_auto_offset_reset="earliest",
-        web_enabled=False,
-        datadir=datadir,
-        table_standby_replicas=0,
-        broker_commit_every=500,
-        broker_commit_interval=1.0,
-        # a worker killed without leaving the group holds its partitions (and the brain's
-        # rows) until its session expires: 15 s like the senders, not faust's 60 s
-        broker_session_timeout=15.0,
-        stream_wait_empty=False,
-        consumer_max_fetch_size=FETCH_PARTITION_BYTES,  # faust's consumers: results, control, ...
-    )
+    app = faust.App(f"{config.kafka.topic_prefix}brain", **app_options(config, datadir))
 
     def raw_topic(name: str, partitions: int) -> faust.TopicT:
         return app.topic(t(name), key_type=bytes, value_type=bytes, key_serializer="raw",
