@@ -412,7 +412,7 @@ class CompactedView(Generic[VV]):
         # read committed: an aborted routing transaction's ids never count as accepted
         c = AIOKafkaConsumer(**client_options(self._config), enable_auto_commit=False,
                              isolation_level="read_committed",
-                             auto_offset_reset="earliest", fetch_max_wait_ms=100)
+                             auto_offset_reset="earliest", fetch_max_wait_ms=100, **FETCH)
         await c.start()
         tps = await topic_partitions(self._config, [self.topic])
         c.assign(tps)
