@@ -132,10 +132,10 @@ async def _create_changelog(config: Config) -> None:
 
 
 def app_options(config: Config, datadir: str) -> dict[str, Any]:
-    """faust.App's settings for the brain (besides its id)."""
+    """faust.App's settings for the brain (besides its id and ``broker_credentials``, passed
+    beside them where the app is made: a test checks every faust.App gets them)."""
     return {
         "broker": brokers(config),
-        "broker_credentials": faust_credentials(config),
         "store": config.worker.store,
         "topic_partitions": config.kafka.partitions,
         "topic_replication_factor": config.kafka.replication_factor,
@@ -188,7 +188,8 @@ def build(config: Config, kb: KnowledgeBase | None = None,
     t = config.topic
     datadir = os.path.join(config.data_dir, "faust", node)
     os.makedirs(datadir, exist_ok=True)
-    app = faust.App(f"{config.kafka.topic_prefix}brain", **app_options(config, datadir))
+    app = faust.App(f"{config.kafka.topic_prefix}brain",
+                    broker_credentials=faust_credentials(config), **app_options(config, datadir))
 
     def raw_topic(name: str, partitions: int) -> faust.TopicT:
         return app.topic(t(name), key_type=bytes, value_type=bytes, key_serializer="raw",
