@@ -272,6 +272,12 @@ class KmtaRun:
         self.config: Config = load_config(self.config_path)
         if root != ROOT:
             self.config_path.write_text(tomli_w.dumps(prune_config(self.python, root, cfg)))
+        # the worker alone serves /metrics (its event-apply delay is read from there)
+        self.metrics = f"127.0.0.1:{free_port()}"
+        self.worker_config = self.dir / "kmta-worker.toml"
+        wcfg = {**cfg, "metrics": {"listen": self.metrics}}
+        self.worker_config.write_text(tomli_w.dumps(
+            wcfg if root == ROOT else prune_config(self.python, root, wcfg)))
         self.names = ["worker"] + [f"sender-{i + 1}" for i in range(senders)]
         self.names = [f"{label}.{n}" for n in self.names]
 
@@ -288,7 +294,9 @@ class KmtaRun:
         if self.profile is not None:
             env["KMTA_PROFILE"] = str(self.profile / self.label)
         worker, *senders = self.names
-        self.procs.spawn(worker, [*base, "worker", "--name", "brain-1"], env, self.dir)
+        self.procs.spawn(worker, [self.python, "-m", "kmta.cli", "--config",
+                                  str(self.worker_config), "worker", "--name", "brain-1"],
+                         env, self.dir)
         for i, name in enumerate(senders):
             self.procs.spawn(name, [*base, "sender", "--node", f"sender-{i + 1}"], env,
                              self.dir)
@@ -337,6 +345,50 @@ def prune_config(python: str, root: Path, cfg: dict[str, Any]) -> dict[str, Any]
     return pruned
 
 
+APPLY_DELAY = "kmta_event_apply_delay_seconds"
+
+
+def apply_delay_buckets(text: str) -> tuple[dict[float, float], float | None]:
+    """The cumulative buckets of the worker's event-apply delay histogram and its max gauge,
+    from /metrics text (empty, None: a tree without the metric)."""
+    buckets: dict[float, float] = {}
+    worst = None
+    for line in text.splitlines():
+        if line.startswith(APPLY_DELAY + "_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            buckets[float(le)] = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("kmta_event_apply_delay_max_seconds "):
+            worst = float(line.rsplit(" ", 1)[1])
+    return buckets, worst
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float],
+                    q: float) -> float | None:
+    """The ``q`` quantile of the observations between two scrapes of a cumulative histogram,
+    linearly interpolated inside its bucket (as PromQL's histogram_quantile)."""
+    bounds = sorted(after)
+    counts = [after[b] - before.get(b, 0.0) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    rank, lower, below = q * counts[-1], 0.0, 0.0
+    for b, c in zip(bounds, counts, strict=True):
+        if c >= rank:
+            if b == float("inf"):
+                return lower
+            return lower + (b - lower) * ((rank - below) / (c - below) if c > below else 1.0)
+        lower, below = b, c
+    return lower
+
+
+def scrape(hostport: str) -> str:
+    import urllib.request
+    try:
+        with urllib.request.urlopen(f"http://{hostport}/metrics", timeout=5) as r:
+            return r.read().decode()
+    except OSError:
+        return ""
+
+
 async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: float,
                        others: dict[str, list[int]], quiet: bool = False,
                        idle: float = 0.0) -> dict[str, Any]:
@@ -358,6 +410,7 @@ async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: floa
         spent = meter.stop()
         idle_rate = {k: v / (time.monotonic() - t_idle) for k, v in spent.items()}
     sess0, base = sink.counts()
+    delay0, _ = apply_delay_buckets(scrape(run.metrics))
     samples: list[tuple[float, int]] = []
     cpu = CpuMeter(pids)
     cpu.start()
@@ -403,9 +456,13 @@ async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: floa
         await collector.stop()
     statuses = Counter(collector.finals[i]["status"] for i in ids)
     sess1, _ = sink.counts()
+    delay1, worst = apply_delay_buckets(scrape(run.metrics))
+    apply_delay = {"p50": bucket_quantile(delay0, delay1, 0.5),
+                   "p99": bucket_quantile(delay0, delay1, 0.99), "max": worst}
     return {"messages": n, "produce_s": t_produced, "produce_rate": n / t_produced,
             "e2e_s": t_end, "e2e_rate": n / t_end, "steady_rate": steady_rate(samples, n),
             "statuses": dict(statuses), "smtp_sessions": sess1 - sess0,
+            "apply_delay": apply_delay,
             "stages": stages(collector, ids, read_at, wall0),
             "cpu_s": cpu_s, "cpu_wait_s": waited,
             "cpu_ms_per_msg": {k: v * 1000 / n for k, v in cpu_s.items()},
@@ -762,6 +819,10 @@ def _verdict(keep: KeepSink, key: Path, algorithm: str) -> str:
 _NOT_KMTA = ("smtp-sink", "bench client")  # the load's two ends, not the system measured
 
 
+def _secs(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
 def fmt(v: float | None, unit: str = "") -> str:
     return "-" if v is None else f"{v:,.0f}{unit}"
 
@@ -785,6 +846,9 @@ def report(results: dict[str, dict[str, Any]], rss: dict[str, dict[str, float | 
         lines.append(line)
     lines.append(f"{'elapsed s (e2e)':<24}" + "".join(
         f"{results[x]['e2e_s']:>{w}.1f}" for x in labels))
+    for q in ("p50", "p99", "max"):
+        lines.append(f"{'brain apply delay ' + q + ' s':<24}" + "".join(
+            f"{_secs(results[x].get('apply_delay', {}).get(q)):>{w}}" for x in labels))
     lines.append(f"{'SMTP sessions closed':<24}" + "".join(
         f"{results[x]['smtp_sessions']:>{w}}" for x in labels))
     cpu = {x: sum(results[x]["cpu_ms_per_msg"].values()) for x in labels}

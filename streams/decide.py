@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kmta.config import ReputationConfig
+from kmta.pipeline.metrics import EVENT_APPLY_DELAY, EVENT_APPLY_DELAY_MAX
 from kmta.pipeline.outputs import Out
 from kmta.policy.classify import suppresses
 from kmta.policy.kb import KnowledgeBase
@@ -49,6 +50,20 @@ class Table(Protocol):
     def get(self, key: str) -> bytes | None: ...
 
     def send_changelog(self, partition: int | None, key: Any, value: Any) -> Any: ...
+
+
+class _Latest:
+    worst = 0.0
+
+
+EVENT_APPLY_DELAY_MAX.set_function(lambda: _Latest.worst)
+
+
+def observe_delay(delay: float) -> None:
+    """Record how late the brain applied an event (negative, a clock step: counted as 0)."""
+    delay = max(0.0, delay)
+    EVENT_APPLY_DELAY.observe(delay)
+    _Latest.worst = max(_Latest.worst, delay)
 
 
 def publish(row: Row, now: float, kb: KnowledgeBase, topic: str,
@@ -139,6 +154,7 @@ class Decide:
             p.row = self._replay(key, p)
             return
         p.applied.append((event, offset, now))
+        observe_delay(now - event.timestamp)
         if changed or not p.known or held:
             outs += publish(p.row, now, self.kb, self.topic("state"),
                             None if not p.known or held else changed)

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from prometheus_client import REGISTRY, Counter, Histogram
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -99,6 +99,13 @@ SMTP_REPLY_SECONDS = Histogram(
     "kmta_smtp_reply_seconds", "Seconds from MAIL FROM to the provider's final reply to the "
     "message's data, by ISP", ["isp"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+EVENT_APPLY_DELAY = Histogram(
+    "kmta_event_apply_delay_seconds", "Seconds from a delivery event's own timestamp (the "
+    "reply's time) to when the brain applied it: how late speed and lock decisions are",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64))
+EVENT_APPLY_DELAY_MAX = Gauge(
+    "kmta_event_apply_delay_max_seconds", "The largest event-apply delay since the process "
+    "started (kmta_event_apply_delay_seconds has only bucket bounds)")
 DKIM_SIGN_SECONDS = Histogram(
     "kmta_dkim_sign_seconds", "Seconds to DKIM-sign one message (every signature it gets)",
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25))

@@ -32,3 +32,23 @@ def test_late_figures() -> None:
 def test_ratio() -> None:
     assert ratio(3.0, 2.0) == 1.5
     assert ratio(None, 2.0) is None and ratio(3.0, 0.0) is None and ratio(3.0, None) is None
+
+
+def test_apply_delay_quantiles_are_of_the_run_between_two_scrapes() -> None:
+    from scripts.bench import apply_delay_buckets, bucket_quantile
+    before_text = ('kmta_event_apply_delay_seconds_bucket{le="1.0"} 10.0\n'
+                   'kmta_event_apply_delay_seconds_bucket{le="2.0"} 10.0\n'
+                   'kmta_event_apply_delay_seconds_bucket{le="+Inf"} 10.0\n')
+    after_text = ('kmta_event_apply_delay_seconds_bucket{le="1.0"} 60.0\n'
+                  'kmta_event_apply_delay_seconds_bucket{le="2.0"} 110.0\n'
+                  'kmta_event_apply_delay_seconds_bucket{le="+Inf"} 110.0\n'
+                  'kmta_event_apply_delay_max_seconds 1.7\n')
+    before, none = apply_delay_buckets(before_text)
+    after, worst = apply_delay_buckets(after_text)
+    assert none is None and worst == 1.7
+    # 100 observations of the run: 50 at most 1 s, 50 in (1, 2]; the warm-up's 10 are left out
+    assert bucket_quantile(before, after, 0.5) == 1.0
+    assert bucket_quantile(before, after, 0.75) == 1.5
+    assert bucket_quantile(before, after, 0.99) == pytest.approx(1.98)
+    assert bucket_quantile(after, after, 0.5) is None  # nothing observed between the scrapes
+    assert apply_delay_buckets("") == ({}, None)

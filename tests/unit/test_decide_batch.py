@@ -201,3 +201,21 @@ def test_rows_wait_for_the_batchs_records() -> None:
     assert [o.value for o in again] == [o.value for o in outs]
     d.write()  # nothing changed since: nothing written
     assert len(table.changelog) == 2
+
+
+def test_apply_delay_is_measured_from_the_events_own_timestamp() -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    count0 = sample("kmta_event_apply_delay_seconds_count")
+    sum0 = sample("kmta_event_apply_delay_seconds_sum")
+    late = Clock()
+    late.t = 1000.0 + 30.0  # the brain runs 30 s behind the replies
+    d = decider(FakeTable(), late)
+    d.run(records(10))  # ten outcomes (the queued events are not applied)
+    assert sample("kmta_event_apply_delay_seconds_count") - count0 == 10
+    mean = (sample("kmta_event_apply_delay_seconds_sum") - sum0) / 10
+    assert 29.0 < mean < 31.0
+    assert sample("kmta_event_apply_delay_max_seconds") >= 30.0
