@@ -383,8 +383,9 @@ def bucket_quantile(before: dict[float, float], after: dict[float, float],
 def scrape(hostport: str) -> str:
     import urllib.request
     try:
-        with urllib.request.urlopen(f"http://{hostport}/metrics", timeout=5) as r:
-            return r.read().decode()
+        with urllib.request.urlopen(f"http://{hostport}/metrics", timeout=5) as resp:
+            body: bytes = resp.read()
+            return body.decode()
     except OSError:
         return ""
 
@@ -457,8 +458,11 @@ async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: floa
     statuses = Counter(collector.finals[i]["status"] for i in ids)
     sess1, _ = sink.counts()
     delay1, worst = apply_delay_buckets(scrape(run.metrics))
-    apply_delay = {"p50": bucket_quantile(delay0, delay1, 0.5),
-                   "p99": bucket_quantile(delay0, delay1, 0.99), "max": worst}
+    # a quantile interpolated in its bucket is at most the largest delay seen
+    apply_delay = {q: None if v is None or worst is None else min(v, worst) for q, v in (
+        ("p50", bucket_quantile(delay0, delay1, 0.5)),
+        ("p99", bucket_quantile(delay0, delay1, 0.99)))}
+    apply_delay["max"] = worst
     return {"messages": n, "produce_s": t_produced, "produce_rate": n / t_produced,
             "e2e_s": t_end, "e2e_rate": n / t_end, "steady_rate": steady_rate(samples, n),
             "statuses": dict(statuses), "smtp_sessions": sess1 - sess0,
