@@ -348,13 +348,22 @@ def prune_config(python: str, root: Path, cfg: dict[str, Any]) -> dict[str, Any]
 APPLY_DELAY = "kmta_event_apply_delay_seconds"
 
 
-def apply_delay_buckets(text: str) -> tuple[dict[float, float], float | None]:
-    """The cumulative buckets of the worker's event-apply delay histogram and its max gauge,
-    from /metrics text (empty, None: a tree without the metric)."""
+# the event-apply delay's split (streams/decide.py): event -> results record's Kafka
+# timestamp (sender side), record -> decide batch start, batch start -> apply
+SPLIT = (("event->record", "kmta_event_record_delay_seconds"),
+         ("record->batch", "kmta_record_batch_delay_seconds"),
+         ("batch->apply", "kmta_batch_apply_delay_seconds"))
+
+
+def apply_delay_buckets(text: str, name: str = APPLY_DELAY
+                        ) -> tuple[dict[float, float], float | None]:
+    """The cumulative buckets of the worker's histogram ``name`` (the event-apply delay's by
+    default) and the event-apply delay's max gauge, from /metrics text (empty, None: a tree
+    without the metric)."""
     buckets: dict[float, float] = {}
     worst = None
     for line in text.splitlines():
-        if line.startswith(APPLY_DELAY + "_bucket{"):
+        if line.startswith(name + "_bucket{"):
             le = line.split('le="', 1)[1].split('"', 1)[0]
             buckets[float(le)] = float(line.rsplit(" ", 1)[1])
         elif line.startswith("kmta_event_apply_delay_max_seconds "):
@@ -411,7 +420,9 @@ async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: floa
         spent = meter.stop()
         idle_rate = {k: v / (time.monotonic() - t_idle) for k, v in spent.items()}
     sess0, base = sink.counts()
-    delay0, _ = apply_delay_buckets(scrape(run.metrics))
+    text0 = scrape(run.metrics)
+    delay0, _ = apply_delay_buckets(text0)
+    split0 = {k: apply_delay_buckets(text0, m)[0] for k, m in SPLIT}
     samples: list[tuple[float, int]] = []
     cpu = CpuMeter(pids)
     cpu.start()
@@ -457,7 +468,10 @@ async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: floa
         await collector.stop()
     statuses = Counter(collector.finals[i]["status"] for i in ids)
     sess1, _ = sink.counts()
-    delay1, worst = apply_delay_buckets(scrape(run.metrics))
+    text1 = scrape(run.metrics)
+    delay1, worst = apply_delay_buckets(text1)
+    split = {k: {q: bucket_quantile(split0[k], apply_delay_buckets(text1, m)[0], f)
+                 for q, f in (("p50", 0.5), ("p99", 0.99))} for k, m in SPLIT}
     # a quantile interpolated in its bucket is at most the largest delay seen
     apply_delay = {q: None if v is None or worst is None else min(v, worst) for q, v in (
         ("p50", bucket_quantile(delay0, delay1, 0.5)),
@@ -466,7 +480,7 @@ async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: floa
     return {"messages": n, "produce_s": t_produced, "produce_rate": n / t_produced,
             "e2e_s": t_end, "e2e_rate": n / t_end, "steady_rate": steady_rate(samples, n),
             "statuses": dict(statuses), "smtp_sessions": sess1 - sess0,
-            "apply_delay": apply_delay,
+            "apply_delay": apply_delay, "apply_split": split,
             "stages": stages(collector, ids, read_at, wall0),
             "cpu_s": cpu_s, "cpu_wait_s": waited,
             "cpu_ms_per_msg": {k: v * 1000 / n for k, v in cpu_s.items()},
@@ -853,6 +867,11 @@ def report(results: dict[str, dict[str, Any]], rss: dict[str, dict[str, float | 
     for q in ("p50", "p99", "max"):
         lines.append(f"{'brain apply delay ' + q + ' s':<24}" + "".join(
             f"{_secs(results[x].get('apply_delay', {}).get(q)):>{w}}" for x in labels))
+    for k, _ in SPLIT:
+        for q in ("p50", "p99"):
+            lines.append(f"{'  ' + k + ' ' + q + ' s':<24}" + "".join(
+                f"{_secs(results[x].get('apply_split', {}).get(k, {}).get(q)):>{w}}"
+                for x in labels))
     lines.append(f"{'SMTP sessions closed':<24}" + "".join(
         f"{results[x]['smtp_sessions']:>{w}}" for x in labels))
     cpu = {x: sum(results[x]["cpu_ms_per_msg"].values()) for x in labels}

@@ -21,7 +21,13 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from kmta.config import ReputationConfig
-from kmta.pipeline.metrics import EVENT_APPLY_DELAY, EVENT_APPLY_DELAY_MAX
+from kmta.pipeline.metrics import (
+    BATCH_APPLY_DELAY,
+    EVENT_APPLY_DELAY,
+    EVENT_APPLY_DELAY_MAX,
+    EVENT_RECORD_DELAY,
+    RECORD_BATCH_DELAY,
+)
 from kmta.pipeline.outputs import Out
 from kmta.policy.classify import suppresses
 from kmta.policy.kb import KnowledgeBase
@@ -59,11 +65,21 @@ class _Latest:
 EVENT_APPLY_DELAY_MAX.set_function(lambda: _Latest.worst)
 
 
-def observe_delay(delay: float) -> None:
-    """Record how late the brain applied an event (negative, a clock step: counted as 0)."""
+def observe_delay(delay: float, record: float | None = None, started: float | None = None,
+                  now: float | None = None) -> None:
+    """Record how late the brain applied an event (negative, a clock step: counted as 0);
+    with the results record's Kafka timestamp ``record``, the batch's start ``started`` (the
+    clock at its first event) and the clock ``now`` of the apply, the delay split into the
+    sender side, the way to the batch and the batch's own work."""
     delay = max(0.0, delay)
     EVENT_APPLY_DELAY.observe(delay)
     _Latest.worst = max(_Latest.worst, delay)
+    if record is None or started is None or now is None:
+        return
+    event = now - delay
+    EVENT_RECORD_DELAY.observe(max(0.0, record - event))
+    RECORD_BATCH_DELAY.observe(max(0.0, started - record))
+    BATCH_APPLY_DELAY.observe(max(0.0, now - started))
 
 
 def publish(row: Row, now: float, kb: KnowledgeBase, topic: str,
@@ -101,11 +117,13 @@ class Decide:
         self.rows = rows or Rows()
         self._pending: dict[str, _Pending] = {}
         self._moved: list[tuple[str, int, bytes]] = []  # rows of an earlier partition, encoded
+        self._started: float | None = None  # the clock at the current batch's first event
 
     def batch(self, events: Sequence[Any]) -> list[Out]:
         """Apply ``events`` (faust events: ``.value``, ``.message.partition/.offset``) in order;
         the records to send. The rows they changed wait for ``write``."""
         outs: list[Out] = []
+        self._started = None  # the clock of the batch's first event (no extra clock read)
         for ev in events:
             self._one(ev, outs)
         return outs
@@ -128,6 +146,8 @@ class Decide:
         if not event.isp or event.status is Status.QUEUED:
             return
         now = self.clock()
+        if self._started is None:
+            self._started = now
         if event.status is Status.BOUNCED and suppresses(event.category or ""):
             rec = record_for(Status.BOUNCED, event.to, now, msg_id=event.id,
                              category=event.category, detail=event.response, by=self.node)
@@ -154,7 +174,9 @@ class Decide:
             p.row = self._replay(key, p)
             return
         p.applied.append((event, offset, now))
-        observe_delay(now - event.timestamp)
+        record = getattr(ev.message, "timestamp", None)
+        observe_delay(now - event.timestamp, record if isinstance(record, (int, float)) else None,
+                      self._started, now)
         if changed or not p.known or held:
             outs += publish(p.row, now, self.kb, self.topic("state"),
                             None if not p.known or held else changed)

@@ -103,6 +103,22 @@ EVENT_APPLY_DELAY = Histogram(
     "kmta_event_apply_delay_seconds", "Seconds from a delivery event's own timestamp (the "
     "reply's time) to when the brain applied it: how late speed and lock decisions are",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64))
+# the event-apply delay split at the results record's Kafka timestamp (the sender's producer
+# sets it when the transaction sends the outcome; LogAppendTime: the broker's append time) and
+# at the start of the decide batch that holds it (the clock at the batch's first event)
+EVENT_RECORD_DELAY = Histogram(
+    "kmta_event_record_delay_seconds", "Seconds from a delivery event's own timestamp to its "
+    "results record's Kafka timestamp: the sender side of the event-apply delay",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64))
+RECORD_BATCH_DELAY = Histogram(
+    "kmta_record_batch_delay_seconds", "Seconds from a results record's Kafka timestamp to the "
+    "start of the decide batch that holds it (transaction commit, fetch, faust's buffer, "
+    "take_events' wait)",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 16, 32, 64))
+BATCH_APPLY_DELAY = Histogram(
+    "kmta_batch_apply_delay_seconds", "Seconds from the start of a decide batch to when the "
+    "brain applied one of its events (the batch's own work before it)",
+    buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4))
 EVENT_APPLY_DELAY_MAX = Gauge(
     "kmta_event_apply_delay_max_seconds", "The largest event-apply delay since the process "
     "started (kmta_event_apply_delay_seconds has only bucket bounds)")

@@ -52,3 +52,12 @@ def test_apply_delay_quantiles_are_of_the_run_between_two_scrapes() -> None:
     assert bucket_quantile(before, after, 0.99) == pytest.approx(1.98)
     assert bucket_quantile(after, after, 0.5) is None  # nothing observed between the scrapes
     assert apply_delay_buckets("") == ({}, None)
+
+
+def test_the_split_histograms_are_read_by_name() -> None:
+    from scripts.bench import SPLIT, apply_delay_buckets
+    name = dict(SPLIT)["record->batch"]
+    text = (f'{name}_bucket{{le="1.0"}} 3.0\n{name}_bucket{{le="+Inf"}} 5.0\n'
+            'kmta_event_apply_delay_seconds_bucket{le="1.0"} 9.0\n')
+    assert apply_delay_buckets(text, name)[0] == {1.0: 3.0, float("inf"): 5.0}
+    assert apply_delay_buckets(text)[0] == {1.0: 9.0}

@@ -27,6 +27,7 @@ DOMAINS = {"gmail": "gmail.com", "yahoo": "yahoo.com"}
 class Message:
     partition: int
     offset: int
+    timestamp: float | None = None  # the record's Kafka timestamp (faust: seconds)
 
 
 @dataclass
@@ -219,3 +220,35 @@ def test_apply_delay_is_measured_from_the_events_own_timestamp() -> None:
     mean = (sample("kmta_event_apply_delay_seconds_sum") - sum0) / 10
     assert 29.0 < mean < 31.0
     assert sample("kmta_event_apply_delay_max_seconds") >= 30.0
+
+
+def test_apply_delay_is_split_at_the_records_kafka_timestamp_and_the_batch_start() -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    names = ("kmta_event_record_delay_seconds", "kmta_record_batch_delay_seconds",
+             "kmta_batch_apply_delay_seconds")
+    count0 = {n: sample(n + "_count") for n in names}
+    sum0 = {n: sample(n + "_sum") for n in names}
+    recs = records(10)
+    for r in recs:  # the sender's producer wrote each outcome 2 s after its reply
+        r.message.timestamp = DeliveryEvent.model_validate_json(r.value).timestamp + 2.0
+    late = Clock()
+    late.t = 1000.0 + 30.0  # the batch starts ~30 s after the replies
+    decider(FakeTable(), late).run(recs)
+    mean = {n: (sample(n + "_sum") - sum0[n]) / (sample(n + "_count") - count0[n])
+            for n in names}
+    assert all(sample(n + "_count") - count0[n] == 10 for n in names)
+    assert mean["kmta_event_record_delay_seconds"] == pytest.approx(2.0)
+    # events 0.004 s apart, the batch started once: records 28 s minus their offset old
+    assert 27.9 < mean["kmta_record_batch_delay_seconds"] < 28.0
+    assert 0.0 < mean["kmta_batch_apply_delay_seconds"] < 0.1  # the clock's ticks in the batch
+
+
+def test_no_split_without_a_kafka_timestamp() -> None:
+    from prometheus_client import REGISTRY
+    before = REGISTRY.get_sample_value("kmta_event_record_delay_seconds_count") or 0.0
+    decider(FakeTable(), Clock()).run(records(3))
+    assert REGISTRY.get_sample_value("kmta_event_record_delay_seconds_count") == before
