@@ -389,6 +389,10 @@ def bucket_quantile(before: dict[float, float], after: dict[float, float],
     return lower
 
 
+def _capped(v: float | None, worst: float | None) -> float | None:
+    return v if v is None or worst is None else min(v, worst)
+
+
 def scrape(hostport: str) -> str:
     import urllib.request
     try:
@@ -470,8 +474,9 @@ async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: floa
     sess1, _ = sink.counts()
     text1 = scrape(run.metrics)
     delay1, worst = apply_delay_buckets(text1)
-    split = {k: {q: bucket_quantile(split0[k], apply_delay_buckets(text1, m)[0], f)
-                 for q, f in (("p50", 0.5), ("p99", 0.99))} for k, m in SPLIT}
+    # a segment is at most the whole delay: its quantiles capped at the delay's max too
+    split = {k: {q: _capped(bucket_quantile(split0[k], apply_delay_buckets(text1, m)[0], f),
+                            worst) for q, f in (("p50", 0.5), ("p99", 0.99))} for k, m in SPLIT}
     # a quantile interpolated in its bucket is at most the largest delay seen
     apply_delay = {q: None if v is None or worst is None else min(v, worst) for q, v in (
         ("p50", bucket_quantile(delay0, delay1, 0.5)),
