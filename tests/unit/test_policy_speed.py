@@ -530,3 +530,40 @@ def test_a_probe_near_the_ceiling_waits_until_the_deferrals_stay_under_the_share
     monkeypatch.setattr(sp, "DEFER_SHARE", 1.0)
     assert _probe_starts(1.0, 400.0)[:3] == pytest.approx([4.0, 106.0, 208.0], abs=1.0)
     assert fast == _probe_starts(10.0, 100.0) and len(fast) == 5
+
+
+def _against_bucket(capacity: float, learned: float, until: float) -> tuple[list, float]:
+    """Sending at the speed (tact 1 s, one IP and node) from a learned level to a token bucket
+    refilled at ``capacity`` per second, a quarter second deep (the sim's), every reply at
+    once. The (time, speed, last cut) after each throttle, and the share of the capacity
+    delivered."""
+    rule = SpeedRule(min=0.1)
+    state, cuts, t = initial(rule, 0, learned=learned), [], 0.0
+    full = max(1.0, capacity / 4)
+    tokens, last, delivered = full, 0.0, 0
+    while t < until:
+        tokens, last = min(full, tokens + (t - last) * capacity), t
+        if tokens >= 1:
+            tokens -= 1
+            delivered += 1
+            state = observe(state, C, rule, TACT, t, "ip1", "n1")
+        else:
+            state = observe(state, T, rule, TACT, t, "ip1", "n1")
+            cuts.append((round(t), round(state.speed, 3), state.last_cut))
+        t += 1 / state.speed
+    return cuts, delivered / until / capacity
+
+
+def test_a_floor_reverted_as_a_false_pass_that_passes_again_is_probed_by_the_smallest_step(
+) -> None:
+    # capacity 5/s from a learned 4.7: +3 % (4.841) passes, the +6 % probe above it (5.13) is
+    # refused within VERIFY: 4.841 may have passed on the burst allowance, back to 4.7, 4.841
+    # the ceiling. 4.841 passes again: that ceiling was a floor put in doubt, not a refused
+    # level, so the next probe is +3 % (4.986, under the capacity: it passes), and the one
+    # refused after it goes back to 4.841. Escalating to +6 % as from a stale ceiling
+    # refused within VERIFY again and went back to 4.7 every ~38 s (95.1 % of the capacity)
+    cuts, used = _against_bucket(5.0, 4.7, 240.0)
+    assert cuts[0] == (19, 4.7, "false")
+    assert [c[1:] for c in cuts[1:]] == [(4.841, "false")] * 5
+    assert [c[0] for c in cuts[1:]] == pytest.approx([70, 107, 144, 181, 218], abs=1)
+    assert used > 0.97
