@@ -99,11 +99,8 @@ class Dispatcher:
         idle_until: float | None = None
         try:
             while not self.stopping:
-                now = time.time()
-                if lane.blocked_until(now) is not None or lane.ip_blocked(ip, now):
-                    break
-                if lane.conns.get(ip, 0) > lane.max_connections_per_ip():
-                    break  # the cap was lowered (live rule edit, throttle): shed a connection
+                if not self._open(lane, ip):
+                    break  # a lock or pause, or the cap was lowered: shed a connection
                 if not lane.queue:
                     # an open connection waits up to the rule's idle_timeout for the lane's
                     # next message instead of closing now and reconnecting for it (a burst
@@ -193,15 +190,21 @@ class Dispatcher:
         lane.delivering -= 1
         lane.warm_end(ip)
 
+    @staticmethod
+    def _open(lane: Lane, ip: str | None) -> bool:
+        """Whether a connection of ``lane`` from ``ip`` may go on sending: no lock or pause
+        of the lane or the IP, and within the connection cap (lowered by a live rule edit or
+        a throttle: a connection over it is shed)."""
+        now = time.time()
+        return (lane.blocked_until(now) is None and not lane.ip_blocked(ip, now)
+                and lane.conns.get(ip, 0) <= lane.max_connections_per_ip())
+
     def may_follow(self, lane: Lane, ip: str | None, conn: Connection) -> bool:
         """Whether the lane's next message may go on ``conn`` now, behind the one in flight:
-        what the worker loop checks before a message (not stopping, no lock or pause, the
-        connection cap, ``messages_per_connection`` counting the one in flight as delivered)
-        and a free pacing slot: only a message pacing has released goes ahead."""
-        now = time.time()
-        return (not self.stopping and bool(lane.queue) and lane.blocked_until(now) is None
-                and not lane.ip_blocked(ip, now)
-                and lane.conns.get(ip, 0) <= lane.max_connections_per_ip()
+        what the worker loop checks before a message (not stopping, ``_open``,
+        ``messages_per_connection`` counting the one in flight as delivered) and a free
+        pacing slot: only a message pacing has released goes ahead."""
+        return (not self.stopping and bool(lane.queue) and self._open(lane, ip)
                 and conn.delivered + 1 < lane.rule.sending.messages_per_connection
                 and lane.pacer(ip).delay() == 0)
 
