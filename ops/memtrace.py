@@ -137,13 +137,14 @@ def _triggers(out_dir: Path, path: Path) -> None:
             out = [f"time {time.time():.0f} VmRSS {_rss_mb():.1f} MB traced "
                    f"{total / 2**20:.1f} MB blocks {sys.getallocatedblocks()}"]
             if prev is not None:
-                stats = now.compare_to(prev.filter_traces(ignore), "traceback")
+                base = prev.filter_traces(ignore)
+                stats = now.compare_to(base, "traceback")
                 for s in stats[:25]:
                     out.append(f"{s.size_diff / 2**20:+9.2f} MB {s.count_diff:+9d} "
                                f"(now {s.size / 2**20:.2f} MB {s.count})")
                     out += [f"      {f}" for f in s.traceback.format(most_recent_first=True)]
                 out.append("-- by line")
-                for s in now.compare_to(prev.filter_traces(ignore), "lineno")[:25]:
+                for s in now.compare_to(base, "lineno")[:25]:
                     out.append(f"{s.size_diff / 2**20:+9.2f} MB {s.count_diff:+9d} "
                                f"{s.traceback[0]}")
             with diff.open("a") as f:

@@ -389,8 +389,16 @@ def bucket_quantile(before: dict[float, float], after: dict[float, float],
     return lower
 
 
-def _capped(v: float | None, worst: float | None) -> float | None:
-    return v if v is None or worst is None else min(v, worst)
+def quantiles(before: dict[float, float], after: dict[float, float],
+              worst: float | None) -> dict[str, float | None]:
+    """p50 and p99 between two scrapes (``bucket_quantile``), each at most ``worst``: a
+    quantile interpolated in its bucket is at most the largest delay seen, and a segment of
+    the delay at most the whole."""
+    out: dict[str, float | None] = {}
+    for q, f in (("p50", 0.5), ("p99", 0.99)):
+        v = bucket_quantile(before, after, f)
+        out[q] = v if v is None or worst is None else min(v, worst)
+    return out
 
 
 def scrape(hostport: str) -> str:
@@ -474,14 +482,8 @@ async def measure_kmta(run: KmtaRun, docs: list[dict], sink: Sink, timeout: floa
     sess1, _ = sink.counts()
     text1 = scrape(run.metrics)
     delay1, worst = apply_delay_buckets(text1)
-    # a segment is at most the whole delay: its quantiles capped at the delay's max too
-    split = {k: {q: _capped(bucket_quantile(split0[k], apply_delay_buckets(text1, m)[0], f),
-                            worst) for q, f in (("p50", 0.5), ("p99", 0.99))} for k, m in SPLIT}
-    # a quantile interpolated in its bucket is at most the largest delay seen
-    apply_delay = {q: None if v is None or worst is None else min(v, worst) for q, v in (
-        ("p50", bucket_quantile(delay0, delay1, 0.5)),
-        ("p99", bucket_quantile(delay0, delay1, 0.99)))}
-    apply_delay["max"] = worst
+    split = {k: quantiles(split0[k], apply_delay_buckets(text1, m)[0], worst) for k, m in SPLIT}
+    apply_delay = {**quantiles(delay0, delay1, worst), "max": worst}
     return {"messages": n, "produce_s": t_produced, "produce_rate": n / t_produced,
             "e2e_s": t_end, "e2e_rate": n / t_end, "steady_rate": steady_rate(samples, n),
             "statuses": dict(statuses), "smtp_sessions": sess1 - sess0,
