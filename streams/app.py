@@ -41,6 +41,7 @@ from kmta.policy.kb import KnowledgeBase
 from kmta.policy.warmup import WarmPlan, new_ips
 from schemas import ControlRecord
 from schemas.control import ALL_ISPS, WARMUP_ACTIONS
+from streams import committed
 from streams.brain import (
     apply_command,
     warmup_mark,
@@ -190,6 +191,7 @@ def build(config: Config, kb: KnowledgeBase | None = None,
     os.makedirs(datadir, exist_ok=True)
     app = faust.App(f"{config.kafka.topic_prefix}brain",
                     broker_credentials=faust_credentials(config), **app_options(config, datadir))
+    committed.install(app)  # before any topic: faust's consumer reads read_committed
 
     def raw_topic(name: str, partitions: int) -> faust.TopicT:
         return app.topic(t(name), key_type=bytes, value_type=bytes, key_serializer="raw",
