@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from aiokafka import TopicPartition
 
@@ -35,12 +35,14 @@ Write = Callable[[TopicPartition, int, list], None]  # (queue partition, offset,
 class Dispatcher:
     """Connections for the lanes of one node. ``write`` queues a message's outcome records for
     the checkpoint; ``retry_rule(isp)`` is the retry rule for a message whose outcome could
-    not be decided."""
+    not be decided; ``owned()`` the queue partitions the node owns (None: all of them), which
+    a message put back in its lane must still be in."""
 
     def __init__(self, transport: Transport, classifier: Classifier, records: Records,
                  write: Write, queue_topic: str,
                  retry_rule: Callable[[str], RetryRule],
-                 suspension: Suspension | None = None) -> None:
+                 suspension: Suspension | None = None,
+                 owned: Callable[[], Collection[int]] | None = None) -> None:
         self.transport = transport
         self.classifier = classifier
         self.records = records
@@ -48,6 +50,7 @@ class Dispatcher:
         self._topic = queue_topic
         self._retry_rule = retry_rule
         self.suspension = suspension
+        self._owned = owned
         self.delivering = 0  # messages handed to a connection, reply not decided yet
         self.delivered = 0
         self.attempts = 0
@@ -199,6 +202,17 @@ class Dispatcher:
         return (lane.blocked_until(now) is None and not lane.ip_blocked(ip, now)
                 and lane.conns.get(ip, 0) <= lane.max_connections_per_ip())
 
+    def requeue(self, lane: Lane, item: Item) -> None:
+        """Put ``item`` back at the head of its lane to be sent again, unless its partition was
+        given away while it was in flight: then its next owner delivers it, and sending it
+        here too would deliver it twice (its outcome would be dropped as late)."""
+        if self._owned is not None and item.partition not in self._owned():
+            log.info("%s not put back in its lane: partition %d given away meanwhile",
+                     item.env.id, item.partition,
+                     extra={"isp": item.env.isp, "message_id": item.env.id})
+            return
+        lane.queue.appendleft(item)
+
     def may_follow(self, lane: Lane, ip: str | None, conn: Connection) -> bool:
         """Whether the lane's next message may go on ``conn`` now, behind the one in flight:
         what the worker loop checks before a message (not stopping, ``_open``,
@@ -229,12 +243,12 @@ class Dispatcher:
                 # the server closed a used channel, or the message needs a verified TLS
                 # connection (MTA-STS): no attempt, a new connection
                 item.requeued = True
-                lane.queue.appendleft(item)
+                self.requeue(lane, item)
                 return nxt.item
             await self.outcome_or_fallback(lane, item, outcome, ip)
         except BaseException:
             if nxt.item is not None:  # written ahead, never delivered: back to the lane
-                lane.queue.appendleft(nxt.item)
+                self.requeue(lane, nxt.item)
                 self._landed(lane, ip)
             raise
         finally:

@@ -245,6 +245,9 @@ class Intake:
         for tp in tps:
             self.checkpoint.release(tp)
             self.paused_by_lane.pop(tp, None)
+        # a message in flight may have gone back to its lane meanwhile (its connection ended
+        # before its reply): its next owner delivers it
+        self.drop({tp.partition for tp in tps})
         self.lanes.reslot()
 
     # -- flow control ------------------------------------------------------------------------

@@ -69,7 +69,7 @@ class SenderNode:
                                      self.node, self.checkpoint.write)
         self.dispatch = Dispatcher(transport, classifier, records, self.checkpoint.write,
                                    config.topic("queue"), lambda isp: kb.effective(isp).retry,
-                                   self.suspension)
+                                   self.suspension, self.checkpoint.owned)
         self.intake = Intake(config, pmap, self.lanes, self.checkpoint, records,
                              self.dispatch.kick, self.busy, suspension=self.suspension)
         self.started_at = time.time()

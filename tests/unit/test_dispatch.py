@@ -44,10 +44,11 @@ class Written:
                 for off, outs in self.outs.items() for o in outs if o.topic == "kmta.results"}
 
 
-def setup(transport: FakeTransport, n: int, single: bool = False) -> tuple[Dispatcher, Lane, Written]:
+def setup(transport: FakeTransport, n: int, single: bool = False,
+          owned: Callable[[], set[int]] | None = None) -> tuple[Dispatcher, Lane, Written]:
     written = Written()
     d = Dispatcher(transport, Classifier.load(), Records(CONFIG, "n1"), written,
-                   "kmta.queue", lambda isp: KB.effective(isp).retry)
+                   "kmta.queue", lambda isp: KB.effective(isp).retry, owned=owned)
     lane = Lane("gmail", None, KB.effective("gmail"), [None])
     now = time.time()
     one = {"max_connections": 1} if single else {}
@@ -147,6 +148,28 @@ async def test_a_used_channel_closed_at_mail_costs_no_attempt() -> None:
     await until(lambda: len(written.outs) == 2)
     assert sent == ["m0", "m1", "m1"] and transport.connects == 2
     assert written.events()[1].status is Status.DELIVERED and written.events()[1].attempt == 1
+    await stop(d, lane)
+
+
+async def test_a_message_of_a_partition_given_away_in_flight_is_not_sent_again() -> None:
+    owned = {0}
+    sent: list[str] = []
+
+    def reply(env: Envelope) -> Outcome:
+        sent.append(env.id)
+        if env.id == "m1":
+            owned.clear()  # the group moved the partition while m1 was on the wire
+            return Outcome(refused(421, "closing").reply, False, "mx.test", "mail", True)
+        return accepted()
+
+    transport = FakeTransport(reply=reply)
+    d, lane, written = setup(transport, 3, single=True, owned=lambda: owned)
+    d.kick(lane)
+    await until(lambda: set(written.outs) == {0, 2})
+    # m1 went back to no lane (its next owner delivers it), and was never written; m2, still
+    # queued here (revoked() drops such), went on a new connection
+    await asyncio.sleep(0.05)
+    assert sent == ["m0", "m1", "m2"] and set(written.outs) == {0, 2} and not lane.queue
     await stop(d, lane)
 
 

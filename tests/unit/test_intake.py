@@ -4,6 +4,7 @@ partition must keep flowing, else held; flow control pauses and resumes partitio
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass
 
@@ -40,9 +41,10 @@ class Rooms:
         self.checkpoint = Checkpoint("g", self.consumer.assignment, FakeProducer())
         self.lanes = Lanes(self.config, KB, self.pmap, self.states, self.checkpoint.owned)
         self.kicked: list[Lane] = []
+        self.busy = 0  # messages a test holds "in flight"
         self.intake = Intake(self.config, self.pmap, self.lanes, self.checkpoint,
-                             Records(self.config, "n1"), self.kicked.append, lambda: 0,
-                             self.consumer)
+                             Records(self.config, "n1"), self.kicked.append,
+                             lambda: self.busy, self.consumer)
 
     def tp(self, isp: str) -> TopicPartition:
         tp = TopicPartition("kmta.queue", self.pmap.partitions_of(isp)[0])
@@ -203,3 +205,18 @@ async def test_a_revoked_partition_drops_what_was_not_started_and_commits() -> N
     await r.intake.revoked([tp])
     assert not r.lanes.by_key[("gmail", None)].queue
     assert r.checkpoint.owned() == set()
+
+
+async def test_a_message_put_back_in_its_lane_while_its_partition_is_revoked_is_dropped() -> None:
+    r = Rooms()
+    tp = r.tp("gmail")
+    r.intake.accept(tp, Rec(0, env("gmail", 0)))
+    lane = r.lanes.by_key[("gmail", None)]
+    item = lane.queue.popleft()  # on a connection
+    r.busy = 1
+    revoking = asyncio.create_task(r.intake.revoked([tp]))
+    await asyncio.sleep(0.05)  # revoked() waits for it within its grace
+    lane.queue.appendleft(item)  # its connection ended before its reply: back to the lane
+    r.busy = 0
+    await revoking
+    assert not lane.queue, "the next owner delivers it; sending it here would be a second copy"
