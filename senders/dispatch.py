@@ -316,3 +316,6 @@ class _Next:
 
     def take(self) -> None:
         self.item = self._d._take(self._lane, self._ip)
+
+    def still_open(self) -> bool:
+        return self._d._open(self._lane, self._ip)

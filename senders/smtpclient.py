@@ -298,12 +298,16 @@ class SmtpClient:
         self.extensions = {}
 
     async def send(self, msg: Message, plan: Plan, mx: str,
-                   follow: Callable[[], Message | None] | None = None) -> Settled:
+                   follow: Callable[[], Message | None] | None = None,
+                   go: Callable[[], bool] | None = None) -> Settled:
         """One message: the commands as ``plan`` groups them, every reply matched in order
         (``kmta.policy.flight``). ``follow``: asked once, when this message's body is about to
         go (``rides``), for the next message to write behind its dot (None: none); that
-        message must be the next ``send``, which then only reads its replies. ``unsent``:
-        nothing of ``msg`` was answered, the session ended first. The caller bounds the time."""
+        message must be the next ``send``, which then only reads its replies. ``go``: asked
+        for a message written ahead once its 354 came, whether its body may still go; if not,
+        the session is dropped before the body (a transaction without its end of data is not
+        delivered, RFC 5321 4.1.1.4) and the message is ``unsent``. ``unsent``: nothing of
+        ``msg`` was answered or sent, the session ended first. The caller bounds the time."""
         flight, self._flight = self._flight, None
         if flight is not None and flight.msg is not msg:  # out of step with the server
             self.close()
@@ -311,6 +315,9 @@ class SmtpClient:
         if flight is not None:  # its commands went behind the previous message's dot
             s = await self._answers(flight, mx)
             sent, got = list(flight.second), flight.got[len(flight.first):]
+            if s.state == "go" and go is not None and not go():
+                self.close()
+                return Settled("unsent", lost=True)
         else:
             if not self.is_connected:
                 return Settled("unsent", lost=True)

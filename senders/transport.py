@@ -65,6 +65,10 @@ class Ahead(Protocol):
         """The peeked message goes now: off the lane, its send slot taken. The next
         ``deliver`` call of the connection must be for it."""
 
+    def still_open(self) -> bool:
+        """Whether a message whose commands were written ahead may have its body sent: no
+        lock or pause of its lane or source IP came since (e.g. with the reply before it)."""
+
 
 class Connection(Protocol):
     mx: str
@@ -158,8 +162,10 @@ class SmtpConnection:
                         self._closed = True
                     return stop
             assert msg is not None
-            s = await asyncio.wait_for(self._client.send(msg, self.plan, self.mx, follow),
-                                       timeout)
+            # a message written ahead goes on to its body only if its lane is still open
+            go = ahead.still_open if pre is not None and ahead is not None else None
+            s = await asyncio.wait_for(
+                self._client.send(msg, self.plan, self.mx, follow, go), timeout)
         except TimeoutError:
             return self._lost(_internal(451, "4.4.2", f"timed out talking to {self.mx}"), "data")
         except (SmtpError, OSError) as e:

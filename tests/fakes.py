@@ -45,8 +45,11 @@ class FakeConnection:
                       ahead: Ahead | None = None) -> Outcome:
         pre, self.ahead = self.ahead, None
         assert pre is None or pre is env, "the message written ahead must be delivered next"
-        if self.closed:  # the session ended before this message had a reply of its own
+        if self.closed or (pre is not None and ahead is not None and not ahead.still_open()):
+            # the session ended before this message had a reply of its own, or its lane was
+            # locked meanwhile (like SmtpConnection: dropped before the body)
             assert pre is env, "no deliver on a closed connection but for one written ahead"
+            self.closed = True
             return Outcome(Reply(451, "4.4.2", "ended", True), False, self.mx, "mail", True,
                            attempted=False)
         outcome = self._t.reply(env)

@@ -316,11 +316,13 @@ class Scripted:
     close without a word after that many messages of a connection."""
 
     def __init__(self, idle_421: int | None = None, dot_421: bool = False,
-                 hang_up: int | None = None) -> None:
+                 hang_up: int | None = None, dot_refusal: str | None = None) -> None:
         self.idle_421 = idle_421
         self.dot_421 = dot_421  # 421 to every end of data, then close
         self.hang_up = hang_up  # after this many messages of a connection: close, no word
+        self.dot_refusal = dot_refusal  # the reply to the first end of data (then 250s)
         self.messages = 0
+        self.unfinished = 0  # DATA sessions the client ended before their end of data
         self.commands: list[str] = []  # every command line read, across connections
 
     async def handle(self, r, w) -> None:
@@ -339,8 +341,15 @@ class Scripted:
                     await say("250-scripted\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
                 elif cmd == "DATA":
                     await say("354 go ahead\r\n")
-                    while (await r.readline()) != b".\r\n":
+                    while (body := await r.readline()) not in (b".\r\n", b""):
                         pass
+                    if not body:
+                        self.unfinished += 1
+                        break
+                    if self.dot_refusal is not None:
+                        await say(self.dot_refusal + "\r\n")
+                        self.dot_refusal = None
+                        continue
                     if self.dot_421:
                         await say("421 4.3.2 scripted: shutting down\r\n")
                         break
@@ -408,13 +417,15 @@ class Dispatched:
     outcomes: dict[str, list[Outcome]]
     conns: list[ConnStats]
     connects: int
+    left: list[str]  # the messages still in the lane at the end (queue order)
 
 
 async def dispatch(port: int, envs: list[Envelope], pipelining: bool = True,
-                   rate: float = 1e9) -> Dispatched:
+                   rate: float = 1e9, outcomes: int | None = None) -> Dispatched:
     """The senders' dispatcher over one connection at a time (the rule's cap set to 1 by a
     brain state), messages queued back to back, ``rate`` messages per second allowed (the
-    default never makes a message wait), through the counting proxy to ``port``."""
+    default never makes a message wait), through the counting proxy to ``port``; until
+    every message has its outcome, or ``outcomes`` of them (the rest left in the lane)."""
     with DelayProxy("127.0.0.1", "127.0.0.1", port) as proxy:
         transport = SmtpTransport(proxy.port, "kmta.test", ["127.0.0.0/8"],
                                   allow_special=["127.0.0.0/8"], pipelining=pipelining)
@@ -426,11 +437,11 @@ async def dispatch(port: int, envs: list[Envelope], pipelining: bool = True,
 
         d = Dispatcher(transport, Classifier.load(), Records(Config(), "n1"), write,
                        "kmta.queue", lambda isp: KB.effective(isp).retry)
-        outcomes: dict[str, list[Outcome]] = {}
+        seen: dict[str, list[Outcome]] = {}
         decide = d.outcome
 
         async def record(lane: Lane, item: Item, outcome: Outcome, ip: str | None) -> None:
-            outcomes.setdefault(item.env.id, []).append(outcome)
+            seen.setdefault(item.env.id, []).append(outcome)
             await decide(lane, item, outcome, ip)
 
         d.outcome = record  # type: ignore[method-assign]
@@ -443,14 +454,17 @@ async def dispatch(port: int, envs: list[Envelope], pipelining: bool = True,
         for i, e in enumerate(envs):
             lane.queue.append(Item(e.model_copy(update={"mx": mx, "accepted_at": now}), 0, i))
         d.kick(lane)
-        await until(lambda: len(written) == len(envs), "every message's outcome")
+        want = len(envs) if outcomes is None else outcomes
+        await until(lambda: len(written) == want, "the messages' outcomes")
+        await until(lambda: outcomes is None or lane.workers == 0, "the connection to end")
         await d.stop()
         await until(lambda: lane.workers == 0, "the connection to close")
-        assert d.delivering == 0 and lane.delivering == 0 and not lane.queue
+        assert d.delivering == 0 and lane.delivering == 0
+        assert len(written) == want and len(lane.queue) == len(envs) - want
         events = {off: DeliveryEvent.model_validate_json(o.value or b"")
                   for off, outs in written.items() for o in outs if o.topic == RESULTS}
         conns = list(proxy.conns)
-    return Dispatched(events, outcomes, conns, len(conns))
+    return Dispatched(events, seen, conns, len(conns), [i.env.id for i in lane.queue])
 
 
 async def until(cond: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
@@ -546,6 +560,24 @@ async def test_a_421_after_the_dot_leaves_the_message_behind_it_unattempted() ->
     assert r.connects == 3 and s.messages == 0
     # the first two connections carried the next message's MAIL behind the dot
     assert sum(c.startswith("MAIL FROM") for c in s.commands) >= 3
+
+
+async def test_a_lock_at_the_dot_drops_the_message_behind_it_before_its_body() -> None:
+    """The first end of data gets a reply that locks the lane (a lock rule of threshold 1):
+    the next message's MAIL RCPT DATA went behind that dot, and the server said 354, but its
+    body never goes: the session is dropped before it (RFC 5321: no end of data, no
+    delivery), the message costs no attempt and waits in the locked lane with the rest."""
+    s = Scripted(dot_refusal="554 5.7.1 Retrying will NOT succeed")
+    port, close = await serve(s)
+    try:
+        r = await dispatch(port, [env(i) for i in range(3)], outcomes=1)
+    finally:
+        await close()
+    assert [(o.accepted, o.stage, o.reply.code) for o in r.outcomes["m0"]] == [
+        (False, "data", 554)]
+    assert set(r.outcomes) == {"m0"} and r.left == ["m1", "m2"]
+    assert sum(c.startswith("MAIL FROM") for c in s.commands) == 2  # m1 rode behind m0's dot
+    assert s.messages == 0 and s.unfinished == 1 and r.connects == 1
 
 
 async def test_the_connection_closing_mid_flight() -> None:

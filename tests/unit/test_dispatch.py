@@ -216,6 +216,25 @@ async def test_each_message_takes_the_next_one_behind_it_on_one_connection() -> 
     assert d.delivering == 0 and lane.delivering == 0
 
 
+async def test_a_message_written_ahead_is_dropped_before_its_body_when_a_lock_came() -> None:
+    rule = next(r for r in KB.effective("gmail").replies if r.name == "retrying_will_not_succeed")
+    assert rule.action == "lock" and rule.threshold == 1
+
+    def reply(env: Envelope) -> Outcome:
+        if env.id == "m0":  # at the dot, the lane's next message's commands behind it
+            return refused(421, "4.7.0 Retrying will NOT succeed", "4.7.0", stage="data")
+        return accepted()
+
+    transport, d, lane, written = pipelined(3, reply)
+    d.kick(lane)
+    await until(lambda: lane.blocked_until(time.time()) is not None and lane.workers == 0)
+    # m1 rode behind m0's dot, but the lock came with m0's reply: it never had its body sent,
+    # costs no attempt and waits in the lane with m2
+    assert transport.rode == [("m0", "m1")] and [s for s, _ in transport.sent] == ["m0"]
+    assert set(written.outs) == {0} and d.attempts == 1
+    assert [i.env.id for i in lane.queue] == ["m1", "m2"] and d.delivering == 0
+
+
 async def test_nothing_rides_past_messages_per_connection() -> None:
     transport, d, lane, written = pipelined(5)
     lane.rule = dataclasses.replace(lane.rule, sending=lane.rule.sending.model_copy(
