@@ -488,6 +488,12 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
         # falsely: the same pattern). A third round could reach a provider's "K in a minute"
         # with two nodes per IP, so this cut must hold: a drop, never the floor before
         kind = "again" if s.last_cut in ("knee", "again") else "drop"
+        if s.last_cut == "probe" and _unproven(s, tact, now):
+            # refused again at the floor a failed probe went back to, a floor whose pass held
+            # too few messages to tell it from an excess (at 0.5/s a +25 % probe held 2 s holds
+            # one message per source IP, and passed at 1.17 x the capacity): it passed falsely,
+            # and the floor before it was held clean for longer. Back there, not a halving
+            kind = "false"
     elif s.mode == STARTUP:
         kind = "knee"
     elif s.mode == PROBE and s.floor is not None:
@@ -564,6 +570,20 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
                  floor_at=at, last_cut=kind, cut_throttles=0, cut_ips=(), prior=None,
                  raised_at=None)
     return _replace(s, next_probe_at=now + _wait(s, tact))
+
+
+def _unproven(s: SpeedState, tact: float, now: float) -> bool:
+    """True while the floor a probe passed has been sent fewer messages per source IP (its
+    probe's hold and since) than a token bucket one message deep takes to refuse an excess of
+    that probe's step ``e``: ``(1 + e) / e`` (5 at +25 %; a bucket deeper than one message
+    takes longer, which ``PROBE_BURST`` covers)."""
+    if s.prev_floor is None or s.floor_at is None or s.floor is None:
+        return False
+    step = s.floor / s.prev_floor - 1.0
+    if step <= 0:
+        return False
+    held = _probe_hold(s.prev_floor, s.floor, s.deep) + max(now - s.floor_at, 0.0)
+    return held * s.floor / tact < (1.0 + step) / step
 
 
 def _deepen(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedState:

@@ -567,3 +567,38 @@ def test_a_floor_reverted_as_a_false_pass_that_passes_again_is_probed_by_the_sma
     assert [c[1:] for c in cuts[1:]] == [(4.841, "false")] * 5
     assert [c[0] for c in cuts[1:]] == pytest.approx([70, 107, 144, 181, 218], abs=1)
     assert used > 0.97
+
+
+@pytest.mark.parametrize(("rate", "kind", "back_to"), [(0.5, "false", 0.5), (10.0, "drop", 6.25)])
+def test_refused_again_at_a_floor_that_passed_on_too_few_messages_goes_back_below_it(
+        rate: float, kind: str, back_to: float) -> None:
+    # a +25 % probe from `rate` passed (held 2 s) at 30 s; the bisection above it is refused
+    # 4 s later (back to that floor, as ever), and the floor is refused 2 s after that, within
+    # AGAIN. At 0.5/s the floor had been sent (2 s + 5.9 s) x 0.625 = 4.9 messages, fewer than
+    # the (1 + 0.25) / 0.25 = 5 a bucket one message deep takes to refuse +25 %: its pass
+    # proved nothing, it passed falsely; back to the floor before it, under that floor as the
+    # ceiling. At 10/s it had been sent 79: the capacity fell, a halving as before
+    rule = SpeedRule(min=0.1)
+    floor = rate * 1.25
+    state = replace(initial(rule, 0, learned=rate), mode=sp.PROBE, speed=floor * 1.1,
+                    floor=floor, prev_floor=rate, floor_at=30.0, since=30.0, period_start=33.0,
+                    step=0.5)
+    state = observe(state, T, rule, TACT, 34.0, "ip1", "n1")
+    assert (state.mode, state.last_cut, state.speed) == (sp.HOLD, "probe", floor)
+    state = observe(state, T, rule, TACT, 35.9, "ip1", "n1")
+    assert (state.last_cut, state.speed) == (kind, pytest.approx(back_to))
+    assert state.ceiling == pytest.approx(floor)
+    if kind == "false":  # the next probe bisects under the floor that passed falsely
+        assert sp._target(state, rule) == pytest.approx(math.sqrt(rate * floor))
+
+
+def test_the_evidence_a_floor_needs_grows_as_its_step_shrinks() -> None:
+    # (1 + e) / e messages per source IP: 5 at +25 %, 34.3 at +3 %; the probe's hold counts
+    rule = SpeedRule(min=0.1)
+    base = replace(initial(rule, 0, learned=1.0), floor=1.25, prev_floor=1.0, floor_at=30.0)
+    # +25 % held 2 s at 1.25/s: 2.5 messages; 5 reached 2 s after the pass
+    assert sp._unproven(base, TACT, 31.9) and not sp._unproven(base, TACT, 32.1)
+    small = replace(base, floor=1.03)  # +3 %: held 13.3 s, 34.3 messages by 33.3 s at 1.03/s
+    assert sp._unproven(small, TACT, 49.9) and not sp._unproven(small, TACT, 50.1)
+    assert not sp._unproven(replace(base, prev_floor=None), TACT, 30.5)
+
