@@ -25,7 +25,7 @@ from kmta.pipeline.outputs import Ending, Out, ended, event_out, internal_event,
 from kmta.pipeline.resolver import MxStatus, Resolver
 from kmta.pipeline.seenids import SeenIds
 from kmta.policy.addresses import split_address
-from kmta.policy.compose import compose
+from kmta.policy.compose import compose_bytes
 from kmta.policy.dedup import IdVerdict, Seen, encode_seen, judge
 from kmta.policy.kb import KnowledgeBase
 from kmta.policy.partitions import PartitionMap
@@ -115,7 +115,8 @@ class Router:
             local, domain = split_address(msg.to, "to")
             msg_id = msg.id or new_id()
             bind(message_id=msg_id)
-            data = compose(msg, msg_id, sdomain, now, self._out.headers(msg, sdomain, msg_id))
+            data = compose_bytes(msg, msg_id, sdomain, now,
+                                 self._out.headers(msg, sdomain, msg_id))
             stamped = self._out.stamp(data, msg_id, msg.from_, sdomain, now)  # DKIM, VERP
             if len(stamped.data) > self._c.delivery.max_message_bytes:
                 raise InputError(f"message is {len(stamped.data)} bytes; the limit is "

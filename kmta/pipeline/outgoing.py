@@ -94,10 +94,11 @@ class Outgoing:
                 raise InputError(f"data already has {', '.join(sorted(clash))}")
         return out
 
-    def stamp(self, data: str, msg_id: str, from_addr: str, from_domain: str,
+    def stamp(self, data: str | bytes, msg_id: str, from_addr: str, from_domain: str,
               now: float) -> Stamped:
-        """Sign ``data`` with the From domain's keys valid at ``now`` (plus the platform's)
-        and choose the envelope sender."""
+        """Sign ``data`` (text, or its UTF-8 bytes as ``compose_bytes`` makes them) with the
+        From domain's keys valid at ``now`` (plus the platform's) and choose the envelope
+        sender."""
         dom = self.domain_for(from_domain)
         keys = active_keys(self._keys[dom.name], now) if dom else []
         if not keys and self._refuse:
@@ -107,7 +108,7 @@ class Outgoing:
                                   f"(delivery.unsigned = \"refuse\")")
         if self._platform and (dom is None or dom.name != self._platform):
             keys = keys + active_keys(self._keys[self._platform], now)
-        raw = data.encode("utf-8")
+        raw = data if isinstance(data, bytes) else data.encode("utf-8")
         if keys:
             with DKIM_SIGN_SECONDS.time():
                 raw = sign(raw, keys)

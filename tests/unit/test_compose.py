@@ -316,9 +316,9 @@ def test_a_boundary_found_in_the_text_is_not_used() -> None:
     random.seed(13)
     first = _boundary(())
     random.seed(13)
-    assert _boundary(("plain", f"<p>\r\n--{first}\r\n</p>")) != first
+    assert _boundary((b"plain", f"<p>\r\n--{first}\r\n</p>".encode())) != first
     random.seed(13)
-    assert _boundary(("no boundary here",)) == first
+    assert _boundary((b"no boundary here",)) == first
     composed = build(subject="s", text="t", html="<p>x</p>\n" * 3)
     boundary = parse(composed).get_boundary()
     assert composed.count(f"--{boundary}") == 3  # two parts and the close delimiter
