@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -353,10 +353,16 @@ class Classifier:
         # mailbox ("422 License Expired" is no full mailbox); against wording it weighs as usual
         spelled = enhanced is None and (enhanced := code_digits_enhanced(reply.code)) is not None
         line = wording(reply)
-        winner = next((r for r in self.rules if r.matches(reply, enhanced, line)
-                       and not (spelled and r.is_prior and r.category not in _SENDER_SIDE)), None)
-        if winner is not None and enhanced is not None and not winner.is_prior:
-            winner = self._weigh(winner, reply, enhanced, line)
+        prefix = _POSTFIX_PREFIX.search(line)
+        winner = None if prefix is None else self._reason(reply, enhanced, spelled,
+                                                           line[prefix.end():])
+        if winner is None:
+            winner = self._decide(reply, enhanced, spelled, line)
+        if (prefix is not None and prefix.group(1) == "sender" and winner is not None
+                and winner.category in _RECIPIENT):
+            # after "Sender address rejected:" a reason about an address ("User unknown",
+            # "Domain not found", "disabled") is about our sender's: no recipient is at fault
+            winner = replace(winner, category=BAD_SENDER, name=f"sender_prefix:{winner.name}")
         category = winner.category if winner is not None and winner.category else _fallback(reply)
         later = means_later(category) or (winner is not None and winner.later)
         if not reply.internal:
@@ -369,6 +375,27 @@ class Classifier:
         if later and _definitely_gone(reply, category, enhanced):
             later = False
         return Classification(category, later, winner.name if winner else None)
+
+    def _decide(self, reply: Reply, enhanced: str | None, spelled: bool,
+                line: str) -> BounceRule | None:
+        """The first rule that matches ``line``, weighed against the enhanced code's meaning."""
+        winner = next((r for r in self.rules if r.matches(reply, enhanced, line)
+                       and not (spelled and r.is_prior and r.category not in _SENDER_SIDE)), None)
+        if winner is not None and enhanced is not None and not winner.is_prior:
+            winner = self._weigh(winner, reply, enhanced, line)
+        return winner
+
+    def _reason(self, reply: Reply, enhanced: str | None, spelled: bool,
+                reason: str) -> BounceRule | None:
+        """Postfix's "Sender / Recipient address rejected: <reason>": the reason decides, the
+        prefix only says whose address it is. The rule that the words after the prefix
+        (``reason``) match on their own, or None when only the code's meaning, a basic-code
+        rule or generic words ("denied", "blocked", weak rules that say no more than the prefix
+        does) match them, and the whole line, prefix and all, decides as before."""
+        rule = self._decide(reply, enhanced, spelled, reason)
+        if rule is None or rule.pattern is None or rule.weak:
+            return None
+        return rule
 
     def _weigh(self, winner: BounceRule, reply: Reply, enhanced: str, line: str) -> BounceRule:
         """The wording's rule, or the enhanced code's when the wording is weak or would
@@ -385,6 +412,11 @@ class Classifier:
         if winner.weak or (winner.category in _SUPPRESSING and prior.category in _SENDER_SIDE):
             return prior
         return winner
+
+
+# Postfix's prefix of every MAIL FROM / RCPT TO restriction (postconf(5), smtpd_*_restrictions):
+# it names the stage and the address checked, the words after it the reason.
+_POSTFIX_PREFIX = re.compile(r"\b(sender|recipient) address rejected:")
 
 
 # RFC 3463 5.1.1 (bad destination mailbox), 5.1.2 (bad destination system), 5.1.10 (null MX)
