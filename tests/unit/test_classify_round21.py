@@ -94,3 +94,37 @@ def test_recipient_prefix_reason_decides(code: int, text: str,
 def test_prefix_alone_keeps_the_whole_line(code: int, text: str,
                                            expected: tuple[str, str, bool]) -> None:
     assert verdict(code, text) == expected
+
+
+# ---- part 24's second batch: a filter named by its kind (no provider's code) -----------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (550, "5.7.1 Message rejected by DCC: bulk count too high"),
+        (451, "4.7.1 Refused per Razor2 check"),
+        (554, "5.7.1 Rejected via Pyzor check"),
+        (550, "5.7.0 Bulk content checksum matched, message refused"),
+    ],
+)
+def test_content_checksum_filters_judge_the_message(code: int, text: str) -> None:
+    category, _, suppress = verdict(code, text)
+    assert (category, suppress) == ("spam_content", False)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4.7.1 Intrusion prevention active for [192.0.2.7]",
+        "4.7.0 intrusion detection system triggered, try later",
+    ],
+)
+def test_intrusion_prevention_blocks_our_side(text: str) -> None:
+    assert verdict(421, text) == ("spam_block", "defer", False)
+
+
+def test_a_checksum_word_alone_is_no_content_verdict() -> None:
+    # "dcc" inside a host or account name is no filter
+    assert verdict(550, "5.1.1 <dccuser@example.net>: Recipient address rejected: User unknown")[0] \
+        == "bad_mailbox"
