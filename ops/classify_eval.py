@@ -7,7 +7,7 @@ should suppress the recipient. ``tuned.jsonl`` is the part the rules were tuned 
 ``heldout.jsonl`` was held out when it was made (its misses were read once since, to find general
 causes); ``heldout2.jsonl`` to ``heldout25.jsonl`` were each written from public
 sources the other parts do not use, after the rule changes before them, and scored blind once
-(their misses were read afterwards for the next round, so none is blind now).
+(their misses were read afterwards for the next round; part 25's are left for round 22).
 """
 
 from __future__ import annotations
