@@ -1,5 +1,6 @@
 """The brain's Kafka transport: faust's aiokafka driver, but its worker consumer reads
-``read_committed``.
+``read_committed`` and drops the results records of ``queued`` events before faust makes events
+of them.
 
 faust gives its worker consumer ``isolation_level="read_uncommitted"`` unless
 ``processing_guarantee="exactly_once"`` (which also makes faust's producer transactional, which
@@ -10,10 +11,13 @@ the outcome twice. Every other results reader in kmta reads committed; so does t
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import aiokafka
 from faust.transport.drivers import aiokafka as faust_aiokafka
+
+from kmta.pipeline.outputs import QUEUED_HEADER
 
 ISOLATION = "read_committed"
 
@@ -29,9 +33,51 @@ class CommittedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         return consumer
 
 
+def skipped(record: Any) -> bool:
+    """A record the brain does not apply, told by its headers alone: a ``queued`` event (the
+    router's, one per routed message: half the results records, which the decide agent
+    decoded only to drop them)."""
+    return QUEUED_HEADER in (record.headers or ())
+
+
+def runs(offsets: Iterable[int]) -> Iterator[tuple[int, int]]:
+    """Ascending offsets as runs of consecutive ones, (first, last) inclusive."""
+    first = last = None
+    for o in offsets:
+        if last is not None and o == last + 1:
+            last = o
+            continue
+        if first is not None and last is not None:
+            yield first, last
+        first = last = o
+    if first is not None and last is not None:
+        yield first, last
+
+
 class CommittedConsumer(faust_aiokafka.Consumer):
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return CommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
+
+    async def _getmany(self, active_partitions: Any, timeout: float) -> Any:
+        """The fetched records without the ``skipped`` ones, whose offsets become gaps of
+        their partitions: faust's commit passes over a gap once an offset after it is acked,
+        as over a transaction's marker. Each per-record step of faust (message, event, the
+        stream's hand-over, ack) costs the brain's event loop a few turns shared with the
+        route loop (docs/benchmark.md, event-apply delay)."""
+        records = await super()._getmany(active_partitions, timeout)
+        for tp in list(records or ()):
+            recs = records[tp]
+            drop = [r.offset for r in recs if skipped(r)]
+            if not drop:
+                continue
+            for first, last in runs(drop):
+                await self._add_gap(tp, first, last)
+            kept = [r for r in recs if not skipped(r)]
+            if kept:
+                records[tp] = kept
+            else:
+                del records[tp]
+        return records
 
 
 class Transport(faust_aiokafka.Transport):

@@ -18,6 +18,7 @@ from schemas import DeliveryEvent, Envelope, Status
 
 __all__ = [
     "CLEARED",
+    "QUEUED_HEADER",
     "RECORD_ERRORS",
     "Ending",
     "Out",
@@ -38,20 +39,31 @@ RECORD_ERRORS = (MessageSizeTooLargeError, RecordTooLargeError, RecordListTooLar
                  UnicodeError, TypeError, ValueError)
 
 
+# header of a results record whose event is ``queued`` (value b"queued"): the brain's consumer
+# drops such records before faust makes events of them (streams/committed.py), without decoding
+QUEUED_HEADER = ("kmta-status", b"queued")
+
+
 @dataclass(frozen=True)
 class Out:
     topic: str
     value: bytes | None
     key: bytes | None = None
     partition: int | None = None
+    headers: tuple[tuple[str, bytes], ...] | None = None
 
 
 async def write(producer: Any, outs: Iterable[Out]) -> None:
     """Hand every record to an aiokafka producer (they batch together), then wait until the
     broker acknowledged each one."""
-    futs = [await producer.send(o.topic, o.value, key=o.key, partition=o.partition)
-            for o in outs]
+    futs = [await producer.send(o.topic, o.value, key=o.key, partition=o.partition,
+                                headers=_headers(o)) for o in outs]
     await asyncio.gather(*futs)
+
+
+def _headers(o: Out) -> list[tuple[str, bytes]] | None:
+    """``o``'s headers as aiokafka takes them (a list: its record builder refuses a tuple)."""
+    return list(o.headers) if o.headers else None
 
 
 @dataclass
@@ -78,7 +90,7 @@ async def send_each(producer: Any, groups: list[list[Out]]) -> Sent:
         for o in outs:
             try:
                 mine.append(await producer.send(o.topic, o.value, key=o.key,
-                                                partition=o.partition))
+                                                partition=o.partition, headers=_headers(o)))
             except Exception as e:  # noqa: BLE001 - refused before sending (e.g. too large)
                 errors[i] = e
                 break
@@ -112,7 +124,8 @@ def new_id() -> str:
 def event_out(config: Config, ev: DeliveryEvent) -> Out:
     count_event(ev)  # kmta_messages_total: every result event is made here
     key = (ev.isp or ev.domain or "").encode()
-    return Out(config.topic("results"), ev.to_json(), key)
+    return Out(config.topic("results"), ev.to_json(), key,
+               headers=(QUEUED_HEADER,) if ev.status is Status.QUEUED else None)
 
 
 def internal_event(env: Envelope, status: Status, code: int, enhanced: str, text: str,

@@ -126,6 +126,9 @@ def test_routed_to_the_isp_queue_partition_with_a_queued_event(h: Harness) -> No
     assert b"Message-ID: <m-1@shop.example>" in env.data  # in the sender's domain
     (ev,) = events(outs)
     assert outs[1].key == b"gmail"
+    # the header the brain's consumer drops it by, undecoded (streams/committed.py)
+    assert outs[1].headers == (("kmta-status", b"queued"),)
+    assert q.headers is None and outs[2].headers is None
     assert (ev.id, ev.status, ev.final, ev.isp, ev.to) == (
         "m-1", Status.QUEUED, False, "gmail", "ann@gmail.com")
     assert ev.size == len(env.data) and ev.timestamp == NOW and ev.campaign == "spring"
@@ -202,10 +205,12 @@ def test_suppressed_recipient(h: Harness) -> None:
     ("noaddr.example", 550, "5.1.2")])
 def test_domains_that_take_no_mail_bounce(h: Harness, domain: str, code: int,
                                           enhanced: str) -> None:
-    ev = the_final(h.route(msg(to=f"bob@{domain}")))
+    outs = h.route(msg(to=f"bob@{domain}"))
+    ev = the_final(outs)
     assert (ev.status, ev.code, ev.enhanced_code, ev.category, ev.internal) == (
         Status.BOUNCED, code, enhanced, "bad_domain", True)
     assert ev.isp == domain
+    assert [o.headers for o in on(outs, "results")] == [None]  # an outcome: the brain's
 
 
 def test_temporary_dns_failure_goes_to_the_retry_hook(h: Harness) -> None:
