@@ -118,7 +118,9 @@ class FakeProducer:
         self.committed.append((self._records, self._offsets))
 
     async def send(self, topic: str, value: bytes | None = None, key: bytes | None = None,
-                   partition: int | None = None) -> Any:
+                   partition: int | None = None,
+                   headers: list[tuple[str, bytes]] | None = None) -> Any:
+        assert headers is None or isinstance(headers, list), "aiokafka takes headers as a list"
         self._records.append((topic, value))
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         fut.set_result(None)

@@ -51,7 +51,7 @@ class FlakyProducer:
         assert self._staged is not None
         self._staged_offsets = dict(offsets)
 
-    async def send(self, topic, value, key=None, partition=None):
+    async def send(self, topic, value, key=None, partition=None, headers=None):
         assert self._staged is not None, "sent outside a transaction"
         fut = asyncio.get_running_loop().create_future()
         if value in self.too_big:
@@ -99,7 +99,7 @@ def test_a_dead_letter_too_large_itself_goes_without_its_original() -> None:
     route = OutboxRoute(h.config, h.router, 4)
 
     class Refuses(FlakyProducer):
-        async def send(self, topic, value, key=None, partition=None):
+        async def send(self, topic, value, key=None, partition=None, headers=None):
             if topic == "u.dlq" and b"xxxx" in value:
                 raise MessageSizeTooLargeError("too large")
             return await super().send(topic, value, key, partition)
@@ -116,7 +116,7 @@ def test_stopping_while_the_cluster_is_down_gives_the_batch_back() -> None:
     route = OutboxRoute(h.config, h.router, 4)
 
     class Down(FlakyProducer):
-        async def send(self, topic, value, key=None, partition=None):
+        async def send(self, topic, value, key=None, partition=None, headers=None):
             route._stopping = True
             raise KafkaConnectionError("down")
     route._producer = Down(set(), set())

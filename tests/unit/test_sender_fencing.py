@@ -34,7 +34,7 @@ class FakeProducer:
             raise ProducerFenced()
         yield
 
-    async def send(self, topic, value, key=None, partition=None):
+    async def send(self, topic, value, key=None, partition=None, headers=None):
         self.log.append((topic, value))
         fut = asyncio.get_running_loop().create_future()
         fut.set_result(None)
