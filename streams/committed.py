@@ -66,13 +66,17 @@ class CommittedConsumer(faust_aiokafka.Consumer):
         route loop (docs/benchmark.md, event-apply delay)."""
         records = await super()._getmany(active_partitions, timeout)
         for tp in list(records or ()):
-            recs = records[tp]
-            drop = [r.offset for r in recs if skipped(r)]
+            kept: list[Any] = []
+            drop: list[int] = []
+            for r in records[tp]:
+                if skipped(r):
+                    drop.append(r.offset)
+                else:
+                    kept.append(r)
             if not drop:
                 continue
             for first, last in runs(drop):
                 await self._add_gap(tp, first, last)
-            kept = [r for r in recs if not skipped(r)]
             if kept:
                 records[tp] = kept
             else:
