@@ -1,0 +1,70 @@
+"""Issue 12, round 22: part 25's misses by wording classes, and part 26's (below).
+
+A full mailbox said with the adjective first ("full inbox") or as a mail folder over its allowed
+quota; a relay that could not connect to its next hop, whatever its basic code. Made-up texts
+(placeholder names); each asserts the category, bounce or defer, and whether the recipient is
+suppressed.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.unit.classify_rounds import verdict
+
+# ---- a full mailbox: the adjective first, a mail folder over its quota -----------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "expected"),
+    [
+        (452, "4.2.2 full inbox for r@example.net", ("mailbox_full", "defer", False)),
+        (552, "Recipient has a full mail box", ("mailbox_full", "bounce", False)),
+        (550, "Delivery failed: full mailfolder", ("mailbox_full", "bounce", False)),
+        (552, "The mail folder of r@example.net is over the allowed quota", ("mailbox_full", "bounce", False)),
+        (552, "Mailbox of this user is over its storage quota", ("mailbox_full", "bounce", False)),
+        (452, "User r@example.net is over the permitted quota", ("mailbox_full", "defer", False)),
+    ],
+)
+def test_full_mailbox_wordings(code: int, text: str, expected: tuple[str, str, bool]) -> None:
+    assert verdict(code, text) == expected
+
+
+def test_a_sending_quota_is_no_full_mailbox() -> None:
+    # the quota of messages an account may send is a rate, not the recipient's storage
+    category, _, suppress = verdict(550, "User s@example.org is over the allowed quota of messages per day")
+    assert category != "mailbox_full"
+    assert not suppress
+
+
+# ---- a relay that could not reach its next hop --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (554, "could not connect and send the mail to 192.0.2.7"),
+        (550, "Unable to connect to mx.example.net"),
+        (554, "5.0.0 Failed to establish a connection with mail.example.net"),
+        (451, "relay failed to connect to 192.0.2.7"),
+    ],
+)
+def test_relay_could_not_connect(code: int, text: str) -> None:
+    category, _, suppress = verdict(code, text)
+    assert category == "connection_failure"
+    assert not suppress
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "category"),
+    [
+        (554, "5.7.1 You are not allowed to connect", "spam_block"),
+        (451, "4.3.2 can not connect to queue", "other_temporary"),
+    ],
+)
+def test_connect_words_that_are_no_connection_failure(code: int, text: str, category: str) -> None:
+    assert verdict(code, text)[0] == category
+
+
+def test_a_time_ban_is_no_connection_failure() -> None:
+    assert verdict(550, "You cannot connect for 3 more days.")[0] != "connection_failure"
