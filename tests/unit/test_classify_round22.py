@@ -68,3 +68,41 @@ def test_connect_words_that_are_no_connection_failure(code: int, text: str, cate
 
 def test_a_time_ban_is_no_connection_failure() -> None:
     assert verdict(550, "You cannot connect for 3 more days.")[0] != "connection_failure"
+
+
+# ---- part 26's misses, by wording classes ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "expected"),
+    [
+        # an account that receives again only once its owner logs in
+        (554, "5.7.1 User r@example.net must log in to enable receiving mail", ("inactive_mailbox", "bounce", False)),
+        (550, "Recipient should sign in to resume receiving messages", ("inactive_mailbox", "bounce", False)),
+        # "non-existent", misspelt or after its noun
+        (550, "Recipient domain is non-existant", ("bad_domain", "bounce", True)),
+        (550, "RCPT address has nonexistent domain example.invalid", ("bad_domain", "bounce", True)),
+        (550, "Mailbox nonexistent", ("bad_mailbox", "bounce", True)),
+        (553, "Recipient is non-existent", ("bad_mailbox", "bounce", True)),
+        # the server's own x.2.2 with only generic "try later" words
+        (450, "4.2.2 r@example.net temporary failure, retry later", ("mailbox_full", "defer", False)),
+        # spam from our IP is a block of our side, not this message's content
+        (554, "Too much spam from your IP", ("spam_block", "bounce", False)),
+        (550, "5.7.1 Excessive spam coming from this host", ("spam_block", "bounce", False)),
+        # content judged by its links or its adult material
+        (554, "Links were found that point to phishing sites", ("spam_content", "bounce", False)),
+        (550, "Message refused: adult-oriented content", ("spam_content", "bounce", False)),
+        # our message's form
+        (550, "No Date header provided", ("policy", "bounce", False)),
+        (501, "Message contains defects", ("policy", "bounce", False)),
+    ],
+)
+def test_part26_wording_classes(code: int, text: str, expected: tuple[str, str, bool]) -> None:
+    assert verdict(code, text) == expected
+
+
+def test_a_sender_domain_that_does_not_exist_stays_our_sender() -> None:
+    # the sender prefix still decides: the recipient is never suppressed for our own domain
+    category, _, suppress = verdict(550, "5.1.8 <s@example.org>: Sender address rejected: non-existent domain")
+    assert category == "bad_sender"
+    assert not suppress
