@@ -106,3 +106,28 @@ def test_a_sender_domain_that_does_not_exist_stays_our_sender() -> None:
     category, _, suppress = verdict(550, "5.1.8 <s@example.org>: Sender address rejected: non-existent domain")
     assert category == "bad_sender"
     assert not suppress
+
+
+# ---- part 26's second batch, by wording classes ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "expected"),
+    [
+        (550, "mailbox r@example.net unavailable", ("bad_mailbox", "bounce", True)),
+        (550, "Mailbox for r@example.net is unavailable", ("bad_mailbox", "bounce", True)),
+        (552, "r@example.net mail receiving disabled", ("inactive_mailbox", "bounce", False)),
+        (550, "e-mail receiving has been suspended for this account", ("inactive_mailbox", "bounce", False)),
+        (553, "relaying of messages is not permitted", ("relay_denied", "bounce", False)),
+        (550, "Quota is over for r@example.net", ("mailbox_full", "bounce", False)),
+        (552, "user is overquote", ("mailbox_full", "bounce", False)),
+        (554, "5.0.0 remote server disconnected", ("connection_failure", "bounce", False)),
+        (554, "mx.example.net Connection refused from 192.0.2.7", ("spam_block", "bounce", False)),
+    ],
+)
+def test_part26_second_batch_wording_classes(code: int, text: str, expected: tuple[str, str, bool]) -> None:
+    assert verdict(code, text) == expected
+
+
+def test_a_refused_connection_under_4xx_stays_the_connections_trouble() -> None:
+    assert verdict(451, "4.4.0 connection refused from the next hop")[0] == "connection_failure"
