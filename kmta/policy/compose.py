@@ -42,6 +42,14 @@ _DATA_FIELD = re.compile(r"[\x21-\x39\x3b-\x7e]+")
 _BAD_VALUE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
 _WORDS = re.compile(r"(?=[ \t]+[^ \t])")  # before white space that a word follows
 _PLAIN_VALUE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")  # written as it is (_Generator)
+# the policy ``_Generator`` writes with (``maxheaderlen=0``: values come folded from ``_header``)
+_FLAT = _POLICY.clone(max_line_length=0)
+# ``_direct`` writes a multipart's Content-Type on one line, as the generator does for every
+# boundary ``_boundary`` draws (of one fixed length); if a Python's email package ever folds it
+# otherwise, composing goes through the email package only
+_DIRECT = _FLAT.fold(
+    "Content-Type", 'multipart/alternative; boundary="' + "=" * 15 + "0" * 19 + '=="') == (
+    'Content-Type: multipart/alternative; boundary="' + "=" * 15 + "0" * 19 + '=="\r\n')
 
 
 def compose(msg: OutboxMessage, msg_id: str, id_domain: str, now: float,
@@ -90,6 +98,9 @@ def compose_bytes(msg: OutboxMessage, msg_id: str, id_domain: str, now: float,
     # the addresses are bare addr-specs; a non-ASCII local part stays UTF-8 (RFC 6532: the
     # sender then needs SMTPUTF8), an internationalized domain is written as its A-label
     trace += f"From: {_address(msg.from_, 'from')}\r\nTo: {_address(msg.to, 'to')}\r\n"
+    texts = [t for t in (plain, rich) if t is not None]
+    if _DIRECT and all(b"\x00" not in t.raw and _lines_fit(t.raw) for t in texts):
+        return _direct(trace, plain, rich, headers, extra, msg_id, id_domain, now)
     # compat32 MIME classes: the same RFC 5322/2045 output as EmailMessage for these simple
     # shapes at a fraction of the cost (header folding in the modern policy dominated routing)
     slots: dict[str, bytes] = {}  # placeholder payload -> the text written in its place
@@ -114,6 +125,54 @@ def compose_bytes(msg: OutboxMessage, msg_id: str, id_domain: str, now: float,
     out = io.StringIO()
     _Generator(out, mangle_from_=False, maxheaderlen=0, policy=_POLICY).flatten(body)
     return _fill(trace + out.getvalue(), slots)
+
+
+def _direct(trace: str, plain: _Text | None, rich: _Text | None,
+            headers: list[tuple[str, str]], extra: Sequence[tuple[str, str]], msg_id: str,
+            id_domain: str, now: float) -> bytes:
+    """What the email package path below writes when every text is sent as it is (no line over
+    998 octets, no NUL: the bulk-mail case), written directly: the same header lines in the
+    same order, the same MIME structure, ~5x cheaper (a unit test compares the two paths
+    byte for byte)."""
+    tail = [f"Subject: {_header(*headers[0]).text}\r\n",
+            _line("Date", email.utils.formatdate(now, usegmt=True)),
+            _line("Message-ID", f"<{msg_id}@{id_domain}>"),
+            *(f"{name}: {_header(name, value).text}\r\n" for name, value in [*headers[1:], *extra]),
+            "MIME-Version: 1.0\r\n\r\n"]
+    if plain is not None and rich is not None:
+        boundary = _boundary((plain.raw, rich.raw))
+        head = (f"{trace}Content-Type: multipart/alternative; boundary=\"{boundary}\"\r\n"
+                + "".join(tail) + f"--{boundary}\r\n" + _part_head(plain, "plain"))
+        return b"".join((head.encode("utf-8"), _crlf(plain.raw),
+                         f"\r\n--{boundary}\r\n{_part_head(rich, 'html')}".encode("ascii"),
+                         _crlf(rich.raw), f"\r\n--{boundary}--\r\n".encode("ascii")))
+    given = plain if plain is not None else (rich or _Text("", b""))
+    head = (trace + _part_head(given, "plain" if plain is not None else "html")[:-2]
+            + "".join(tail))
+    return head.encode("utf-8") + _crlf(given.raw)
+
+
+def _part_head(given: _Text, subtype: str) -> str:
+    """A text part's header lines and the blank line after them, as ``_part`` makes them."""
+    if given.text.isascii():
+        return (f"Content-Type: text/{subtype}; charset=\"us-ascii\"\r\n"
+                "Content-Transfer-Encoding: 7bit\r\n\r\n")
+    return (f"Content-Type: text/{subtype}; charset=\"utf-8\"\r\n"
+            "Content-Transfer-Encoding: 8bit\r\n\r\n")
+
+
+def _line(name: str, value: str) -> str:
+    """One header line as ``_Generator._write_headers`` writes a ``str`` value."""
+    if len(name) + 2 + len(value) <= MAX_LINE and _PLAIN_VALUE.fullmatch(value):
+        return f"{name}: {value}\r\n"
+    return _FLAT.fold(name, value)
+
+
+def _crlf(raw: bytes) -> bytes:
+    """A part's text with every line end (CRLF, CR, LF) as CRLF, as ``_fill`` writes it."""
+    if b"\r" in raw:
+        raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+    return raw.replace(b"\n", b"\r\n")
 
 
 class _Text(NamedTuple):

@@ -394,3 +394,40 @@ def test_the_fast_header_writer_writes_what_compat32_folds(name: str, value: str
     email.generator.Generator(stock, mangle_from_=False, maxheaderlen=0,
                               policy=_POLICY).flatten(msg)
     assert out.getvalue() == stock.getvalue()
+
+
+_HEADER_TEXT = st.lists(st.sampled_from(["a", "bc", " ", "\u00e9", "=?", "x" * 40, "\u4e2d",
+                                         ";", '"']), max_size=8).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_LINE_ENDS, _LINE_ENDS, st.sampled_from(["both", "text", "html"]), _HEADER_TEXT,
+       st.dictionaries(st.sampled_from(["X-A", "X-Campaign", "Reply-To", "x-a"]), _HEADER_TEXT,
+                       max_size=3),
+       st.sampled_from(["m-1", "0190b1c2d3e-" + "f" * 16, "i" * 70]),
+       st.sampled_from(["news@shop.example", "n\u00e9ws@b\u00fccher.example"]))
+def test_the_direct_writer_writes_what_the_email_package_path_writes(
+        text: str, html: str, shape: str, subject: str, headers: dict[str, str], msg_id: str,
+        sender: str) -> None:
+    """``compose_bytes`` writes a message whose texts need no encoding directly; it must be
+    byte for byte what the email package path writes (the same boundary drawn)."""
+    import random
+
+    from kmta.policy import compose as c
+
+    parts = {"both": {"text": text, "html": html}, "text": {"text": text},
+             "html": {"html": html}}[shape]
+    msg = OutboxMessage.model_validate({**BASE, "from": sender, "subject": subject,
+                                        "headers": headers or None, **parts})
+    extra = [("List-Unsubscribe", "<https://u.example/" + "u" * 60 + ">"),
+             ("Feedback-ID", "c:shop.example")]
+    assert c._DIRECT  # this Python's compat32 writes the multipart header on one line
+    random.seed(7)
+    direct = c.compose_bytes(msg, msg_id, "mta.kmta.test", NOW, extra)
+    try:
+        c._DIRECT = False
+        random.seed(7)
+        stock = c.compose_bytes(msg, msg_id, "mta.kmta.test", NOW, extra)
+    finally:
+        c._DIRECT = True
+    assert direct == stock
