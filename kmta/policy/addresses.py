@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from functools import lru_cache
 
 from kmta.errors import InputError
 from schemas.text import has_surrogate
@@ -47,9 +48,18 @@ def split_address(address: str, what: str = "address") -> tuple[str, str]:
     Rejects CR/LF and other control characters (header and SMTP command injection), angle
     brackets, display names, missing or extra ``@``, over-long parts, and non-ASCII spaces,
     invisible or unassigned characters in a UTF-8 local part (RFC 6531).
+
+    Answers are remembered for the last 1,024 addresses (an error is not: it is raised again
+    each time): routing a message checks the same two addresses five times (router, compose,
+    suppression), and a campaign's From address is the same for every message.
     """
     if not isinstance(address, str) or not address:
         raise InputError(f"{what} is empty")
+    return _split(address, what)
+
+
+@lru_cache(maxsize=1024)
+def _split(address: str, what: str) -> tuple[str, str]:
     if has_surrogate(address):
         raise InputError(f"{what} {address!r} contains a lone surrogate (not valid Unicode)")
     if _FORBIDDEN.search(address):

@@ -3,6 +3,8 @@ IDN domains, and nothing that could inject SMTP commands or headers."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kmta.errors import InputError
 from kmta.policy.addresses import normalize_domain, split_address
@@ -114,3 +116,38 @@ def test_normalize_domain() -> None:
     assert normalize_domain("пример.рф") == "xn--e1afmkfd.xn--p1ai"
     with pytest.raises(InputError):
         normalize_domain("localhost")
+
+
+def _uncached(address: str, what: str) -> tuple[str, str] | str:
+    from unittest import mock
+
+    from kmta.policy import addresses
+
+    with mock.patch.object(addresses, "_split", addresses._split.__wrapped__):
+        try:
+            return addresses.split_address(address, what)
+        except InputError as e:
+            return str(e)
+
+
+def _cached(address: str, what: str) -> tuple[str, str] | str:
+    try:
+        return split_address(address, what)
+    except InputError as e:
+        return str(e)
+
+
+_PIECES = st.lists(st.sampled_from(["a", "B", "@", ".", " ", '"', "\u00fc", "\u00a0", "\r",
+                                    "<", "-", "x" * 30, "ex.com", "\ud800"]),
+                   max_size=10).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.tuples(_PIECES, st.sampled_from(["to", "from"])), min_size=1, max_size=6))
+def test_remembered_answers_are_the_checks_answers(calls: list[tuple[str, str]]) -> None:
+    """split_address remembers its answers: each call, a first or a repeated one, answers what
+    the checks answer (the same parts, or the same error naming the field asked about)."""
+    for address, what in calls + calls:
+        assert _cached(address, what) == _uncached(address, what)
+    for address, _ in calls:  # the field named in an error is the one asked about now
+        assert _cached(address, "sender") == _uncached(address, "sender")
