@@ -10,6 +10,7 @@ import random
 import socket
 import threading
 import time
+import uuid
 from typing import Any
 
 import faust
@@ -206,14 +207,18 @@ def build(config: Config, kb: KnowledgeBase | None = None,
 
     # a stable file name (not host-pid): a restart reuses the index and reads only what is new
     suppressed = SuppressionView(config, config.worker.name or socket.gethostname())
-    ids = CompactedView(config, t("ids"), decode_seen, values=SeenIds())
+    # this process's own ids records, which its view skips (the router keeps them as it writes
+    # them); another value in each process started, so a restarted worker reads them all
+    own_ids = ("kmta-writer", f"{node}.{uuid.uuid4().hex[:16]}".encode())
+    ids = CompactedView(config, t("ids"), decode_seen, values=SeenIds(), skip=own_ids)
     states = CompactedView(config, t("state"), json.loads, on_state)
     resolver = Resolver(config.dns)
     rng = random.Random()
     delay = DelayScheduler(config, kb, pmap, resolver, states, rng, node)
     router = Router(config, kb, pmap, resolver, suppressed.index,
                     retry_first=delay.dns_retry, seen=ids.values,
-                    dedup_window=config.worker.dedup_window, hold=delay.hold)
+                    dedup_window=config.worker.dedup_window, hold=delay.hold,
+                    ids_header=own_ids)
     delay.router = router
     route = OutboxRoute(config, router, config.worker.router_concurrency, node)
     observer = Observer(health or Health("worker"), kb, config.kafka.topic_prefix, app, route,

@@ -63,7 +63,8 @@ class Router:
                  seen: SeenIds | None = None,
                  dedup_window: float = DEDUP_WINDOW,
                  outgoing: Outgoing | None = None, mta_sts: MtaSts | None = None,
-                 hold: Callable[[Envelope, float], list[Out] | None] | None = None) -> None:
+                 hold: Callable[[Envelope, float], list[Out] | None] | None = None,
+                 ids_header: tuple[str, bytes] | None = None) -> None:
         self._c = config
         self._out = outgoing or Outgoing(config)  # reads and checks the DKIM keys
         self._sts = mta_sts or MtaSts(config, resolver)
@@ -78,6 +79,9 @@ class Router:
         self._isps: dict[tuple[str, tuple[str, ...]], str] = {}
         # ids accepted within the window (the ids topic's view, shared with the other workers)
         self._seen = seen if seen is not None else SeenIds()
+        # on every ids record written: this worker's ids view skips the records carrying it
+        # (their ids are in ``seen`` already, set here), app.py
+        self._ids_headers = (ids_header,) if ids_header else None
         self._window = dedup_window
         self._pruned_at = 0.0
         self.errors = 0  # records whose routing failed unexpectedly (each went to the DLQ)
@@ -169,7 +173,8 @@ class Router:
         s = Seen(now if seen is None or seen.at <= now - self._window else seen.at,
                  partition, offset)
         self._seen[rid] = s
-        outs.append(Out(self._c.topic("ids"), encode_seen(s), rid.encode()))
+        outs.append(Out(self._c.topic("ids"), encode_seen(s), rid.encode(),
+                        headers=self._ids_headers))
         self._prune(now)
         return True
 

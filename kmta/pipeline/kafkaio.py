@@ -378,6 +378,9 @@ class CompactedView(Generic[VV]):
 
     ``ready`` is set once the view has caught up with the end offsets seen at start.
     ``on_change(key, value)`` is called for each record after decoding (value None = tombstone).
+    ``skip``: a record carrying this header (name, value) is passed over: the worker's own ids
+    records, whose values its router put into ``values`` when it wrote them (reading them back
+    cost a decode and a store per routed message); a worker started again has another value.
     """
 
     @overload
@@ -388,13 +391,14 @@ class CompactedView(Generic[VV]):
     @overload
     def __init__(self, config: Config, topic: str, decode: Callable[[bytes], object],
                  on_change: Callable[[str, object | None], None] | None = None, *,
-                 values: VV) -> None: ...
+                 values: VV, skip: tuple[str, bytes] | None = None) -> None: ...
 
     def __init__(self, config: Config, topic: str,
                  decode: Callable[[bytes], object],
                  on_change: Callable[[str, object | None], None] | None = None,
-                 values: Any = None) -> None:
+                 values: Any = None, skip: tuple[str, bytes] | None = None) -> None:
         """``values``: where the latest values are kept (a dict unless given)."""
+        self._skip = skip
         self._config = config
         self.topic = topic
         self._decode = decode
@@ -432,11 +436,14 @@ class CompactedView(Generic[VV]):
 
     async def _run(self) -> None:
         assert self._consumer is not None
+        skip = self._skip
         while True:
             batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
             for tp, records in batch.items():
                 for r in records:
                     self._last[tp] = r.offset
+                    if skip is not None and skip in (r.headers or ()):
+                        continue
                     try:
                         key = r.key.decode() if r.key else ""
                     except UnicodeDecodeError:  # no writer of kmta's makes such a key

@@ -85,3 +85,38 @@ def test_a_view_of_a_topic_written_in_transactions_is_ready_and_skips_aborted(
             assert view.values.get("kept") is not None and view.values.get("aborted") is None
 
     asyncio.run(go())
+
+
+def test_the_ids_view_passes_over_its_own_records_and_reads_the_others(
+        kafka_bootstrap: str) -> None:
+    """The worker's ids view skips the records its own router wrote (their header names this
+    process; streams/app.py), reads every other worker's, and is ready when the topic ends in
+    its own records, written in a transaction as the route loop writes them."""
+    cfg = Config.model_validate({"kafka": {"bootstrap_servers": kafka_bootstrap,
+                                           "topic_prefix": f"cv{uuid.uuid4().hex[:8]}."}})
+    own = ("kmta-writer", b"w1.own")
+
+    async def go() -> None:
+        await ensure_topics(cfg, timeout=60)
+        topic = cfg.topic("ids")
+        p = AIOKafkaProducer(**client_options(cfg), transactional_id=f"{topic}.t")
+        await p.start()
+        try:
+            async with p.transaction():
+                await p.send_and_wait(topic, seen(1.0, 0, 1), key=b"theirs", partition=0,
+                                      headers=[("kmta-writer", b"w2.other")])
+                await p.send_and_wait(topic, seen(1.0, 0, 2), key=b"mine", partition=0,
+                                      headers=[own])
+        finally:
+            await p.stop()
+        view = CompactedView(cfg, topic, decode_seen, values=SeenIds(), skip=own)
+        await view.start()
+        try:
+            await asyncio.wait_for(view.ready.wait(), 30)
+            assert view.values.get("theirs") is not None and view.values.get("mine") is None
+        finally:
+            await view.stop()
+        async with ready_view(cfg, topic) as restarted:  # a new process reads them all
+            assert restarted.values.get("mine") is not None
+
+    asyncio.run(go())

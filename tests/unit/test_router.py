@@ -349,3 +349,24 @@ def test_a_released_retry_with_stale_mx_gets_the_current_mta_sts_policy() -> Non
     queued = envelope_codec.decode(on(outs, "queue")[0].value)
     assert queued.mx and queued.tls_policy == TlsPolicy(mx=["*.google.com"])
     assert sts.asked == [("gmail.com", NOW)]
+
+
+def test_ids_records_carry_the_worker_s_own_header_and_its_ids_are_kept_at_once() -> None:
+    """The worker's ids view skips the ids records its own router wrote (streams/app.py): the
+    router must have kept each such id itself, and mark every ids record it writes, also the
+    one of a refused message with an id."""
+    from kmta.pipeline.seenids import SeenIds
+    from kmta.policy.dedup import decode_seen
+
+    h = Harness()
+    own = ("kmta-writer", b"w1.abc")
+    seen = SeenIds()
+    h.router = Router(h.config, h.kb, h.pmap, h.resolver, {}, retry_first=h._retry,
+                      clock=lambda: NOW, seen=seen, ids_header=own)
+    routed = h.route(msg(id="own-1"), offset=11)
+    refused = h.route(msg(id="own-2", to="not an address"), offset=12)
+    for rid, outs in (("own-1", routed), ("own-2", refused)):
+        (rec,) = [o for o in outs if o.topic == "u.ids"]
+        assert rec.headers == (own,) and rec.key == rid.encode()
+        assert seen.get(rid) == decode_seen(rec.value)  # what the view would have stored
+    assert [o.headers for o in Harness().route(msg(id="x-1")) if o.topic == "u.ids"] == [None]
