@@ -6,6 +6,8 @@ import asyncio
 import json
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kmta.policy.dedup import IdVerdict, Seen, decode_seen, encode_seen, judge
 from schemas import DeadLetter, DeliveryEvent, Status
@@ -135,3 +137,13 @@ def test_judge_and_its_record() -> None:
     assert judge(s, 3, 40, 120.0, 50.0) is IdVerdict.DUPLICATE
     assert judge(s, 2, 41, 150.0, 50.0) is IdVerdict.NEW  # at the window's end
     assert decode_seen(encode_seen(s)) == s
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.integers(-2**60, 2**60)),
+       st.integers(0, 2**16 - 1), st.integers(-1, 2**62))
+def test_an_ids_record_is_what_json_dumps_writes(at: float, partition: int, offset: int) -> None:
+    """encode_seen writes the record by hand for the usual types: the bytes of json.dumps."""
+    s = Seen(at, partition, offset)
+    assert encode_seen(s) == json.dumps({"at": at, "partition": partition,
+                                         "offset": offset}).encode()
