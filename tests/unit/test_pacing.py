@@ -58,9 +58,51 @@ def test_a_raise_applies_at_one_instant_and_the_new_grid_starts_an_interval_late
     nodes[1].set_rate(2.0, raise_at=4.0, grid_rate=2.0)
     out += slots(nodes, clock, 7.0)
     times = sorted(t for t, _ in out)
-    assert all(t <= 4.0 or t >= 4.25 - 0.002 for t in times)  # the new grid: 4.0 + 1/4 s ...
+    # the old grid's point at 4.0 (taken a step late), then the new grid: 4.0 + 1/4 s ...
+    assert all(t <= 4.0 + 0.002 or t >= 4.25 - 0.002 for t in times)
     assert min(b - a for a, b in itertools.pairwise(times)) >= 0.25 - 0.002  # ... never closer
     assert len([t for t in times if 5.0 <= t < 7.0]) == 8  # 2 msg/s for the IP, shared
+
+
+@pytest.mark.parametrize("at", [10.0, 10.1, 10.2, 10.3, 10.45])
+@pytest.mark.parametrize(("before", "after"), [(1.892, 1.948), (1.948, 1.892), (1.0, 1.25)])
+def test_a_change_of_rate_continues_the_grid_without_a_gap(before, after, at) -> None:
+    # four nodes share a source IP (the IP's rate: ``before``, then ``after`` from ``at``): the
+    # IP's messages stay one interval apart across the change, at the old interval or the new.
+    # A new grid that started at the change itself, owned from slot 1 whatever slot the old
+    # grid was at, left a gap of up to a round of the nodes (2 msg/s: up to 1.03 s instead of
+    # 0.53), about a message lost per change
+    clock = Clock()
+    nodes = [Pacer(before / 4, clock, grid=(frozenset({i}), 4)) for i in range(4)]
+    for p in nodes:
+        p.grid_rate = before / 4
+    out = slots(nodes, clock, at - 0.2)
+    for p in nodes:
+        p.set_rate(after / 4, raise_at=at, grid_rate=after / 4)
+    out += slots(nodes, clock, at + 10.0)
+    times = sorted(t for t, _ in out if t >= 2.0)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) >= 1 / max(before, after) - 0.002
+    assert max(gaps) <= 1 / min(before, after) + 0.002
+    assert len([t for t in times if at <= t < at + 10.0]) == pytest.approx(10 * after, abs=1)
+
+
+def test_a_change_heard_late_puts_the_node_on_the_others_grid() -> None:
+    # node 1 hears of the change only after its instant: it still goes on from the grid the
+    # others moved to at that instant (before, it kept its old origin at the new rate)
+    clock = Clock()
+    nodes = [Pacer(0.5, clock, grid=(frozenset({i}), 2)) for i in range(2)]
+    for p in nodes:
+        p.grid_rate = 0.5
+    out = slots(nodes, clock, 3.5)
+    nodes[0].set_rate(0.8, raise_at=3.7, grid_rate=0.8)
+    out += slots(nodes, clock, 3.9)
+    nodes[1].set_rate(0.8, raise_at=3.7, grid_rate=0.8)
+    out += slots(nodes, clock, 20.0)
+    times = sorted(t for t, _ in out if t >= 4.0)
+    gaps = [b - a for a, b in itertools.pairwise(times)]
+    assert min(gaps) == pytest.approx(1 / 1.6, abs=0.002)
+    assert max(gaps) == pytest.approx(1 / 1.6, abs=0.002)
 
 
 def test_a_local_slow_down_skips_grid_points_and_applies_at_once() -> None:

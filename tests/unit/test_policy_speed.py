@@ -257,8 +257,10 @@ def test_closed_loop_meets_the_targets_with_the_shipped_rule(
 def test_closed_loop_follows_a_halving_within_10_s_and_keeps_a_learned_speed() -> None:
     r = run(LoopCase(capacity=10, ips=2, nodes=2, duration=180, block_after=5, change_at=120,
                      change_to=5, rule=shipped_rule()))
-    # under the new capacity within 2 s, and held there (probes reach at most PROBE_MAX above)
-    assert next(t for t in range(120, 180) if r.allowed[t] <= 2 * 5 * 1.05) <= 122
+    # under the new capacity within 3 s, and held there (probes reach at most PROBE_MAX above);
+    # 3 s since the grid goes on across a change (senders/pacing.py): a near probe refused at
+    # 119 s, the first cut after the halving goes to its floor x 0.75, the next halves
+    assert next(t for t in range(120, 180) if r.allowed[t] <= 2 * 5 * 1.05) <= 123
     assert max(r.allowed[122:]) <= 2 * 5 * (1 + sp.PROBE_MAX)
     assert sorted(r.allowed[122:])[len(r.allowed[122:]) // 2] <= 2 * 5 * 1.05
     assert r.time_to(0.9, 120) <= 10
