@@ -261,8 +261,8 @@ def test_closed_loop_follows_a_halving_within_10_s_and_keeps_a_learned_speed() -
     # 3 s since the grid goes on across a change (senders/pacing.py): a near probe refused at
     # 119 s, the first cut after the halving goes to its floor x 0.75, the next halves
     assert next(t for t in range(120, 180) if r.allowed[t] <= 2 * 5 * 1.05) <= 123
-    assert max(r.allowed[122:]) <= 2 * 5 * (1 + sp.PROBE_MAX)
-    assert sorted(r.allowed[122:])[len(r.allowed[122:]) // 2] <= 2 * 5 * 1.05
+    assert max(r.allowed[123:]) <= 2 * 5 * (1 + sp.PROBE_MAX)
+    assert sorted(r.allowed[123:])[len(r.allowed[123:]) // 2] <= 2 * 5 * 1.05
     assert r.time_to(0.9, 120) <= 10
     assert r.blocks == 0
     up = run(LoopCase(capacity=10, ips=2, nodes=2, duration=180, change_at=100, change_to=20,
