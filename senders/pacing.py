@@ -43,13 +43,14 @@ class Pacer:
     rate should then take effect at one instant on every node (``raise_at``): a node on the
     new grid and one still on the old would meet by chance.
 
-    A change of the grid's rate at instant ``A`` continues the grid: the new grid starts at
+    A raise of the grid's rate at instant ``A`` continues the grid: the new grid starts at
     the old grid's last point at or before ``A`` (its ``anchor``), its points are the new
     interval apart from there, and the ownership of points goes on from that point's
     (``first``), so every node computes the same grid from the same change. Before, the new
     grid started at ``A`` itself, with point 1 owned by slot 1 whatever slot the old grid was
     at: each change left a gap of up to a whole round of the nodes (~1 message per change at
-    2 msg/s x 4 nodes).
+    2 msg/s x 4 nodes). A cut still starts the grid at ``A`` from slot 0 (a grid without
+    history), so a node whose grid began elsewhere (a restart, a new node) falls in line.
     """
 
     LATENESS = 0.25  # share of an interval a late slot may be backdated ...
@@ -88,17 +89,23 @@ class Pacer:
             self.pending = None
 
     def _regrid(self, at: float, rate: float, grid_rate: float | None) -> None:
-        """Move the shared grid to a new rate at instant ``at``: it goes on from the old grid's
-        last point at or before ``at``, its next point one new interval after that point (or at
-        ``at``, if that is sooner: no point falls before the change) and owned by the next slot:
-        no gap, and no point next to an old one."""
+        """Move the shared grid to a new rate at instant ``at``. A raise goes on from the old
+        grid's last point at or before ``at``, its next point one new interval after that point
+        (or at ``at``, if that is sooner: no point falls before the change) and owned by the
+        next slot: no gap, and no point next to an old one."""
         old = max(self.grid_rate or 0.0, self.rate)
         new = max(grid_rate or 0.0, rate)
-        if self.grid is None or self.grid[1] <= 1 or not self.grid[0] or old <= 0 \
-                or new <= 0 or at < self.anchor:
+        if self.grid is None or self.grid[1] <= 1 or not self.grid[0] or new <= 0:
             self.anchor, self.first = at, 0
             return
         owned, k = self.grid
+        if old <= 0 or new < old or at < self.anchor:
+            # a cut (or no grid before) starts the grid one new interval after the change, at
+            # slot 1: a grid every node computes without its history, so a node that started
+            # later (its grid from its own start) falls in line with the others at the next
+            # cut; the new interval is longer than the old, so no point falls next to one
+            self.anchor, self.first = at + len(owned) / (new * k), 1 % k
+            return
         shared = old * k / len(owned)
         m = math.floor((at - self.anchor) * shared + 1e-9)
         self.anchor = max(self.anchor + m / shared, at - len(owned) / (new * k))

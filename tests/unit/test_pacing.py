@@ -65,10 +65,10 @@ def test_a_raise_applies_at_one_instant_and_the_new_grid_starts_an_interval_late
 
 
 @pytest.mark.parametrize("at", [10.0, 10.1, 10.2, 10.3, 10.45])
-@pytest.mark.parametrize(("before", "after"), [(1.892, 1.948), (1.948, 1.892), (1.0, 1.25)])
-def test_a_change_of_rate_continues_the_grid_without_a_gap(before, after, at) -> None:
+@pytest.mark.parametrize(("before", "after"), [(1.892, 1.948), (1.0, 1.25)])
+def test_a_raise_continues_the_grid_without_a_gap(before, after, at) -> None:
     # four nodes share a source IP (the IP's rate: ``before``, then ``after`` from ``at``): the
-    # IP's messages stay one interval apart across the change, at the old interval or the new.
+    # IP's messages stay one interval apart across the raise, at the old interval or the new.
     # A new grid that started at the change itself, owned from slot 1 whatever slot the old
     # grid was at, left a gap of up to a round of the nodes (2 msg/s: up to 1.03 s instead of
     # 0.53), about a message lost per change
@@ -85,6 +85,42 @@ def test_a_change_of_rate_continues_the_grid_without_a_gap(before, after, at) ->
     assert min(gaps) >= 1 / max(before, after) - 0.002
     assert max(gaps) <= 1 / min(before, after) + 0.002
     assert len([t for t in times if at <= t < at + 10.0]) == pytest.approx(10 * after, abs=1)
+
+
+@pytest.mark.parametrize("at", [10.0, 10.2, 10.45])
+@pytest.mark.parametrize(("before", "after"), [(1.948, 1.892), (2.0, 1.0)])
+def test_a_cut_puts_no_point_next_to_an_old_one(before, after, at) -> None:
+    clock = Clock()
+    nodes = [Pacer(before / 4, clock, grid=(frozenset({i}), 4)) for i in range(4)]
+    for p in nodes:
+        p.grid_rate = before / 4
+    out = slots(nodes, clock, at - 0.2)
+    for p in nodes:
+        p.set_rate(after / 4, raise_at=at, grid_rate=after / 4)
+    out += slots(nodes, clock, at + 10.0)
+    times = sorted(t for t, _ in out if t >= 2.0)
+    assert min(b - a for a, b in itertools.pairwise(times)) >= 1 / before - 0.002
+
+
+def test_a_node_started_later_falls_in_line_at_the_next_cut() -> None:
+    # node 1 restarted: its grid began at its own start (1.3 s), off the others' (their grid
+    # went on from earlier changes), so its points fall next to theirs; a cut starts the grid at
+    # the change itself on every node, and from then on they interleave again
+    clock = Clock()
+    nodes = [Pacer(0.5, clock, grid=(frozenset({i}), 2)) for i in range(2)]
+    for p in nodes:
+        p.grid_rate = 0.5
+    slots(nodes[:1], clock, 1.3)
+    nodes[1] = Pacer(0.5, clock, grid=(frozenset({1}), 2))
+    nodes[1].grid_rate, nodes[1].anchor = 0.5, 1.3
+    before = slots(nodes, clock, 6.0)
+    for p in nodes:
+        p.set_rate(0.4, raise_at=6.5, grid_rate=0.4)
+    after = slots(nodes, clock, 20.0)
+    gap = [b - a for (a, _), (b, _) in itertools.pairwise(sorted(before)) if a >= 2.0]
+    assert min(gap) < 0.5  # off the grid: 0.3 s after node 0's points
+    times = sorted(t for t, _ in after if t >= 6.6)
+    assert [round(b - a, 2) for a, b in itertools.pairwise(times)] == [1.25] * (len(times) - 1)
 
 
 def test_a_change_heard_late_puts_the_node_on_the_others_grid() -> None:
