@@ -5,7 +5,10 @@ rate; an account with no activity for a time is inactive; mail sent "to a bogus 
 names an unknown recipient; Postfix's "Client host rejected:" with a spam word refuses our host; a
 country banned is the receiver's policy; "no DNS A-data / MX data returned" under 4xx is a DNS
 failure; under 4xx an account "unavailable" is the receiver's trouble for now; a 521 or 556 that
-names an error is no domain that accepts no mail. Made-up texts (placeholder names); each asserts
+names an error is no domain that accepts no mail. From the fourth batch: Postfix's "Server
+configuration problem" under 4xx is the receiver's trouble; mail "from <address>" not allowed is
+our sender; sensitive or forbidden words judge the content; AOL's (DNS:NR) is our reverse DNS.
+Made-up texts (placeholder names); each asserts
 the category, bounce or defer, and whether the recipient is suppressed.
 """
 
@@ -159,3 +162,73 @@ def test_521_556_with_an_error_does_not_suppress(code: int, text: str) -> None:
 
 def test_521_without_an_error_is_still_a_domain_without_mail() -> None:
     assert verdict(521, "5.3.2 example.net does not accept mail") == ("bad_domain", "bounce", True)
+
+
+# ---- fourth batch: Postfix's "Server configuration problem" under 4xx, whatever the prefix --------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4.3.5 <s@example.org>: Sender address rejected: Server configuration problem",
+        "4.3.5 <r@example.net>: Recipient address rejected: Server configuration error",
+        "4.3.5 Client host rejected: server config failure",
+    ],
+)
+def test_server_configuration_problem_is_temporary(text: str) -> None:
+    assert verdict(451, text) == ("other_temporary", "defer", False)
+
+
+# ---- mail from <address> refused: our sender -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (553, "Mail from s@example.org not allowed"),
+        (550, "Messages from <s@example.org> are refused"),
+        (554, "5.7.1 E-mails from s@example.org... prohibited"),
+    ],
+)
+def test_mail_from_an_address_refused_is_our_sender(code: int, text: str) -> None:
+    assert verdict(code, text) == ("bad_sender", "bounce", False)
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "category"),
+    [
+        (554, "Mail from s@example.org rejected for policy reasons.", "policy"),
+        (554, "Mail from 192.0.2.7 refused", "spam_block"),
+    ],
+)
+def test_mail_from_with_a_reason_or_an_ip(code: int, text: str, category: str) -> None:
+    assert verdict(code, text)[0] == category
+
+
+# ---- sensitive or forbidden words: the message's content -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (553, "5.7.1 Forbidden words detected in subject"),
+        (550, "Message contains banned keywords"),
+        (554, "Offensive phrases"),
+    ],
+)
+def test_forbidden_words_are_content(code: int, text: str) -> None:
+    assert verdict(code, text) == ("spam_content", "bounce", False)
+
+
+# ---- AOL's DNS:NR: our reverse DNS -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "fate"),
+    [
+        (421, "4.7.1 : (DNS:NR) https://postmaster.example.net/errors", "defer"),
+        (554, "(DNS:NR)", "bounce"),
+    ],
+)
+def test_aol_dns_nr_is_reverse_dns(code: int, text: str, fate: str) -> None:
+    assert verdict(code, text) == ("reverse_dns", fate, False)
