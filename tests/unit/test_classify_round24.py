@@ -8,6 +8,8 @@ failure; under 4xx an account "unavailable" is the receiver's trouble for now; a
 names an error is no domain that accepts no mail. From the fourth batch: Postfix's "Server
 configuration problem" under 4xx is the receiver's trouble; mail "from <address>" not allowed is
 our sender; sensitive or forbidden words judge the content; AOL's (DNS:NR) is our reverse DNS.
+From the fifth batch: our outgoing mail disabled is our sender; an account "out of quota" is full;
+"Sender IP must resolve" is our reverse DNS; "unknown destination address" is unknown.
 Made-up texts (placeholder names); each asserts
 the category, bounce or defer, and whether the recipient is suppressed.
 """
@@ -232,3 +234,65 @@ def test_forbidden_words_are_content(code: int, text: str) -> None:
 )
 def test_aol_dns_nr_is_reverse_dns(code: int, text: str, fate: str) -> None:
     assert verdict(code, text) == ("reverse_dns", fate, False)
+
+
+# ---- fifth batch: our outgoing mail disabled: our sender -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Domain example.org has outgoing email disabled",
+        "Outgoing mail is suspended for this account",
+    ],
+)
+def test_outgoing_mail_disabled_is_our_sender(text: str) -> None:
+    assert verdict(550, text) == ("bad_sender", "bounce", False)
+
+
+def test_a_recipient_account_disabled_stays_inactive() -> None:
+    assert verdict(550, "Recipient account is disabled")[0] == "inactive_mailbox"
+
+
+# ---- out of quota: a full mailbox ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "fate"),
+    [
+        (451, "Account r@example.net out of quota. Try later", "defer"),
+        (552, "Mailbox out of storage quota", "bounce"),
+    ],
+)
+def test_out_of_quota_is_a_full_mailbox(code: int, text: str, fate: str) -> None:
+    assert verdict(code, text) == ("mailbox_full", fate, False)
+
+
+# ---- our IP that must resolve: reverse DNS --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (501, "5.7.1 Sender IP must resolve"),
+        (550, "Your IP address does not resolve to a host name"),
+        (554, "Connecting host failed to resolve"),
+    ],
+)
+def test_our_ip_that_must_resolve_is_reverse_dns(code: int, text: str) -> None:
+    assert verdict(code, text) == ("reverse_dns", "bounce", False)
+
+
+# ---- the adjective first: an unknown address -----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Unknown destination address",
+        "5.1.1 unknown local user r@example.net",
+        "unknown e-mail account",
+    ],
+)
+def test_unknown_destination_address_is_unknown(text: str) -> None:
+    assert verdict(550, text) == ("bad_mailbox", "bounce", True)
