@@ -132,8 +132,12 @@ class DelayScheduler:
             group_id=self._group, enable_auto_commit=False,
             # senders park envelopes here in their transactions: an aborted one must not wake
             isolation_level="read_committed", auto_offset_reset="earliest",
-            max_poll_records=2000, max_partition_fetch_bytes=AHEAD_BYTES, fetch_max_wait_ms=200,
-            fetch_max_bytes=FETCH_MAX_BYTES)
+            # an idle fetch held MAX_WAIT (was 200 ms: 48 partitions, 5 fetches a second); a
+            # record written to a tier answers it at once. A partition resumed meanwhile (its
+            # read-ahead moved) is fetched when the held fetch returns: a refill at most
+            # MAX_WAIT later (VIEW_WAIT_MS in kmta/pipeline/kafkaio.py)
+            max_poll_records=2000, max_partition_fetch_bytes=AHEAD_BYTES,
+            fetch_max_wait_ms=int(MAX_WAIT * 1000), fetch_max_bytes=FETCH_MAX_BYTES)
         await c.start()
         # on assignment positions restart from the committed offsets: nothing to do then
         c.subscribe(list(self._tiers), listener=Rebalance(self._revoked))

@@ -42,6 +42,7 @@ __all__ = ["TXN_RECORDS", "TXN_SPAN", "OutboxRoute"]
 
 TXN_RECORDS = 2000  # outbox records a routing transaction takes at most
 TXN_SPAN = 0.2  # seconds a transaction goes on taking batches fetched already
+ROUTE_WAIT_MS = 500  # how long the broker holds the route consumer's idle fetch (VIEW_WAIT_MS)
 
 
 class _Unwritten(Exception):
@@ -111,7 +112,9 @@ class OutboxRoute:
             # a producer writing the outbox in transactions: only what it committed is routed
             isolation_level="read_committed",
             auto_offset_reset="earliest", max_poll_records=max(100, 4 * self._concurrency),
-            fetch_max_wait_ms=100, **FETCH)
+            # an idle fetch held ROUTE_WAIT_MS; a record arriving answers it at once (the route
+            # loop pauses nothing; it seeks only to read a failed batch again)
+            fetch_max_wait_ms=ROUTE_WAIT_MS, **FETCH)
         c.subscribe([self._c.topic("outbox")], listener=Rebalance(self._revoked))
         await c.start()
         self._consumer = c

@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "FETCH",
     "FETCH_PARTITION_BYTES",
+    "VIEW_WAIT_MS",
     "CompactedView",
     "Rebalance",
     "TopicSpec",
@@ -54,6 +55,19 @@ __all__ = [
 FETCH_PARTITION_BYTES = 512 * 1024
 FETCH_MAX_BYTES = 2 * 1024 * 1024
 FETCH = {"max_partition_fetch_bytes": FETCH_PARTITION_BYTES, "fetch_max_bytes": FETCH_MAX_BYTES}
+
+# How long the broker holds a fetch of a consumer that has nothing new: each idle fetch costs the
+# broker work for every partition in it, 10 times a second at aiokafka's 100 ms, for every
+# consumer of every connected deployment (docs/benchmark.md, session 14: the broker's idle CPU).
+# A record that arrives answers a held fetch at once (fetch_min_bytes 1: the broker completes
+# the waiting fetch when the partition's end, or its last stable offset for read_committed,
+# moves), so a longer wait costs no reaction time to new records. What it delays is whatever
+# waits for the consumer's fetch in flight: aiokafka sends nothing else to the broker for that
+# consumer's partitions (a seek's offset reset, a resumed or newly fetchable partition) until the
+# held fetch returns. Hence: the views (assigned once, seeked only at start) hold 1 s; consumers
+# that pause and resume partitions as they go (the senders' queue consumer, the delay
+# scheduler) hold less.
+VIEW_WAIT_MS = 1000
 
 
 def record_limit(config: Config) -> int:
@@ -386,18 +400,22 @@ class CompactedView(Generic[VV]):
     @overload
     def __init__(self: CompactedView[dict[str, Any]], config: Config, topic: str,
                  decode: Callable[[bytes], object],
-                 on_change: Callable[[str, object | None], None] | None = None) -> None: ...
+                 on_change: Callable[[str, object | None], None] | None = None, *,
+                 wait_ms: int = ...) -> None: ...
 
     @overload
     def __init__(self, config: Config, topic: str, decode: Callable[[bytes], object],
                  on_change: Callable[[str, object | None], None] | None = None, *,
-                 values: VV, skip: tuple[str, bytes] | None = None) -> None: ...
+                 values: VV, skip: tuple[str, bytes] | None = None,
+                 wait_ms: int = ...) -> None: ...
 
     def __init__(self, config: Config, topic: str,
                  decode: Callable[[bytes], object],
                  on_change: Callable[[str, object | None], None] | None = None,
-                 values: Any = None, skip: tuple[str, bytes] | None = None) -> None:
-        """``values``: where the latest values are kept (a dict unless given)."""
+                 values: Any = None, skip: tuple[str, bytes] | None = None,
+                 wait_ms: int = VIEW_WAIT_MS) -> None:
+        """``values``: where the latest values are kept (a dict unless given); ``wait_ms``:
+        how long the broker holds an idle fetch (``VIEW_WAIT_MS``)."""
         self._skip = skip
         self._config = config
         self.topic = topic
@@ -407,6 +425,7 @@ class CompactedView(Generic[VV]):
         self.values: VV = {} if values is None else values  # type: ignore[assignment]
         self.ready = asyncio.Event()
         self.bad_records = 0
+        self.wait_ms = wait_ms
         self._task: asyncio.Task | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._last: dict[TopicPartition, int] = {}
@@ -415,8 +434,8 @@ class CompactedView(Generic[VV]):
     async def start(self) -> None:
         # read committed: an aborted routing transaction's ids never count as accepted
         c = AIOKafkaConsumer(**client_options(self._config), enable_auto_commit=False,
-                             isolation_level="read_committed",
-                             auto_offset_reset="earliest", fetch_max_wait_ms=100, **FETCH)
+                             isolation_level="read_committed", auto_offset_reset="earliest",
+                             fetch_max_wait_ms=self.wait_ms, **FETCH)
         await c.start()
         tps = await topic_partitions(self._config, [self.topic])
         c.assign(tps)
@@ -438,7 +457,10 @@ class CompactedView(Generic[VV]):
         assert self._consumer is not None
         skip = self._skip
         while True:
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            # caught up, the loop only waits for records (getmany returns as they arrive);
+            # before, it checks the positions at least every 200 ms
+            batch = await self._consumer.getmany(
+                timeout_ms=self.wait_ms if self.ready.is_set() else 200, max_records=5000)
             for tp, records in batch.items():
                 for r in records:
                     self._last[tp] = r.offset

@@ -36,7 +36,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from kmta.config import Config
 from kmta.pipeline.hashset import SortedHashes
-from kmta.pipeline.kafkaio import client_options, stop_loop, topic_partitions
+from kmta.pipeline.kafkaio import VIEW_WAIT_MS, client_options, stop_loop, topic_partitions
 from kmta.pipeline.outputs import Out
 from kmta.pipeline.suppressionstore import start_offsets
 from schemas import ControlRecord
@@ -223,7 +223,7 @@ class SuppressionView:
             await asyncio.sleep(0)  # the brain's agents share this loop
         c = AIOKafkaConsumer(**client_options(self._config),
                              enable_auto_commit=False, auto_offset_reset="earliest",
-                             fetch_max_wait_ms=100, max_partition_fetch_bytes=4 << 20)
+                             fetch_max_wait_ms=VIEW_WAIT_MS, max_partition_fetch_bytes=4 << 20)
         await c.start()
         tps = await topic_partitions(self._config, [self.topic])
         c.assign(tps)
@@ -265,7 +265,8 @@ class SuppressionView:
     async def _run(self) -> None:
         assert self._consumer is not None
         while True:
-            batch = await self._consumer.getmany(timeout_ms=200, max_records=20000)
+            batch = await self._consumer.getmany(
+                timeout_ms=VIEW_WAIT_MS if self.ready.is_set() else 200, max_records=20000)
             changes: list[tuple[str, bool]] = []
             offsets: dict[tuple[str, int], int] = {}
             if any(records and records[0].offset < self._next.get(tp.partition, 0)
