@@ -1,10 +1,13 @@
 """A compacted topic's view goes on past records it cannot keep: one its decoder refuses and
 one whose decoded value its store refuses (the worker's ids view keeps partitions below 2^16
-and offsets >= 0 only), one whose key is not UTF-8, each counted; the records after them are read."""
+and offsets >= 0 only), one whose key is not UTF-8, each counted; the records after them are read.
+A record written while the view waits in a held (idle) fetch reaches it without waiting for the
+fetch's wait to run out: the senders' lock, pause and speed path."""
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -22,9 +25,10 @@ def seen(at: float, partition: int, offset: int) -> bytes:
 
 
 @asynccontextmanager
-async def ready_view(cfg: Config, topic: str) -> AsyncIterator[CompactedView[SeenIds]]:
+async def ready_view(cfg: Config, topic: str,
+                     **kw: int) -> AsyncIterator[CompactedView[SeenIds]]:
     """The worker's ids view of ``topic``, once it has caught up (30 s at most)."""
-    view = CompactedView(cfg, topic, decode_seen, values=SeenIds())
+    view = CompactedView(cfg, topic, decode_seen, values=SeenIds(), **kw)
     await view.start()
     try:
         await asyncio.wait_for(view.ready.wait(), 30)
@@ -118,5 +122,46 @@ def test_the_ids_view_passes_over_its_own_records_and_reads_the_others(
             await view.stop()
         async with ready_view(cfg, topic) as restarted:  # a new process reads them all
             assert restarted.values.get("mine") is not None
+
+    asyncio.run(go())
+
+
+def test_a_record_answers_the_views_held_fetch(kafka_bootstrap: str) -> None:
+    """The views' idle fetches are held long (``VIEW_WAIT_MS``; here 30 s): a record written
+    meanwhile, plain or in a transaction (read committed: it counts once the commit marker
+    moves the last stable offset), is in the view long before the wait would have run out."""
+    cfg = Config.model_validate({"kafka": {"bootstrap_servers": kafka_bootstrap,
+                                           "topic_prefix": f"cv{uuid.uuid4().hex[:8]}."}})
+    wait_ms = 30_000
+
+    async def until_seen(view: CompactedView[SeenIds], key: str) -> float:
+        t0 = time.monotonic()
+        deadline = t0 + wait_ms / 1000 / 3
+        while view.values.get(key) is None:
+            assert time.monotonic() < deadline, f"{key} not seen while the fetch was held"
+            await asyncio.sleep(0.02)
+        return time.monotonic() - t0
+
+    async def go() -> None:
+        await ensure_topics(cfg, timeout=60)
+        topic = cfg.topic("ids")
+        plain = AIOKafkaProducer(**client_options(cfg))
+        txn = AIOKafkaProducer(**client_options(cfg), transactional_id=f"{topic}.t")
+        await plain.start()
+        await txn.start()
+        try:
+            async with ready_view(cfg, topic, wait_ms=wait_ms) as view:
+                assert view._consumer is not None
+                assert view._consumer._fetcher._fetch_max_wait_ms == wait_ms
+                await asyncio.sleep(1.0)  # the first fetch of the empty topic is held now
+                await plain.send_and_wait(topic, seen(1.0, 0, 1), key=b"plain", partition=3)
+                await until_seen(view, "plain")
+                await asyncio.sleep(1.0)
+                async with txn.transaction():
+                    await txn.send_and_wait(topic, seen(1.0, 0, 2), key=b"txn", partition=5)
+                await until_seen(view, "txn")
+        finally:
+            await plain.stop()
+            await txn.stop()
 
     asyncio.run(go())
