@@ -11,7 +11,7 @@ the outcome twice. Every other results reader in kmta reads committed; so does t
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 import aiokafka
@@ -40,21 +40,51 @@ def skipped(record: Any) -> bool:
     return QUEUED_HEADER in (record.headers or ())
 
 
-def runs(offsets: Iterable[int]) -> Iterator[tuple[int, int]]:
-    """Ascending offsets as runs of consecutive ones, (first, last) inclusive."""
-    first = last = None
-    for o in offsets:
-        if last is not None and o == last + 1:
-            last = o
-            continue
-        if first is not None and last is not None:
-            yield first, last
-        first = last = o
-    if first is not None and last is not None:
-        yield first, last
+def split(records: Iterable[Any], open_at: int | None = None
+          ) -> tuple[list[Any], list[tuple[int, int]], int | None]:
+    """One partition's fetched records (ascending offsets) as the kept ones, the spans of
+    ``skipped`` ones between them, (first, last) inclusive, and the offset of the last record
+    if it was skipped (the gap left open), else None.
+
+    A span runs from a skipped record to the last one before the next kept record, across
+    the offsets no record was fetched for (transaction markers, aborted records: faust's own
+    loop makes gaps of those too). ``open_at`` is the previous fetch's open end: a span before
+    any kept record starts there, overlapping the gap already added, so faust's merge joins
+    the two. Without that the gap tree held an interval per transaction, fetch and partition
+    while nothing was acked (a queue building behind paused ISPs: ~600 B each, and faust
+    rebuilds the whole tree for every gap it adds)."""
+    kept: list[Any] = []
+    spans: list[tuple[int, int]] = []
+    start = end = open_at
+    new = False  # the span holds a record of this fetch
+    for r in records:
+        if not skipped(r):
+            if new:
+                spans.append((start, end))  # type: ignore[arg-type]
+            start = end = None
+            new = False
+            kept.append(r)
+        elif end is not None and r.offset > end:
+            end, new = r.offset, True
+        else:  # the first span, or a record read again after a seek back: a span of its own
+            if new:
+                spans.append((start, end))  # type: ignore[arg-type]
+            start = end = r.offset
+            new = True
+    if new:
+        spans.append((start, end))  # type: ignore[arg-type]
+    return kept, spans, end
 
 
 class CommittedConsumer(faust_aiokafka.Consumer):
+    # a partition's gap left open by the last fetch: (the gap tree it is the tail of, its
+    # last offset)
+    _open_gaps: dict[Any, tuple[Any, int]]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._open_gaps = {}
+
     def _new_consumer_thread(self) -> faust_aiokafka.AIOKafkaConsumerThread:
         return CommittedConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
@@ -63,20 +93,23 @@ class CommittedConsumer(faust_aiokafka.Consumer):
         their partitions: faust's commit passes over a gap once an offset after it is acked,
         as over a transaction's marker. Each per-record step of faust (message, event, the
         stream's hand-over, ack) costs the brain's event loop a few turns shared with the
-        route loop (docs/benchmark.md, event-apply delay)."""
+        route loop (docs/benchmark.md, event-apply delay). A gap left open at the end of a
+        fetch is carried on by the next one (``split``) while it is still the tail of the
+        same gap tree: a rebalance drops the tree, and the next gap starts afresh."""
         records = await super()._getmany(active_partitions, timeout)
+        opened = self._open_gaps
         for tp in list(records or ()):
-            kept: list[Any] = []
-            drop: list[int] = []
-            for r in records[tp]:
-                if skipped(r):
-                    drop.append(r.offset)
-                else:
-                    kept.append(r)
-            if not drop:
-                continue
-            for first, last in runs(drop):
+            tree, open_at = opened.pop(tp, (None, None))
+            if open_at is not None and not (tree is self._gap.get(tp) and tree
+                                            and tree.end() == open_at + 1):
+                open_at = None
+            kept, spans, end = split(records[tp], open_at)
+            for first, last in spans:
                 await self._add_gap(tp, first, last)
+            if end is not None:
+                opened[tp] = (self._gap.get(tp), end)
+            if len(kept) == len(records[tp]):
+                continue
             if kept:
                 records[tp] = kept
             else:

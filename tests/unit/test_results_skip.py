@@ -74,10 +74,33 @@ def test_skipped_by_header_only() -> None:
     assert not committed.skipped(SimpleNamespace(headers=[("kmta-status", b"delivered")]))
 
 
-def test_runs() -> None:
-    assert list(committed.runs([])) == []
-    assert list(committed.runs([4])) == [(4, 4)]
-    assert list(committed.runs([1, 2, 3, 7, 9, 10])) == [(1, 3), (7, 7), (9, 10)]
+def offsets(spans_or_records):
+    return [r.offset for r in spans_or_records]
+
+
+def test_split_spans_run_across_markers_up_to_a_kept_record() -> None:
+    # 12 is a transaction's marker (no record): the span of skipped 10-14 runs over it
+    kept, spans, end = committed.split([rec(10, True), rec(11, True), rec(13, True),
+                                        rec(14, True), rec(15, False), rec(17, True)])
+    assert (offsets(kept), spans, end) == ([15], [(10, 14), (17, 17)], 17)
+    kept, spans, end = committed.split([rec(3, False), rec(5, True), rec(6, False)])
+    assert (offsets(kept), spans, end) == ([3, 6], [(5, 5)], None)
+    assert committed.split([rec(3, False)]) == ([committed.split([rec(3, False)])[0][0]],
+                                                [], None)
+
+
+def test_split_carries_the_open_gap_on() -> None:
+    # the previous fetch ended with a skipped record at 20: the next span starts there
+    kept, spans, end = committed.split([rec(23, True), rec(24, True)], open_at=20)
+    assert (kept, spans, end) == ([], [(20, 24)], 24)
+    # a kept record first: the open gap ends where it was, nothing new to add
+    kept, spans, end = committed.split([rec(22, False), rec(23, True)], open_at=20)
+    assert (offsets(kept), spans, end) == ([22], [(23, 23)], 23)
+    # read again after a seek back (offsets at or before the open end): spans of their own
+    kept, spans, end = committed.split([rec(15, True), rec(16, True)], open_at=20)
+    assert (kept, spans, end) == ([], [(15, 16)], 16)
+    kept, spans, end = committed.split([rec(30, True), rec(12, True)])
+    assert (kept, spans, end) == ([], [(30, 30), (12, 12)], 12)
 
 
 def commit(consumer) -> int | None:
@@ -136,5 +159,60 @@ async def test_skipped_records_alone_commit_nothing(tmp_path) -> None:
         assert commit(consumer) == 12
         consumer._acked[TP].extend([13])
         assert commit(consumer) == 14
+    finally:
+        consumer._thread.thread_loop.close()
+
+
+async def test_gap_stays_one_interval_while_a_queue_builds(tmp_path) -> None:
+    # ISPs paused: every results record is a queued event, in transactions of 5 records and a
+    # marker, fetched a few at a time; nothing is acked until the drain. The gap tree stays
+    # one interval (it held one per transaction and fetch: ~600 B each, rebuilt per gap)
+    _app, consumer = _consumer(tmp_path)
+    try:
+        fetches = []
+        offset = 0
+        for _ in range(400):
+            batch = []
+            for _ in range(3):
+                batch += [rec(offset + i, True) for i in range(5)]
+                offset += 6  # the transaction's marker at offset + 5
+            fetches.append(batch)
+        fetches.append([rec(offset, False)])  # the first outcome, after the resume
+
+        async def getmany(active_partitions, timeout):
+            return {TP: fetches.pop(0)}
+        consumer._thread.getmany = getmany
+        consumer._committed_offset[TP] = 0
+        for _ in range(400):
+            assert await consumer._getmany(None, 1.0) == {}
+            assert len(consumer._gap[TP]) == 1
+        # from 1: faust's _add_gap starts a gap after the committed offset
+        assert (consumer._gap[TP].begin(), consumer._gap[TP].end()) == (1, offset - 1)
+        records = await consumer._getmany(None, 1.0)
+        assert offsets(records[TP]) == [offset]
+        # faust's drain loop, handing the outcome over, adds the offsets since the last record
+        # it handed over: here the last transaction's marker is the one not in the gap yet
+        await consumer._add_gap(TP, offset - 1, offset - 1)
+        assert commit(consumer) is None  # nothing acked yet
+        consumer._acked[TP].append(offset)
+        assert commit(consumer) == offset + 1  # past the whole gap and the outcome
+    finally:
+        consumer._thread.thread_loop.close()
+
+
+async def test_open_gap_not_carried_into_a_new_gap_tree(tmp_path) -> None:
+    # a rebalance drops the partition's gap tree (faust: on_partitions_revoked): the gap left
+    # open before it does not stretch over offsets this consumer never fetched
+    _app, consumer = _consumer(tmp_path)
+    try:
+        fetches = [[rec(10, True), rec(11, True)], [rec(40, True)]]
+
+        async def getmany(active_partitions, timeout):
+            return {TP: fetches.pop(0)}
+        consumer._thread.getmany = getmany
+        await consumer._getmany(None, 1.0)
+        consumer._gap.pop(TP)
+        await consumer._getmany(None, 1.0)
+        assert [(i.begin, i.end) for i in consumer._gap[TP]] == [(40, 41)]
     finally:
         consumer._thread.thread_loop.close()
