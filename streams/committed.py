@@ -11,6 +11,7 @@ the outcome twice. Every other results reader in kmta reads committed; so does t
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any
 
@@ -115,6 +116,41 @@ class CommittedConsumer(faust_aiokafka.Consumer):
             else:
                 del records[tp]
         return records
+
+
+    def _new_offset(self, tp: Any) -> int | None:
+        """The offset to commit for ``tp`` (None: nothing new), as faust's
+        ``Consumer._new_offset`` computes it: its acked offsets and the gap intervals that
+        begin before the highest of them, taken as one sorted run from the lowest (None if a
+        hole lies between the committed offset and it); the first consecutive run is
+        committed. faust makes a list of every offset of those intervals (66 B an offset at
+        its peak: one commit after a queue of N queued events built up behind paused ISPs
+        held ~N/partitions ints at once); here the run is found interval by interval, the
+        committed part chopped off the gap and the rest left in it (faust moves the rest into
+        the acked list: counted the same, as the highest acked offset stays above it)."""
+        acked = self._acked[tp]
+        gap = self._gap.get(tp)
+        if not acked or not gap:
+            return super()._new_offset(tp)  # type: ignore[no-any-return]
+        acked.sort()
+        spans = sorted((i.begin, i.end) for i in gap.overlap(0, acked[-1]))
+        if not spans:
+            return super()._new_offset(tp)  # type: ignore[no-any-return]
+        first = min(acked[0], spans[0][0])
+        committed = self._committed_offset[tp]
+        if committed and first - committed > 1:
+            return None
+        # what is below the committed offset is done (faust's _add_gap starts a gap after it)
+        stop = max(first, committed + 1) if committed else first
+        for begin, end in sorted([*spans, *((o, o + 1) for o in acked)]):
+            if begin > stop:
+                break
+            stop = max(stop, end)
+        n = bisect_left(acked, stop)
+        self._acked_index[tp].difference_update(acked[:n])
+        del acked[:n]
+        gap.chop(0, stop)
+        return stop
 
 
 class Transport(faust_aiokafka.Transport):
