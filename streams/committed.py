@@ -117,7 +117,6 @@ class CommittedConsumer(faust_aiokafka.Consumer):
                 del records[tp]
         return records
 
-
     def _new_offset(self, tp: Any) -> int | None:
         """The offset to commit for ``tp`` (None: nothing new), as faust's
         ``Consumer._new_offset`` computes it: its acked offsets and the gap intervals that
@@ -140,7 +139,8 @@ class CommittedConsumer(faust_aiokafka.Consumer):
         committed = self._committed_offset[tp]
         if committed and first - committed > 1:
             return None
-        # what is below the committed offset is done (faust's _add_gap starts a gap after it)
+        # faust counts the committed offset itself as done: its _add_gap starts a gap after
+        # it, and its check above lets a run start right after it
         stop = max(first, committed + 1) if committed else first
         for begin, end in sorted([*spans, *((o, o + 1) for o in acked)]):
             if begin > stop:
