@@ -35,6 +35,17 @@ def log(msg: str, tag: str = "bench") -> None:
 
 
 # -- ports -------------------------------------------------------------------------------------
+def interrupt_on_signals() -> None:
+    """SIGINT, SIGTERM and SIGHUP raise KeyboardInterrupt, so a benchmark's ``finally`` stops
+    every process it started (SIGINT too: a background job starts with it ignored)."""
+
+    def on_term(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, on_term)
+
+
 def port_free(host: str, port: int) -> bool:
     with socket.socket() as s:
         try:

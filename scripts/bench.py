@@ -68,6 +68,7 @@ from ops.kit import (
     children_of,
     clean_up,
     free_port,
+    interrupt_on_signals,
     kafka_for,
     log,
     mx_zone,
@@ -999,11 +1000,7 @@ def main(argv: list[str] | None = None) -> int:
         print("bench: smtp-sink not found (Debian package postfix)", file=sys.stderr)
         return 2
 
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGINT too: a background
-        signal.signal(sig, on_term)  # job starts with it ignored
+    interrupt_on_signals()
     base = Path(tempfile.mkdtemp(prefix="kmta-bench-"))
     base.chmod(0o755)  # Postfix's daemons (user postfix) read their queue under it
     logdir = base / "logs"

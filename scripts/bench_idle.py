@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import random
-import signal
 import statistics
 import sys
 import tempfile
@@ -47,7 +46,16 @@ from kmta.pipeline.kafkaio import (
     make_producer,
     new_topic,
 )
-from ops.kit import CpuMeter, Procs, broker_pid, clean_up, free_port, kafka_for, log
+from ops.kit import (
+    CpuMeter,
+    Procs,
+    broker_pid,
+    clean_up,
+    free_port,
+    interrupt_on_signals,
+    kafka_for,
+    log,
+)
 
 
 def rates(pids: dict[str, list[int]], seconds: float) -> dict[str, float]:
@@ -142,11 +150,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_term)
+    interrupt_on_signals()
     base = Path(tempfile.mkdtemp(prefix="kmta-idle-"))
     logdir = base / "logs"
     logdir.mkdir()

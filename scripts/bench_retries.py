@@ -38,7 +38,6 @@ import json
 import logging
 import os
 import random
-import signal
 import statistics
 import sys
 import tempfile
@@ -64,6 +63,7 @@ from ops.kit import (
     broker_pid,
     clean_up,
     cpu_seconds,
+    interrupt_on_signals,
     kafka_for,
     mx_zone,
     profile_report,
@@ -793,11 +793,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.getLogger("aiokafka").setLevel(logging.ERROR)  # leader moves of new topics
 
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_term)
+    interrupt_on_signals()
     base = Path(tempfile.mkdtemp(prefix="kmta-bench-retries-"))
     procs = Procs(base / "logs")
     procs.logdir.mkdir()

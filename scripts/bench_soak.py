@@ -33,7 +33,6 @@ import asyncio
 import json
 import os
 import random
-import signal
 import sys
 import tempfile
 import time
@@ -52,7 +51,17 @@ from kmta.client import produce
 from kmta.pipeline.control import make_command
 from kmta.pipeline.kafkaio import client_options, topic_partitions
 from ops.figures import steady_rate
-from ops.kit import Procs, Sink, clean_up, free_port, kafka_for, log, mx_zone, start_dns
+from ops.kit import (
+    Procs,
+    Sink,
+    clean_up,
+    free_port,
+    interrupt_on_signals,
+    kafka_for,
+    log,
+    mx_zone,
+    start_dns,
+)
 from schemas.control import ControlAction
 
 SOAK_ISPS = {"gmail": "gmail.com", "yahoo": "yahoo.com", "outlook": "outlook.com",
@@ -329,11 +338,7 @@ def with_env(procs: Procs, extra: list[str]) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
 
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, on_term)
+    interrupt_on_signals()
     base = Path(tempfile.mkdtemp(prefix="kmta-soak-"))
     (base / "logs").mkdir()
     procs = Procs(base / "logs")

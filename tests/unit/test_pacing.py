@@ -64,14 +64,9 @@ def test_a_raise_applies_at_one_instant_and_the_new_grid_starts_an_interval_late
     assert len([t for t in times if 5.0 <= t < 7.0]) == 8  # 2 msg/s for the IP, shared
 
 
-@pytest.mark.parametrize("at", [10.0, 10.1, 10.2, 10.3, 10.45])
-@pytest.mark.parametrize(("before", "after"), [(1.892, 1.948), (1.0, 1.25)])
-def test_a_raise_continues_the_grid_without_a_gap(before, after, at) -> None:
-    # four nodes share a source IP (the IP's rate: ``before``, then ``after`` from ``at``): the
-    # IP's messages stay one interval apart across the raise, at the old interval or the new.
-    # A new grid that started at the change itself, owned from slot 1 whatever slot the old
-    # grid was at, left a gap of up to a round of the nodes (2 msg/s: up to 1.03 s instead of
-    # 0.53), about a message lost per change
+def rate_change(before: float, after: float, at: float) -> list[float]:
+    """The slots (from 2 s) of four nodes sharing a source IP's grid, the IP's rate ``before``
+    and then ``after`` from ``at`` (each node told at ``at``), to 10 s after the change."""
     clock = Clock()
     nodes = [Pacer(before / 4, clock, grid=(frozenset({i}), 4)) for i in range(4)]
     for p in nodes:
@@ -80,7 +75,18 @@ def test_a_raise_continues_the_grid_without_a_gap(before, after, at) -> None:
     for p in nodes:
         p.set_rate(after / 4, raise_at=at, grid_rate=after / 4)
     out += slots(nodes, clock, at + 10.0)
-    times = sorted(t for t, _ in out if t >= 2.0)
+    return sorted(t for t, _ in out if t >= 2.0)
+
+
+@pytest.mark.parametrize("at", [10.0, 10.1, 10.2, 10.3, 10.45])
+@pytest.mark.parametrize(("before", "after"), [(1.892, 1.948), (1.0, 1.25)])
+def test_a_raise_continues_the_grid_without_a_gap(before, after, at) -> None:
+    # four nodes share a source IP (the IP's rate: ``before``, then ``after`` from ``at``): the
+    # IP's messages stay one interval apart across the raise, at the old interval or the new.
+    # A new grid that started at the change itself, owned from slot 1 whatever slot the old
+    # grid was at, left a gap of up to a round of the nodes (2 msg/s: up to 1.03 s instead of
+    # 0.53), about a message lost per change
+    times = rate_change(before, after, at)
     gaps = [b - a for a, b in itertools.pairwise(times)]
     assert min(gaps) >= 1 / max(before, after) - 0.002
     assert max(gaps) <= 1 / min(before, after) + 0.002
@@ -90,15 +96,7 @@ def test_a_raise_continues_the_grid_without_a_gap(before, after, at) -> None:
 @pytest.mark.parametrize("at", [10.0, 10.2, 10.45])
 @pytest.mark.parametrize(("before", "after"), [(1.948, 1.892), (2.0, 1.0)])
 def test_a_cut_puts_no_point_next_to_an_old_one(before, after, at) -> None:
-    clock = Clock()
-    nodes = [Pacer(before / 4, clock, grid=(frozenset({i}), 4)) for i in range(4)]
-    for p in nodes:
-        p.grid_rate = before / 4
-    out = slots(nodes, clock, at - 0.2)
-    for p in nodes:
-        p.set_rate(after / 4, raise_at=at, grid_rate=after / 4)
-    out += slots(nodes, clock, at + 10.0)
-    times = sorted(t for t, _ in out if t >= 2.0)
+    times = rate_change(before, after, at)
     assert min(b - a for a, b in itertools.pairwise(times)) >= 1 / before - 0.002
 
 
