@@ -98,8 +98,7 @@ def compose_bytes(msg: OutboxMessage, msg_id: str, id_domain: str, now: float,
     # the addresses are bare addr-specs; a non-ASCII local part stays UTF-8 (RFC 6532: the
     # sender then needs SMTPUTF8), an internationalized domain is written as its A-label
     trace += f"From: {_address(msg.from_, 'from')}\r\nTo: {_address(msg.to, 'to')}\r\n"
-    texts = [t for t in (plain, rich) if t is not None]
-    if _DIRECT and all(b"\x00" not in t.raw and _lines_fit(t.raw) for t in texts):
+    if _DIRECT and all(_as_is(t.raw) for t in (plain, rich) if t is not None):
         return _direct(trace, plain, rich, headers, extra, msg_id, id_domain, now)
     # compat32 MIME classes: the same RFC 5322/2045 output as EmailMessage for these simple
     # shapes at a fraction of the cost (header folding in the modern policy dominated routing)
@@ -169,7 +168,8 @@ def _line(name: str, value: str) -> str:
 
 
 def _crlf(raw: bytes) -> bytes:
-    """A part's text with every line end (CRLF, CR, LF) as CRLF, as ``_fill`` writes it."""
+    """A part's text with every line end (CRLF, CR, LF) as CRLF, as the generator writes it
+    (``_write_lines``)."""
     if b"\r" in raw:
         raw = raw.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
     return raw.replace(b"\n", b"\r\n")
@@ -201,9 +201,7 @@ def _fill(skeleton: str, slots: dict[str, bytes]) -> bytes:
     rest = skeleton.encode("utf-8")  # headers and MIME structure: a few hundred bytes
     for slot, text in slots.items():  # in the order the parts were made, which they appear in
         before, rest = rest.split(slot.encode("ascii"), 1)
-        if b"\r" in text:
-            text = text.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        pieces += (before, text.replace(b"\n", b"\r\n"))
+        pieces += (before, _crlf(text))
     pieces.append(rest)
     return b"".join(pieces)
 
@@ -241,7 +239,7 @@ def _part(given: _Text, subtype: str, slots: dict[str, bytes]) -> MIMENonMultipa
     part gets a placeholder payload (NUL-delimited: no text here holds NUL, no header value
     either) that ``_fill`` replaces by the text."""
     text, raw = given
-    if b"\x00" not in raw and _lines_fit(raw):
+    if _as_is(raw):
         slot = f"\x00{len(slots)}\x00"
         slots[slot] = raw
         if text.isascii():
@@ -255,6 +253,11 @@ def _part(given: _Text, subtype: str, slots: dict[str, bytes]) -> MIMENonMultipa
     # instead of up to 3x
     extra = len(raw) - len(text)
     return MIMEText(text, subtype, _B64_UTF8 if extra * 6 > len(text) else _QP_UTF8)
+
+
+def _as_is(raw: bytes) -> bool:
+    """The UTF-8 text ``raw`` goes as it is (7bit or 8bit): no NUL, no line over 998 octets."""
+    return b"\x00" not in raw and _lines_fit(raw)
 
 
 def _lines_fit(raw: bytes) -> bool:
