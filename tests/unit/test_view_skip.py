@@ -39,6 +39,15 @@ class FakeConsumer:
         return 4
 
 
+async def read_to_end(view: CompactedView[SeenIds], records: list[Rec]) -> None:
+    """``view``'s loop over ``records`` (one partition, offsets from 0) until it is ready."""
+    view._consumer = FakeConsumer(records)  # type: ignore[assignment]
+    view._end = {TP: len(records)}
+    task = asyncio.create_task(view._run())
+    await asyncio.wait_for(view.ready.wait(), 5)
+    task.cancel()
+
+
 def test_records_with_the_skip_header_are_passed_over_and_the_view_gets_ready() -> None:
     other = Seen(2.0, 1, 9)
     records = [Rec(0, b"theirs", encode_seen(other)),
@@ -46,17 +55,9 @@ def test_records_with_the_skip_header_are_passed_over_and_the_view_gets_ready() 
                Rec(2, b"theirs-too", encode_seen(other), (("kmta-writer", b"w2.def"),)),
                Rec(3, b"mine-2", None, (OWN,))]  # even a tombstone of its own: passed over
 
-    async def go() -> CompactedView[SeenIds]:
-        view = CompactedView(Config(), "u.ids", decode_seen, values=SeenIds(), skip=OWN)
-        view.values["mine-2"] = Seen(4.0, 0, 6)  # the router kept it as it wrote it
-        view._consumer = FakeConsumer(records)  # type: ignore[assignment]
-        view._end = {TP: 4}
-        task = asyncio.create_task(view._run())
-        await asyncio.wait_for(view.ready.wait(), 5)
-        task.cancel()
-        return view
-
-    view = asyncio.run(go())
+    view = CompactedView(Config(), "u.ids", decode_seen, values=SeenIds(), skip=OWN)
+    view.values["mine-2"] = Seen(4.0, 0, 6)  # the router kept it as it wrote it
+    asyncio.run(read_to_end(view, records))
     assert view.values.get("theirs") == other and view.values.get("theirs-too") == other
     assert view.values.get("mine") is None  # not read back: only the router stores its own
     assert view.values.get("mine-2") == Seen(4.0, 0, 6)
@@ -66,13 +67,6 @@ def test_records_with_the_skip_header_are_passed_over_and_the_view_gets_ready() 
 def test_without_skip_every_record_is_read() -> None:
     records = [Rec(0, b"mine", encode_seen(Seen(3.0, 0, 5)), (OWN,))]
 
-    async def go() -> CompactedView[SeenIds]:
-        view = CompactedView(Config(), "u.ids", decode_seen, values=SeenIds())
-        view._consumer = FakeConsumer(records)  # type: ignore[assignment]
-        view._end = {TP: 1}
-        task = asyncio.create_task(view._run())
-        await asyncio.wait_for(view.ready.wait(), 5)
-        task.cancel()
-        return view
-
-    assert asyncio.run(go()).values.get("mine") == Seen(3.0, 0, 5)
+    view = CompactedView(Config(), "u.ids", decode_seen, values=SeenIds())
+    asyncio.run(read_to_end(view, records))
+    assert view.values.get("mine") == Seen(3.0, 0, 5)
