@@ -90,3 +90,88 @@ def test_deferred_for_complaints_stays_spam_block() -> None:
 
 def test_permanent_microsoft_ban_stays_spam_block() -> None:
     assert verdict(550, "5.7.650 Access denied, banned sending IP [203.0.113.5]")[0] == "spam_block"
+
+
+# ---- part 30's misses, by wording classes -------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (552, "Estimated message length 31457280 exceeds limit of 10485760"),
+        (552, "5.3.4 Message size 2000000 exceeds the allowed maximum"),
+    ],
+)
+def test_size_before_the_verb_is_message_size(code: int, text: str) -> None:
+    assert verdict(code, text) == ("message_too_large", "bounce", False)
+
+
+def test_invalid_hostname_alone_is_our_helo_name() -> None:
+    assert verdict(554, "invalid hostname") == ("reverse_dns", "bounce", False)
+
+
+def test_invalid_host_name_of_a_recipient_address_is_not_our_name() -> None:
+    assert verdict(553, "5.1.2 <r@example..org>... Invalid host name")[0] != "reverse_dns"
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Cannot receive from specified address <s@example.org>: Sender not acceptable",
+     "5.7.1 Unacceptable sender"],
+)
+def test_sender_not_acceptable_is_our_sender(text: str) -> None:
+    assert verdict(550, text) == ("bad_sender", "bounce", False)
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (550, "Cannot receive for specified address"),
+        (550, "5.1.1 Cannot accept mail for this recipient"),
+        (501, "r: recipient address must contain a domain"),
+    ],
+)
+def test_recipient_nobody_serves_or_malformed_is_bad_mailbox(code: int, text: str) -> None:
+    assert verdict(code, text) == ("bad_mailbox", "bounce", True)
+
+
+def test_cannot_accept_mail_for_a_domain_is_not_an_unknown_user() -> None:
+    assert verdict(550, "Cannot accept mail for this domain")[0] != "bad_mailbox"
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (552, "Message too small"),
+        (554, "Format restriction violation. Email Session ID: {0000-1-AAAA}"),
+    ],
+)
+def test_form_refusals_are_policy(code: int, text: str) -> None:
+    assert verdict(code, text) == ("policy", "bounce", False)
+
+
+def test_domain_owner_policy_is_dmarc() -> None:
+    text = ("5.7.0 (XXX000-MC1F00) Unfortunately, messages from (192.0.2.1) on behalf of "
+            "(example.com) could not be delivered due to domain owner policy restrictions.")
+    assert verdict(550, text) == ("auth_failure", "bounce", False)
+
+
+def test_rejected_by_this_user_is_the_recipients_block() -> None:
+    assert verdict(550, "Your message was rejected by this user and was not delivered") == (
+        "policy", "bounce", False)
+
+
+@pytest.mark.parametrize(("code", "text"), [(550, "Internal server error"), (500, "Internal Server Error")])
+def test_bare_internal_error_under_5xx_is_permanent(code: int, text: str) -> None:
+    assert verdict(code, text) == ("other_permanent", "bounce", False)
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        (451, "Internal server error"),
+        (554, "Error: Cannot accept your message due to internal error, please report that"),
+    ],
+)
+def test_internal_error_with_more_words_or_4xx_stays_temporary(code: int, text: str) -> None:
+    assert verdict(code, text)[0] == "other_temporary"
