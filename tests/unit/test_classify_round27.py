@@ -175,3 +175,24 @@ def test_bare_internal_error_under_5xx_is_permanent(code: int, text: str) -> Non
 )
 def test_internal_error_with_more_words_or_4xx_stays_temporary(code: int, text: str) -> None:
     assert verdict(code, text)[0] == "other_temporary"
+
+
+# ---- part 30's second batch ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text", ["Limit of 100 recipients exceeded", "5.5.3 Limit of 50 rcpts reached"]
+)
+def test_recipient_limit_named_first_defers_even_as_552(text: str) -> None:
+    assert verdict(552, text) == ("rate_limit", "defer", False)
+
+
+@pytest.mark.parametrize(
+    "text", ["Bad origin address syntax", "5.1.7 Invalid return-path address"]
+)
+def test_bad_origin_address_is_our_sender(text: str) -> None:
+    assert verdict(501, text) == ("bad_sender", "bounce", False)
+
+
+def test_bad_recipient_address_syntax_stays_the_recipient() -> None:
+    assert verdict(501, "Bad recipient address syntax") == ("bad_mailbox", "bounce", True)
