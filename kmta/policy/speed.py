@@ -415,6 +415,15 @@ def _close_period(s: SpeedState, rule: SpeedRule, tact: float, period: float) ->
                     step = PROBE_MIN
             passed = _replace(nxt, floor=s.speed, ceiling=ceiling, step=step, since=end,
                               prev_floor=s.floor, floor_at=end)
+            if (s.ceiling is not None and ceiling is None and s.speed < s.ceiling
+                    and not _deferrals_left(_replace(passed, ceiling=s.ceiling))):
+                # passed just under a level refused before (within PROBE_MIN): the next step
+                # goes above it, a re-probe of a known ceiling that gains a few per cent and
+                # most likely costs a throttle. It waits for the deferral share like a probe
+                # from a held floor (which it bypassed by chaining on a pass); the ceiling
+                # stays, so the held floor's gate sees it too
+                return _replace(passed, ceiling=s.ceiling, mode=HOLD,
+                                next_probe_at=end + _wait(passed, tact))
             return _start_probe(passed, rule, end)
         return nxt
     # hold
@@ -521,16 +530,24 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
         kind = "confirmed"
     elif kind == "knee":
         # cut from the speed the throttled message was most likely sent at, not a raise after
-        # it; the ceiling stays the speed now, an upper bound (at low rates the attribution is
-        # a guess, and a ceiling below the capacity would make every probe a small, slow one)
+        # it. The ceiling is the speed now, an upper bound (past LAG the attribution is a
+        # guess: at 1 msg/s a throttle 0.9 s after a raise to 1.09 was charged to 0.87, under
+        # the capacity, and a ceiling there made every probe a small, slow one), unless the
+        # raise came too late for the senders to have sent at it (decided within LAG, at a
+        # low rate often by this very event's period): the level before it was refused, the
+        # ceiling. A raise's level as the ceiling made a wide search at 0.5 msg/s (0.871
+        # over a refused 0.5: three of its probes refused, 3.45 % of the attempts)
         sent = _in_effect(s, tact, now)
+        surely = (s.prior is not None and s.raised_at is not None
+                  and now - s.raised_at < LAG)
         knee = sent * STARTUP_EXIT
         if s.sent is not None:
             # never above what the senders actually delivered: with several nodes on a shared
             # grid the sending can lag a fast-growing speed, and a knee from the speed alone
             # lands above the capacity (three rounds of throttles at 1 msg/s x 4 nodes)
             knee = min(knee, s.sent * KNEE_SENT)
-        s = _replace(s, ceiling=s.speed, floor=None, speed=_clamp(knee, rule), sent=None)
+        s = _replace(s, ceiling=sent if surely else s.speed, floor=None,
+                     speed=_clamp(knee, rule), sent=None)
     elif kind == "probe":
         # back to the floor; the floor before it is kept in case this floor was a false pass
         s = _replace(s, ceiling=s.speed, speed=_clamp(s.floor or s.speed, rule))
