@@ -29,6 +29,8 @@ __all__ = ["build_parser", "main"]
 CONFIG_HELP = "TOML config file (default: $KMTA_CONFIG or built-in)"
 VERBOSE_HELP = "debug logging"
 LOG_FORMAT_HELP = "log lines as text or one JSON object per line (default: [log] format)"
+LONG_RUNNING = ("worker", "sender")
+"""Commands whose processes run for days and hold large structures (glibc's threshold fixed)."""
 
 
 def _add_pipeline_parsers(sub: argparse._SubParsersAction) -> None:
@@ -147,7 +149,12 @@ def process_node(args: argparse.Namespace, config: Config) -> str:
 def _call(args: argparse.Namespace) -> int | None:
     """Run the command; with ``KMTA_PROFILE=DIR`` under cProfile, dumping
     ``DIR/<command>-<pid>.pstats`` when it ends (also on SIGTERM's orderly stop); with
-    ``KMTA_TRACEMALLOC=DIR`` tracing allocations (``ops.memtrace``)."""
+    ``KMTA_TRACEMALLOC=DIR`` tracing allocations (``ops.memtrace``). The long-running
+    processes (worker, sender) fix glibc's mmap threshold first (``kmta.pipeline.malloc``;
+    ``KMTA_MMAP_THRESHOLD=BYTES`` another value, 0 glibc's dynamic one: for benchmarks)."""
+    if args.command in LONG_RUNNING:
+        from kmta.pipeline.malloc import MMAP_THRESHOLD, fix_mmap_threshold
+        fix_mmap_threshold(int(os.environ.get("KMTA_MMAP_THRESHOLD", MMAP_THRESHOLD)))
     trace = os.environ.get("KMTA_TRACEMALLOC")
     if trace:  # memory summaries for benchmarks (ops/memtrace.py)
         from ops import memtrace
