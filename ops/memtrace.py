@@ -116,37 +116,51 @@ def _triggers(out_dir: Path, path: Path) -> None:
     """``KMTA_TRACEMALLOC_TRIGGER=1``: tracing started late, by hand. A file ``DIR/start``
     (its text: the frames, 8 if empty) starts tracemalloc; each ``DIR/snap`` takes a snapshot
     and writes, to ``<path>.diff``, what grew since the previous one, by traceback: what is
-    allocated while a queue builds and stays. Each trigger file is removed once acted on."""
+    allocated while a queue builds and stays; ``DIR/stop`` stops tracing (its traces' memory
+    is freed, so a window traced in one phase does not raise a later phase's peak). Each
+    trigger file is removed once acted on."""
     prev: tracemalloc.Snapshot | None = None
     diff = path.with_suffix(".diff")
     while True:
         time.sleep(1)
-        start, snap = out_dir / "start", out_dir / "snap"
-        if start.exists():
-            text = start.read_text().strip()
-            start.unlink()
-            if not tracemalloc.is_tracing():
-                tracemalloc.start(int(text) if text else 8)
-            prev = tracemalloc.take_snapshot()
-        if snap.exists() and tracemalloc.is_tracing():
-            snap.unlink()
-            now = tracemalloc.take_snapshot()
-            ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
-            now = now.filter_traces(ignore)
-            total = sum(s.size for s in now.statistics("filename"))
-            out = [f"time {time.time():.0f} VmRSS {_rss_mb():.1f} MB traced "
-                   f"{total / 2**20:.1f} MB blocks {sys.getallocatedblocks()}"]
-            if prev is not None:
-                base = prev.filter_traces(ignore)
-                stats = now.compare_to(base, "traceback")
-                for s in stats[:25]:
-                    out.append(f"{s.size_diff / 2**20:+9.2f} MB {s.count_diff:+9d} "
-                               f"(now {s.size / 2**20:.2f} MB {s.count})")
-                    out += [f"      {f}" for f in s.traceback.format(most_recent_first=True)]
-                out.append("-- by line")
-                for s in now.compare_to(base, "lineno")[:25]:
-                    out.append(f"{s.size_diff / 2**20:+9.2f} MB {s.count_diff:+9d} "
-                               f"{s.traceback[0]}")
-            with diff.open("a") as f:
-                f.write("\n".join(out) + "\n\n")
-            prev = now
+        prev = trigger_step(out_dir, diff, prev)
+
+
+def trigger_step(out_dir: Path, diff: Path,
+                 prev: tracemalloc.Snapshot | None) -> tracemalloc.Snapshot | None:
+    """One look at the trigger files (``_triggers``); the snapshot to diff against next."""
+    start, snap, stop = out_dir / "start", out_dir / "snap", out_dir / "stop"
+    if start.exists():
+        text = start.read_text().strip()
+        start.unlink()
+        if not tracemalloc.is_tracing():
+            tracemalloc.start(int(text) if text else 8)
+        prev = tracemalloc.take_snapshot()
+    if snap.exists() and tracemalloc.is_tracing():
+        snap.unlink()
+        now = tracemalloc.take_snapshot()
+        ignore = [tracemalloc.Filter(False, tracemalloc.__file__)]
+        now = now.filter_traces(ignore)
+        total = sum(s.size for s in now.statistics("filename"))
+        out = [f"time {time.time():.0f} VmRSS {_rss_mb():.1f} MB traced "
+               f"{total / 2**20:.1f} MB blocks {sys.getallocatedblocks()} tracemalloc's own "
+               f"{tracemalloc.get_tracemalloc_memory() / 2**20:.1f} MB"]
+        if prev is not None:
+            base = prev.filter_traces(ignore)
+            stats = now.compare_to(base, "traceback")
+            for s in stats[:25]:
+                out.append(f"{s.size_diff / 2**20:+9.2f} MB {s.count_diff:+9d} "
+                           f"(now {s.size / 2**20:.2f} MB {s.count})")
+                out += [f"      {f}" for f in s.traceback.format(most_recent_first=True)]
+            out.append("-- by line")
+            for s in now.compare_to(base, "lineno")[:25]:
+                out.append(f"{s.size_diff / 2**20:+9.2f} MB {s.count_diff:+9d} "
+                           f"{s.traceback[0]}")
+        with diff.open("a") as f:
+            f.write("\n".join(out) + "\n\n")
+        prev = now
+    if stop.exists():
+        stop.unlink()
+        tracemalloc.stop()
+        prev = None
+    return prev
