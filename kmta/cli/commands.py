@@ -154,7 +154,13 @@ def _call(args: argparse.Namespace) -> int | None:
     ``KMTA_MMAP_THRESHOLD=BYTES`` another value, 0 glibc's dynamic one: for benchmarks)."""
     if args.command in LONG_RUNNING:
         from kmta.pipeline.malloc import MMAP_THRESHOLD, fix_mmap_threshold
-        fix_mmap_threshold(int(os.environ.get("KMTA_MMAP_THRESHOLD", MMAP_THRESHOLD)))
+        raw = os.environ.get("KMTA_MMAP_THRESHOLD", "")
+        try:
+            nbytes = int(raw) if raw else MMAP_THRESHOLD
+        except ValueError:
+            raise SystemExit(f"kmta: KMTA_MMAP_THRESHOLD={raw!r}: a number of bytes "
+                             "(0: glibc's dynamic threshold)") from None
+        fix_mmap_threshold(nbytes)
     trace = os.environ.get("KMTA_TRACEMALLOC")
     if trace:  # memory summaries for benchmarks (ops/memtrace.py)
         from ops import memtrace

@@ -42,11 +42,15 @@ PROBE = textwrap.dedent("""
 """)
 
 
-def probe(*argv: str, env: dict[str, str] | None = None) -> str:
+def run_probe(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if k != "KMTA_MMAP_THRESHOLD"}
-    out = subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True,
-                         env={**base, "PYTHONPATH": str(ROOT), **(env or {})},
-                         check=True, timeout=120)
+    return subprocess.run([sys.executable, "-c", PROBE, *argv], capture_output=True, text=True,
+                          env={**base, "PYTHONPATH": str(ROOT), **(env or {})}, timeout=120)
+
+
+def probe(*argv: str, env: dict[str, str] | None = None) -> str:
+    out = run_probe(*argv, env=env)
+    assert out.returncode == 0, out.stderr
     return out.stdout.strip()
 
 
@@ -72,3 +76,10 @@ def test_long_running_commands_fix_it(command: str) -> None:
 def test_other_commands_and_the_benchmark_knob_leave_it() -> None:
     assert probe("send") == "0"
     assert probe("worker", env={"KMTA_MMAP_THRESHOLD": "0"}) == "0"
+
+
+def test_a_threshold_that_is_not_a_number_stops_with_a_clear_error() -> None:
+    out = run_probe("worker", env={"KMTA_MMAP_THRESHOLD": "1M"})
+    assert out.returncode == 1 and out.stdout == ""
+    assert out.stderr.strip() == ("kmta: KMTA_MMAP_THRESHOLD='1M': a number of bytes "
+                                  "(0: glibc's dynamic threshold)")
