@@ -227,11 +227,18 @@ def _split_camel(m: re.Match[str]) -> str:
     return _HUMP.sub(" ", m.group(0))
 
 
+# a file system path in a reply (amavisd-new's "Local delivery to /var/virusmails/virus-Qx7r8aJ
+# timed out") names where the receiver stores mail, not what the reply is about: "virus" in a
+# quarantine directory's name is no virus found. Two segments or more, not inside a URL or a word
+# ("and/or", "TCP/IP", "http://host/path" are left alone).
+_PATH = re.compile(r"(?<![\w:/.~-])/(?:[\w.+~-]+/)+[\w.+~-]*")
+
+
 def wording(reply: Reply) -> str:
-    """The reply line the rules are matched against: lowercased, addresses masked, identifiers
-    of three or more capitalised words split into words."""
-    line = _CAMEL.sub(_split_camel, _ADDRESS.sub("<address>", reply.line()))
-    return line.lower()
+    """The reply line the rules are matched against: lowercased, addresses and file paths
+    masked, identifiers of three or more capitalised words split into words."""
+    line = _PATH.sub("<path>", _ADDRESS.sub("<address>", reply.line()))
+    return _CAMEL.sub(_split_camel, line).lower()
 
 
 def _compile(pattern: str) -> re.Pattern[str]:
