@@ -25,6 +25,7 @@ trip of its own.
 from __future__ import annotations
 
 import asyncio
+import re
 import ssl
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -37,7 +38,7 @@ from kmta.policy.flight import Plan, Settled, rides, settle, settle_pair, steps
 from kmta.policy.reply import Reply
 
 __all__ = ["Disconnected", "Message", "ReplyError", "Response", "SmtpClient", "SmtpError",
-           "message", "parse_replies", "wire_body"]
+           "message", "parse_replies", "quoted", "wire_body"]
 
 MAX_LINE = 8192
 MAX_REPLY = 4 * MAX_LINE  # a reply (continuations included) longer than this is refused
@@ -126,13 +127,29 @@ class Message:
                         else fixed[x] for x in todo)
 
 
+# an ASCII dot-atom local part at an LDH domain: what bulk mail's addresses are, and what
+# aiosmtplib's ``quote_address`` returns unchanged between angle brackets
+_PLAIN = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def quoted(address: str) -> str:
+    """``quote_address(address)``: a plain address (``_PLAIN``) directly, anything else through
+    aiosmtplib's parser and its command-injection check (``email.utils.parseaddr``, ~12 us an
+    address: two a message, ~10 % of a sender's CPU at 2 KB). A hypothesis test compares the
+    two on plain and arbitrary addresses."""
+    if _PLAIN.fullmatch(address):
+        return f"<{address}>"
+    return quote_address(address)
+
+
 def message(sender: str, rcpt: str, options: Sequence[str], data: bytes) -> Message:
     """Raises ValueError for an address that cannot go on a command line (aiosmtplib's
     ``quote_address`` check), UnicodeEncodeError for one that needs SMTPUTF8 without it."""
     enc = "utf-8" if "SMTPUTF8" in options else "ascii"
-    mail = b" ".join([b"MAIL FROM:" + quote_address(sender).encode(enc),
+    mail = b" ".join([b"MAIL FROM:" + quoted(sender).encode(enc),
                       *(o.encode("ascii") for o in options)])
-    return Message(mail + b"\r\n", b"RCPT TO:" + quote_address(rcpt).encode(enc) + b"\r\n",
+    return Message(mail + b"\r\n", b"RCPT TO:" + quoted(rcpt).encode(enc) + b"\r\n",
                    wire_body(data))
 
 

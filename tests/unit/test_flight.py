@@ -6,12 +6,13 @@ from __future__ import annotations
 import re
 
 import pytest
+from aiosmtplib.email import quote_address
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from kmta.policy.flight import Plan, Settled, plan, rides, settle, settle_pair, steps
 from kmta.policy.reply import Reply
-from senders.smtpclient import SmtpError, _dotted, parse_replies, wire_body
+from senders.smtpclient import SmtpError, _dotted, parse_replies, quoted, wire_body
 
 
 def r(code: int, text: str = "ok") -> Reply:
@@ -191,3 +192,38 @@ def test_body_conversion_matches_the_regex_it_replaced(data: bytes) -> None:
     want = want if want.endswith(b"\r\n") else want + b"\r\n"
     assert wire_body(data) == want
     assert _dotted(wire_body(data)) == re.sub(rb"(?m)^\.", b"..", want) + b".\r\n"
+
+
+ATEXT = "abcXYZ019!#$%&'*+/=?^_`{|}~-"
+_atoms = st.lists(st.text(ATEXT, min_size=1, max_size=6), min_size=1, max_size=4)
+_labels = st.lists(st.text("abz09-", min_size=1, max_size=6), min_size=1, max_size=4)
+# plain addresses (the fast path) and near misses: quotes, brackets, spaces, CR/LF, dots at
+# the ends or doubled, comments, several @, non-ASCII, display names
+_noise = st.text(ATEXT + ' .@"<>()[]\\,;:\r\n\té', max_size=30)
+
+
+def _quote_or_error(f, a: str) -> str:
+    try:
+        return f(a)
+    except ValueError as e:
+        return f"ValueError: {e}"
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.one_of(
+    st.builds(lambda lo, do: ".".join(lo) + "@" + ".".join(do), _atoms, _labels),
+    st.builds(lambda lo, do, n: ".".join(lo) + "@" + ".".join(do) + n, _atoms, _labels, _noise),
+    st.builds(lambda n, lo, do: n + ".".join(lo) + "@" + ".".join(do), _noise, _atoms, _labels),
+    st.builds(lambda lo, do, n, i: (lambda a: a[:i % (len(a) + 1)] + n + a[i % (len(a) + 1):])(
+        ".".join(lo) + "@" + ".".join(do)), _atoms, _labels, _noise, st.integers(0, 60)),
+    _noise, st.text(max_size=30)))
+def test_quoted_is_aiosmtplibs_quote_address(addr: str) -> None:
+    assert _quote_or_error(quoted, addr) == _quote_or_error(quote_address, addr)
+
+
+def test_quoted_takes_the_fast_path_only_for_plain_addresses() -> None:
+    assert quoted("bounce+a1-b=c.d@news.example.com") == "<bounce+a1-b=c.d@news.example.com>"
+    assert quoted("Ann <ann@example.com>") == "<ann@example.com>"  # parsed, as before
+    # not plain: parsed as before (parseaddr keeps only the address: nothing is injected)
+    assert quoted("ann@example.com> SIZE=1\r\nRSET") == "<ann@example.com>"
+    assert quoted('"a b"@example.com') == '<"a b"@example.com>'
