@@ -164,8 +164,10 @@ class SmtpConnection:
             assert msg is not None
             # a message written ahead goes on to its body only if its lane is still open
             go = ahead.still_open if pre is not None and ahead is not None else None
-            s = await asyncio.wait_for(
-                self._client.send(msg, self.plan, self.mx, follow, go), timeout)
+            # asyncio.timeout, not wait_for: no task of its own per message (wait_for wraps
+            # the send in one; ~5 % of a sender's CPU at 2 KB with the event loop's calls)
+            async with asyncio.timeout(timeout):
+                s = await self._client.send(msg, self.plan, self.mx, follow, go)
         except TimeoutError:
             return self._lost(_internal(451, "4.4.2", f"timed out talking to {self.mx}"), "data")
         except (SmtpError, OSError) as e:

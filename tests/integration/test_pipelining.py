@@ -316,8 +316,10 @@ class Scripted:
     close without a word after that many messages of a connection."""
 
     def __init__(self, idle_421: int | None = None, dot_421: bool = False,
-                 hang_up: int | None = None, dot_refusal: str | None = None) -> None:
+                 hang_up: int | None = None, dot_refusal: str | None = None,
+                 mute_dot: bool = False) -> None:
         self.idle_421 = idle_421
+        self.mute_dot = mute_dot  # no reply to any end of data (the connection stays open)
         self.dot_421 = dot_421  # 421 to every end of data, then close
         self.hang_up = hang_up  # after this many messages of a connection: close, no word
         self.dot_refusal = dot_refusal  # the reply to the first end of data (then 250s)
@@ -346,6 +348,8 @@ class Scripted:
                     if not body:
                         self.unfinished += 1
                         break
+                    if self.mute_dot:
+                        continue
                     if self.dot_refusal is not None:
                         await say(self.dot_refusal + "\r\n")
                         self.dot_refusal = None
@@ -369,7 +373,7 @@ class Scripted:
             w.close()
 
 
-async def scripted(server: Scripted, envs: list[Envelope]):
+async def scripted(server: Scripted, envs: list[Envelope], timeout: float = 10):
     import asyncio
 
     srv = await asyncio.start_server(server.handle, "127.0.0.1", 0)
@@ -378,7 +382,7 @@ async def scripted(server: Scripted, envs: list[Envelope]):
         t = SmtpTransport(port, "kmta.test", ["127.0.0.0/8"], allow_special=["127.0.0.0/8"])
         conn = await t.connect([MxHost(host="mx.rcpt.test", ips=["127.0.0.1"])], None, 10)
         try:
-            return [await conn.deliver(e, 10) for e in envs], conn.usable
+            return [await conn.deliver(e, timeout) for e in envs], conn.usable
         finally:
             await conn.close()
     finally:
@@ -401,6 +405,19 @@ async def test_a_421_said_unasked_ends_the_session_before_the_next_message() -> 
     o = outs[1]  # stage mail, lost, on a used connection: the dispatcher retries it elsewhere
     assert (o.accepted, o.stage, o.reply.code, o.connection_lost) == (False, "mail", 421, True)
     assert "idle too long" in o.reply.text and not usable and s.messages == 1
+
+
+async def test_a_reply_that_never_comes_times_the_transaction_out() -> None:
+    """The caller's bound on a transaction (``deliver``'s timeout): a server that never
+    answers the end of data leaves a 451 4.4.2, the connection dropped, the next message
+    unsent on it."""
+    s = Scripted(mute_dot=True)
+    outs, usable = await scripted(s, [env(1), env(2)], timeout=0.5)
+    o = outs[0]
+    assert (o.accepted, o.reply.code, o.reply.enhanced_code, o.connection_lost) == (
+        False, 451, "4.4.2", True)
+    assert "timed out talking to" in o.reply.text
+    assert not outs[1].attempted and not usable and s.messages == 0
 
 
 # -- through the dispatcher: the next message behind the body's dot ---------------------------
