@@ -144,16 +144,6 @@ class OutboxRoute:
     async def _run(self) -> None:
         c = self._consumer
         assert c is not None
-        gate = asyncio.Semaphore(self._concurrency)
-
-        async def one(r) -> list[Out]:
-            async with gate:
-                return await self._router.route(r.value, r.topic, r.partition, r.offset)
-
-        async def take(txn: _Txn, batch: dict) -> None:
-            records = [r for recs in batch.values() for r in recs]
-            txn.add(batch, records, list(await asyncio.gather(*(one(r) for r in records))))
-
         while not self._stopping:
             batch = await c.getmany(timeout_ms=200)
             if not batch:
@@ -161,7 +151,7 @@ class OutboxRoute:
             async with self._lock:
                 txn = _Txn(time.monotonic())
                 try:
-                    await take(txn, batch)
+                    await self._take(txn, batch)
 
                     async def more(txn: _Txn = txn) -> bool:
                         """Route what is fetched already into this transaction while its
@@ -173,7 +163,7 @@ class OutboxRoute:
                         nxt = await c.getmany(timeout_ms=0)
                         if not nxt:
                             return False
-                        await take(txn, nxt)
+                        await self._take(txn, nxt)
                         return True
                     if not await self._write(txn, more):
                         raise ConnectionError("stopping before the batch was written")
@@ -190,6 +180,27 @@ class OutboxRoute:
                     log.exception("routing a batch failed; reading it again")
                     self._reread(txn.first)
                     await asyncio.sleep(1.0)
+
+    async def _take(self, txn: _Txn, batch: dict) -> None:
+        """Route a fetched batch's records into ``txn``, up to ``concurrency`` at a time: that
+        many tasks each take the next record when done with one (DNS lookups overlap), not a
+        task per record behind a semaphore (a task and an event-loop turn per message:
+        docs/benchmark.md). What each record became stays at its index."""
+        records = [r for recs in batch.values() for r in recs]
+        routed: list[list[Out]] = [[]] * len(records)
+        todo = iter(enumerate(records))
+        route = self._router.route
+
+        async def runner() -> None:
+            for i, r in todo:
+                routed[i] = await route(r.value, r.topic, r.partition, r.offset)
+
+        n = min(self._concurrency, len(records))
+        if n == 1:
+            await runner()
+        else:
+            await asyncio.gather(*(runner() for _ in range(n)))
+        txn.add(batch, records, routed)
 
     def _reread(self, first: dict[TopicPartition, int]) -> None:
         """Read a transaction's batches again from their first offsets, where this consumer

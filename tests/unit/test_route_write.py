@@ -231,3 +231,72 @@ def test_broken_reads_the_transaction_manager() -> None:
     assert not broken(P(TransactionState.READY))
     assert broken(P(TransactionState.FATAL_ERROR)) and broken(P(TransactionState.IN_TRANSACTION))
     assert not broken(object())
+
+
+class CountingRouter:
+    """``route`` that yields to the event loop ``value[0] + 1`` times and notes how many routes
+    were in flight at once."""
+
+    def __init__(self) -> None:
+        self.now = self.most = 0
+
+    async def route(self, raw, topic, partition, offset):
+        self.now += 1
+        self.most = max(self.most, self.now)
+        for _ in range(raw[0] + 1):
+            await asyncio.sleep(0)
+        self.now -= 1
+        return [Out("u.queue", raw, None, partition)]
+
+
+def test_a_batch_is_routed_concurrency_at_a_time_each_output_at_its_record() -> None:
+    h = Harness()
+    for concurrency, n in ((4, 11), (4, 3), (1, 5), (32, 1)):
+        router = CountingRouter()
+        route = OutboxRoute(h.config, router, concurrency)  # type: ignore[arg-type]
+        recs = [SimpleNamespace(topic="u.outbox", partition=i % 2, offset=i,
+                                value=bytes([(7 * i) % 5, i])) for i in range(n)]
+        batch: dict = {}
+        for r in recs:
+            batch.setdefault(TopicPartition(r.topic, r.partition), []).append(r)
+        txn = _Txn(0.0)
+        asyncio.run(route._take(txn, batch))
+        assert router.most == min(concurrency, n) and router.now == 0
+        assert [outs[0].value for outs in txn.routed] == [r.value for r in txn.records]
+        assert sorted(r.offset for r in txn.records) == list(range(n))
+        assert txn.last == {tp: rs[-1].offset for tp, rs in batch.items()}
+
+
+def test_acked_waits_once_and_names_each_groups_first_error() -> None:
+    """A group's first failed record names its error (or the error that kept it from being
+    sent, ``Sent.errors``); a cancelled record counts as CancelledError; records still in
+    flight are waited for; every error is retrieved (asyncio reports none as never
+    retrieved)."""
+    from kmta.pipeline.outputs import Sent, acked
+
+    async def main() -> tuple[list, list]:
+        loop = asyncio.get_running_loop()
+        reported: list = []
+        loop.set_exception_handler(lambda _loop, ctx: reported.append(ctx))
+        f = [loop.create_future() for _ in range(7)]
+        first, second, refused = ValueError("first"), KafkaConnectionError("second"), \
+            MessageSizeTooLargeError("refused")
+        f[0].set_result(None)
+        f[1].set_result(None)
+        f[2].set_exception(first)
+        f[3].set_exception(second)
+        f[5].cancel()
+        loop.call_later(0.01, f[6].set_exception, second)  # still in flight when asked
+        loop.call_later(0.01, f[4].set_result, None)
+        sent = Sent([[f[0]], [f[1], f[2], f[3]], [f[4]], [f[5]], [f[6]]],
+                    [None, None, refused, None, None])
+        errors = await acked(sent)
+        del f, sent
+        import gc
+        gc.collect()
+        await asyncio.sleep(0)
+        return errors, reported
+    errors, reported = asyncio.run(main())
+    assert [type(e).__name__ if e else None for e in errors] == [
+        None, "ValueError", "MessageSizeTooLargeError", "CancelledError", "KafkaConnectionError"]
+    assert str(errors[1]) == "first" and reported == []
