@@ -102,11 +102,11 @@ async def acked(sent: Sent) -> list[BaseException | None]:
     """Per group of ``send_each``, which error kept it from being written (None: every record
     of the group acknowledged); a group that failed may be partly written.
 
-    One wait for every record still unacknowledged, then each future read as it is: a gather
-    per group cost an event-loop turn per input record (an epoll call each, ~2/3 of the
-    route loop's write at 2 KB with 500 records a batch: docs/benchmark.md). Every future's
-    error is retrieved (none is left for asyncio to report as never retrieved); a cancelled
-    one counts as ``CancelledError``, as gather's ``return_exceptions`` gave it."""
+    One wait for every record still unacknowledged, then each future read as it is: an
+    awaited gather per group yields to the event loop even when its futures are done, an
+    event-loop turn (an epoll call) per input record (docs/benchmark.md, session 16). Every
+    future's error is retrieved (none is left for asyncio to report as never retrieved); a
+    cancelled one counts as ``CancelledError``, as gather's ``return_exceptions`` gave it."""
     pending = [f for mine in sent.futures for f in mine if not f.done()]
     if pending:
         await asyncio.wait(pending)
