@@ -136,8 +136,8 @@ _PLAIN = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^
 def quoted(address: str) -> str:
     """``quote_address(address)``: a plain address (``_PLAIN``) directly, anything else through
     aiosmtplib's parser and its command-injection check (``email.utils.parseaddr``, ~12 us an
-    address: two a message, ~10 % of a sender's CPU at 2 KB). A hypothesis test compares the
-    two on plain and arbitrary addresses."""
+    address: two a message, 6-8 % of a sender's time in a 2 KB profile, docs/benchmark.md). A
+    hypothesis test compares the two on plain and arbitrary addresses."""
     if _PLAIN.fullmatch(address):
         return f"<{address}>"
     return quote_address(address)
