@@ -36,7 +36,9 @@ capacity); a knee round that goes on past ``DEEP_ROUND`` throttles cuts deeper a
 either fired (``deep``) probes are held ``DEEP_HOLD`` and capped at ``DEEP_STEP_MAX`` (the
 bucket refills under the capacity and can pass a probe above it on those tokens), a refused
 one goes back to the level ``confirmed`` right after the last cut (the bucket was empty then and
-could hide nothing), and up to ``BUDGET_DEEP`` throttles within the window still allow probing.
+could hide nothing), or, refused above the rate accepted since that cut (measured over
+``SUSTAINED_WINDOW``: the bucket's refill), just under that rate, and up to ``BUDGET_DEEP``
+throttles within the window still allow probing.
 
 ``rule.max`` (None by default) is an operator's explicit cap and always holds; ``rule.min`` is a
 floor that keeps probes going. A learned speed (``initial(..., learned=...)`` or a state kept
@@ -239,6 +241,16 @@ CONFIRMED_WITHIN = 3.0
 empty: a level above the capacity is refused at once) is ``SpeedState.confirmed``, a lower
 bound the bucket could not fake; floors reached by probes later may have passed on refilled
 tokens."""
+
+SUSTAINED_WINDOW = 30.0
+SUSTAINED_MIN = 30
+"""Deep bucket: the seconds and clean replies since the last round of cuts from which the
+rate accepted in between measures the bucket's refill (``_sustained``; +-1 message in 30 at
+1 msg/s)."""
+
+SUSTAINED_HOLD = 0.98
+"""Deep bucket, a level refused above the measured refill rate: hold at this share of it (the
+measure is a lower bound; 1 msg/s, 5 s bucket: 0.986 of the capacity over 78 s)."""
 
 PERIOD = 1.0
 """The decision period when ``rule.adapt_every`` is 0."""
@@ -525,8 +537,20 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
         # the last floor (above it too) drew a second round and a halving. Back to the level
         # confirmed right after the last cut; the floor that may have passed falsely is the
         # ceiling
-        s = _replace(s, ceiling=min(s.speed, floor), floor=confirmed,
-                     speed=_clamp(confirmed, rule))
+        back, ceiling = confirmed, min(s.speed, floor)
+        sustained = _sustained(s, tact, now)
+        if (sustained is not None and s.speed > sustained
+                and SUSTAINED_HOLD * sustained > confirmed):
+            # refused above the rate the provider accepted since the bucket was last found
+            # empty: that rate is its refill (a lower bound), measured over long enough to
+            # hide nothing. Hold just under it, not at the knee round's cut (0.8 of it at
+            # 1 msg/s, 5 s bucket), and take it as the ceiling: probes above it pass on
+            # tokens the level under it refilled and fail later, a throttle each (five in
+            # 240 messages: 2.07 % deferred)
+            back = SUSTAINED_HOLD * sustained
+            ceiling = max(min(ceiling, sustained), back * (1 + PROBE_MIN))
+        s = _replace(s, ceiling=ceiling, floor=back, confirmed=back,
+                     speed=_clamp(back, rule))
         kind = "confirmed"
     elif kind == "knee":
         # cut from the speed the throttled message was most likely sent at, not a raise after
@@ -617,6 +641,19 @@ def _accepted(s: SpeedState, tact: float, now: float) -> float | None:
     IP; None when that window is too short to tell."""
     if (s.refused_at is None or now - s.refused_at < ACCEPTED_WINDOW
             or s.refused_clean < ACCEPTED_MIN):
+        return None
+    return s.refused_clean / (now - s.refused_at) / max(1, len(s.sources)) * tact
+
+
+def _sustained(s: SpeedState, tact: float, now: float) -> float | None:
+    """Deep bucket: the rate (as a speed per source IP) the provider accepted since the last
+    round of cuts began (``refused_at``: the bucket was empty then, and is again at a throttle
+    now), over at least ``SUSTAINED_WINDOW`` seconds and ``SUSTAINED_MIN`` replies; None
+    before. Between two moments the bucket was empty it accepted its refill, less what
+    overflowed a full bucket: a lower bound of the capacity, tight while the level stayed
+    near it."""
+    if (s.refused_at is None or now - s.refused_at < SUSTAINED_WINDOW
+            or s.refused_clean < SUSTAINED_MIN):
         return None
     return s.refused_clean / (now - s.refused_at) / max(1, len(s.sources)) * tact
 

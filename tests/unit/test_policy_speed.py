@@ -368,6 +368,18 @@ def test_a_deep_bucket_earns_no_block(capacity: float, ips: int, nodes: int,
     assert t90 is not None and r.utilisation(int(t90)) >= 0.95
 
 
+@pytest.mark.parametrize(("ips", "nodes"), [(1, 1), (1, 4), (10, 4)])
+def test_a_5_s_bucket_at_1_msg_s_defers_at_most_2_percent(ips: int, nodes: int) -> None:
+    # the knee round's three throttles and one false pass afford no second one in 240
+    # messages per IP: the refill measured at the first holds the level under it (before:
+    # back to the knee round's cut, whose probes passed on tokens again, 2.04-2.11 %)
+    r = run(LoopCase(capacity=1, ips=ips, nodes=nodes, duration=240, block_after=5,
+                     rule=shipped_rule(), burst_seconds=5.0))
+    t90 = r.time_to(0.9)
+    assert t90 is not None and r.utilisation(int(t90)) >= 0.95
+    assert r.deferral_share() <= 0.02 and r.blocks == 0
+
+
 def test_a_probe_refused_just_after_a_false_pass_makes_that_floor_the_ceiling() -> None:
     # a provider at 11/s with a burst allowance: the probe to 12 passed on the allowance
     # (floor 12 at 30 s, from 10), the escalation to 13.4 is refused 1 s later
@@ -447,13 +459,50 @@ def test_a_deep_probe_refused_goes_back_to_the_level_confirmed_after_the_cut() -
     for now, outcome in steady(16.0, 75.0, 7.0):
         state = observe(state, outcome, rule, TACT, now, "ip1", "n1")
     assert state.mode == sp.PROBE and state.floor is not None and state.floor > 6.3
-    floor = state.floor
+    floor, since, clean = state.floor, state.refused_at, state.refused_clean
+    assert since is not None
     state = observe(state, T, rule, TACT, 75.5, "ip1", "n1")
-    assert (state.speed, state.floor, state.last_cut) == (6.0, 6.0, "confirmed")
-    assert state.ceiling == floor
-    # a throttle again within AGAIN (6/s refused too: the capacity fell) still halves
+    # 7/s accepted for a minute since the knee round (the bucket empty at both ends): the
+    # refill is measured, and the level goes back just under it rather than to the 6/s cut
+    sustained = clean / (75.5 - since)
+    assert 6.0 < sp.SUSTAINED_HOLD * sustained < floor
+    assert (state.speed, state.floor, state.confirmed, state.last_cut) == pytest.approx(
+        (sp.SUSTAINED_HOLD * sustained,) * 3 + ("confirmed",))
+    # the ceiling: the refill, or a smallest probe above the level where that is higher
+    assert state.ceiling == pytest.approx(max(sustained, state.speed * (1 + sp.PROBE_MIN)))
+    # a throttle again within AGAIN (that level refused too: the capacity fell) still halves
     again = observe(state, T, rule, TACT, 77.0, "ip1", "n1")
-    assert again.speed == pytest.approx(3.0) and again.last_cut == "drop"
+    assert again.speed == pytest.approx(state.speed * sp.DROP) and again.last_cut == "drop"
+
+
+def _false_pass(refused_at: float, clean: int, speed: float = 10.9) -> SpeedState:
+    """A deep bucket's level ``speed`` (a floor probes reached from 8/s, the level confirmed
+    after the cut at ``refused_at``) refused at 100 s, ``clean`` replies after that cut."""
+    rule = SpeedRule(min=1)
+    state = replace(initial(rule, 0, learned=speed), deep=True, confirmed=8.0,
+                    refused_at=refused_at, refused_clean=clean, prev_floor=speed / 1.03,
+                    floor_at=70.0, decreased_at=refused_at, last_cut="again",
+                    period_start=99.5, since=70.0)
+    return observe(state, T, rule, TACT, 100.0, "ip1", "n1")
+
+
+def test_a_deep_false_pass_above_the_measured_refill_holds_just_under_it() -> None:
+    # 1 msg/s with a 5 s bucket (scaled to 10/s here): +3 % and +6 % probes from the knee
+    # round's cut (8/s) pass on the tokens it refilled, up to 10.9/s, refused at last. The
+    # provider accepted 900 in the 90 s since the cut, the bucket empty at both ends: 10/s
+    # is its refill. Back to 0.98 of that, not to 8/s (a fifth throttle followed from 8/s's
+    # probes at 1 msg/s: 2.07 % deferred); the refill is the ceiling, the next probe is small
+    state = _false_pass(10.0, 900)
+    assert state.last_cut == "confirmed"
+    assert (state.speed, state.floor, state.confirmed) == pytest.approx((9.8, 9.8, 9.8))
+    assert state.ceiling == pytest.approx(9.8 * (1 + sp.PROBE_MIN))  # 10.0 is under it
+    # too short a window to measure (20 s): the level confirmed after the cut, as before
+    short = _false_pass(80.0, 200)
+    assert (short.speed, short.floor, short.ceiling) == (8.0, 8.0, 10.9)
+    # refused under the rate accepted (9.5/s, 10/s accepted): the capacity fell, the measure
+    # is stale; back to the confirmed level, never up
+    fell = _false_pass(10.0, 900, speed=9.5)
+    assert (fell.speed, fell.floor) == (8.0, 8.0)
 
 
 def test_a_deep_false_pass_goes_back_to_the_confirmed_level_not_the_floor_before() -> None:
