@@ -225,6 +225,16 @@ above the capacity (a bucket seconds deep drained: every node is refused at once
 slowed on its own is refused again); each further one cuts deeper at once (``_deepen``).
 A quarter-second bucket gives at most one more (seeds 1-5 of the matrix)."""
 
+DEEP_MAX = 3
+"""Deepenings (``_deepen``) per hold-off: the throttles after them in the same hold-off were
+sent before those cuts reached the nodes (at 100 msg/s x 1 node, 30 s bucket, a knee at
+7.7 x: 8 in-flight replies within 0.1 s, one cut each, took the level from 766 to 2 msg/s, and
+probes from there held 24 % of the capacity). Three (x 0.064 with the knee's x 0.75) land
+under the capacity from a knee up to ~15 x it; if not, a throttle after the hold-off cuts
+again (from the rate accepted by then). Two (x 0.16) held 115 % there, but the second burst
+of one IP of 10 earned a block under "10 in a minute" (the node's own slow-down ends when the
+brain's first, still high, cut arrives). A lock (the provider blocked) cuts on each."""
+
 DEEP_CUT = 0.4
 """``_deepen``'s cut while the rate accepted since the knee cannot be measured yet; also the
 cut of a third round within ``AGAIN_FAST`` of the knee without replies enough to measure."""
@@ -707,7 +717,9 @@ def observe(
                          deferred=state.deferred + 1)
         if (state.decreased_at is not None and now - state.decreased_at < HOLDOFF
                 and not repeated):
-            if state.last_cut in ("knee", "again") and state.cut_throttles >= DEEP_ROUND:
+            if (state.last_cut in ("knee", "again") and state.cut_throttles >= DEEP_ROUND
+                    and (state.cut_throttles < DEEP_ROUND + DEEP_MAX
+                         or outcome is Signal.LOCK)):
                 return _deepen(state, rule, tact, now)
             return state
         return _replace(_decrease(state, rule, tact, now), cut_last=((who, now),))

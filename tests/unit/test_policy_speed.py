@@ -433,6 +433,25 @@ def _first_probe(state: SpeedState, until: float) -> float | None:
     return None
 
 
+def test_in_flight_throttles_after_a_knee_cut_deeper_at_most_deep_max_times() -> None:
+    # 100 msg/s x 1 node, 30 s bucket: the knee at 7.7 x, and the replies of the messages in
+    # flight (one node, one source IP) all refused within 0.1 s of it. DEEP_MAX (3) of them past
+    # DEEP_ROUND cut deeper (x 0.4 each); the rest were sent before those cuts reached the
+    # node and say nothing new (one cut each took 766 msg/s to 2 msg/s: 24 % of the capacity)
+    rule = SpeedRule(min=1)
+    state = _knee(766.0)
+    for i in range(1, 8):
+        state = observe(state, T, rule, TACT, 10.0 + 0.01 * i, "ip1", "n1")
+    assert state.deep and state.cut_throttles == 7
+    assert state.speed == pytest.approx(766.0 * sp.STARTUP_EXIT * sp.DEEP_CUT ** sp.DEEP_MAX)
+    # a lock (the provider blocked the IP) in that hold-off still cuts each time
+    locked = observe(state, L, rule, TACT, 10.09, "ip1", "n1")
+    assert locked.speed == pytest.approx(state.speed * sp.DEEP_CUT)
+    # refused again after the hold-off (the node had the cut): a new round, cut again
+    again = observe(state, T, rule, TACT, 10.0 + sp.HOLDOFF + 0.1, "ip1", "n1")
+    assert again.last_cut == "again" and again.speed < state.speed
+
+
 def test_a_deep_bucket_probes_after_a_knee_round_of_three_without_waiting_a_minute() -> None:
     # three throttles in the knee's round (the knee and two nodes refused within the
     # hold-off): a deep bucket's probes are +3 %, whose failure costs one throttle, so the
