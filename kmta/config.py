@@ -219,6 +219,10 @@ class WorkerConfig(Model):
         default=24 * 3600.0, ge=0,
         description="seconds an accepted message id stays taken (a second message with it is "
                     "dead-lettered as a duplicate); 0 turns the check off")
+    dedup_memory_ids: int = Field(
+        default=1 << 17, ge=1,
+        description="accepted ids kept in memory (~24 B each); the older ones within "
+                    "dedup_window wait in a file of data_dir, looked up when memory misses")
 
 
 class ControlConfig(Model):

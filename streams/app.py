@@ -210,7 +210,12 @@ def build(config: Config, kb: KnowledgeBase | None = None,
     # this process's own ids records, which its view skips (the router keeps them as it writes
     # them); another value in each process started, so a restarted worker reads them all
     own_ids = ("kmta-writer", f"{node}.{uuid.uuid4().hex[:16]}".encode())
-    ids = CompactedView(config, t("ids"), decode_seen, values=SeenIds(), skip=own_ids)
+    # the ids beyond the last worker.dedup_memory_ids in a file of this process's data dir
+    # (made afresh at start: the view reads the whole topic again), so memory stays flat at
+    # any number of ids in the window (kmta/pipeline/seenids.py)
+    ids = CompactedView(config, t("ids"), decode_seen, skip=own_ids,
+                        values=SeenIds(path=os.path.join(datadir, "seen-ids.sqlite"),
+                                       hot=config.worker.dedup_memory_ids))
     states = CompactedView(config, t("state"), json.loads, on_state)
     resolver = Resolver(config.dns)
     rng = random.Random()
@@ -255,6 +260,7 @@ def build(config: Config, kb: KnowledgeBase | None = None,
             await route.stop()
             await delay.stop()
             await ids.stop()
+            ids.values.close()
             await states.stop()
             await suppressed.stop()
 

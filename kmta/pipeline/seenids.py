@@ -26,6 +26,8 @@ in the window the chance is about 3e-8.
 from __future__ import annotations
 
 import hashlib
+import os
+import sqlite3
 from array import array
 from bisect import bisect_left
 
@@ -37,6 +39,8 @@ _PARTITION_BITS = 16
 _PARTITION_MASK = (1 << _PARTITION_BITS) - 1
 _GONE = -1  # ``where`` of an id removed (every packed place is >= 0)
 _PENDING_SHARE = 8  # the pending dict merges at 1/2**8 of the ids (and merge_at at least)
+HOT = 1 << 17  # ids kept in the arrays before they move to the file (~3 MB)
+_CACHE_KIB = 2048  # SQLite's page cache: the file's other pages are the kernel's page cache
 
 
 def _hash(msg_id: str) -> int:
@@ -50,31 +54,53 @@ def _pack(seen: Seen) -> int:
 
 class SeenIds:
     """``get``, ``[id] = Seen``, ``pop``: the part of a mapping the router and the ids topic's
-    view use (ids cannot be listed: only their hashes are kept)."""
+    view use (ids cannot be listed: only their hashes are kept).
 
-    def __init__(self, merge_at: int = 4096) -> None:
+    ``path``: the file the ids older than the last ``hot`` move to (created afresh, whatever
+    it held: it is a cache of the ids topic, which the view reads from its start); without it
+    every id stays in memory."""
+
+    def __init__(self, merge_at: int = 4096, path: str | None = None, hot: int = HOT) -> None:
         self._h = array("q")  # sorted hashes
         self._where = array("q")  # offset << 16 | partition, or _GONE
         self._at = array("d")
         self._gone = 0  # entries of the arrays that are _GONE
-        self._new: dict[int, Seen] = {}  # ids not in the arrays yet
+        # ids not in the arrays yet; None: removed (with a file: hides the id's row there)
+        self._new: dict[int, Seen | None] = {}
         self._merge_at = max(1, merge_at)
+        self._hot = max(1, hot)
+        self._db: sqlite3.Connection | None = None
+        if path is not None:
+            self._db = _open(path)
+
+    def close(self) -> None:
+        """Close the file (its ids are forgotten with it)."""
+        if self._db is not None:
+            self._db.close()
+            self._db = None
 
     def _index(self, h: int) -> int:
         i = bisect_left(self._h, h)
         return i if i < len(self._h) and self._h[i] == h else -1
 
     def _get(self, h: int) -> Seen | None:
-        seen = self._new.get(h)
-        if seen is not None:
-            return seen
+        new = self._new
+        if h in new:
+            return new[h]
         i = self._index(h)
         if i < 0:
-            return None
+            return None if self._db is None else self._stored(h)
         where = self._where[i]
         if where == _GONE:
             return None
         return Seen(self._at[i], where & _PARTITION_MASK, where >> _PARTITION_BITS)
+
+    def _stored(self, h: int) -> Seen | None:
+        assert self._db is not None
+        row = self._db.execute("SELECT w, at FROM ids WHERE h = ?", (h,)).fetchone()
+        if row is None:
+            return None
+        return Seen(row[1], row[0] & _PARTITION_MASK, row[0] >> _PARTITION_BITS)
 
     def get(self, msg_id: str, default: Seen | None = None) -> Seen | None:
         seen = self._get(_hash(msg_id))
@@ -97,23 +123,40 @@ class SeenIds:
         self._new[h] = seen
         if len(self._new) >= max(self._merge_at, len(self._h) >> _PENDING_SHARE):
             self.merge()
+            if self._db is not None and len(self._h) >= self._hot:
+                self.spill()
 
     def pop(self, msg_id: str, default: Seen | None = None) -> Seen | None:
         h = _hash(msg_id)
-        seen = self._new.pop(h, None)
-        if seen is not None:
-            return seen
+        if self._db is None:
+            seen = self._new.pop(h, None)
+            if seen is not None:
+                return seen
         seen = self._get(h)
         if seen is None:
             return default
-        self._where[self._index(h)] = _GONE
+        i = -1 if h in self._new else self._index(h)
+        if i < 0:  # pending, or only in the file: a pending removal hides its row
+            self._new[h] = None
+            if len(self._new) >= max(self._merge_at, len(self._h) >> _PENDING_SHARE):
+                self.merge()
+            return seen
+        self._where[i] = _GONE
         self._gone += 1
         if self._gone >= max(self._merge_at, len(self._h) >> 2):
-            self._compact(None)
+            if self._db is None:
+                self._compact(None)
+            else:
+                self.spill()
         return seen
 
     def __len__(self) -> int:
-        return len(self._h) - self._gone + len(self._new)
+        """The ids kept. With a file: the arrays move there first, then its rows are counted
+        (a scan of the file: for tests and diagnostics, not the hot path)."""
+        if self._db is None:
+            return len(self._h) - self._gone + len(self._new)
+        self.spill()
+        return int(self._db.execute("SELECT count(*) FROM ids").fetchone()[0])
 
     def merge(self) -> None:
         """Move the pending ids into the arrays, in place (no second copy of the arrays)."""
@@ -136,15 +179,43 @@ class SeenIds:
                 dst -= n
             dst -= 1
             h[dst] = key
-            where[dst] = _pack(seen)
-            at[dst] = seen.at
+            if seen is None:
+                where[dst] = _GONE
+                at[dst] = 0.0
+                self._gone += 1
+            else:
+                where[dst] = _pack(seen)
+                at[dst] = seen.at
             end = i
         self._new = {}
 
+    def spill(self) -> None:
+        """Move every id of memory into the file (rows replaced, removed ids deleted), in one
+        transaction and hash order (the B-tree's pages are visited in order, once each)."""
+        if self._db is None:
+            return
+        self.merge()
+        h, where, at = self._h, self._where, self._at
+        db = self._db
+        with db:
+            db.executemany("INSERT OR REPLACE INTO ids (h, w, at) VALUES (?, ?, ?)",
+                           ((k, w, t) for k, w, t in zip(h, where, at, strict=True)
+                            if w != _GONE))
+            if self._gone:
+                db.executemany("DELETE FROM ids WHERE h = ?",
+                               ((k,) for k, w in zip(h, where, strict=True) if w == _GONE))
+        # new arrays: the old ones' memory goes back (a mapping of its own above 1 MiB)
+        self._h, self._where, self._at = array("q"), array("q"), array("d")
+        self._gone = 0
+
     def prune(self, older_than: float) -> int:
         """Forget the ids accepted at or before ``older_than``; returns how many."""
-        self.merge()
-        return self._compact(older_than)
+        if self._db is None:
+            self.merge()
+            return self._compact(older_than)
+        self.spill()  # one place for every id: a row removed here is not hidden in memory
+        with self._db as db:
+            return db.execute("DELETE FROM ids WHERE at <= ?", (older_than,)).rowcount
 
     def _compact(self, older_than: float | None) -> int:
         """Drop, in place, the removed entries and (unless None) those at or before
@@ -168,3 +239,24 @@ class SeenIds:
         del h[dst:], where[dst:], at[dst:]
         self._gone = 0
         return live
+
+
+def _open(path: str) -> sqlite3.Connection:
+    """A new file for the ids that left memory: no journal and no syncs (a crash loses
+    nothing that the ids topic does not hold; the next start makes the file again), a page
+    cache of ``_CACHE_KIB`` and no memory map, so the file's pages count in the kernel's page
+    cache and not in the worker's RSS."""
+    for stale in (path, path + "-journal", path + "-wal", path + "-shm"):
+        try:
+            os.unlink(stale)
+        except FileNotFoundError:
+            pass
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
+    db.isolation_level = "DEFERRED"
+    for pragma in ("journal_mode = OFF", "synchronous = OFF", "locking_mode = EXCLUSIVE",
+                   f"cache_size = -{_CACHE_KIB}", "mmap_size = 0", "temp_store = FILE"):
+        db.execute(f"PRAGMA {pragma}")
+    db.execute("CREATE TABLE ids (h INTEGER PRIMARY KEY, w INTEGER NOT NULL, "
+               "at REAL NOT NULL)")
+    db.execute("CREATE INDEX ids_at ON ids (at)")  # prune by age
+    return db
