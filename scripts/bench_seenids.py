@@ -3,8 +3,8 @@
 
 Each variant runs in a child process of its own (its own VmHWM), the variants one after the
 other, ``--rounds`` times. A child sets ``--ids`` ids as the router does per message (``get``
-of a new id, ``get`` and set in ``Router._first``; per-message garbage between, a ring of
-``--garbage`` small objects), then times the same three calls for ``--probe`` more messages
+and set in ``Router._first``; per-message garbage between, a ring of
+``--garbage`` small objects), then times the same two calls for ``--probe`` more messages
 in the full window (the hot path, ids not seen before: each misses memory and, with a file,
 looks there) and ``--probe`` lookups of ids taken long ago (a duplicate or a reread: a hit in
 the file), then one prune of the oldest ``--prune`` ids.
@@ -53,7 +53,6 @@ def child(args: argparse.Namespace) -> dict:
         nonlocal worst
         k = f"<{i:012d}.bench@kmta.example>"
         start = clock()
-        ids.get(k)
         seen = ids.get(k)
         if seen is None:
             ids[k] = Seen(t0 + i * 0.001, i % 64, i)

@@ -146,14 +146,16 @@ class Router:
                 outs.append(event_out(self._c, ev))
             return outs
         outs: list[Out] = []
-        if msg.id is not None:  # taken before the DNS lookup: a concurrent twin sees it
+        # taken before the DNS lookup: a concurrent twin sees it
+        if msg.id is not None and not self._first(msg.id, partition, offset, now, outs):
+            # looked up again only for a duplicate (``_first`` left it as it was): a new id's
+            # one lookup can be a read of the ids file (kmta/pipeline/seenids.py)
             seen = self._seen.get(msg.id)
-            if not self._first(msg.id, partition, offset, now, outs):
-                assert seen is not None
-                return [self._dlq(
-                    f"duplicate id {msg.id!r}: first accepted at {_iso(seen.at)} (outbox "
-                    f"partition {seen.partition}, offset {seen.offset}); ids are unique within "
-                    f"{self._window / 3600:g} h", raw, topic, partition, offset, now)]
+            assert seen is not None
+            return [self._dlq(
+                f"duplicate id {msg.id!r}: first accepted at {_iso(seen.at)} (outbox "
+                f"partition {seen.partition}, offset {seen.offset}); ids are unique within "
+                f"{self._window / 3600:g} h", raw, topic, partition, offset, now)]
         try:
             return await self._accepted(msg, msg_id, local, domain, stamped, pool, now) + outs
         except BaseException:
