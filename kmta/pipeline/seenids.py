@@ -67,8 +67,9 @@ class SeenIds:
         self._gone = 0  # entries of the arrays that are _GONE
         # ids not in the arrays yet; None: removed (with a file: hides the id's row there)
         self._new: dict[int, Seen | None] = {}
-        self._merge_at = max(1, merge_at)
         self._hot = max(1, hot)
+        # with a file, ids pending count in memory too: at most ``hot`` of them
+        self._merge_at = max(1, merge_at if path is None else min(merge_at, self._hot))
         self._db: sqlite3.Connection | None = None
         if path is not None:
             self._db = _open(path)
