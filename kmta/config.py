@@ -220,9 +220,10 @@ class WorkerConfig(Model):
         description="seconds an accepted message id stays taken (a second message with it is "
                     "dead-lettered as a duplicate); 0 turns the check off")
     dedup_memory_ids: int = Field(
-        default=1 << 17, ge=1,
+        default=1 << 17, ge=0,
         description="accepted ids kept in memory (~24 B each); the older ones within "
-                    "dedup_window wait in a file of data_dir, looked up when memory misses")
+                    "dedup_window wait in a file of data_dir, looked up when memory misses; "
+                    "0 keeps them all in memory (no file)")
 
 
 class ControlConfig(Model):

@@ -213,9 +213,9 @@ def build(config: Config, kb: KnowledgeBase | None = None,
     # the ids beyond the last worker.dedup_memory_ids in a file of this process's data dir
     # (made afresh at start: the view reads the whole topic again), so memory stays flat at
     # any number of ids in the window (kmta/pipeline/seenids.py)
-    ids = CompactedView(config, t("ids"), decode_seen, skip=own_ids,
-                        values=SeenIds(path=os.path.join(datadir, "seen-ids.sqlite"),
-                                       hot=config.worker.dedup_memory_ids))
+    hot = config.worker.dedup_memory_ids
+    ids = CompactedView(config, t("ids"), decode_seen, skip=own_ids, values=SeenIds(
+        path=os.path.join(datadir, "seen-ids.sqlite") if hot else None, hot=hot or 1))
     states = CompactedView(config, t("state"), json.loads, on_state)
     resolver = Resolver(config.dns)
     rng = random.Random()

@@ -1,4 +1,5 @@
-"""The message ids a worker accepted within the dedup window, in about 24 bytes each.
+"""The message ids a worker accepted within the dedup window: the last ``hot`` in memory
+(about 24 bytes each), the older ones in a file.
 
 The worker keeps every id accepted in the last ``worker.dedup_window`` (24 h) to refuse a
 second message with the same id (``kmta.policy.dedup``), and reads them all from the ids topic
@@ -22,6 +23,30 @@ the times.
 
 Two different ids with the same hash would make the second a duplicate: with a million ids
 in the window the chance is about 3e-8.
+
+**The file (``path``).** 24 B an id is still memory that grows with the day's volume (24 MB
+per million ids in the window; the soak's worker grew 23 MB from 100 k to 1 M queued). With
+a path (the worker's: ``DATA_DIR/faust/NODE/seen-ids.sqlite``) the arrays hold at most ``hot``
+ids (``worker.dedup_memory_ids``, 2^17: ~3 MB); when a merge fills them every id in memory
+moves to a SQLite table keyed by the hash (``spill``: one transaction, in hash order, removed
+ids deleted) and the arrays start empty. A lookup that memory misses (every new id: the hot
+path) reads the table, one B-tree descent; what memory holds (a newer value, or ``None`` for
+an id removed) hides the table's row. SQLite keeps a page cache of 2 MiB and no memory map:
+the file's other pages are the kernel's page cache, not the worker's RSS. Why SQLite and not
+sorted run files: one index to search on a miss (runs would each need a search, or a
+prefilter that grows with the ids), prune by an index on the time, and it is in the standard
+library. Its costs (``scripts/bench_seenids.py``, docs/benchmark.md): a miss reads the file
+(µs, in C), and a spill blocks the event loop while it writes ``hot`` rows into a table of
+any size (a B-tree keyed by random hashes: each spill touches most leaves while the table is
+small and ~one leaf a row once it is large).
+
+``prune`` spills first, then deletes the rows at or before the cut by the time index: one
+place for every id, so a value pruned from memory never uncovers an older row. The file is a
+cache of the ids topic: made afresh when opened (no journal, no syncs: what a crash leaves is
+deleted at the next start), since the view reads the whole topic at start anyway. Resuming
+from it would need the view's offsets stored with each spill and the worker's own ids (which
+its view skips) spilled before the crash: not done. Rebalances change nothing here: every
+worker's view reads every partition of the ids topic.
 """
 from __future__ import annotations
 
