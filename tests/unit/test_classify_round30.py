@@ -1,4 +1,4 @@
-"""Issue 12, round 30: part 34's blind misses (Postfix's smtpd_check.c and smtpd.c, OpenSMTPD's,
+"""Issue 12, round 30: part 33's blind misses (Postfix's smtpd_check.c and smtpd.c, OpenSMTPD's,
 Haraka's and Mailpit's replies).
 
 An SMTP command, its line or an option too long, a command extension turned off and a BDAT chunk
