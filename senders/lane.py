@@ -20,12 +20,13 @@ from kmta.policy.kb import EffectiveRule
 from kmta.policy.locks import Hits, lock_until, record
 from kmta.policy.reply import Reply
 from kmta.policy.reputation import held_by
+from kmta.policy.speed import DEEP_ROUND
 from kmta.policy.warmup import Pending, free_at, pending, remaining
 from schemas import Envelope, IspState, WarmupStatus
 from schemas.rules import ReplyRule
 from senders.pacing import Pacer, TactCounter
 
-__all__ = ["Item", "Lane", "LocalLock", "Pick", "connection_share"]
+__all__ = ["Item", "Lane", "LocalLock", "Pick", "connection_share", "slow_holds"]
 
 WARM_SKEW = 2.0  # seconds: results of several nodes reach the brain at most this far apart
 
@@ -35,11 +36,12 @@ WARM_SKEW = 2.0  # seconds: results of several nodes reach the brain at most thi
 CONFIRM_GRACE = 5.0
 
 # A throttle reply slows the replying source IP at once, to this share of its rate, until the
-# brain's lower speed arrives (or LOCAL_SLOW_GRACE passes): the brain answers within some
-# hundreds of milliseconds, and a provider counting throttled attempts (Yahoo's TSS04 ->
-# TS03 block) counts every one sent at the old speed meanwhile. 0.1, not 0.3: a deep bucket
-# (a per-minute count) is first refused at 3-7 x its capacity, where 0.3 of the rate is still
-# above it and the node was refused again every ~0.1 s (docs/adaptive-speed.md, deep buckets).
+# brain's lower speed arrives (see ``slow_holds``) or LOCAL_SLOW_GRACE passes: the brain
+# answers within some hundreds of milliseconds, and a provider counting throttled attempts
+# (Yahoo's TSS04 -> TS03 block) counts every one sent at the old speed meanwhile. 0.1, not
+# 0.3: a deep bucket (a per-minute count) is first refused at 3-7 x its capacity, where 0.3 of
+# the rate is still above it and the node was refused again every ~0.1 s
+# (docs/adaptive-speed.md, deep buckets).
 LOCAL_SLOW = 0.1
 LOCAL_SLOW_GRACE = 2.0
 
@@ -48,6 +50,22 @@ LOCAL_SLOW_GRACE = 2.0
 RAISE_DELAY = 0.3
 
 POOL = "@pool"  # the key of a pool-scope lock among a lane's provisional locks (not an IP)
+
+
+def slow_holds(brain_speed: float, slowed_from: float, throttles: int) -> bool:
+    """Whether a local slow-down outlives a speed the brain published since: a speed not
+    under ``slowed_from`` (the speed when the first throttle came) is no answer to it yet.
+    A lower one replaces it, unless this node had more than ``DEEP_ROUND`` throttles since it
+    slowed (``throttles`` counts the first): a deep bucket refusing every message in flight,
+    where the brain's first cut (e.g. 766 -> 500/s, the knee's x 0.75) is still far above
+    the capacity and its deeper ones follow within moments; following the first one sent a
+    second burst at 500/s (docs/adaptive-speed.md, step 18). Then the slow-down ends only
+    once the brain's speed is under its local rate (``LOCAL_SLOW`` of ``slowed_from``) or at
+    ``LOCAL_SLOW_GRACE``. A shallow bucket's knee gives one or two: the brain's cut is the
+    answer, and holding the slow-down the whole grace cost 2-8 points of utilisation."""
+    if brain_speed >= slowed_from:
+        return True
+    return throttles > DEEP_ROUND and brain_speed > slowed_from * LOCAL_SLOW
 
 
 @dataclass
@@ -102,8 +120,9 @@ class Lane:
     # provisional locks: key None = the whole ISP, POOL = this lane's pool, else a source IP
     local_locks: dict[str | None, LocalLock] = field(default_factory=dict)
     local_hits: dict[tuple[str, str | None], Hits] = field(default_factory=dict)
-    # source IP -> (when a throttle reply slowed it, the whole-ISP speed then)
-    local_slow: dict[str | None, tuple[float, float]] = field(default_factory=dict)
+    # source IP -> (when a throttle reply slowed it, its speed then, throttles since: the
+    # first counts)
+    local_slow: dict[str | None, tuple[float, float, int]] = field(default_factory=dict)
     # IP warm-up: the new source IPs (config) -> their snapshot before the brain's first one;
     # per IP, the times of this node's attempts since, and its messages in flight
     warm_start: dict[str, WarmupStatus] = field(default_factory=dict)
@@ -268,7 +287,8 @@ class Lane:
         now = time.time()
         for key in [k for k, lk in self.local_locks.items() if lk.until <= now]:
             del self.local_locks[key]
-        for ip in [k for k, (at, _) in self.local_slow.items() if at + LOCAL_SLOW_GRACE <= now]:
+        for ip in [k for k, (at, _, _) in self.local_slow.items()
+                   if at + LOCAL_SLOW_GRACE <= now]:
             del self.local_slow[ip]
         grid = self.grid()
         for ip in self.source_ips:
@@ -326,11 +346,14 @@ class Lane:
         return True
 
     def note_throttle(self, ip: str | None, now: float) -> bool:
-        """A provider throttled ``ip``: slow it at once (once, until the brain answers or the
-        grace passes); True when this reply slowed it."""
-        if ip in self.local_slow:
+        """A provider throttled ``ip``: slow it at once (once, until the brain answers, see
+        ``slow_holds``, or the grace passes); True when this reply slowed it. The throttles
+        while it is slowed are counted (a deep bucket's in-flight refusals)."""
+        slow = self.local_slow.get(ip)
+        if slow is not None:
+            self.local_slow[ip] = (slow[0], slow[1], slow[2] + 1)
             return False
-        self.local_slow[ip] = (now, self.speed(ip))
+        self.local_slow[ip] = (now, self.speed(ip), 1)
         self.refresh()
         return True
 
@@ -340,8 +363,8 @@ class Lane:
         if scope:
             self.ip_states[scope] = st
             slow = self.local_slow.get(scope)
-            if st.speed is not None and slow is not None and st.speed < slow[1]:
-                del self.local_slow[scope]  # the brain's decrease of this IP's level
+            if st.speed is not None and slow is not None and not slow_holds(st.speed, *slow[1:]):
+                del self.local_slow[scope]  # the brain's level of this IP is the lower
         elif st.pool:
             if st.pool != self.pool_name:
                 return
@@ -349,9 +372,9 @@ class Lane:
             self.pool_state = st
         else:
             self.state = st
-            if st.speed is not None:  # the brain's decrease replaces the local slow-down
+            if st.speed is not None:  # a brain's speed under the local rate replaces it
                 self.local_slow = {ip: v for ip, v in self.local_slow.items()
-                                   if st.speed >= v[1] or self._own_level(ip)}
+                                   if slow_holds(st.speed, *v[1:]) or self._own_level(ip)}
         if st.locked(now):  # the brain's count restarted when it locked: so does ours
             self.local_hits = {k: v for k, v in self.local_hits.items() if k[1] != scope}
         local = self.local_locks.get(scope)

@@ -2,7 +2,7 @@
 
 A discrete-event model of the pipeline around ``kmta.policy.speed``: sender nodes pace each
 source IP with ``senders.pacing.Pacer`` (on the shared grid, like ``senders.lane``), slow an IP
-locally on a throttle reply until the brain's lower speed arrives (``LOCAL_SLOW``), the
+locally on a throttle reply until the brain answers (``LOCAL_SLOW``, ``slow_holds``), the
 provider decides with the simulator's own ``ProviderRules`` (token bucket, block rule,
 capacity changes, optionally a capacity per source IP), results reach the brain after a delay
 and the brain's speed reaches the nodes after another, in publish order. With the rule's
@@ -25,8 +25,8 @@ from kmta.policy.speed import Signal, SpeedState, initial, observe
 from schemas.rules import SpeedRule
 
 # the sender's own constants: a raise applies RAISE_DELAY after the brain published it; a
-# throttle reply slows the IP to LOCAL_SLOW of its rate until the brain's lower speed arrives
-from senders.lane import LOCAL_SLOW, LOCAL_SLOW_GRACE, RAISE_DELAY
+# throttle reply slows the IP to LOCAL_SLOW of its rate until the brain answers (slow_holds)
+from senders.lane import LOCAL_SLOW, LOCAL_SLOW_GRACE, RAISE_DELAY, slow_holds
 from sim.behaviour import ProviderBehaviour, ProviderRules
 
 __all__ = ["LoopCase", "LoopResult", "run"]
@@ -131,7 +131,7 @@ class _Node:
         self.speed: float | None = None  # the brain's speed (the ISP's record), once received
         self.published = 0.0  # when the brain published it
         self.own: dict[str, tuple[float, float]] = {}  # IP -> its own level, published at
-        self.local_slow: dict[str, tuple[float, float]] = {}
+        self.local_slow: dict[str, tuple[float, float, int]] = {}  # at, speed, throttles
         grid = (frozenset({index}), case.nodes) if case.nodes > 1 else None
         self.pacers = {ip: Pacer(0.0, clock=clock, grid=grid) for ip in ips}
         self.version = {ip: 0 for ip in ips}
@@ -241,10 +241,10 @@ def run(case: LoopCase) -> LoopResult:
             if key is None:
                 n.speed, n.published = speed, published
                 n.local_slow = {ip: v for ip, v in n.local_slow.items()
-                                if speed >= v[1] or ip in n.own}
+                                if slow_holds(speed, *v[1:]) or ip in n.own}
             else:
                 n.own[key] = (speed, published)
-                if key in n.local_slow and speed < n.local_slow[key][1]:
+                if key in n.local_slow and not slow_holds(speed, *n.local_slow[key][1:]):
                     del n.local_slow[key]
             for ip in ips:
                 wake(n, ip, now)
@@ -293,9 +293,12 @@ def run(case: LoopCase) -> LoopResult:
             i, ip, outcome = data
             n = nodes[i]
             speed = n.speed_of(ip)[0]
-            if outcome is not Signal.CLEAN and ip not in n.local_slow and speed:
-                n.local_slow[ip] = (now, speed)
+            slow = n.local_slow.get(ip)
+            if outcome is not Signal.CLEAN and slow is None and speed:
+                n.local_slow[ip] = (now, speed, 1)
                 wake(n, ip, now)
+            elif outcome is Signal.THROTTLE and slow is not None:  # as Lane.note_throttle
+                n.local_slow[ip] = (slow[0], slow[1], slow[2] + 1)
             push(now + rng.uniform(*case.results), "result", (ip, outcome, now, i))
         elif kind == "result":
             ip, outcome, at, i = data

@@ -1,5 +1,6 @@
 """A sender lane's own quick reactions, ahead of the brain: a throttle reply slows the replying
-source IP at once, until the brain's lower speed arrives."""
+source IP at once, until the brain's lower speed arrives (for a deep bucket's in-flight
+refusals: until that speed is under the local rate)."""
 
 from __future__ import annotations
 
@@ -46,6 +47,39 @@ def test_the_brains_decrease_replaces_the_local_slow_down() -> None:
     lane.refresh()
     assert lane.local_slow == {}
     assert lane.pacer(A).rate == pytest.approx(42.0 / lane.rule.sending.tact)
+
+
+def test_a_deep_buckets_in_flight_throttles_keep_the_local_slow_down_past_the_first_cut() -> None:
+    # a deep bucket's knee: the messages in flight come back refused too, and the brain's
+    # first cut (766 -> 500, the knee's) is still far above the capacity; the node stays
+    # slowed until the brain's speed is under its own local rate (76.6), here at 32
+    lane = lane_at(766.0)
+    tact = lane.rule.sending.tact
+    now = time.time()
+    assert lane.note_throttle(A, now)
+    assert not lane.note_throttle(A, now + 0.01)
+    assert not lane.note_throttle(A, now + 0.02)  # three: more than DEEP_ROUND (2)
+    trace = []
+    for speed in (500.0, 200.0, 80.0, 32.0):
+        lane.brain_state(IspState(isp="yahoo", speed=speed, updated_at=now), now)
+        lane.refresh()
+        trace.append((A in lane.local_slow, round(lane.pacer(A).rate * tact, 1)))
+    assert trace == [(True, 50.0), (True, 20.0), (True, 8.0), (False, 32.0)]
+    assert lane.pacer(B).rate * tact == pytest.approx(32.0)  # B was never throttled
+
+
+def test_a_kept_local_slow_down_ends_with_its_grace_at_the_brains_speed() -> None:
+    lane = lane_at(766.0)
+    tact = lane.rule.sending.tact
+    for i in range(3):
+        lane.note_throttle(A, time.time() - LOCAL_SLOW_GRACE + 0.5 + 0.01 * i)
+    lane.brain_state(IspState(isp="yahoo", speed=500.0, updated_at=time.time()), time.time())
+    lane.refresh()
+    assert lane.pacer(A).rate * tact == pytest.approx(500.0 * LOCAL_SLOW)
+    _, speed, throttles = lane.local_slow[A]
+    lane.local_slow[A] = (time.time() - LOCAL_SLOW_GRACE - 0.1, speed, throttles)
+    lane.refresh()
+    assert lane.local_slow == {} and lane.pacer(A).rate * tact == pytest.approx(500.0)
 
 
 def test_the_local_slow_down_ends_by_itself() -> None:
