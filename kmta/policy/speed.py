@@ -225,15 +225,17 @@ above the capacity (a bucket seconds deep drained: every node is refused at once
 slowed on its own is refused again); each further one cuts deeper at once (``_deepen``).
 A quarter-second bucket gives at most one more (seeds 1-5 of the matrix)."""
 
-DEEP_MAX = 3
+DEEP_MAX = 2
 """Deepenings (``_deepen``) per hold-off: the throttles after them in the same hold-off were
 sent before those cuts reached the nodes (at 100 msg/s x 1 node, 30 s bucket, a knee at
 7.7 x: 8 in-flight replies within 0.1 s, one cut each, took the level from 766 to 2 msg/s, and
-probes from there held 24 % of the capacity). Three (x 0.064 with the knee's x 0.75) land
-under the capacity from a knee up to ~15 x it; if not, a throttle after the hold-off cuts
-again (from the rate accepted by then). Two (x 0.16) held 115 % there, but the second burst
-of one IP of 10 earned a block under "10 in a minute" (the node's own slow-down ends when the
-brain's first, still high, cut arrives). A lock (the provider blocked) cuts on each."""
+probes from there held 24 % of the capacity). Two (x 0.16 with the knee's x 0.75: 766 ->
+80/s there) hold 115 % of the capacity on a 30 s bucket's tokens; if that is still over the
+refill, a throttle after the hold-off cuts again (from the rate accepted by then). Three
+(x 0.064) held 59-83 %. Two earned a block (one IP of 10 under "10 in a minute") while the
+node's own slow-down ended at the brain's first, still high, cut; it no longer does
+(``senders.lane.slow_holds``, docs/adaptive-speed.md step 18). A lock (the provider blocked)
+cuts on each."""
 
 DEEP_CUT = 0.4
 """``_deepen``'s cut while the rate accepted since the knee cannot be measured yet; also the
