@@ -213,6 +213,15 @@ class BounceRule:
 # "<unknown7@greylist-example.test>" must not read as greylisting
 _ADDRESS = re.compile(r"""<?[^\s<>()\[\]"',;:]+@[^\s<>()\[\]"',;:]+>?""")
 
+# a URL that carries an address in its query ("http://www.openspf.org/why.html?sender=a@b&ip=...")
+# is the provider's pointer, whose host says what the reply is about (SPF there): its "@" is
+# written as "%40", as URLs may, so that the address mask does not swallow the URL with it
+_URL_AT = re.compile(r"https?://\S+")
+
+
+def _url_at(m: re.Match[str]) -> str:
+    return m.group(0).replace("@", "%40")
+
 
 # Exchange / Office 365 name a cause by an identifier of three or more capitalised words
 # ("STOREDRV.Submission.Exception:SubmissionQuotaExceededException",
@@ -235,9 +244,10 @@ _PATH = re.compile(r"(?<![\w:/.~-])/(?:[\w.+~-]+/)+[\w.+~-]*")
 
 
 def wording(reply: Reply) -> str:
-    """The reply line the rules are matched against: lowercased, addresses and file paths
-    masked, identifiers of three or more capitalised words split into words."""
-    line = _PATH.sub("<path>", _ADDRESS.sub("<address>", reply.line()))
+    """The reply line the rules are matched against: lowercased, addresses (not the "@" of a URL)
+    and file paths masked, identifiers of three or more capitalised words split into words."""
+    line = _URL_AT.sub(_url_at, reply.line())
+    line = _PATH.sub("<path>", _ADDRESS.sub("<address>", line))
     return _CAMEL.sub(_split_camel, line).lower()
 
 
