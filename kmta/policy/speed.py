@@ -260,6 +260,13 @@ SUSTAINED_MIN = 30
 rate accepted in between measures the bucket's refill (``_sustained``; +-1 message in 30 at
 1 msg/s)."""
 
+KNEE_MARGIN = 0.97
+"""Any bucket: a level refused at a held level or a probe goes under the rate accepted since
+the knee (``_knee_refill``) only while that rate is under this share of every level held since
+the knee: the sending then exceeded the refill throughout (the bucket never filled, so that
+rate is its refill, the capacity), not the senders delivering a hair under a level held under
+the capacity (4 nodes deliver 98.6-99.1 % of it)."""
+
 SUSTAINED_HOLD = 0.98
 """Deep bucket, a level refused above the measured refill rate: hold at this share of it (the
 measure is a lower bound; 1 msg/s, 5 s bucket: 0.986 of the capacity over 78 s)."""
@@ -321,7 +328,7 @@ class SpeedState:
     floor_at: float | None = None  # ... and when it passed
     cut_throttles: int = 0  # throttles seen since the last decrease ...
     cut_ips: tuple[str, ...] = ()  # ... and the source IPs (and nodes) they came from
-    last_cut: str = ""  # what the last decrease was: knee, probe, false, again or drop
+    last_cut: str = ""  # the last cut: knee, probe, false, again, drop, trim, confirmed, refill
     sources: tuple[str, ...] = ()  # source IPs seen in the current period
     prior: float | None = None  # the speed before the last raise ...
     raised_at: float | None = None  # ... and when it was raised
@@ -331,6 +338,9 @@ class SpeedState:
     refused_clean: int = 0  # ... and the clean replies since
     deep: bool = False  # a knee's level was refused by far: a deep bucket (small, long probes)
     confirmed: float | None = None  # deep: a level verified while the bucket was empty
+    knee_at: float | None = None  # the knee's first throttle, never restarted by later cuts ...
+    knee_clean: int = 0  # ... the clean replies since ...
+    knee_low: float | None = None  # ... and the lowest level held since (KNEE_REFILL)
     attempts: int = 0  # attempts answered clean or throttled at this level, ever ...
     deferred: int = 0  # ... and of them, throttled or locked (DEFER_SHARE)
 
@@ -584,6 +594,7 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
             knee = min(knee, s.sent * KNEE_SENT)
         s = _replace(s, ceiling=sent if surely else s.speed, floor=None,
                      speed=_clamp(knee, rule), sent=None)
+        s = _replace(s, knee_at=now, knee_clean=0, knee_low=s.speed)
     elif kind == "probe":
         # back to the floor; the floor before it is kept in case this floor was a false pass
         s = _replace(s, ceiling=s.speed, speed=_clamp(s.floor or s.speed, rule))
@@ -616,12 +627,25 @@ def _decrease(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedS
             # a round took five rounds from a 30 s bucket's knee at 6.9 x and earned the block
             speed, deep = s.speed * DEEP_CUT, True
         s = _replace(s, ceiling=s.speed, floor=None, speed=_clamp(speed, rule), deep=deep)
+    refill = _knee_refill(s, tact, now) if kind in ("probe", "trim", "false", "confirmed") \
+        else None
+    if refill is not None and s.speed > SUSTAINED_HOLD * refill:
+        # refused again at a level above the rate the provider accepted since the knee, with
+        # every level since above that rate: its refill. A trim of 3 % or the floor of a
+        # failed probe left it over (0.7 msg/s, 5 s bucket: the knee's cut at 1.07 x passed on
+        # the tokens, and two trims led to the fifth throttle within a minute)
+        back = SUSTAINED_HOLD * refill
+        s = _replace(s, floor=back, speed=_clamp(back, rule),
+                     ceiling=max(min(s.ceiling or refill, refill), back * (1 + PROBE_MIN)),
+                     confirmed=back if s.deep else s.confirmed, prev_floor=None,
+                     floor_at=None)
+        prev, at, kind = None, None, "refill"
     step = 2 * PROBE_MIN if kind in ("drop", "again") else 1.0  # 1.0: bisect to the ceiling
     if kind != "again":  # a new round of cuts: the bucket is empty now
         s = _replace(s, refused_at=now, refused_clean=0)
     s = _replace(s, mode=HOLD, step=step, decreased_at=now, since=now, prev_floor=prev,
                  floor_at=at, last_cut=kind, cut_throttles=0, cut_ips=(), prior=None,
-                 raised_at=None)
+                 raised_at=None, knee_low=_low(s))
     return _replace(s, next_probe_at=now + _wait(s, tact))
 
 
@@ -645,7 +669,13 @@ def _deepen(s: SpeedState, rule: SpeedRule, tact: float, now: float) -> SpeedSta
     while that window is too short. The hold-off stays the knee's."""
     accepted = _accepted(s, tact, now)
     speed = ACCEPTED_CUT * accepted if accepted is not None else s.speed * DEEP_CUT
-    return _replace(s, speed=_clamp(min(s.speed, speed), rule), deep=True)
+    s = _replace(s, speed=_clamp(min(s.speed, speed), rule), deep=True)
+    return _replace(s, knee_low=_low(s))
+
+
+def _low(s: SpeedState) -> float | None:
+    """``knee_low`` with the speed now held."""
+    return None if s.knee_low is None else min(s.knee_low, s.speed)
 
 
 def _accepted(s: SpeedState, tact: float, now: float) -> float | None:
@@ -668,6 +698,20 @@ def _sustained(s: SpeedState, tact: float, now: float) -> float | None:
             or s.refused_clean < SUSTAINED_MIN):
         return None
     return s.refused_clean / (now - s.refused_at) / max(1, len(s.sources)) * tact
+
+
+def _knee_refill(s: SpeedState, tact: float, now: float) -> float | None:
+    """Any bucket: the rate (as a speed per source IP) the provider accepted since the knee's
+    first throttle (the bucket was empty then, and is again at a throttle now), over at least
+    ``SUSTAINED_WINDOW`` seconds and ``SUSTAINED_MIN`` replies, when it is under
+    ``KNEE_MARGIN`` of every level held since (the sending exceeded it throughout, so the
+    bucket never filled and nothing overflowed: the refill, the capacity); None otherwise.
+    Later cuts (probe refusals, trims) do not restart it, unlike ``_sustained``."""
+    if (s.knee_at is None or s.knee_low is None or now - s.knee_at < SUSTAINED_WINDOW
+            or s.knee_clean < SUSTAINED_MIN):
+        return None
+    rate = s.knee_clean / (now - s.knee_at) / max(1, len(s.sources)) * tact
+    return rate if rate < KNEE_MARGIN * s.knee_low else None
 
 
 def _budget_left(s: SpeedState, now: float) -> bool:
@@ -729,8 +773,10 @@ def observe(
         # a reply counts for the rate accepted since the knee only if the provider gave it
         # after the knee's first throttle (results arrive out of order, late by up to ~0.2 s)
         since = state.refused_at is not None and now >= state.refused_at
+        after_knee = state.knee_at is not None and now >= state.knee_at
         return _replace(state, clean=state.clean + 1,
                         refused_clean=state.refused_clean + since,
+                        knee_clean=state.knee_clean + after_knee,
                         attempts=state.attempts + 1)
     return state
 

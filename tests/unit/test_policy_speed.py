@@ -744,3 +744,74 @@ def test_closed_loop_at_half_a_message_a_second_spends_one_throttle_per_ip(
     assert t90 is not None and t90 <= 60
     assert sum(r.throttled) == 1 and r.deferral_share() <= 0.01
     assert r.utilisation(int(t90)) >= 0.96
+
+
+def _after_knee(level: float, knee_low: float) -> SpeedState:
+    """A shallow bucket's knee at 0 s cut to ``level`` (the lowest level held since:
+    ``knee_low``); a probe refused at 20 s went back to it; 10 replies a second accepted
+    since the knee (the provider's refill), 200 of them before 20 s."""
+    rule = SpeedRule(min=1)
+    return replace(initial(rule, 0, learned=level), ceiling=level * 1.1, knee_at=0.0,
+                   knee_clean=200, knee_low=knee_low, refused_at=20.0, refused_clean=0,
+                   decreased_at=20.0, last_cut="probe", period_start=20.0, since=20.0,
+                   next_probe_at=200.0)
+
+
+def test_a_trim_over_the_rate_accepted_since_the_knee_holds_under_that_rate() -> None:
+    # 0.7 msg/s x 10 IPs, 5 s bucket (bench seed 4): the knee's cut landed 7 % over the
+    # capacity and passed on the bucket's tokens; the throttle there was trimmed x 0.97, still
+    # over, and a second trim led to the fifth throttle within a minute (a block). Every
+    # level since the knee was above what the provider accepted since (10/s): that is its
+    # refill. The trim goes just under it, not 3 % down (the probe refusal at 20 s restarted
+    # the deep bucket's window, too short for _sustained)
+    rule = SpeedRule(min=1)
+    state = _after_knee(10.7, 10.7)
+    for now, outcome in steady(20.0, 50.0, 10.0):
+        state = observe(state, outcome, rule, TACT, now, "ip1", "n1")
+    assert state.knee_clean == 500 and state.speed == pytest.approx(10.7)
+    cut = observe(state, T, rule, TACT, 50.0, "ip1", "n1")
+    assert cut.last_cut == "refill"
+    assert (cut.speed, cut.floor) == pytest.approx((sp.SUSTAINED_HOLD * 10.0,) * 2)
+    # the ceiling: the refill, or a smallest probe above the level where that is higher
+    assert cut.ceiling == pytest.approx(max(10.0, cut.speed * (1 + sp.PROBE_MIN)))
+    # held under the refill now: a throttle again after AGAIN is a trim, as before
+    again = observe(run_events(cut, rule, steady(50.0, 60.0, 9.8)), T, rule, TACT, 60.0)
+    assert again.last_cut == "trim" and again.speed == pytest.approx(cut.speed * sp.TRIM)
+
+
+@pytest.mark.parametrize(("knee_low", "until"), [(9.9, 50.0), (10.7, 25.0)])
+def test_a_trim_stays_a_trim_without_a_refill_measured_over_every_level(
+        knee_low: float, until: float) -> None:
+    # a level held under the rate accepted since the knee (9.9 at some point: the bucket may
+    # have filled and overflowed, the rate is then no refill), or a window under
+    # SUSTAINED_WINDOW: the throttle trims 3 %, as before
+    rule = SpeedRule(min=1)
+    state = _after_knee(10.7, knee_low)
+    for now, outcome in steady(20.0, until, 10.0):
+        state = observe(state, outcome, rule, TACT, now, "ip1", "n1")
+    cut = observe(state, T, rule, TACT, until, "ip1", "n1")
+    assert cut.last_cut == "trim" and cut.speed == pytest.approx(10.7 * sp.TRIM)
+
+
+def test_the_knee_starts_the_window_of_the_rate_accepted_since() -> None:
+    # the knee sets it; later cuts (a probe refused, a trim) leave its start and count alone
+    rule = SpeedRule(min=1)
+    state = replace(initial(rule, 0), speed=14.0)
+    knee = observe(state, T, rule, TACT, 5.0, "ip1", "n1")
+    assert (knee.knee_at, knee.knee_clean, knee.knee_low) == (5.0, 0, knee.speed)
+    state = run_events(knee, rule, steady(5.0, 15.0, 10.0))
+    cut = observe(state, T, rule, TACT, 15.0, "ip1", "n1")
+    assert cut.knee_at == 5.0 and cut.knee_clean == 100 and cut.refused_at == 15.0
+    assert cut.knee_low == pytest.approx(min(knee.speed, cut.speed))
+
+
+def test_0_7_msg_s_x_10_ips_with_a_5_s_bucket_earns_no_block() -> None:
+    # bench --seed 4 --capacities 0.7 --burst 5: the knee's cut at 1.07 x passed on the
+    # bucket's tokens for 30 s, two trims of 3 % led to the fifth throttle within a minute:
+    # 5 of 10 IPs blocked, 60.2 %, 13.7 % deferred. Held under the refill measured since
+    # the knee: no block
+    r = run(LoopCase(capacity=0.7, ips=10, nodes=1, duration=240, block_after=5,
+                     rule=shipped_rule(), burst_seconds=5.0, seed=4))
+    assert r.blocks == 0
+    t90 = r.time_to(0.9)
+    assert t90 is not None and r.utilisation(int(t90)) >= 0.85
