@@ -38,7 +38,9 @@ bucket refills under the capacity and can pass a probe above it on those tokens)
 one goes back to the level ``confirmed`` right after the last cut (the bucket was empty then and
 could hide nothing), or, refused above the rate accepted since that cut (measured over
 ``SUSTAINED_WINDOW``: the bucket's refill), just under that rate, and up to ``BUDGET_DEEP``
-throttles within the window still allow probing.
+throttles within the window still allow probing. Any bucket: a level refused above the rate
+accepted since the knee, with every level since above that rate (``_knee_refill``: the
+refill), goes just under it rather than ``TRIM`` down.
 
 ``rule.max`` (None by default) is an operator's explicit cap and always holds; ``rule.min`` is a
 floor that keeps probes going. A learned speed (``initial(..., learned=...)`` or a state kept
