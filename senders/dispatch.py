@@ -198,9 +198,7 @@ class Dispatcher:
         """Whether a connection of ``lane`` from ``ip`` may go on sending: no lock or pause
         of the lane or the IP, and within the connection cap (lowered by a live rule edit or
         a throttle: a connection over it is shed)."""
-        now = time.time()
-        return (lane.blocked_until(now) is None and not lane.ip_blocked(ip, now)
-                and lane.conns.get(ip, 0) <= lane.max_connections_per_ip())
+        return lane.may_send(ip, time.time())  # (computed once per change: senders/lane.py)
 
     def requeue(self, lane: Lane, item: Item) -> None:
         """Put ``item`` back at the head of its lane to be sent again, unless its partition was

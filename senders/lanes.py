@@ -97,6 +97,7 @@ class Lanes:
         for lane in self.by_key.values():
             if st.source_ip in lane.source_ips:
                 lane.warm_start = self.warm_start(lane.isp, lane.source_ips)
+                lane.changed()
                 touched.append((lane, False))
         return touched
 
