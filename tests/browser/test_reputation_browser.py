@@ -127,9 +127,12 @@ def test_reputation_charts_show_the_held_scopes(pipeline_factory) -> None:
         assert set(got["Complaints"]) == {HELD_MARK + "gmail \u00b7 c1", "yahoo \u00b7 c1"}
         assert got["Complaints"][HELD_MARK + "gmail \u00b7 c1"] == 20.0
         assert [n.replace("<br>", " ") for n in fig["notes"]] == [f"held: {why}"]
-        ticks = [t.text for t in driver.find_elements(
-            By.CSS_SELECTOR, "#chart-reputation .xtick text")]
-        assert HELD_MARK + "gmail \u00b7 c1" in ticks  # drawn, not only in the data
+        # drawn, not only in the data: the tick labels read in one script, polled (the panel
+        # redraws every 2 s, and an element found before a redraw is stale when read)
+        held_tick = HELD_MARK + "gmail \u00b7 c1"
+        h.wait_for(driver, lambda d: held_tick in d.execute_script(
+            "return Array.from(document.querySelectorAll('#chart-reputation .xtick text'), "
+            "t => t.textContent);"), message="the held scope's tick drawn")
 
         # 7 d: the same counts (all of it is from the last minutes), another title
         driver.find_element(By.CSS_SELECTOR, "#rep-window input[value='7d']").click()
