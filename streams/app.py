@@ -215,7 +215,7 @@ def build(config: Config, kb: KnowledgeBase | None = None,
     # any number of ids in the window (kmta/pipeline/seenids.py)
     hot = config.worker.dedup_memory_ids
     ids = CompactedView(config, t("ids"), decode_seen, skip=own_ids, values=SeenIds(
-        path=os.path.join(datadir, "seen-ids.sqlite") if hot else None, hot=hot or 1))
+        path=os.path.join(datadir, "seen-ids.sqlite") if hot else None, hot=hot))
     states = CompactedView(config, t("state"), json.loads, on_state)
     resolver = Resolver(config.dns)
     rng = random.Random()

@@ -683,10 +683,17 @@ def _low(s: SpeedState) -> float | None:
 def _accepted(s: SpeedState, tact: float, now: float) -> float | None:
     """The rate (as a speed) the provider accepted since the knee's first throttle, per source
     IP; None when that window is too short to tell."""
-    if (s.refused_at is None or now - s.refused_at < ACCEPTED_WINDOW
-            or s.refused_clean < ACCEPTED_MIN):
+    return _rate_since(s, s.refused_at, s.refused_clean, tact, now, ACCEPTED_WINDOW,
+                       ACCEPTED_MIN)
+
+
+def _rate_since(s: SpeedState, at: float | None, clean: int, tact: float, now: float,
+                window: float, least: int) -> float | None:
+    """The rate (as a speed per source IP) of ``clean`` replies since ``at``; None before
+    ``window`` seconds and ``least`` replies."""
+    if at is None or now - at < window or clean < least:
         return None
-    return s.refused_clean / (now - s.refused_at) / max(1, len(s.sources)) * tact
+    return clean / (now - at) / max(1, len(s.sources)) * tact
 
 
 def _sustained(s: SpeedState, tact: float, now: float) -> float | None:
@@ -696,10 +703,8 @@ def _sustained(s: SpeedState, tact: float, now: float) -> float | None:
     before. Between two moments the bucket was empty it accepted its refill, less what
     overflowed a full bucket: a lower bound of the capacity, tight while the level stayed
     near it."""
-    if (s.refused_at is None or now - s.refused_at < SUSTAINED_WINDOW
-            or s.refused_clean < SUSTAINED_MIN):
-        return None
-    return s.refused_clean / (now - s.refused_at) / max(1, len(s.sources)) * tact
+    return _rate_since(s, s.refused_at, s.refused_clean, tact, now, SUSTAINED_WINDOW,
+                       SUSTAINED_MIN)
 
 
 def _knee_refill(s: SpeedState, tact: float, now: float) -> float | None:
@@ -709,10 +714,9 @@ def _knee_refill(s: SpeedState, tact: float, now: float) -> float | None:
     ``KNEE_MARGIN`` of every level held since (the sending exceeded it throughout, so the
     bucket never filled and nothing overflowed: the refill, the capacity); None otherwise.
     Later cuts (probe refusals, trims) do not restart it, unlike ``_sustained``."""
-    if (s.knee_at is None or s.knee_low is None or now - s.knee_at < SUSTAINED_WINDOW
-            or s.knee_clean < SUSTAINED_MIN):
+    rate = _rate_since(s, s.knee_at, s.knee_clean, tact, now, SUSTAINED_WINDOW, SUSTAINED_MIN)
+    if rate is None or s.knee_low is None:
         return None
-    rate = s.knee_clean / (now - s.knee_at) / max(1, len(s.sources)) * tact
     return rate if rate < KNEE_MARGIN * s.knee_low else None
 
 
