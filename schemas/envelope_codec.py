@@ -3,13 +3,25 @@ as bytes.
 
 Wire form of a record's value (``encode``)::
 
-    b"\\x00KE1" | length of the head, 4 bytes big-endian | head | body
-     magic          N                                      N bytes   to the end
+    b"\\x00KE1" | length of the head, 4 bytes big-endian | head | flags | body
+     magic          N                                      N bytes together  to the end
 
 * the **head** is the envelope without its body (``Envelope`` less ``data``) as compact JSON,
   a few hundred bytes: readable in ``kcat`` output, and cheap to decode;
+* the **flags** are JSON white space after the head's closing brace, inside its N bytes: a
+  space says the body has CRLF line ends only (``Envelope.crlf``; the sender then skips its
+  line-end check, three passes over the body). None: nothing is known about the body;
 * the **body** is the message exactly as it is sent over SMTP (``Envelope.data``, composed,
   signed and encoded once by the router), neither escaped nor re-encoded.
+
+Why the flags are white space, not a byte of their own or a new magic: every reader before
+them parses the N bytes with ``json.loads``, which skips white space after the value, so a
+reader of before takes a flagged record as it took any (and checks the body as it did), and
+a reader of now takes a record of before as unflagged. Routers, delay schedulers and senders
+of either version can share the topics in any order during a rolling upgrade. A flag only
+ever allows a reader to skip work it can do itself, so a reader ignores the flags it does not
+know (tab, LF and CR are free for more of them); a change that a reader of before must not
+ignore takes a new magic, and readers must be upgraded before any writer writes it.
 
 Why so:
 
@@ -32,7 +44,8 @@ The public topics (outbox, results, control, dlq) stay plain JSON. A dead letter
 record carries it as ``readable`` makes it: the old JSON form (``Envelope.to_json``, the body as
 text) where the body is UTF-8, so it stays readable and can be written back to the queue as it
 is; otherwise the record's own bytes in base64 (``original_encoding`` "base64"), to be read
-with ``decode``.
+with ``decode``. The JSON form carries no flags (``Envelope.crlf`` is never written as JSON):
+a message written back from a dead letter has its body checked again by the sender.
 """
 from __future__ import annotations
 
@@ -42,16 +55,20 @@ import struct
 
 from schemas.message import Envelope
 
-__all__ = ["MAGIC", "decode", "encode", "is_binary", "readable"]
+__all__ = ["CRLF_FLAG", "MAGIC", "decode", "encode", "is_binary", "readable"]
 
 MAGIC = b"\x00KE1"
 _LEN = struct.Struct(">I")
 _START = len(MAGIC) + _LEN.size
+CRLF_FLAG = b" "  # the body has CRLF line ends only (Envelope.crlf)
+_WHITE = b" \t\r\n"  # JSON white space: what may follow the head, the flags
 
 
 def encode(env: Envelope) -> bytes:
     """The record value of ``env`` on the queue and delay topics."""
     head = env.model_dump_json(by_alias=True, exclude_none=True, exclude={"data"}).encode()
+    if env.crlf:
+        head += CRLF_FLAG
     return b"".join((MAGIC, _LEN.pack(len(head)), head, env.data))
 
 
@@ -71,13 +88,17 @@ def decode(value: bytes) -> Envelope:
     if _START + n > len(value):
         raise ValueError(f"queue record cut short: head of {n} bytes, "
                          f"{len(value) - _START} after the magic")
+    head = value[_START:_START + n]
     try:
-        doc = json.loads(value[_START:_START + n])
+        doc = json.loads(head)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"queue record head is not JSON: {e}") from None
-    if not isinstance(doc, dict) or "data" in doc:
+    if not isinstance(doc, dict) or "data" in doc or "crlf" in doc:
         raise ValueError("queue record head is not an envelope without its body")
     doc["data"] = value[_START + n:]
+    flags = head[len(head.rstrip(_WHITE)):]
+    if CRLF_FLAG in flags:
+        doc["crlf"] = True
     return Envelope.model_validate(doc)
 
 

@@ -126,7 +126,7 @@ class SmtpConnection:
         opts, refused = mail_options(needs(sender, rcpt, data), self._client.supports, self.mx)
         if refused is not None:  # nothing was sent: the connection stays usable
             return None, Outcome(refused, False, self.mx, "mail", tls=self.tls)
-        return message(sender, rcpt, opts, data), None
+        return message(sender, rcpt, opts, data, env.crlf), None
 
     def _follow(self, ahead: Ahead) -> Callable[[], Message | None]:
         """For the client: the lane's next message to write behind this one's dot, taken off

@@ -635,3 +635,89 @@ async def serve(server: Scripted) -> tuple[int, Callable[[], Awaitable[None]]]:
         await srv.wait_closed()
 
     return srv.sockets[0].getsockname()[1], close
+
+
+# -- a body the router marked CRLF (Envelope.crlf): the same bytes on the wire ---------------
+class Tap:
+    """A loopback forwarder to ``port`` that keeps the bytes each client connection wrote."""
+
+    def __init__(self, port: int) -> None:
+        self.target = port
+        self.sent: list[bytearray] = []
+        self.port = 0
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Tap:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, cr: asyncio.StreamReader, cw: asyncio.StreamWriter) -> None:
+        kept = bytearray()
+        self.sent.append(kept)
+        sr, sw = await asyncio.open_connection("127.0.0.1", self.target)
+
+        async def pump(r: asyncio.StreamReader, w: asyncio.StreamWriter,
+                       keep: bytearray | None) -> None:
+            try:
+                while chunk := await r.read(65536):
+                    if keep is not None:
+                        keep += chunk
+                    w.write(chunk)
+                    await w.drain()
+            finally:
+                w.close()
+
+        await asyncio.gather(pump(cr, sw, kept), pump(sr, cw, None), return_exceptions=True)
+
+
+async def tapped(port: int, envs: list[Envelope]) -> bytes:
+    """What the client wrote delivering ``envs`` on one connection (each one accepted)."""
+    async with Tap(port) as tap:
+        t = SmtpTransport(tap.port, "kmta.test", ["127.0.0.0/8"],
+                          allow_special=["127.0.0.0/8"])
+        conn = await t.connect([MxHost(host="mx.rcpt.test", ips=["127.0.0.1"])], None, 10)
+        try:
+            outs = [await conn.deliver(e, 10) for e in envs]
+        finally:
+            await conn.close()
+        assert [o.accepted for o in outs] == [True] * len(envs)
+        # the tap keeps a chunk before it forwards it: QUIT's reply came, so QUIT is kept
+        assert len(tap.sent) == 1 and tap.sent[0].endswith(b"QUIT\r\n")
+        return bytes(tap.sent[0])
+
+
+@pytest.mark.parametrize("box", ["pipelining", "chunking"], indirect=True)
+async def test_a_body_marked_crlf_goes_byte_for_byte_as_when_it_is_checked(box) -> None:
+    """The router marks what it composed as CRLF only (``Envelope.crlf``); the sender then
+    skips its line-end check. On the wire nothing changes: DATA dot-stuffed, BDAT the body as
+    it is, a last CRLF added where the body lacks it, flag or not."""
+    b, port = box
+    canonical = wire_body(BODY.encode())  # CRLF only, lines starting with a dot
+    bodies = [canonical, canonical[:-2], canonical]  # one without its last CRLF
+    checked = await tapped(port, [env(i, data=d) for i, d in enumerate(bodies)])
+    marked = await tapped(port, [env(i, data=d).model_copy(update={"crlf": True})
+                                 for i, d in enumerate(bodies)])
+    assert marked == checked
+    assert [g[2] for g in b.got] == [canonical] * 6
+    if b.offers == "chunking":  # the body unstuffed, after its BDAT line
+        assert checked.count(b"BDAT %d LAST\r\n" % len(canonical) + canonical) == 3
+    else:
+        assert checked.count(b"\r\n..a line that starts with a dot\r\n...two dots\r\n..\r\n"
+                             b"end\r\n.\r\n") == 3
+
+
+@pytest.mark.parametrize("box", ["pipelining", "chunking"], indirect=True)
+async def test_an_unmarked_body_with_lone_cr_and_lf_is_still_converted(box) -> None:
+    """An envelope without the mark (a record of a router before it, a dead letter written
+    back) has its line ends made CRLF by the sender, as before."""
+    b, port = box
+    raw = BODY.replace("\r\n", "\n").replace("line one\n", "line one\r")
+    sent = await tapped(port, [env(1, data=raw)])
+    assert [g[2] for g in b.got] == [wire_body(BODY.encode())]
+    assert sent.count(b"\n") == sent.count(b"\r\n") == sent.count(b"\r")

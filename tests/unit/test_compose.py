@@ -431,3 +431,38 @@ def test_the_direct_writer_writes_what_the_email_package_path_writes(
     finally:
         c._DIRECT = True
     assert direct == stock
+
+
+def crlf_only(raw: bytes) -> bool:
+    """Every CR and LF in ``raw`` is part of a CRLF (what ``Envelope.crlf`` promises)."""
+    return raw.count(b"\r") == raw.count(b"\n") == raw.count(b"\r\n")
+
+
+_ANY_LINES = st.lists(st.sampled_from(["a", "é", " ", "\r", "\n", "\r\n", "=", ".", "中",
+                                       "x" * 600]), max_size=40).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_ANY_LINES, _ANY_LINES, st.sampled_from(["both", "text", "html", "data"]), _HEADER_TEXT)
+def test_every_message_composed_has_crlf_line_ends_only(text: str, html: str, shape: str,
+                                                        subject: str) -> None:
+    """The router marks what it composed as CRLF only (``Envelope.crlf``: the senders then
+    skip their check), so every path of ``compose_bytes`` must write nothing else: a given
+    ``data`` with any line ends, texts sent as they are (the direct writer) and texts with
+    lines over 998 octets (quoted-printable or base64, through the email package), with
+    headers that fold."""
+    from kmta.policy.compose import compose_bytes
+
+    parts = {"both": {"subject": subject, "text": text, "html": html},
+             "text": {"subject": subject, "text": text}, "html": {"subject": subject,
+                                                                  "html": html},
+             "data": {"data": f"Subject: {subject or 's'}\nX-A: b\r\rc\r\n\n{text}"}}[shape]
+    msg = OutboxMessage.model_validate({**BASE, **parts})
+    extra = [("List-Unsubscribe", "<https://u.example/" + "u" * 90 + ">"),
+             ("Feedback-ID", "c:shop.example")]
+    try:
+        raw = compose_bytes(msg, "m-1", "mta.kmta.test", NOW, extra)
+    except InputError:  # a data line over 998 octets: refused, nothing is routed
+        assert shape == "data"
+        return
+    assert crlf_only(raw)

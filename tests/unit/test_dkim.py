@@ -346,3 +346,21 @@ def test_bare_line_feeds_are_signed_as_dkimpy_reads_them(keydir: Path) -> None:
     key = load_key("shop.example", cfg.domains[0].dkim[0])
     data = b"From: a@shop.example\r\nTo: b@gmail.com\r\nSubject: x\r\n\r\nline  one\nline two\n"
     assert verify_all(sign(data, [key]), dns_of(Outgoing(cfg), cfg)) == [b"s1"]
+
+
+@pytest.mark.parametrize("shape", ["composed", "long lines", "data with bare LF"])
+def test_signed_messages_keep_crlf_line_ends_only(keydir: Path, shape: str) -> None:
+    """The router marks its messages as CRLF only after signing (``Envelope.crlf``): the
+    DKIM-Signature fields put in front, folded, must not bring a lone CR or LF."""
+    cfg = config(keydir, [{"selector": "r1", "key_file": "rsa-pkcs8.pem"},
+                          {"selector": "e1", "key_file": "ed.pem",
+                           "algorithm": "ed25519-sha256"}])
+    out = Outgoing(cfg)
+    msg = {"composed": message(), "long lines": message(text="é" * 700 + "\n" + "x" * 1200),
+           "data with bare LF": message(
+               data="From: a@mail.shop.example\nTo: b@gmail.com\nSubject: s\n\nbody\r.\n",
+               subject=None, text=None)}[shape]
+    st = stamp(out, msg)
+    assert st.data.count(b"DKIM-Signature:") == 2
+    assert st.data.count(b"\r") == st.data.count(b"\n") == st.data.count(b"\r\n")
+    assert verify_all(st.data, dns_of(out, cfg)) == [b"r1", b"e1"]

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from kmta.policy.flight import Plan, Settled, plan, rides, settle, settle_pair, steps
 from kmta.policy.reply import Reply
-from senders.smtpclient import SmtpError, _dotted, parse_replies, quoted, wire_body
+from senders.smtpclient import SmtpError, _dotted, message, parse_replies, quoted, wire_body
 
 
 def r(code: int, text: str = "ok") -> Reply:
@@ -227,3 +227,18 @@ def test_quoted_takes_the_fast_path_only_for_plain_addresses() -> None:
     # not plain: parsed as before (parseaddr keeps only the address: nothing is injected)
     assert quoted("ann@example.com> SIZE=1\r\nRSET") == "<ann@example.com>"
     assert quoted('"a b"@example.com') == '<"a b"@example.com>'
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.sampled_from([b"a", b".", b"\r", b"\n", b"\r\n", b"..", b" ", b"\xc3\xa9"]),
+                max_size=60).map(b"".join), st.booleans())
+def test_a_body_marked_crlf_is_sent_as_when_it_is_checked(data: bytes, cut: bool) -> None:
+    """``crlf`` (``Envelope.crlf``, set by the router) spares the check, never the bytes:
+    for a body with CRLF line ends only, with or without its last one, the same body as
+    without the mark (BDAT sends it; DATA dot-stuffs it)."""
+    body = wire_body(data)
+    if cut:
+        body = body[:-2]
+    assert wire_body(body, crlf=True) == wire_body(body)
+    assert message("a@x.test", "b@y.test", [], body, crlf=True) == message(
+        "a@x.test", "b@y.test", [], body)

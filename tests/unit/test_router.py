@@ -124,6 +124,7 @@ def test_routed_to_the_isp_queue_partition_with_a_queued_event(h: Harness) -> No
     assert env.pool == "default"  # named, though the message named none
     assert env.data.startswith(f"{TRACE_HEADER}: m-1\r\n".encode())
     assert b"Message-ID: <m-1@shop.example>" in env.data  # in the sender's domain
+    assert env.crlf  # composed here: the senders skip their line-end check
     (ev,) = events(outs)
     assert outs[1].key == b"gmail"
     # the header the brain's consumer drops it by, undecoded (streams/committed.py)
@@ -174,6 +175,7 @@ def test_data_message_passes_through(h: Harness) -> None:
     env = envelope_codec.decode(outs[0].value)
     assert env.data == (f"{TRACE_HEADER}: d-1\r\n"
                         "From: news@shop.example\r\nSubject: x\r\n\r\nbody\r\n").encode()
+    assert env.crlf  # its line ends made CRLF here
 
 
 # -- decided without delivery ------------------------------------------------------------------
