@@ -5,7 +5,7 @@ the classifier -> the ISP's reply rules -> disposition -> suppression) and is co
 label: the category, whether it is temporary (should be deferred, not bounced) and whether it
 should suppress the recipient. ``tuned.jsonl`` is the part the rules were tuned on;
 ``heldout.jsonl`` was held out when it was made (its misses were read once since, to find general
-causes); ``heldout2.jsonl`` to ``heldout38.jsonl`` were each written from public
+causes); ``heldout2.jsonl`` to ``heldout39.jsonl`` were each written from public
 sources the other parts do not use, after the rule changes before them, and scored blind once
 (their misses were read afterwards for the next round: part 25's in round 22, part 26's
 after its blind score in round 22, part 27's after its blind score in round 23, part 28's
@@ -42,6 +42,7 @@ PARTS = (
     "heldout36",
     "heldout37",
     "heldout38",
+    "heldout39",
 )
 
 

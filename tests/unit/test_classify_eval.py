@@ -147,7 +147,7 @@ def test_steps_chained_by_hand_agree_with_judge() -> None:
 
 
 def test_every_part_is_labelled_consistently_and_distinct() -> None:
-    # every part the eval reads (PARTS, through heldout38): labels that agree with themselves,
+    # every part the eval reads (PARTS, through heldout39): labels that agree with themselves,
     # each reply attributed, no reply (code and text) in two parts, none twice in a later part
     # (the tuned part may repeat a reply that two of its sources both give)
     from ops.classify_eval import PARTS
@@ -163,4 +163,4 @@ def test_every_part_is_labelled_consistently_and_distinct() -> None:
             assert part in ("tuned", "heldout") or key(r) not in mine, (part, r)
             mine.add(key(r))
             seen[key(r)] = part
-    assert len(PARTS) == 39 and "heldout37" in PARTS and "heldout38" in PARTS
+    assert len(PARTS) == 40 and {"heldout37", "heldout38", "heldout39"} <= set(PARTS)
