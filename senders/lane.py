@@ -30,7 +30,8 @@ from schemas import Envelope, IspState, WarmupStatus
 from schemas.rules import ReplyRule
 from senders.pacing import Pacer, TactCounter
 
-__all__ = ["Item", "Lane", "LocalLock", "Pick", "connection_share", "slow_holds"]
+__all__ = ["Item", "Lane", "LocalLock", "Pick", "Slow", "connection_share", "slow_holds",
+           "slowed"]
 
 WARM_SKEW = 2.0  # seconds: results of several nodes reach the brain at most this far apart
 
@@ -54,6 +55,22 @@ LOCAL_SLOW_GRACE = 2.0
 RAISE_DELAY = 0.3
 
 POOL = "@pool"  # the key of a pool-scope lock among a lane's provisional locks (not an IP)
+
+
+# A source IP's local slow-down: when a throttle reply slowed it, its speed then, and the
+# throttles since (the first counts).
+Slow = tuple[float, float, int]
+
+
+def slowed(slow: Slow | None, speed: float, now: float) -> Slow:
+    """A source IP's slow-down after a throttle reply at ``now``: a new one from ``speed``
+    (its speed now) when it was not slowed (``slow`` None), else ``slow`` with one more
+    throttle counted (a deep bucket's in-flight refusals, which ``slow_holds`` weighs). One
+    function for ``Lane.note_throttle`` and the closed loop (tests/speedloop.py), so the
+    simulated nodes count as the senders do."""
+    if slow is None:
+        return (now, speed, 1)
+    return (slow[0], slow[1], slow[2] + 1)
 
 
 def slow_holds(brain_speed: float, slowed_from: float, throttles: int) -> bool:
@@ -158,9 +175,8 @@ class Lane:
     # provisional locks: key None = the whole ISP, POOL = this lane's pool, else a source IP
     local_locks: dict[str | None, LocalLock] = field(default_factory=dict)
     local_hits: dict[tuple[str, str | None], Hits] = field(default_factory=dict)
-    # source IP -> (when a throttle reply slowed it, its speed then, throttles since: the
-    # first counts)
-    local_slow: dict[str | None, tuple[float, float, int]] = field(default_factory=dict)
+    # source IP -> its local slow-down (``Slow``: since when, from which speed, throttles)
+    local_slow: dict[str | None, Slow] = field(default_factory=dict)
     # IP warm-up: the new source IPs (config) -> their snapshot before the brain's first one;
     # per IP, the times of this node's attempts since, and its messages in flight
     warm_start: dict[str, WarmupStatus] = field(default_factory=dict)
@@ -434,10 +450,9 @@ class Lane:
         ``slow_holds``, or the grace passes); True when this reply slowed it. The throttles
         while it is slowed are counted (a deep bucket's in-flight refusals)."""
         slow = self.local_slow.get(ip)
+        self.local_slow[ip] = slowed(slow, self.speed(ip), now)
         if slow is not None:
-            self.local_slow[ip] = (slow[0], slow[1], slow[2] + 1)
             return False
-        self.local_slow[ip] = (now, self.speed(ip), 1)
         self.refresh()
         return True
 

@@ -25,8 +25,9 @@ from kmta.policy.speed import Signal, SpeedState, initial, observe
 from schemas.rules import SpeedRule
 
 # the sender's own constants: a raise applies RAISE_DELAY after the brain published it; a
-# throttle reply slows the IP to LOCAL_SLOW of its rate until the brain answers (slow_holds)
-from senders.lane import LOCAL_SLOW, LOCAL_SLOW_GRACE, RAISE_DELAY, slow_holds
+# throttle reply slows the IP to LOCAL_SLOW of its rate until the brain answers (slow_holds);
+# the slow-down and its throttle count as Lane.note_throttle keeps them (slowed)
+from senders.lane import LOCAL_SLOW, LOCAL_SLOW_GRACE, RAISE_DELAY, Slow, slow_holds, slowed
 from sim.behaviour import ProviderBehaviour, ProviderRules
 
 __all__ = ["LoopCase", "LoopResult", "run"]
@@ -131,7 +132,7 @@ class _Node:
         self.speed: float | None = None  # the brain's speed (the ISP's record), once received
         self.published = 0.0  # when the brain published it
         self.own: dict[str, tuple[float, float]] = {}  # IP -> its own level, published at
-        self.local_slow: dict[str, tuple[float, float, int]] = {}  # at, speed, throttles
+        self.local_slow: dict[str, Slow] = {}  # as Lane.local_slow
         grid = (frozenset({index}), case.nodes) if case.nodes > 1 else None
         self.pacers = {ip: Pacer(0.0, clock=clock, grid=grid) for ip in ips}
         self.version = {ip: 0 for ip in ips}
@@ -294,11 +295,13 @@ def run(case: LoopCase) -> LoopResult:
             n = nodes[i]
             speed = n.speed_of(ip)[0]
             slow = n.local_slow.get(ip)
-            if outcome is not Signal.CLEAN and slow is None and speed:
-                n.local_slow[ip] = (now, speed, 1)
-                wake(n, ip, now)
-            elif outcome is Signal.THROTTLE and slow is not None:  # as Lane.note_throttle
-                n.local_slow[ip] = (slow[0], slow[1], slow[2] + 1)
+            # a throttle as Lane.note_throttle; the loop has no local locks: a block's reply
+            # slows an IP not slowed yet in their stead (and counts no throttle)
+            if ((outcome is Signal.THROTTLE or (outcome is Signal.LOCK and slow is None))
+                    and (slow is not None or speed)):
+                n.local_slow[ip] = slowed(slow, speed or 0.0, now)
+                if slow is None:
+                    wake(n, ip, now)
             push(now + rng.uniform(*case.results), "result", (ip, outcome, now, i))
         elif kind == "result":
             ip, outcome, at, i = data
