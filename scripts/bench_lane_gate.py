@@ -6,7 +6,9 @@ queueing it, the kick's ``blocked_until`` and ``wanted_workers`` (its rate), and
 dispatcher's ``_open`` three times (the worker loop, ``may_follow`` for a message riding
 behind the previous one, ``still_open`` before its body). This times that sequence on a lane
 of one ISP with ``--ips`` source IPs and a brain state, nothing changing meanwhile (the common
-case: a state arrives some times a second, messages by the thousand).
+case: a state arrives some times a second, messages by the thousand). ``--changing``: the lane
+changes before every message (``Lane.changed``, as a new state does), so every message computes
+the cached answer (``_Gate``) afresh: the cost of building it.
 
     python scripts/bench_lane_gate.py --compare main=/work/main --rounds 3
 
@@ -27,7 +29,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def child(ips: int, messages: int) -> float:
+def child(ips: int, messages: int, changing: bool = False) -> float:
     """CPU ns per message of the check sequence, in the tree on ``sys.path``."""
     from kmta.policy.kb import KnowledgeBase
     from schemas import IspState
@@ -48,6 +50,8 @@ def child(ips: int, messages: int) -> float:
     t0 = time.process_time()
     for _ in range(messages):
         t = time.time()
+        if changing:
+            lane.changed()
         lane.blocked_until(t)  # intake
         lane.blocked_until(t)  # kick
         lane.rate_per_second()  # kick: wanted_workers
@@ -62,11 +66,13 @@ def main() -> None:
     ap.add_argument("--ips", type=int, default=4)
     ap.add_argument("--messages", type=int, default=200_000)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--changing", action="store_true",
+                    help="the lane changes before every message (the cached answer rebuilt)")
     ap.add_argument("--compare", metavar="NAME=DIR", help="another tree, e.g. main=/work/main")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(child(a.ips, a.messages)))
+        print(json.dumps(child(a.ips, a.messages, a.changing)))
         return
     trees = {"this": ROOT}
     if a.compare:
@@ -77,7 +83,8 @@ def main() -> None:
         for name, d in trees.items():
             env = {**os.environ, "PYTHONPATH": str(d)}
             out = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child",
-                                  "--ips", str(a.ips), "--messages", str(a.messages)],
+                                  "--ips", str(a.ips), "--messages", str(a.messages),
+                                  *(["--changing"] if a.changing else [])],
                                  env=env, cwd=d, check=True, capture_output=True, text=True)
             runs[name].append(float(out.stdout))
             print(f"round {r + 1} {name:>6}: {runs[name][-1]:8.0f} CPU ns/message")
