@@ -129,10 +129,11 @@ class _Gate:
         self.state = lane.state
         self.pool_state = lane.pool_state
         self.rule = lane.rule
-        self.blocked = lane._blocked(now, whole_only=False) is not None
-        self.open = frozenset(ip for ip in lane.source_ips if not lane._ip_blocked(ip, now))
+        usable = lane._usable(now)  # (each IP's check once: the three below need it)
+        self.blocked = lane._blocked(now, whole_only=False, usable=usable) is not None
+        self.open = frozenset(usable)
         self.max_conns = lane._max_connections_per_ip()
-        self.rate = lane._rate_per_second(now)
+        self.rate = lane._rate_per_second(now, usable)
         ends = [lk.until for lk in lane.local_locks.values()]
         ends += [st.locked_until for st in (lane.state, lane.pool_state,
                                             *(lane.ip_states.get(ip or "")
@@ -253,8 +254,13 @@ class Lane:
         g = self._gate_at(now)
         return g.rate if g is not None else self._rate_per_second(now)
 
-    def _rate_per_second(self, now: float) -> float:
-        usable = [ip for ip in self.source_ips if not self._ip_blocked(ip, now)]
+    def _usable(self, now: float) -> list[str | None]:
+        """The source IPs not blocked at ``now`` (see ``_ip_blocked``), in order."""
+        return [ip for ip in self.source_ips if not self._ip_blocked(ip, now)]
+
+    def _rate_per_second(self, now: float, usable: list[str | None] | None = None) -> float:
+        if usable is None:
+            usable = self._usable(now)
         return sum(self.ip_rate(ip) for ip in usable) if usable else self.ip_rate(
             self.source_ips[0] if self.source_ips else None)
 
@@ -290,7 +296,9 @@ class Lane:
         lane's source IPs): messages of other pools on the same partition may still go."""
         return self._blocked(now, whole_only=True)
 
-    def _blocked(self, now: float, whole_only: bool) -> float | None:
+    def _blocked(self, now: float, whole_only: bool,
+                 usable: list[str | None] | None = None) -> float | None:
+        """``usable``: ``_usable(now)`` when the caller has it already."""
         until: float | None = None
         scopes = ((self.state, None),) if whole_only else ((self.state, None),
                                                            (self.pool_state, POOL))
@@ -302,7 +310,8 @@ class Lane:
                 until = max(until or 0.0, local.until)
             if st is not None and st.locked(now):
                 until = max(until or 0.0, st.locked_until or 0.0)
-        if not whole_only and all(self._ip_blocked(ip, now) for ip in self.source_ips):
+        if not whole_only and (not usable if usable is not None
+                               else all(self._ip_blocked(ip, now) for ip in self.source_ips)):
             # every IP locked, paused or (new) out of its warm-up caps: look again in 5 s, or
             # when the first warm-up window opens
             until = max(until or 0.0, min(self._warm_free_at(ip, now) for ip in self.source_ips))
