@@ -36,12 +36,26 @@ the file's other pages are the kernel's page cache, not the worker's RSS. Why SQ
 sorted run files: one index to search on a miss (runs would each need a search, or a
 prefilter that grows with the ids), prune by an index on the time, and it is in the standard
 library. Its costs (``scripts/bench_seenids.py``, docs/benchmark.md): a miss reads the file
-(µs, in C), and a spill blocks the event loop while it writes ``hot`` rows into a table of
-any size (a B-tree keyed by random hashes: each spill touches most leaves while the table is
-small and ~one leaf a row once it is large).
+(µs, in C), and the writes: ``hot`` rows a spill into a table of any size (a B-tree keyed by
+random hashes: each spill touches most leaves while the table is small and ~one leaf a row
+once it is large), and a prune's deletes.
 
-``prune`` spills first, then deletes the rows at or before the cut by the time index: one
-place for every id, so a value pruned from memory never uncovers an older row. The file is a
+**The file's work in chunks.** Written in one call, a spill blocked the event loop 0.4 s and
+a prune 0.6 s at a million ids (the router's loop: routing and the brain stalled). So a
+spill freezes the arrays as a segment (no copy) that lookups read, newest first, between
+memory and the file until its rows are written; ``prune`` freezes memory too (one place for
+every id: a value pruned from memory never uncovers an older row) and queues a delete of the
+rows at or before the cut behind it, which lookups apply at once (a segment's entry or a
+row at or before a pending prune's cut is gone). The work runs in order, ``chunk`` rows
+(2,048: a few ms) in one call, one call in ``chunk // 4`` sets or pops (four rows a call,
+against two an id: written once, deleted once), each call when more than ``hot`` rows wait
+(a prune longer than the spills behind it); a job is one transaction across its chunks, so
+the B-tree's pages are still visited once a spill. Not a writer thread: sqlite3 would need a
+second connection and WAL for lookups to read beside it, and the GIL still takes the loop
+from it (bench: a busy loop's longest gap 9 ms beside a spill in a thread, the spill 2.4x
+slower) while the same CPU is spent; the chunks' stall is the chunk, set by ``chunk``.
+
+The file is a
 cache of the ids topic: made afresh when opened (no journal, no syncs: what a crash leaves is
 deleted at the next start), since the view reads the whole topic at start anyway. Resuming
 from it would need the view's offsets stored with each spill and the worker's own ids (which
@@ -55,6 +69,7 @@ import os
 import sqlite3
 from array import array
 from bisect import bisect_left
+from collections import deque
 
 from kmta.policy.dedup import Seen
 
@@ -65,6 +80,8 @@ _PARTITION_MASK = (1 << _PARTITION_BITS) - 1
 _GONE = -1  # ``where`` of an id removed (every packed place is >= 0)
 _PENDING_SHARE = 8  # the pending dict merges at 1/2**8 of the ids (and merge_at at least)
 HOT = 1 << 17  # ids kept in the arrays before they move to the file (~3 MB)
+CHUNK = 2048  # rows of the file's work in one call (a few ms)
+_PACE = 4  # rows of the file's work a set or pop pays for
 _CACHE_KIB = 2048  # SQLite's page cache: the file's other pages are the kernel's page cache
 
 
@@ -77,15 +94,50 @@ def _pack(seen: Seen) -> int:
     return seen.offset << _PARTITION_BITS | seen.partition
 
 
+class _Segment:
+    """Arrays frozen for the file: sorted hashes, places (or _GONE), times; read by lookups
+    until their rows are in (and committed to) the file. ``cut``: the latest prune queued
+    after them, whose delete has not run yet (an id at or before it is forgotten already)."""
+
+    __slots__ = ("at", "cut", "done", "gone", "h", "where")
+
+    def __init__(self, h: array[int], where: array[int], at: array[float], gone: int) -> None:
+        self.h, self.where, self.at, self.gone = h, where, at, gone
+        self.done = 0  # entries written to the file so far
+        self.cut = float("-inf")
+
+    def get(self, key: int) -> tuple[bool, Seen | None]:
+        """(held here, its value: None for an id removed or pruned)."""
+        h = self.h
+        i = bisect_left(h, key)
+        if i == len(h) or h[i] != key:
+            return False, None
+        where, at = self.where[i], self.at[i]
+        if where == _GONE or at <= self.cut:
+            return True, None
+        return True, Seen(at, where & _PARTITION_MASK, where >> _PARTITION_BITS)
+
+
+class _Prune:
+    """A prune's delete, queued behind the segments frozen before it."""
+
+    __slots__ = ("cut",)
+
+    def __init__(self, cut: float) -> None:
+        self.cut = cut
+
+
 class SeenIds:
     """``get``, ``[id] = Seen``, ``pop``: the part of a mapping the router and the ids topic's
     view use (ids cannot be listed: only their hashes are kept).
 
     ``path``: the file the ids older than the last ``hot`` move to (created afresh, whatever
     it held: it is a cache of the ids topic, which the view reads from its start); without it
-    every id stays in memory."""
+    every id stays in memory. ``chunk``: the rows of file work one call does at most (a spill's
+    or a prune's), one call in ``chunk // 4`` sets or pops while there is work."""
 
-    def __init__(self, merge_at: int = 4096, path: str | None = None, hot: int = HOT) -> None:
+    def __init__(self, merge_at: int = 4096, path: str | None = None, hot: int = HOT,
+                 chunk: int = CHUNK) -> None:
         self._h = array("q")  # sorted hashes
         self._where = array("q")  # offset << 16 | partition, or _GONE
         self._at = array("d")
@@ -95,12 +147,23 @@ class SeenIds:
         self._hot = max(1, hot)
         # with a file, ids pending count in memory too: at most ``hot`` of them
         self._merge_at = max(1, merge_at if path is None else min(merge_at, self._hot))
+        self.forgotten = 0  # ids pruned so far (with a file: as the deletes run)
         self._db: sqlite3.Connection | None = None
+        # the file's work, oldest first: segments to write, prunes to run
+        self._jobs: deque[_Segment | _Prune] = deque()
+        self._frozen: deque[_Segment] = deque()  # segments not in the file yet, oldest first
+        self._backlog = 0  # their rows not written yet
+        self._cuts: list[float] = []  # the cuts of the prunes not run yet
+        self._file_cut = float("-inf")  # a row at or before it is pruned already
+        self._txn = False  # a job's transaction is open
+        self._chunk = max(1, chunk)
+        self._every = max(1, self._chunk // _PACE)
+        self._ticks = 0
         if path is not None:
             self._db = _open(path)
 
     def close(self) -> None:
-        """Close the file (its ids are forgotten with it)."""
+        """Close the file (its ids are forgotten with it, and the work not done yet)."""
         if self._db is not None:
             self._db.close()
             self._db = None
@@ -115,6 +178,10 @@ class SeenIds:
             return new[h]
         i = self._index(h)
         if i < 0:
+            for seg in reversed(self._frozen):  # the newest value hides older ones
+                held, seen = seg.get(h)
+                if held:
+                    return seen
             return None if self._db is None else self._stored(h)
         where = self._where[i]
         if where == _GONE:
@@ -124,7 +191,7 @@ class SeenIds:
     def _stored(self, h: int) -> Seen | None:
         assert self._db is not None
         row = self._db.execute("SELECT w, at FROM ids WHERE h = ?", (h,)).fetchone()
-        if row is None:
+        if row is None or row[1] <= self._file_cut:
             return None
         return Seen(row[1], row[0] & _PARTITION_MASK, row[0] >> _PARTITION_BITS)
 
@@ -138,6 +205,8 @@ class SeenIds:
     def __setitem__(self, msg_id: str, seen: Seen) -> None:
         if not 0 <= seen.partition <= _PARTITION_MASK or seen.offset < 0:
             raise ValueError(f"cannot keep {seen}")
+        if self._jobs:
+            self._pace()
         h = _hash(msg_id)
         i = self._index(h)
         if i >= 0:  # in the arrays (the ids view reading back what the router set): in place
@@ -153,6 +222,8 @@ class SeenIds:
                 self.spill()
 
     def pop(self, msg_id: str, default: Seen | None = None) -> Seen | None:
+        if self._jobs:
+            self._pace()
         h = _hash(msg_id)
         if self._db is None:
             seen = self._new.pop(h, None)
@@ -162,7 +233,7 @@ class SeenIds:
         if seen is None:
             return default
         i = -1 if h in self._new else self._index(h)
-        if i < 0:  # pending, or only in the file: a pending removal hides its row
+        if i < 0:  # pending, or only in a segment or the file: a pending removal hides it
             self._new[h] = None
             if len(self._new) >= max(self._merge_at, len(self._h) >> _PENDING_SHARE):
                 self.merge()
@@ -177,11 +248,13 @@ class SeenIds:
         return seen
 
     def __len__(self) -> int:
-        """The ids kept. With a file: the arrays move there first, then its rows are counted
-        (a scan of the file: for tests and diagnostics, not the hot path)."""
+        """The ids kept. With a file: the arrays move there first (all the file's work done
+        now), then its rows are counted (a scan of the file: for tests and diagnostics, not
+        the hot path)."""
         if self._db is None:
             return len(self._h) - self._gone + len(self._new)
         self.spill()
+        self.flush()
         return int(self._db.execute("SELECT count(*) FROM ids").fetchone()[0])
 
     def merge(self) -> None:
@@ -216,32 +289,92 @@ class SeenIds:
         self._new = {}
 
     def spill(self) -> None:
-        """Move every id of memory into the file (rows replaced, removed ids deleted), in one
-        transaction and hash order (the B-tree's pages are visited in order, once each)."""
+        """Freeze every id of memory into a segment that the file's work writes (rows replaced,
+        removed ids deleted) a chunk at a time, in one transaction and hash order (the B-tree's
+        pages are visited in order, once each); lookups read the segment until it is done. The
+        arrays start empty (new ones: the old ones' memory goes back once written)."""
         if self._db is None:
             return
         self.merge()
-        h, where, at = self._h, self._where, self._at
-        db = self._db
-        with db:
-            db.executemany("INSERT OR REPLACE INTO ids (h, w, at) VALUES (?, ?, ?)",
-                           ((k, w, t) for k, w, t in zip(h, where, at, strict=True)
-                            if w != _GONE))
-            if self._gone:
-                db.executemany("DELETE FROM ids WHERE h = ?",
-                               ((k,) for k, w in zip(h, where, strict=True) if w == _GONE))
-        # new arrays: the old ones' memory goes back (a mapping of its own above 1 MiB)
+        if not self._h:
+            return
+        seg = _Segment(self._h, self._where, self._at, self._gone)
+        self._jobs.append(seg)
+        self._frozen.append(seg)
+        self._backlog += len(seg.h)
         self._h, self._where, self._at = array("q"), array("q"), array("d")
         self._gone = 0
 
-    def prune(self, older_than: float) -> int:
-        """Forget the ids accepted at or before ``older_than``; returns how many."""
+    def prune(self, older_than: float) -> None:
+        """Forget the ids accepted at or before ``older_than`` (``forgotten`` counts them).
+
+        With a file this is at once for lookups and later for the file: memory is frozen as
+        a segment (one place for every id: a row removed in the file is not hidden by memory),
+        then a delete of the rows at or before the cut queued behind it; until it has run,
+        lookups treat a row or a segment's entry at or before it as gone."""
         if self._db is None:
             self.merge()
-            return self._compact(older_than)
-        self.spill()  # one place for every id: a row removed here is not hidden in memory
-        with self._db as db:
-            return db.execute("DELETE FROM ids WHERE at <= ?", (older_than,)).rowcount
+            self.forgotten += self._compact(older_than)
+            return
+        self.spill()
+        for seg in self._frozen:
+            seg.cut = max(seg.cut, older_than)
+        self._jobs.append(_Prune(older_than))
+        self._cuts.append(older_than)
+        self._file_cut = max(self._cuts)
+
+    def flush(self) -> None:
+        """Do all the file's work now (tests, ``len``)."""
+        while self._jobs:
+            self._step()
+
+    def _pace(self) -> None:
+        """A chunk of the file's work every ``chunk // 4`` calls: four rows a call, against at
+        most two an id (written once, deleted once). Behind by more than ``hot`` rows (a long
+        prune ahead of the spills), a chunk every call."""
+        self._ticks += 1
+        if self._ticks >= self._every or self._backlog > self._hot:
+            self._ticks = 0
+            self._step()
+
+    def _step(self) -> None:
+        """One chunk of the oldest job: ``chunk`` rows of a segment written, or up to ``chunk``
+        rows at or before a prune's cut deleted (by the time index); the job's transaction
+        begins at its first chunk and commits after its last (no journal: a commit writes
+        the page cache's dirty pages, at most its 2 MiB)."""
+        db, job, n = self._db, self._jobs[0], self._chunk
+        assert db is not None
+        if not self._txn:
+            db.execute("BEGIN")
+            self._txn = True
+        if isinstance(job, _Segment):
+            lo = job.done
+            hi = min(lo + n, len(job.h))
+            h, where, at = job.h[lo:hi], job.where[lo:hi], job.at[lo:hi]
+            db.executemany("INSERT OR REPLACE INTO ids (h, w, at) VALUES (?, ?, ?)",
+                           ((k, w, t) for k, w, t in zip(h, where, at, strict=True)
+                            if w != _GONE))
+            if job.gone:
+                db.executemany("DELETE FROM ids WHERE h = ?",
+                               ((k,) for k, w in zip(h, where, strict=True) if w == _GONE))
+            job.done = hi
+            self._backlog -= hi - lo
+            finished = hi == len(job.h)
+        else:
+            deleted = db.execute("DELETE FROM ids WHERE h IN (SELECT h FROM ids "
+                                 "WHERE at <= ? LIMIT ?)", (job.cut, n)).rowcount
+            self.forgotten += deleted
+            finished = deleted < n
+        if not finished:
+            return
+        db.execute("COMMIT")
+        self._txn = False
+        self._jobs.popleft()
+        if isinstance(job, _Segment):
+            self._frozen.popleft()  # its rows are the file's now (the oldest segment)
+        else:
+            self._cuts.remove(job.cut)
+            self._file_cut = max(self._cuts, default=float("-inf"))
 
     def _compact(self, older_than: float | None) -> int:
         """Drop, in place, the removed entries and (unless None) those at or before
@@ -277,8 +410,7 @@ def _open(path: str) -> sqlite3.Connection:
             os.unlink(stale)
         except FileNotFoundError:
             pass
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)
-    db.isolation_level = "DEFERRED"
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=True)  # BEGIN by hand
     for pragma in ("journal_mode = OFF", "synchronous = OFF", "locking_mode = EXCLUSIVE",
                    f"cache_size = -{_CACHE_KIB}", "mmap_size = 0", "temp_store = FILE"):
         db.execute(f"PRAGMA {pragma}")
