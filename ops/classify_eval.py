@@ -43,6 +43,7 @@ PARTS = (
     "heldout37",
     "heldout38",
     "heldout39",
+    "heldout40",
 )
 
 
